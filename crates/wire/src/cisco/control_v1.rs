@@ -404,7 +404,9 @@ mod tests {
         (req, rep)
     }
 
-    fn all_captures() -> Vec<(Vec<u8>, Vec<u8>, Operation, u16, u32)> {
+    type Capture = (Vec<u8>, Vec<u8>, Operation, u16, u32);
+
+    fn all_captures() -> Vec<Capture> {
         vec![
             // udp_echo (74884f75), tcp_connect (9e4566ec), g711alaw, g711ulaw, g729a
             {
