@@ -1,1 +1,42 @@
-fn main() {}
+//! `ipsla`: the one binary. `ipsla responder` answers Cisco IP SLA control (v1 on UDP 1967,
+//! RFC 6812 v2 on UDP 1167) and the probes that follow.
+
+mod config;
+mod responder;
+
+use clap::{Parser, Subcommand};
+
+/// Cisco IP SLA compatible responder.
+#[derive(Debug, Parser)]
+#[command(name = "ipsla", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Answer IP SLA control messages and probes (like IOS `ip sla responder`).
+    Responder(Box<responder::ResponderArgs>),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Responder(args) => responder::main(*args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipsla: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

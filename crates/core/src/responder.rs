@@ -27,7 +27,9 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 /// Transport of a measurement port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// UDP (udp-echo, udp-jitter).
@@ -37,7 +39,9 @@ pub enum Proto {
 }
 
 /// A measurement port: where the responder listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct PortKey {
     /// Transport.
     pub proto: Proto,
@@ -48,7 +52,9 @@ pub struct PortKey {
 }
 
 /// Who a session answers: the sender address, and its port when known (v2), 0 otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Peer {
     /// Sender address.
     pub addr: IpAddr,
@@ -171,7 +177,9 @@ fn control_v2_port() -> u16 {
 }
 
 /// Why a control message was not accepted. Every value is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Reject {
     /// Source not in the allow-list.
@@ -259,7 +267,9 @@ impl Reject {
 }
 
 /// Why a probe was not answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeReject {
     /// No session for this sender on this port (or it expired).
@@ -342,7 +352,7 @@ pub struct RxTime {
 }
 
 /// Kinds of session a control message opens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SessionKind {
     /// udp-echo: one echo, then closed.
@@ -367,7 +377,7 @@ struct Session {
 /// without control. Jitter counters are kept per sender address and port, reset when the sender's
 /// sequence restarts at 1 (there is no control message to reset them, and Cisco skips sequence
 /// checks on permanent ports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PermanentKind {
     /// Echo everything.
@@ -395,7 +405,7 @@ struct ReplayState {
 }
 
 /// Counters like IOS `show ip sla responder`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResponderStats {
     /// v1 control messages received.
     pub control_v1: u64,
@@ -426,7 +436,7 @@ pub struct ResponderStats {
 const RECENT_SOURCES: usize = 10;
 
 /// A snapshot of one active session, for status output.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SessionInfo {
     /// Port.
     pub port: PortKey,

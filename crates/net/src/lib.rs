@@ -1,1 +1,34 @@
-//! stub
+//! `ipsla-net`: sockets, clocks and kernel timestamps, and the drivers that pump the sans-IO
+//! state machines of `ipsla-core`.
+//!
+//! This is the only crate that reads clocks or owns sockets. Receive timestamps come from the
+//! kernel (`SO_TIMESTAMPING` software RX stamps delivered as `SCM_TIMESTAMPING` control messages)
+//! and fall back to a userspace reading only when the kernel gives none; every stamp says which
+//! it is.
+//!
+//! ```no_run
+//! use ipsla_net::responder::{ResponderOptions, spawn_responder};
+//! let running = spawn_responder(ResponderOptions::default()).unwrap();
+//! println!("v1 control on {:?}", running.control_v1_addrs());
+//! running.stop();
+//! ```
+
+pub mod clock;
+pub mod responder;
+pub mod socket;
+
+/// Errors of the network layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A listening socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// What we tried to bind.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Any other I/O failure.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,460 @@
+//! `ipsla responder`: flags + config file → one validated set of options → `ipsla-net`.
+
+use crate::config::{self, ResponderFile, check_range, parse_duration, parse_port_range};
+use anyhow::{Context, Result};
+use clap::Args;
+use ipnet::IpNet;
+use ipsla_core::responder::{PermanentKind, Reject, ResponderConfig};
+use ipsla_net::responder::{ResponderOptions, StatusReport, spawn_responder};
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Default place of the status socket.
+pub const DEFAULT_STATUS_SOCKET: &str = "/tmp/ipsla-responder.sock";
+
+#[derive(Debug, Args)]
+pub struct ResponderArgs {
+    /// Configuration file (TOML, `[responder]` table); flags override it.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on for control messages (repeatable). Default: 0.0.0.0 and ::.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<IpAddr>,
+    /// UDP port for v1 control messages (what IOS sends).
+    #[arg(long, value_name = "PORT")]
+    v1_port: Option<u16>,
+    /// UDP port for RFC 6812 v2 control messages.
+    #[arg(long, value_name = "PORT")]
+    v2_port: Option<u16>,
+    /// Do not listen for v1 control messages.
+    #[arg(long)]
+    no_v1: bool,
+    /// Do not listen for v2 control messages.
+    #[arg(long)]
+    no_v2: bool,
+    /// Accept control messages only from this prefix (repeatable). Default: from anyone.
+    #[arg(long, value_name = "CIDR")]
+    allow: Vec<IpNet>,
+    /// Ports a control message may open, FIRST-LAST. Default 1024-65535.
+    #[arg(long, value_name = "FIRST-LAST")]
+    port_range: Option<String>,
+    /// Most sessions at once (default 10000).
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+    /// Most sessions at once from one source address (default 2000).
+    #[arg(long, value_name = "N")]
+    max_sessions_per_source: Option<usize>,
+    /// Longest duration a control message may ask for (default 600s).
+    #[arg(long, value_name = "DURATION")]
+    max_duration: Option<String>,
+    /// Control messages per second per source, 0 = unlimited (default 200).
+    #[arg(long, value_name = "RATE")]
+    control_rate: Option<f64>,
+    /// Burst of control messages per source (default 400).
+    #[arg(long, value_name = "N")]
+    control_burst: Option<u32>,
+    /// Keys for RFC 6812 authentication: TOML with [[key]] id = N, secret = "..." (or secret_hex).
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// Refuse v2 requests without authentication.
+    #[arg(long)]
+    require_auth: bool,
+    /// Permanent udp-echo port, answered without control (repeatable), like IOS
+    /// `ip sla responder udp-echo ipaddress A port P`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    udp_echo: Vec<SocketAddr>,
+    /// Permanent tcp-connect port (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    tcp_connect: Vec<SocketAddr>,
+    /// Permanent udp-jitter port (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    udp_jitter: Vec<SocketAddr>,
+    /// Use the userspace clock for receive timestamps instead of the kernel's.
+    #[arg(long)]
+    no_kernel_timestamps: bool,
+    /// Unix socket serving the status (default /tmp/ipsla-responder.sock).
+    #[arg(long, value_name = "PATH")]
+    status_socket: Option<PathBuf>,
+    /// Print the status of the running responder (via its status socket) and exit.
+    #[arg(long)]
+    status: bool,
+    /// With --status: print JSON instead of text.
+    #[arg(long, requires = "status")]
+    json: bool,
+}
+
+/// Merges the file and the flags into validated options.
+pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
+    let file = match &args.config {
+        Some(p) => config::load(p)?.responder,
+        None => ResponderFile::default(),
+    };
+    let d = ResponderConfig::default();
+    let mut core = ResponderConfig {
+        port_range: match args
+            .port_range
+            .as_deref()
+            .map(|s| ("--port-range", s))
+            .or(file.port_range.as_deref().map(|s| ("port_range", s)))
+        {
+            Some((k, s)) => parse_port_range(k, s)?,
+            None => d.port_range.clone(),
+        },
+        max_sessions: check_range(
+            "max_sessions",
+            args.max_sessions
+                .or(file.max_sessions)
+                .unwrap_or(d.max_sessions),
+            1,
+            1_000_000,
+        )?,
+        max_sessions_per_source: check_range(
+            "max_sessions_per_source",
+            args.max_sessions_per_source
+                .or(file.max_sessions_per_source)
+                .unwrap_or(d.max_sessions_per_source),
+            1,
+            1_000_000,
+        )?,
+        max_duration: match args
+            .max_duration
+            .as_deref()
+            .or(file.max_duration.as_deref())
+        {
+            Some(s) => parse_duration(
+                "max_duration",
+                s,
+                Duration::from_millis(1),
+                Duration::from_secs(86_400),
+            )?,
+            None => d.max_duration,
+        },
+        allow: if args.allow.is_empty() {
+            file.allow.clone().unwrap_or_default()
+        } else {
+            args.allow.clone()
+        },
+        control_rate: check_range(
+            "control_rate",
+            args.control_rate
+                .or(file.control_rate)
+                .unwrap_or(d.control_rate),
+            0.0,
+            1e6,
+        )?,
+        control_burst: check_range(
+            "control_burst",
+            args.control_burst
+                .or(file.control_burst)
+                .unwrap_or(d.control_burst),
+            1,
+            1_000_000,
+        )?,
+        require_auth: args.require_auth || file.require_auth.unwrap_or(false),
+        timestamp_window: match &file.timestamp_window {
+            Some(s) => parse_duration(
+                "timestamp_window",
+                s,
+                Duration::from_secs(1),
+                Duration::from_secs(86_400),
+            )?,
+            None => d.timestamp_window,
+        },
+        ..d
+    };
+    if let Some(p) = args.keys.as_ref().or(file.keys_file.as_ref()) {
+        core.keys = config::load_keys(p)?;
+    }
+    if core.require_auth && core.keys.is_empty() {
+        anyhow::bail!("require_auth: set, but no keys are configured (--keys FILE or keys_file)");
+    }
+    let mut permanent = Vec::new();
+    let pick = |flag: &Vec<SocketAddr>, file: &Option<Vec<SocketAddr>>| {
+        if flag.is_empty() {
+            file.clone().unwrap_or_default()
+        } else {
+            flag.clone()
+        }
+    };
+    permanent.extend(
+        pick(&args.udp_echo, &file.udp_echo)
+            .into_iter()
+            .map(|a| (PermanentKind::UdpEcho, a)),
+    );
+    permanent.extend(
+        pick(&args.tcp_connect, &file.tcp_connect)
+            .into_iter()
+            .map(|a| (PermanentKind::TcpConnect, a)),
+    );
+    permanent.extend(
+        pick(&args.udp_jitter, &file.udp_jitter)
+            .into_iter()
+            .map(|a| (PermanentKind::UdpJitter, a)),
+    );
+    for (_, a) in &permanent {
+        core.reserved_ports.push(a.port());
+    }
+    Ok(ResponderOptions {
+        listen: if args.listen.is_empty() {
+            file.listen.clone().unwrap_or_default()
+        } else {
+            args.listen.clone()
+        },
+        v1_port: args
+            .v1_port
+            .or(file.v1_port)
+            .unwrap_or(ipsla_wire::cisco::CONTROL_V1_PORT),
+        v2_port: args
+            .v2_port
+            .or(file.v2_port)
+            .unwrap_or(ipsla_wire::cisco::CONTROL_V2_PORT),
+        v1_enabled: !args.no_v1 && file.v1.unwrap_or(true),
+        v2_enabled: !args.no_v2 && file.v2.unwrap_or(true),
+        permanent,
+        kernel_timestamps: !args.no_kernel_timestamps && file.kernel_timestamps.unwrap_or(true),
+        core,
+        status_socket: Some(
+            args.status_socket
+                .clone()
+                .or(file.status_socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
+        ),
+    })
+}
+
+pub fn main(args: ResponderArgs) -> Result<()> {
+    if args.status {
+        let path = args
+            .status_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET));
+        let report = query_status(&path)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", format_status(&report));
+        }
+        return Ok(());
+    }
+    let opts = options(&args)?;
+    let running = spawn_responder(opts).context("starting the responder")?;
+    tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = usr1.recv() => {
+                    if let Some(r) = running.status_async().await {
+                        eprint!("{}", format_status(&r));
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shutting down");
+    running.stop();
+    Ok(())
+}
+
+fn query_status(path: &std::path::Path) -> Result<StatusReport> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+        format!(
+            "no responder answers on {} (is it running? see --status-socket)",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)?;
+    serde_json::from_slice(&body).context("reading the status")
+}
+
+fn when(wall: Duration) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + wall).to_string()
+}
+
+/// Text laid out like IOS `show ip sla responder`, with our extra counters.
+pub fn format_status(r: &StatusReport) -> String {
+    let mut o = String::new();
+    let ports = |v: &[SocketAddr]| {
+        let mut p: Vec<u16> = v.iter().map(|a| a.port()).collect();
+        p.dedup();
+        p.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+    };
+    let _ = writeln!(
+        o,
+        "General IP SLA Responder on Control port {}",
+        if r.control_v1.is_empty() {
+            "-".into()
+        } else {
+            ports(&r.control_v1)
+        }
+    );
+    let _ = writeln!(
+        o,
+        "General IP SLA Responder on Control V2 port {}",
+        if r.control_v2.is_empty() {
+            "-".into()
+        } else {
+            ports(&r.control_v2)
+        }
+    );
+    let _ = writeln!(o, "General IP SLA Responder is: Enabled");
+    let s = &r.stats;
+    let errors: u64 = s.rejects.values().sum();
+    let _ = writeln!(
+        o,
+        "Number of control message received: {} Number of errors: {}",
+        s.control_v1 + s.control_v2,
+        errors
+    );
+    let _ = writeln!(
+        o,
+        "    v1: {}  v2: {}  accepted: {}",
+        s.control_v1, s.control_v2, s.control_accepted
+    );
+    let _ = writeln!(o, "Recent sources:");
+    for (ip, t, why) in s.recent_sources.iter().rev().filter(|x| x.2.is_none()) {
+        let _ = writeln!(
+            o,
+            "        {ip} [{}]{}",
+            when(*t),
+            why.map(|w| format!(" {}", w.name())).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o, "Recent error sources:");
+    for (ip, t, why) in s.recent_sources.iter().rev().filter(|x| x.2.is_some()) {
+        let _ = writeln!(
+            o,
+            "        {ip} [{}] {}",
+            when(*t),
+            why.map(Reject::name).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(o, "Control errors by reason:");
+    for why in Reject::ALL {
+        if let Some(n) = s.rejects.get(&why) {
+            let _ = writeln!(o, "        {:<28} {n}", why.name());
+        }
+    }
+    let _ = writeln!(
+        o,
+        "Probes answered: {}  (receive stamps: kernel {}, user {}; sockets use {:?})",
+        s.probes_answered, s.rx_stamps_kernel, s.rx_stamps_user, r.rx_timestamps
+    );
+    let dropped: Vec<String> = s
+        .probe_drops
+        .iter()
+        .map(|(k, v)| format!("{} {v}", k.name()))
+        .collect();
+    let _ = writeln!(
+        o,
+        "Probes dropped: {}",
+        if dropped.is_empty() {
+            "0".into()
+        } else {
+            dropped.join(", ")
+        }
+    );
+    let _ = writeln!(o, "TCP connections accepted: {}", s.tcp_accepts);
+    let _ = writeln!(
+        o,
+        "Sessions opened: {}  closed: {}  active: {}",
+        s.sessions_opened,
+        s.sessions_closed,
+        r.sessions.len()
+    );
+    for x in &r.sessions {
+        let _ = writeln!(
+            o,
+            "        {:?} {}:{} <- {}{} {:?} remaining {} ms, {} probes",
+            x.port.proto,
+            x.port.addr,
+            x.port.port,
+            x.peer.addr,
+            if x.peer.port == 0 {
+                String::new()
+            } else {
+                format!(":{}", x.peer.port)
+            },
+            x.kind,
+            x.remaining_ms,
+            x.probes
+        );
+    }
+    if !r.permanent.is_empty() {
+        let _ = writeln!(o, "Permanent ports:");
+        for (k, kind) in &r.permanent {
+            let _ = writeln!(o, "        {kind:?} {}:{}", k.addr, k.port);
+        }
+    }
+    let _ = writeln!(
+        o,
+        "Uptime: {} s  open-file limit: {}",
+        r.uptime_s, r.fd_limit
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ResponderArgs,
+    }
+
+    fn parse(args: &[&str]) -> ResponderArgs {
+        T::parse_from(std::iter::once("x").chain(args.iter().copied())).a
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[responder]\nmax_sessions = 50\nport_range = \"2000-3000\"\nallow = [\"10.0.0.0/8\"]\nudp_echo = [\"127.0.0.1:7007\"]\n").unwrap();
+        let o = options(&parse(&["-c", p.to_str().unwrap(), "--max-sessions", "60"])).unwrap();
+        assert_eq!(o.core.max_sessions, 60);
+        assert_eq!(o.core.port_range, 2000..=3000);
+        assert_eq!(o.core.allow, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            o.permanent,
+            vec![(PermanentKind::UdpEcho, "127.0.0.1:7007".parse().unwrap())]
+        );
+        assert!(o.core.reserved_ports.contains(&7007));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = options(&parse(&["--max-sessions", "0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_sessions") && e.contains("allowed 1 to"),
+            "{e}"
+        );
+        let e = options(&parse(&["--port-range", "9-1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--port-range"), "{e}");
+        let e = options(&parse(&["--require-auth"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("require_auth"), "{e}");
+    }
+}

@@ -1,0 +1,636 @@
+//! The responder driver: control sockets on 1967 (v1) and 1167 (v2), one socket or listener per
+//! open measurement port, a timer for session expiry, all on one thread.
+//!
+//! One thread with a current-thread runtime owns the [`Responder`] state: no locks on the probe
+//! path, and one core is what a responder gets on a router too. `spawn_responder` binds the
+//! control sockets on the caller's thread (so bind errors surface at once, and tests can use port
+//! 0), then hands them to that thread.
+
+use crate::NetError;
+use crate::clock::wall_now;
+use crate::socket::{self, RxStampMode};
+use ipsla_core::responder::{
+    BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder,
+    ResponderConfig, ResponderStats, SessionInfo, stamp_transmit,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Where and how the responder listens.
+#[derive(Debug, Clone)]
+pub struct ResponderOptions {
+    /// Addresses for the control sockets. Empty = `0.0.0.0` and `::` (the latter skipped with a
+    /// warning where the host has no IPv6).
+    pub listen: Vec<IpAddr>,
+    /// v1 control port (IOS: 1967). 0 = any free port (tests).
+    pub v1_port: u16,
+    /// v2 control port (RFC 6812: 1167). 0 = any free port (tests).
+    pub v2_port: u16,
+    /// Disable v1 (legacy) control.
+    pub v1_enabled: bool,
+    /// Disable v2 (RFC 6812) control.
+    pub v2_enabled: bool,
+    /// Ports that answer without control (IOS `ip sla responder udp-echo|tcp-connect ...`).
+    pub permanent: Vec<(PermanentKind, SocketAddr)>,
+    /// Use kernel receive timestamps where available.
+    pub kernel_timestamps: bool,
+    /// Policy and limits.
+    pub core: ResponderConfig,
+    /// Unix socket that serves the status as JSON to `ipsla responder --status`.
+    pub status_socket: Option<std::path::PathBuf>,
+}
+
+impl Default for ResponderOptions {
+    fn default() -> Self {
+        ResponderOptions {
+            listen: Vec::new(),
+            v1_port: ipsla_wire::cisco::CONTROL_V1_PORT,
+            v2_port: ipsla_wire::cisco::CONTROL_V2_PORT,
+            v1_enabled: true,
+            v2_enabled: true,
+            permanent: Vec::new(),
+            kernel_timestamps: true,
+            core: ResponderConfig::default(),
+            status_socket: None,
+        }
+    }
+}
+
+/// What `ipsla responder --status` shows: counters, sessions, listeners.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StatusReport {
+    /// v1 control listeners.
+    pub control_v1: Vec<SocketAddr>,
+    /// v2 control listeners.
+    pub control_v2: Vec<SocketAddr>,
+    /// Permanent ports.
+    pub permanent: Vec<(PortKey, PermanentKind)>,
+    /// Receive-timestamp source of the measurement sockets.
+    pub rx_timestamps: RxStampMode,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Counters.
+    pub stats: ResponderStats,
+    /// Active sessions.
+    pub sessions: Vec<SessionInfo>,
+    /// Open-file limit in force (each session holds a socket).
+    pub fd_limit: u64,
+}
+
+/// A responder running on its own thread.
+#[derive(Debug)]
+pub struct RunningResponder {
+    control_v1: Vec<SocketAddr>,
+    control_v2: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    status_tx: mpsc::UnboundedSender<oneshot::Sender<StatusReport>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningResponder {
+    /// Bound v1 control addresses.
+    pub fn control_v1_addrs(&self) -> &[SocketAddr] {
+        &self.control_v1
+    }
+    /// Bound v2 control addresses.
+    pub fn control_v2_addrs(&self) -> &[SocketAddr] {
+        &self.control_v2
+    }
+    /// A snapshot of the status (blocks until the responder thread answers).
+    pub fn status(&self) -> Option<StatusReport> {
+        let (tx, rx) = oneshot::channel();
+        self.status_tx.send(tx).ok()?;
+        rx.blocking_recv().ok()
+    }
+    /// Async version of [`RunningResponder::status`].
+    pub async fn status_async(&self) -> Option<StatusReport> {
+        let (tx, rx) = oneshot::channel();
+        self.status_tx.send(tx).ok()?;
+        rx.await.ok()
+    }
+    /// A token that stops the responder when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+    /// Stops the responder and waits for its thread: every socket is closed when this returns.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+    fn stop_inner(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningResponder {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::UdpSocket>, NetError> {
+    match socket::bind_udp(addr) {
+        Ok(s) => Ok(Some(s.into())),
+        Err(e) if optional => {
+            tracing::warn!(%addr, error = %e, "not listening on this address");
+            Ok(None)
+        }
+        Err(source) => Err(NetError::Bind { addr, source }),
+    }
+}
+
+/// Binds the control and permanent sockets, then runs the responder on a new thread.
+pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetError> {
+    let fd_limit = socket::raise_fd_limit();
+    let defaults = opts.listen.is_empty();
+    let listen = if defaults {
+        vec![
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ]
+    } else {
+        opts.listen.clone()
+    };
+    let mut v1 = Vec::new();
+    let mut v2 = Vec::new();
+    for ip in &listen {
+        let optional = defaults && ip.is_ipv6();
+        if opts.v1_enabled {
+            v1.extend(bind_control(SocketAddr::new(*ip, opts.v1_port), optional)?);
+        }
+        if opts.v2_enabled {
+            v2.extend(bind_control(SocketAddr::new(*ip, opts.v2_port), optional)?);
+        }
+    }
+    let mut core = opts.core.clone();
+    let mut permanent = Vec::new();
+    for (kind, addr) in &opts.permanent {
+        let sock = match kind {
+            PermanentKind::TcpConnect => socket::bind_tcp(*addr, 1024),
+            _ => socket::bind_udp(*addr),
+        }
+        .map_err(|source| NetError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        permanent.push((*kind, sock));
+    }
+    let addrs = |v: &[std::net::UdpSocket]| {
+        v.iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect::<Vec<_>>()
+    };
+    let control_v1 = addrs(&v1);
+    let control_v2 = addrs(&v2);
+    for a in control_v1.iter().chain(&control_v2) {
+        if !core.reserved_ports.contains(&a.port()) {
+            core.reserved_ports.push(a.port());
+        }
+    }
+    let status_listener = match &opts.status_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let l = std::os::unix::net::UnixListener::bind(path)?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let shutdown = CancellationToken::new();
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let ctx = ThreadCtx {
+        v1,
+        v2,
+        permanent,
+        core,
+        kernel_ts: opts.kernel_timestamps,
+        shutdown: shutdown.clone(),
+        status_rx,
+        status_listener,
+        control: (control_v1.clone(), control_v2.clone()),
+        fd_limit,
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("ipsla-responder".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(ctx, ready_tx));
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(NetError::Io(e)),
+        Err(_) => {
+            return Err(NetError::Io(io::Error::other(
+                "responder thread ended during start-up",
+            )));
+        }
+    }
+    Ok(RunningResponder {
+        control_v1,
+        control_v2,
+        shutdown,
+        status_tx,
+        thread: Some(thread),
+    })
+}
+
+struct ThreadCtx {
+    v1: Vec<std::net::UdpSocket>,
+    v2: Vec<std::net::UdpSocket>,
+    permanent: Vec<(PermanentKind, socket2::Socket)>,
+    core: ResponderConfig,
+    kernel_ts: bool,
+    shutdown: CancellationToken,
+    status_rx: mpsc::UnboundedReceiver<oneshot::Sender<StatusReport>>,
+    status_listener: Option<std::os::unix::net::UnixListener>,
+    control: (Vec<SocketAddr>, Vec<SocketAddr>),
+    fd_limit: u64,
+}
+
+/// Sockets opened by the core, waiting for their task to be spawned.
+enum Opened {
+    Udp(PortKey, UdpSocket, CancellationToken),
+    Tcp(PortKey, TcpListener, CancellationToken),
+}
+
+struct NetBinder {
+    open: HashMap<PortKey, CancellationToken>,
+    opened: Vec<Opened>,
+    kernel_ts: bool,
+    rx_mode: RxStampMode,
+    parent: CancellationToken,
+}
+
+fn classify(e: &io::Error) -> BindError {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) | Some(libc::EACCES) => BindError::InUse,
+        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT) => BindError::NotLocal,
+        _ => BindError::Other,
+    }
+}
+
+impl NetBinder {
+    fn bind_one(&mut self, key: PortKey) -> Result<Opened, io::Error> {
+        let addr = SocketAddr::new(key.addr, key.port);
+        let token = self.parent.child_token();
+        Ok(match key.proto {
+            Proto::Udp => {
+                let s = socket::bind_udp(addr)?;
+                if self.kernel_ts {
+                    self.rx_mode = socket::enable_rx_timestamps(&s);
+                }
+                let std: std::net::UdpSocket = s.into();
+                Opened::Udp(key, UdpSocket::from_std(std)?, token)
+            }
+            Proto::Tcp => {
+                let s = socket::bind_tcp(addr, 128)?;
+                let std: std::net::TcpListener = s.into();
+                Opened::Tcp(key, TcpListener::from_std(std)?, token)
+            }
+        })
+    }
+}
+
+impl PortBinder for NetBinder {
+    fn open(&mut self, key: PortKey, range: &RangeInclusive<u16>) -> Result<u16, BindError> {
+        if key.port != 0 {
+            let o = self.bind_one(key).map_err(|e| classify(&e))?;
+            self.record(key, o);
+            return Ok(key.port);
+        }
+        // Port 0 (v2): try ports from a random point of the allowed range.
+        let span = u32::from(*range.end()) - u32::from(*range.start()) + 1;
+        let start = rand::random::<u32>() % span;
+        for i in 0..span.min(256) {
+            let port = (u32::from(*range.start()) + (start + i) % span) as u16;
+            let k = PortKey { port, ..key };
+            if self.open.contains_key(&k) {
+                continue;
+            }
+            match self.bind_one(k) {
+                Ok(o) => {
+                    self.record(k, o);
+                    return Ok(port);
+                }
+                Err(e) if classify(&e) == BindError::InUse => continue,
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+        Err(BindError::InUse)
+    }
+
+    fn close(&mut self, key: PortKey) {
+        if let Some(t) = self.open.remove(&key) {
+            // The port task finishes the reply it is sending, then drops the socket.
+            t.cancel();
+        }
+    }
+}
+
+impl NetBinder {
+    fn record(&mut self, key: PortKey, o: Opened) {
+        let token = match &o {
+            Opened::Udp(_, _, t) | Opened::Tcp(_, _, t) => t.clone(),
+        };
+        self.open.insert(key, token);
+        self.opened.push(o);
+    }
+}
+
+struct Shared {
+    responder: Responder,
+    binder: NetBinder,
+}
+
+type State = Rc<RefCell<Shared>>;
+
+async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
+    let started = Instant::now();
+    let shutdown = ctx.shutdown.clone();
+    let state: State = Rc::new(RefCell::new(Shared {
+        responder: Responder::new(ctx.core),
+        binder: NetBinder {
+            open: HashMap::new(),
+            opened: Vec::new(),
+            kernel_ts: ctx.kernel_ts,
+            rx_mode: RxStampMode::User,
+            parent: shutdown.clone(),
+        },
+    }));
+    let timer = Rc::new(Notify::new());
+    let setup = || -> io::Result<()> {
+        for s in ctx.v1.into_iter().chain(ctx.v2) {
+            let sock = UdpSocket::from_std(s)?;
+            tokio::task::spawn_local(control_task(
+                state.clone(),
+                sock,
+                timer.clone(),
+                shutdown.clone(),
+            ));
+        }
+        for (kind, s) in ctx.permanent {
+            let addr = s
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| io::Error::other("bad local address"))?;
+            let proto = if kind == PermanentKind::TcpConnect {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            };
+            let key = PortKey {
+                proto,
+                addr: addr.ip(),
+                port: addr.port(),
+            };
+            let token = shutdown.child_token();
+            let opened = match proto {
+                Proto::Udp => {
+                    let mut st = state.borrow_mut();
+                    if ctx.kernel_ts {
+                        st.binder.rx_mode = socket::enable_rx_timestamps(&s);
+                    }
+                    let std: std::net::UdpSocket = s.into();
+                    Opened::Udp(key, UdpSocket::from_std(std)?, token)
+                }
+                Proto::Tcp => {
+                    let std: std::net::TcpListener = s.into();
+                    Opened::Tcp(key, TcpListener::from_std(std)?, token)
+                }
+            };
+            let mut st = state.borrow_mut();
+            st.responder.add_permanent(key, kind);
+            st.binder.opened.push(opened);
+        }
+        spawn_opened(&state);
+        if let Some(l) = ctx.status_listener {
+            let l = tokio::net::UnixListener::from_std(l)?;
+            tokio::task::spawn_local(status_socket_task(
+                l,
+                state.clone(),
+                started,
+                ctx.control.clone(),
+                ctx.fd_limit,
+                shutdown.clone(),
+            ));
+        }
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        let _ = ready.send(Err(e));
+        return;
+    }
+    let _ = ready.send(Ok(()));
+    tokio::task::spawn_local(status_task(
+        ctx.status_rx,
+        state.clone(),
+        started,
+        ctx.control,
+        ctx.fd_limit,
+    ));
+    timer_task(state, timer, shutdown).await;
+}
+
+fn report(
+    state: &State,
+    started: Instant,
+    control: &(Vec<SocketAddr>, Vec<SocketAddr>),
+    fd_limit: u64,
+) -> StatusReport {
+    let s = state.borrow();
+    let now = Instant::now();
+    StatusReport {
+        control_v1: control.0.clone(),
+        control_v2: control.1.clone(),
+        permanent: s.responder.permanent_ports(),
+        rx_timestamps: s.binder.rx_mode,
+        uptime_s: now.duration_since(started).as_secs(),
+        stats: s.responder.stats().clone(),
+        sessions: s.responder.sessions(now),
+        fd_limit,
+    }
+}
+
+async fn status_task(
+    mut rx: mpsc::UnboundedReceiver<oneshot::Sender<StatusReport>>,
+    state: State,
+    started: Instant,
+    control: (Vec<SocketAddr>, Vec<SocketAddr>),
+    fd_limit: u64,
+) {
+    while let Some(reply) = rx.recv().await {
+        let _ = reply.send(report(&state, started, &control, fd_limit));
+    }
+}
+
+async fn status_socket_task(
+    l: tokio::net::UnixListener,
+    state: State,
+    started: Instant,
+    control: (Vec<SocketAddr>, Vec<SocketAddr>),
+    fd_limit: u64,
+    shutdown: CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let conn = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            c = l.accept() => c,
+        };
+        let Ok((mut stream, _)) = conn else { continue };
+        let body =
+            serde_json::to_vec(&report(&state, started, &control, fd_limit)).unwrap_or_default();
+        tokio::task::spawn_local(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&body)).await;
+        });
+    }
+}
+
+fn spawn_opened(state: &State) {
+    let opened: Vec<Opened> = std::mem::take(&mut state.borrow_mut().binder.opened);
+    for o in opened {
+        match o {
+            Opened::Udp(key, sock, token) => {
+                tokio::task::spawn_local(udp_port_task(state.clone(), key, sock, token));
+            }
+            Opened::Tcp(key, l, token) => {
+                tokio::task::spawn_local(tcp_port_task(state.clone(), key, l, token));
+            }
+        }
+    }
+}
+
+async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) {
+    match sock.try_send_to(buf, to) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let _ = tokio::time::timeout(Duration::from_millis(100), sock.send_to(buf, to)).await;
+        }
+        Err(e) => tracing::debug!(%to, error = %e, "reply not sent"),
+    }
+}
+
+async fn control_task(
+    state: State,
+    sock: UdpSocket,
+    timer: Rc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut out = vec![0u8; ipsla_wire::cisco::control_v2::MAX_LEN];
+    loop {
+        let r = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = sock.recv_from(&mut buf) => r,
+        };
+        let Ok((len, src)) = r else { continue };
+        let res = {
+            let s = &mut *state.borrow_mut();
+            s.responder.handle_control(
+                Instant::now(),
+                wall_now(),
+                src,
+                &buf[..len],
+                &mut out,
+                &mut s.binder,
+            )
+        };
+        spawn_opened(&state);
+        if let ControlResult::Reply { len, accepted } = res {
+            if accepted {
+                timer.notify_one();
+            }
+            send_reply(&sock, &out[..len], src).await;
+        }
+    }
+}
+
+async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: CancellationToken) {
+    let mut buf = vec![0u8; 65_536];
+    let mut cmsg = socket::cmsg_buffer();
+    loop {
+        let r = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
+        };
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(?key, error = %e, "receive failed");
+                continue;
+            }
+        };
+        let pkt = &mut buf[..r.len];
+        let res = {
+            let s = &mut *state.borrow_mut();
+            s.responder
+                .handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder)
+        };
+        if let ProbeResult::Reply { len, stamp } = res {
+            // T3 as late as possible: right before the send call.
+            stamp_transmit(&mut buf[..len], stamp, wall_now());
+            send_reply(&sock, &buf[..len], r.src).await;
+        }
+    }
+}
+
+async fn tcp_port_task(state: State, key: PortKey, l: TcpListener, token: CancellationToken) {
+    loop {
+        let r = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            r = l.accept() => r,
+        };
+        if let Ok((stream, peer)) = r {
+            state
+                .borrow_mut()
+                .responder
+                .handle_tcp_accept(Instant::now(), &key, peer);
+            // Closing at once sends FIN first, as the IOS responder does (tcp_connect capture).
+            drop(stream);
+        }
+    }
+}
+
+async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken) {
+    // Housekeeping runs at least this often even without session timers (permanent-port peers).
+    const IDLE: Duration = Duration::from_secs(30);
+    loop {
+        let next = state.borrow().responder.poll_timeout();
+        let deadline = next
+            .unwrap_or_else(|| Instant::now() + IDLE)
+            .min(Instant::now() + IDLE);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = timer.notified() => continue,
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        let s = &mut *state.borrow_mut();
+        s.responder.handle_timeout(Instant::now(), &mut s.binder);
+    }
+}

@@ -1,0 +1,197 @@
+//! Socket set-up and timestamped receive.
+
+use crate::clock::wall_now;
+use ipsla_core::responder::RxTime;
+use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrStorage, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+/// Which receive timestamps a socket delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RxStampMode {
+    /// `SO_TIMESTAMPING` software RX stamps (`SCM_TIMESTAMPING`).
+    Timestamping,
+    /// `SO_TIMESTAMPNS` (`SCM_TIMESTAMPNS`), the older interface.
+    TimestampNs,
+    /// No kernel stamps: the userspace clock after `recvmsg` returns.
+    User,
+}
+
+/// Turns on kernel receive timestamps, preferring `SO_TIMESTAMPING`, then `SO_TIMESTAMPNS`.
+pub fn enable_rx_timestamps(fd: &impl AsFd) -> RxStampMode {
+    let flags = socket::TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
+        | socket::TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE;
+    if socket::setsockopt(fd, sockopt::Timestamping, &flags).is_ok() {
+        return RxStampMode::Timestamping;
+    }
+    if socket::setsockopt(fd, sockopt::ReceiveTimestampns, &true).is_ok() {
+        return RxStampMode::TimestampNs;
+    }
+    RxStampMode::User
+}
+
+/// A new non-blocking socket for `addr` (IPv6 sockets are v6-only so that `0.0.0.0` and `::`
+/// can both be bound on one port).
+pub fn new_socket(addr: SocketAddr, ty: Type) -> io::Result<Socket> {
+    let domain = Domain::for_address(addr);
+    let proto = if ty == Type::STREAM {
+        Protocol::TCP
+    } else {
+        Protocol::UDP
+    };
+    let s = Socket::new(domain, ty, Some(proto))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    Ok(s)
+}
+
+/// Binds a UDP socket.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
+    let s = new_socket(addr, Type::DGRAM)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Binds and listens on a TCP socket (SO_REUSEADDR so that a port in TIME_WAIT can be reused).
+pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+    let s = new_socket(addr, Type::STREAM)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s)
+}
+
+/// One received datagram.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Bytes received.
+    pub len: usize,
+    /// Sender.
+    pub src: SocketAddr,
+    /// When it arrived and which clock said so.
+    pub rx: RxTime,
+}
+
+/// Space for one timestamping control message.
+pub fn cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!(nix::sys::socket::Timestamps, nix::sys::time::TimeSpec)
+}
+
+/// `recvmsg` on a non-blocking socket: the datagram, its sender and its receive time (kernel
+/// stamp when the socket delivers one, else the wall clock read right after the call).
+/// `WouldBlock` when nothing is queued.
+pub fn recv_stamped(fd: &impl AsRawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<Received> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = socket::recvmsg::<SockaddrStorage>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let user = wall_now();
+    let mut rx = RxTime {
+        wall: user,
+        kernel: false,
+    };
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            let ts = match c {
+                ControlMessageOwned::ScmTimestampsns(t) => t.system,
+                ControlMessageOwned::ScmTimestampns(t) => t,
+                _ => continue,
+            };
+            if ts.tv_sec() > 0 {
+                rx = RxTime {
+                    wall: Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
+                    kernel: true,
+                };
+            }
+        }
+    }
+    let src = msg
+        .address
+        .and_then(|a: SockaddrStorage| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram without a source address",
+            )
+        })?;
+    Ok(Received {
+        len: msg.bytes,
+        src,
+        rx,
+    })
+}
+
+/// Raises the open-file limit to its hard maximum: each session holds a socket, and 5000
+/// concurrent sessions (a figure IOS users reach) are over the usual soft limit of 1024.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_stamp_is_close_to_userspace_and_earlier() {
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mode = enable_rx_timestamps(&rx);
+        assert_ne!(
+            mode,
+            RxStampMode::User,
+            "loopback supports kernel RX stamps"
+        );
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = wall_now();
+        tx.send_to(b"hello", rx.local_addr().unwrap().as_socket().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let mut cmsg = cmsg_buffer();
+        let r = loop {
+            match recv_stamped(&rx, &mut buf, &mut cmsg) {
+                Ok(r) => break r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let after = wall_now();
+        assert_eq!(&buf[..r.len], b"hello");
+        assert_eq!(r.src, tx.local_addr().unwrap());
+        assert!(r.rx.kernel);
+        assert!(
+            r.rx.wall >= before && r.rx.wall <= after,
+            "{:?} not in [{before:?}, {after:?}]",
+            r.rx.wall
+        );
+    }
+}
