@@ -122,7 +122,7 @@ pub fn load_keys(path: &Path) -> Result<HashMap<u16, Vec<u8>>> {
     for (i, k) in f.key.into_iter().enumerate() {
         let secret = match (k.secret, k.secret_hex) {
             (Some(s), None) => s.into_bytes(),
-            (None, Some(h)) => decode_hex(&h).with_context(|| {
+            (None, Some(h)) => hex::decode(h.trim()).with_context(|| {
                 format!("key[{i}].secret_hex: expected an even number of hex digits")
             })?,
             _ => bail!(
@@ -138,17 +138,6 @@ pub fn load_keys(path: &Path) -> Result<HashMap<u16, Vec<u8>>> {
         }
     }
     Ok(keys)
-}
-
-fn decode_hex(s: &str) -> Result<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 {
-        bail!("odd length");
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(Into::into))
-        .collect()
 }
 
 #[cfg(test)]

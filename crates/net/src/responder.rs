@@ -141,7 +141,13 @@ impl Drop for RunningResponder {
 
 fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::UdpSocket>, NetError> {
     match socket::bind_udp(addr) {
-        Ok(s) => Ok(Some(s.into())),
+        Ok(s) => {
+            // Keeps kernel stamping switched on host-wide for as long as we run: the kernel enables
+            // it through a deferred static key, and a measurement socket opened just before the
+            // control reply would otherwise miss stamps on its first probes.
+            socket::enable_rx_timestamps(&s);
+            Ok(Some(s.into()))
+        }
         Err(e) if optional => {
             tracing::warn!(%addr, error = %e, "not listening on this address");
             Ok(None)
