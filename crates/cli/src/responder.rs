@@ -281,6 +281,14 @@ fn query_status(path: &std::path::Path) -> Result<StatusReport> {
     serde_json::from_slice(&body).context("reading the status")
 }
 
+/// The serde name of a unit enum value (`udp-jitter`, `timestamping`, ...).
+fn label<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 fn when(wall: Duration) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + wall).to_string()
 }
@@ -351,8 +359,11 @@ pub fn format_status(r: &StatusReport) -> String {
     }
     let _ = writeln!(
         o,
-        "Probes answered: {}  (receive stamps: kernel {}, user {}; sockets use {:?})",
-        s.probes_answered, s.rx_stamps_kernel, s.rx_stamps_user, r.rx_timestamps
+        "Probes answered: {}  (receive stamps: kernel {}, user {}; sockets use {})",
+        s.probes_answered,
+        s.rx_stamps_kernel,
+        s.rx_stamps_user,
+        label(&r.rx_timestamps)
     );
     let dropped: Vec<String> = s
         .probe_drops
@@ -379,8 +390,8 @@ pub fn format_status(r: &StatusReport) -> String {
     for x in &r.sessions {
         let _ = writeln!(
             o,
-            "        {:?} {}:{} <- {}{} {:?} remaining {} ms, {} probes",
-            x.port.proto,
+            "        {} {}:{} <- {}{} {} remaining {} ms, {} probes",
+            label(&x.port.proto),
             x.port.addr,
             x.port.port,
             x.peer.addr,
@@ -389,7 +400,7 @@ pub fn format_status(r: &StatusReport) -> String {
             } else {
                 format!(":{}", x.peer.port)
             },
-            x.kind,
+            label(&x.kind),
             x.remaining_ms,
             x.probes
         );
@@ -397,7 +408,7 @@ pub fn format_status(r: &StatusReport) -> String {
     if !r.permanent.is_empty() {
         let _ = writeln!(o, "Permanent ports:");
         for (k, kind) in &r.permanent {
-            let _ = writeln!(o, "        {kind:?} {}:{}", k.addr, k.port);
+            let _ = writeln!(o, "        {} {}:{}", label(kind), k.addr, k.port);
         }
     }
     let _ = writeln!(
