@@ -22,3 +22,4 @@
 
 pub mod ratelimit;
 pub mod responder;
+pub mod stats;
