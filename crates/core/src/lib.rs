@@ -23,3 +23,4 @@
 pub mod ratelimit;
 pub mod responder;
 pub mod stats;
+pub mod voice;
