@@ -20,6 +20,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod ops;
 pub mod ratelimit;
 pub mod responder;
 pub mod stats;

@@ -392,10 +392,10 @@ fn periods(lost: &[bool]) -> LossPeriods {
     let mut inters = Vec::new();
     for &l in lost {
         if l {
-            if run == 0 {
-                if let Some(g) = gap.take() {
-                    inters.push(g);
-                }
+            if run == 0
+                && let Some(g) = gap.take()
+            {
+                inters.push(g);
             }
             run += 1;
         } else {

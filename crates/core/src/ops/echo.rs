@@ -1,0 +1,230 @@
+//! udp-echo: control (v1 operation udp-echo), then one type-1 probe echoed unchanged; RTT from our
+//! own clock (T4 − T1). The reply must equal what we sent (IOS `verify-data`): a mismatch is a
+//! verify error.
+
+use super::control::{ControlMode, ControlPhase, ControlRequest};
+use super::{
+    Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit,
+};
+use crate::stats::{self, Sample, StatsConfig};
+use ipsla_wire::cisco::probe::{self, ProbeType};
+use std::time::{Duration, Instant};
+
+/// A udp-echo operation's parameters.
+#[derive(Debug, Clone)]
+pub struct EchoConfig {
+    /// Control mode (IOS `control enable|disable`).
+    pub control: ControlMode,
+    /// What the control message asks for (operation udp-echo, duration = timeout).
+    pub request: ControlRequest,
+    /// Control message sequence.
+    pub sequence: u32,
+    /// Probe size (IOS udp-echo default 16), at least the 4-byte header.
+    pub size: usize,
+    /// Data pattern (IOS default `ABCD`).
+    pub pattern: Vec<u8>,
+    /// Timeout (IOS default 5000 ms).
+    pub timeout: Duration,
+    /// RTT threshold.
+    pub threshold: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Control(Box<ControlPhase>),
+    Send { port: u16 },
+    Wait { port: u16, deadline: Instant },
+    Done,
+}
+
+/// The udp-echo state machine.
+#[derive(Debug, Clone)]
+pub struct UdpEchoOp {
+    cfg: EchoConfig,
+    phase: Phase,
+    probe: Vec<u8>,
+    t1: Duration,
+    sent_at: Option<Instant>,
+    sample: Option<Sample>,
+    failure: Option<ReturnCode>,
+    unexpected: u32,
+    duplicates: u32,
+    stamps: StampSources,
+    result: Option<OperationResult>,
+}
+
+impl UdpEchoOp {
+    /// Starts at `now`.
+    pub fn new(now: Instant, mut cfg: EchoConfig) -> Self {
+        cfg.size = cfg.size.max(probe::TYPE1_HEADER_LEN);
+        let mut p = vec![0u8; cfg.size];
+        p[..2].copy_from_slice(&u16::from(ProbeType::Echo).to_be_bytes());
+        probe::fill_pattern(&mut p[probe::TYPE1_HEADER_LEN..], &cfg.pattern);
+        let control = ControlPhase::new(
+            now,
+            cfg.control.clone(),
+            cfg.request.clone(),
+            cfg.sequence,
+            cfg.timeout,
+        );
+        UdpEchoOp {
+            cfg,
+            phase: Phase::Control(Box::new(control)),
+            probe: p,
+            t1: Duration::ZERO,
+            sent_at: None,
+            sample: None,
+            failure: None,
+            unexpected: 0,
+            duplicates: 0,
+            stamps: StampSources::default(),
+            result: None,
+        }
+    }
+
+    fn advance_control(&mut self) {
+        if let Phase::Control(c) = &self.phase {
+            match c.outcome() {
+                Some(Ok(port)) => self.phase = Phase::Send { port },
+                Some(Err(code)) => {
+                    self.failure = Some(code);
+                    self.finish();
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let cfg = StatsConfig {
+            threshold: self.cfg.threshold.as_nanos() as i64,
+            clock_sync: false,
+            responder_counts: false,
+        };
+        let sent = u32::from(self.sent_at.is_some());
+        let arrivals: Vec<Sample> = self.sample.into_iter().collect();
+        let st = stats::compute(sent, &arrivals, self.duplicates, cfg);
+        let return_code = match self.failure {
+            Some(c) => c,
+            None if st.received == 0 => ReturnCode::Timeout,
+            None if st.over_threshold > 0 => ReturnCode::OverThreshold,
+            None => ReturnCode::Ok,
+        };
+        self.result = Some(OperationResult {
+            return_code,
+            stats: st,
+            voice: None,
+            precision: Precision::Us,
+            stamps: self.stamps,
+            unexpected: self.unexpected,
+        });
+        self.phase = Phase::Done;
+    }
+}
+
+impl Operation for UdpEchoOp {
+    fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
+        self.advance_control();
+        match &mut self.phase {
+            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit {
+                peer: Peer::Control,
+                len,
+            }),
+            Phase::Send { port } => {
+                let port = *port;
+                let len = self.probe.len();
+                buf[..len].copy_from_slice(&self.probe);
+                self.t1 = wall;
+                self.sent_at = Some(now);
+                self.phase = Phase::Wait {
+                    port,
+                    deadline: now + self.cfg.timeout,
+                };
+                Some(Transmit {
+                    peer: Peer::Probe,
+                    len,
+                })
+            }
+            Phase::Wait { .. } | Phase::Done => None,
+        }
+    }
+
+    fn handle_datagram(&mut self, _now: Instant, from: Peer, rx: RxTime, bytes: &[u8]) {
+        match (from, &mut self.phase) {
+            (Peer::Control, Phase::Control(c)) => {
+                c.handle_reply(bytes);
+                self.advance_control();
+            }
+            (Peer::Probe, Phase::Wait { .. }) => {
+                if self.sample.is_some() {
+                    self.duplicates += 1;
+                    return;
+                }
+                if bytes != self.probe.as_slice() {
+                    self.unexpected += 1;
+                    self.failure = Some(ReturnCode::VerifyError);
+                    return;
+                }
+                if rx.kernel {
+                    self.stamps.rx_kernel += 1;
+                } else {
+                    self.stamps.rx_user += 1;
+                }
+                let rtt = rx.wall.as_nanos() as i64 - self.t1.as_nanos() as i64;
+                self.failure = None;
+                self.sample = Some(Sample {
+                    seq: 1,
+                    responder_seq: 0,
+                    rtt,
+                    sd: 0,
+                    ds: 0,
+                    late: false,
+                });
+                self.finish();
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Control(c) => c.poll_timeout(),
+            Phase::Send { .. } => None,
+            Phase::Wait { deadline, .. } => Some(*deadline),
+            Phase::Done => None,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_timeout(now);
+                self.advance_control();
+            }
+            Phase::Wait { deadline, .. } if now >= *deadline => self.finish(),
+            _ => {}
+        }
+    }
+
+    fn probe_port(&self) -> u16 {
+        match &self.phase {
+            Phase::Send { port } | Phase::Wait { port, .. } => *port,
+            _ => self.cfg.request.port,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    fn result(&self) -> OperationResult {
+        self.result.clone().unwrap_or_else(|| OperationResult {
+            return_code: ReturnCode::Timeout,
+            stats: Default::default(),
+            voice: None,
+            precision: Precision::Us,
+            stamps: self.stamps,
+            unexpected: self.unexpected,
+        })
+    }
+}

@@ -1,0 +1,395 @@
+//! udp-jitter: control, then N probes at a fixed interval from one socket, then the statistics.
+//!
+//! Type-2 probes (`precision ms`, IOS capture) carry ms-since-midnight timestamps; every delay is
+//! computed in whole ms modulo one day, as IOS does: RTT = (T4 − T1) − P, SD = T2 − T1,
+//! DS = T4 − (T2 + P), with P the responder's processing time. Type-3 probes (`precision us`)
+//! carry NTP T1..T3; RTT = (T4 − T1) − (T3 − T2), SD = T2 − T1, DS = T4 − T3, to the nanosecond.
+//! T1 is our wall clock when the probe is written (just before the send call); T4 is the receive
+//! stamp the driver passes in (the kernel's when it has one).
+
+use super::control::{ControlMode, ControlPhase, ControlRequest};
+use super::{
+    Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit,
+    VoiceConfig,
+};
+use crate::stats::{self, Sample, StatsConfig};
+use crate::voice;
+use ipsla_wire::cisco::probe::{self, Type2, Type2Repr, Type3, Type3Layout, Type3Repr};
+use ipsla_wire::time::{NtpTimestamp, ms_diff, ms_since_midnight};
+use std::time::{Duration, Instant};
+
+/// IOS caps num-packets at 60000; type-2 sequence numbers are 16 bits.
+pub const MAX_PACKETS: u32 = 60_000;
+
+/// A udp-jitter operation's parameters.
+#[derive(Debug, Clone)]
+pub struct JitterConfig {
+    /// Control mode.
+    pub control: ControlMode,
+    /// What the control message asks for (operation udp-jitter).
+    pub request: ControlRequest,
+    /// Control message sequence.
+    pub sequence: u32,
+    /// Probes to send (IOS `num-packets`, default 10).
+    pub packets: u32,
+    /// Interval between probes (IOS `interval`, default 20 ms).
+    pub interval: Duration,
+    /// Probe size in bytes (IOS `request-data-size`, default 32), at least the header.
+    pub size: usize,
+    /// ms (type 2) or µs (type 3).
+    pub precision: Precision,
+    /// Operation timeout (IOS default 5000 ms): also how long after the last probe replies count.
+    pub timeout: Duration,
+    /// RTT threshold (IOS default 5000 ms).
+    pub threshold: Duration,
+    /// Clocks synchronised within tolerance: report one-way delays.
+    pub clock_sync: bool,
+    /// Codec emulation and scores.
+    pub voice: Option<VoiceConfig>,
+    /// Data pattern after the header (IOS default `ABCD`).
+    pub pattern: Vec<u8>,
+}
+
+impl JitterConfig {
+    /// Control duration as IOS builds it: timeout + packets × interval (reference §2.2).
+    pub fn control_duration(timeout: Duration, packets: u32, interval: Duration) -> Duration {
+        timeout + interval * packets
+    }
+    fn header_len(&self) -> usize {
+        match self.precision {
+            Precision::Ms => probe::TYPE2_HEADER_LEN,
+            Precision::Us => probe::TYPE3_HEADER_LEN,
+        }
+    }
+    fn layout(&self) -> Type3Layout {
+        // RFC layout with RFC control; IOS-style (legacy u16) otherwise.
+        if matches!(self.control, ControlMode::V2(_)) {
+            Type3Layout::Rfc
+        } else {
+            Type3Layout::Legacy
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    /// T1 as written on the wire: ms since midnight (type 2) or NTP (type 3).
+    t1_wire: u64,
+    /// T1 as our wall clock read it, ns since the epoch.
+    t1_wall: Duration,
+    answered: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Control(Box<ControlPhase>),
+    Probing { start: Instant },
+    Draining { until: Instant },
+    Done,
+}
+
+/// The udp-jitter state machine.
+#[derive(Debug, Clone)]
+pub struct UdpJitterOp {
+    cfg: JitterConfig,
+    phase: Phase,
+    sent: Vec<Sent>,
+    arrivals: Vec<Sample>,
+    duplicates: u32,
+    unexpected: u32,
+    stamps: StampSources,
+    failure: Option<ReturnCode>,
+    result: Option<OperationResult>,
+    port: u16,
+}
+
+impl UdpJitterOp {
+    /// Starts the operation at `now`.
+    pub fn new(now: Instant, mut cfg: JitterConfig) -> Self {
+        cfg.packets = cfg.packets.clamp(1, MAX_PACKETS);
+        cfg.size = cfg.size.max(cfg.header_len());
+        let control = ControlPhase::new(
+            now,
+            cfg.control.clone(),
+            cfg.request.clone(),
+            cfg.sequence,
+            cfg.timeout,
+        );
+        let cfg_port = cfg.request.port;
+        UdpJitterOp {
+            sent: Vec::with_capacity(cfg.packets as usize),
+            cfg,
+            phase: Phase::Control(Box::new(control)),
+            arrivals: Vec::new(),
+            duplicates: 0,
+            unexpected: 0,
+            stamps: StampSources::default(),
+            failure: None,
+            result: None,
+            port: cfg_port,
+        }
+    }
+
+    fn advance_control(&mut self, now: Instant) {
+        if let Phase::Control(c) = &self.phase {
+            match c.outcome() {
+                Some(Ok(port)) => {
+                    self.port = port;
+                    self.phase = Phase::Probing { start: now };
+                }
+                Some(Err(code)) => {
+                    self.failure = Some(code);
+                    self.finish();
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn write_probe(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> usize {
+        let seq = self.sent.len() as u32 + 1;
+        let len = self.cfg.size;
+        let hl = self.cfg.header_len();
+        probe::fill_pattern(&mut buf[hl..len], &self.cfg.pattern);
+        let t1_wire = match self.cfg.precision {
+            Precision::Ms => {
+                let t1 = ms_since_midnight(wall);
+                Type2Repr {
+                    processing_ms: 0,
+                    t1,
+                    t2: 0,
+                    sender_seq: seq as u16,
+                    responder_seq: 0,
+                }
+                .emit(&mut buf[..len]);
+                u64::from(t1)
+            }
+            Precision::Us => {
+                let t1 = NtpTimestamp::from_unix(wall).0;
+                let layout = self.cfg.layout();
+                Type3Repr {
+                    layout,
+                    reserved: 0,
+                    t: [t1, 0, 0, 0],
+                    clock_offsets: [0, 0],
+                    sender_seq: seq,
+                    responder_seq: 0,
+                }
+                .emit(&mut buf[..len]);
+                t1
+            }
+        };
+        self.sent.push(Sent {
+            at: now,
+            t1_wire,
+            t1_wall: wall,
+            answered: false,
+        });
+        len
+    }
+
+    fn finish(&mut self) {
+        let cfg = StatsConfig {
+            threshold: self.cfg.threshold.as_nanos() as i64,
+            clock_sync: self.cfg.clock_sync,
+            responder_counts: true,
+        };
+        let st = stats::compute(self.sent.len() as u32, &self.arrivals, self.duplicates, cfg);
+        let return_code = match self.failure {
+            Some(c) => c,
+            None if st.received == 0 => ReturnCode::Timeout,
+            None if st.rtt.avg() > cfg.threshold as f64 => ReturnCode::OverThreshold,
+            None => ReturnCode::Ok,
+        };
+        let voice = match (self.cfg.voice, st.received) {
+            (Some(v), n) if n > 0 => Some(voice::score(
+                v.codec,
+                v.model,
+                st.rtt.avg() / 1e6,
+                st.loss_ratio() * 100.0,
+                f64::from(v.advantage),
+            )),
+            _ => None,
+        };
+        self.result = Some(OperationResult {
+            return_code,
+            stats: st,
+            voice,
+            precision: self.cfg.precision,
+            stamps: self.stamps,
+            unexpected: self.unexpected,
+        });
+        self.phase = Phase::Done;
+    }
+
+    fn handle_probe_reply(&mut self, now: Instant, rx: RxTime, bytes: &[u8]) {
+        let parsed = match self.cfg.precision {
+            Precision::Ms => Type2::new_checked(bytes).ok().map(|p| {
+                let r = Type2Repr::parse(&p);
+                (
+                    u32::from(r.sender_seq),
+                    u64::from(r.t1),
+                    r.responder_seq.into(),
+                    Reply::Ms(r),
+                )
+            }),
+            Precision::Us => {
+                let layout = self.cfg.layout();
+                Type3::new_checked(bytes, layout).ok().map(|p| {
+                    let r = Type3Repr::parse(&p);
+                    (r.sender_seq, r.t[0], r.responder_seq, Reply::Us(r))
+                })
+            }
+        };
+        let Some((seq, t1_wire, responder_seq, reply)) = parsed else {
+            self.unexpected += 1;
+            return;
+        };
+        let Some(sent) = seq
+            .checked_sub(1)
+            .and_then(|i| self.sent.get_mut(i as usize))
+        else {
+            self.unexpected += 1;
+            return;
+        };
+        if sent.t1_wire != t1_wire {
+            // Not a reply to what we sent (stale operation, spoofed, or mangled): verify-data.
+            self.unexpected += 1;
+            return;
+        }
+        if sent.answered {
+            self.duplicates += 1;
+            return;
+        }
+        sent.answered = true;
+        if rx.kernel {
+            self.stamps.rx_kernel += 1;
+        } else {
+            self.stamps.rx_user += 1;
+        }
+        let late = now.saturating_duration_since(sent.at) > self.cfg.timeout;
+        let (rtt, sd, ds) = match reply {
+            Reply::Ms(r) => {
+                let t1 = t1_wire as u32;
+                let t4 = ms_since_midnight(rx.wall);
+                let p = i64::from(r.processing_ms);
+                let ms = 1_000_000i64;
+                (
+                    (i64::from(ms_diff(t4, t1)) - p) * ms,
+                    i64::from(ms_diff(r.t2, t1)) * ms,
+                    (i64::from(ms_diff(t4, r.t2)) - p) * ms,
+                )
+            }
+            Reply::Us(r) => {
+                let (t2, t3) = (NtpTimestamp(r.t[1]), NtpTimestamp(r.t[2]));
+                let t4 = NtpTimestamp::from_unix(rx.wall);
+                // T1 from our own clock reading: the wire copy is rounded to 2^-32 s.
+                let t1 = NtpTimestamp::from_unix(sent.t1_wall);
+                (
+                    t4.diff_nanos(t1) - t3.diff_nanos(t2),
+                    t2.diff_nanos(t1),
+                    t4.diff_nanos(t3),
+                )
+            }
+        };
+        self.arrivals.push(Sample {
+            seq,
+            responder_seq,
+            rtt,
+            sd,
+            ds,
+            late,
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Ms(Type2Repr),
+    Us(Type3Repr),
+}
+
+impl Operation for UdpJitterOp {
+    fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
+        self.advance_control(now);
+        match &mut self.phase {
+            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit {
+                peer: Peer::Control,
+                len,
+            }),
+            Phase::Probing { start } => {
+                let start = *start;
+                let i = self.sent.len() as u32;
+                if now < start + self.cfg.interval * i {
+                    return None;
+                }
+                let len = self.write_probe(now, wall, buf);
+                if self.sent.len() as u32 == self.cfg.packets {
+                    self.phase = Phase::Draining {
+                        until: now + self.cfg.timeout,
+                    };
+                }
+                Some(Transmit {
+                    peer: Peer::Probe,
+                    len,
+                })
+            }
+            Phase::Draining { .. } | Phase::Done => None,
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: Peer, rx: RxTime, bytes: &[u8]) {
+        match (from, &mut self.phase) {
+            (Peer::Control, Phase::Control(c)) => {
+                c.handle_reply(bytes);
+                self.advance_control(now);
+            }
+            (Peer::Probe, Phase::Probing { .. } | Phase::Draining { .. }) => {
+                self.handle_probe_reply(now, rx, bytes)
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Control(c) => c.poll_timeout(),
+            Phase::Probing { start, .. } => {
+                Some(*start + self.cfg.interval * self.sent.len() as u32)
+            }
+            Phase::Draining { until } => Some(*until),
+            Phase::Done => None,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_timeout(now);
+                self.advance_control(now);
+            }
+            Phase::Draining { until } if now >= *until => self.finish(),
+            _ => {}
+        }
+    }
+
+    fn probe_port(&self) -> u16 {
+        self.port
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    fn result(&self) -> OperationResult {
+        self.result.clone().unwrap_or_else(|| OperationResult {
+            return_code: ReturnCode::Timeout,
+            stats: Default::default(),
+            voice: None,
+            precision: self.cfg.precision,
+            stamps: self.stamps,
+            unexpected: self.unexpected,
+        })
+    }
+}

@@ -1,0 +1,157 @@
+//! Source operations as sans-IO state machines.
+//!
+//! Every operation speaks the same small protocol with its driver (quinn-proto style):
+//! - [`Operation::poll_transmit`]`(now, wall, buf)` → what to send now, if anything; the
+//!   operation writes the packet (and its T1 from `wall`) into `buf`;
+//! - [`Operation::handle_datagram`]`(now, from, rx, bytes)` → a datagram arrived from the control
+//!   or probe peer, with its receive time;
+//! - [`Operation::poll_timeout`] / [`Operation::handle_timeout`] → timers;
+//! - [`Operation::result`] once [`Operation::is_done`].
+//!
+//! The driver (`ipsla-net`) owns the sockets and clocks; tests drive the same machines on a fake
+//! timeline with scripted loss, delay, reordering and duplication.
+
+pub mod control;
+pub mod echo;
+pub mod jitter;
+
+use crate::stats::JitterStats;
+use crate::voice::{Codec, MosModel, VoiceScore};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+pub use crate::responder::RxTime;
+
+/// Which peer a datagram goes to or came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// The responder's control port (1967 or 1167).
+    Control,
+    /// The measurement port.
+    Probe,
+}
+
+/// A datagram the operation wants sent: `buf[..len]` to `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub peer: Peer,
+    /// Length written into the buffer.
+    pub len: usize,
+}
+
+/// Cisco return codes (CISCO-RTTMON-MIB `RttResponseSense`, with the CLI's wording).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnCode {
+    /// ok(1).
+    Ok,
+    /// overThreshold(3).
+    OverThreshold,
+    /// timeout(4): no reply.
+    Timeout,
+    /// busy(5): the previous run was still going.
+    Busy,
+    /// notConnected(6) / enableNoConnect: the control phase got no answer.
+    NoConnection,
+    /// sequenceError(8).
+    SequenceError,
+    /// verifyError(9): a reply did not carry what was sent.
+    VerifyError,
+    /// enableAuthFail: the responder refused our authentication.
+    AuthFailure,
+    /// enableFormatError.
+    FormatError,
+    /// enablePortInUse.
+    PortInUse,
+    /// enableFail / error: any other failure (local socket error, refused control).
+    Error,
+}
+
+impl ReturnCode {
+    /// How IOS prints it in `show ip sla statistics`.
+    pub fn cisco_text(self) -> &'static str {
+        match self {
+            ReturnCode::Ok => "OK",
+            ReturnCode::OverThreshold => "Over threshold",
+            ReturnCode::Timeout => "Timeout",
+            ReturnCode::Busy => "Busy",
+            ReturnCode::NoConnection => "No connection",
+            ReturnCode::SequenceError => "Sequence error",
+            ReturnCode::VerifyError => "Verify error",
+            ReturnCode::AuthFailure => "Authentication failure",
+            ReturnCode::FormatError => "Format error",
+            ReturnCode::PortInUse => "Port in use",
+            ReturnCode::Error => "Error",
+        }
+    }
+}
+
+/// Timestamp precision of a udp-jitter operation (IOS `precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Type-2 probes, ms since midnight.
+    #[default]
+    Ms,
+    /// Type-3 probes, NTP timestamps.
+    Us,
+}
+
+/// Voice settings of a udp-jitter operation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct VoiceConfig {
+    /// Emulated codec.
+    pub codec: Codec,
+    /// Score model.
+    pub model: MosModel,
+    /// Advantage factor 0..=20.
+    pub advantage: u8,
+}
+
+/// Where the timestamps came from, counted over the operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StampSources {
+    /// Replies stamped by the kernel on receive.
+    pub rx_kernel: u32,
+    /// Replies stamped by userspace on receive.
+    pub rx_user: u32,
+}
+
+/// The outcome of one operation run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationResult {
+    /// Return code.
+    pub return_code: ReturnCode,
+    /// Statistics (a single-probe operation has one sample).
+    pub stats: JitterStats,
+    /// Voice scores, when a codec is configured and the operation got replies.
+    pub voice: Option<VoiceScore>,
+    /// Timestamp precision of the probes.
+    pub precision: Precision,
+    /// Timestamp sources.
+    pub stamps: StampSources,
+    /// Replies that matched no probe we sent (wrong T1, unknown sequence, wrong type).
+    pub unexpected: u32,
+}
+
+/// The driver-facing interface of every operation.
+pub trait Operation {
+    /// What to send now, if anything.
+    fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit>;
+    /// A datagram arrived.
+    fn handle_datagram(&mut self, now: Instant, from: Peer, rx: RxTime, bytes: &[u8]);
+    /// When the operation next needs [`Operation::handle_timeout`] or a transmit poll.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Timers due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The measurement port probes go to (a v2 responder may have picked it).
+    fn probe_port(&self) -> u16;
+    /// True once the result is final.
+    fn is_done(&self) -> bool;
+    /// The result (meaningful once done).
+    fn result(&self) -> OperationResult;
+}
+
+#[cfg(test)]
+mod tests;

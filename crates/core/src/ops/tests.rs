@@ -1,0 +1,555 @@
+//! Source operations against the core responder on a fake timeline, over a scripted network.
+//! Every expected number is worked out by hand from the scenario in the test's comment.
+
+use super::control::{ControlMode, ControlOp, ControlRequest, V2Auth};
+use super::echo::{EchoConfig, UdpEchoOp};
+use super::jitter::{JitterConfig, UdpJitterOp};
+use super::*;
+use crate::responder::{self as resp, FakeBinder, PortKey, Proto, Responder, ResponderConfig};
+use ipsla_wire::cisco::control_v2::AuthMode;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+const MS: Duration = Duration::from_millis(1);
+const TARGET: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+
+/// Direction of a datagram on the scripted network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Out,
+    Back,
+}
+
+/// What the network does to one datagram: the delays of each copy delivered (empty = lost). The
+/// `u32` is the probe's sender sequence (0 for control messages).
+type Script = Box<dyn FnMut(Dir, Peer, u32) -> Vec<Duration>>;
+
+fn probe_seq(b: &[u8]) -> u32 {
+    use ipsla_wire::cisco::probe::{Type2, Type3, Type3Layout};
+    match b.get(1) {
+        Some(2) => Type2::new_checked(b).map_or(0, |p| u32::from(p.sender_seq())),
+        Some(3) => Type3::new_checked(b, Type3Layout::detect(b)).map_or(0, |p| p.sender_seq()),
+        _ => 0,
+    }
+}
+
+fn constant(out: Duration, back: Duration) -> Script {
+    Box::new(move |d, _, _| vec![if d == Dir::Out { out } else { back }])
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Delivery {
+    at: Instant,
+    order: u64,
+    dir_back: bool,
+    peer_probe: bool,
+    bytes: Vec<u8>,
+}
+
+struct Sim {
+    t0: Instant,
+    wall0: Duration,
+    /// Responder clock minus source clock.
+    offset: i64,
+    /// Responder processing time between receive and transmit stamp.
+    processing: Duration,
+    responder: Responder,
+    binder: FakeBinder,
+    script: Script,
+    queue: BinaryHeap<Reverse<Delivery>>,
+    order: u64,
+    /// Every control message the source sent.
+    control_sent: Vec<Vec<u8>>,
+}
+
+impl Sim {
+    fn new(script: Script) -> Self {
+        Sim {
+            t0: Instant::now(),
+            // 2024-09-01 10:00:00.000 UTC: on a whole millisecond
+            wall0: Duration::from_secs(1_725_184_800),
+            offset: 0,
+            processing: MS,
+            responder: Responder::new(ResponderConfig::default()),
+            binder: FakeBinder::default(),
+            script,
+            queue: BinaryHeap::new(),
+            order: 0,
+            control_sent: Vec::new(),
+        }
+    }
+
+    fn wall(&self, now: Instant) -> Duration {
+        self.wall0 + (now - self.t0)
+    }
+
+    fn responder_wall(&self, now: Instant) -> Duration {
+        let w = self.wall(now).as_nanos() as i64 + self.offset;
+        Duration::from_nanos(w as u64)
+    }
+
+    fn push(&mut self, at: Instant, back: bool, probe: bool, bytes: Vec<u8>) {
+        self.order += 1;
+        self.queue.push(Reverse(Delivery {
+            at,
+            order: self.order,
+            dir_back: back,
+            peer_probe: probe,
+            bytes,
+        }));
+    }
+
+    fn send(&mut self, now: Instant, dir: Dir, peer: Peer, bytes: &[u8]) {
+        let n = if peer == Peer::Probe {
+            probe_seq(bytes)
+        } else {
+            0
+        };
+        for d in (self.script)(dir, peer, n) {
+            self.push(
+                now + d,
+                dir == Dir::Back,
+                peer == Peer::Probe,
+                bytes.to_vec(),
+            );
+        }
+    }
+
+    /// Runs `op` to completion; `probe_key` is the responder port the probes land on.
+    fn run(&mut self, op: &mut dyn Operation) -> OperationResult {
+        let mut now = self.t0;
+        let mut buf = vec![0u8; 2048];
+        let src: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        for _ in 0..1_000_000 {
+            while let Some(t) = op.poll_transmit(now, self.wall(now), &mut buf) {
+                let bytes = buf[..t.len].to_vec();
+                if t.peer == Peer::Control {
+                    self.control_sent.push(bytes.clone());
+                }
+                self.send(now, Dir::Out, t.peer, &bytes);
+            }
+            if op.is_done() {
+                return op.result();
+            }
+            // next event
+            let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
+            let next = [op.poll_timeout(), next_delivery]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("something pending");
+            now = now.max(next);
+            op.handle_timeout(now);
+            while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
+                let Reverse(d) = self.queue.pop().unwrap();
+                let peer = if d.peer_probe {
+                    Peer::Probe
+                } else {
+                    Peer::Control
+                };
+                if d.dir_back {
+                    op.handle_datagram(
+                        now,
+                        peer,
+                        RxTime {
+                            wall: self.wall(now),
+                            kernel: true,
+                        },
+                        &d.bytes,
+                    );
+                    continue;
+                }
+                // at the responder
+                let rwall = self.responder_wall(now);
+                let mut out = vec![0u8; 1024];
+                if peer == Peer::Control {
+                    if let resp::ControlResult::Reply { len, .. } = self.responder.handle_control(
+                        now,
+                        rwall,
+                        src,
+                        &d.bytes,
+                        &mut out,
+                        &mut self.binder,
+                    ) {
+                        let reply = out[..len].to_vec();
+                        self.send(now, Dir::Back, Peer::Control, &reply);
+                    }
+                } else {
+                    let key = PortKey {
+                        proto: Proto::Udp,
+                        addr: TARGET,
+                        port: op.probe_port(),
+                    };
+                    let mut pkt = d.bytes.clone();
+                    let rx = RxTime {
+                        wall: rwall,
+                        kernel: true,
+                    };
+                    self.responder.handle_timeout(now, &mut self.binder);
+                    if let resp::ProbeResult::Reply { len, stamp } =
+                        self.responder
+                            .handle_probe(now, &key, src, rx, &mut pkt, &mut self.binder)
+                    {
+                        resp::stamp_transmit(&mut pkt[..len], stamp, rwall + self.processing);
+                        let at = now + self.processing;
+                        let n = probe_seq(&pkt[..len]);
+                        for dl in (self.script)(Dir::Back, Peer::Probe, n) {
+                            self.push(at + dl, true, true, pkt[..len].to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        panic!("simulation did not finish");
+    }
+}
+
+fn request(op: ControlOp, port: u16, duration: Duration) -> ControlRequest {
+    ControlRequest {
+        operation: op,
+        target: TARGET,
+        port,
+        duration,
+        control_local: "127.0.0.1:50000".parse().unwrap(),
+        measurement_local: "127.0.0.1:50000".parse().unwrap(),
+        control_remote: "127.0.0.1:1967".parse().unwrap(),
+        nonce: [7; 16],
+    }
+}
+
+fn jitter_cfg(packets: u32, precision: Precision, clock_sync: bool) -> JitterConfig {
+    let timeout = 5000 * MS;
+    JitterConfig {
+        control: ControlMode::V1,
+        request: request(
+            ControlOp::UdpJitter,
+            16384,
+            JitterConfig::control_duration(timeout, packets, 20 * MS),
+        ),
+        sequence: 0x6e,
+        packets,
+        interval: 20 * MS,
+        size: 32,
+        precision,
+        timeout,
+        threshold: 5000 * MS,
+        clock_sync,
+        voice: None,
+        pattern: vec![0xab, 0xcd],
+    }
+}
+
+/// Scenario A (ms precision): control out 10 ms / back 15 ms, so probes start at t = 25 ms,
+/// 20 ms apart. Probe out delays 10, 10, 30, lost, 10 ms; back 15 ms; responder processing 1 ms.
+fn scenario_a() -> Script {
+    Box::new(|dir, peer, n| match (dir, peer) {
+        (Dir::Out, Peer::Control) => vec![10 * MS],
+        (Dir::Back, Peer::Control) => vec![15 * MS],
+        (Dir::Out, Peer::Probe) => match n {
+            3 => vec![30 * MS],
+            4 => vec![],
+            _ => vec![10 * MS],
+        },
+        (Dir::Back, Peer::Probe) => vec![15 * MS],
+    })
+}
+
+#[test]
+fn ms_jitter_hand_computed() {
+    let mut sim = Sim::new(scenario_a());
+    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
+    let r = sim.run(&mut op);
+    let st = &r.stats;
+    assert_eq!(r.return_code, ReturnCode::Ok);
+    assert_eq!((st.sent, st.received), (5, 4));
+    // RTT = out + back with the 1 ms processing removed: 25, 25, 45, 25
+    assert_eq!((st.rtt.min, st.rtt.max), (25_000_000, 45_000_000));
+    assert_eq!(st.rtt.sum, 120_000_000);
+    let sd = st.one_way_sd.unwrap();
+    assert_eq!(
+        (sd.min, sd.max, sd.sum),
+        (10_000_000, 30_000_000, 60_000_000)
+    );
+    let ds = st.one_way_ds.unwrap();
+    assert_eq!(
+        (ds.min, ds.max, ds.sum),
+        (15_000_000, 15_000_000, 60_000_000)
+    );
+    // SD jitter 0, +20, −20; DS all 0
+    assert_eq!(
+        (st.jitter_sd.positive.count, st.jitter_sd.positive.max),
+        (2, 20_000_000)
+    );
+    assert_eq!(
+        (st.jitter_sd.negative.count, st.jitter_sd.negative.max),
+        (1, 20_000_000)
+    );
+    assert_eq!(
+        (
+            st.jitter_ds.positive.count,
+            st.jitter_ds.positive.max,
+            st.jitter_ds.negative.count
+        ),
+        (3, 0, 0)
+    );
+    // probe 4 never reached the responder: its counter says so
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (1, 0, 0));
+    assert_eq!(r.stamps.rx_kernel, 4);
+    // the control message is the one IOS sends for this operation (g711alaw capture, seq 0x6e,
+    // 16384, 5000 + 5 × 20 ms), target rewritten to 127.0.0.1
+    let mut want =
+        hex::decode("016e0034000000000004001000000000 7f000001 4000 1388".replace(' ', ""))
+            .unwrap();
+    want[22..24].copy_from_slice(&5100u16.to_be_bytes());
+    want.extend_from_slice(&[0, 1, 0, 28]);
+    want.resize(52, 0);
+    assert_eq!(sim.control_sent, vec![want]);
+}
+
+#[test]
+fn ms_jitter_across_midnight() {
+    // Same scenario, starting 50 ms before midnight: T1..T4 wrap, the statistics do not.
+    let mut sim = Sim::new(scenario_a());
+    sim.wall0 = Duration::from_secs(1_725_235_200) - 50 * MS;
+    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
+    let st = sim.run(&mut op).stats;
+    assert_eq!(
+        (st.rtt.min, st.rtt.max, st.rtt.sum),
+        (25_000_000, 45_000_000, 120_000_000)
+    );
+    assert_eq!(st.one_way_sd.unwrap().sum, 60_000_000);
+    assert_eq!(st.loss_sd, 1);
+}
+
+#[test]
+fn processing_time_is_removed() {
+    for processing in [0, 7, 40] {
+        let mut sim = Sim::new(constant(10 * MS, 15 * MS));
+        sim.processing = processing * MS;
+        let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(3, Precision::Ms, true));
+        let st = sim.run(&mut op).stats;
+        assert_eq!(
+            (st.rtt.min, st.rtt.max),
+            (25_000_000, 25_000_000),
+            "processing {processing} ms"
+        );
+        assert_eq!(st.one_way_ds.unwrap().max, 15_000_000);
+    }
+}
+
+#[test]
+fn us_jitter_with_unsynchronised_clocks() {
+    // out 1.234567 ms, back 0.5 ms, processing 37 µs; responder clock 3 s ahead.
+    let mut sim = Sim::new(constant(
+        Duration::from_nanos(1_234_567),
+        Duration::from_micros(500),
+    ));
+    sim.processing = Duration::from_micros(37);
+    sim.offset = 3_000_000_000;
+    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(10, Precision::Us, false));
+    let r = sim.run(&mut op);
+    let st = &r.stats;
+    assert_eq!(r.precision, Precision::Us);
+    assert_eq!(st.received, 10);
+    // RTT exact to the NTP resolution (2^-32 s): 1.734567 ms
+    assert!(
+        (st.rtt.min - 1_734_567).abs() <= 2 && (st.rtt.max - 1_734_567).abs() <= 2,
+        "{:?}",
+        st.rtt
+    );
+    assert_eq!(st.one_way_sd, None, "unsynchronised: one-way unavailable");
+    // the 3 s offset cancels in jitter
+    assert!(
+        st.jitter_sd.positive.max <= 2 && st.jitter_sd.negative.max <= 2,
+        "{:?}",
+        st.jitter_sd
+    );
+    // responder counter via the type-3 legacy layout
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (0, 0, 0));
+}
+
+#[test]
+fn reorder_duplicate_late_and_tail() {
+    // 6 probes 20 ms apart from t = 10 ms, 5 ms each way, timeout 100 ms. Probe 2 out 50 ms
+    // (overtaken by 3 and 4 at the responder); reply 1 duplicated; reply 4 back 120 ms (arrives at
+    // 196 ms, 126 ms after it left: late, but before the operation ends at 110 + 100 ms); reply 6
+    // lost on the way back (the tail: direction unknown).
+    let script: Script = Box::new(|dir, peer, n| match (dir, peer, n) {
+        (Dir::Out, Peer::Probe, 2) => vec![50 * MS],
+        (Dir::Back, Peer::Probe, 1) => vec![5 * MS, 6 * MS],
+        (Dir::Back, Peer::Probe, 4) => vec![120 * MS],
+        (Dir::Back, Peer::Probe, 6) => vec![],
+        _ => vec![5 * MS],
+    });
+    let mut sim = Sim::new(script);
+    let mut cfg = jitter_cfg(6, Precision::Ms, false);
+    cfg.timeout = 100 * MS;
+    let mut op = UdpJitterOp::new(sim.t0, cfg);
+    let st = sim.run(&mut op).stats;
+    // arrivals at the source: p1, p1 again, p3, p2, p5, p4 (late)
+    assert_eq!(st.duplicates, 1);
+    assert_eq!(st.out_of_sequence, 2, "p2 after p3, p4 after p5");
+    assert_eq!(st.late, 1, "p4's reply after the 100 ms timeout");
+    assert_eq!(st.received, 4);
+    assert_eq!(
+        (st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop),
+        (0, 0, 1, 1)
+    );
+    assert_eq!(
+        st.loss_sd + st.loss_ds + st.loss_mia,
+        st.sent - st.received - st.late
+    );
+}
+
+#[test]
+fn control_unanswered_is_no_connection_with_same_sequence() {
+    let script: Script = Box::new(|dir, peer, _| {
+        if (dir, peer) == (Dir::Out, Peer::Control) {
+            vec![]
+        } else {
+            vec![MS]
+        }
+    });
+    let mut sim = Sim::new(script);
+    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, false));
+    let r = sim.run(&mut op);
+    assert_eq!(r.return_code, ReturnCode::NoConnection);
+    assert_eq!(sim.control_sent.len(), 3);
+    assert!(
+        sim.control_sent.iter().all(|m| m == &sim.control_sent[0]),
+        "a retry keeps the sequence"
+    );
+    assert_eq!(r.stats.sent, 0);
+}
+
+#[test]
+fn v2_control_auth_and_port_selection() {
+    let mut sim = Sim::new(constant(MS, MS));
+    sim.responder = Responder::new(ResponderConfig {
+        keys: [(3, b"k".to_vec())].into_iter().collect(),
+        port_range: 40000..=40000,
+        ..ResponderConfig::default()
+    });
+    let mut cfg = jitter_cfg(4, Precision::Us, false);
+    cfg.control = ControlMode::V2(Some(V2Auth {
+        mode: AuthMode::HmacSha256,
+        key_id: 3,
+        secret: b"k".to_vec(),
+    }));
+    cfg.request.port = 0;
+    let mut op = UdpJitterOp::new(sim.t0, cfg.clone());
+    let r = sim.run(&mut op);
+    assert_eq!(r.return_code, ReturnCode::Ok);
+    assert_eq!(op.probe_port(), 40000, "the port the responder chose");
+    assert_eq!(r.stats.received, 4);
+    // RFC layout: u32 responder counter at 56
+    assert_eq!((r.stats.loss_sd, r.stats.loss_ds), (0, 0));
+
+    // wrong secret: the responder answers auth failure
+    let mut sim = Sim::new(constant(MS, MS));
+    sim.responder = Responder::new(ResponderConfig {
+        keys: [(3, b"other".to_vec())].into_iter().collect(),
+        ..ResponderConfig::default()
+    });
+    let mut op = UdpJitterOp::new(sim.t0, cfg);
+    assert_eq!(sim.run(&mut op).return_code, ReturnCode::AuthFailure);
+}
+
+#[test]
+fn v2_port_in_use() {
+    let mut sim = Sim::new(constant(MS, MS));
+    sim.binder.busy.insert(16384);
+    let mut cfg = jitter_cfg(4, Precision::Us, false);
+    cfg.control = ControlMode::V2(None);
+    let mut op = UdpJitterOp::new(sim.t0, cfg);
+    assert_eq!(sim.run(&mut op).return_code, ReturnCode::PortInUse);
+}
+
+#[test]
+fn voice_scores_fall_with_loss() {
+    let mut mos = Vec::new();
+    for lost_every in [0u32, 20, 8, 4] {
+        let script: Script = Box::new(move |dir, peer, n| {
+            if dir == Dir::Out && peer == Peer::Probe && lost_every > 0 && n % lost_every == 0 {
+                vec![]
+            } else {
+                vec![20 * MS]
+            }
+        });
+        let mut sim = Sim::new(script);
+        let mut cfg = jitter_cfg(100, Precision::Ms, false);
+        cfg.voice = Some(VoiceConfig {
+            codec: crate::voice::Codec::G711alaw,
+            model: crate::voice::MosModel::EModel,
+            advantage: 0,
+        });
+        cfg.size = 172;
+        let mut op = UdpJitterOp::new(sim.t0, cfg);
+        let r = sim.run(&mut op);
+        mos.push((r.voice.unwrap().mos, r.voice.unwrap().icpif));
+    }
+    // 0 %, 5 %, 12 % (≥ 10 %: the MIB floor), 25 %
+    assert_eq!(mos[2], (1.0, 93));
+    assert_eq!(mos[3], (1.0, 93));
+    assert!(mos[0].0 > mos[1].0, "{mos:?}");
+    assert!(mos[0].1 < mos[1].1, "{mos:?}");
+}
+
+#[test]
+fn udp_echo_and_verify_error() {
+    let mut sim = Sim::new(constant(3 * MS, 4 * MS));
+    let cfg = EchoConfig {
+        control: ControlMode::V1,
+        request: request(ControlOp::UdpEcho, 42518, 5000 * MS),
+        sequence: 0x69,
+        size: 16,
+        pattern: vec![0xab, 0xcd],
+        timeout: 5000 * MS,
+        threshold: 5000 * MS,
+    };
+    let mut op = UdpEchoOp::new(sim.t0, cfg.clone());
+    let r = sim.run(&mut op);
+    assert_eq!(r.return_code, ReturnCode::Ok);
+    // no responder timestamps in type 1: RTT includes the 1 ms the responder took
+    assert_eq!(r.stats.rtt.max, 8_000_000);
+    // the v1 request is the udp_echo capture's, target rewritten
+    let mut want = hex::decode("016900340000000000020010000000007f000001a6161388").unwrap();
+    want.extend_from_slice(&[0, 1, 0, 28]);
+    want.resize(52, 0);
+    assert_eq!(sim.control_sent, vec![want]);
+
+    // a reply that differs from the probe is a verify error
+    let mut sim = Sim::new(constant(MS, MS));
+    sim.processing = MS;
+    let mut op = UdpEchoOp::new(sim.t0, cfg);
+    let mut buf = vec![0u8; 256];
+    let now = sim.t0;
+    let t = op.poll_transmit(now, sim.wall(now), &mut buf).unwrap();
+    assert_eq!(t.peer, Peer::Control);
+    let mut ok = buf[..24].to_vec();
+    ok[3] = 24;
+    op.handle_datagram(
+        now,
+        Peer::Control,
+        RxTime {
+            wall: sim.wall(now),
+            kernel: false,
+        },
+        &ok,
+    );
+    let t = op.poll_transmit(now, sim.wall(now), &mut buf).unwrap();
+    assert_eq!(t.peer, Peer::Probe);
+    buf[5] ^= 0xff;
+    op.handle_datagram(
+        now + MS,
+        Peer::Probe,
+        RxTime {
+            wall: sim.wall(now + MS),
+            kernel: false,
+        },
+        &buf[..t.len],
+    );
+    op.handle_timeout(now + 6000 * MS);
+    assert_eq!(op.result().return_code, ReturnCode::VerifyError);
+}
