@@ -4,6 +4,7 @@
 //! - [`cisco::control_v1`]: the legacy version-1 control message real IOS sends to UDP 1967.
 //! - [`cisco::control_v2`]: RFC 6812 version-2 control (UDP 1167) with its authentication.
 //! - [`cisco::probe`]: measurement packets of type 1 (udp-echo), 2 (ms jitter) and 3 (µs jitter).
+//! - [`icmp`]: ICMP Echo and Timestamp messages for the ICMP operations.
 //! - [`time`]: NTP 64-bit timestamps, milliseconds since midnight UTC, the PTP-truncated form.
 //!
 //! Invariants: a view built with `new_checked` has had every length checked once, so no accessor
@@ -24,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod cisco;
+pub mod icmp;
 pub mod time;
 
 /// What was wrong with a packet. Small and `Copy`: callers count it and drop the packet.
