@@ -9,12 +9,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Every accessor is safe on a checked view.
-    let _ = (
-        view.version(),
-        view.sequence(),
-        view.total_length(),
-        view.status(),
-    );
+    let _ = (view.version(), view.sequence(), view.total_length(), view.status());
     for t in view.tlvs() {
         t.expect("a checked view has well-framed TLVs");
     }

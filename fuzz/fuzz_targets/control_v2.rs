@@ -12,12 +12,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let index = view.index();
-    let _ = (
-        view.status(),
-        view.sequence(),
-        view.timestamp(),
-        view.auth_mode(),
-    );
+    let _ = (view.status(), view.sequence(), view.timestamp(), view.auth_mode());
     let digest = view.digest();
     let parsed = ControlV2Repr::parse(&view);
     for mode in [AuthMode::None, AuthMode::Sha256, AuthMode::HmacSha256] {
@@ -27,21 +22,14 @@ fuzz_target!(|data: &[u8]| {
     // What the responder does to its reply: a copy edited in place.
     let mut copy = data.to_vec();
     {
-        let mut reply =
-            ControlV2::new_checked(&mut copy[..]).expect("same bytes as a checked view");
+        let mut reply = ControlV2::new_checked(&mut copy[..]).expect("same bytes as a checked view");
         for mode in [AuthMode::HmacSha256, AuthMode::Sha256] {
             reply.sign(mode, KEY);
             if digest.is_some() {
-                assert!(
-                    reply.verify(mode, KEY),
-                    "a freshly signed message must verify ({mode:?})"
-                );
+                assert!(reply.verify(mode, KEY), "a freshly signed message must verify ({mode:?})");
                 assert!(!reply.verify(mode, b"another key"));
             } else {
-                assert!(
-                    !reply.verify(mode, KEY),
-                    "no digest field: nothing can verify"
-                );
+                assert!(!reply.verify(mode, KEY), "no digest field: nothing can verify");
             }
         }
         reply.set_udp_meas_dst_port(0xbeef);

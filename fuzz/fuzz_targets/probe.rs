@@ -2,9 +2,7 @@
 //! (parse → emit into a buffer of the same length → parse).
 #![no_main]
 
-use ipsla_wire::cisco::probe::{
-    ProbeType, Type2, Type2Repr, Type3, Type3Layout, Type3Repr, probe_type,
-};
+use ipsla_wire::cisco::probe::{ProbeType, Type2, Type2Repr, Type3, Type3Layout, Type3Repr, probe_type};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

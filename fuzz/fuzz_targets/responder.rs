@@ -5,8 +5,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use ipsla_core::responder::{
-    ControlResult, FakeBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig, RxTime,
-    stamp_transmit,
+    ControlResult, FakeBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig, RxTime, stamp_transmit,
 };
 use ipsla_wire::cisco::control_v1::ControlV1;
 use ipsla_wire::cisco::control_v2::ControlV2;
@@ -52,10 +51,7 @@ const SOURCES: [(IpAddr, u16); 4] = [
     (IpAddr::V4(Ipv4Addr::new(192, 168, 12, 1)), 50300),
     (IpAddr::V4(Ipv4Addr::new(192, 168, 12, 1)), 60038),
     (IpAddr::V4(Ipv4Addr::new(10, 1, 1, 1)), 50000),
-    (
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
-        50000,
-    ),
+    (IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 50000),
 ];
 /// The responder's address in the captures.
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 12, 2));
@@ -81,21 +77,13 @@ fn pick_port(binder: &FakeBinder, proto: Proto, idx: u8) -> PortKey {
         *open[usize::from(idx) % open.len()]
     } else {
         let n = PORTS.end() - PORTS.start() + 1;
-        PortKey {
-            proto,
-            addr: LOCAL,
-            port: PORTS.start() + u16::from(idx) % n,
-        }
+        PortKey { proto, addr: LOCAL, port: PORTS.start() + u16::from(idx) % n }
     }
 }
 
 fn pick_source(r: &Responder, now: Instant, key: &PortKey, idx: u8) -> SocketAddr {
     if idx < 128 {
-        let peers: Vec<_> = r
-            .sessions(now)
-            .into_iter()
-            .filter(|s| s.port == *key)
-            .collect();
+        let peers: Vec<_> = r.sessions(now).into_iter().filter(|s| s.port == *key).collect();
         if !peers.is_empty() {
             let p = peers[usize::from(idx) % peers.len()].peer;
             // Port 0 is a v1 session: any port of the sender matches.
@@ -108,20 +96,10 @@ fn pick_source(r: &Responder, now: Instant, key: &PortKey, idx: u8) -> SocketAdd
 
 fn check(r: &Responder, binder: &FakeBinder, now: Instant) {
     let sessions = r.sessions(now);
-    assert_eq!(
-        r.session_count(),
-        sessions.len(),
-        "session counter disagrees with the list"
-    );
+    assert_eq!(r.session_count(), sessions.len(), "session counter disagrees with the list");
     let ports: BTreeSet<PortKey> = sessions.iter().map(|s| s.port).collect();
-    assert_eq!(
-        ports, binder.open,
-        "ports of the sessions differ from the ports held open"
-    );
-    assert!(
-        r.poll_timeout().is_some() || sessions.is_empty(),
-        "a session without a timer"
-    );
+    assert_eq!(ports, binder.open, "ports of the sessions differ from the ports held open");
+    assert!(r.poll_timeout().is_some() || sessions.is_empty(), "a session without a timer");
 }
 
 fuzz_target!(|ops: Vec<Op>| {
@@ -140,18 +118,15 @@ fuzz_target!(|ops: Vec<Op>| {
 
     for op in ops {
         let dt = match &op {
-            Op::Control { dt_ms, .. }
-            | Op::Probe { dt_ms, .. }
-            | Op::Tcp { dt_ms, .. }
-            | Op::Timeout { dt_ms } => *dt_ms,
+            Op::Control { dt_ms, .. } | Op::Probe { dt_ms, .. } | Op::Tcp { dt_ms, .. } | Op::Timeout { dt_ms } => {
+                *dt_ms
+            }
         };
         elapsed += Duration::from_millis(u64::from(dt));
         let now = start + elapsed;
         let wall = WALL0 + elapsed;
         match op {
-            Op::Control {
-                v1, src, mut bytes, ..
-            } => {
+            Op::Control { v1, src, mut bytes, .. } => {
                 let src = source(src);
                 if v1 {
                     if let Some(b) = bytes.first_mut() {
@@ -187,20 +162,12 @@ fuzz_target!(|ops: Vec<Op>| {
                     ControlResult::Dropped(_) => {}
                 }
             }
-            Op::Probe {
-                port_idx,
-                src,
-                bytes,
-                ..
-            } => {
+            Op::Probe { port_idx, src, bytes, .. } => {
                 let key = pick_port(&binder, Proto::Udp, port_idx);
                 let src = pick_source(&r, now, &key, src);
                 let n = bytes.len().min(pkt.len());
                 pkt[..n].copy_from_slice(&bytes[..n]);
-                let rx = RxTime {
-                    wall,
-                    kernel: dt % 2 == 0,
-                };
+                let rx = RxTime { wall, kernel: dt % 2 == 0 };
                 match r.handle_probe(now, &key, src, rx, &mut pkt[..n], &mut binder) {
                     ProbeResult::Reply { len, stamp } => {
                         assert_eq!(len, n, "a probe reply has the request's length");
@@ -217,10 +184,7 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Timeout { .. } => {
                 r.handle_timeout(now, &mut binder);
                 for s in r.sessions(now) {
-                    assert!(
-                        s.remaining_ms > 0,
-                        "expired session survived handle_timeout: {s:?}"
-                    );
+                    assert!(s.remaining_ms > 0, "expired session survived handle_timeout: {s:?}");
                 }
             }
         }

@@ -28,11 +28,7 @@ fn cpu_times(cpu: usize) -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let name = format!("cpu{cpu} ");
     let line = stat.lines().find(|l| l.starts_with(&name)).unwrap_or("");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     if v.len() < 5 {
         return (0, 1);
     }
@@ -87,12 +83,7 @@ fn load(name: &'static str, target: SocketAddr, secs: u64, window: u64, probe: &
     }
     let secs = start.elapsed().as_secs_f64();
     let (b1, t1) = cpu_times(1);
-    Result {
-        name,
-        replies: got,
-        secs,
-        busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64,
-    }
+    Result { name, replies: got, secs, busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64 }
 }
 
 fn plain_echo() -> SocketAddr {
@@ -111,9 +102,7 @@ fn plain_echo() -> SocketAddr {
 fn v1_control(v1: SocketAddr, port: u16) {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let mut req = vec![
-        1, 1, 0, 52, 0, 0, 0, 0, 0, 4, 0, 16, 0, 0, 0, 0, 127, 0, 0, 1,
-    ];
+    let mut req = vec![1, 1, 0, 52, 0, 0, 0, 0, 0, 4, 0, 16, 0, 0, 0, 0, 127, 0, 0, 1];
     req.extend_from_slice(&port.to_be_bytes());
     req.extend_from_slice(&65_000u16.to_be_bytes());
     req.extend_from_slice(&[0, 1, 0, 28]);
@@ -133,18 +122,11 @@ fn main() {
     let mut results = Vec::new();
 
     let echo = plain_echo();
-    results.push(load(
-        "plain recvfrom/sendto echo",
-        echo,
-        secs,
-        window,
-        &probe,
-    ));
+    results.push(load("plain recvfrom/sendto echo", echo, secs, window, &probe));
 
-    for (name, kernel_timestamps, port) in [
-        ("ipsla responder, kernel stamps on", true, 39001u16),
-        ("ipsla responder, kernel stamps off", false, 39002),
-    ] {
+    for (name, kernel_timestamps, port) in
+        [("ipsla responder, kernel stamps on", true, 39001u16), ("ipsla responder, kernel stamps off", false, 39002)]
+    {
         pin(1); // the responder thread inherits this affinity
         let opts = ResponderOptions {
             listen: vec!["127.0.0.1".parse().unwrap()],
@@ -156,24 +138,13 @@ fn main() {
         let r = spawn_responder(opts).expect("responder");
         pin(0);
         v1_control(r.control_v1_addrs()[0], port);
-        results.push(load(
-            name,
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            secs,
-            window,
-            &probe,
-        ));
+        results.push(load(name, SocketAddr::from(([127, 0, 0, 1], port)), secs, window, &probe));
         let st = r.status().unwrap();
-        eprintln!(
-            "  {name}: kernel stamps {} user stamps {}",
-            st.stats.rx_stamps_kernel, st.stats.rx_stamps_user
-        );
+        eprintln!("  {name}: kernel stamps {} user stamps {}", st.stats.rx_stamps_kernel, st.stats.rx_stamps_user);
         r.stop();
     }
 
-    println!(
-        "| server (CPU 1) | replies/s | CPU 1 busy | CPU-1 µs per reply | vs plain echo (µs/reply) |"
-    );
+    println!("| server (CPU 1) | replies/s | CPU 1 busy | CPU-1 µs per reply | vs plain echo (µs/reply) |");
     println!("|---|---|---|---|---|");
     let base = results[0].busy * results[0].secs * 1e6 / results[0].replies.max(1) as f64;
     for r in &results {

@@ -46,18 +46,14 @@ pub struct ResponderFile {
 }
 
 pub fn load(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
 }
 
 /// Parses `A-B` (or a single port) into an inclusive range of non-zero ports.
 pub fn parse_port_range(key: &str, s: &str) -> Result<RangeInclusive<u16>> {
-    let err = || {
-        anyhow::anyhow!(
-            "{key}: \"{s}\" is not a port range; expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535"
-        )
-    };
+    let err =
+        || anyhow::anyhow!("{key}: \"{s}\" is not a port range; expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535");
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     let a: u16 = a.trim().parse().map_err(|_| err())?;
     let b: u16 = b.trim().parse().map_err(|_| err())?;
@@ -70,9 +66,7 @@ pub fn parse_port_range(key: &str, s: &str) -> Result<RangeInclusive<u16>> {
 /// Parses a duration like `600s`, `5m`, `1500ms`.
 pub fn parse_duration(key: &str, s: &str, min: Duration, max: Duration) -> Result<Duration> {
     let d = humantime::parse_duration(s).map_err(|e| {
-        anyhow::anyhow!(
-            "{key}: \"{s}\" is not a duration ({e}); expected e.g. \"600s\", \"5m\", \"1500ms\""
-        )
+        anyhow::anyhow!("{key}: \"{s}\" is not a duration ({e}); expected e.g. \"600s\", \"5m\", \"1500ms\"")
     })?;
     if d < min || d > max {
         bail!(
@@ -85,12 +79,7 @@ pub fn parse_duration(key: &str, s: &str, min: Duration, max: Duration) -> Resul
 }
 
 /// Checks a count against its allowed range.
-pub fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
-    key: &str,
-    v: T,
-    min: T,
-    max: T,
-) -> Result<T> {
+pub fn check_range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, min: T, max: T) -> Result<T> {
     if v < min || v > max {
         bail!("{key}: {v} is out of range; allowed {min} to {max}");
     }
@@ -114,21 +103,15 @@ struct KeyEntry {
 
 /// Reads a keys file: `[[key]]` tables with `id` (0–65535) and `secret` (text) or `secret_hex`.
 pub fn load_keys(path: &Path) -> Result<HashMap<u16, Vec<u8>>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading keys file {}", path.display()))?;
-    let f: KeysFile =
-        toml::from_str(&text).with_context(|| format!("in keys file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading keys file {}", path.display()))?;
+    let f: KeysFile = toml::from_str(&text).with_context(|| format!("in keys file {}", path.display()))?;
     let mut keys = HashMap::new();
     for (i, k) in f.key.into_iter().enumerate() {
         let secret = match (k.secret, k.secret_hex) {
             (Some(s), None) => s.into_bytes(),
-            (None, Some(h)) => hex::decode(h.trim()).with_context(|| {
-                format!("key[{i}].secret_hex: expected an even number of hex digits")
-            })?,
-            _ => bail!(
-                "key[{i}] (id {}): set exactly one of `secret` or `secret_hex`",
-                k.id
-            ),
+            (None, Some(h)) => hex::decode(h.trim())
+                .with_context(|| format!("key[{i}].secret_hex: expected an even number of hex digits"))?,
+            _ => bail!("key[{i}] (id {}): set exactly one of `secret` or `secret_hex`", k.id),
         };
         if secret.is_empty() {
             bail!("key[{i}] (id {}): the secret is empty", k.id);
@@ -146,76 +129,40 @@ mod tests {
 
     #[test]
     fn port_range_errors_name_the_key() {
-        assert_eq!(
-            parse_port_range("port_range", "2000-3000").unwrap(),
-            2000..=3000
-        );
+        assert_eq!(parse_port_range("port_range", "2000-3000").unwrap(), 2000..=3000);
         assert_eq!(parse_port_range("port_range", "5000").unwrap(), 5000..=5000);
-        let e = parse_port_range("port_range", "3000-2000")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("port_range:") && e.contains("1 <= FIRST <= LAST <= 65535"),
-            "{e}"
-        );
+        let e = parse_port_range("port_range", "3000-2000").unwrap_err().to_string();
+        assert!(e.starts_with("port_range:") && e.contains("1 <= FIRST <= LAST <= 65535"), "{e}");
         assert!(parse_port_range("x", "0-10").is_err());
         assert!(parse_port_range("x", "a-b").is_err());
     }
 
     #[test]
     fn unknown_key_is_reported() {
-        let e = toml::from_str::<FileConfig>("[responder]\nmax_sesions = 3\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("max_sesions") && e.contains("max_sessions"),
-            "{e}"
-        );
+        let e = toml::from_str::<FileConfig>("[responder]\nmax_sesions = 3\n").unwrap_err().to_string();
+        assert!(e.contains("max_sesions") && e.contains("max_sessions"), "{e}");
     }
 
     #[test]
     fn durations() {
         let max = Duration::from_secs(3600);
-        assert_eq!(
-            parse_duration("d", "90s", Duration::ZERO, max).unwrap(),
-            Duration::from_secs(90)
-        );
-        let e = parse_duration("max_duration", "2h", Duration::ZERO, max)
-            .unwrap_err()
-            .to_string();
+        assert_eq!(parse_duration("d", "90s", Duration::ZERO, max).unwrap(), Duration::from_secs(90));
+        let e = parse_duration("max_duration", "2h", Duration::ZERO, max).unwrap_err().to_string();
         assert!(e.contains("max_duration") && e.contains("1h"), "{e}");
-        assert!(
-            parse_duration("d", "soon", Duration::ZERO, max)
-                .unwrap_err()
-                .to_string()
-                .contains("d:")
-        );
+        assert!(parse_duration("d", "soon", Duration::ZERO, max).unwrap_err().to_string().contains("d:"));
     }
 
     #[test]
     fn keys_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("keys.toml");
-        std::fs::write(
-            &p,
-            "[[key]]\nid = 7\nsecret = \"s3cret\"\n[[key]]\nid = 8\nsecret_hex = \"00ff\"\n",
-        )
-        .unwrap();
+        std::fs::write(&p, "[[key]]\nid = 7\nsecret = \"s3cret\"\n[[key]]\nid = 8\nsecret_hex = \"00ff\"\n").unwrap();
         let k = load_keys(&p).unwrap();
         assert_eq!(k[&7], b"s3cret");
         assert_eq!(k[&8], vec![0, 255]);
         std::fs::write(&p, "[[key]]\nid = 7\n").unwrap();
-        assert!(
-            load_keys(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("exactly one")
-        );
-        std::fs::write(
-            &p,
-            "[[key]]\nid = 7\nsecret = \"a\"\n[[key]]\nid = 7\nsecret = \"b\"\n",
-        )
-        .unwrap();
+        assert!(load_keys(&p).unwrap_err().to_string().contains("exactly one"));
+        std::fs::write(&p, "[[key]]\nid = 7\nsecret = \"a\"\n[[key]]\nid = 7\nsecret = \"b\"\n").unwrap();
         assert!(load_keys(&p).unwrap_err().to_string().contains("twice"));
     }
 }

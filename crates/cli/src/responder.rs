@@ -104,62 +104,36 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         },
         max_sessions: check_range(
             "max_sessions",
-            args.max_sessions
-                .or(file.max_sessions)
-                .unwrap_or(d.max_sessions),
+            args.max_sessions.or(file.max_sessions).unwrap_or(d.max_sessions),
             1,
             1_000_000,
         )?,
         max_sessions_per_source: check_range(
             "max_sessions_per_source",
-            args.max_sessions_per_source
-                .or(file.max_sessions_per_source)
-                .unwrap_or(d.max_sessions_per_source),
+            args.max_sessions_per_source.or(file.max_sessions_per_source).unwrap_or(d.max_sessions_per_source),
             1,
             1_000_000,
         )?,
-        max_duration: match args
-            .max_duration
-            .as_deref()
-            .or(file.max_duration.as_deref())
-        {
-            Some(s) => parse_duration(
-                "max_duration",
-                s,
-                Duration::from_millis(1),
-                Duration::from_secs(86_400),
-            )?,
+        max_duration: match args.max_duration.as_deref().or(file.max_duration.as_deref()) {
+            Some(s) => parse_duration("max_duration", s, Duration::from_millis(1), Duration::from_secs(86_400))?,
             None => d.max_duration,
         },
-        allow: if args.allow.is_empty() {
-            file.allow.clone().unwrap_or_default()
-        } else {
-            args.allow.clone()
-        },
+        allow: if args.allow.is_empty() { file.allow.clone().unwrap_or_default() } else { args.allow.clone() },
         control_rate: check_range(
             "control_rate",
-            args.control_rate
-                .or(file.control_rate)
-                .unwrap_or(d.control_rate),
+            args.control_rate.or(file.control_rate).unwrap_or(d.control_rate),
             0.0,
             1e6,
         )?,
         control_burst: check_range(
             "control_burst",
-            args.control_burst
-                .or(file.control_burst)
-                .unwrap_or(d.control_burst),
+            args.control_burst.or(file.control_burst).unwrap_or(d.control_burst),
             1,
             1_000_000,
         )?,
         require_auth: args.require_auth || file.require_auth.unwrap_or(false),
         timestamp_window: match &file.timestamp_window {
-            Some(s) => parse_duration(
-                "timestamp_window",
-                s,
-                Duration::from_secs(1),
-                Duration::from_secs(86_400),
-            )?,
+            Some(s) => parse_duration("timestamp_window", s, Duration::from_secs(1), Duration::from_secs(86_400))?,
             None => d.timestamp_window,
         },
         ..d
@@ -172,64 +146,32 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
     }
     let mut permanent = Vec::new();
     let pick = |flag: &Vec<SocketAddr>, file: &Option<Vec<SocketAddr>>| {
-        if flag.is_empty() {
-            file.clone().unwrap_or_default()
-        } else {
-            flag.clone()
-        }
+        if flag.is_empty() { file.clone().unwrap_or_default() } else { flag.clone() }
     };
-    permanent.extend(
-        pick(&args.udp_echo, &file.udp_echo)
-            .into_iter()
-            .map(|a| (PermanentKind::UdpEcho, a)),
-    );
-    permanent.extend(
-        pick(&args.tcp_connect, &file.tcp_connect)
-            .into_iter()
-            .map(|a| (PermanentKind::TcpConnect, a)),
-    );
-    permanent.extend(
-        pick(&args.udp_jitter, &file.udp_jitter)
-            .into_iter()
-            .map(|a| (PermanentKind::UdpJitter, a)),
-    );
+    permanent.extend(pick(&args.udp_echo, &file.udp_echo).into_iter().map(|a| (PermanentKind::UdpEcho, a)));
+    permanent.extend(pick(&args.tcp_connect, &file.tcp_connect).into_iter().map(|a| (PermanentKind::TcpConnect, a)));
+    permanent.extend(pick(&args.udp_jitter, &file.udp_jitter).into_iter().map(|a| (PermanentKind::UdpJitter, a)));
     for (_, a) in &permanent {
         core.reserved_ports.push(a.port());
     }
     Ok(ResponderOptions {
-        listen: if args.listen.is_empty() {
-            file.listen.clone().unwrap_or_default()
-        } else {
-            args.listen.clone()
-        },
-        v1_port: args
-            .v1_port
-            .or(file.v1_port)
-            .unwrap_or(ipsla_wire::cisco::CONTROL_V1_PORT),
-        v2_port: args
-            .v2_port
-            .or(file.v2_port)
-            .unwrap_or(ipsla_wire::cisco::CONTROL_V2_PORT),
+        listen: if args.listen.is_empty() { file.listen.clone().unwrap_or_default() } else { args.listen.clone() },
+        v1_port: args.v1_port.or(file.v1_port).unwrap_or(ipsla_wire::cisco::CONTROL_V1_PORT),
+        v2_port: args.v2_port.or(file.v2_port).unwrap_or(ipsla_wire::cisco::CONTROL_V2_PORT),
         v1_enabled: !args.no_v1 && file.v1.unwrap_or(true),
         v2_enabled: !args.no_v2 && file.v2.unwrap_or(true),
         permanent,
         kernel_timestamps: !args.no_kernel_timestamps && file.kernel_timestamps.unwrap_or(true),
         core,
         status_socket: Some(
-            args.status_socket
-                .clone()
-                .or(file.status_socket)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
+            args.status_socket.clone().or(file.status_socket).unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
         ),
     })
 }
 
 pub fn main(args: ResponderArgs) -> Result<()> {
     if args.status {
-        let path = args
-            .status_socket
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET));
+        let path = args.status_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET));
         let report = query_status(&path)?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -241,9 +183,7 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     let opts = options(&args)?;
     let running = spawn_responder(opts).context("starting the responder")?;
     tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
@@ -269,12 +209,8 @@ pub fn main(args: ResponderArgs) -> Result<()> {
 
 fn query_status(path: &std::path::Path) -> Result<StatusReport> {
     use std::io::Read;
-    let mut s = std::os::unix::net::UnixStream::connect(path).with_context(|| {
-        format!(
-            "no responder answers on {} (is it running? see --status-socket)",
-            path.display()
-        )
-    })?;
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("no responder answers on {} (is it running? see --status-socket)", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut body = Vec::new();
     s.read_to_end(&mut body)?;
@@ -283,10 +219,7 @@ fn query_status(path: &std::path::Path) -> Result<StatusReport> {
 
 /// The serde name of a unit enum value (`udp-jitter`, `timestamping`, ...).
 fn label<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 fn when(wall: Duration) -> String {
@@ -304,52 +237,26 @@ pub fn format_status(r: &StatusReport) -> String {
     let _ = writeln!(
         o,
         "General IP SLA Responder on Control port {}",
-        if r.control_v1.is_empty() {
-            "-".into()
-        } else {
-            ports(&r.control_v1)
-        }
+        if r.control_v1.is_empty() { "-".into() } else { ports(&r.control_v1) }
     );
     let _ = writeln!(
         o,
         "General IP SLA Responder on Control V2 port {}",
-        if r.control_v2.is_empty() {
-            "-".into()
-        } else {
-            ports(&r.control_v2)
-        }
+        if r.control_v2.is_empty() { "-".into() } else { ports(&r.control_v2) }
     );
     let _ = writeln!(o, "General IP SLA Responder is: Enabled");
     let s = &r.stats;
     let errors: u64 = s.rejects.values().sum();
-    let _ = writeln!(
-        o,
-        "Number of control message received: {} Number of errors: {}",
-        s.control_v1 + s.control_v2,
-        errors
-    );
-    let _ = writeln!(
-        o,
-        "    v1: {}  v2: {}  accepted: {}",
-        s.control_v1, s.control_v2, s.control_accepted
-    );
+    let _ =
+        writeln!(o, "Number of control message received: {} Number of errors: {}", s.control_v1 + s.control_v2, errors);
+    let _ = writeln!(o, "    v1: {}  v2: {}  accepted: {}", s.control_v1, s.control_v2, s.control_accepted);
     let _ = writeln!(o, "Recent sources:");
     for (ip, t, why) in s.recent_sources.iter().rev().filter(|x| x.2.is_none()) {
-        let _ = writeln!(
-            o,
-            "        {ip} [{}]{}",
-            when(*t),
-            why.map(|w| format!(" {}", w.name())).unwrap_or_default()
-        );
+        let _ = writeln!(o, "        {ip} [{}]{}", when(*t), why.map(|w| format!(" {}", w.name())).unwrap_or_default());
     }
     let _ = writeln!(o, "Recent error sources:");
     for (ip, t, why) in s.recent_sources.iter().rev().filter(|x| x.2.is_some()) {
-        let _ = writeln!(
-            o,
-            "        {ip} [{}] {}",
-            when(*t),
-            why.map(Reject::name).unwrap_or_default()
-        );
+        let _ = writeln!(o, "        {ip} [{}] {}", when(*t), why.map(Reject::name).unwrap_or_default());
     }
     let _ = writeln!(o, "Control errors by reason:");
     for why in Reject::ALL {
@@ -365,20 +272,8 @@ pub fn format_status(r: &StatusReport) -> String {
         s.rx_stamps_user,
         label(&r.rx_timestamps)
     );
-    let dropped: Vec<String> = s
-        .probe_drops
-        .iter()
-        .map(|(k, v)| format!("{} {v}", k.name()))
-        .collect();
-    let _ = writeln!(
-        o,
-        "Probes dropped: {}",
-        if dropped.is_empty() {
-            "0".into()
-        } else {
-            dropped.join(", ")
-        }
-    );
+    let dropped: Vec<String> = s.probe_drops.iter().map(|(k, v)| format!("{} {v}", k.name())).collect();
+    let _ = writeln!(o, "Probes dropped: {}", if dropped.is_empty() { "0".into() } else { dropped.join(", ") });
     let _ = writeln!(o, "TCP connections accepted: {}", s.tcp_accepts);
     let _ = writeln!(
         o,
@@ -395,11 +290,7 @@ pub fn format_status(r: &StatusReport) -> String {
             x.port.addr,
             x.port.port,
             x.peer.addr,
-            if x.peer.port == 0 {
-                String::new()
-            } else {
-                format!(":{}", x.peer.port)
-            },
+            if x.peer.port == 0 { String::new() } else { format!(":{}", x.peer.port) },
             label(&x.kind),
             x.remaining_ms,
             x.probes
@@ -411,11 +302,7 @@ pub fn format_status(r: &StatusReport) -> String {
             let _ = writeln!(o, "        {} {}:{}", label(kind), k.addr, k.port);
         }
     }
-    let _ = writeln!(
-        o,
-        "Uptime: {} s  open-file limit: {}",
-        r.uptime_s, r.fd_limit
-    );
+    let _ = writeln!(o, "Uptime: {} s  open-file limit: {}", r.uptime_s, r.fd_limit);
     o
 }
 
@@ -443,29 +330,17 @@ mod tests {
         assert_eq!(o.core.max_sessions, 60);
         assert_eq!(o.core.port_range, 2000..=3000);
         assert_eq!(o.core.allow, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
-        assert_eq!(
-            o.permanent,
-            vec![(PermanentKind::UdpEcho, "127.0.0.1:7007".parse().unwrap())]
-        );
+        assert_eq!(o.permanent, vec![(PermanentKind::UdpEcho, "127.0.0.1:7007".parse().unwrap())]);
         assert!(o.core.reserved_ports.contains(&7007));
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = options(&parse(&["--max-sessions", "0"]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("max_sessions") && e.contains("allowed 1 to"),
-            "{e}"
-        );
-        let e = options(&parse(&["--port-range", "9-1"]))
-            .unwrap_err()
-            .to_string();
+        let e = options(&parse(&["--max-sessions", "0"])).unwrap_err().to_string();
+        assert!(e.contains("max_sessions") && e.contains("allowed 1 to"), "{e}");
+        let e = options(&parse(&["--port-range", "9-1"])).unwrap_err().to_string();
         assert!(e.contains("--port-range"), "{e}");
-        let e = options(&parse(&["--require-auth"]))
-            .unwrap_err()
-            .to_string();
+        let e = options(&parse(&["--require-auth"])).unwrap_err().to_string();
         assert!(e.contains("require_auth"), "{e}");
     }
 }

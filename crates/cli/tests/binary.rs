@@ -5,11 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn ipsla() -> Command {
@@ -27,10 +23,7 @@ impl Drop for Killed {
 fn wait_for_socket(path: &std::path::Path) {
     let start = Instant::now();
     while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "responder did not start"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "responder did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -41,15 +34,7 @@ fn responder_serves_status_and_stops_cleanly_on_sigterm() {
     let sock = dir.path().join("status.sock");
     let (v1, v2) = (free_udp_port(), free_udp_port());
     let child = ipsla()
-        .args([
-            "responder",
-            "--listen",
-            "127.0.0.1",
-            "--v1-port",
-            &v1.to_string(),
-            "--v2-port",
-            &v2.to_string(),
-        ])
+        .args(["responder", "--listen", "127.0.0.1", "--v1-port", &v1.to_string(), "--v2-port", &v2.to_string()])
         .arg("--status-socket")
         .arg(&sock)
         .stderr(Stdio::null())
@@ -61,65 +46,38 @@ fn responder_serves_status_and_stops_cleanly_on_sigterm() {
     // one IOS udp-jitter control request (g729a capture, target rewritten to 127.0.0.1)
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut req = hex::decode(concat!(
-        "01720034", "00000000", "00040010", "00000000", "7f000001", "7d001518", "0001001c"
-    ))
-    .unwrap();
+    let mut req =
+        hex::decode(concat!("01720034", "00000000", "00040010", "00000000", "7f000001", "7d001518", "0001001c"))
+            .unwrap();
     req.resize(52, 0);
     c.send_to(&req, ("127.0.0.1", v1)).unwrap();
     let mut buf = [0u8; 64];
     let (n, _) = c.recv_from(&mut buf).unwrap();
     assert_eq!(
         &buf[..n],
-        &hex::decode(concat!(
-            "01720018", "00000000", "00040010", "00000000", "7f000001", "7d001518"
-        ))
-        .unwrap()[..]
+        &hex::decode(concat!("01720018", "00000000", "00040010", "00000000", "7f000001", "7d001518")).unwrap()[..]
     );
 
-    let out = ipsla()
-        .args(["responder", "--status", "--json", "--status-socket"])
-        .arg(&sock)
-        .output()
-        .unwrap();
+    let out = ipsla().args(["responder", "--status", "--json", "--status-socket"]).arg(&sock).output().unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["stats"]["control_v1"], 1);
     assert_eq!(v["sessions"][0]["port"]["port"], 32000);
     assert_eq!(v["sessions"][0]["kind"], "udp-jitter");
 
-    let text = ipsla()
-        .args(["responder", "--status", "--status-socket"])
-        .arg(&sock)
-        .output()
-        .unwrap();
+    let text = ipsla().args(["responder", "--status", "--status-socket"]).arg(&sock).output().unwrap();
     let text = String::from_utf8(text.stdout).unwrap();
-    assert!(
-        text.contains(&format!("General IP SLA Responder on Control port {v1}")),
-        "{text}"
-    );
-    assert!(
-        text.contains("udp 127.0.0.1:32000 <- 127.0.0.1 udp-jitter"),
-        "{text}"
-    );
+    assert!(text.contains(&format!("General IP SLA Responder on Control port {v1}")), "{text}");
+    assert!(text.contains("udp 127.0.0.1:32000 <- 127.0.0.1 udp-jitter"), "{text}");
 
     let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after SIGTERM"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "no exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "clean exit: {status}");
@@ -132,46 +90,20 @@ fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("r.toml");
     std::fs::write(&cfg, "[responder]\nport_range = \"70000-80000\"\n").unwrap();
-    let out = ipsla()
-        .args(["responder", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = ipsla().args(["responder", "-c"]).arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("port_range") && err.contains("1 <= FIRST <= LAST <= 65535"),
-        "{err}"
-    );
+    assert!(err.contains("port_range") && err.contains("1 <= FIRST <= LAST <= 65535"), "{err}");
 
     std::fs::write(&cfg, "[responder]\nmax_sesions = 5\n").unwrap();
-    let out = ipsla()
-        .args(["responder", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = ipsla().args(["responder", "-c"]).arg(&cfg).output().unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("unknown field `max_sesions`") && err.contains("max_sessions"),
-        "{err}"
-    );
+    assert!(err.contains("unknown field `max_sesions`") && err.contains("max_sessions"), "{err}");
 }
 
 #[test]
 fn status_without_a_responder_says_so() {
-    let out = ipsla()
-        .args([
-            "responder",
-            "--status",
-            "--status-socket",
-            "/nonexistent/ipsla.sock",
-        ])
-        .output()
-        .unwrap();
+    let out = ipsla().args(["responder", "--status", "--status-socket", "/nonexistent/ipsla.sock"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("no responder answers")
-    );
+    assert!(String::from_utf8(out.stderr).unwrap().contains("no responder answers"));
 }

@@ -25,12 +25,7 @@ pub struct KeyedLimiter<K> {
 impl<K: Hash + Eq + Copy> KeyedLimiter<K> {
     /// `rate` tokens per second, at most `burst` saved; at most `max_keys` sources tracked.
     pub fn new(rate: f64, burst: u32, max_keys: usize) -> Self {
-        KeyedLimiter {
-            rate,
-            burst: f64::from(burst.max(1)),
-            max_keys: max_keys.max(1),
-            buckets: HashMap::new(),
-        }
+        KeyedLimiter { rate, burst: f64::from(burst.max(1)), max_keys: max_keys.max(1), buckets: HashMap::new() }
     }
 
     /// Takes one token for `key`; false when the key is over its rate.
@@ -41,18 +36,13 @@ impl<K: Hash + Eq + Copy> KeyedLimiter<K> {
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
             // Forget sources whose bucket has refilled: they are indistinguishable from new ones.
             let (rate, burst) = (self.rate, self.burst);
-            self.buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
-            });
+            self.buckets.retain(|_, b| b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst);
             if self.buckets.len() >= self.max_keys {
                 // Every tracked source is active: refuse new ones rather than grow without bound.
                 return false;
             }
         }
-        let b = self.buckets.entry(key).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
+        let b = self.buckets.entry(key).or_insert(Bucket { tokens: self.burst, last: now });
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
         b.last = now;
@@ -82,11 +72,7 @@ pub struct LogLimiter<K> {
 impl<K: Hash + Eq + Copy> LogLimiter<K> {
     /// A limiter allowing `per_window` events per `window` for each key.
     pub fn new(window: Duration, per_window: u32) -> Self {
-        LogLimiter {
-            window,
-            per_window,
-            state: HashMap::new(),
-        }
+        LogLimiter { window, per_window, state: HashMap::new() }
     }
 
     /// `Some(suppressed_before)` when this event may be logged, `None` when it must be dropped.

@@ -27,9 +27,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 /// Transport of a measurement port.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// UDP (udp-echo, udp-jitter).
@@ -39,9 +37,7 @@ pub enum Proto {
 }
 
 /// A measurement port: where the responder listens.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PortKey {
     /// Transport.
     pub proto: Proto,
@@ -52,9 +48,7 @@ pub struct PortKey {
 }
 
 /// Who a session answers: the sender address, and its port when known (v2), 0 otherwise.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
     /// Sender address.
     pub addr: IpAddr,
@@ -104,13 +98,7 @@ impl PortBinder for FakeBinder {
         if key.port == 0 {
             key.port = range
                 .clone()
-                .find(|p| {
-                    !self.busy.contains(p)
-                        && !self
-                            .open
-                            .iter()
-                            .any(|k| k.port == *p && k.proto == key.proto)
-                })
+                .find(|p| !self.busy.contains(p) && !self.open.iter().any(|k| k.port == *p && k.proto == key.proto))
                 .ok_or(BindError::InUse)?;
         }
         if self.busy.contains(&key.port) {
@@ -177,9 +165,7 @@ fn control_v2_port() -> u16 {
 }
 
 /// Why a control message was not accepted. Every value is counted.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reject {
     /// Source not in the allow-list.
@@ -267,9 +253,7 @@ impl Reject {
 }
 
 /// Why a probe was not answered.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeReject {
     /// No session for this sender on this port (or it expired).
@@ -282,11 +266,7 @@ pub enum ProbeReject {
 
 impl ProbeReject {
     /// All reasons.
-    pub const ALL: [ProbeReject; 3] = [
-        ProbeReject::NoSession,
-        ProbeReject::Truncated,
-        ProbeReject::UnknownType,
-    ];
+    pub const ALL: [ProbeReject; 3] = [ProbeReject::NoSession, ProbeReject::Truncated, ProbeReject::UnknownType];
     /// Stable name.
     pub fn name(self) -> &'static str {
         match self {
@@ -520,11 +500,7 @@ impl Responder {
 
     /// Permanent ports.
     pub fn permanent_ports(&self) -> Vec<(PortKey, PermanentKind)> {
-        let mut v: Vec<_> = self
-            .ports
-            .iter()
-            .filter_map(|(k, e)| e.permanent.map(|p| (*k, p)))
-            .collect();
+        let mut v: Vec<_> = self.ports.iter().filter_map(|(k, e)| e.permanent.map(|p| (*k, p))).collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }
@@ -542,11 +518,7 @@ impl Responder {
         self.last_reject = Some(why);
         if let Some(suppressed) = self.log_limiter.allow(now, why) {
             if suppressed > 0 {
-                tracing::warn!(
-                    reason = why.name(),
-                    suppressed,
-                    "control rejections not logged in the last window"
-                );
+                tracing::warn!(reason = why.name(), suppressed, "control rejections not logged in the last window");
             }
             tracing::warn!(%src, reason = why.name(), "control message rejected");
         }
@@ -588,8 +560,7 @@ impl Responder {
         out: &mut [u8],
         binder: &mut impl PortBinder,
     ) -> ControlResult {
-        if !self.config.allow.is_empty() && !self.config.allow.iter().any(|n| n.contains(&src.ip()))
-        {
+        if !self.config.allow.is_empty() && !self.config.allow.iter().any(|n| n.contains(&src.ip())) {
             return ControlResult::Dropped(self.reject(now, src, Reject::NotAllowed));
         }
         if !self.limiter.check(now, src.ip()) {
@@ -629,10 +600,7 @@ impl Responder {
             }
             Err(_) => return ControlResult::Dropped(self.reject(now, src, Reject::Malformed)),
         };
-        if repr
-            .auth
-            .is_some_and(|a| a != [0; control_v1::AUTH_DATA_LEN])
-        {
+        if repr.auth.is_some_and(|a| a != [0; control_v1::AUTH_DATA_LEN]) {
             return ControlResult::Dropped(self.reject(now, src, Reject::AuthUnsupported));
         }
         let m = repr.measurement;
@@ -642,15 +610,8 @@ impl Responder {
             Operation::TcpConnect => (Proto::Tcp, SessionKind::TcpConnect),
         };
         let request = SessionRequest {
-            key: PortKey {
-                proto,
-                addr: m.target,
-                port: m.port,
-            },
-            peer: Peer {
-                addr: src.ip(),
-                port: 0,
-            },
+            key: PortKey { proto, addr: m.target, port: m.port },
+            peer: Peer { addr: src.ip(), port: 0 },
             kind,
             duration: Duration::from_millis(u64::from(m.duration_ms)),
         };
@@ -660,10 +621,7 @@ impl Responder {
         match control_v1::emit_reply(&view, out) {
             Some(len) => {
                 self.stats.control_accepted += 1;
-                ControlResult::Reply {
-                    len,
-                    accepted: true,
-                }
+                ControlResult::Reply { len, accepted: true }
             }
             None => ControlResult::Dropped(self.reject(now, src, Reject::Malformed)),
         }
@@ -688,17 +646,13 @@ impl Responder {
                 out[2..4].copy_from_slice(&u16::from(why.v2_status()).to_be_bytes());
                 out[8..12].copy_from_slice(&(control_v2::HEADER_LEN as u32).to_be_bytes());
                 out[12..20].copy_from_slice(&NtpTimestamp::from_unix(wall).0.to_be_bytes());
-                return ControlResult::Reply {
-                    len: control_v2::HEADER_LEN,
-                    accepted: false,
-                };
+                return ControlResult::Reply { len: control_v2::HEADER_LEN, accepted: false };
             }
             Err(_) => return ControlResult::Dropped(self.reject(now, src, Reject::Malformed)),
         };
         let len = bytes.len();
         out[..len].copy_from_slice(bytes);
-        let mut reply =
-            ControlV2::new_checked(&mut out[..len]).expect("same bytes as a checked view");
+        let mut reply = ControlV2::new_checked(&mut out[..len]).expect("same bytes as a checked view");
         let parsed = ControlV2Repr::parse(&view);
         let (mode, key_id) = view.auth_mode().unwrap_or((AuthMode::None, 0));
         let secret = self.config.keys.get(&key_id).cloned();
@@ -713,15 +667,9 @@ impl Responder {
             Err(why) => {
                 let st = why.v2_status();
                 // The header uses only 0–3 (RFC 6812 §3.1): port-in-use shows as failure there.
-                let header = if st == Status::PortInUse {
-                    Status::Failure
-                } else {
-                    st
-                };
+                let header = if st == Status::PortInUse { Status::Failure } else { st };
                 match why {
-                    Reject::AuthFailed | Reject::Replay => {
-                        (Status::AuthFailure, Status::Success, header)
-                    }
+                    Reject::AuthFailed | Reject::Replay => (Status::AuthFailure, Status::Success, header),
                     Reject::FormatError if view.index().unknown.is_some() => {
                         reply.set_unknown_status(Status::FormatError);
                         (Status::Success, Status::Success, header)
@@ -734,9 +682,7 @@ impl Responder {
         reply.set_udp_status(udp_status);
         reply.set_status(header);
         reply.set_timestamp(NtpTimestamp::from_unix(wall));
-        if let Some(secret) =
-            secret.filter(|_| matches!(mode, AuthMode::Sha256 | AuthMode::HmacSha256))
-        {
+        if let Some(secret) = secret.filter(|_| matches!(mode, AuthMode::Sha256 | AuthMode::HmacSha256)) {
             reply.sign(mode, &secret);
         }
         let accepted = header == Status::Success;
@@ -767,21 +713,10 @@ impl Responder {
         let Some(m) = repr.measurement else {
             return Err(self.reject(now, src, Reject::FormatError));
         };
-        let peer_addr = if m.meas_src.is_unspecified() {
-            src.ip()
-        } else {
-            m.meas_src
-        };
+        let peer_addr = if m.meas_src.is_unspecified() { src.ip() } else { m.meas_src };
         let request = SessionRequest {
-            key: PortKey {
-                proto: Proto::Udp,
-                addr: m.meas_dst,
-                port: m.meas_dst_port,
-            },
-            peer: Peer {
-                addr: peer_addr,
-                port: m.meas_src_port,
-            },
+            key: PortKey { proto: Proto::Udp, addr: m.meas_dst, port: m.meas_dst_port },
+            peer: Peer { addr: peer_addr, port: m.meas_src_port },
             kind: SessionKind::UdpMeasurement,
             duration: Duration::from_millis(u64::from(m.duration_ms)),
         };
@@ -844,22 +779,11 @@ impl Responder {
         if self.replay.len() >= 65_536 && !self.replay.contains_key(&k) {
             self.replay.clear();
         }
-        self.replay.insert(
-            k,
-            ReplayState {
-                sequence: repr.sequence,
-                digest,
-            },
-        );
+        self.replay.insert(k, ReplayState { sequence: repr.sequence, digest });
         Ok(())
     }
 
-    fn open_session(
-        &mut self,
-        now: Instant,
-        req: SessionRequest,
-        binder: &mut impl PortBinder,
-    ) -> Result<u16, Reject> {
+    fn open_session(&mut self, now: Instant, req: SessionRequest, binder: &mut impl PortBinder) -> Result<u16, Reject> {
         if req.duration.is_zero() || req.duration > self.config.max_duration {
             return Err(Reject::BadDuration);
         }
@@ -873,18 +797,25 @@ impl Responder {
         if !port_ok {
             return Err(Reject::PortNotAllowed);
         }
-        let existing = self
-            .ports
-            .get(&req.key)
-            .and_then(|e| e.sessions.get(&req.peer))
-            .is_some();
+        let mut req = req;
+        if req.key.port == 0 {
+            // A repeated port-0 request (a retry, or the next cycle) refreshes the session this
+            // sender already has instead of opening a second port.
+            let same = |k: &PortKey, e: &PortEntry| {
+                k.proto == req.key.proto
+                    && k.addr == req.key.addr
+                    && e.sessions.get(&req.peer).is_some_and(|s| s.kind == req.kind)
+            };
+            if let Some(k) = self.ports.iter().find(|(k, e)| same(k, e)).map(|(k, _)| *k) {
+                req.key = k;
+            }
+        }
+        let existing = self.ports.get(&req.key).and_then(|e| e.sessions.get(&req.peer)).is_some();
         if !existing {
             if self.sessions >= self.config.max_sessions {
                 return Err(Reject::TooManySessions);
             }
-            if self.per_source.get(&req.peer.addr).copied().unwrap_or(0)
-                >= self.config.max_sessions_per_source
-            {
+            if self.per_source.get(&req.peer.addr).copied().unwrap_or(0) >= self.config.max_sessions_per_source {
                 return Err(Reject::TooManySessionsPerSource);
             }
         }
@@ -893,13 +824,11 @@ impl Responder {
             Some(e) if e.permanent.is_some() => return Err(Reject::PortInUse),
             Some(_) => {}
             None => {
-                key.port = binder
-                    .open(key, &self.config.port_range)
-                    .map_err(|e| match e {
-                        BindError::InUse => Reject::PortInUse,
-                        BindError::NotLocal => Reject::NotLocal,
-                        BindError::Other => Reject::BindFailed,
-                    })?;
+                key.port = binder.open(key, &self.config.port_range).map_err(|e| match e {
+                    BindError::InUse => Reject::PortInUse,
+                    BindError::NotLocal => Reject::NotLocal,
+                    BindError::Other => Reject::BindFailed,
+                })?;
             }
         }
         let expires = now + req.duration;
@@ -913,15 +842,7 @@ impl Responder {
                 s.kind = req.kind;
             }
             None => {
-                entry.sessions.insert(
-                    req.peer,
-                    Session {
-                        kind: req.kind,
-                        expires,
-                        responder_seq: 0,
-                        probes: 0,
-                    },
-                );
+                entry.sessions.insert(req.peer, Session { kind: req.kind, expires, responder_seq: 0, probes: 0 });
                 self.sessions += 1;
                 *self.per_source.entry(req.peer.addr).or_insert(0) += 1;
                 self.stats.sessions_opened += 1;
@@ -966,38 +887,22 @@ impl Responder {
             self.timers.pop();
             // Entries are pushed on every refresh; only the one matching the session's current
             // expiry ends it.
-            let due = self
-                .ports
-                .get(&key)
-                .and_then(|e| e.sessions.get(&peer))
-                .is_some_and(|s| s.expires == t);
+            let due = self.ports.get(&key).and_then(|e| e.sessions.get(&peer)).is_some_and(|s| s.expires == t);
             if due {
                 self.remove_session(key, peer, binder);
             }
         }
         self.ports.values_mut().for_each(|e| {
             if e.permanent.is_some() && !e.permanent_peers.is_empty() {
-                e.permanent_peers.retain(|_, (_, last)| {
-                    now.saturating_duration_since(*last) < PERMANENT_PEER_IDLE
-                });
+                e.permanent_peers.retain(|_, (_, last)| now.saturating_duration_since(*last) < PERMANENT_PEER_IDLE);
             }
         });
     }
 
     fn find_session(&mut self, key: &PortKey, src: SocketAddr) -> Option<(Peer, &mut Session)> {
         let e = self.ports.get_mut(key)?;
-        let exact = Peer {
-            addr: src.ip(),
-            port: src.port(),
-        };
-        let peer = if e.sessions.contains_key(&exact) {
-            exact
-        } else {
-            Peer {
-                addr: src.ip(),
-                port: 0,
-            }
-        };
+        let exact = Peer { addr: src.ip(), port: src.port() };
+        let peer = if e.sessions.contains_key(&exact) { exact } else { Peer { addr: src.ip(), port: 0 } };
         e.sessions.get_mut(&peer).map(|s| (peer, s))
     }
 
@@ -1027,11 +932,7 @@ impl Responder {
                     (s.kind, s.responder_seq, None)
                 }
             }
-            _ => match self
-                .ports
-                .get_mut(key)
-                .and_then(|e| e.permanent.map(|k| (k, e)))
-            {
+            _ => match self.ports.get_mut(key).and_then(|e| e.permanent.map(|k| (k, e))) {
                 Some((PermanentKind::UdpEcho, _)) => (SessionKind::UdpEcho, 0, None),
                 Some((PermanentKind::UdpJitter, e)) => {
                     let rseq = permanent_seq(e, now, src, pkt);
@@ -1051,11 +952,7 @@ impl Responder {
                 self.stats.probes_answered += 1;
                 if let Some(peer) = close {
                     // Cisco closes the udp-echo port once it has answered (IP SLA config guide).
-                    if let Some(s) = self
-                        .ports
-                        .get_mut(key)
-                        .and_then(|e| e.sessions.get_mut(&peer))
-                    {
+                    if let Some(s) = self.ports.get_mut(key).and_then(|e| e.sessions.get_mut(&peer)) {
                         s.probes += 1;
                     }
                     self.remove_session(*key, peer, binder);
@@ -1075,19 +972,12 @@ impl Responder {
                 s.probes += 1;
                 true
             }
-            _ => self
-                .ports
-                .get(key)
-                .is_some_and(|e| e.permanent == Some(PermanentKind::TcpConnect)),
+            _ => self.ports.get(key).is_some_and(|e| e.permanent == Some(PermanentKind::TcpConnect)),
         };
         if ok {
             self.stats.tcp_accepts += 1;
         } else {
-            *self
-                .stats
-                .probe_drops
-                .entry(ProbeReject::NoSession)
-                .or_insert(0) += 1;
+            *self.stats.probe_drops.entry(ProbeReject::NoSession).or_insert(0) += 1;
         }
         ok
     }
@@ -1131,16 +1021,10 @@ fn permanent_seq(e: &mut PortEntry, now: Instant, src: SocketAddr, pkt: &[u8]) -
 fn fill_probe(kind: SessionKind, rseq: u32, rx: RxTime, pkt: &mut [u8]) -> ProbeResult {
     let len = pkt.len();
     if kind == SessionKind::UdpEcho {
-        return ProbeResult::Reply {
-            len,
-            stamp: TxStamp::None,
-        };
+        return ProbeResult::Reply { len, stamp: TxStamp::None };
     }
     match probe::probe_type(pkt) {
-        Some(ProbeType::Echo) => ProbeResult::Reply {
-            len,
-            stamp: TxStamp::None,
-        },
+        Some(ProbeType::Echo) => ProbeResult::Reply { len, stamp: TxStamp::None },
         Some(ProbeType::JitterMs) => {
             let Ok(mut p) = Type2::new_checked(&mut *pkt) else {
                 return ProbeResult::Dropped(ProbeReject::Truncated);
@@ -1149,26 +1033,16 @@ fn fill_probe(kind: SessionKind, rseq: u32, rx: RxTime, pkt: &mut [u8]) -> Probe
             p.set_t2(t2);
             p.set_processing_ms(0);
             p.set_responder_seq(rseq as u16);
-            ProbeResult::Reply {
-                len,
-                stamp: TxStamp::Type2 { t2_ms: t2 },
-            }
+            ProbeResult::Reply { len, stamp: TxStamp::Type2 { t2_ms: t2 } }
         }
         Some(ProbeType::JitterUs) => {
-            let layout = if kind == SessionKind::UdpMeasurement {
-                Type3Layout::Rfc
-            } else {
-                Type3Layout::detect(pkt)
-            };
+            let layout = if kind == SessionKind::UdpMeasurement { Type3Layout::Rfc } else { Type3Layout::detect(pkt) };
             let Ok(mut p) = Type3::new_checked(&mut *pkt, layout) else {
                 return ProbeResult::Dropped(ProbeReject::Truncated);
             };
             p.set_t2(NtpTimestamp::from_unix(rx.wall).0);
             p.set_responder_seq(rseq);
-            ProbeResult::Reply {
-                len,
-                stamp: TxStamp::Type3 { layout },
-            }
+            ProbeResult::Reply { len, stamp: TxStamp::Type3 { layout } }
         }
         None => ProbeResult::Dropped(ProbeReject::Truncated),
         Some(_) => ProbeResult::Dropped(ProbeReject::UnknownType),

@@ -65,11 +65,7 @@ impl Acc {
     }
     /// Mean (0 when empty).
     pub fn avg(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum as f64 / self.count as f64
-        }
+        if self.count == 0 { 0.0 } else { self.sum as f64 / self.count as f64 }
     }
     /// Merges another accumulator (for aggregates).
     pub fn merge(&mut self, o: &Acc) {
@@ -108,11 +104,7 @@ impl DirJitter {
     /// Average of |jitter| over positive and negative together (MIB `AvgSDJ` / `AvgDSJ`).
     pub fn avg(&self) -> f64 {
         let n = self.count();
-        if n == 0 {
-            0.0
-        } else {
-            (self.positive.sum + self.negative.sum) as f64 / n as f64
-        }
+        if n == 0 { 0.0 } else { (self.positive.sum + self.negative.sum) as f64 / n as f64 }
     }
 }
 
@@ -153,11 +145,7 @@ impl Percentiles {
             let k = ((p / 100.0) * v.len() as f64).ceil() as usize;
             v[k.clamp(1, v.len()) - 1]
         };
-        Percentiles {
-            p50: rank(50.0),
-            p90: rank(90.0),
-            p99: rank(99.0),
-        }
+        Percentiles { p50: rank(50.0), p90: rank(90.0), p99: rank(99.0) }
     }
 }
 
@@ -221,11 +209,7 @@ impl JitterStats {
     }
     /// Packet loss ratio (lost / sent), 0..1, counting every direction.
     pub fn loss_ratio(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            f64::from(self.loss_sd + self.loss_ds + self.loss_mia) / f64::from(self.sent)
-        }
+        if self.sent == 0 { 0.0 } else { f64::from(self.loss_sd + self.loss_ds + self.loss_mia) / f64::from(self.sent) }
     }
 }
 
@@ -244,11 +228,7 @@ pub struct StatsConfig {
 /// Computes the statistics of one operation. `arrivals` are the unique replies in arrival order
 /// (`late` ones included); `duplicates` is how many extra copies were discarded.
 pub fn compute(sent: u32, arrivals: &[Sample], duplicates: u32, cfg: StatsConfig) -> JitterStats {
-    let mut st = JitterStats {
-        sent,
-        duplicates,
-        ..JitterStats::default()
-    };
+    let mut st = JitterStats { sent, duplicates, ..JitterStats::default() };
     // out of sequence: arrival order vs sender order
     let mut highest = 0u32;
     for s in arrivals {
@@ -258,11 +238,8 @@ pub fn compute(sent: u32, arrivals: &[Sample], duplicates: u32, cfg: StatsConfig
         highest = highest.max(s.seq);
     }
     st.late = arrivals.iter().filter(|s| s.late).count() as u32;
-    let mut on_time: Vec<Sample> = arrivals
-        .iter()
-        .filter(|s| !s.late && s.seq >= 1 && s.seq <= sent)
-        .copied()
-        .collect();
+    let mut on_time: Vec<Sample> =
+        arrivals.iter().filter(|s| !s.late && s.seq >= 1 && s.seq <= sent).copied().collect();
     on_time.sort_by_key(|s| s.seq);
     st.received = on_time.len() as u32;
 
@@ -316,11 +293,7 @@ fn add_jitter(d: &mut DirJitter, j: i64) {
 /// late ones included (they did reach the responder).
 fn loss(st: &mut JitterStats, arrivals: &[Sample], responder_counts: bool) {
     let sent = st.sent;
-    let mut got: Vec<Sample> = arrivals
-        .iter()
-        .filter(|s| s.seq >= 1 && s.seq <= sent)
-        .copied()
-        .collect();
+    let mut got: Vec<Sample> = arrivals.iter().filter(|s| s.seq >= 1 && s.seq <= sent).copied().collect();
     got.sort_by_key(|s| s.seq);
     let lost_total = sent - got.len() as u32;
     let Some(last) = got.last().copied() else {
@@ -381,11 +354,7 @@ fn periods(lost: &[bool]) -> LossPeriods {
     let mut run = 0u32; // current loss run
     let mut gap: Option<u32> = None; // delivered packets since the last loss period, once one ended
     let close_run = |p: &mut LossPeriods, run: u32| {
-        p.len_min = if p.count == 0 {
-            run
-        } else {
-            p.len_min.min(run)
-        };
+        p.len_min = if p.count == 0 { run } else { p.len_min.min(run) };
         p.len_max = p.len_max.max(run);
         p.count += 1;
     };

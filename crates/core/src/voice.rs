@@ -69,20 +69,8 @@ impl Codec {
     /// Cisco-compat loss % → Ie table (recalled, unconfirmed).
     fn cisco_ie_table(self) -> &'static [(f64, f64)] {
         match self {
-            Codec::G711alaw | Codec::G711ulaw => &[
-                (0.0, 0.0),
-                (2.0, 12.0),
-                (4.0, 22.0),
-                (6.0, 28.0),
-                (8.0, 32.0),
-            ],
-            Codec::G729a => &[
-                (0.0, 11.0),
-                (2.0, 20.0),
-                (4.0, 30.0),
-                (6.0, 38.0),
-                (8.0, 42.0),
-            ],
+            Codec::G711alaw | Codec::G711ulaw => &[(0.0, 0.0), (2.0, 12.0), (4.0, 22.0), (6.0, 28.0), (8.0, 32.0)],
+            Codec::G729a => &[(0.0, 11.0), (2.0, 20.0), (4.0, 30.0), (6.0, 38.0), (8.0, 42.0)],
         }
     }
 }
@@ -142,18 +130,8 @@ fn interpolate(table: &[(f64, f64)], x: f64) -> f64 {
 }
 
 fn idd_cisco(ta: f64) -> f64 {
-    const POINTS: [(f64, f64); 5] = [
-        (0.0, 0.0),
-        (50.0, 1.0),
-        (100.0, 2.0),
-        (150.0, 4.0),
-        (200.0, 7.0),
-    ];
-    if ta <= 200.0 {
-        interpolate(&POINTS, ta)
-    } else {
-        7.0 + id_cole_rosenbluth(ta) - id_cole_rosenbluth(200.0)
-    }
+    const POINTS: [(f64, f64); 5] = [(0.0, 0.0), (50.0, 1.0), (100.0, 2.0), (150.0, 4.0), (200.0, 7.0)];
+    if ta <= 200.0 { interpolate(&POINTS, ta) } else { 7.0 + id_cole_rosenbluth(ta) - id_cole_rosenbluth(200.0) }
 }
 
 /// Scores for an operation with average RTT `rtt_avg_ms`, packet loss `loss_pct` (0..100) and
@@ -161,11 +139,7 @@ fn idd_cisco(ta: f64) -> f64 {
 pub fn score(codec: Codec, model: MosModel, rtt_avg_ms: f64, loss_pct: f64, a: f64) -> VoiceScore {
     if loss_pct >= 10.0 {
         // CISCO-RTTMON-MIB: MOS is 1 (100) and ICPIF 93 when loss is 10 % or more.
-        return VoiceScore {
-            icpif: 93,
-            mos: 1.0,
-            r_factor: 0.0,
-        };
+        return VoiceScore { icpif: 93, mos: 1.0, r_factor: 0.0 };
     }
     let ta = rtt_avg_ms.max(0.0) / 2.0 + codec.codec_delay_ms();
     let (impairment, r) = match model {
@@ -176,19 +150,13 @@ pub fn score(codec: Codec, model: MosModel, rtt_avg_ms: f64, loss_pct: f64, a: f
             (id + ie_eff - a, 93.2 - id - ie_eff + a)
         }
         MosModel::CiscoCompat => {
-            let icpif = (idd_cisco(ta) + interpolate(codec.cisco_ie_table(), loss_pct) - a)
-                .round()
-                .max(0.0);
+            let icpif = (idd_cisco(ta) + interpolate(codec.cisco_ie_table(), loss_pct) - a).round().max(0.0);
             (icpif, 93.2 - icpif)
         }
     };
     let icpif = impairment.round().clamp(0.0, 93.0) as u32;
     let mos = (mos_from_r(r) * 100.0).round() / 100.0;
-    VoiceScore {
-        icpif,
-        mos,
-        r_factor: r,
-    }
+    VoiceScore { icpif, mos, r_factor: r }
 }
 
 #[cfg(test)]
@@ -234,29 +202,16 @@ mod tests {
         assert_eq!(s.icpif, 24);
         assert_eq!(s.mos, 3.56);
         // G.729A loss-free, one-way 75 + 15 = 90 ms → Idd 1.8, Ie 11 → ICPIF 13
-        assert_eq!(
-            score(Codec::G729a, MosModel::CiscoCompat, 150.0, 0.0, 0.0).icpif,
-            13
-        );
+        assert_eq!(score(Codec::G729a, MosModel::CiscoCompat, 150.0, 0.0, 0.0).icpif, 13);
         // 3 % G.711: halfway between 12 and 22
-        assert_eq!(
-            score(Codec::G711ulaw, MosModel::CiscoCompat, 0.0, 3.0, 0.0).icpif,
-            17
-        );
+        assert_eq!(score(Codec::G711ulaw, MosModel::CiscoCompat, 0.0, 3.0, 0.0).icpif, 17);
     }
 
     #[test]
     fn scores_fall_as_impairment_rises() {
         for m in [MosModel::EModel, MosModel::CiscoCompat] {
             let mut last = 5.0;
-            for (rtt, loss) in [
-                (10.0, 0.0),
-                (100.0, 0.5),
-                (200.0, 1.0),
-                (300.0, 3.0),
-                (500.0, 6.0),
-                (800.0, 9.0),
-            ] {
+            for (rtt, loss) in [(10.0, 0.0), (100.0, 0.5), (200.0, 1.0), (300.0, 3.0), (500.0, 6.0), (800.0, 9.0)] {
                 let s = score(Codec::G711alaw, m, rtt, loss, 0.0);
                 assert!(s.mos < last, "{m:?} {rtt} {loss}: {} !< {last}", s.mos);
                 last = s.mos;

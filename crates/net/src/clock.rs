@@ -5,7 +5,5 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock time since the Unix epoch (CLOCK_REALTIME). A clock set before 1970 reads as zero.
 pub fn wall_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }

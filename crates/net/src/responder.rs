@@ -10,8 +10,8 @@ use crate::NetError;
 use crate::clock::wall_now;
 use crate::socket::{self, RxStampMode};
 use ipsla_core::responder::{
-    BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder,
-    ResponderConfig, ResponderStats, SessionInfo, stamp_transmit,
+    BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig,
+    ResponderStats, SessionInfo, stamp_transmit,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -161,10 +161,7 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
     let fd_limit = socket::raise_fd_limit();
     let defaults = opts.listen.is_empty();
     let listen = if defaults {
-        vec![
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        ]
+        vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
     } else {
         opts.listen.clone()
     };
@@ -186,17 +183,10 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
             PermanentKind::TcpConnect => socket::bind_tcp(*addr, 1024),
             _ => socket::bind_udp(*addr),
         }
-        .map_err(|source| NetError::Bind {
-            addr: *addr,
-            source,
-        })?;
+        .map_err(|source| NetError::Bind { addr: *addr, source })?;
         permanent.push((*kind, sock));
     }
-    let addrs = |v: &[std::net::UdpSocket]| {
-        v.iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect::<Vec<_>>()
-    };
+    let addrs = |v: &[std::net::UdpSocket]| v.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>();
     let control_v1 = addrs(&v1);
     let control_v2 = addrs(&v2);
     for a in control_v1.iter().chain(&control_v2) {
@@ -228,38 +218,25 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         fd_limit,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("ipsla-responder".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(ctx, ready_tx));
-        })?;
+    let thread = std::thread::Builder::new().name("ipsla-responder".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, run(ctx, ready_tx));
+    })?;
     match ready_rx.recv() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(NetError::Io(e)),
         Err(_) => {
-            return Err(NetError::Io(io::Error::other(
-                "responder thread ended during start-up",
-            )));
+            return Err(NetError::Io(io::Error::other("responder thread ended during start-up")));
         }
     }
-    Ok(RunningResponder {
-        control_v1,
-        control_v2,
-        shutdown,
-        status_tx,
-        thread: Some(thread),
-    })
+    Ok(RunningResponder { control_v1, control_v2, shutdown, status_tx, thread: Some(thread) })
 }
 
 struct ThreadCtx {
@@ -389,28 +366,12 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
     let setup = || -> io::Result<()> {
         for s in ctx.v1.into_iter().chain(ctx.v2) {
             let sock = UdpSocket::from_std(s)?;
-            tokio::task::spawn_local(control_task(
-                state.clone(),
-                sock,
-                timer.clone(),
-                shutdown.clone(),
-            ));
+            tokio::task::spawn_local(control_task(state.clone(), sock, timer.clone(), shutdown.clone()));
         }
         for (kind, s) in ctx.permanent {
-            let addr = s
-                .local_addr()?
-                .as_socket()
-                .ok_or_else(|| io::Error::other("bad local address"))?;
-            let proto = if kind == PermanentKind::TcpConnect {
-                Proto::Tcp
-            } else {
-                Proto::Udp
-            };
-            let key = PortKey {
-                proto,
-                addr: addr.ip(),
-                port: addr.port(),
-            };
+            let addr = s.local_addr()?.as_socket().ok_or_else(|| io::Error::other("bad local address"))?;
+            let proto = if kind == PermanentKind::TcpConnect { Proto::Tcp } else { Proto::Udp };
+            let key = PortKey { proto, addr: addr.ip(), port: addr.port() };
             let token = shutdown.child_token();
             let opened = match proto {
                 Proto::Udp => {
@@ -449,13 +410,7 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         return;
     }
     let _ = ready.send(Ok(()));
-    tokio::task::spawn_local(status_task(
-        ctx.status_rx,
-        state.clone(),
-        started,
-        ctx.control,
-        ctx.fd_limit,
-    ));
+    tokio::task::spawn_local(status_task(ctx.status_rx, state.clone(), started, ctx.control, ctx.fd_limit));
     timer_task(state, timer, shutdown).await;
 }
 
@@ -506,8 +461,7 @@ async fn status_socket_task(
             c = l.accept() => c,
         };
         let Ok((mut stream, _)) = conn else { continue };
-        let body =
-            serde_json::to_vec(&report(&state, started, &control, fd_limit)).unwrap_or_default();
+        let body = serde_json::to_vec(&report(&state, started, &control, fd_limit)).unwrap_or_default();
         tokio::task::spawn_local(async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&body)).await;
         });
@@ -538,12 +492,7 @@ async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) {
     }
 }
 
-async fn control_task(
-    state: State,
-    sock: UdpSocket,
-    timer: Rc<Notify>,
-    shutdown: CancellationToken,
-) {
+async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 2048];
     let mut out = vec![0u8; ipsla_wire::cisco::control_v2::MAX_LEN];
     loop {
@@ -555,14 +504,7 @@ async fn control_task(
         let Ok((len, src)) = r else { continue };
         let res = {
             let s = &mut *state.borrow_mut();
-            s.responder.handle_control(
-                Instant::now(),
-                wall_now(),
-                src,
-                &buf[..len],
-                &mut out,
-                &mut s.binder,
-            )
+            s.responder.handle_control(Instant::now(), wall_now(), src, &buf[..len], &mut out, &mut s.binder)
         };
         spawn_opened(&state);
         if let ControlResult::Reply { len, accepted } = res {
@@ -593,8 +535,7 @@ async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: Cance
         let pkt = &mut buf[..r.len];
         let res = {
             let s = &mut *state.borrow_mut();
-            s.responder
-                .handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder)
+            s.responder.handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder)
         };
         if let ProbeResult::Reply { len, stamp } = res {
             // T3 as late as possible: right before the send call.
@@ -612,10 +553,7 @@ async fn tcp_port_task(state: State, key: PortKey, l: TcpListener, token: Cancel
             r = l.accept() => r,
         };
         if let Ok((stream, peer)) = r {
-            state
-                .borrow_mut()
-                .responder
-                .handle_tcp_accept(Instant::now(), &key, peer);
+            state.borrow_mut().responder.handle_tcp_accept(Instant::now(), &key, peer);
             // Closing at once sends FIN first, as the IOS responder does (tcp_connect capture).
             drop(stream);
         }
@@ -627,9 +565,7 @@ async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken
     const IDLE: Duration = Duration::from_secs(30);
     loop {
         let next = state.borrow().responder.poll_timeout();
-        let deadline = next
-            .unwrap_or_else(|| Instant::now() + IDLE)
-            .min(Instant::now() + IDLE);
+        let deadline = next.unwrap_or_else(|| Instant::now() + IDLE).min(Instant::now() + IDLE);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,

@@ -23,8 +23,8 @@ pub enum RxStampMode {
 
 /// Turns on kernel receive timestamps, preferring `SO_TIMESTAMPING`, then `SO_TIMESTAMPNS`.
 pub fn enable_rx_timestamps(fd: &impl AsFd) -> RxStampMode {
-    let flags = socket::TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE
-        | socket::TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE;
+    let flags =
+        socket::TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE | socket::TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE;
     if socket::setsockopt(fd, sockopt::Timestamping, &flags).is_ok() {
         return RxStampMode::Timestamping;
     }
@@ -38,11 +38,7 @@ pub fn enable_rx_timestamps(fd: &impl AsFd) -> RxStampMode {
 /// can both be bound on one port).
 pub fn new_socket(addr: SocketAddr, ty: Type) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);
-    let proto = if ty == Type::STREAM {
-        Protocol::TCP
-    } else {
-        Protocol::UDP
-    };
+    let proto = if ty == Type::STREAM { Protocol::TCP } else { Protocol::UDP };
     let s = Socket::new(domain, ty, Some(proto))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -90,18 +86,10 @@ pub fn cmsg_buffer() -> Vec<u8> {
 #[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
 pub fn recv_stamped(fd: &impl AsRawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io::Result<Received> {
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = socket::recvmsg::<SockaddrStorage>(
-        fd.as_raw_fd(),
-        &mut iov,
-        Some(cmsg),
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
+    let msg = socket::recvmsg::<SockaddrStorage>(fd.as_raw_fd(), &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT)
+        .map_err(io::Error::from)?;
     let user = wall_now();
-    let mut rx = RxTime {
-        wall: user,
-        kernel: false,
-    };
+    let mut rx = RxTime { wall: user, kernel: false };
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
             let ts = match c {
@@ -110,10 +98,7 @@ pub fn recv_stamped(fd: &impl AsRawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io
                 _ => continue,
             };
             if ts.tv_sec() > 0 {
-                rx = RxTime {
-                    wall: Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
-                    kernel: true,
-                };
+                rx = RxTime { wall: Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32), kernel: true };
             }
         }
     }
@@ -122,22 +107,10 @@ pub fn recv_stamped(fd: &impl AsRawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io
         .and_then(|a: SockaddrStorage| {
             a.as_sockaddr_in()
                 .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                .or_else(|| {
-                    a.as_sockaddr_in6()
-                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-                })
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6))))
         })
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "datagram without a source address",
-            )
-        })?;
-    Ok(Received {
-        len: msg.bytes,
-        src,
-        rx,
-    })
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without a source address"))?;
+    Ok(Received { len: msg.bytes, src, rx })
 }
 
 /// Raises the open-file limit to its hard maximum: each session holds a socket, and 5000
@@ -165,11 +138,7 @@ mod tests {
     fn kernel_stamp_is_close_to_userspace_and_earlier() {
         let rx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
         let mode = enable_rx_timestamps(&rx);
-        assert_ne!(
-            mode,
-            RxStampMode::User,
-            "loopback supports kernel RX stamps"
-        );
+        assert_ne!(mode, RxStampMode::User, "loopback supports kernel RX stamps");
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut buf = [0u8; 64];
         let mut cmsg = cmsg_buffer();
@@ -177,25 +146,18 @@ mod tests {
         // host had it on, the first packets can arrive unstamped. Within a few tries it must work.
         for attempt in 0..100 {
             let before = wall_now();
-            tx.send_to(b"hello", rx.local_addr().unwrap().as_socket().unwrap())
-                .unwrap();
+            tx.send_to(b"hello", rx.local_addr().unwrap().as_socket().unwrap()).unwrap();
             let r = loop {
                 match recv_stamped(&rx, &mut buf, &mut cmsg) {
                     Ok(r) => break r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_micros(100))
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_micros(100)),
                     Err(e) => panic!("{e}"),
                 }
             };
             let after = wall_now();
             assert_eq!(&buf[..r.len], b"hello");
             assert_eq!(r.src, tx.local_addr().unwrap());
-            assert!(
-                r.rx.wall >= before && r.rx.wall <= after,
-                "{:?} not in [{before:?}, {after:?}]",
-                r.rx.wall
-            );
+            assert!(r.rx.wall >= before && r.rx.wall <= after, "{:?} not in [{before:?}, {after:?}]", r.rx.wall);
             if r.rx.kernel {
                 return;
             }

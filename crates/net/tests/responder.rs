@@ -4,9 +4,7 @@
 
 use ipsla_core::responder::{PermanentKind, Reject, ResponderConfig};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
-use ipsla_wire::cisco::control_v2::{
-    AuthMode, AuthRepr, ControlV2, ControlV2Repr, Status, UdpMeasurementRepr,
-};
+use ipsla_wire::cisco::control_v2::{AuthMode, AuthRepr, ControlV2, ControlV2Repr, Status, UdpMeasurementRepr};
 use ipsla_wire::time::{NtpTimestamp, ms_diff, ms_since_midnight};
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -15,13 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn start(core: ResponderConfig) -> RunningResponder {
-    start_with(ResponderOptions {
-        listen: vec![LO],
-        v1_port: 0,
-        v2_port: 0,
-        core,
-        ..ResponderOptions::default()
-    })
+    start_with(ResponderOptions { listen: vec![LO], v1_port: 0, v2_port: 0, core, ..ResponderOptions::default() })
 }
 
 fn start_with(opts: ResponderOptions) -> RunningResponder {
@@ -34,17 +26,14 @@ fn v1_addr(r: &RunningResponder) -> SocketAddr {
 
 fn client(ip: [u8; 4]) -> UdpSocket {
     let s = UdpSocket::bind(SocketAddr::from((ip, 0))).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     s
 }
 
 fn v1_request(seq: u8, op: u8, port: u16, dur: u16) -> Vec<u8> {
     let mut r = hex::decode(
-        format!(
-            "01{seq:02x}003400000000 00{op:02x}0010 00000000 7f000001 {port:04x}{dur:04x} 0001001c"
-        )
-        .replace(' ', ""),
+        format!("01{seq:02x}003400000000 00{op:02x}0010 00000000 7f000001 {port:04x}{dur:04x} 0001001c")
+            .replace(' ', ""),
     )
     .unwrap();
     r.resize(52, 0);
@@ -90,15 +79,9 @@ fn voice_jitter_exchange_matches_ios_capture() {
         let rseq = u16::from_be_bytes([got[14], got[15]]);
         assert_eq!(rseq, i, "responder counter 1..20");
         let t2 = u32::from_be_bytes(got[8..12].try_into().unwrap());
-        assert!(
-            ms_diff(t2, t1) >= 0 && ms_diff(t4, t2) >= 0,
-            "T1 {t1} <= T2 {t2} <= T4 {t4}"
-        );
+        assert!(ms_diff(t2, t1) >= 0 && ms_diff(t4, t2) >= 0, "T1 {t1} <= T2 {t2} <= T4 {t4}");
         let proc_ms = u16::from_be_bytes([got[2], got[3]]);
-        assert!(
-            u32::from(proc_ms) <= ms_diff(t4, t1) as u32,
-            "processing {proc_ms} ms within the RTT"
-        );
+        assert!(u32::from(proc_ms) <= ms_diff(t4, t1) as u32, "processing {proc_ms} ms within the RTT");
         let mut masked = got.clone();
         masked[2..4].fill(0);
         masked[8..12].fill(0);
@@ -108,10 +91,7 @@ fn voice_jitter_exchange_matches_ios_capture() {
     }
     let st = r.status().unwrap();
     assert_eq!(st.stats.probes_answered, 20);
-    assert_eq!(
-        st.stats.rx_stamps_kernel, 20,
-        "kernel receive stamps in use"
-    );
+    assert_eq!(st.stats.rx_stamps_kernel, 20, "kernel receive stamps in use");
 }
 
 #[test]
@@ -125,11 +105,7 @@ fn udp_echo_capture_then_port_closes() {
     assert_eq!(exchange(&control, v1_addr(&r), &req).unwrap(), want);
     let prober = client([127, 0, 0, 1]);
     let probe = hex::decode("00010000abcdabcdabcdabcdabcdabcd").unwrap();
-    assert_eq!(
-        exchange(&prober, SocketAddr::new(LO, 11518), &probe).unwrap(),
-        probe,
-        "echoed byte-identical"
-    );
+    assert_eq!(exchange(&prober, SocketAddr::new(LO, 11518), &probe).unwrap(), probe, "echoed byte-identical");
     // Cisco closes the echo port after the answer: a second probe gets nothing.
     assert_eq!(exchange(&prober, SocketAddr::new(LO, 11518), &probe), None);
     // and the port is free again on this host
@@ -157,11 +133,7 @@ fn session_expiry_closes_port_and_refresh_resets_sequence() {
     let a = exchange(&c, SocketAddr::new(LO, port), &probe(3)).unwrap();
     assert_eq!(a[15], 1);
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(
-        exchange(&c, SocketAddr::new(LO, port), &probe(4)),
-        None,
-        "closed after its duration"
-    );
+    assert_eq!(exchange(&c, SocketAddr::new(LO, port), &probe(4)), None, "closed after its duration");
     assert!(r.status().unwrap().sessions.is_empty());
     assert!(UdpSocket::bind((LO, port)).is_ok(), "port released");
 }
@@ -181,24 +153,12 @@ fn tcp_connect_responder_sends_fin_first() {
     assert_eq!(r.status().unwrap().stats.tcp_accepts, 2);
 }
 
-fn v2_request(
-    seq: u32,
-    mode: AuthMode,
-    key: u16,
-    meas_src_port: u16,
-    port: u16,
-    ts: NtpTimestamp,
-) -> Vec<u8> {
+fn v2_request(seq: u32, mode: AuthMode, key: u16, meas_src_port: u16, port: u16, ts: NtpTimestamp) -> Vec<u8> {
     let r = ControlV2Repr {
         status: Status::Success,
         sequence: seq,
         timestamp: ts,
-        auth: AuthRepr {
-            status: Status::Success,
-            mode,
-            key_id: key,
-            long: Some(([9; 16], [0; 32])),
-        },
+        auth: AuthRepr { status: Status::Success, mode, key_id: key, long: Some(([9; 16], [0; 32])) },
         measurement: Some(UdpMeasurementRepr {
             status: Status::Success,
             role: 1,
@@ -215,9 +175,7 @@ fn v2_request(
     };
     let mut b = vec![0u8; r.buffer_len()];
     r.emit(&mut b);
-    ControlV2::new_checked(&mut b[..])
-        .unwrap()
-        .sign(mode, b"k1-secret");
+    ControlV2::new_checked(&mut b[..]).unwrap().sign(mode, b"k1-secret");
     b
 }
 
@@ -235,10 +193,7 @@ fn v2_authenticated_session_with_type3_probes() {
     let req = v2_request(5, AuthMode::HmacSha256, 1, meas_port, 0, now);
     let rep = exchange(&c, v2, &req).unwrap();
     let view = ControlV2::new_checked(&rep[..]).unwrap();
-    assert!(
-        view.verify(AuthMode::HmacSha256, b"k1-secret"),
-        "reply signed with the same key"
-    );
+    assert!(view.verify(AuthMode::HmacSha256, b"k1-secret"), "reply signed with the same key");
     let parsed = ControlV2Repr::parse(&view).unwrap();
     assert_eq!(parsed.status, Status::Success);
     let port = parsed.measurement.unwrap().meas_dst_port;
@@ -253,10 +208,7 @@ fn v2_authenticated_session_with_type3_probes() {
     let t4 = NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap());
     let t2 = NtpTimestamp(u64::from_be_bytes(got[12..20].try_into().unwrap()));
     let t3 = NtpTimestamp(u64::from_be_bytes(got[20..28].try_into().unwrap()));
-    assert!(
-        t2.diff_nanos(t1) >= 0 && t3.diff_nanos(t2) >= 0 && t4.diff_nanos(t3) >= 0,
-        "T1 <= T2 <= T3 <= T4"
-    );
+    assert!(t2.diff_nanos(t1) >= 0 && t3.diff_nanos(t2) >= 0 && t4.diff_nanos(t3) >= 0, "T1 <= T2 <= T3 <= T4");
     assert_eq!(&got[56..60], &[0, 0, 0, 1]);
     // the session is bound to the declared measurement source port: another port gets nothing
     let other = client([127, 0, 0, 1]);
@@ -264,32 +216,17 @@ fn v2_authenticated_session_with_type3_probes() {
 
     // wrong key → auth failure status, no port
     let mut bad = v2_request(6, AuthMode::HmacSha256, 1, meas_port, 11800, now);
-    ControlV2::new_checked(&mut bad[..])
-        .unwrap()
-        .sign(AuthMode::HmacSha256, b"not-it");
+    ControlV2::new_checked(&mut bad[..]).unwrap().sign(AuthMode::HmacSha256, b"not-it");
     let rep = exchange(&c, v2, &bad).unwrap();
-    assert_eq!(
-        ControlV2Repr::parse(&ControlV2::new_checked(&rep[..]).unwrap())
-            .unwrap()
-            .status,
-        Status::AuthFailure
-    );
+    assert_eq!(ControlV2Repr::parse(&ControlV2::new_checked(&rep[..]).unwrap()).unwrap().status, Status::AuthFailure);
     // a correctly signed request with an older sequence than the accepted 5 is a replay
     let old = v2_request(4, AuthMode::HmacSha256, 1, meas_port, 11801, now);
     let rep = exchange(&c, v2, &old).unwrap();
-    assert_eq!(
-        ControlV2Repr::parse(&ControlV2::new_checked(&rep[..]).unwrap())
-            .unwrap()
-            .status,
-        Status::AuthFailure
-    );
+    assert_eq!(ControlV2Repr::parse(&ControlV2::new_checked(&rep[..]).unwrap()).unwrap().status, Status::AuthFailure);
     let st = r.status().unwrap();
     assert_eq!(st.stats.rejects.get(&Reject::AuthFailed), Some(&1));
     assert_eq!(st.stats.rejects.get(&Reject::Replay), Some(&1));
-    assert!(
-        UdpSocket::bind((LO, 11800)).is_ok() && UdpSocket::bind((LO, 11801)).is_ok(),
-        "no port opened on failure"
-    );
+    assert!(UdpSocket::bind((LO, 11800)).is_ok() && UdpSocket::bind((LO, 11801)).is_ok(), "no port opened on failure");
 }
 
 #[test]
@@ -302,10 +239,7 @@ fn acl_and_rate_limit_reject_without_reply() {
     };
     let r = start(core);
     let outsider = client([127, 0, 0, 9]);
-    assert_eq!(
-        exchange(&outsider, v1_addr(&r), &v1_request(1, 4, 11900, 1000)),
-        None
-    );
+    assert_eq!(exchange(&outsider, v1_addr(&r), &v1_request(1, 4, 11900, 1000)), None);
     let c = client([127, 0, 0, 2]);
     assert!(exchange(&c, v1_addr(&r), &v1_request(1, 4, 11900, 1000)).is_some());
     assert!(exchange(&c, v1_addr(&r), &v1_request(2, 4, 11900, 1000)).is_some());
@@ -324,14 +258,8 @@ fn port_in_use_by_another_program_is_refused() {
     let r = start(ResponderConfig::default());
     let _squatter = UdpSocket::bind((LO, 11950)).unwrap();
     let c = client([127, 0, 0, 1]);
-    assert_eq!(
-        exchange(&c, v1_addr(&r), &v1_request(1, 4, 11950, 1000)),
-        None
-    );
-    assert_eq!(
-        r.status().unwrap().stats.rejects.get(&Reject::PortInUse),
-        Some(&1)
-    );
+    assert_eq!(exchange(&c, v1_addr(&r), &v1_request(1, 4, 11950, 1000)), None);
+    assert_eq!(r.status().unwrap().stats.rejects.get(&Reject::PortInUse), Some(&1));
 }
 
 #[test]
@@ -353,11 +281,7 @@ fn permanent_ports_answer_without_control() {
     let mut echo = vec![0, 1, 0, 0];
     echo.extend(std::iter::repeat_n([0xaa, 0xbb, 0xcc, 0xdd], 24).flatten());
     for _ in 0..3 {
-        assert_eq!(
-            exchange(&c, SocketAddr::new(LO, 12007), &echo).unwrap(),
-            echo,
-            "stays open"
-        );
+        assert_eq!(exchange(&c, SocketAddr::new(LO, 12007), &echo).unwrap(), echo, "stays open");
     }
     let mut p = vec![0u8; 32];
     p[1] = 2;
@@ -369,20 +293,14 @@ fn permanent_ports_answer_without_control() {
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     assert_eq!(s.read(&mut [0u8; 4]).unwrap(), 0);
     // a control message cannot take a permanent port
-    assert_eq!(
-        exchange(&c, v1_addr(&r), &v1_request(1, 4, 12008, 1000)),
-        None
-    );
+    assert_eq!(exchange(&c, v1_addr(&r), &v1_request(1, 4, 12008, 1000)), None);
 }
 
 #[test]
 fn five_thousand_concurrent_sessions_all_answered() {
     // 50 source addresses × 100 sessions, each on its own port: the scale IOS users reach
     // (cmouse/ip-sla-responder#10).
-    let core = ResponderConfig {
-        port_range: 20000..=24999,
-        ..ResponderConfig::default()
-    };
+    let core = ResponderConfig { port_range: 20000..=24999, ..ResponderConfig::default() };
     let r = start(core);
     let clients: Vec<UdpSocket> = (1..=50u8).map(|i| client([127, 0, 1, i])).collect();
     let port = |ci: usize, j: usize| 20000 + (ci * 100 + j) as u16;
@@ -390,8 +308,7 @@ fn five_thousand_concurrent_sessions_all_answered() {
     // control phase, one client at a time so that no socket buffer overflows
     for (ci, c) in clients.iter().enumerate() {
         for j in 0..100 {
-            c.send_to(&v1_request(j as u8, 4, port(ci, j), 30_000), v1_addr(&r))
-                .unwrap();
+            c.send_to(&v1_request(j as u8, 4, port(ci, j), 30_000), v1_addr(&r)).unwrap();
         }
         for _ in 0..100 {
             let (n, _) = c.recv_from(&mut buf).expect("control reply");
@@ -430,8 +347,7 @@ fn ipv6_v1_jitter_session() {
         eprintln!("no IPv6 loopback here; skipped");
         return;
     };
-    c.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let r = start_with(ResponderOptions {
         listen: vec!["::1".parse().unwrap()],
         v1_port: 0,

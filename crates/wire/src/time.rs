@@ -34,11 +34,7 @@ impl NtpTimestamp {
     /// value with its top bit clear belongs to era 1 (2036–2104). `None` for values before 1970.
     pub fn to_unix(self) -> Option<Duration> {
         let secs = self.seconds() as u64;
-        let secs = if secs & 0x8000_0000 == 0 {
-            secs + (1 << 32)
-        } else {
-            secs
-        };
+        let secs = if secs & 0x8000_0000 == 0 { secs + (1 << 32) } else { secs };
         let unix = secs.checked_sub(NTP_UNIX_OFFSET)?;
         let nanos = ((u64::from(self.fraction()) * 1_000_000_000) + (1 << 31)) >> 32;
         Some(Duration::from_secs(unix) + Duration::from_nanos(nanos))
@@ -93,10 +89,7 @@ pub struct PtpTruncated {
 impl PtpTruncated {
     /// From a time since the epoch.
     pub fn from_unix(since_epoch: Duration) -> Self {
-        PtpTruncated {
-            seconds: since_epoch.as_secs() as u32,
-            nanoseconds: since_epoch.subsec_nanos(),
-        }
+        PtpTruncated { seconds: since_epoch.as_secs() as u32, nanoseconds: since_epoch.subsec_nanos() }
     }
     /// The 64-bit wire value.
     pub fn to_bits(self) -> u64 {
@@ -105,10 +98,7 @@ impl PtpTruncated {
     /// From the 64-bit wire value; `None` when the nanoseconds are out of range.
     pub fn from_bits(v: u64) -> Option<Self> {
         let ns = v as u32;
-        (ns < 1_000_000_000).then_some(PtpTruncated {
-            seconds: (v >> 32) as u32,
-            nanoseconds: ns,
-        })
+        (ns < 1_000_000_000).then_some(PtpTruncated { seconds: (v >> 32) as u32, nanoseconds: ns })
     }
     /// `self − earlier` in nanoseconds, seconds taken modulo 2^32.
     pub fn diff_nanos(self, earlier: PtpTruncated) -> i64 {
@@ -125,8 +115,7 @@ mod tests {
     #[test]
     fn ms_since_midnight_matches_capture() {
         // IOS capture g729a pair 1: T1 = 0x029aa061 = 43 688 033 ms = 12:08:08.033 UTC.
-        let t = Duration::from_secs(19_000 * 86_400 + 12 * 3600 + 8 * 60 + 8)
-            + Duration::from_millis(33);
+        let t = Duration::from_secs(19_000 * 86_400 + 12 * 3600 + 8 * 60 + 8) + Duration::from_millis(33);
         assert_eq!(ms_since_midnight(t), 0x029a_a061);
     }
 
@@ -158,16 +147,10 @@ mod tests {
 
     #[test]
     fn ptp_bits_roundtrip_and_reject() {
-        let p = PtpTruncated {
-            seconds: 7,
-            nanoseconds: 999_999_999,
-        };
+        let p = PtpTruncated { seconds: 7, nanoseconds: 999_999_999 };
         assert_eq!(PtpTruncated::from_bits(p.to_bits()), Some(p));
         assert_eq!(PtpTruncated::from_bits(1_000_000_000), None);
-        let q = PtpTruncated {
-            seconds: 8,
-            nanoseconds: 1,
-        };
+        let q = PtpTruncated { seconds: 8, nanoseconds: 1 };
         assert_eq!(q.diff_nanos(p), 2);
     }
 

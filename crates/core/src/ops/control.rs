@@ -8,9 +8,7 @@
 
 use super::ReturnCode;
 use ipsla_wire::cisco::control_v1::{self, ControlV1, ControlV1Repr, MeasurementRepr};
-use ipsla_wire::cisco::control_v2::{
-    self, AuthMode, AuthRepr, ControlV2, ControlV2Repr, Status, UdpMeasurementRepr,
-};
+use ipsla_wire::cisco::control_v2::{self, AuthMode, AuthRepr, ControlV2, ControlV2Repr, Status, UdpMeasurementRepr};
 use ipsla_wire::time::NtpTimestamp;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -79,25 +77,10 @@ pub struct ControlPhase {
 impl ControlPhase {
     /// Starts a control phase at `now` that gives up after `timeout`. `sequence` is the message
     /// sequence (v1 uses its low byte).
-    pub fn new(
-        now: Instant,
-        mode: ControlMode,
-        req: ControlRequest,
-        sequence: u32,
-        timeout: Duration,
-    ) -> Self {
+    pub fn new(now: Instant, mode: ControlMode, req: ControlRequest, sequence: u32, timeout: Duration) -> Self {
         let outcome = (mode == ControlMode::None).then_some(Ok(req.port));
         let retry = (timeout / CONTROL_ATTEMPTS).max(Duration::from_millis(1));
-        ControlPhase {
-            mode,
-            req,
-            sequence,
-            attempts: 0,
-            retry,
-            next_send: now,
-            deadline: now + timeout,
-            outcome,
-        }
+        ControlPhase { mode, req, sequence, attempts: 0, retry, next_send: now, deadline: now + timeout, outcome }
     }
 
     /// `Some(Ok(port))` once the responder accepted (the port it opened), `Some(Err(code))` on
@@ -113,11 +96,7 @@ impl ControlPhase {
 
     /// Writes the next control message into `buf` when one is due.
     pub fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<usize> {
-        if self.outcome.is_some()
-            || now < self.next_send
-            || self.attempts >= CONTROL_ATTEMPTS
-            || now >= self.deadline
-        {
+        if self.outcome.is_some() || now < self.next_send || self.attempts >= CONTROL_ATTEMPTS || now >= self.deadline {
             return None;
         }
         self.attempts += 1;
@@ -140,19 +119,12 @@ impl ControlPhase {
                 Some(len)
             }
             ControlMode::V2(auth) => {
-                let (mode, key_id) = auth
-                    .as_ref()
-                    .map_or((AuthMode::None, 0), |a| (a.mode, a.key_id));
+                let (mode, key_id) = auth.as_ref().map_or((AuthMode::None, 0), |a| (a.mode, a.key_id));
                 let r = ControlV2Repr {
                     status: Status::Success,
                     sequence: self.sequence,
                     timestamp: NtpTimestamp::from_unix(wall),
-                    auth: AuthRepr {
-                        status: Status::Success,
-                        mode,
-                        key_id,
-                        long: Some((self.req.nonce, [0; 32])),
-                    },
+                    auth: AuthRepr { status: Status::Success, mode, key_id, long: Some((self.req.nonce, [0; 32])) },
                     measurement: Some(UdpMeasurementRepr {
                         status: Status::Success,
                         // RFC 6812's Roles registry: 1 = sender (its CSLD table is inconsistent, D15).
@@ -194,11 +166,7 @@ impl ControlPhase {
                 }
                 // Bytes 4–7 are 0 in every captured reply; a non-zero value is the only error
                 // signal v1 could carry.
-                self.outcome = Some(if v.status() == 0 {
-                    Ok(self.req.port)
-                } else {
-                    Err(ReturnCode::Error)
-                });
+                self.outcome = Some(if v.status() == 0 { Ok(self.req.port) } else { Err(ReturnCode::Error) });
             }
             ControlMode::V2(auth) => {
                 let Ok(v) = ControlV2::new_checked(bytes) else {
@@ -213,22 +181,11 @@ impl ControlPhase {
                     return;
                 }
                 let repr = ControlV2Repr::parse(&v);
-                let udp_status = repr
-                    .as_ref()
-                    .ok()
-                    .and_then(|r| r.measurement)
-                    .map(|m| m.status);
+                let udp_status = repr.as_ref().ok().and_then(|r| r.measurement).map(|m| m.status);
                 self.outcome = Some(match (Status::from(v.status()), udp_status) {
                     (Status::Success, Some(Status::Success)) => {
-                        let port = repr
-                            .ok()
-                            .and_then(|r| r.measurement)
-                            .map_or(self.req.port, |m| m.meas_dst_port);
-                        if port == 0 {
-                            Err(ReturnCode::FormatError)
-                        } else {
-                            Ok(port)
-                        }
+                        let port = repr.ok().and_then(|r| r.measurement).map_or(self.req.port, |m| m.meas_dst_port);
+                        if port == 0 { Err(ReturnCode::FormatError) } else { Ok(port) }
                     }
                     (_, Some(Status::PortInUse)) => Err(ReturnCode::PortInUse),
                     (Status::AuthFailure, _) => Err(ReturnCode::AuthFailure),
@@ -244,11 +201,7 @@ impl ControlPhase {
         if self.outcome.is_some() {
             return None;
         }
-        if self.attempts < CONTROL_ATTEMPTS {
-            Some(self.next_send.min(self.deadline))
-        } else {
-            Some(self.deadline)
-        }
+        if self.attempts < CONTROL_ATTEMPTS { Some(self.next_send.min(self.deadline)) } else { Some(self.deadline) }
     }
 
     /// Gives up at the deadline: "No connection", as IOS reports an unanswered control phase.
@@ -260,10 +213,7 @@ impl ControlPhase {
 }
 
 /// The v1 wire request length for IPv4 (IOS capture).
-pub const V1_REQUEST_LEN_V4: usize =
-    control_v1::HEADER_LEN + control_v1::MEASUREMENT_V4_LEN + control_v1::AUTH_LEN;
+pub const V1_REQUEST_LEN_V4: usize = control_v1::HEADER_LEN + control_v1::MEASUREMENT_V4_LEN + control_v1::AUTH_LEN;
 /// Largest control message a source sends.
-pub const MAX_CONTROL_LEN: usize = control_v2::HEADER_LEN
-    + 2 * control_v2::CSLD_HEADER_LEN
-    + control_v2::AUTH_DATA_LEN
-    + control_v2::UDP_DATA_LEN;
+pub const MAX_CONTROL_LEN: usize =
+    control_v2::HEADER_LEN + 2 * control_v2::CSLD_HEADER_LEN + control_v2::AUTH_DATA_LEN + control_v2::UDP_DATA_LEN;

@@ -3,9 +3,7 @@
 //! verify error.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{
-    Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit,
-};
+use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
 use crate::stats::{self, Sample, StatsConfig};
 use ipsla_wire::cisco::probe::{self, ProbeType};
 use std::time::{Duration, Instant};
@@ -60,13 +58,7 @@ impl UdpEchoOp {
         let mut p = vec![0u8; cfg.size];
         p[..2].copy_from_slice(&u16::from(ProbeType::Echo).to_be_bytes());
         probe::fill_pattern(&mut p[probe::TYPE1_HEADER_LEN..], &cfg.pattern);
-        let control = ControlPhase::new(
-            now,
-            cfg.control.clone(),
-            cfg.request.clone(),
-            cfg.sequence,
-            cfg.timeout,
-        );
+        let control = ControlPhase::new(now, cfg.control.clone(), cfg.request.clone(), cfg.sequence, cfg.timeout);
         UdpEchoOp {
             cfg,
             phase: Phase::Control(Box::new(control)),
@@ -96,11 +88,8 @@ impl UdpEchoOp {
     }
 
     fn finish(&mut self) {
-        let cfg = StatsConfig {
-            threshold: self.cfg.threshold.as_nanos() as i64,
-            clock_sync: false,
-            responder_counts: false,
-        };
+        let cfg =
+            StatsConfig { threshold: self.cfg.threshold.as_nanos() as i64, clock_sync: false, responder_counts: false };
         let sent = u32::from(self.sent_at.is_some());
         let arrivals: Vec<Sample> = self.sample.into_iter().collect();
         let st = stats::compute(sent, &arrivals, self.duplicates, cfg);
@@ -126,24 +115,15 @@ impl Operation for UdpEchoOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control();
         match &mut self.phase {
-            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit {
-                peer: Peer::Control,
-                len,
-            }),
+            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len }),
             Phase::Send { port } => {
                 let port = *port;
                 let len = self.probe.len();
                 buf[..len].copy_from_slice(&self.probe);
                 self.t1 = wall;
                 self.sent_at = Some(now);
-                self.phase = Phase::Wait {
-                    port,
-                    deadline: now + self.cfg.timeout,
-                };
-                Some(Transmit {
-                    peer: Peer::Probe,
-                    len,
-                })
+                self.phase = Phase::Wait { port, deadline: now + self.cfg.timeout };
+                Some(Transmit { peer: Peer::Probe, len })
             }
             Phase::Wait { .. } | Phase::Done => None,
         }
@@ -172,14 +152,7 @@ impl Operation for UdpEchoOp {
                 }
                 let rtt = rx.wall.as_nanos() as i64 - self.t1.as_nanos() as i64;
                 self.failure = None;
-                self.sample = Some(Sample {
-                    seq: 1,
-                    responder_seq: 0,
-                    rtt,
-                    sd: 0,
-                    ds: 0,
-                    late: false,
-                });
+                self.sample = Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false });
                 self.finish();
             }
             _ => {}

@@ -8,10 +8,7 @@
 //! stamp the driver passes in (the kernel's when it has one).
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{
-    Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit,
-    VoiceConfig,
-};
+use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit, VoiceConfig};
 use crate::stats::{self, Sample, StatsConfig};
 use crate::voice;
 use ipsla_wire::cisco::probe::{self, Type2, Type2Repr, Type3, Type3Layout, Type3Repr};
@@ -63,11 +60,7 @@ impl JitterConfig {
     }
     fn layout(&self) -> Type3Layout {
         // RFC layout with RFC control; IOS-style (legacy u16) otherwise.
-        if matches!(self.control, ControlMode::V2(_)) {
-            Type3Layout::Rfc
-        } else {
-            Type3Layout::Legacy
-        }
+        if matches!(self.control, ControlMode::V2(_)) { Type3Layout::Rfc } else { Type3Layout::Legacy }
     }
 }
 
@@ -109,13 +102,7 @@ impl UdpJitterOp {
     pub fn new(now: Instant, mut cfg: JitterConfig) -> Self {
         cfg.packets = cfg.packets.clamp(1, MAX_PACKETS);
         cfg.size = cfg.size.max(cfg.header_len());
-        let control = ControlPhase::new(
-            now,
-            cfg.control.clone(),
-            cfg.request.clone(),
-            cfg.sequence,
-            cfg.timeout,
-        );
+        let control = ControlPhase::new(now, cfg.control.clone(), cfg.request.clone(), cfg.sequence, cfg.timeout);
         let cfg_port = cfg.request.port;
         UdpJitterOp {
             sent: Vec::with_capacity(cfg.packets as usize),
@@ -155,14 +142,8 @@ impl UdpJitterOp {
         let t1_wire = match self.cfg.precision {
             Precision::Ms => {
                 let t1 = ms_since_midnight(wall);
-                Type2Repr {
-                    processing_ms: 0,
-                    t1,
-                    t2: 0,
-                    sender_seq: seq as u16,
-                    responder_seq: 0,
-                }
-                .emit(&mut buf[..len]);
+                Type2Repr { processing_ms: 0, t1, t2: 0, sender_seq: seq as u16, responder_seq: 0 }
+                    .emit(&mut buf[..len]);
                 u64::from(t1)
             }
             Precision::Us => {
@@ -180,12 +161,7 @@ impl UdpJitterOp {
                 t1
             }
         };
-        self.sent.push(Sent {
-            at: now,
-            t1_wire,
-            t1_wall: wall,
-            answered: false,
-        });
+        self.sent.push(Sent { at: now, t1_wire, t1_wall: wall, answered: false });
         len
     }
 
@@ -227,12 +203,7 @@ impl UdpJitterOp {
         let parsed = match self.cfg.precision {
             Precision::Ms => Type2::new_checked(bytes).ok().map(|p| {
                 let r = Type2Repr::parse(&p);
-                (
-                    u32::from(r.sender_seq),
-                    u64::from(r.t1),
-                    r.responder_seq.into(),
-                    Reply::Ms(r),
-                )
+                (u32::from(r.sender_seq), u64::from(r.t1), r.responder_seq.into(), Reply::Ms(r))
             }),
             Precision::Us => {
                 let layout = self.cfg.layout();
@@ -246,10 +217,7 @@ impl UdpJitterOp {
             self.unexpected += 1;
             return;
         };
-        let Some(sent) = seq
-            .checked_sub(1)
-            .and_then(|i| self.sent.get_mut(i as usize))
-        else {
+        let Some(sent) = seq.checked_sub(1).and_then(|i| self.sent.get_mut(i as usize)) else {
             self.unexpected += 1;
             return;
         };
@@ -286,21 +254,10 @@ impl UdpJitterOp {
                 let t4 = NtpTimestamp::from_unix(rx.wall);
                 // T1 from our own clock reading: the wire copy is rounded to 2^-32 s.
                 let t1 = NtpTimestamp::from_unix(sent.t1_wall);
-                (
-                    t4.diff_nanos(t1) - t3.diff_nanos(t2),
-                    t2.diff_nanos(t1),
-                    t4.diff_nanos(t3),
-                )
+                (t4.diff_nanos(t1) - t3.diff_nanos(t2), t2.diff_nanos(t1), t4.diff_nanos(t3))
             }
         };
-        self.arrivals.push(Sample {
-            seq,
-            responder_seq,
-            rtt,
-            sd,
-            ds,
-            late,
-        });
+        self.arrivals.push(Sample { seq, responder_seq, rtt, sd, ds, late });
     }
 }
 
@@ -314,10 +271,7 @@ impl Operation for UdpJitterOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control(now);
         match &mut self.phase {
-            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit {
-                peer: Peer::Control,
-                len,
-            }),
+            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len }),
             Phase::Probing { start } => {
                 let start = *start;
                 let i = self.sent.len() as u32;
@@ -326,14 +280,9 @@ impl Operation for UdpJitterOp {
                 }
                 let len = self.write_probe(now, wall, buf);
                 if self.sent.len() as u32 == self.cfg.packets {
-                    self.phase = Phase::Draining {
-                        until: now + self.cfg.timeout,
-                    };
+                    self.phase = Phase::Draining { until: now + self.cfg.timeout };
                 }
-                Some(Transmit {
-                    peer: Peer::Probe,
-                    len,
-                })
+                Some(Transmit { peer: Peer::Probe, len })
             }
             Phase::Draining { .. } | Phase::Done => None,
         }
@@ -345,9 +294,7 @@ impl Operation for UdpJitterOp {
                 c.handle_reply(bytes);
                 self.advance_control(now);
             }
-            (Peer::Probe, Phase::Probing { .. } | Phase::Draining { .. }) => {
-                self.handle_probe_reply(now, rx, bytes)
-            }
+            (Peer::Probe, Phase::Probing { .. } | Phase::Draining { .. }) => self.handle_probe_reply(now, rx, bytes),
             _ => {}
         }
     }
@@ -355,9 +302,7 @@ impl Operation for UdpJitterOp {
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Control(c) => c.poll_timeout(),
-            Phase::Probing { start, .. } => {
-                Some(*start + self.cfg.interval * self.sent.len() as u32)
-            }
+            Phase::Probing { start, .. } => Some(*start + self.cfg.interval * self.sent.len() as u32),
             Phase::Draining { until } => Some(*until),
             Phase::Done => None,
         }

@@ -91,28 +91,13 @@ impl Sim {
 
     fn push(&mut self, at: Instant, back: bool, probe: bool, bytes: Vec<u8>) {
         self.order += 1;
-        self.queue.push(Reverse(Delivery {
-            at,
-            order: self.order,
-            dir_back: back,
-            peer_probe: probe,
-            bytes,
-        }));
+        self.queue.push(Reverse(Delivery { at, order: self.order, dir_back: back, peer_probe: probe, bytes }));
     }
 
     fn send(&mut self, now: Instant, dir: Dir, peer: Peer, bytes: &[u8]) {
-        let n = if peer == Peer::Probe {
-            probe_seq(bytes)
-        } else {
-            0
-        };
+        let n = if peer == Peer::Probe { probe_seq(bytes) } else { 0 };
         for d in (self.script)(dir, peer, n) {
-            self.push(
-                now + d,
-                dir == Dir::Back,
-                peer == Peer::Probe,
-                bytes.to_vec(),
-            );
+            self.push(now + d, dir == Dir::Back, peer == Peer::Probe, bytes.to_vec());
         }
     }
 
@@ -134,62 +119,33 @@ impl Sim {
             }
             // next event
             let next_delivery = self.queue.peek().map(|Reverse(d)| d.at);
-            let next = [op.poll_timeout(), next_delivery]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("something pending");
+            let next = [op.poll_timeout(), next_delivery].into_iter().flatten().min().expect("something pending");
             now = now.max(next);
             op.handle_timeout(now);
             while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
                 let Reverse(d) = self.queue.pop().unwrap();
-                let peer = if d.peer_probe {
-                    Peer::Probe
-                } else {
-                    Peer::Control
-                };
+                let peer = if d.peer_probe { Peer::Probe } else { Peer::Control };
                 if d.dir_back {
-                    op.handle_datagram(
-                        now,
-                        peer,
-                        RxTime {
-                            wall: self.wall(now),
-                            kernel: true,
-                        },
-                        &d.bytes,
-                    );
+                    op.handle_datagram(now, peer, RxTime { wall: self.wall(now), kernel: true }, &d.bytes);
                     continue;
                 }
                 // at the responder
                 let rwall = self.responder_wall(now);
                 let mut out = vec![0u8; 1024];
                 if peer == Peer::Control {
-                    if let resp::ControlResult::Reply { len, .. } = self.responder.handle_control(
-                        now,
-                        rwall,
-                        src,
-                        &d.bytes,
-                        &mut out,
-                        &mut self.binder,
-                    ) {
+                    if let resp::ControlResult::Reply { len, .. } =
+                        self.responder.handle_control(now, rwall, src, &d.bytes, &mut out, &mut self.binder)
+                    {
                         let reply = out[..len].to_vec();
                         self.send(now, Dir::Back, Peer::Control, &reply);
                     }
                 } else {
-                    let key = PortKey {
-                        proto: Proto::Udp,
-                        addr: TARGET,
-                        port: op.probe_port(),
-                    };
+                    let key = PortKey { proto: Proto::Udp, addr: TARGET, port: op.probe_port() };
                     let mut pkt = d.bytes.clone();
-                    let rx = RxTime {
-                        wall: rwall,
-                        kernel: true,
-                    };
+                    let rx = RxTime { wall: rwall, kernel: true };
                     self.responder.handle_timeout(now, &mut self.binder);
                     if let resp::ProbeResult::Reply { len, stamp } =
-                        self.responder
-                            .handle_probe(now, &key, src, rx, &mut pkt, &mut self.binder)
+                        self.responder.handle_probe(now, &key, src, rx, &mut pkt, &mut self.binder)
                     {
                         resp::stamp_transmit(&mut pkt[..len], stamp, rwall + self.processing);
                         let at = now + self.processing;
@@ -222,11 +178,7 @@ fn jitter_cfg(packets: u32, precision: Precision, clock_sync: bool) -> JitterCon
     let timeout = 5000 * MS;
     JitterConfig {
         control: ControlMode::V1,
-        request: request(
-            ControlOp::UdpJitter,
-            16384,
-            JitterConfig::control_duration(timeout, packets, 20 * MS),
-        ),
+        request: request(ControlOp::UdpJitter, 16384, JitterConfig::control_duration(timeout, packets, 20 * MS)),
         sequence: 0x6e,
         packets,
         interval: 20 * MS,
@@ -267,40 +219,19 @@ fn ms_jitter_hand_computed() {
     assert_eq!((st.rtt.min, st.rtt.max), (25_000_000, 45_000_000));
     assert_eq!(st.rtt.sum, 120_000_000);
     let sd = st.one_way_sd.unwrap();
-    assert_eq!(
-        (sd.min, sd.max, sd.sum),
-        (10_000_000, 30_000_000, 60_000_000)
-    );
+    assert_eq!((sd.min, sd.max, sd.sum), (10_000_000, 30_000_000, 60_000_000));
     let ds = st.one_way_ds.unwrap();
-    assert_eq!(
-        (ds.min, ds.max, ds.sum),
-        (15_000_000, 15_000_000, 60_000_000)
-    );
+    assert_eq!((ds.min, ds.max, ds.sum), (15_000_000, 15_000_000, 60_000_000));
     // SD jitter 0, +20, −20; DS all 0
-    assert_eq!(
-        (st.jitter_sd.positive.count, st.jitter_sd.positive.max),
-        (2, 20_000_000)
-    );
-    assert_eq!(
-        (st.jitter_sd.negative.count, st.jitter_sd.negative.max),
-        (1, 20_000_000)
-    );
-    assert_eq!(
-        (
-            st.jitter_ds.positive.count,
-            st.jitter_ds.positive.max,
-            st.jitter_ds.negative.count
-        ),
-        (3, 0, 0)
-    );
+    assert_eq!((st.jitter_sd.positive.count, st.jitter_sd.positive.max), (2, 20_000_000));
+    assert_eq!((st.jitter_sd.negative.count, st.jitter_sd.negative.max), (1, 20_000_000));
+    assert_eq!((st.jitter_ds.positive.count, st.jitter_ds.positive.max, st.jitter_ds.negative.count), (3, 0, 0));
     // probe 4 never reached the responder: its counter says so
     assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (1, 0, 0));
     assert_eq!(r.stamps.rx_kernel, 4);
     // the control message is the one IOS sends for this operation (g711alaw capture, seq 0x6e,
     // 16384, 5000 + 5 × 20 ms), target rewritten to 127.0.0.1
-    let mut want =
-        hex::decode("016e0034000000000004001000000000 7f000001 4000 1388".replace(' ', ""))
-            .unwrap();
+    let mut want = hex::decode("016e0034000000000004001000000000 7f000001 4000 1388".replace(' ', "")).unwrap();
     want[22..24].copy_from_slice(&5100u16.to_be_bytes());
     want.extend_from_slice(&[0, 1, 0, 28]);
     want.resize(52, 0);
@@ -314,10 +245,7 @@ fn ms_jitter_across_midnight() {
     sim.wall0 = Duration::from_secs(1_725_235_200) - 50 * MS;
     let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
     let st = sim.run(&mut op).stats;
-    assert_eq!(
-        (st.rtt.min, st.rtt.max, st.rtt.sum),
-        (25_000_000, 45_000_000, 120_000_000)
-    );
+    assert_eq!((st.rtt.min, st.rtt.max, st.rtt.sum), (25_000_000, 45_000_000, 120_000_000));
     assert_eq!(st.one_way_sd.unwrap().sum, 60_000_000);
     assert_eq!(st.loss_sd, 1);
 }
@@ -329,11 +257,7 @@ fn processing_time_is_removed() {
         sim.processing = processing * MS;
         let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(3, Precision::Ms, true));
         let st = sim.run(&mut op).stats;
-        assert_eq!(
-            (st.rtt.min, st.rtt.max),
-            (25_000_000, 25_000_000),
-            "processing {processing} ms"
-        );
+        assert_eq!((st.rtt.min, st.rtt.max), (25_000_000, 25_000_000), "processing {processing} ms");
         assert_eq!(st.one_way_ds.unwrap().max, 15_000_000);
     }
 }
@@ -341,10 +265,7 @@ fn processing_time_is_removed() {
 #[test]
 fn us_jitter_with_unsynchronised_clocks() {
     // out 1.234567 ms, back 0.5 ms, processing 37 µs; responder clock 3 s ahead.
-    let mut sim = Sim::new(constant(
-        Duration::from_nanos(1_234_567),
-        Duration::from_micros(500),
-    ));
+    let mut sim = Sim::new(constant(Duration::from_nanos(1_234_567), Duration::from_micros(500)));
     sim.processing = Duration::from_micros(37);
     sim.offset = 3_000_000_000;
     let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(10, Precision::Us, false));
@@ -353,18 +274,10 @@ fn us_jitter_with_unsynchronised_clocks() {
     assert_eq!(r.precision, Precision::Us);
     assert_eq!(st.received, 10);
     // RTT exact to the NTP resolution (2^-32 s): 1.734567 ms
-    assert!(
-        (st.rtt.min - 1_734_567).abs() <= 2 && (st.rtt.max - 1_734_567).abs() <= 2,
-        "{:?}",
-        st.rtt
-    );
+    assert!((st.rtt.min - 1_734_567).abs() <= 2 && (st.rtt.max - 1_734_567).abs() <= 2, "{:?}", st.rtt);
     assert_eq!(st.one_way_sd, None, "unsynchronised: one-way unavailable");
     // the 3 s offset cancels in jitter
-    assert!(
-        st.jitter_sd.positive.max <= 2 && st.jitter_sd.negative.max <= 2,
-        "{:?}",
-        st.jitter_sd
-    );
+    assert!(st.jitter_sd.positive.max <= 2 && st.jitter_sd.negative.max <= 2, "{:?}", st.jitter_sd);
     // responder counter via the type-3 legacy layout
     assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (0, 0, 0));
 }
@@ -392,34 +305,20 @@ fn reorder_duplicate_late_and_tail() {
     assert_eq!(st.out_of_sequence, 2, "p2 after p3, p4 after p5");
     assert_eq!(st.late, 1, "p4's reply after the 100 ms timeout");
     assert_eq!(st.received, 4);
-    assert_eq!(
-        (st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop),
-        (0, 0, 1, 1)
-    );
-    assert_eq!(
-        st.loss_sd + st.loss_ds + st.loss_mia,
-        st.sent - st.received - st.late
-    );
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop), (0, 0, 1, 1));
+    assert_eq!(st.loss_sd + st.loss_ds + st.loss_mia, st.sent - st.received - st.late);
 }
 
 #[test]
 fn control_unanswered_is_no_connection_with_same_sequence() {
-    let script: Script = Box::new(|dir, peer, _| {
-        if (dir, peer) == (Dir::Out, Peer::Control) {
-            vec![]
-        } else {
-            vec![MS]
-        }
-    });
+    let script: Script =
+        Box::new(|dir, peer, _| if (dir, peer) == (Dir::Out, Peer::Control) { vec![] } else { vec![MS] });
     let mut sim = Sim::new(script);
     let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, false));
     let r = sim.run(&mut op);
     assert_eq!(r.return_code, ReturnCode::NoConnection);
     assert_eq!(sim.control_sent.len(), 3);
-    assert!(
-        sim.control_sent.iter().all(|m| m == &sim.control_sent[0]),
-        "a retry keeps the sequence"
-    );
+    assert!(sim.control_sent.iter().all(|m| m == &sim.control_sent[0]), "a retry keeps the sequence");
     assert_eq!(r.stats.sent, 0);
 }
 
@@ -432,11 +331,7 @@ fn v2_control_auth_and_port_selection() {
         ..ResponderConfig::default()
     });
     let mut cfg = jitter_cfg(4, Precision::Us, false);
-    cfg.control = ControlMode::V2(Some(V2Auth {
-        mode: AuthMode::HmacSha256,
-        key_id: 3,
-        secret: b"k".to_vec(),
-    }));
+    cfg.control = ControlMode::V2(Some(V2Auth { mode: AuthMode::HmacSha256, key_id: 3, secret: b"k".to_vec() }));
     cfg.request.port = 0;
     let mut op = UdpJitterOp::new(sim.t0, cfg.clone());
     let r = sim.run(&mut op);
@@ -529,27 +424,11 @@ fn udp_echo_and_verify_error() {
     assert_eq!(t.peer, Peer::Control);
     let mut ok = buf[..24].to_vec();
     ok[3] = 24;
-    op.handle_datagram(
-        now,
-        Peer::Control,
-        RxTime {
-            wall: sim.wall(now),
-            kernel: false,
-        },
-        &ok,
-    );
+    op.handle_datagram(now, Peer::Control, RxTime { wall: sim.wall(now), kernel: false }, &ok);
     let t = op.poll_transmit(now, sim.wall(now), &mut buf).unwrap();
     assert_eq!(t.peer, Peer::Probe);
     buf[5] ^= 0xff;
-    op.handle_datagram(
-        now + MS,
-        Peer::Probe,
-        RxTime {
-            wall: sim.wall(now + MS),
-            kernel: false,
-        },
-        &buf[..t.len],
-    );
+    op.handle_datagram(now + MS, Peer::Probe, RxTime { wall: sim.wall(now + MS), kernel: false }, &buf[..t.len]);
     op.handle_timeout(now + 6000 * MS);
     assert_eq!(op.result().return_code, ReturnCode::VerifyError);
 }

@@ -35,23 +35,11 @@ struct World {
 
 impl World {
     fn new(config: ResponderConfig) -> Self {
-        World {
-            r: Responder::new(config),
-            b: FakeBinder::default(),
-            t0: Instant::now(),
-            out: [0; 1024],
-        }
+        World { r: Responder::new(config), b: FakeBinder::default(), t0: Instant::now(), out: [0; 1024] }
     }
     fn control(&mut self, at_ms: u64, from: SocketAddr, bytes: &[u8]) -> ControlResult {
         let now = self.t0 + Duration::from_millis(at_ms);
-        self.r.handle_control(
-            now,
-            wall() + Duration::from_millis(at_ms),
-            from,
-            bytes,
-            &mut self.out,
-            &mut self.b,
-        )
+        self.r.handle_control(now, wall() + Duration::from_millis(at_ms), from, bytes, &mut self.out, &mut self.b)
     }
     fn reply(&self, len: usize) -> &[u8] {
         &self.out[..len]
@@ -59,20 +47,13 @@ impl World {
     fn probe(&mut self, at_ms: u64, key: PortKey, from: SocketAddr, pkt: &mut [u8]) -> ProbeResult {
         let now = self.t0 + Duration::from_millis(at_ms);
         self.r.handle_timeout(now, &mut self.b);
-        let rx = RxTime {
-            wall: wall() + Duration::from_millis(at_ms),
-            kernel: true,
-        };
+        let rx = RxTime { wall: wall() + Duration::from_millis(at_ms), kernel: true };
         self.r.handle_probe(now, &key, from, rx, pkt, &mut self.b)
     }
 }
 
 fn udp(port: u16) -> PortKey {
-    PortKey {
-        proto: Proto::Udp,
-        addr: IpAddr::from(LO),
-        port,
-    }
+    PortKey { proto: Proto::Udp, addr: IpAddr::from(LO), port }
 }
 
 #[test]
@@ -88,38 +69,18 @@ fn v1_replies_are_byte_identical_to_ios() {
         let mut w = World::new(ResponderConfig::default());
         let req = v1_request(seq, op, port, dur);
         let res = w.control(0, src(), &req);
-        assert_eq!(
-            res,
-            ControlResult::Reply {
-                len: 24,
-                accepted: true
-            }
-        );
+        assert_eq!(res, ControlResult::Reply { len: 24, accepted: true });
         let mut want = req[..24].to_vec();
         want[3] = 0x18;
         assert_eq!(w.reply(24), &want[..]);
         let proto = if op == 3 { Proto::Tcp } else { Proto::Udp };
-        assert!(
-            w.b.open.contains(&PortKey {
-                proto,
-                addr: IpAddr::from(LO),
-                port
-            }),
-            "port opened before the reply"
-        );
+        assert!(w.b.open.contains(&PortKey { proto, addr: IpAddr::from(LO), port }), "port opened before the reply");
     }
 }
 
 fn g729a_probe(seq: u16, t1: u32) -> Vec<u8> {
     let mut p = vec![0u8; 32];
-    Type2Repr {
-        processing_ms: 0,
-        t1,
-        t2: 0,
-        sender_seq: seq,
-        responder_seq: 0,
-    }
-    .emit(&mut p);
+    Type2Repr { processing_ms: 0, t1, t2: 0, sender_seq: seq, responder_seq: 0 }.emit(&mut p);
     probe::fill_pattern(&mut p[16..], &[0xab, 0xcd]);
     p
 }
@@ -135,20 +96,10 @@ fn type2_probes_get_t2_counter_and_processing_time() {
         let mut pkt = g729a_probe(i, t1);
         let req = pkt.clone();
         let res = w.probe(at, udp(16384), src(), &mut pkt);
-        let ProbeResult::Reply {
-            len: 32,
-            stamp: TxStamp::Type2 { t2_ms },
-        } = res
-        else {
-            panic!("{res:?}")
-        };
+        let ProbeResult::Reply { len: 32, stamp: TxStamp::Type2 { t2_ms } } = res else { panic!("{res:?}") };
         assert_eq!(t2_ms, t1, "T2 is the receive time in ms since midnight");
         // The responder writes T3 3 ms later: processing time 3.
-        stamp_transmit(
-            &mut pkt,
-            TxStamp::Type2 { t2_ms },
-            wall() + Duration::from_millis(at + 3),
-        );
+        stamp_transmit(&mut pkt, TxStamp::Type2 { t2_ms }, wall() + Duration::from_millis(at + 3));
         let r = Type2::new_checked(&pkt[..]).unwrap();
         assert_eq!(r.processing_ms(), 3);
         assert_eq!(r.responder_seq(), i);
@@ -180,11 +131,7 @@ fn responder_sequence_counts_received_probes_not_sender_sequence() {
 fn processing_time_crosses_midnight() {
     let mut p = g729a_probe(1, 0);
     let day = Duration::from_secs(86_400 * 20_001);
-    stamp_transmit(
-        &mut p,
-        TxStamp::Type2 { t2_ms: MS_LAST },
-        day + Duration::from_millis(1),
-    );
+    stamp_transmit(&mut p, TxStamp::Type2 { t2_ms: MS_LAST }, day + Duration::from_millis(1));
     assert_eq!(Type2::new_checked(&p[..]).unwrap().processing_ms(), 2);
 }
 const MS_LAST: u32 = ipsla_wire::time::MS_PER_DAY - 1;
@@ -192,31 +139,15 @@ const MS_LAST: u32 = ipsla_wire::time::MS_PER_DAY - 1;
 #[test]
 fn echo_is_answered_verbatim_once_then_port_closes() {
     let mut w = World::new(ResponderConfig::default());
-    w.control(
-        0,
-        "127.0.0.1:50300".parse().unwrap(),
-        &v1_request(0x69, 2, 42518, 5000),
-    );
+    w.control(0, "127.0.0.1:50300".parse().unwrap(), &v1_request(0x69, 2, 42518, 5000));
     // IOS capture: the echo probe left from another port (60038) than the control (50300).
     let probe_src: SocketAddr = "127.0.0.1:60038".parse().unwrap();
     let mut p = hex::decode("00010000abcdabcdabcdabcdabcdabcd").unwrap();
     let req = p.clone();
-    assert_eq!(
-        w.probe(1, udp(42518), probe_src, &mut p),
-        ProbeResult::Reply {
-            len: 16,
-            stamp: TxStamp::None
-        }
-    );
+    assert_eq!(w.probe(1, udp(42518), probe_src, &mut p), ProbeResult::Reply { len: 16, stamp: TxStamp::None });
     assert_eq!(p, req);
-    assert!(
-        !w.b.open.contains(&udp(42518)),
-        "echo port closed after the answer"
-    );
-    assert_eq!(
-        w.probe(2, udp(42518), probe_src, &mut p),
-        ProbeResult::Dropped(ProbeReject::NoSession)
-    );
+    assert!(!w.b.open.contains(&udp(42518)), "echo port closed after the answer");
+    assert_eq!(w.probe(2, udp(42518), probe_src, &mut p), ProbeResult::Dropped(ProbeReject::NoSession));
     assert_eq!(w.r.session_count(), 0);
 }
 
@@ -243,10 +174,7 @@ fn session_expiry_closes_port_and_refresh_resets_sequence() {
     w.r.handle_timeout(w.t0 + Duration::from_millis(1900), &mut w.b);
     assert!(!w.b.open.contains(&udp(16384)));
     let mut p = g729a_probe(3, 0);
-    assert_eq!(
-        w.probe(1950, udp(16384), src(), &mut p),
-        ProbeResult::Dropped(ProbeReject::NoSession)
-    );
+    assert_eq!(w.probe(1950, udp(16384), src(), &mut p), ProbeResult::Dropped(ProbeReject::NoSession));
     assert_eq!(w.r.stats().sessions_opened, 1);
     assert_eq!(w.r.stats().sessions_closed, 1);
 }
@@ -281,28 +209,11 @@ fn type3_layouts_legacy_and_rfc() {
     p[1] = 3;
     p[53] = 1;
     let res = w.probe(5, udp(17000), src(), &mut p);
-    assert_eq!(
-        res,
-        ProbeResult::Reply {
-            len: 64,
-            stamp: TxStamp::Type3 {
-                layout: Type3Layout::Legacy
-            }
-        }
-    );
+    assert_eq!(res, ProbeResult::Reply { len: 64, stamp: TxStamp::Type3 { layout: Type3Layout::Legacy } });
     assert_eq!(&p[52..56], &[0, 1, 0, 1]);
     let t2 = NtpTimestamp(u64::from_be_bytes(p[12..20].try_into().unwrap()));
-    assert_eq!(
-        t2,
-        NtpTimestamp::from_unix(wall() + Duration::from_millis(5))
-    );
-    stamp_transmit(
-        &mut p,
-        TxStamp::Type3 {
-            layout: Type3Layout::Legacy,
-        },
-        wall() + Duration::from_millis(6),
-    );
+    assert_eq!(t2, NtpTimestamp::from_unix(wall() + Duration::from_millis(5)));
+    stamp_transmit(&mut p, TxStamp::Type3 { layout: Type3Layout::Legacy }, wall() + Duration::from_millis(6));
     let t3 = NtpTimestamp(u64::from_be_bytes(p[20..28].try_into().unwrap()));
     assert_eq!(t3.diff_nanos(t2), 1_000_000);
     // RFC layout: u32 sequence 2 at 52 → responder u32 at 56 = 2
@@ -314,18 +225,12 @@ fn type3_layouts_legacy_and_rfc() {
     // too short for either layout
     let mut p = vec![0u8; 40];
     p[1] = 3;
-    assert_eq!(
-        w.probe(7, udp(17000), src(), &mut p),
-        ProbeResult::Dropped(ProbeReject::Truncated)
-    );
+    assert_eq!(w.probe(7, udp(17000), src(), &mut p), ProbeResult::Dropped(ProbeReject::Truncated));
 }
 
 #[test]
 fn v1_rejections_are_counted_and_dropped() {
-    let mut cfg = ResponderConfig {
-        port_range: 2000..=60000,
-        ..ResponderConfig::default()
-    };
+    let mut cfg = ResponderConfig { port_range: 2000..=60000, ..ResponderConfig::default() };
     cfg.max_duration = Duration::from_secs(10);
     let mut w = World::new(cfg);
     w.b.busy.insert(5001);
@@ -337,10 +242,7 @@ fn v1_rejections_are_counted_and_dropped() {
         (v1_request(1, 4, 5001, 5000), Reject::PortInUse),
         (v1_request(1, 4, 5002, 0), Reject::BadDuration),
         (v1_request(1, 9, 5002, 5000), Reject::FormatError),
-        (
-            v1_request(1, 4, 5002, 5000)[..40].to_vec(),
-            Reject::Malformed,
-        ),
+        (v1_request(1, 4, 5002, 5000)[..40].to_vec(), Reject::Malformed),
         (
             {
                 let mut r = v1_request(1, 4, 5002, 5000);
@@ -368,23 +270,13 @@ fn v1_rejections_are_counted_and_dropped() {
     ];
     for (req, why) in cases {
         let before = w.r.stats().rejects.get(&why).copied().unwrap_or(0);
-        assert_eq!(
-            w.control(0, src(), &req),
-            ControlResult::Dropped(why),
-            "{why:?}"
-        );
+        assert_eq!(w.control(0, src(), &req), ControlResult::Dropped(why), "{why:?}");
         assert_eq!(w.r.stats().rejects[&why], before + 1);
         assert_eq!(w.r.stats().recent_sources.back().unwrap().2, Some(why));
     }
     // a 65 s duration is over the 10 s maximum
-    let mut w = World::new(ResponderConfig {
-        max_duration: Duration::from_secs(10),
-        ..ResponderConfig::default()
-    });
-    assert_eq!(
-        w.control(0, src(), &v1_request(1, 4, 5002, 65000)),
-        ControlResult::Dropped(Reject::BadDuration)
-    );
+    let mut w = World::new(ResponderConfig { max_duration: Duration::from_secs(10), ..ResponderConfig::default() });
+    assert_eq!(w.control(0, src(), &v1_request(1, 4, 5002, 65000)), ControlResult::Dropped(Reject::BadDuration));
     assert!(w.b.open.is_empty());
 }
 
@@ -398,63 +290,33 @@ fn acl_and_rate_limit() {
     };
     let mut w = World::new(cfg);
     let outsider: SocketAddr = "127.0.1.1:1000".parse().unwrap();
-    assert_eq!(
-        w.control(0, outsider, &v1_request(1, 4, 5000, 1000)),
-        ControlResult::Dropped(Reject::NotAllowed)
-    );
-    let got: Vec<_> = (0..5)
-        .map(|i| w.control(0, src(), &v1_request(i, 4, 5000, 1000)))
-        .collect();
-    assert!(matches!(
-        got[2],
-        ControlResult::Reply { accepted: true, .. }
-    ));
+    assert_eq!(w.control(0, outsider, &v1_request(1, 4, 5000, 1000)), ControlResult::Dropped(Reject::NotAllowed));
+    let got: Vec<_> = (0..5).map(|i| w.control(0, src(), &v1_request(i, 4, 5000, 1000))).collect();
+    assert!(matches!(got[2], ControlResult::Reply { accepted: true, .. }));
     assert_eq!(got[3], ControlResult::Dropped(Reject::RateLimited));
     assert_eq!(got[4], ControlResult::Dropped(Reject::RateLimited));
     // 100 ms later one token is back
-    assert!(matches!(
-        w.control(100, src(), &v1_request(9, 4, 5000, 1000)),
-        ControlResult::Reply { .. }
-    ));
+    assert!(matches!(w.control(100, src(), &v1_request(9, 4, 5000, 1000)), ControlResult::Reply { .. }));
     assert_eq!(w.r.stats().rejects[&Reject::RateLimited], 2);
 }
 
 #[test]
 fn session_caps_total_and_per_source() {
-    let cfg = ResponderConfig {
-        max_sessions: 3,
-        max_sessions_per_source: 2,
-        ..ResponderConfig::default()
-    };
+    let cfg = ResponderConfig { max_sessions: 3, max_sessions_per_source: 2, ..ResponderConfig::default() };
     let mut w = World::new(cfg);
     let a: SocketAddr = "127.0.0.2:1".parse().unwrap();
     let b: SocketAddr = "127.0.0.3:1".parse().unwrap();
     let c: SocketAddr = "127.0.0.4:1".parse().unwrap();
-    assert!(matches!(
-        w.control(0, a, &v1_request(1, 4, 5000, 1000)),
-        ControlResult::Reply { .. }
-    ));
-    assert!(matches!(
-        w.control(0, a, &v1_request(2, 4, 5001, 1000)),
-        ControlResult::Reply { .. }
-    ));
+    assert!(matches!(w.control(0, a, &v1_request(1, 4, 5000, 1000)), ControlResult::Reply { .. }));
+    assert!(matches!(w.control(0, a, &v1_request(2, 4, 5001, 1000)), ControlResult::Reply { .. }));
     assert_eq!(
         w.control(0, a, &v1_request(3, 4, 5002, 1000)),
         ControlResult::Dropped(Reject::TooManySessionsPerSource)
     );
     // a refresh of an existing session is not a new one
-    assert!(matches!(
-        w.control(0, a, &v1_request(4, 4, 5001, 1000)),
-        ControlResult::Reply { .. }
-    ));
-    assert!(matches!(
-        w.control(0, b, &v1_request(1, 4, 5003, 1000)),
-        ControlResult::Reply { .. }
-    ));
-    assert_eq!(
-        w.control(0, c, &v1_request(1, 4, 5004, 1000)),
-        ControlResult::Dropped(Reject::TooManySessions)
-    );
+    assert!(matches!(w.control(0, a, &v1_request(4, 4, 5001, 1000)), ControlResult::Reply { .. }));
+    assert!(matches!(w.control(0, b, &v1_request(1, 4, 5003, 1000)), ControlResult::Reply { .. }));
+    assert_eq!(w.control(0, c, &v1_request(1, 4, 5004, 1000)), ControlResult::Dropped(Reject::TooManySessions));
     assert_eq!(w.r.session_count(), 3);
 }
 
@@ -462,11 +324,7 @@ fn session_caps_total_and_per_source() {
 fn tcp_accepts_counted_only_with_session() {
     let mut w = World::new(ResponderConfig::default());
     w.control(0, src(), &v1_request(0x74, 3, 42518, 5000));
-    let key = PortKey {
-        proto: Proto::Tcp,
-        addr: IpAddr::from(LO),
-        port: 42518,
-    };
+    let key = PortKey { proto: Proto::Tcp, addr: IpAddr::from(LO), port: 42518 };
     assert!(w.r.handle_tcp_accept(w.t0, &key, "127.0.0.1:27293".parse().unwrap()));
     assert!(!w.r.handle_tcp_accept(w.t0, &key, "127.0.0.5:27293".parse().unwrap()));
     assert_eq!(w.r.stats().tcp_accepts, 1);
@@ -482,10 +340,7 @@ fn permanent_jitter_port_counts_per_sender_and_restarts_at_one() {
         assert_eq!(Type2::new_checked(&p[..]).unwrap().responder_seq(), want);
     }
     // a control message may not take over a permanent port
-    assert_eq!(
-        w.control(0, src(), &v1_request(1, 4, 7000, 1000)),
-        ControlResult::Dropped(Reject::PortNotAllowed)
-    );
+    assert_eq!(w.control(0, src(), &v1_request(1, 4, 7000, 1000)), ControlResult::Dropped(Reject::PortNotAllowed));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,12 +351,7 @@ fn v2_request(seq: u32, mode: AuthMode, key_id: u16, port: u16, ts: NtpTimestamp
         status: Status::Success,
         sequence: seq,
         timestamp: ts,
-        auth: AuthRepr {
-            status: Status::Success,
-            mode,
-            key_id,
-            long: Some(([0x5a; 16], [0; 32])),
-        },
+        auth: AuthRepr { status: Status::Success, mode, key_id, long: Some(([0x5a; 16], [0; 32])) },
         measurement: Some(UdpMeasurementRepr {
             status: Status::Success,
             role: 1,
@@ -522,9 +372,7 @@ fn v2_request(seq: u32, mode: AuthMode, key_id: u16, port: u16, ts: NtpTimestamp
 }
 
 fn sign(mut b: Vec<u8>, mode: AuthMode, secret: &[u8]) -> Vec<u8> {
-    ControlV2::new_checked(&mut b[..])
-        .unwrap()
-        .sign(mode, secret);
+    ControlV2::new_checked(&mut b[..]).unwrap().sign(mode, secret);
     b
 }
 
@@ -542,18 +390,8 @@ fn v2_reply(w: &World, len: usize) -> ControlV2Repr {
 fn v2_success_reflects_csld_and_signs() {
     for mode in [AuthMode::Sha256, AuthMode::HmacSha256] {
         let mut w = World::new(keyed());
-        let req = sign(
-            v2_request(10, mode, 7, 18000, NtpTimestamp::from_unix(wall())),
-            mode,
-            b"s3cret",
-        );
-        let ControlResult::Reply {
-            len,
-            accepted: true,
-        } = w.control(0, src(), &req)
-        else {
-            panic!()
-        };
+        let req = sign(v2_request(10, mode, 7, 18000, NtpTimestamp::from_unix(wall())), mode, b"s3cret");
+        let ControlResult::Reply { len, accepted: true } = w.control(0, src(), &req) else { panic!() };
         assert_eq!(len, 172);
         let rep = v2_reply(&w, len);
         assert_eq!(rep.status, Status::Success);
@@ -565,11 +403,7 @@ fn v2_success_reflects_csld_and_signs() {
         assert_ne!(m.session_id, 0, "responder assigned its own session id");
         assert_eq!(rep.timestamp, NtpTimestamp::from_unix(wall()));
         // digest recomputed over the response
-        assert!(
-            ControlV2::new_checked(w.reply(len))
-                .unwrap()
-                .verify(mode, b"s3cret")
-        );
+        assert!(ControlV2::new_checked(w.reply(len)).unwrap().verify(mode, b"s3cret"));
         assert!(w.b.open.contains(&udp(18000)));
         // the session is keyed by the measurement source port
         let mut p = vec![0u8; 64];
@@ -590,27 +424,13 @@ fn v2_wrong_key_unknown_key_and_mode0_when_required() {
     let mut w = World::new(cfg);
     let ts = NtpTimestamp::from_unix(wall());
     let cases = [
-        sign(
-            v2_request(1, AuthMode::HmacSha256, 7, 18000, ts),
-            AuthMode::HmacSha256,
-            b"wrong",
-        ),
-        sign(
-            v2_request(2, AuthMode::HmacSha256, 8, 18000, ts),
-            AuthMode::HmacSha256,
-            b"s3cret",
-        ),
+        sign(v2_request(1, AuthMode::HmacSha256, 7, 18000, ts), AuthMode::HmacSha256, b"wrong"),
+        sign(v2_request(2, AuthMode::HmacSha256, 8, 18000, ts), AuthMode::HmacSha256, b"s3cret"),
         v2_request(3, AuthMode::None, 0, 18000, ts),
         v2_request(4, AuthMode::Unknown(9), 7, 18000, ts),
     ];
     for req in cases {
-        let ControlResult::Reply {
-            len,
-            accepted: false,
-        } = w.control(0, src(), &req)
-        else {
-            panic!()
-        };
+        let ControlResult::Reply { len, accepted: false } = w.control(0, src(), &req) else { panic!() };
         let rep = v2_reply(&w, len);
         assert_eq!(rep.status, Status::AuthFailure);
         assert_eq!(rep.auth.status, Status::AuthFailure);
@@ -625,77 +445,38 @@ fn v2_replay_protection() {
     let m = AuthMode::HmacSha256;
     let ts = NtpTimestamp::from_unix(wall());
     let first = sign(v2_request(100, m, 7, 18000, ts), m, b"s3cret");
-    assert!(matches!(
-        w.control(0, src(), &first),
-        ControlResult::Reply { accepted: true, .. }
-    ));
+    assert!(matches!(w.control(0, src(), &first), ControlResult::Reply { accepted: true, .. }));
     // a retry (same sequence, same bytes) is accepted
-    assert!(matches!(
-        w.control(10, src(), &first),
-        ControlResult::Reply { accepted: true, .. }
-    ));
+    assert!(matches!(w.control(10, src(), &first), ControlResult::Reply { accepted: true, .. }));
     // an older sequence is a replay
     let old = sign(v2_request(99, m, 7, 18000, ts), m, b"s3cret");
-    assert!(matches!(
-        w.control(20, src(), &old),
-        ControlResult::Reply {
-            accepted: false,
-            ..
-        }
-    ));
+    assert!(matches!(w.control(20, src(), &old), ControlResult::Reply { accepted: false, .. }));
     // the same sequence with a different body is a replay
     let other = sign(v2_request(100, m, 7, 18001, ts), m, b"s3cret");
-    assert!(matches!(
-        w.control(30, src(), &other),
-        ControlResult::Reply {
-            accepted: false,
-            ..
-        }
-    ));
+    assert!(matches!(w.control(30, src(), &other), ControlResult::Reply { accepted: false, .. }));
     assert_eq!(v2_reply(&w, 172).status, Status::AuthFailure);
     // a stale timestamp (2 min old) is a replay even with a new sequence
     let stale_ts = NtpTimestamp::from_unix(wall() - Duration::from_secs(120));
     let stale = sign(v2_request(101, m, 7, 18000, stale_ts), m, b"s3cret");
-    assert!(matches!(
-        w.control(40, src(), &stale),
-        ControlResult::Reply {
-            accepted: false,
-            ..
-        }
-    ));
+    assert!(matches!(w.control(40, src(), &stale), ControlResult::Reply { accepted: false, .. }));
     assert_eq!(w.r.stats().rejects[&Reject::Replay], 3);
     // a newer sequence goes through
     let next = sign(v2_request(101, m, 7, 18000, ts), m, b"s3cret");
-    assert!(matches!(
-        w.control(50, src(), &next),
-        ControlResult::Reply { accepted: true, .. }
-    ));
+    assert!(matches!(w.control(50, src(), &next), ControlResult::Reply { accepted: true, .. }));
 }
 
 #[test]
 fn v2_port_zero_port_in_use_and_unknown_csld() {
-    let mut w = World::new(ResponderConfig {
-        port_range: 30000..=30010,
-        ..ResponderConfig::default()
-    });
+    let mut w = World::new(ResponderConfig { port_range: 30000..=30010, ..ResponderConfig::default() });
     w.b.busy.insert(30000);
     let ts = NtpTimestamp(0);
-    let ControlResult::Reply {
-        len,
-        accepted: true,
-    } = w.control(0, src(), &v2_request(1, AuthMode::None, 0, 0, ts))
+    let ControlResult::Reply { len, accepted: true } = w.control(0, src(), &v2_request(1, AuthMode::None, 0, 0, ts))
     else {
         panic!()
     };
-    assert_eq!(
-        v2_reply(&w, len).measurement.unwrap().meas_dst_port,
-        30001,
-        "responder picked a free port"
-    );
-    let ControlResult::Reply {
-        len,
-        accepted: false,
-    } = w.control(0, src(), &v2_request(2, AuthMode::None, 0, 30000, ts))
+    assert_eq!(v2_reply(&w, len).measurement.unwrap().meas_dst_port, 30001, "responder picked a free port");
+    let ControlResult::Reply { len, accepted: false } =
+        w.control(0, src(), &v2_request(2, AuthMode::None, 0, 30000, ts))
     else {
         panic!()
     };
@@ -707,33 +488,33 @@ fn v2_port_zero_port_in_use_and_unknown_csld() {
     req.extend_from_slice(&[0x28, 0, 0, 0, 0, 0, 0, 12, 1, 2, 3, 4]);
     let l = req.len() as u32;
     req[8..12].copy_from_slice(&l.to_be_bytes());
-    let ControlResult::Reply {
-        len,
-        accepted: false,
-    } = w.control(0, src(), &req)
-    else {
-        panic!()
-    };
+    let ControlResult::Reply { len, accepted: false } = w.control(0, src(), &req) else { panic!() };
     let out = w.reply(len);
     assert_eq!(&out[2..4], &[0, 3], "header: format error");
-    assert_eq!(
-        &out[172 + 2..172 + 4],
-        &[0, 3],
-        "the unknown CSLD carries the status"
-    );
+    assert_eq!(&out[172 + 2..172 + 4], &[0, 3], "the unknown CSLD carries the status");
     // broken framing: header-only format error
     let mut bad = v2_request(4, AuthMode::None, 0, 30002, ts);
     bad[8..12].copy_from_slice(&100u32.to_be_bytes());
     bad.truncate(100);
-    let ControlResult::Reply {
-        len: 20,
-        accepted: false,
-    } = w.control(0, src(), &bad)
-    else {
-        panic!()
-    };
+    let ControlResult::Reply { len: 20, accepted: false } = w.control(0, src(), &bad) else { panic!() };
     assert_eq!(&w.reply(20)[2..4], &[0, 3]);
     assert_eq!(&w.reply(20)[8..12], &[0, 0, 0, 20]);
+}
+
+#[test]
+fn v2_port_zero_retry_refreshes_the_same_port() {
+    // Found by the responder fuzz target: a retried port-0 request opened a second port.
+    let mut w = World::new(ResponderConfig { port_range: 30000..=30010, ..ResponderConfig::default() });
+    let req = v2_request(1, AuthMode::None, 0, 0, NtpTimestamp(0));
+    let ControlResult::Reply { len, accepted: true } = w.control(0, src(), &req) else { panic!() };
+    let first = v2_reply(&w, len).measurement.unwrap().meas_dst_port;
+    let ControlResult::Reply { len, accepted: true } = w.control(500, src(), &req) else { panic!() };
+    assert_eq!(v2_reply(&w, len).measurement.unwrap().meas_dst_port, first);
+    assert_eq!(w.r.session_count(), 1);
+    assert_eq!(w.b.open.len(), 1);
+    // the refresh moved the expiry: still open at 3000 + 400 ms
+    w.r.handle_timeout(w.t0 + Duration::from_millis(3400), &mut w.b);
+    assert_eq!(w.b.open.len(), 1);
 }
 
 proptest! {

@@ -7,22 +7,11 @@ use proptest::prelude::*;
 const US: i64 = 1000;
 
 fn s(seq: u32, responder_seq: u32, rtt_us: i64, sd_us: i64, ds_us: i64) -> Sample {
-    Sample {
-        seq,
-        responder_seq,
-        rtt: rtt_us * US,
-        sd: sd_us * US,
-        ds: ds_us * US,
-        late: false,
-    }
+    Sample { seq, responder_seq, rtt: rtt_us * US, sd: sd_us * US, ds: ds_us * US, late: false }
 }
 
 fn cfg(sync: bool) -> StatsConfig {
-    StatsConfig {
-        threshold: 2000 * US,
-        clock_sync: sync,
-        responder_counts: true,
-    }
+    StatsConfig { threshold: 2000 * US, clock_sync: sync, responder_counts: true }
 }
 
 /// 10 probes: seq 3 lost on the way out, seq 6 lost on the way back, seq 10 never answered.
@@ -48,52 +37,17 @@ fn rtt_threshold_and_percentiles() {
     assert_eq!(st.rtt.sum2, 16_920_000 * i128::from(US) * i128::from(US));
     assert_eq!(st.rtt.avg(), 1_400_000.0);
     assert_eq!(st.over_threshold, 1);
-    assert_eq!(
-        st.rtt_pct,
-        Percentiles {
-            p50: 1100 * US,
-            p90: 3000 * US,
-            p99: 3000 * US
-        }
-    );
+    assert_eq!(st.rtt_pct, Percentiles { p50: 1100 * US, p90: 3000 * US, p99: 3000 * US });
     // |ΔRTT| in sequence order: 200, 300, 600, 400, 0, 1900
-    assert_eq!(
-        st.ipdv_pct,
-        Percentiles {
-            p50: 300 * US,
-            p90: 1900 * US,
-            p99: 1900 * US
-        }
-    );
+    assert_eq!(st.ipdv_pct, Percentiles { p50: 300 * US, p90: 1900 * US, p99: 1900 * US });
 }
 
 #[test]
 fn loss_by_direction() {
     let st = compute(10, &scenario_a(), 0, cfg(false));
-    assert_eq!(
-        (st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop),
-        (1, 1, 1, 1)
-    );
-    assert_eq!(
-        st.periods_sd,
-        LossPeriods {
-            count: 1,
-            len_min: 1,
-            len_max: 1,
-            inter_min: 0,
-            inter_max: 0
-        }
-    );
-    assert_eq!(
-        st.periods_ds,
-        LossPeriods {
-            count: 1,
-            len_min: 1,
-            len_max: 1,
-            inter_min: 0,
-            inter_max: 0
-        }
-    );
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop), (1, 1, 1, 1));
+    assert_eq!(st.periods_sd, LossPeriods { count: 1, len_min: 1, len_max: 1, inter_min: 0, inter_max: 0 });
+    assert_eq!(st.periods_ds, LossPeriods { count: 1, len_min: 1, len_max: 1, inter_min: 0, inter_max: 0 });
     assert!((st.loss_ratio() - 0.3).abs() < 1e-12);
 }
 
@@ -102,29 +56,16 @@ fn jitter_split_by_sign_and_interarrival() {
     let st = compute(10, &scenario_a(), 0, cfg(false));
     // SD transit 500,700,400,900,500,600,2000 → +200 −300 +500 −400 +100 +1400
     let sd = st.jitter_sd;
-    assert_eq!(
-        (sd.positive.count, sd.positive.min, sd.positive.max),
-        (4, 100 * US, 1400 * US)
-    );
+    assert_eq!((sd.positive.count, sd.positive.min, sd.positive.max), (4, 100 * US, 1400 * US));
     assert_eq!(sd.positive.sum, 2200 * i128::from(US));
-    assert_eq!(
-        (sd.negative.count, sd.negative.min, sd.negative.max),
-        (2, 300 * US, 400 * US)
-    );
+    assert_eq!((sd.negative.count, sd.negative.min, sd.negative.max), (2, 300 * US, 400 * US));
     assert_eq!(sd.negative.sum, 700 * i128::from(US));
     assert!((sd.avg() - 2_900_000.0 / 6.0).abs() < 1e-6);
     // J += (|D| − J)/16 over 200,300,500,400,100,1400 µs
-    assert!(
-        (sd.interarrival - 164_617.621_898_651_12).abs() < 1e-6,
-        "{}",
-        sd.interarrival
-    );
+    assert!((sd.interarrival - 164_617.621_898_651_12).abs() < 1e-6, "{}", sd.interarrival);
     // DS transit 500,500,500,600,600,500,1000 → 0 0 +100 0 −100 +500: zero counts as positive
     let ds = st.jitter_ds;
-    assert_eq!(
-        (ds.positive.count, ds.positive.min, ds.positive.max),
-        (5, 0, 500 * US)
-    );
+    assert_eq!((ds.positive.count, ds.positive.min, ds.positive.max), (5, 0, 500 * US));
     assert_eq!((ds.negative.count, ds.negative.max), (1, 100 * US));
     assert!((ds.avg() - 700_000.0 / 6.0).abs() < 1e-6);
     assert!((st.jitter_avg() - 3_600_000.0 / 12.0).abs() < 1e-6);
@@ -137,15 +78,9 @@ fn one_way_only_with_synchronised_clocks() {
     assert_eq!(st.one_way_ds, None);
     let st = compute(10, &scenario_a(), 0, cfg(true));
     let sd = st.one_way_sd.unwrap();
-    assert_eq!(
-        (sd.count, sd.min, sd.max, sd.sum),
-        (7, 400 * US, 2000 * US, 5600 * i128::from(US))
-    );
+    assert_eq!((sd.count, sd.min, sd.max, sd.sum), (7, 400 * US, 2000 * US, 5600 * i128::from(US)));
     let ds = st.one_way_ds.unwrap();
-    assert_eq!(
-        (ds.min, ds.max, ds.sum),
-        (500 * US, 1000 * US, 4200 * i128::from(US))
-    );
+    assert_eq!((ds.min, ds.max, ds.sum), (500 * US, 1000 * US, 4200 * i128::from(US)));
     // SD sorted 400 500 500 600 700 900 2000: p50 = 4th = 600
     assert_eq!(st.one_way_pct.unwrap().0.p50, 600 * US);
 }
@@ -168,36 +103,12 @@ fn burst_loss_periods() {
         (17, 13),
         (18, 14),
     ];
-    let arrivals: Vec<Sample> = answered
-        .iter()
-        .map(|&(q, r)| s(q, r, 1000, 500, 500))
-        .collect();
+    let arrivals: Vec<Sample> = answered.iter().map(|&(q, r)| s(q, r, 1000, 500, 500)).collect();
     let st = compute(20, &arrivals, 0, cfg(false));
     assert_eq!(st.received, 13);
-    assert_eq!(
-        (st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop),
-        (4, 1, 2, 2)
-    );
-    assert_eq!(
-        st.periods_sd,
-        LossPeriods {
-            count: 2,
-            len_min: 1,
-            len_max: 3,
-            inter_min: 7,
-            inter_max: 7
-        }
-    );
-    assert_eq!(
-        st.periods_ds,
-        LossPeriods {
-            count: 1,
-            len_min: 1,
-            len_max: 1,
-            inter_min: 0,
-            inter_max: 0
-        }
-    );
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop), (4, 1, 2, 2));
+    assert_eq!(st.periods_sd, LossPeriods { count: 2, len_min: 1, len_max: 3, inter_min: 7, inter_max: 7 });
+    assert_eq!(st.periods_ds, LossPeriods { count: 1, len_min: 1, len_max: 1, inter_min: 0, inter_max: 0 });
     // constant transit: every jitter value is 0 (positive)
     assert_eq!(st.jitter_sd.positive.count, 12);
     assert_eq!(st.jitter_sd.negative.count, 0);
@@ -207,24 +118,15 @@ fn burst_loss_periods() {
 fn reorder_duplicate_and_late() {
     let mut late = s(5, 5, 9000, 4500, 4500);
     late.late = true;
-    let arrivals = vec![
-        s(1, 1, 1000, 500, 500),
-        s(3, 2, 1000, 500, 500),
-        s(2, 3, 1000, 500, 500),
-        s(4, 4, 1000, 500, 500),
-        late,
-    ];
+    let arrivals =
+        vec![s(1, 1, 1000, 500, 500), s(3, 2, 1000, 500, 500), s(2, 3, 1000, 500, 500), s(4, 4, 1000, 500, 500), late];
     let st = compute(5, &arrivals, 1, cfg(false));
     assert_eq!(st.out_of_sequence, 1);
     assert_eq!(st.duplicates, 1);
     assert_eq!(st.late, 1);
     assert_eq!(st.received, 4);
     assert_eq!(st.rtt.max, 1000 * US, "late reply kept out of the RTT");
-    assert_eq!(
-        (st.loss_sd, st.loss_ds, st.loss_mia),
-        (0, 0, 0),
-        "a late reply is not a loss"
-    );
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (0, 0, 0), "a late reply is not a loss");
 }
 
 #[test]
@@ -237,15 +139,7 @@ fn nothing_answered_is_all_mia() {
 
 #[test]
 fn without_responder_counter_every_loss_is_mia() {
-    let st = compute(
-        10,
-        &scenario_a(),
-        0,
-        StatsConfig {
-            responder_counts: false,
-            ..cfg(false)
-        },
-    );
+    let st = compute(10, &scenario_a(), 0, StatsConfig { responder_counts: false, ..cfg(false) });
     assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (0, 0, 3));
 }
 

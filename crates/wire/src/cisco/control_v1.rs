@@ -151,10 +151,7 @@ impl<T: AsRef<[u8]>> ControlV1<T> {
     /// Iterates over the TLVs. Each item is `(type, whole TLV bytes)` or the framing error.
     pub fn tlvs(&self) -> TlvIter<'_> {
         let b = self.buffer.as_ref();
-        TlvIter {
-            rest: b.get(field::TLVS..).unwrap_or(&[]),
-            failed: false,
-        }
+        TlvIter { rest: b.get(field::TLVS..).unwrap_or(&[]), failed: false }
     }
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
@@ -228,8 +225,7 @@ pub struct MeasurementRepr {
 impl MeasurementRepr {
     /// Parses a whole measurement TLV (header included).
     pub fn parse(tlv_type: TlvType, tlv: &[u8]) -> Result<Self> {
-        let operation =
-            Operation::from_tlv_type(tlv_type).ok_or(Error::UnknownType(tlv_type.into()))?;
+        let operation = Operation::from_tlv_type(tlv_type).ok_or(Error::UnknownType(tlv_type.into()))?;
         match tlv.len() {
             MEASUREMENT_V4_LEN => Ok(MeasurementRepr {
                 operation,
@@ -358,12 +354,7 @@ impl ControlV1Repr {
     /// The request a source sends: measurement TLV plus a zero auth TLV (IOS capture, 52 bytes
     /// for IPv4).
     pub fn request(sequence: u8, measurement: MeasurementRepr) -> Self {
-        ControlV1Repr {
-            sequence,
-            status: 0,
-            measurement,
-            auth: Some([0; AUTH_DATA_LEN]),
-        }
+        ControlV1Repr { sequence, status: 0, measurement, auth: Some([0; AUTH_DATA_LEN]) }
     }
 }
 
@@ -372,11 +363,7 @@ impl ControlV1Repr {
 /// reply length, or `None` when `out` is too small or the request has no measurement TLV.
 pub fn emit_reply<T: AsRef<[u8]>>(request: &ControlV1<T>, out: &mut [u8]) -> Option<usize> {
     let b = request.as_bytes();
-    let tlv = request
-        .tlvs()
-        .filter_map(|t| t.ok())
-        .find(|(ty, _)| *ty != TlvType::Auth)
-        .map(|(_, tlv)| tlv)?;
+    let tlv = request.tlvs().filter_map(|t| t.ok()).find(|(ty, _)| *ty != TlvType::Auth).map(|(_, tlv)| tlv)?;
     let len = HEADER_LEN + tlv.len();
     let out = out.get_mut(..len)?;
     out[..HEADER_LEN].copy_from_slice(&b[..HEADER_LEN]);
@@ -392,13 +379,14 @@ mod tests {
 
     fn capture(seq: u8, op: u8, port: u16, dur: u16) -> (Vec<u8>, Vec<u8>) {
         // Reference §(b), "Control exchanges": request 52 B, reply 24 B.
-        let mut req = hex::decode(format!(
-            "01{seq:02x}003400000000 00{op:02x}0010 00000000 c0a80c02 {port:04x}{dur:04x} 0001001c"
-        ).replace(' ', "")).unwrap();
+        let mut req = hex::decode(
+            format!("01{seq:02x}003400000000 00{op:02x}0010 00000000 c0a80c02 {port:04x}{dur:04x} 0001001c")
+                .replace(' ', ""),
+        )
+        .unwrap();
         req.extend_from_slice(&[0u8; 24]);
         let rep = hex::decode(
-            format!("01{seq:02x}001800000000 00{op:02x}0010 00000000 c0a80c02 {port:04x}{dur:04x}")
-                .replace(' ', ""),
+            format!("01{seq:02x}001800000000 00{op:02x}0010 00000000 c0a80c02 {port:04x}{dur:04x}").replace(' ', ""),
         )
         .unwrap();
         (req, rep)
@@ -440,10 +428,7 @@ mod tests {
             assert_eq!(r.measurement.operation, op);
             assert_eq!(r.measurement.port, port);
             assert_eq!(r.measurement.duration_ms, dur);
-            assert_eq!(
-                r.measurement.target,
-                IpAddr::V4(Ipv4Addr::new(192, 168, 12, 2))
-            );
+            assert_eq!(r.measurement.target, IpAddr::V4(Ipv4Addr::new(192, 168, 12, 2)));
             assert_eq!(r.auth, Some([0; 24]));
             // The source side builds exactly the bytes IOS sent.
             let mut out = [0u8; 64];
@@ -478,10 +463,7 @@ mod tests {
         assert_eq!(req.len(), 68);
         let r = ControlV1Repr::parse(&ControlV1::new_checked(&req[..]).unwrap()).unwrap();
         assert_eq!(r.measurement.operation, Operation::UdpJitter);
-        assert_eq!(
-            r.measurement.target,
-            "2001:6e8:280::1:342d".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(r.measurement.target, "2001:6e8:280::1:342d".parse::<IpAddr>().unwrap());
         assert_eq!(r.measurement.port, 50505);
         assert_eq!(r.measurement.duration_ms, 7000);
         let mut out = [0u8; 80];
@@ -492,32 +474,17 @@ mod tests {
     #[test]
     fn rejects_bad_framing() {
         let (req, ..) = capture(1, 4, 5000, 5200);
-        assert_eq!(
-            ControlV1::new_checked(&req[..7]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            ControlV1::new_checked(&req[..51]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(ControlV1::new_checked(&req[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(ControlV1::new_checked(&req[..51]).unwrap_err(), Error::BadLength);
         let mut v2 = req.clone();
         v2[0] = 2;
-        assert_eq!(
-            ControlV1::new_checked(&v2[..]).unwrap_err(),
-            Error::UnsupportedVersion(2)
-        );
+        assert_eq!(ControlV1::new_checked(&v2[..]).unwrap_err(), Error::UnsupportedVersion(2));
         let mut bad_tlv = req.clone();
         bad_tlv[11] = 0x30; // measurement TLV claims 48 bytes
-        assert_eq!(
-            ControlV1::new_checked(&bad_tlv[..]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(ControlV1::new_checked(&bad_tlv[..]).unwrap_err(), Error::BadLength);
         let mut tiny_tlv = req.clone();
         tiny_tlv[11] = 2; // shorter than its own header
-        assert_eq!(
-            ControlV1::new_checked(&tiny_tlv[..]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(ControlV1::new_checked(&tiny_tlv[..]).unwrap_err(), Error::BadLength);
         let mut unknown = req.clone();
         unknown[9] = 9;
         let p = ControlV1::new_checked(&unknown[..]).unwrap();
@@ -532,15 +499,9 @@ mod tests {
     }
 
     fn arb_repr() -> impl Strategy<Value = ControlV1Repr> {
-        let op = prop_oneof![
-            Just(Operation::UdpEcho),
-            Just(Operation::TcpConnect),
-            Just(Operation::UdpJitter)
-        ];
-        let v4 = (any::<u32>(), any::<u16>())
-            .prop_map(|(a, d)| (IpAddr::V4(Ipv4Addr::from(a)), u32::from(d)));
-        let v6 =
-            (any::<u128>(), any::<u32>()).prop_map(|(a, d)| (IpAddr::V6(Ipv6Addr::from(a)), d));
+        let op = prop_oneof![Just(Operation::UdpEcho), Just(Operation::TcpConnect), Just(Operation::UdpJitter)];
+        let v4 = (any::<u32>(), any::<u16>()).prop_map(|(a, d)| (IpAddr::V4(Ipv4Addr::from(a)), u32::from(d)));
+        let v6 = (any::<u128>(), any::<u32>()).prop_map(|(a, d)| (IpAddr::V6(Ipv6Addr::from(a)), d));
         (
             any::<u8>(),
             any::<u32>(),
@@ -550,22 +511,14 @@ mod tests {
             any::<u16>(),
             proptest::option::of(any::<[u8; 24]>()),
         )
-            .prop_map(
-                |(sequence, status, operation, reserved, (target, duration_ms), port, auth)| {
-                    ControlV1Repr {
-                        sequence,
-                        status,
-                        measurement: MeasurementRepr {
-                            operation,
-                            reserved,
-                            target,
-                            port,
-                            duration_ms,
-                        },
-                        auth,
-                    }
-                },
-            )
+            .prop_map(|(sequence, status, operation, reserved, (target, duration_ms), port, auth)| {
+                ControlV1Repr {
+                    sequence,
+                    status,
+                    measurement: MeasurementRepr { operation, reserved, target, port, duration_ms },
+                    auth,
+                }
+            })
     }
 
     proptest! {

@@ -161,10 +161,7 @@ impl<T: AsRef<[u8]>> ControlV2<T> {
     pub fn auth_mode(&self) -> Option<(AuthMode, u16)> {
         let at = self.index.auth? + field::C_DATA;
         let b = self.buffer.as_ref();
-        Some((
-            AuthMode::from(b[at + field::A_MODE]),
-            be16(b, at + field::A_KEY_ID),
-        ))
+        Some((AuthMode::from(b[at + field::A_MODE]), be16(b, at + field::A_KEY_ID)))
     }
     fn digest_offset(&self) -> Option<usize> {
         let at = self.index.auth?;
@@ -239,21 +236,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ControlV2<T> {
     /// Sets the measurement destination port (the responder's choice for port 0).
     pub fn set_udp_meas_dst_port(&mut self, port: u16) {
         if let Some(at) = self.index.udp {
-            put16(
-                self.buffer.as_mut(),
-                at + field::C_DATA + field::U_MEAS_DST_PORT,
-                port,
-            );
+            put16(self.buffer.as_mut(), at + field::C_DATA + field::U_MEAS_DST_PORT, port);
         }
     }
     /// Sets the session identifier (the responder may substitute its own).
     pub fn set_udp_session_id(&mut self, id: u32) {
         if let Some(at) = self.index.udp {
-            put32(
-                self.buffer.as_mut(),
-                at + field::C_DATA + field::U_SESSION,
-                id,
-            );
+            put32(self.buffer.as_mut(), at + field::C_DATA + field::U_SESSION, id);
         }
     }
     /// Writes `digest` into the digest field, if the message has one.
@@ -272,32 +261,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ControlV2<T> {
 
 fn csld_data_len(b: &[u8], at: usize, exclusive: bool) -> usize {
     let len = be32(b, at + field::C_LENGTH) as usize;
-    if exclusive {
-        len
-    } else {
-        len - CSLD_HEADER_LEN
-    }
+    if exclusive { len } else { len - CSLD_HEADER_LEN }
 }
 
 fn scan(b: &[u8], exclusive: bool) -> Result<Index> {
-    let mut index = Index {
-        lengths_exclude_header: exclusive,
-        ..Index::default()
-    };
+    let mut index = Index { lengths_exclude_header: exclusive, ..Index::default() };
     let mut at = HEADER_LEN;
     while at < b.len() {
         if b.len() - at < CSLD_HEADER_LEN {
             return Err(Error::Truncated);
         }
         let raw = be32(b, at + field::C_LENGTH) as usize;
-        let total = if exclusive {
-            raw.checked_add(CSLD_HEADER_LEN)
-        } else {
-            Some(raw)
-        };
-        let total = total
-            .filter(|t| *t >= CSLD_HEADER_LEN && *t <= b.len() - at)
-            .ok_or(Error::BadLength)?;
+        let total = if exclusive { raw.checked_add(CSLD_HEADER_LEN) } else { Some(raw) };
+        let total = total.filter(|t| *t >= CSLD_HEADER_LEN && *t <= b.len() - at).ok_or(Error::BadLength)?;
         let data = total - CSLD_HEADER_LEN;
         let code = be16(b, at + field::C_COMMAND);
         match Command::from(code) {
@@ -456,17 +432,8 @@ impl ControlV2Repr {
 
     /// Total length of the emitted message.
     pub fn buffer_len(&self) -> usize {
-        let auth = if self.auth.long.is_some() {
-            AUTH_DATA_LEN
-        } else {
-            AUTH_SHORT_DATA_LEN
-        };
-        HEADER_LEN
-            + CSLD_HEADER_LEN
-            + auth
-            + self
-                .measurement
-                .map_or(0, |_| CSLD_HEADER_LEN + UDP_DATA_LEN)
+        let auth = if self.auth.long.is_some() { AUTH_DATA_LEN } else { AUTH_SHORT_DATA_LEN };
+        HEADER_LEN + CSLD_HEADER_LEN + auth + self.measurement.map_or(0, |_| CSLD_HEADER_LEN + UDP_DATA_LEN)
     }
 
     /// Emits header, Authentication CSLD, UDP-Measurement CSLD, with lengths that include the
@@ -482,11 +449,7 @@ impl ControlV2Repr {
         put32(b, field::LENGTH, len as u32);
         put64(b, field::TIMESTAMP, self.timestamp.0);
         let mut at = HEADER_LEN;
-        let auth_len = if self.auth.long.is_some() {
-            AUTH_DATA_LEN
-        } else {
-            AUTH_SHORT_DATA_LEN
-        };
+        let auth_len = if self.auth.long.is_some() { AUTH_DATA_LEN } else { AUTH_SHORT_DATA_LEN };
         put16(b, at + field::C_COMMAND, Command::Authentication.into());
         put16(b, at + field::C_STATUS, self.auth.status.into());
         put32(b, at + field::C_LENGTH, (CSLD_HEADER_LEN + auth_len) as u32);
@@ -501,11 +464,7 @@ impl ControlV2Repr {
         if let Some(m) = &self.measurement {
             put16(b, at + field::C_COMMAND, Command::UdpMeasurement.into());
             put16(b, at + field::C_STATUS, m.status.into());
-            put32(
-                b,
-                at + field::C_LENGTH,
-                (CSLD_HEADER_LEN + UDP_DATA_LEN) as u32,
-            );
+            put32(b, at + field::C_LENGTH, (CSLD_HEADER_LEN + UDP_DATA_LEN) as u32);
             let d = at + field::C_DATA;
             b[d + field::U_ADDR_TYPE] = if m.control_src.is_ipv6() { 3 } else { 2 };
             b[d + field::U_ROLE] = m.role;
@@ -532,12 +491,7 @@ mod tests {
             status: Status::Success,
             sequence: 7,
             timestamp: NtpTimestamp(0xe8f0_0000_8000_0000),
-            auth: AuthRepr {
-                status: Status::Success,
-                mode,
-                key_id: 3,
-                long: Some(([0x11; 16], [0; 32])),
-            },
+            auth: AuthRepr { status: Status::Success, mode, key_id: 3, long: Some(([0x11; 16], [0; 32])) },
             measurement: Some(UdpMeasurementRepr {
                 status: Status::Success,
                 role: 1,
@@ -630,39 +584,24 @@ mod tests {
         put32(&mut b, 176, 12);
         let p = ControlV2::new_checked(&b[..]).unwrap();
         assert_eq!(p.index().unknown, Some((172, 0x2800)));
-        assert_eq!(
-            ControlV2Repr::parse(&p).unwrap_err(),
-            Error::UnknownType(0x2800)
-        );
+        assert_eq!(ControlV2Repr::parse(&p).unwrap_err(), Error::UnknownType(0x2800));
     }
 
     #[test]
     fn rejects_bad_framing() {
         let mut b = [0u8; 172];
         sample(AuthMode::None).emit(&mut b);
-        assert_eq!(
-            ControlV2::new_checked(&b[..19]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            ControlV2::new_checked(&b[..100]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(ControlV2::new_checked(&b[..19]).unwrap_err(), Error::Truncated);
+        assert_eq!(ControlV2::new_checked(&b[..100]).unwrap_err(), Error::BadLength);
         let mut c = b;
         put32(&mut c, 84, 1000);
-        assert_eq!(
-            ControlV2::new_checked(&c[..]).unwrap_err(),
-            Error::BadLength
-        );
+        assert_eq!(ControlV2::new_checked(&c[..]).unwrap_err(), Error::BadLength);
         let mut c = b;
         put32(&mut c, 84, 0);
         assert!(ControlV2::new_checked(&c[..]).is_err());
         let mut c = b;
         c[88] = 9;
-        assert_eq!(
-            ControlV2Repr::parse(&ControlV2::new_checked(&c[..]).unwrap()).unwrap_err(),
-            Error::Malformed
-        );
+        assert_eq!(ControlV2Repr::parse(&ControlV2::new_checked(&c[..]).unwrap()).unwrap_err(), Error::Malformed);
     }
 
     fn arb_ip(v6: bool) -> BoxedStrategy<IpAddr> {
@@ -685,20 +624,18 @@ mod tests {
                 arb_ip(v6),
                 any::<(u16, u16, u16, u32)>(),
             )
-                .prop_map(|(st, role, session_id, a, b, c, d, (p1, p2, p3, dur))| {
-                    UdpMeasurementRepr {
-                        status: Status::from(st),
-                        role,
-                        session_id,
-                        control_src: a,
-                        control_dst: b,
-                        meas_src: c,
-                        meas_dst: d,
-                        control_src_port: p1,
-                        meas_src_port: p2,
-                        meas_dst_port: p3,
-                        duration_ms: dur,
-                    }
+                .prop_map(|(st, role, session_id, a, b, c, d, (p1, p2, p3, dur))| UdpMeasurementRepr {
+                    status: Status::from(st),
+                    role,
+                    session_id,
+                    control_src: a,
+                    control_dst: b,
+                    meas_src: c,
+                    meas_dst: d,
+                    control_src_port: p1,
+                    meas_src_port: p2,
+                    meas_dst_port: p3,
+                    duration_ms: dur,
                 })
         });
         (
@@ -710,12 +647,7 @@ mod tests {
                 status: Status::from(st),
                 sequence: seq,
                 timestamp: NtpTimestamp(ts),
-                auth: AuthRepr {
-                    status: Status::from(ast),
-                    mode: AuthMode::from(mode),
-                    key_id: key,
-                    long,
-                },
+                auth: AuthRepr { status: Status::from(ast), mode: AuthMode::from(mode), key_id: key, long },
                 measurement: m,
             })
     }

@@ -370,23 +370,14 @@ mod tests {
     #[test]
     fn type2_capture_pair() {
         // IOS capture g729a F3/F4 (reference §(b)).
-        let req = hex::decode(
-            "00020000029aa061000000000001000 0abcdabcdabcdabcdabcdabcdabcdabcd".replace(' ', ""),
-        )
-        .unwrap();
-        let rep = hex::decode("00020000029aa061029aa06100010001abcdabcdabcdabcdabcdabcdabcdabcd")
-            .unwrap();
+        let req =
+            hex::decode("00020000029aa061000000000001000 0abcdabcdabcdabcdabcdabcdabcdabcd".replace(' ', "")).unwrap();
+        let rep = hex::decode("00020000029aa061029aa06100010001abcdabcdabcdabcdabcdabcdabcdabcd").unwrap();
         assert_eq!(req.len(), 32);
         let q = Type2::new_checked(&req[..]).unwrap();
         assert_eq!(
             Type2Repr::parse(&q),
-            Type2Repr {
-                processing_ms: 0,
-                t1: 0x029a_a061,
-                t2: 0,
-                sender_seq: 1,
-                responder_seq: 0
-            }
+            Type2Repr { processing_ms: 0, t1: 0x029a_a061, t2: 0, sender_seq: 1, responder_seq: 0 }
         );
         let r = Type2::new_checked(&rep[..]).unwrap();
         assert_eq!(r.t2(), 0x029a_a061);
@@ -401,14 +392,8 @@ mod tests {
 
     #[test]
     fn type2_rejects() {
-        assert_eq!(
-            Type2::new_checked(&[0u8, 2, 0][..]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Type2::new_checked(&[0u8; 16][..]).unwrap_err(),
-            Error::UnknownType(0)
-        );
+        assert_eq!(Type2::new_checked(&[0u8, 2, 0][..]).unwrap_err(), Error::Truncated);
+        assert_eq!(Type2::new_checked(&[0u8; 16][..]).unwrap_err(), Error::UnknownType(0));
     }
 
     #[test]
@@ -436,18 +421,10 @@ mod tests {
         c[1] = 3;
         put16(&mut c, 52, 5);
         assert_eq!(Type3Layout::detect(&c), Type3Layout::Legacy);
-        assert_eq!(
-            Type3::new_checked(&c[..], Type3Layout::Legacy)
-                .unwrap()
-                .sender_seq(),
-            5
-        );
+        assert_eq!(Type3::new_checked(&c[..], Type3Layout::Legacy).unwrap().sender_seq(), 5);
         // a 56-byte packet can only be legacy
         assert_eq!(Type3Layout::detect(&b[..56]), Type3Layout::Legacy);
-        assert_eq!(
-            Type3::new_checked(&b[..56], Type3Layout::Rfc).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Type3::new_checked(&b[..56], Type3Layout::Rfc).unwrap_err(), Error::Truncated);
     }
 
     proptest! {
