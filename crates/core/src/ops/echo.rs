@@ -1,23 +1,47 @@
-//! udp-echo: control (v1 operation udp-echo), then one type-1 probe echoed unchanged; RTT from our
-//! own clock (T4 − T1). The reply must equal what we sent (IOS `verify-data`): a mismatch is a
-//! verify error.
+//! udp-echo and icmp-echo: one probe, RTT from our own clock (T4 − T1).
+//!
+//! udp-echo: control (v1 operation udp-echo), then one type-1 probe echoed unchanged; the reply
+//! must equal what we sent (IOS `verify-data`): a mismatch is a verify error.
+//! icmp-echo: one ICMP Echo Request whose payload is 8 bytes of sender time (IOS: an "internal
+//! timestamp", reference §4.5) and `request-data-size` bytes of pattern (IOS default 28); the reply
+//! must carry the same sequence and payload.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
 use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
 use crate::stats::{self, Sample, StatsConfig};
 use ipsla_wire::cisco::probe::{self, ProbeType};
+use ipsla_wire::icmp;
 use std::time::{Duration, Instant};
 
-/// A udp-echo operation's parameters.
+/// What the probe is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchoFormat {
+    /// IP SLA type-1 probe over UDP.
+    Udp,
+    /// ICMP Echo Request.
+    Icmp {
+        /// ICMPv6 instead of ICMPv4.
+        v6: bool,
+        /// Identifier (raw sockets; a datagram ICMP socket lets the kernel choose).
+        ident: u16,
+        /// Sequence number.
+        seq: u16,
+    },
+}
+
+/// An echo operation's parameters.
 #[derive(Debug, Clone)]
 pub struct EchoConfig {
+    /// UDP or ICMP.
+    pub format: EchoFormat,
     /// Control mode (IOS `control enable|disable`).
     pub control: ControlMode,
     /// What the control message asks for (operation udp-echo, duration = timeout).
     pub request: ControlRequest,
     /// Control message sequence.
     pub sequence: u32,
-    /// Probe size (IOS udp-echo default 16), at least the 4-byte header.
+    /// udp-echo: probe size (IOS default 16), at least the 4-byte header. icmp-echo: data bytes
+    /// after the 8-byte timestamp (IOS request-data-size, default 28).
     pub size: usize,
     /// Data pattern (IOS default `ABCD`).
     pub pattern: Vec<u8>,
@@ -37,7 +61,7 @@ enum Phase {
 
 /// The udp-echo state machine.
 #[derive(Debug, Clone)]
-pub struct UdpEchoOp {
+pub struct EchoOp {
     cfg: EchoConfig,
     phase: Phase,
     probe: Vec<u8>,
@@ -51,15 +75,26 @@ pub struct UdpEchoOp {
     result: Option<OperationResult>,
 }
 
-impl UdpEchoOp {
+impl EchoOp {
     /// Starts at `now`.
     pub fn new(now: Instant, mut cfg: EchoConfig) -> Self {
-        cfg.size = cfg.size.max(probe::TYPE1_HEADER_LEN);
-        let mut p = vec![0u8; cfg.size];
-        p[..2].copy_from_slice(&u16::from(ProbeType::Echo).to_be_bytes());
-        probe::fill_pattern(&mut p[probe::TYPE1_HEADER_LEN..], &cfg.pattern);
+        let p = match cfg.format {
+            EchoFormat::Udp => {
+                cfg.size = cfg.size.max(probe::TYPE1_HEADER_LEN);
+                let mut p = vec![0u8; cfg.size];
+                p[..2].copy_from_slice(&u16::from(ProbeType::Echo).to_be_bytes());
+                probe::fill_pattern(&mut p[probe::TYPE1_HEADER_LEN..], &cfg.pattern);
+                p
+            }
+            EchoFormat::Icmp { .. } => {
+                // 8 bytes of timestamp are written at send time, then the pattern.
+                let mut p = vec![0u8; 8 + cfg.size];
+                probe::fill_pattern(&mut p[8..], &cfg.pattern);
+                p
+            }
+        };
         let control = ControlPhase::new(now, cfg.control.clone(), cfg.request.clone(), cfg.sequence, cfg.timeout);
-        UdpEchoOp {
+        EchoOp {
             cfg,
             phase: Phase::Control(Box::new(control)),
             probe: p,
@@ -111,15 +146,23 @@ impl UdpEchoOp {
     }
 }
 
-impl Operation for UdpEchoOp {
+impl Operation for EchoOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control();
         match &mut self.phase {
             Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len }),
             Phase::Send { port } => {
                 let port = *port;
-                let len = self.probe.len();
-                buf[..len].copy_from_slice(&self.probe);
+                let len = match self.cfg.format {
+                    EchoFormat::Udp => {
+                        buf[..self.probe.len()].copy_from_slice(&self.probe);
+                        self.probe.len()
+                    }
+                    EchoFormat::Icmp { v6, ident, seq } => {
+                        self.probe[..8].copy_from_slice(&(wall.as_millis() as u64).to_be_bytes());
+                        icmp::emit_echo_request(buf, v6, ident, seq, &self.probe)
+                    }
+                };
                 self.t1 = wall;
                 self.sent_at = Some(now);
                 self.phase = Phase::Wait { port, deadline: now + self.cfg.timeout };
@@ -140,7 +183,21 @@ impl Operation for UdpEchoOp {
                     self.duplicates += 1;
                     return;
                 }
-                if bytes != self.probe.as_slice() {
+                let matches = match self.cfg.format {
+                    EchoFormat::Udp => bytes == self.probe.as_slice(),
+                    EchoFormat::Icmp { seq, .. } => match icmp::Icmp::new_checked(bytes) {
+                        Ok(p) if matches!(p.msg_type(), icmp::ECHO_REPLY_V4 | icmp::ECHO_REPLY_V6) => {
+                            if p.sequence() != seq {
+                                // another operation's reply (datagram sockets share nothing, raw
+                                // sockets see everything): not ours
+                                return;
+                            }
+                            p.payload() == self.probe.as_slice()
+                        }
+                        _ => return,
+                    },
+                };
+                if !matches {
                     self.unexpected += 1;
                     self.failure = Some(ReturnCode::VerifyError);
                     return;

@@ -6,12 +6,18 @@
 //! carry NTP T1..T3; RTT = (T4 − T1) − (T3 − T2), SD = T2 − T1, DS = T4 − T3, to the nanosecond.
 //! T1 is our wall clock when the probe is written (just before the send call); T4 is the receive
 //! stamp the driver passes in (the kernel's when it has one).
+//!
+//! icmp-jitter is the same machine with ICMP Timestamp messages (RFC 792 types 13/14) instead of
+//! IP SLA probes and no control phase: the target's kernel answers with its receive and transmit
+//! times in ms since midnight, so P = transmit − receive; it keeps no receive counter, so every
+//! loss is MIA.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
 use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit, VoiceConfig};
 use crate::stats::{self, Sample, StatsConfig};
 use crate::voice;
 use ipsla_wire::cisco::probe::{self, Type2, Type2Repr, Type3, Type3Layout, Type3Repr};
+use ipsla_wire::icmp;
 use ipsla_wire::time::{NtpTimestamp, ms_diff, ms_since_midnight};
 use std::time::{Duration, Instant};
 
@@ -33,8 +39,8 @@ pub struct JitterConfig {
     pub interval: Duration,
     /// Probe size in bytes (IOS `request-data-size`, default 32), at least the header.
     pub size: usize,
-    /// ms (type 2) or µs (type 3).
-    pub precision: Precision,
+    /// Probe format: IP SLA type 2 (ms) or 3 (µs), or ICMP Timestamp.
+    pub format: JitterFormat,
     /// Operation timeout (IOS default 5000 ms): also how long after the last probe replies count.
     pub timeout: Duration,
     /// RTT threshold (IOS default 5000 ms).
@@ -47,15 +53,38 @@ pub struct JitterConfig {
     pub pattern: Vec<u8>,
 }
 
+/// What the probes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JitterFormat {
+    /// IP SLA probes: type 2 for ms precision, type 3 for µs.
+    Udp(Precision),
+    /// ICMP Timestamp requests (icmp-jitter) with this identifier.
+    IcmpTimestamp {
+        /// ICMP identifier of the operation.
+        ident: u16,
+    },
+}
+
+impl JitterFormat {
+    /// Precision of the timestamps.
+    pub fn precision(self) -> Precision {
+        match self {
+            JitterFormat::Udp(p) => p,
+            JitterFormat::IcmpTimestamp { .. } => Precision::Ms,
+        }
+    }
+}
+
 impl JitterConfig {
     /// Control duration as IOS builds it: timeout + packets × interval (reference §2.2).
     pub fn control_duration(timeout: Duration, packets: u32, interval: Duration) -> Duration {
         timeout + interval * packets
     }
     fn header_len(&self) -> usize {
-        match self.precision {
-            Precision::Ms => probe::TYPE2_HEADER_LEN,
-            Precision::Us => probe::TYPE3_HEADER_LEN,
+        match self.format {
+            JitterFormat::Udp(Precision::Ms) => probe::TYPE2_HEADER_LEN,
+            JitterFormat::Udp(Precision::Us) => probe::TYPE3_HEADER_LEN,
+            JitterFormat::IcmpTimestamp { .. } => icmp::TIMESTAMP_LEN,
         }
     }
     fn layout(&self) -> Type3Layout {
@@ -84,7 +113,7 @@ enum Phase {
 
 /// The udp-jitter state machine.
 #[derive(Debug, Clone)]
-pub struct UdpJitterOp {
+pub struct JitterOp {
     cfg: JitterConfig,
     phase: Phase,
     sent: Vec<Sent>,
@@ -97,14 +126,17 @@ pub struct UdpJitterOp {
     port: u16,
 }
 
-impl UdpJitterOp {
+impl JitterOp {
     /// Starts the operation at `now`.
     pub fn new(now: Instant, mut cfg: JitterConfig) -> Self {
         cfg.packets = cfg.packets.clamp(1, MAX_PACKETS);
-        cfg.size = cfg.size.max(cfg.header_len());
+        cfg.size = match cfg.format {
+            JitterFormat::IcmpTimestamp { .. } => icmp::TIMESTAMP_LEN,
+            JitterFormat::Udp(_) => cfg.size.max(cfg.header_len()),
+        };
         let control = ControlPhase::new(now, cfg.control.clone(), cfg.request.clone(), cfg.sequence, cfg.timeout);
         let cfg_port = cfg.request.port;
-        UdpJitterOp {
+        JitterOp {
             sent: Vec::with_capacity(cfg.packets as usize),
             cfg,
             phase: Phase::Control(Box::new(control)),
@@ -139,14 +171,20 @@ impl UdpJitterOp {
         let len = self.cfg.size;
         let hl = self.cfg.header_len();
         probe::fill_pattern(&mut buf[hl..len], &self.cfg.pattern);
-        let t1_wire = match self.cfg.precision {
-            Precision::Ms => {
+        let t1_wire = match self.cfg.format {
+            JitterFormat::IcmpTimestamp { ident } => {
+                // IOS sets RFC 792's non-standard-time bit (icmp_jitter capture).
+                let t1 = ms_since_midnight(wall) | !icmp::TIMESTAMP_MASK;
+                icmp::emit_timestamp_request(buf, ident, seq as u16, t1);
+                return self.record(now, wall, u64::from(t1 & icmp::TIMESTAMP_MASK), icmp::TIMESTAMP_LEN);
+            }
+            JitterFormat::Udp(Precision::Ms) => {
                 let t1 = ms_since_midnight(wall);
                 Type2Repr { processing_ms: 0, t1, t2: 0, sender_seq: seq as u16, responder_seq: 0 }
                     .emit(&mut buf[..len]);
                 u64::from(t1)
             }
-            Precision::Us => {
+            JitterFormat::Udp(Precision::Us) => {
                 let t1 = NtpTimestamp::from_unix(wall).0;
                 let layout = self.cfg.layout();
                 Type3Repr {
@@ -161,6 +199,10 @@ impl UdpJitterOp {
                 t1
             }
         };
+        self.record(now, wall, t1_wire, len)
+    }
+
+    fn record(&mut self, now: Instant, wall: Duration, t1_wire: u64, len: usize) -> usize {
         self.sent.push(Sent { at: now, t1_wire, t1_wall: wall, answered: false });
         len
     }
@@ -169,7 +211,7 @@ impl UdpJitterOp {
         let cfg = StatsConfig {
             threshold: self.cfg.threshold.as_nanos() as i64,
             clock_sync: self.cfg.clock_sync,
-            responder_counts: true,
+            responder_counts: matches!(self.cfg.format, JitterFormat::Udp(_)),
         };
         let st = stats::compute(self.sent.len() as u32, &self.arrivals, self.duplicates, cfg);
         let return_code = match self.failure {
@@ -192,7 +234,7 @@ impl UdpJitterOp {
             return_code,
             stats: st,
             voice,
-            precision: self.cfg.precision,
+            precision: self.cfg.format.precision(),
             stamps: self.stamps,
             unexpected: self.unexpected,
         });
@@ -200,12 +242,28 @@ impl UdpJitterOp {
     }
 
     fn handle_probe_reply(&mut self, now: Instant, rx: RxTime, bytes: &[u8]) {
-        let parsed = match self.cfg.precision {
-            Precision::Ms => Type2::new_checked(bytes).ok().map(|p| {
+        let parsed = match self.cfg.format {
+            JitterFormat::IcmpTimestamp { ident } => icmp::Icmp::new_checked(bytes).ok().and_then(|p| {
+                let [o, r, t] = p.timestamps().ok()?;
+                let m = icmp::TIMESTAMP_MASK;
+                (p.msg_type() == icmp::TIMESTAMP_REPLY && p.ident() == ident).then(|| {
+                    let (r, t) = (r & m, t & m);
+                    let processing = ms_diff(t, r).max(0) as u16;
+                    let reply = Type2Repr {
+                        processing_ms: processing,
+                        t1: o & m,
+                        t2: r,
+                        sender_seq: p.sequence(),
+                        responder_seq: 0,
+                    };
+                    (u32::from(p.sequence()), u64::from(o & m), 0, Reply::Ms(reply))
+                })
+            }),
+            JitterFormat::Udp(Precision::Ms) => Type2::new_checked(bytes).ok().map(|p| {
                 let r = Type2Repr::parse(&p);
                 (u32::from(r.sender_seq), u64::from(r.t1), r.responder_seq.into(), Reply::Ms(r))
             }),
-            Precision::Us => {
+            JitterFormat::Udp(Precision::Us) => {
                 let layout = self.cfg.layout();
                 Type3::new_checked(bytes, layout).ok().map(|p| {
                     let r = Type3Repr::parse(&p);
@@ -267,7 +325,7 @@ enum Reply {
     Us(Type3Repr),
 }
 
-impl Operation for UdpJitterOp {
+impl Operation for JitterOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control(now);
         match &mut self.phase {
@@ -332,7 +390,7 @@ impl Operation for UdpJitterOp {
             return_code: ReturnCode::Timeout,
             stats: Default::default(),
             voice: None,
-            precision: self.cfg.precision,
+            precision: self.cfg.format.precision(),
             stamps: self.stamps,
             unexpected: self.unexpected,
         })

@@ -14,6 +14,7 @@
 pub mod control;
 pub mod echo;
 pub mod jitter;
+pub mod tcp;
 
 use crate::stats::JitterStats;
 use crate::voice::{Codec, MosModel, VoiceScore};
@@ -29,6 +30,9 @@ pub enum Peer {
     Control,
     /// The measurement port.
     Probe,
+    /// Open a TCP connection to the measurement port (tcp-connect); the driver reports the outcome
+    /// with [`Operation::handle_connected`].
+    Connect,
 }
 
 /// A datagram the operation wants sent: `buf[..len]` to `peer`.
@@ -141,6 +145,8 @@ pub trait Operation {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit>;
     /// A datagram arrived.
     fn handle_datagram(&mut self, now: Instant, from: Peer, rx: RxTime, bytes: &[u8]);
+    /// The TCP connection asked for with [`Peer::Connect`] completed (`ok`) or failed, at `rx`.
+    fn handle_connected(&mut self, _now: Instant, _rx: RxTime, _ok: bool) {}
     /// When the operation next needs [`Operation::handle_timeout`] or a transmit poll.
     fn poll_timeout(&self) -> Option<Instant>;
     /// Timers due at `now`.

@@ -2,11 +2,12 @@
 //! Every expected number is worked out by hand from the scenario in the test's comment.
 
 use super::control::{ControlMode, ControlOp, ControlRequest, V2Auth};
-use super::echo::{EchoConfig, UdpEchoOp};
-use super::jitter::{JitterConfig, UdpJitterOp};
+use super::echo::{EchoConfig, EchoFormat, EchoOp};
+use super::jitter::{JitterConfig, JitterFormat, JitterOp};
 use super::*;
 use crate::responder::{self as resp, FakeBinder, PortKey, Proto, Responder, ResponderConfig};
 use ipsla_wire::cisco::control_v2::AuthMode;
+use ipsla_wire::icmp;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +28,9 @@ type Script = Box<dyn FnMut(Dir, Peer, u32) -> Vec<Duration>>;
 
 fn probe_seq(b: &[u8]) -> u32 {
     use ipsla_wire::cisco::probe::{Type2, Type3, Type3Layout};
+    if matches!(b.first(), Some(&icmp::TIMESTAMP_REQUEST | &icmp::ECHO_REQUEST_V4)) {
+        return u32::from(u16::from_be_bytes([b[6], b[7]]));
+    }
     match b.get(1) {
         Some(2) => Type2::new_checked(b).map_or(0, |p| u32::from(p.sender_seq())),
         Some(3) => Type3::new_checked(b, Type3Layout::detect(b)).map_or(0, |p| p.sender_seq()),
@@ -139,6 +143,28 @@ impl Sim {
                         let reply = out[..len].to_vec();
                         self.send(now, Dir::Back, Peer::Control, &reply);
                     }
+                } else if d.bytes.first() == Some(&icmp::TIMESTAMP_REQUEST)
+                    || d.bytes.first() == Some(&icmp::ECHO_REQUEST_V4)
+                {
+                    // a Linux-like ICMP target: receive and transmit time with the MSB clear
+                    let mut pkt = d.bytes.clone();
+                    let at = now + self.processing;
+                    if pkt[0] == icmp::TIMESTAMP_REQUEST {
+                        pkt[0] = icmp::TIMESTAMP_REPLY;
+                        let rx = ipsla_wire::time::ms_since_midnight(rwall);
+                        let tx = ipsla_wire::time::ms_since_midnight(rwall + self.processing);
+                        pkt[12..16].copy_from_slice(&rx.to_be_bytes());
+                        pkt[16..20].copy_from_slice(&tx.to_be_bytes());
+                    } else {
+                        pkt[0] = icmp::ECHO_REPLY_V4;
+                    }
+                    pkt[2..4].fill(0);
+                    let c = icmp::internet_checksum(&pkt);
+                    pkt[2..4].copy_from_slice(&c.to_be_bytes());
+                    let n = u32::from(u16::from_be_bytes([pkt[6], pkt[7]]));
+                    for dl in (self.script)(Dir::Back, Peer::Probe, n) {
+                        self.push(at + dl, true, true, pkt.clone());
+                    }
                 } else {
                     let key = PortKey { proto: Proto::Udp, addr: TARGET, port: op.probe_port() };
                     let mut pkt = d.bytes.clone();
@@ -183,7 +209,7 @@ fn jitter_cfg(packets: u32, precision: Precision, clock_sync: bool) -> JitterCon
         packets,
         interval: 20 * MS,
         size: 32,
-        precision,
+        format: JitterFormat::Udp(precision),
         timeout,
         threshold: 5000 * MS,
         clock_sync,
@@ -203,14 +229,14 @@ fn scenario_a() -> Script {
             4 => vec![],
             _ => vec![10 * MS],
         },
-        (Dir::Back, Peer::Probe) => vec![15 * MS],
+        (_, Peer::Probe | Peer::Connect) => vec![15 * MS],
     })
 }
 
 #[test]
 fn ms_jitter_hand_computed() {
     let mut sim = Sim::new(scenario_a());
-    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
+    let mut op = JitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
     let r = sim.run(&mut op);
     let st = &r.stats;
     assert_eq!(r.return_code, ReturnCode::Ok);
@@ -243,7 +269,7 @@ fn ms_jitter_across_midnight() {
     // Same scenario, starting 50 ms before midnight: T1..T4 wrap, the statistics do not.
     let mut sim = Sim::new(scenario_a());
     sim.wall0 = Duration::from_secs(1_725_235_200) - 50 * MS;
-    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
+    let mut op = JitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
     let st = sim.run(&mut op).stats;
     assert_eq!((st.rtt.min, st.rtt.max, st.rtt.sum), (25_000_000, 45_000_000, 120_000_000));
     assert_eq!(st.one_way_sd.unwrap().sum, 60_000_000);
@@ -255,7 +281,7 @@ fn processing_time_is_removed() {
     for processing in [0, 7, 40] {
         let mut sim = Sim::new(constant(10 * MS, 15 * MS));
         sim.processing = processing * MS;
-        let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(3, Precision::Ms, true));
+        let mut op = JitterOp::new(sim.t0, jitter_cfg(3, Precision::Ms, true));
         let st = sim.run(&mut op).stats;
         assert_eq!((st.rtt.min, st.rtt.max), (25_000_000, 25_000_000), "processing {processing} ms");
         assert_eq!(st.one_way_ds.unwrap().max, 15_000_000);
@@ -268,7 +294,7 @@ fn us_jitter_with_unsynchronised_clocks() {
     let mut sim = Sim::new(constant(Duration::from_nanos(1_234_567), Duration::from_micros(500)));
     sim.processing = Duration::from_micros(37);
     sim.offset = 3_000_000_000;
-    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(10, Precision::Us, false));
+    let mut op = JitterOp::new(sim.t0, jitter_cfg(10, Precision::Us, false));
     let r = sim.run(&mut op);
     let st = &r.stats;
     assert_eq!(r.precision, Precision::Us);
@@ -298,7 +324,7 @@ fn reorder_duplicate_late_and_tail() {
     let mut sim = Sim::new(script);
     let mut cfg = jitter_cfg(6, Precision::Ms, false);
     cfg.timeout = 100 * MS;
-    let mut op = UdpJitterOp::new(sim.t0, cfg);
+    let mut op = JitterOp::new(sim.t0, cfg);
     let st = sim.run(&mut op).stats;
     // arrivals at the source: p1, p1 again, p3, p2, p5, p4 (late)
     assert_eq!(st.duplicates, 1);
@@ -314,7 +340,7 @@ fn control_unanswered_is_no_connection_with_same_sequence() {
     let script: Script =
         Box::new(|dir, peer, _| if (dir, peer) == (Dir::Out, Peer::Control) { vec![] } else { vec![MS] });
     let mut sim = Sim::new(script);
-    let mut op = UdpJitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, false));
+    let mut op = JitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, false));
     let r = sim.run(&mut op);
     assert_eq!(r.return_code, ReturnCode::NoConnection);
     assert_eq!(sim.control_sent.len(), 3);
@@ -333,7 +359,7 @@ fn v2_control_auth_and_port_selection() {
     let mut cfg = jitter_cfg(4, Precision::Us, false);
     cfg.control = ControlMode::V2(Some(V2Auth { mode: AuthMode::HmacSha256, key_id: 3, secret: b"k".to_vec() }));
     cfg.request.port = 0;
-    let mut op = UdpJitterOp::new(sim.t0, cfg.clone());
+    let mut op = JitterOp::new(sim.t0, cfg.clone());
     let r = sim.run(&mut op);
     assert_eq!(r.return_code, ReturnCode::Ok);
     assert_eq!(op.probe_port(), 40000, "the port the responder chose");
@@ -347,7 +373,7 @@ fn v2_control_auth_and_port_selection() {
         keys: [(3, b"other".to_vec())].into_iter().collect(),
         ..ResponderConfig::default()
     });
-    let mut op = UdpJitterOp::new(sim.t0, cfg);
+    let mut op = JitterOp::new(sim.t0, cfg);
     assert_eq!(sim.run(&mut op).return_code, ReturnCode::AuthFailure);
 }
 
@@ -357,7 +383,7 @@ fn v2_port_in_use() {
     sim.binder.busy.insert(16384);
     let mut cfg = jitter_cfg(4, Precision::Us, false);
     cfg.control = ControlMode::V2(None);
-    let mut op = UdpJitterOp::new(sim.t0, cfg);
+    let mut op = JitterOp::new(sim.t0, cfg);
     assert_eq!(sim.run(&mut op).return_code, ReturnCode::PortInUse);
 }
 
@@ -380,7 +406,7 @@ fn voice_scores_fall_with_loss() {
             advantage: 0,
         });
         cfg.size = 172;
-        let mut op = UdpJitterOp::new(sim.t0, cfg);
+        let mut op = JitterOp::new(sim.t0, cfg);
         let r = sim.run(&mut op);
         mos.push((r.voice.unwrap().mos, r.voice.unwrap().icpif));
     }
@@ -395,6 +421,7 @@ fn voice_scores_fall_with_loss() {
 fn udp_echo_and_verify_error() {
     let mut sim = Sim::new(constant(3 * MS, 4 * MS));
     let cfg = EchoConfig {
+        format: EchoFormat::Udp,
         control: ControlMode::V1,
         request: request(ControlOp::UdpEcho, 42518, 5000 * MS),
         sequence: 0x69,
@@ -403,7 +430,7 @@ fn udp_echo_and_verify_error() {
         timeout: 5000 * MS,
         threshold: 5000 * MS,
     };
-    let mut op = UdpEchoOp::new(sim.t0, cfg.clone());
+    let mut op = EchoOp::new(sim.t0, cfg.clone());
     let r = sim.run(&mut op);
     assert_eq!(r.return_code, ReturnCode::Ok);
     // no responder timestamps in type 1: RTT includes the 1 ms the responder took
@@ -417,7 +444,7 @@ fn udp_echo_and_verify_error() {
     // a reply that differs from the probe is a verify error
     let mut sim = Sim::new(constant(MS, MS));
     sim.processing = MS;
-    let mut op = UdpEchoOp::new(sim.t0, cfg);
+    let mut op = EchoOp::new(sim.t0, cfg);
     let mut buf = vec![0u8; 256];
     let now = sim.t0;
     let t = op.poll_transmit(now, sim.wall(now), &mut buf).unwrap();
@@ -431,4 +458,92 @@ fn udp_echo_and_verify_error() {
     op.handle_datagram(now + MS, Peer::Probe, RxTime { wall: sim.wall(now + MS), kernel: false }, &buf[..t.len]);
     op.handle_timeout(now + 6000 * MS);
     assert_eq!(op.result().return_code, ReturnCode::VerifyError);
+}
+
+#[test]
+fn icmp_jitter_hand_computed() {
+    // 10 timestamp requests 20 ms apart, no control. Out 4 ms, back 6 ms, the target takes 1 ms
+    // between its receive and transmit stamps; request 5 is lost, reply 8 is lost.
+    let script: Script = Box::new(|dir, _, n| match (dir, n) {
+        (Dir::Out, 5) | (Dir::Back, 8) => vec![],
+        (Dir::Out, _) => vec![4 * MS],
+        (Dir::Back, _) => vec![6 * MS],
+    });
+    let mut sim = Sim::new(script);
+    let mut cfg = jitter_cfg(10, Precision::Ms, true);
+    cfg.control = ControlMode::None;
+    cfg.format = JitterFormat::IcmpTimestamp { ident: 0x4242 };
+    let mut op = JitterOp::new(sim.t0, cfg);
+    let r = sim.run(&mut op);
+    let st = &r.stats;
+    assert_eq!(r.return_code, ReturnCode::Ok);
+    assert_eq!((st.sent, st.received), (10, 8));
+    // RTT = 4 + 6 with the 1 ms at the target removed
+    assert_eq!((st.rtt.min, st.rtt.max), (10_000_000, 10_000_000));
+    assert_eq!(st.one_way_sd.unwrap().max, 4_000_000);
+    assert_eq!(st.one_way_ds.unwrap().max, 6_000_000);
+    // no receive counter in ICMP: the direction of a loss is unknown
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (0, 0, 2));
+    assert_eq!(st.jitter_sd.count(), 7);
+}
+
+#[test]
+fn icmp_echo_rtt() {
+    let mut sim = Sim::new(constant(2 * MS, 3 * MS));
+    let cfg = EchoConfig {
+        format: EchoFormat::Icmp { v6: false, ident: 13, seq: 1 },
+        control: ControlMode::None,
+        request: request(ControlOp::UdpEcho, 0, 5000 * MS),
+        sequence: 0,
+        size: 28,
+        pattern: vec![0xab, 0xcd],
+        timeout: 5000 * MS,
+        threshold: 4 * MS,
+    };
+    let mut op = EchoOp::new(sim.t0, cfg);
+    let r = sim.run(&mut op);
+    // 2 + 1 (target) + 3 ms, over the 4 ms threshold
+    assert_eq!(r.stats.rtt.max, 6_000_000);
+    assert_eq!(r.return_code, ReturnCode::OverThreshold);
+    assert_eq!(r.stats.over_threshold, 1);
+}
+
+#[test]
+fn tcp_connect_after_v1_control() {
+    use super::tcp::{TcpConfig, TcpConnectOp};
+    let cfg = TcpConfig {
+        control: ControlMode::V1,
+        request: request(ControlOp::TcpConnect, 42518, 5000 * MS),
+        sequence: 0x74,
+        timeout: 5000 * MS,
+        threshold: 5000 * MS,
+    };
+    let t0 = Instant::now();
+    let wall = Duration::from_secs(1_725_184_800);
+    let mut op = TcpConnectOp::new(t0, cfg.clone());
+    let mut buf = [0u8; 256];
+    let t = op.poll_transmit(t0, wall, &mut buf).unwrap();
+    // the tcp_connect capture's request, target rewritten
+    let mut want = hex::decode("017400340000000000030010000000007f000001a6161388").unwrap();
+    want.extend_from_slice(&[0, 1, 0, 28]);
+    want.resize(52, 0);
+    assert_eq!(&buf[..t.len], &want[..]);
+    let mut reply = want[..24].to_vec();
+    reply[3] = 24;
+    op.handle_datagram(t0 + MS, Peer::Control, RxTime { wall: wall + MS, kernel: true }, &reply);
+    let t = op.poll_transmit(t0 + MS, wall + MS, &mut buf).unwrap();
+    assert_eq!((t.peer, op.probe_port()), (Peer::Connect, 42518));
+    op.handle_connected(t0 + 3 * MS, RxTime { wall: wall + 3 * MS, kernel: false }, true);
+    let r = op.result();
+    assert_eq!((r.return_code, r.stats.rtt.max), (ReturnCode::Ok, 2_000_000));
+
+    // refused → no connection; nothing at all → timeout
+    let mut op = TcpConnectOp::new(t0, TcpConfig { control: ControlMode::None, ..cfg.clone() });
+    op.poll_transmit(t0, wall, &mut buf).unwrap();
+    op.handle_connected(t0 + MS, RxTime { wall, kernel: false }, false);
+    assert_eq!(op.result().return_code, ReturnCode::NoConnection);
+    let mut op = TcpConnectOp::new(t0, TcpConfig { control: ControlMode::None, ..cfg });
+    op.poll_transmit(t0, wall, &mut buf).unwrap();
+    op.handle_timeout(t0 + 5000 * MS);
+    assert_eq!(op.result().return_code, ReturnCode::Timeout);
 }

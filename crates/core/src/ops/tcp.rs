@@ -1,0 +1,171 @@
+//! tcp-connect: control (v1 operation tcp-connect) or none, then one TCP handshake; RTT is the
+//! time the handshake took, from the connect call to its completion (IP SLA's definition).
+
+use super::control::{ControlMode, ControlPhase, ControlRequest};
+use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
+use crate::stats::{self, Sample, StatsConfig};
+use std::time::{Duration, Instant};
+
+/// A tcp-connect operation's parameters.
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Control mode (IOS `control enable|disable`).
+    pub control: ControlMode,
+    /// What the control message asks for (operation tcp-connect, duration = timeout).
+    pub request: ControlRequest,
+    /// Control message sequence.
+    pub sequence: u32,
+    /// Timeout (IOS default 5000 ms... for the whole operation).
+    pub timeout: Duration,
+    /// RTT threshold.
+    pub threshold: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Control(Box<ControlPhase>),
+    Connect,
+    Wait { deadline: Instant, t1: Duration },
+    Done,
+}
+
+/// The tcp-connect state machine.
+#[derive(Debug, Clone)]
+pub struct TcpConnectOp {
+    cfg: TcpConfig,
+    phase: Phase,
+    port: u16,
+    sent: bool,
+    sample: Option<Sample>,
+    failure: Option<ReturnCode>,
+    stamps: StampSources,
+    result: Option<OperationResult>,
+}
+
+impl TcpConnectOp {
+    /// Starts at `now`.
+    pub fn new(now: Instant, cfg: TcpConfig) -> Self {
+        let control = ControlPhase::new(now, cfg.control.clone(), cfg.request.clone(), cfg.sequence, cfg.timeout);
+        TcpConnectOp {
+            port: cfg.request.port,
+            cfg,
+            phase: Phase::Control(Box::new(control)),
+            sent: false,
+            sample: None,
+            failure: None,
+            stamps: StampSources::default(),
+            result: None,
+        }
+    }
+
+    fn advance_control(&mut self) {
+        if let Phase::Control(c) = &self.phase {
+            match c.outcome() {
+                Some(Ok(port)) => {
+                    self.port = port;
+                    self.phase = Phase::Connect;
+                }
+                Some(Err(code)) => {
+                    self.failure = Some(code);
+                    self.finish();
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let cfg =
+            StatsConfig { threshold: self.cfg.threshold.as_nanos() as i64, clock_sync: false, responder_counts: false };
+        let arrivals: Vec<Sample> = self.sample.into_iter().collect();
+        let st = stats::compute(u32::from(self.sent), &arrivals, 0, cfg);
+        let return_code = match self.failure {
+            Some(c) => c,
+            None if st.received == 0 => ReturnCode::Timeout,
+            None if st.over_threshold > 0 => ReturnCode::OverThreshold,
+            None => ReturnCode::Ok,
+        };
+        self.result = Some(OperationResult {
+            return_code,
+            stats: st,
+            voice: None,
+            precision: Precision::Us,
+            stamps: self.stamps,
+            unexpected: 0,
+        });
+        self.phase = Phase::Done;
+    }
+}
+
+impl Operation for TcpConnectOp {
+    fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
+        self.advance_control();
+        match &mut self.phase {
+            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len }),
+            Phase::Connect => {
+                self.sent = true;
+                self.phase = Phase::Wait { deadline: now + self.cfg.timeout, t1: wall };
+                Some(Transmit { peer: Peer::Connect, len: 0 })
+            }
+            Phase::Wait { .. } | Phase::Done => None,
+        }
+    }
+
+    fn handle_datagram(&mut self, _now: Instant, from: Peer, _rx: RxTime, bytes: &[u8]) {
+        if let (Peer::Control, Phase::Control(c)) = (from, &mut self.phase) {
+            c.handle_reply(bytes);
+            self.advance_control();
+        }
+    }
+
+    fn handle_connected(&mut self, _now: Instant, rx: RxTime, ok: bool) {
+        let Phase::Wait { t1, .. } = self.phase else { return };
+        if ok {
+            let rtt = rx.wall.as_nanos() as i64 - t1.as_nanos() as i64;
+            self.stamps.rx_user += 1;
+            self.sample = Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false });
+        } else {
+            // Refused or unreachable: IOS reports "No connection".
+            self.failure = Some(ReturnCode::NoConnection);
+        }
+        self.finish();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Control(c) => c.poll_timeout(),
+            Phase::Wait { deadline, .. } => Some(*deadline),
+            Phase::Connect | Phase::Done => None,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_timeout(now);
+                self.advance_control();
+            }
+            Phase::Wait { deadline, .. } if now >= *deadline => self.finish(),
+            _ => {}
+        }
+    }
+
+    fn probe_port(&self) -> u16 {
+        self.port
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    fn result(&self) -> OperationResult {
+        self.result.clone().unwrap_or_else(|| OperationResult {
+            return_code: ReturnCode::Timeout,
+            stats: Default::default(),
+            voice: None,
+            precision: Precision::Us,
+            stamps: self.stamps,
+            unexpected: 0,
+        })
+    }
+}
