@@ -1,7 +1,9 @@
 //! `ipsla`: the one binary. `ipsla responder` answers Cisco IP SLA control (v1 on UDP 1967,
-//! RFC 6812 v2 on UDP 1167) and the probes that follow.
+//! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation.
 
 mod config;
+mod probe;
+mod report;
 mod responder;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +20,8 @@ struct Cli {
 enum Command {
     /// Answer IP SLA control messages and probes (like IOS `ip sla responder`).
     Responder(Box<responder::ResponderArgs>),
+    /// Run one operation against a responder (or any host, for ICMP) and print its statistics.
+    Probe(Box<probe::ProbeArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,10 +34,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Responder(args) => responder::main(*args),
+        Command::Responder(args) => responder::main(*args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Probe(args) => probe::main(*args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("ipsla: {e:#}");
             std::process::ExitCode::from(2)

@@ -352,7 +352,13 @@ impl Operation for JitterOp {
                 c.handle_reply(bytes);
                 self.advance_control(now);
             }
-            (Peer::Probe, Phase::Probing { .. } | Phase::Draining { .. }) => self.handle_probe_reply(now, rx, bytes),
+            (Peer::Probe, Phase::Probing { .. } | Phase::Draining { .. }) => {
+                self.handle_probe_reply(now, rx, bytes);
+                // Every probe answered: nothing else can arrive but duplicates, so stop waiting.
+                if matches!(self.phase, Phase::Draining { .. }) && self.sent.iter().all(|s| s.answered) {
+                    self.finish();
+                }
+            }
             _ => {}
         }
     }

@@ -1,0 +1,697 @@
+//! `ipsla probe OPERATION TARGET`: runs one operation (or `--count` of them, `--frequency` apart)
+//! against a Cisco or ipsla responder (or, for ICMP, any host) and prints IOS-style statistics or
+//! JSON. Exit status 0 when every run returned OK, 1 otherwise, 2 on a usage or set-up error.
+
+use crate::config::parse_duration;
+use crate::report::{self, ClockSync, Context, Report};
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest, V2Auth};
+use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
+use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp, MAX_PACKETS};
+use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
+use ipsla_core::ops::{OperationResult, Precision, ReturnCode, VoiceConfig};
+use ipsla_core::stats::Acc;
+use ipsla_core::voice::{Codec, MosModel};
+use ipsla_net::clock::{kernel_clock_state, wall_now};
+use ipsla_net::probe::{IcmpSocket, SocketOptions, run_icmp, run_tcp, run_udp, udp_socket};
+use ipsla_wire::cisco::control_v2::AuthMode;
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[command(subcommand)]
+    op: OpCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum OpCommand {
+    /// UDP jitter (IP SLA probe type 2, or 3 with --precision us), optionally emulating a codec.
+    UdpJitter(JitterArgs),
+    /// One UDP echo (IP SLA probe type 1).
+    UdpEcho(EchoArgs),
+    /// TCP handshake time.
+    TcpConnect(TcpArgs),
+    /// One ICMP echo (datagram ICMP socket, raw socket fallback).
+    IcmpEcho(IcmpEchoArgs),
+    /// ICMP Timestamp stream: RTT, one-way and jitter without a responder (raw socket).
+    IcmpJitter(IcmpJitterArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ControlArg {
+    /// Legacy v1 on UDP 1967: what IOS sends.
+    V1,
+    /// RFC 6812 v2 on UDP 1167.
+    V2,
+    /// No control (the target has a permanent port, IOS `control disable`).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthArg {
+    Sha256,
+    HmacSha256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrecisionArg {
+    Ms,
+    Us,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CodecArg {
+    G711alaw,
+    G711ulaw,
+    G729a,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MosModelArg {
+    EModel,
+    CiscoCompat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClockSyncArg {
+    /// Clocks not synchronised: one-way delay is reported as unavailable.
+    None,
+    /// Trust the kernel's NTP discipline state (adjtimex) within the tolerance.
+    Ntp,
+    /// Same check, for a clock disciplined by PTP (phc2sys sets the same kernel state).
+    Ptp,
+    /// Declare the clocks synchronised without checking.
+    Assume,
+}
+
+/// Options every operation takes.
+#[derive(Debug, Args)]
+struct Common {
+    /// Target host (name or address).
+    target: String,
+    /// Destination port of the measurement (default 16384; udp-echo to a standard echo service: 7 with --control none).
+    #[arg(long, default_value_t = 16384)]
+    port: u16,
+    /// Source address.
+    #[arg(long, value_name = "ADDR")]
+    source_ip: Option<IpAddr>,
+    /// Source port (0 = any).
+    #[arg(long, default_value_t = 0)]
+    source_port: u16,
+    /// IPv4 ToS / IPv6 traffic class byte, 0-255.
+    #[arg(long, conflicts_with = "dscp")]
+    tos: Option<u8>,
+    /// DSCP, 0-63 (sets ToS = DSCP << 2).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=63))]
+    dscp: Option<u8>,
+    /// VRF (or any device) to send through: SO_BINDTODEVICE.
+    #[arg(long, value_name = "DEVICE")]
+    vrf: Option<String>,
+    /// Operation timeout (IOS default 5000 ms).
+    #[arg(long, default_value = "5000ms")]
+    timeout: String,
+    /// RTT threshold for the over-threshold count and return code (IOS default 5000 ms).
+    #[arg(long, default_value = "5000ms")]
+    threshold: String,
+    /// Run the operation this many times.
+    #[arg(short = 'c', long, default_value_t = 1)]
+    count: u32,
+    /// Time between the starts of two runs (a run that takes longer delays the next one).
+    #[arg(long, default_value = "1s")]
+    frequency: String,
+    /// Print JSON (one document per run, one per line; schema in docs/json-schema.md).
+    #[arg(long)]
+    json: bool,
+    /// Use the userspace clock for receive timestamps.
+    #[arg(long)]
+    no_kernel_timestamps: bool,
+}
+
+/// Control-phase options (udp-jitter, udp-echo, tcp-connect).
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// Control protocol.
+    #[arg(long, value_enum, default_value = "v1")]
+    control: ControlArg,
+    /// Same as --control none.
+    #[arg(long, conflicts_with = "control")]
+    no_control: bool,
+    /// Responder control port (default 1967 for v1, 1167 for v2).
+    #[arg(long)]
+    control_port: Option<u16>,
+    /// v2 authentication mode (needs --key-id and --secret-file).
+    #[arg(long, value_enum, requires_all = ["key_id", "secret_file"])]
+    auth: Option<AuthArg>,
+    /// v2 key id.
+    #[arg(long)]
+    key_id: Option<u16>,
+    /// File holding the v2 shared secret (its bytes, trailing newline removed).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct JitterArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Probes per operation (IOS num-packets, default 10; max 60000).
+    #[arg(long, alias = "num-packets")]
+    packets: Option<u32>,
+    /// Interval between probes (IOS default 20 ms).
+    #[arg(long)]
+    interval: Option<String>,
+    /// Probe size in bytes (IOS request-data-size, default 32).
+    #[arg(long)]
+    request_data_size: Option<usize>,
+    /// Timestamp precision: ms (probe type 2) or us (type 3).
+    #[arg(long, value_enum, default_value = "ms")]
+    precision: PrecisionArg,
+    /// Emulate a codec: sets size, interval and packet count to the codec's (172/20 ms/1000 for
+    /// G.711, 32/20 ms/1000 for G.729A) and computes ICPIF and MOS.
+    #[arg(long, value_enum)]
+    codec: Option<CodecArg>,
+    /// ICPIF advantage factor, 0-20 (IOS advantage-factor).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=20))]
+    advantage_factor: u8,
+    /// How MOS and ICPIF are computed.
+    #[arg(long, value_enum, default_value = "e-model")]
+    mos_model: MosModelArg,
+    /// Whether the two clocks are synchronised (one-way delay is reported only then).
+    #[arg(long, value_enum, default_value = "none")]
+    clock_sync: ClockSyncArg,
+    /// Clock tolerance for --clock-sync ntp|ptp: an absolute error ("500us", "1ms") or a percentage
+    /// of the measured one-way delay ("10%"), as IOS clock-tolerance ntp oneway.
+    #[arg(long, default_value = "1ms")]
+    clock_tolerance: String,
+    /// Data pattern after the header, hex (IOS default abcd).
+    #[arg(long, default_value = "abcd")]
+    data_pattern: String,
+}
+
+#[derive(Debug, Args)]
+struct EchoArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    control: ControlArgs,
+    /// Probe size in bytes (IOS default 16).
+    #[arg(long, default_value_t = 16)]
+    request_data_size: usize,
+    /// Data pattern, hex (IOS default abcd).
+    #[arg(long, default_value = "abcd")]
+    data_pattern: String,
+}
+
+#[derive(Debug, Args)]
+struct TcpArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    control: ControlArgs,
+}
+
+#[derive(Debug, Args)]
+struct IcmpEchoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Data bytes after the 8-byte timestamp (IOS request-data-size, default 28).
+    #[arg(long, default_value_t = 28)]
+    request_data_size: usize,
+    /// Data pattern, hex (IOS default abcd).
+    #[arg(long, default_value = "abcd")]
+    data_pattern: String,
+}
+
+#[derive(Debug, Args)]
+struct IcmpJitterArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Timestamp requests per operation (IOS default 10).
+    #[arg(long, default_value_t = 10)]
+    packets: u32,
+    /// Interval (IOS default 20 ms).
+    #[arg(long, default_value = "20ms")]
+    interval: String,
+    /// Whether the two clocks are synchronised (one-way delay is reported only then).
+    #[arg(long, value_enum, default_value = "none")]
+    clock_sync: ClockSyncArg,
+    /// Clock tolerance, as for udp-jitter.
+    #[arg(long, default_value = "1ms")]
+    clock_tolerance: String,
+}
+
+/// A validated operation, ready to build and run.
+struct Plan {
+    name: &'static str,
+    target: IpAddr,
+    port: u16,
+    sockets: SocketOptions,
+    timeout: Duration,
+    threshold: Duration,
+    count: u32,
+    frequency: Duration,
+    json: bool,
+    control: ControlMode,
+    control_port: u16,
+    kind: Kind,
+    sync: SyncPlan,
+    /// Expected run time for progress (packets × interval), when long enough to show.
+    progress: Option<(u32, Duration)>,
+}
+
+enum Kind {
+    Jitter {
+        packets: u32,
+        interval: Duration,
+        size: usize,
+        precision: Precision,
+        voice: Option<VoiceConfig>,
+        pattern: Vec<u8>,
+    },
+    Echo {
+        size: usize,
+        pattern: Vec<u8>,
+    },
+    Tcp,
+    IcmpEcho {
+        size: usize,
+        pattern: Vec<u8>,
+    },
+    IcmpJitter {
+        packets: u32,
+        interval: Duration,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Tolerance {
+    AbsUs(i64),
+    Percent(f64),
+}
+
+struct SyncPlan {
+    mode: ClockSyncArg,
+    tolerance: Tolerance,
+}
+
+fn resolve(host: &str) -> Result<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let addr = (host, 0)
+        .to_socket_addrs()
+        .with_context(|| format!("target: cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("target: {host} has no address"))?;
+    Ok(addr.ip())
+}
+
+fn pattern(key: &str, s: &str) -> Result<Vec<u8>> {
+    let p = hex::decode(s.trim_start_matches("0x"))
+        .map_err(|_| anyhow::anyhow!("{key}: \"{s}\" is not hex (e.g. abcd)"))?;
+    if p.is_empty() {
+        bail!("{key}: the pattern is empty");
+    }
+    Ok(p)
+}
+
+fn tolerance(s: &str) -> Result<Tolerance> {
+    if let Some(p) = s.strip_suffix('%') {
+        let v: f64 = p.trim().parse().map_err(|_| anyhow::anyhow!("--clock-tolerance: \"{s}\" is not a percentage"))?;
+        if !(0.0..=100.0).contains(&v) {
+            bail!("--clock-tolerance: {s} is out of range; allowed 0% to 100%");
+        }
+        return Ok(Tolerance::Percent(v));
+    }
+    let d = parse_duration("--clock-tolerance", s, Duration::ZERO, Duration::from_secs(1))?;
+    Ok(Tolerance::AbsUs(d.as_micros() as i64))
+}
+
+fn common_plan(c: &Common, name: &'static str, ctl: Option<&ControlArgs>) -> Result<(Plan, Option<V2Auth>)> {
+    let timeout = parse_duration("--timeout", &c.timeout, Duration::from_millis(1), Duration::from_secs(604_800))?;
+    let threshold = parse_duration("--threshold", &c.threshold, Duration::ZERO, Duration::from_secs(60))?;
+    let frequency = parse_duration("--frequency", &c.frequency, Duration::ZERO, Duration::from_secs(604_800))?;
+    if c.count == 0 {
+        bail!("--count: 0 is out of range; allowed 1 or more");
+    }
+    let (control, control_port, auth) = match ctl {
+        None => (ControlMode::None, 0, None),
+        Some(a) => {
+            let mode = if a.no_control { ControlArg::None } else { a.control };
+            let auth = match (a.auth, a.key_id, &a.secret_file) {
+                (Some(m), Some(id), Some(f)) => {
+                    if mode != ControlArg::V2 {
+                        bail!(
+                            "--auth: authentication is defined for --control v2 only (the IOS v1 key-chain format is unknown)"
+                        );
+                    }
+                    let mut secret =
+                        std::fs::read(f).with_context(|| format!("--secret-file: reading {}", f.display()))?;
+                    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        secret.pop();
+                    }
+                    if secret.is_empty() {
+                        bail!("--secret-file: {} is empty", f.display());
+                    }
+                    let mode = match m {
+                        AuthArg::Sha256 => AuthMode::Sha256,
+                        AuthArg::HmacSha256 => AuthMode::HmacSha256,
+                    };
+                    Some(V2Auth { mode, key_id: id, secret })
+                }
+                _ => None,
+            };
+            match mode {
+                ControlArg::V1 => (ControlMode::V1, a.control_port.unwrap_or(1967), None),
+                ControlArg::V2 => (ControlMode::V2(auth.clone()), a.control_port.unwrap_or(1167), auth),
+                ControlArg::None => (ControlMode::None, 0, None),
+            }
+        }
+    };
+    let plan = Plan {
+        name,
+        target: resolve(&c.target)?,
+        port: c.port,
+        sockets: SocketOptions {
+            source_ip: c.source_ip,
+            source_port: c.source_port,
+            tos: c.tos.or(c.dscp.map(|d| d << 2)),
+            vrf: c.vrf.clone(),
+            kernel_timestamps: !c.no_kernel_timestamps,
+        },
+        timeout,
+        threshold,
+        count: c.count,
+        frequency,
+        json: c.json,
+        control,
+        control_port,
+        kind: Kind::Tcp,
+        sync: SyncPlan { mode: ClockSyncArg::None, tolerance: Tolerance::AbsUs(0) },
+        progress: None,
+    };
+    Ok((plan, auth))
+}
+
+fn plan(args: ProbeArgs) -> Result<Plan> {
+    Ok(match args.op {
+        OpCommand::UdpJitter(a) => {
+            let (mut p, _) = common_plan(&a.common, "udp-jitter", Some(&a.control))?;
+            let codec = a.codec.map(|c| match c {
+                CodecArg::G711alaw => Codec::G711alaw,
+                CodecArg::G711ulaw => Codec::G711ulaw,
+                CodecArg::G729a => Codec::G729a,
+            });
+            let packets = a.packets.or(codec.map(Codec::default_packets)).unwrap_or(10);
+            if packets == 0 || packets > MAX_PACKETS {
+                bail!("--packets: {packets} is out of range; allowed 1 to {MAX_PACKETS}");
+            }
+            let interval = match &a.interval {
+                Some(s) => parse_duration("--interval", s, Duration::ZERO, Duration::from_secs(60))?,
+                None => Duration::from_millis(codec.map_or(20, |c| u64::from(c.default_interval_ms()))),
+            };
+            let size = a.request_data_size.or(codec.map(Codec::default_size)).unwrap_or(32);
+            if size > 16_384 {
+                bail!("--request-data-size: {size} is out of range; allowed up to 16384");
+            }
+            let precision = if a.precision == PrecisionArg::Us { Precision::Us } else { Precision::Ms };
+            let model = if a.mos_model == MosModelArg::CiscoCompat { MosModel::CiscoCompat } else { MosModel::EModel };
+            let voice = codec.map(|codec| VoiceConfig { codec, model, advantage: a.advantage_factor });
+            p.sync = SyncPlan { mode: a.clock_sync, tolerance: tolerance(&a.clock_tolerance)? };
+            p.progress = Some((packets, interval * packets));
+            p.kind = Kind::Jitter {
+                packets,
+                interval,
+                size,
+                precision,
+                voice,
+                pattern: pattern("--data-pattern", &a.data_pattern)?,
+            };
+            p
+        }
+        OpCommand::UdpEcho(a) => {
+            let (mut p, _) = common_plan(&a.common, "udp-echo", Some(&a.control))?;
+            p.kind = Kind::Echo {
+                size: a.request_data_size.clamp(4, 16_384),
+                pattern: pattern("--data-pattern", &a.data_pattern)?,
+            };
+            p
+        }
+        OpCommand::TcpConnect(a) => common_plan(&a.common, "tcp-connect", Some(&a.control))?.0,
+        OpCommand::IcmpEcho(a) => {
+            let (mut p, _) = common_plan(&a.common, "icmp-echo", None)?;
+            p.kind = Kind::IcmpEcho {
+                size: a.request_data_size.min(16_384),
+                pattern: pattern("--data-pattern", &a.data_pattern)?,
+            };
+            p
+        }
+        OpCommand::IcmpJitter(a) => {
+            let (mut p, _) = common_plan(&a.common, "icmp-jitter", None)?;
+            if p.target.is_ipv6() {
+                bail!("target: icmp-jitter uses ICMP Timestamp, which exists for IPv4 only");
+            }
+            if a.packets == 0 || a.packets > MAX_PACKETS {
+                bail!("--packets: {} is out of range; allowed 1 to {MAX_PACKETS}", a.packets);
+            }
+            let interval = parse_duration("--interval", &a.interval, Duration::ZERO, Duration::from_secs(60))?;
+            p.sync = SyncPlan { mode: a.clock_sync, tolerance: tolerance(&a.clock_tolerance)? };
+            p.progress = Some((a.packets, interval * a.packets));
+            p.kind = Kind::IcmpJitter { packets: a.packets, interval };
+            p
+        }
+    })
+}
+
+/// Decides, before a run, whether one-way delays may be reported, as IOS does with its NTP state.
+fn clock_state(s: &SyncPlan) -> (bool, ClockSync) {
+    match s.mode {
+        ClockSyncArg::None => (false, ClockSync { mode: "none", state: "not_checked", est_error_us: None }),
+        ClockSyncArg::Assume => (true, ClockSync { mode: "assume", state: "sync", est_error_us: None }),
+        ClockSyncArg::Ntp | ClockSyncArg::Ptp => {
+            let mode = if s.mode == ClockSyncArg::Ntp { "ntp" } else { "ptp" };
+            let k = kernel_clock_state();
+            let est = k.map(|k| k.est_error_us);
+            let ok = match (k, s.tolerance) {
+                // Our own estimated error counts twice: we cannot see the responder's, and IOS
+                // compares the sum of both ends' offsets with the tolerance.
+                (Some(k), Tolerance::AbsUs(t)) => k.synchronised && 2 * k.est_error_us <= t,
+                (Some(k), Tolerance::Percent(_)) => k.synchronised,
+                (None, _) => false,
+            };
+            (ok, ClockSync { mode, state: if ok { "sync" } else { "out_of_sync" }, est_error_us: est })
+        }
+    }
+}
+
+fn control_request(p: &Plan, op: ControlOp, duration: Duration, local: SocketAddr) -> ControlRequest {
+    ControlRequest {
+        operation: op,
+        target: p.target,
+        port: p.port,
+        duration,
+        control_local: local,
+        measurement_local: local,
+        control_remote: SocketAddr::new(p.target, p.control_port),
+        nonce: rand_nonce(),
+    }
+}
+
+fn rand_nonce() -> [u8; 16] {
+    rand::random()
+}
+
+async fn run_once(p: &Plan, sequence: u32, clock_sync: bool) -> Result<OperationResult> {
+    let now = Instant::now();
+    let t = p.target;
+    match &p.kind {
+        Kind::Jitter { packets, interval, size, precision, voice, pattern } => {
+            let (sock, local, _) = udp_socket(t, &p.sockets).context("opening the probe socket")?;
+            let duration = JitterConfig::control_duration(p.timeout, *packets, *interval);
+            let cfg = JitterConfig {
+                control: p.control.clone(),
+                request: control_request(p, ControlOp::UdpJitter, duration, local),
+                sequence,
+                packets: *packets,
+                interval: *interval,
+                size: *size,
+                format: JitterFormat::Udp(*precision),
+                timeout: p.timeout,
+                threshold: p.threshold,
+                clock_sync,
+                voice: *voice,
+                pattern: pattern.clone(),
+            };
+            let mut op = JitterOp::new(now, cfg);
+            Ok(run_udp(&mut op, &sock, t, p.control_port).await)
+        }
+        Kind::Echo { size, pattern } => {
+            let (sock, local, _) = udp_socket(t, &p.sockets).context("opening the probe socket")?;
+            let cfg = EchoConfig {
+                format: EchoFormat::Udp,
+                control: p.control.clone(),
+                request: control_request(p, ControlOp::UdpEcho, p.timeout, local),
+                sequence,
+                size: *size,
+                pattern: pattern.clone(),
+                timeout: p.timeout,
+                threshold: p.threshold,
+            };
+            let mut op = EchoOp::new(now, cfg);
+            Ok(run_udp(&mut op, &sock, t, p.control_port).await)
+        }
+        Kind::Tcp => {
+            let ctl_opts = SocketOptions { source_port: 0, ..p.sockets.clone() };
+            let (sock, local, _) = udp_socket(t, &ctl_opts).context("opening the control socket")?;
+            let cfg = TcpConfig {
+                control: p.control.clone(),
+                request: control_request(p, ControlOp::TcpConnect, p.timeout, local),
+                sequence,
+                timeout: p.timeout,
+                threshold: p.threshold,
+            };
+            let mut op = TcpConnectOp::new(now, cfg);
+            Ok(run_tcp(&mut op, &sock, t, p.control_port, &p.sockets).await)
+        }
+        Kind::IcmpEcho { size, pattern } => {
+            let sock = IcmpSocket::open(t, &p.sockets, false)?;
+            let ident = (std::process::id() as u16) ^ (sequence as u16).rotate_left(8);
+            let cfg = EchoConfig {
+                format: EchoFormat::Icmp { v6: t.is_ipv6(), ident, seq: sequence as u16 },
+                control: ControlMode::None,
+                request: control_request(p, ControlOp::UdpEcho, p.timeout, SocketAddr::new(t, 0)),
+                sequence,
+                size: *size,
+                pattern: pattern.clone(),
+                timeout: p.timeout,
+                threshold: p.threshold,
+            };
+            let mut op = EchoOp::new(now, cfg);
+            Ok(run_icmp(&mut op, &sock, t, ident).await)
+        }
+        Kind::IcmpJitter { packets, interval } => {
+            let sock = IcmpSocket::open(t, &p.sockets, true)?;
+            let ident = (std::process::id() as u16) ^ (sequence as u16).rotate_left(8);
+            let cfg = JitterConfig {
+                control: ControlMode::None,
+                request: control_request(p, ControlOp::UdpJitter, p.timeout, SocketAddr::new(t, 0)),
+                sequence,
+                packets: *packets,
+                interval: *interval,
+                size: 0,
+                format: JitterFormat::IcmpTimestamp { ident },
+                timeout: p.timeout,
+                threshold: p.threshold,
+                clock_sync,
+                voice: None,
+                pattern: Vec::new(),
+            };
+            let mut op = JitterOp::new(now, cfg);
+            Ok(run_icmp(&mut op, &sock, t, ident).await)
+        }
+    }
+}
+
+/// Drops one-way delays that fail a percentage tolerance (known only after the run).
+fn apply_percent_tolerance(r: &mut OperationResult, p: &Plan, cs: &mut ClockSync) {
+    let (Tolerance::Percent(pct), Some(est)) = (p.sync.tolerance, cs.est_error_us) else { return };
+    let Some(sd) = r.stats.one_way_sd else { return };
+    let allowed = sd.avg() / 1000.0 * pct / 100.0;
+    if (2 * est) as f64 > allowed {
+        r.stats.one_way_sd = None;
+        r.stats.one_way_ds = None;
+        r.stats.one_way_pct = None;
+        cs.state = "out_of_sync";
+    }
+}
+
+pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
+    let p = plan(args)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut successes = 0u32;
+    let mut failures = 0u32;
+    let mut all_rtt = Acc::default();
+    let (mut sent, mut received) = (0u64, 0u64);
+    // IOS: one control sequence per control message, rising over the operation's life.
+    let first_seq = (wall_now().as_millis() as u32) & 0xff;
+    let show_progress =
+        !p.json && std::io::stderr().is_terminal() && p.progress.is_some_and(|(_, d)| d > Duration::from_secs(2));
+    for run in 1..=p.count {
+        let started = Instant::now();
+        let start_wall = wall_now();
+        let (sync, mut cs) = clock_state(&p.sync);
+        let progress = show_progress.then(|| spawn_progress(p.progress.unwrap_or_default()));
+        let mut r = rt.block_on(run_once(&p, first_seq.wrapping_add(run - 1), sync))?;
+        if let Some(stop) = progress {
+            let _ = stop.send(());
+            eprint!("\r\x1b[K");
+        }
+        apply_percent_tolerance(&mut r, &p, &mut cs);
+        if matches!(r.return_code, ReturnCode::Ok) {
+            successes += 1;
+        } else {
+            failures += 1;
+        }
+        all_rtt.merge(&r.stats.rtt);
+        sent += u64::from(r.stats.sent);
+        received += u64::from(r.stats.received);
+        let voice = match &p.kind {
+            Kind::Jitter { voice: Some(v), .. } => Some((v.codec, v.model, v.advantage)),
+            _ => None,
+        };
+        let ctx = Context {
+            operation: p.name,
+            target: if matches!(p.kind, Kind::IcmpEcho { .. } | Kind::IcmpJitter { .. }) {
+                p.target.to_string()
+            } else {
+                SocketAddr::new(p.target, p.port).to_string()
+            },
+            run,
+            start: start_wall,
+            control: match p.control {
+                ControlMode::None => "none",
+                ControlMode::V1 => "v1",
+                ControlMode::V2(_) => "v2",
+            },
+            clock_sync: cs,
+            voice,
+        };
+        let report = Report::new(ctx, &r);
+        if p.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report::text(&report, successes, failures));
+            println!();
+        }
+        if run < p.count {
+            let next = started + p.frequency;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    }
+    if !p.json {
+        print!("{}", report::ping_summary(&p.target.to_string(), sent, received, &all_rtt));
+    }
+    Ok(if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+fn spawn_progress((packets, expected): (u32, Duration)) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while rx.recv_timeout(Duration::from_millis(250)).is_err() {
+            let frac = (start.elapsed().as_secs_f64() / expected.as_secs_f64().max(1e-9)).min(1.0);
+            eprint!(
+                "\r{:>6}/{packets} probes sent ({:.0} s)",
+                (frac * f64::from(packets)) as u32,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    });
+    tx
+}

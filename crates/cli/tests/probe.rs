@@ -1,0 +1,324 @@
+//! `ipsla probe` end to end over loopback: every operation against `ipsla responder` (in-process,
+//! on ephemeral control ports) and the ICMP operations against the kernel.
+
+use ipsla_core::responder::{PermanentKind, ResponderConfig};
+use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
+use serde_json::Value;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+
+fn responder(core: ResponderConfig, permanent: Vec<(PermanentKind, SocketAddr)>) -> RunningResponder {
+    spawn_responder(ResponderOptions {
+        listen: vec!["127.0.0.1".parse().unwrap()],
+        v1_port: 0,
+        v2_port: 0,
+        permanent,
+        core,
+        ..ResponderOptions::default()
+    })
+    .unwrap()
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `ipsla probe ARGS --json` and returns (exit code, one JSON document per run).
+fn probe(args: &[&str]) -> (i32, Vec<Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).arg("probe").args(args).arg("--json").output().unwrap();
+    let docs = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    if out.status.code() == Some(2) {
+        panic!("usage error: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.code().unwrap(), docs)
+}
+
+fn is_root() -> bool {
+    nix_uid() == 0
+}
+
+fn nix_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:").and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()))
+        .unwrap()
+}
+
+#[test]
+fn udp_jitter_v1_ms_against_responder() {
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--control-port",
+        &ctl,
+        "--packets",
+        "20",
+        "--interval",
+        "5ms",
+    ]);
+    assert_eq!(code, 0);
+    let d = &docs[0];
+    assert_eq!(d["return_code"], "ok");
+    assert_eq!(d["control"], "v1");
+    assert_eq!(d["precision"], "ms");
+    assert_eq!((d["sent"].as_u64(), d["received"].as_u64()), (Some(20), Some(20)));
+    assert_eq!(d["rtt_us"]["count"], 20);
+    assert_eq!(d["jitter_us"]["sd"]["count"], 19);
+    assert_eq!(d["loss"]["sd"], 0);
+    assert_eq!(d["loss"]["ds"], 0);
+    assert_eq!(d["loss"]["mia"], 0);
+    assert!(d["one_way_us"].is_null(), "clocks not declared synchronised");
+    assert_eq!(d["timestamps"]["rx"], "kernel");
+    // the responder answered all 20 with its counter
+    assert_eq!(r.status().unwrap().stats.probes_answered, 20);
+}
+
+#[test]
+fn udp_jitter_us_one_way_with_assumed_sync() {
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--control-port",
+        &ctl,
+        "--precision",
+        "us",
+        "--packets",
+        "30",
+        "--interval",
+        "2ms",
+        "--clock-sync",
+        "assume",
+    ]);
+    assert_eq!(code, 0);
+    let d = &docs[0];
+    assert_eq!(d["precision"], "us");
+    assert_eq!(d["received"], 30);
+    let ow = &d["one_way_us"];
+    // one host, one clock: both directions are non-negative and well under 10 ms
+    for dir in ["sd", "ds"] {
+        assert_eq!(ow[dir]["count"], 30);
+        let (min, max) = (ow[dir]["min"].as_f64().unwrap(), ow[dir]["max"].as_f64().unwrap());
+        assert!(min >= 0.0 && max < 10_000.0, "{dir}: {min}..{max}");
+    }
+    let rtt = &d["rtt_us"];
+    assert!(rtt["min"].as_f64().unwrap() > 0.0 && rtt["p50"].as_f64().unwrap() < 10_000.0, "{rtt}");
+    // RTT with processing removed = SD + DS for each packet, so the sums agree
+    let sum = ow["sd"]["sum"].as_f64().unwrap() + ow["ds"]["sum"].as_f64().unwrap();
+    assert!((sum - rtt["sum"].as_f64().unwrap()).abs() < 0.1, "{sum} vs {}", rtt["sum"]);
+}
+
+#[test]
+fn udp_jitter_v2_authenticated_and_wrong_key() {
+    let mut core = ResponderConfig::default();
+    core.keys.insert(5, b"tr0ub4dor".to_vec());
+    core.require_auth = true;
+    let r = responder(core, vec![]);
+    let ctl = r.control_v2_addrs()[0].port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::write(&good, "tr0ub4dor\n").unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, "correct horse").unwrap();
+    let run = |secret: &std::path::Path| {
+        probe(&[
+            "udp-jitter",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--control",
+            "v2",
+            "--control-port",
+            &ctl,
+            "--auth",
+            "hmac-sha256",
+            "--key-id",
+            "5",
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--precision",
+            "us",
+            "--packets",
+            "5",
+            "--interval",
+            "2ms",
+        ])
+    };
+    let (code, docs) = run(&good);
+    assert_eq!(code, 0, "{docs:?}");
+    assert_eq!(docs[0]["control"], "v2");
+    assert_eq!(docs[0]["received"], 5);
+    let (code, docs) = run(&bad);
+    assert_eq!(code, 1);
+    assert_eq!(docs[0]["return_code"], "auth_failure");
+    assert_eq!(docs[0]["sent"], 0);
+}
+
+#[test]
+fn control_none_against_permanent_ports() {
+    let (jp, ep, tp) = (free_port(), free_port(), free_port());
+    let lo = |p| SocketAddr::from(([127, 0, 0, 1], p));
+    let _r = responder(
+        ResponderConfig::default(),
+        vec![(PermanentKind::UdpJitter, lo(jp)), (PermanentKind::UdpEcho, lo(ep)), (PermanentKind::TcpConnect, lo(tp))],
+    );
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &jp.to_string(),
+        "--control",
+        "none",
+        "--packets",
+        "5",
+        "--interval",
+        "1ms",
+    ]);
+    assert_eq!((code, &docs[0]["received"]), (0, &Value::from(5)));
+    let (code, docs) =
+        probe(&["udp-echo", "127.0.0.1", "--port", &ep.to_string(), "--no-control", "--request-data-size", "100"]);
+    assert_eq!((code, &docs[0]["return_code"]), (0, &Value::from("ok")));
+    assert_eq!(docs[0]["rtt_us"]["count"], 1);
+    let (code, docs) = probe(&["tcp-connect", "127.0.0.1", "--port", &tp.to_string(), "--control", "none"]);
+    assert_eq!((code, &docs[0]["return_code"]), (0, &Value::from("ok")));
+}
+
+#[test]
+fn udp_echo_and_tcp_connect_with_v1_control() {
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let (code, docs) = probe(&[
+        "udp-echo",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--control-port",
+        &ctl,
+        "--count",
+        "3",
+        "--frequency",
+        "100ms",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(docs.len(), 3);
+    assert_eq!(docs.iter().map(|d| d["run"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(docs.iter().all(|d| d["return_code"] == "ok" && d["rtt_us"]["count"] == 1));
+    let (code, docs) = probe(&["tcp-connect", "127.0.0.1", "--port", &free_port().to_string(), "--control-port", &ctl]);
+    assert_eq!((code, &docs[0]["return_code"]), (0, &Value::from("ok")));
+    assert!(docs[0]["rtt_us"]["max"].as_f64().unwrap() > 0.0);
+    assert_eq!(r.status().unwrap().stats.tcp_accepts, 1);
+}
+
+#[test]
+fn failures_give_cisco_return_codes() {
+    // nobody answers control: No connection
+    let dead = free_port().to_string();
+    let (code, docs) =
+        probe(&["udp-jitter", "127.0.0.1", "--control-port", &dead, "--timeout", "300ms", "--packets", "3"]);
+    assert_eq!(code, 1);
+    assert_eq!(docs[0]["return_code"], "no_connection");
+    // tcp to a closed port without control: refused → No connection
+    let (code, docs) = probe(&[
+        "tcp-connect",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--control",
+        "none",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!((code, &docs[0]["return_code"]), (1, &Value::from("no_connection")));
+    // probes to a port nobody answers without control: Timeout, everything lost
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--control",
+        "none",
+        "--timeout",
+        "200ms",
+        "--packets",
+        "4",
+        "--interval",
+        "1ms",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(docs[0]["return_code"], "timeout");
+    assert_eq!(docs[0]["loss"]["mia"], 4);
+}
+
+#[test]
+fn codec_run_scores_voice() {
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--control-port",
+        &ctl,
+        "--codec",
+        "g729a",
+        "--packets",
+        "40",
+        "--interval",
+        "2ms",
+    ]);
+    assert_eq!(code, 0);
+    let v = &docs[0]["voice"];
+    assert_eq!(v["codec"], "g729a");
+    // loss-free loopback, RTT 0 ms at ms precision: only the codec's own impairment (G.729A Ie 11)
+    // and its 15 ms delay (Id 0.36): R = 93.2 − 0.36 − 11 = 81.84, MOS 4.09, ICPIF 11
+    assert_eq!(v["icpif"], 11);
+    assert_eq!(v["mos"], 4.09);
+}
+
+#[test]
+fn icmp_echo_to_the_kernel() {
+    if !is_root() && std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap().trim() == "1\t0" {
+        eprintln!("skipped: needs root or net.ipv4.ping_group_range");
+        return;
+    }
+    let (code, docs) = probe(&["icmp-echo", "127.0.0.1", "--count", "2", "--frequency", "50ms"]);
+    assert_eq!(code, 0, "{docs:?}");
+    assert!(docs.iter().all(|d| d["return_code"] == "ok" && d["rtt_us"]["count"] == 1));
+    if UdpSocket::bind("[::1]:0").is_ok() {
+        let (code, docs) = probe(&["icmp-echo", "::1"]);
+        assert_eq!(code, 0, "{docs:?}");
+        assert_eq!(docs[0]["target"], "::1");
+    }
+}
+
+#[test]
+fn icmp_jitter_to_the_kernel() {
+    if !is_root() {
+        eprintln!("skipped: icmp-jitter needs a raw socket (root or CAP_NET_RAW)");
+        return;
+    }
+    let (code, docs) =
+        probe(&["icmp-jitter", "127.0.0.1", "--packets", "10", "--interval", "5ms", "--clock-sync", "assume"]);
+    assert_eq!(code, 0, "{docs:?}");
+    let d = &docs[0];
+    assert_eq!((d["sent"].as_u64(), d["received"].as_u64()), (Some(10), Some(10)));
+    assert_eq!(d["precision"], "ms");
+    // the kernel's timestamps are in whole ms and the path is local: every delay is 0 or 1 ms
+    assert!(d["rtt_us"]["max"].as_f64().unwrap() <= 1000.0, "{}", d["rtt_us"]);
+    assert!(d["one_way_us"]["sd"]["max"].as_f64().unwrap() <= 1000.0);
+}

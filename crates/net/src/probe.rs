@@ -1,0 +1,255 @@
+//! Drivers for the source operations of `ipsla-core`: sockets set up as the operation asks (source
+//! address and port, ToS, VRF device, kernel receive stamps), then the poll loop.
+//!
+//! Send times (T1) are read from the wall clock immediately before the send call; receive times
+//! (T4) are the kernel's stamps when the socket delivers them. Timers use tokio's (millisecond
+//! resolution); the precise send scheduler comes with the measurement-truth work.
+
+use crate::clock::wall_now;
+use crate::socket::{self, RxStampMode};
+use ipsla_core::ops::{Operation, OperationResult, Peer, RxTime};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// How the probe sockets are set up.
+#[derive(Debug, Clone, Default)]
+pub struct SocketOptions {
+    /// Source address (IOS `source-ip`).
+    pub source_ip: Option<IpAddr>,
+    /// Source port (IOS `source-port`), 0 = any.
+    pub source_port: u16,
+    /// IPv4 ToS / IPv6 traffic class byte.
+    pub tos: Option<u8>,
+    /// Bind to this device (a Linux VRF is a device: SO_BINDTODEVICE).
+    pub vrf: Option<String>,
+    /// Ask for kernel receive stamps.
+    pub kernel_timestamps: bool,
+}
+
+fn unspecified(target: IpAddr) -> IpAddr {
+    if target.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) }
+}
+
+fn apply(s: &SockRef<'_>, target: IpAddr, o: &SocketOptions) -> io::Result<()> {
+    if let Some(tos) = o.tos {
+        if target.is_ipv6() {
+            s.set_tclass_v6(u32::from(tos))?;
+        } else {
+            s.set_tos_v4(u32::from(tos))?;
+        }
+    }
+    if let Some(dev) = &o.vrf {
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("binding to device {dev}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A UDP socket for `target` with the options applied. Returns it and its local address.
+pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(UdpSocket, SocketAddr, RxStampMode)> {
+    let local = SocketAddr::new(o.source_ip.unwrap_or_else(|| unspecified(target)), o.source_port);
+    let s = socket::new_socket(local, Type::DGRAM)?;
+    apply(&SockRef::from(&s), target, o)?;
+    s.bind(&local.into())?;
+    let mode = if o.kernel_timestamps { socket::enable_rx_timestamps(&s) } else { RxStampMode::User };
+    let std: std::net::UdpSocket = s.into();
+    let mut local = std.local_addr()?;
+    if local.ip().is_unspecified() {
+        // The source address the kernel will use towards the target (for v2 control, which names it).
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(unspecified(target), 0))?;
+        probe.connect(SocketAddr::new(target, 9))?;
+        local.set_ip(probe.local_addr()?.ip());
+    }
+    Ok((UdpSocket::from_std(std)?, local, mode))
+}
+
+/// Runs a UDP operation (udp-jitter, udp-echo) to completion on `sock`. Control messages go to
+/// `target:control_port`, probes to `target:op.probe_port()`; a datagram from the control address
+/// is a control reply, anything else is a probe reply.
+pub async fn run_udp(op: &mut dyn Operation, sock: &UdpSocket, target: IpAddr, control_port: u16) -> OperationResult {
+    let mut out = vec![0u8; 65_536];
+    let mut buf = vec![0u8; 65_536];
+    let mut cmsg = socket::cmsg_buffer();
+    let control = SocketAddr::new(target, control_port);
+    loop {
+        while let Some(t) = op.poll_transmit(Instant::now(), wall_now(), &mut out) {
+            let to = match t.peer {
+                Peer::Control => control,
+                _ => SocketAddr::new(target, op.probe_port()),
+            };
+            if let Err(e) = sock.send_to(&out[..t.len], to).await {
+                tracing::debug!(%to, error = %e, "send failed");
+            }
+        }
+        if op.is_done() {
+            return op.result();
+        }
+        let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = sock.async_io(Interest::READABLE, || socket::recv_stamped(sock, &mut buf, &mut cmsg)) => {
+                if let Ok(r) = r {
+                    let peer = if r.src == control { Peer::Control } else { Peer::Probe };
+                    // Replies come from the target only; anything else is not ours.
+                    if r.src.ip() == target || r.src.ip().to_canonical() == target.to_canonical() {
+                        op.handle_datagram(Instant::now(), peer, r.rx, &buf[..r.len]);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => op.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Runs tcp-connect: the control phase on `control_sock` (when the operation has one), then one
+/// TCP handshake to `target:op.probe_port()`.
+pub async fn run_tcp(
+    op: &mut dyn Operation,
+    control_sock: &UdpSocket,
+    target: IpAddr,
+    control_port: u16,
+    o: &SocketOptions,
+) -> OperationResult {
+    let mut out = vec![0u8; 2048];
+    let mut buf = vec![0u8; 2048];
+    let control = SocketAddr::new(target, control_port);
+    loop {
+        while let Some(t) = op.poll_transmit(Instant::now(), wall_now(), &mut out) {
+            match t.peer {
+                Peer::Connect => {
+                    let to = SocketAddr::new(target, op.probe_port());
+                    let r = connect(to, o).await;
+                    let rx = RxTime { wall: wall_now(), kernel: false };
+                    op.handle_connected(Instant::now(), rx, r.is_ok());
+                    if let Ok(stream) = r {
+                        // The responder closes first (tcp_connect capture); wait briefly for its FIN.
+                        let mut b = [0u8; 16];
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            loop {
+                                let _ = stream.readable().await;
+                                match stream.try_read(&mut b) {
+                                    Ok(0) => break,
+                                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => break,
+                                    _ => {}
+                                }
+                            }
+                        })
+                        .await;
+                    }
+                }
+                _ => {
+                    let _ = control_sock.send_to(&out[..t.len], control).await;
+                }
+            }
+        }
+        if op.is_done() {
+            return op.result();
+        }
+        let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = control_sock.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r
+                    && from == control
+                {
+                    op.handle_datagram(Instant::now(), Peer::Control, RxTime { wall: wall_now(), kernel: false }, &buf[..n]);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => op.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tokio::net::TcpStream> {
+    let s = if to.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
+    apply(&SockRef::from(&s), to.ip(), o)?;
+    if o.source_ip.is_some() || o.source_port != 0 {
+        s.bind(SocketAddr::new(o.source_ip.unwrap_or_else(|| unspecified(to.ip())), o.source_port))?;
+    }
+    s.connect(to).await
+}
+
+/// An ICMP socket: datagram ("ping") socket when the host allows it (net.ipv4.ping_group_range),
+/// else a raw socket (needs CAP_NET_RAW). ICMP Timestamp needs raw: the kernel lets datagram
+/// ICMP sockets send only echo requests.
+#[derive(Debug)]
+pub struct IcmpSocket {
+    sock: tokio::io::unix::AsyncFd<Socket>,
+    /// True for a raw socket (IPv4 raw sockets deliver the IP header; replies must be filtered).
+    pub raw: bool,
+    /// Receive stamp source.
+    pub rx_mode: RxStampMode,
+}
+
+impl IcmpSocket {
+    /// Opens an ICMP socket towards `target`; `need_raw` skips the datagram socket.
+    pub fn open(target: IpAddr, o: &SocketOptions, need_raw: bool) -> io::Result<IcmpSocket> {
+        let (domain, proto) =
+            if target.is_ipv6() { (Domain::IPV6, Protocol::ICMPV6) } else { (Domain::IPV4, Protocol::ICMPV4) };
+        let dgram = if need_raw { None } else { Socket::new(domain, Type::DGRAM, Some(proto)).ok() };
+        let (s, raw) = match dgram {
+            Some(s) => (s, false),
+            None => (
+                Socket::new(domain, Type::RAW, Some(proto)).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("opening a raw ICMP socket: {e} (needs CAP_NET_RAW; icmp-echo can also use a datagram socket if net.ipv4.ping_group_range includes your group)"),
+                    )
+                })?,
+                true,
+            ),
+        };
+        s.set_nonblocking(true)?;
+        apply(&SockRef::from(&s), target, o)?;
+        if let Some(src) = o.source_ip {
+            s.bind(&SocketAddr::new(src, 0).into())?;
+        }
+        let rx_mode = if o.kernel_timestamps { socket::enable_rx_timestamps(&s) } else { RxStampMode::User };
+        // SAFETY: a socket2::Socket owns its descriptor and returns the same one from as_raw_fd
+        // until it is dropped, which happens only with the AsyncFd that owns it.
+        let sock = unsafe { tokio::io::unix::AsyncFd::register(s) }.map_err(io::Error::from)?;
+        Ok(IcmpSocket { sock, raw, rx_mode })
+    }
+}
+
+/// Runs an ICMP operation (icmp-echo, icmp-jitter) to completion. `ident` filters replies on raw
+/// sockets, which see every ICMP message the host receives.
+pub async fn run_icmp(op: &mut dyn Operation, sock: &IcmpSocket, target: IpAddr, ident: u16) -> OperationResult {
+    use ipsla_wire::icmp;
+    let mut out = vec![0u8; 65_536];
+    let mut buf = vec![0u8; 65_536];
+    let mut cmsg = socket::cmsg_buffer();
+    let to: socket2::SockAddr = SocketAddr::new(target, 0).into();
+    loop {
+        while let Some(t) = op.poll_transmit(Instant::now(), wall_now(), &mut out) {
+            if let Err(e) = sock.sock.get_ref().send_to(&out[..t.len], &to) {
+                tracing::debug!(%target, error = %e, "ICMP send failed");
+            }
+        }
+        if op.is_done() {
+            return op.result();
+        }
+        let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = sock.sock.async_io(Interest::READABLE, |s| socket::recv_stamped(s, &mut buf, &mut cmsg)) => {
+                let Ok(r) = r else { continue };
+                if r.src.ip() != target {
+                    continue;
+                }
+                let data = &buf[..r.len];
+                let msg = if sock.raw && target.is_ipv4() { icmp::strip_ipv4_header(data).ok() } else { Some(data) };
+                let Some(msg) = msg else { continue };
+                let ours = icmp::Icmp::new_checked(msg).is_ok_and(|p| {
+                    matches!(p.msg_type(), icmp::ECHO_REPLY_V4 | icmp::ECHO_REPLY_V6 | icmp::TIMESTAMP_REPLY)
+                        && (!sock.raw || p.ident() == ident)
+                });
+                if ours {
+                    op.handle_datagram(Instant::now(), Peer::Probe, r.rx, msg);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => op.handle_timeout(Instant::now()),
+        }
+    }
+}
