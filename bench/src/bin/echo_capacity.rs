@@ -69,7 +69,7 @@ fn load(name: &'static str, target: SocketAddr, secs: u64, window: u64, probe: &
             sent += 1;
         }
         let mut any = false;
-        while let Ok(_) = s.recv(&mut buf) {
+        while s.recv(&mut buf).is_ok() {
             got += 1;
             any = true;
         }
