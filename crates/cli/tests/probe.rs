@@ -322,3 +322,55 @@ fn icmp_jitter_to_the_kernel() {
     assert!(d["rtt_us"]["max"].as_f64().unwrap() <= 1000.0, "{}", d["rtt_us"]);
     assert!(d["one_way_us"]["sd"]["max"].as_f64().unwrap() <= 1000.0);
 }
+
+#[test]
+fn udp_jitter_over_ipv6_and_vrf_device() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let r = spawn_responder(ResponderOptions {
+        listen: vec!["::1".parse().unwrap()],
+        v1_port: 0,
+        v2_port: 0,
+        ..ResponderOptions::default()
+    })
+    .unwrap();
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "::1",
+        "--port",
+        &port,
+        "--control-port",
+        &ctl,
+        "--packets",
+        "5",
+        "--interval",
+        "1ms",
+        "--dscp",
+        "46",
+    ]);
+    assert_eq!(code, 0, "{docs:?}");
+    assert_eq!(docs[0]["received"], 5);
+    assert_eq!(docs[0]["target"], format!("[::1]:{port}"));
+    if is_root() {
+        // SO_BINDTODEVICE to the loopback device (a VRF is a device too)
+        let (code, docs) = probe(&[
+            "udp-jitter",
+            "::1",
+            "--port",
+            &port,
+            "--control-port",
+            &ctl,
+            "--packets",
+            "3",
+            "--interval",
+            "1ms",
+            "--vrf",
+            "lo",
+        ]);
+        assert_eq!((code, &docs[0]["received"]), (0, &Value::from(3)));
+    }
+}
