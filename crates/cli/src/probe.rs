@@ -129,6 +129,9 @@ struct Common {
     /// Use the userspace clock for receive timestamps.
     #[arg(long)]
     no_kernel_timestamps: bool,
+    /// With --json: add every reply (sequence, responder counter, RTT, SD, DS, late, duplicate).
+    #[arg(long)]
+    samples: bool,
 }
 
 /// Control-phase options (udp-jitter, udp-echo, tcp-connect).
@@ -257,6 +260,7 @@ struct Plan {
     count: u32,
     frequency: Duration,
     json: bool,
+    samples: bool,
     control: ControlMode,
     control_port: u16,
     kind: Kind,
@@ -390,6 +394,7 @@ fn common_plan(c: &Common, name: &'static str, ctl: Option<&ControlArgs>) -> Res
         count: c.count,
         frequency,
         json: c.json,
+        samples: c.samples,
         control,
         control_port,
         kind: Kind::Tcp,
@@ -661,6 +666,7 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
             },
             clock_sync: cs,
             voice,
+            samples: p.samples,
         };
         let report = Report::new(ctx, &r);
         if p.json {

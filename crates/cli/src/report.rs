@@ -147,6 +147,20 @@ pub struct Stamps {
     pub tx: &'static str,
 }
 
+/// One reply, with `--samples`.
+#[derive(Debug, Serialize)]
+pub struct SampleJson {
+    pub seq: u32,
+    pub responder_seq: u32,
+    pub rtt_us: f64,
+    /// T2 − T1: includes the offset between the clocks unless they are synchronised.
+    pub sd_us: f64,
+    /// T4 − T3: includes minus that offset.
+    pub ds_us: f64,
+    pub late: bool,
+    pub duplicate: bool,
+}
+
 /// One run of one operation.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -170,6 +184,8 @@ pub struct Report {
     pub voice: Option<Voice>,
     pub timestamps: Stamps,
     pub unexpected: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<SampleJson>>,
 }
 
 /// Everything that is not in the operation result.
@@ -181,6 +197,7 @@ pub struct Context {
     pub control: &'static str,
     pub clock_sync: ClockSync,
     pub voice: Option<(Codec, MosModel, u8)>,
+    pub samples: bool,
 }
 
 impl Report {
@@ -247,6 +264,20 @@ impl Report {
             },
             timestamps: Stamps { rx, rx_kernel: r.stamps.rx_kernel, rx_user: r.stamps.rx_user, tx: "user" },
             unexpected: r.unexpected,
+            samples: ctx.samples.then(|| {
+                r.samples
+                    .iter()
+                    .map(|x| SampleJson {
+                        seq: x.seq,
+                        responder_seq: x.responder_seq,
+                        rtt_us: us(x.rtt),
+                        sd_us: us(x.sd),
+                        ds_us: us(x.ds),
+                        late: x.late,
+                        duplicate: x.duplicate,
+                    })
+                    .collect()
+            }),
         }
     }
 }

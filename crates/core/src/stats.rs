@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One reply as the statistics see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
     /// Sender sequence, 1..=sent.
     pub seq: u32,
@@ -32,6 +32,9 @@ pub struct Sample {
     pub ds: i64,
     /// Arrived after the operation's timeout: counted, kept out of the delay statistics.
     pub late: bool,
+    /// A further copy of a reply already received: counted as a duplicate; its responder counter
+    /// still tells that the responder saw an extra packet.
+    pub duplicate: bool,
 }
 
 /// Count / min / max / sum / sum of squares, like the MIB's `NumOf`, `MinOf`, `MaxOf`, `SumOf`,
@@ -225,9 +228,14 @@ pub struct StatsConfig {
     pub responder_counts: bool,
 }
 
-/// Computes the statistics of one operation. `arrivals` are the unique replies in arrival order
-/// (`late` ones included); `duplicates` is how many extra copies were discarded.
-pub fn compute(sent: u32, arrivals: &[Sample], duplicates: u32, cfg: StatsConfig) -> JitterStats {
+/// Computes the statistics of one operation. `arrivals` are the replies in arrival order, late
+/// ones and duplicates included (flagged).
+pub fn compute(sent: u32, all: &[Sample], cfg: StatsConfig) -> JitterStats {
+    let duplicates = all.iter().filter(|s| s.duplicate).count() as u32;
+    let dup_rseqs: Vec<u32> =
+        all.iter().filter(|s| s.duplicate && s.responder_seq > 0).map(|s| s.responder_seq).collect();
+    let arrivals: Vec<Sample> = all.iter().filter(|s| !s.duplicate).copied().collect();
+    let arrivals = &arrivals[..];
     let mut st = JitterStats { sent, duplicates, ..JitterStats::default() };
     // out of sequence: arrival order vs sender order
     let mut highest = 0u32;
@@ -276,7 +284,7 @@ pub fn compute(sent: u32, arrivals: &[Sample], duplicates: u32, cfg: StatsConfig
     st.rtt_pct = Percentiles::of(&mut rtts);
     st.ipdv_pct = Percentiles::of(&mut ipdv);
 
-    loss(&mut st, arrivals, cfg.responder_counts);
+    loss(&mut st, arrivals, &dup_rseqs, cfg.responder_counts);
     st
 }
 
@@ -290,8 +298,10 @@ fn add_jitter(d: &mut DirJitter, j: i64) {
 }
 
 /// Splits the losses by direction using the responder counter of every reply that reached us,
-/// late ones included (they did reach the responder).
-fn loss(st: &mut JitterStats, arrivals: &[Sample], responder_counts: bool) {
+/// late ones included (they did reach the responder). `dup_rseqs` are the counters carried by
+/// duplicate replies: a probe duplicated on the way out advanced the counter without being a
+/// different probe, so those values are not "seen" probes of a gap.
+fn loss(st: &mut JitterStats, arrivals: &[Sample], dup_rseqs: &[u32], responder_counts: bool) {
     let sent = st.sent;
     let mut got: Vec<Sample> = arrivals.iter().filter(|s| s.seq >= 1 && s.seq <= sent).copied().collect();
     got.sort_by_key(|s| s.seq);
@@ -319,7 +329,8 @@ fn loss(st: &mut JitterStats, arrivals: &[Sample], responder_counts: bool) {
     for s in &got {
         let gap = s.seq - prev.0 - 1;
         if gap > 0 {
-            let seen_by_responder = s.responder_seq.checked_sub(prev.1 + 1);
+            let dups = dup_rseqs.iter().filter(|&&d| d > prev.1 && d < s.responder_seq).count() as u32;
+            let seen_by_responder = s.responder_seq.checked_sub(prev.1 + 1).and_then(|x| x.checked_sub(dups));
             match seen_by_responder {
                 Some(seen) if seen <= gap => {
                     let sd = gap - seen;

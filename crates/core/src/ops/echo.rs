@@ -126,8 +126,16 @@ impl EchoOp {
         let cfg =
             StatsConfig { threshold: self.cfg.threshold.as_nanos() as i64, clock_sync: false, responder_counts: false };
         let sent = u32::from(self.sent_at.is_some());
-        let arrivals: Vec<Sample> = self.sample.into_iter().collect();
-        let st = stats::compute(sent, &arrivals, self.duplicates, cfg);
+        let mut arrivals: Vec<Sample> = self.sample.into_iter().collect();
+        arrivals.extend(
+            arrivals
+                .first()
+                .map(|s| Sample { duplicate: true, ..*s })
+                .into_iter()
+                .cycle()
+                .take(self.duplicates as usize),
+        );
+        let st = stats::compute(sent, &arrivals, cfg);
         let return_code = match self.failure {
             Some(c) => c,
             None if st.received == 0 => ReturnCode::Timeout,
@@ -141,6 +149,7 @@ impl EchoOp {
             precision: Precision::Us,
             stamps: self.stamps,
             unexpected: self.unexpected,
+            samples: arrivals,
         });
         self.phase = Phase::Done;
     }
@@ -209,7 +218,8 @@ impl Operation for EchoOp {
                 }
                 let rtt = rx.wall.as_nanos() as i64 - self.t1.as_nanos() as i64;
                 self.failure = None;
-                self.sample = Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false });
+                self.sample =
+                    Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false, duplicate: false });
                 self.finish();
             }
             _ => {}
@@ -255,6 +265,7 @@ impl Operation for EchoOp {
             precision: Precision::Us,
             stamps: self.stamps,
             unexpected: self.unexpected,
+            samples: Vec::new(),
         })
     }
 }

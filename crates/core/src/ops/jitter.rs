@@ -118,7 +118,6 @@ pub struct JitterOp {
     phase: Phase,
     sent: Vec<Sent>,
     arrivals: Vec<Sample>,
-    duplicates: u32,
     unexpected: u32,
     stamps: StampSources,
     failure: Option<ReturnCode>,
@@ -141,7 +140,6 @@ impl JitterOp {
             cfg,
             phase: Phase::Control(Box::new(control)),
             arrivals: Vec::new(),
-            duplicates: 0,
             unexpected: 0,
             stamps: StampSources::default(),
             failure: None,
@@ -213,7 +211,7 @@ impl JitterOp {
             clock_sync: self.cfg.clock_sync,
             responder_counts: matches!(self.cfg.format, JitterFormat::Udp(_)),
         };
-        let st = stats::compute(self.sent.len() as u32, &self.arrivals, self.duplicates, cfg);
+        let st = stats::compute(self.sent.len() as u32, &self.arrivals, cfg);
         let return_code = match self.failure {
             Some(c) => c,
             None if st.received == 0 => ReturnCode::Timeout,
@@ -237,6 +235,7 @@ impl JitterOp {
             precision: self.cfg.format.precision(),
             stamps: self.stamps,
             unexpected: self.unexpected,
+            samples: self.arrivals.clone(),
         });
         self.phase = Phase::Done;
     }
@@ -284,10 +283,7 @@ impl JitterOp {
             self.unexpected += 1;
             return;
         }
-        if sent.answered {
-            self.duplicates += 1;
-            return;
-        }
+        let duplicate = sent.answered;
         sent.answered = true;
         if rx.kernel {
             self.stamps.rx_kernel += 1;
@@ -315,7 +311,7 @@ impl JitterOp {
                 (t4.diff_nanos(t1) - t3.diff_nanos(t2), t2.diff_nanos(t1), t4.diff_nanos(t3))
             }
         };
-        self.arrivals.push(Sample { seq, responder_seq, rtt, sd, ds, late });
+        self.arrivals.push(Sample { seq, responder_seq, rtt, sd, ds, late, duplicate });
     }
 }
 
@@ -399,6 +395,7 @@ impl Operation for JitterOp {
             precision: self.cfg.format.precision(),
             stamps: self.stamps,
             unexpected: self.unexpected,
+            samples: Vec::new(),
         })
     }
 }

@@ -137,6 +137,8 @@ pub struct OperationResult {
     pub stamps: StampSources,
     /// Replies that matched no probe we sent (wrong T1, unknown sequence, wrong type).
     pub unexpected: u32,
+    /// Every reply, in arrival order (late ones and duplicates flagged).
+    pub samples: Vec<crate::stats::Sample>,
 }
 
 /// The driver-facing interface of every operation.

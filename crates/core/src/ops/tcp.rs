@@ -78,7 +78,7 @@ impl TcpConnectOp {
         let cfg =
             StatsConfig { threshold: self.cfg.threshold.as_nanos() as i64, clock_sync: false, responder_counts: false };
         let arrivals: Vec<Sample> = self.sample.into_iter().collect();
-        let st = stats::compute(u32::from(self.sent), &arrivals, 0, cfg);
+        let st = stats::compute(u32::from(self.sent), &arrivals, cfg);
         let return_code = match self.failure {
             Some(c) => c,
             None if st.received == 0 => ReturnCode::Timeout,
@@ -92,6 +92,7 @@ impl TcpConnectOp {
             precision: Precision::Us,
             stamps: self.stamps,
             unexpected: 0,
+            samples: arrivals,
         });
         self.phase = Phase::Done;
     }
@@ -123,7 +124,7 @@ impl Operation for TcpConnectOp {
         if ok {
             let rtt = rx.wall.as_nanos() as i64 - t1.as_nanos() as i64;
             self.stamps.rx_user += 1;
-            self.sample = Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false });
+            self.sample = Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false, duplicate: false });
         } else {
             // Refused or unreachable: IOS reports "No connection".
             self.failure = Some(ReturnCode::NoConnection);
@@ -166,6 +167,7 @@ impl Operation for TcpConnectOp {
             precision: Precision::Us,
             stamps: self.stamps,
             unexpected: 0,
+            samples: Vec::new(),
         })
     }
 }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 const US: i64 = 1000;
 
 fn s(seq: u32, responder_seq: u32, rtt_us: i64, sd_us: i64, ds_us: i64) -> Sample {
-    Sample { seq, responder_seq, rtt: rtt_us * US, sd: sd_us * US, ds: ds_us * US, late: false }
+    Sample { seq, responder_seq, rtt: rtt_us * US, sd: sd_us * US, ds: ds_us * US, late: false, duplicate: false }
 }
 
 fn cfg(sync: bool) -> StatsConfig {
@@ -29,7 +29,7 @@ fn scenario_a() -> Vec<Sample> {
 
 #[test]
 fn rtt_threshold_and_percentiles() {
-    let st = compute(10, &scenario_a(), 0, cfg(false));
+    let st = compute(10, &scenario_a(), cfg(false));
     assert_eq!((st.sent, st.received), (10, 7));
     assert_eq!(st.rtt.count, 7);
     assert_eq!((st.rtt.min, st.rtt.max), (900 * US, 3000 * US));
@@ -44,7 +44,7 @@ fn rtt_threshold_and_percentiles() {
 
 #[test]
 fn loss_by_direction() {
-    let st = compute(10, &scenario_a(), 0, cfg(false));
+    let st = compute(10, &scenario_a(), cfg(false));
     assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop), (1, 1, 1, 1));
     assert_eq!(st.periods_sd, LossPeriods { count: 1, len_min: 1, len_max: 1, inter_min: 0, inter_max: 0 });
     assert_eq!(st.periods_ds, LossPeriods { count: 1, len_min: 1, len_max: 1, inter_min: 0, inter_max: 0 });
@@ -53,7 +53,7 @@ fn loss_by_direction() {
 
 #[test]
 fn jitter_split_by_sign_and_interarrival() {
-    let st = compute(10, &scenario_a(), 0, cfg(false));
+    let st = compute(10, &scenario_a(), cfg(false));
     // SD transit 500,700,400,900,500,600,2000 → +200 −300 +500 −400 +100 +1400
     let sd = st.jitter_sd;
     assert_eq!((sd.positive.count, sd.positive.min, sd.positive.max), (4, 100 * US, 1400 * US));
@@ -73,10 +73,10 @@ fn jitter_split_by_sign_and_interarrival() {
 
 #[test]
 fn one_way_only_with_synchronised_clocks() {
-    let st = compute(10, &scenario_a(), 0, cfg(false));
+    let st = compute(10, &scenario_a(), cfg(false));
     assert_eq!(st.one_way_sd, None, "unavailable, never 0");
     assert_eq!(st.one_way_ds, None);
-    let st = compute(10, &scenario_a(), 0, cfg(true));
+    let st = compute(10, &scenario_a(), cfg(true));
     let sd = st.one_way_sd.unwrap();
     assert_eq!((sd.count, sd.min, sd.max, sd.sum), (7, 400 * US, 2000 * US, 5600 * i128::from(US)));
     let ds = st.one_way_ds.unwrap();
@@ -104,7 +104,7 @@ fn burst_loss_periods() {
         (18, 14),
     ];
     let arrivals: Vec<Sample> = answered.iter().map(|&(q, r)| s(q, r, 1000, 500, 500)).collect();
-    let st = compute(20, &arrivals, 0, cfg(false));
+    let st = compute(20, &arrivals, cfg(false));
     assert_eq!(st.received, 13);
     assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia, st.tail_drop), (4, 1, 2, 2));
     assert_eq!(st.periods_sd, LossPeriods { count: 2, len_min: 1, len_max: 3, inter_min: 7, inter_max: 7 });
@@ -118,9 +118,17 @@ fn burst_loss_periods() {
 fn reorder_duplicate_and_late() {
     let mut late = s(5, 5, 9000, 4500, 4500);
     late.late = true;
-    let arrivals =
-        vec![s(1, 1, 1000, 500, 500), s(3, 2, 1000, 500, 500), s(2, 3, 1000, 500, 500), s(4, 4, 1000, 500, 500), late];
-    let st = compute(5, &arrivals, 1, cfg(false));
+    // reply 1 arrives twice (duplicated on the way back: same responder counter)
+    let dup = Sample { duplicate: true, ..s(1, 1, 1000, 500, 500) };
+    let arrivals = vec![
+        s(1, 1, 1000, 500, 500),
+        dup,
+        s(3, 2, 1000, 500, 500),
+        s(2, 3, 1000, 500, 500),
+        s(4, 4, 1000, 500, 500),
+        late,
+    ];
+    let st = compute(5, &arrivals, cfg(false));
     assert_eq!(st.out_of_sequence, 1);
     assert_eq!(st.duplicates, 1);
     assert_eq!(st.late, 1);
@@ -131,7 +139,7 @@ fn reorder_duplicate_and_late() {
 
 #[test]
 fn nothing_answered_is_all_mia() {
-    let st = compute(10, &[], 0, cfg(true));
+    let st = compute(10, &[], cfg(true));
     assert_eq!((st.received, st.loss_mia, st.tail_drop), (0, 10, 10));
     assert_eq!(st.rtt.count, 0);
     assert_eq!(st.one_way_sd.unwrap().count, 0);
@@ -139,8 +147,21 @@ fn nothing_answered_is_all_mia() {
 
 #[test]
 fn without_responder_counter_every_loss_is_mia() {
-    let st = compute(10, &scenario_a(), 0, StatsConfig { responder_counts: false, ..cfg(false) });
+    let st = compute(10, &scenario_a(), StatsConfig { responder_counts: false, ..cfg(false) });
     assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (0, 0, 3));
+}
+
+#[test]
+fn duplicated_on_the_way_out_does_not_hide_an_sd_loss() {
+    // Probe 1 duplicated towards the responder (counter 1 and 2), probe 3 lost on the way out:
+    // replies p1 (r1), p1 copy (r2), p2 (r3), p4 (r4). Without the copy's counter, the gap at 3
+    // would look like a DS loss.
+    let mut copy = s(1, 2, 1000, 500, 500);
+    copy.duplicate = true;
+    let arrivals = vec![s(1, 1, 1000, 500, 500), copy, s(2, 3, 1000, 500, 500), s(4, 4, 1000, 500, 500)];
+    let st = compute(4, &arrivals, cfg(false));
+    assert_eq!((st.duplicates, st.received), (1, 3));
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (1, 0, 0));
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -173,7 +194,7 @@ proptest! {
                 }
             }
         }
-        let st = compute(sent, &arrivals, 0, cfg(false));
+        let st = compute(sent, &arrivals, cfg(false));
         let last = arrivals.last().map_or(0, |a| a.seq) as usize;
         let truth_out = fates[..last].iter().filter(|f| matches!(f, Fate::LostOut)).count() as u32;
         let truth_back = fates[..last].iter().filter(|f| matches!(f, Fate::LostBack)).count() as u32;

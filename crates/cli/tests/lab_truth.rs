@@ -1,0 +1,393 @@
+//! Ground truth: `ipsla probe` in one network namespace, `ipsla responder` in another, joined by
+//! the lab's impairment link. Every count the probe reports is checked against the link's log of
+//! what happened to each packet, and every per-packet delay against the time the link held it.
+//! Needs root; skipped (with a message) without it.
+
+use ipsla_core::responder::ResponderConfig;
+use ipsla_lab::{Delay, DelayDist, Dir, Fate, Host, Impairment, Lab, Link, LinkConfig, Loss, Record};
+use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const PORT: u16 = 16384;
+const MS: Duration = Duration::from_millis(1);
+
+struct Setup {
+    _lab: Lab,
+    a: Host,
+    link: Link,
+    _responder: RunningResponder,
+}
+
+fn setup(name: &str, cfg: LinkConfig) -> Option<Setup> {
+    if !ipsla_lab::available() {
+        eprintln!("skipped: the lab needs root, /dev/net/tun and iproute2");
+        return None;
+    }
+    let mut lab = Lab::new(name).unwrap();
+    let a = lab.host("a").unwrap();
+    let b = lab.host("b").unwrap();
+    let link = lab.link(&a, &b, cfg).unwrap();
+    let b_addr = link.b_addr();
+    let responder = b
+        .run(move || {
+            spawn_responder(ResponderOptions {
+                listen: vec![b_addr.into()],
+                core: ResponderConfig::default(),
+                ..ResponderOptions::default()
+            })
+        })
+        .unwrap()
+        .unwrap();
+    Some(Setup { _lab: lab, a, link, _responder: responder })
+}
+
+fn probe(s: &Setup, args: &[&str]) -> Value {
+    let out =
+        s.a.command(env!("CARGO_BIN_EXE_ipsla"))
+            .arg("probe")
+            .args(args)
+            .args(["--json", "--samples"])
+            .output()
+            .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.code() != Some(2), "usage error: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The sender sequence of an IP SLA probe or reply, from the payload head the lab logged.
+fn seq_of(r: &Record, precision_us: bool) -> Option<u32> {
+    let h = &r.head;
+    if precision_us {
+        (h.len() >= 54 && h[1] == 3).then(|| u32::from(u16::from_be_bytes([h[52], h[53]])))
+    } else {
+        (h.len() >= 14 && h[1] == 2).then(|| u32::from(u16::from_be_bytes([h[12], h[13]])))
+    }
+}
+
+fn egress(r: &Record) -> Duration {
+    match r.fate {
+        Fate::Delivered { egress } => egress,
+        _ => Duration::MAX,
+    }
+}
+
+/// What the log says the probe must report.
+#[derive(Debug, Default, PartialEq)]
+struct Truth {
+    received: u32,
+    sd: u32,
+    ds: u32,
+    mia: u32,
+    duplicates: u32,
+    out_of_sequence: u32,
+    /// Per sequence: link hold A→B and B→A of the first delivered copies.
+    held: BTreeMap<u32, (Duration, Duration)>,
+}
+
+fn truth(link: &Link, n: u32, us: bool) -> Truth {
+    let recs = link.records();
+    let probes: Vec<&Record> = recs
+        .iter()
+        .filter(|r| r.dir == Dir::AtoB && r.tuple.is_some_and(|t| t.proto == 17 && t.dport == PORT))
+        .collect();
+    let replies: Vec<&Record> = recs
+        .iter()
+        .filter(|r| r.dir == Dir::BtoA && r.tuple.is_some_and(|t| t.proto == 17 && t.sport == PORT))
+        .collect();
+    let out_ok: BTreeSet<u32> = probes.iter().filter(|r| r.delivered()).filter_map(|r| seq_of(r, us)).collect();
+    let mut back: Vec<&Record> = replies.iter().copied().filter(|r| r.delivered()).collect();
+    back.sort_by_key(|r| egress(r));
+    let mut t = Truth::default();
+    let mut seen = BTreeSet::new();
+    let mut highest = 0;
+    for r in &back {
+        let Some(s) = seq_of(r, us) else { continue };
+        if !seen.insert(s) {
+            t.duplicates += 1;
+            continue;
+        }
+        if s < highest {
+            t.out_of_sequence += 1;
+        }
+        highest = highest.max(s);
+        let out = probes.iter().filter(|p| p.delivered() && seq_of(p, us) == Some(s)).min_by_key(|p| egress(p));
+        if let (Some(o), Some(ho)) = (out, out.and_then(|o| o.held())) {
+            let _ = o;
+            t.held.insert(s, (ho, r.held().unwrap()));
+        }
+    }
+    t.received = seen.len() as u32;
+    let last = seen.iter().max().copied().unwrap_or(0);
+    t.sd = (1..last).filter(|s| !out_ok.contains(s)).count() as u32;
+    t.ds = (1..last).filter(|s| out_ok.contains(s) && !seen.contains(s)).count() as u32;
+    t.mia = n - last;
+    t
+}
+
+fn counts(d: &Value) -> Truth {
+    let l = &d["loss"];
+    let g = |v: &Value| v.as_u64().unwrap() as u32;
+    Truth {
+        received: g(&d["received"]),
+        sd: g(&l["sd"]),
+        ds: g(&l["ds"]),
+        mia: g(&l["mia"]),
+        duplicates: g(&l["duplicates"]),
+        out_of_sequence: g(&l["out_of_sequence"]),
+        held: BTreeMap::new(),
+    }
+}
+
+/// Largest |measured − link hold| over the per-packet SD, DS and RTT, in µs.
+fn worst_errors(d: &Value, t: &Truth) -> (f64, f64, f64) {
+    let mut worst = (0f64, 0f64, 0f64);
+    for s in d["samples"].as_array().unwrap() {
+        if s["duplicate"].as_bool().unwrap() || s["late"].as_bool().unwrap() {
+            continue;
+        }
+        let seq = s["seq"].as_u64().unwrap() as u32;
+        let Some((ab, ba)) = t.held.get(&seq) else { continue };
+        let (ab, ba) = (ab.as_secs_f64() * 1e6, ba.as_secs_f64() * 1e6);
+        let e = |m: &Value, truth: f64| (m.as_f64().unwrap() - truth).abs();
+        worst.0 = worst.0.max(e(&s["sd_us"], ab));
+        worst.1 = worst.1.max(e(&s["ds_us"], ba));
+        worst.2 = worst.2.max(e(&s["rtt_us"], ab + ba));
+    }
+    worst
+}
+
+fn jitter_args<'a>(addr: &'a str, n: &'a str, precision: &'a str) -> Vec<&'a str> {
+    vec![
+        "udp-jitter",
+        addr,
+        "--port",
+        "16384",
+        "--packets",
+        n,
+        "--interval",
+        "5ms",
+        "--timeout",
+        "2s",
+        "--precision",
+        precision,
+        "--clock-sync",
+        "assume",
+    ]
+}
+
+/// Per-packet error bound with µs precision (kernel receive stamps, userspace send stamps),
+/// measured on this machine: see the note in the issue and bench/RESULTS.md.
+const US_BOUND: f64 = 60.0;
+
+/// Operations without responder timestamps (udp-echo, icmp-echo, tcp-connect) include the far
+/// end's turnaround in their RTT; bound on (measured − link hold), µs.
+const ECHO_BOUND: f64 = 1000.0;
+
+#[test]
+fn udp_jitter_loss_both_ways_and_reply_duplicates() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = LinkConfig {
+        a_to_b: Impairment {
+            delay: Delay { base: 3 * MS, jitter: Duration::from_micros(300), dist: DelayDist::Uniform },
+            loss: Loss::Bernoulli(0.06),
+            ..Impairment::default()
+        },
+        b_to_a: Impairment {
+            delay: Delay { base: 2 * MS, ..Delay::default() },
+            loss: Loss::GilbertElliott { p: 0.03, r: 0.4, loss_good: 0.0, loss_bad: 0.7 },
+            duplicate: 0.04,
+            ..Impairment::default()
+        },
+        seed: 2024,
+    };
+    let Some(s) = setup("loss", cfg) else { return };
+    for precision in ["us", "ms"] {
+        s.link.clear_log();
+        let addr = s.link.b_addr().to_string();
+        let d = probe(&s, &jitter_args(&addr, "300", precision));
+        s.link.drain(Duration::from_secs(1));
+        let t = truth(&s.link, 300, precision == "us");
+        let got = counts(&d);
+        eprintln!("{precision}: probe {got:?}");
+        assert!(t.sd > 0 && t.ds > 0 && t.duplicates > 0, "the scenario exercises every count: {t:?}");
+        assert_eq!((got.received, got.sd, got.ds, got.mia), (t.received, t.sd, t.ds, t.mia), "{precision}");
+        assert_eq!(got.duplicates, t.duplicates, "{precision}");
+        assert_eq!(got.out_of_sequence, t.out_of_sequence, "{precision}");
+        let (sd, ds, rtt) = worst_errors(&d, &t);
+        eprintln!("{precision}: worst per-packet error vs the link log: SD {sd:.1} µs, DS {ds:.1} µs, RTT {rtt:.1} µs");
+        if precision == "us" {
+            assert!(sd <= US_BOUND && ds <= US_BOUND && rtt <= US_BOUND, "SD {sd} DS {ds} RTT {rtt} µs");
+        } else {
+            // whole ms, modulo the ms boundaries each timestamp fell on
+            assert!(
+                sd <= 1000.0 + US_BOUND && ds <= 1000.0 + US_BOUND && rtt <= 1000.0 + US_BOUND,
+                "SD {sd} DS {ds} RTT {rtt}"
+            );
+        }
+    }
+}
+
+#[test]
+fn udp_jitter_reordering_and_probe_duplicates() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = LinkConfig {
+        a_to_b: Impairment {
+            delay: Delay { base: MS, ..Delay::default() },
+            reorder: 0.08,
+            reorder_extra: 12 * MS,
+            duplicate: 0.05,
+            ..Impairment::default()
+        },
+        b_to_a: Impairment {
+            delay: Delay { base: MS, ..Delay::default() },
+            reorder: 0.05,
+            reorder_extra: 9 * MS,
+            ..Impairment::default()
+        },
+        seed: 77,
+    };
+    let Some(s) = setup("reorder", cfg) else { return };
+    let addr = s.link.b_addr().to_string();
+    let d = probe(&s, &jitter_args(&addr, "300", "us"));
+    s.link.drain(Duration::from_secs(1));
+    let t = truth(&s.link, 300, true);
+    let got = counts(&d);
+    assert!(t.out_of_sequence > 0 && t.duplicates > 0, "{t:?}");
+    assert_eq!((got.received, got.sd, got.ds, got.mia), (300, 0, 0, 0), "nothing was lost");
+    assert_eq!((got.duplicates, got.out_of_sequence), (t.duplicates, t.out_of_sequence));
+}
+
+#[test]
+fn voice_scores_fall_as_impairment_rises() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup("voice", LinkConfig::default()) else { return };
+    let addr = s.link.b_addr().to_string();
+    let mut last = (5.0, 0);
+    for (delay_ms, loss) in [(1u64, 0.0), (40, 0.01), (120, 0.03), (200, 0.06)] {
+        let imp = Impairment {
+            delay: Delay { base: MS * delay_ms as u32, ..Delay::default() },
+            loss: Loss::Bernoulli(loss),
+            ..Impairment::default()
+        };
+        s.link.set_impairment(Dir::AtoB, imp.clone());
+        s.link.set_impairment(Dir::BtoA, Impairment { loss: Loss::None, ..imp });
+        let d = probe(
+            &s,
+            &[
+                "udp-jitter",
+                &addr,
+                "--port",
+                "16384",
+                "--codec",
+                "g711ulaw",
+                "--packets",
+                "200",
+                "--interval",
+                "2ms",
+                "--timeout",
+                "2s",
+            ],
+        );
+        let v = &d["voice"];
+        let (mos, icpif) = (v["mos"].as_f64().unwrap(), v["icpif"].as_u64().unwrap());
+        eprintln!("delay {delay_ms} ms each way, loss {loss}: MOS {mos}, ICPIF {icpif}");
+        assert!(mos < last.0 && icpif > last.1 || (delay_ms == 1 && icpif == 0), "{mos} {icpif} after {last:?}");
+        last = (mos, icpif);
+    }
+}
+
+fn single(s: &Setup, args: &[&str]) -> (Value, Vec<Record>) {
+    s.link.clear_log();
+    let d = probe(s, args);
+    s.link.drain(Duration::from_secs(1));
+    (d, s.link.records())
+}
+
+#[test]
+fn echo_icmp_and_tcp_rtts_match_the_link() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let imp = |ms: u32| Impairment::delay(MS * ms);
+    let Some(s) = setup("single", LinkConfig { a_to_b: imp(4), b_to_a: imp(3), seed: 5 }) else { return };
+    let addr = s.link.b_addr().to_string();
+    let held = |recs: &[Record], pred: &dyn Fn(&Record) -> bool| -> f64 {
+        recs.iter().filter(|r| pred(r)).filter_map(|r| r.held()).map(|d| d.as_secs_f64() * 1e6).sum()
+    };
+
+    // udp-echo: one probe and its echo
+    let (d, recs) = single(&s, &["udp-echo", &addr, "--port", "16390"]);
+    assert_eq!(d["return_code"], "ok");
+    let truth = held(&recs, &|r| r.tuple.is_some_and(|t| t.dport == 16390 || t.sport == 16390));
+    let rtt = d["rtt_us"]["max"].as_f64().unwrap();
+    eprintln!("udp-echo RTT {rtt:.1} µs, link held {truth:.1} µs");
+    // A type-1 probe carries no responder timestamps: its RTT includes the responder's turnaround
+    // (wake-up, echo, send), which on this VM is tens of µs to a few hundred.
+    assert!(rtt >= truth && rtt - truth <= ECHO_BOUND, "udp-echo RTT {rtt} vs {truth}");
+
+    // icmp-echo against host B's kernel
+    let (d, recs) = single(&s, &["icmp-echo", &addr]);
+    assert_eq!(d["return_code"], "ok", "{d}");
+    let truth = held(&recs, &|r| r.tuple.is_some_and(|t| t.proto == 1));
+    let rtt = d["rtt_us"]["max"].as_f64().unwrap();
+    eprintln!("icmp-echo RTT {rtt:.1} µs, link held {truth:.1} µs");
+    assert!(rtt >= truth && rtt - truth <= ECHO_BOUND, "icmp-echo RTT {rtt} vs {truth}");
+
+    // tcp-connect: SYN out, SYN/ACK back
+    let (d, recs) = single(&s, &["tcp-connect", &addr, "--port", "16391"]);
+    assert_eq!(d["return_code"], "ok", "{d}");
+    let tcp: Vec<&Record> = recs.iter().filter(|r| r.tuple.is_some_and(|t| t.proto == 6)).collect();
+    let truth: f64 = tcp.iter().take(2).filter_map(|r| r.held()).map(|d| d.as_secs_f64() * 1e6).sum();
+    let rtt = d["rtt_us"]["max"].as_f64().unwrap();
+    eprintln!("tcp-connect RTT {rtt:.1} µs, SYN + SYN/ACK held {truth:.1} µs");
+    // the handshake time is taken in userspace at both ends of the connect call
+    assert!(rtt >= truth && rtt - truth <= ECHO_BOUND, "tcp-connect RTT {rtt} vs {truth}");
+}
+
+#[test]
+fn icmp_jitter_losses_match_the_link() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let imp = Impairment {
+        delay: Delay { base: 2 * MS, ..Delay::default() },
+        loss: Loss::Bernoulli(0.1),
+        ..Impairment::default()
+    };
+    let Some(s) = setup("icmpj", LinkConfig::symmetric(imp, 11)) else { return };
+    let addr = s.link.b_addr().to_string();
+    let (d, recs) = single(&s, &["icmp-jitter", &addr, "--packets", "100", "--interval", "5ms", "--timeout", "1s"]);
+    let icmp: Vec<&Record> = recs.iter().filter(|r| r.tuple.is_some_and(|t| t.proto == 1)).collect();
+    let requests_ok = icmp.iter().filter(|r| r.dir == Dir::AtoB && r.delivered()).count();
+    let replies_ok = icmp.iter().filter(|r| r.dir == Dir::BtoA && r.delivered()).count();
+    assert_eq!(d["received"].as_u64().unwrap() as usize, replies_ok);
+    assert!(requests_ok > replies_ok, "some replies were lost too");
+    // no receive counter in ICMP: every loss is of unknown direction
+    assert_eq!(d["loss"]["mia"].as_u64().unwrap() as usize, 100 - replies_ok);
+    assert_eq!((d["loss"]["sd"].as_u64(), d["loss"]["ds"].as_u64()), (Some(0), Some(0)));
+    // RTT in whole ms: 2 + 2 ms of link, within one ms boundary
+    let (min, max) = (d["rtt_us"]["min"].as_f64().unwrap(), d["rtt_us"]["max"].as_f64().unwrap());
+    assert!(min >= 3000.0 && max <= 5000.0, "{min}..{max}");
+}
+
+#[test]
+fn link_down_mid_run_is_counted() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup("down", LinkConfig::symmetric(Impairment::delay(MS), 1)) else { return };
+    let addr = s.link.b_addr().to_string();
+    let link = s.link.clone();
+    let flap = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        link.set_up(false);
+        std::thread::sleep(Duration::from_millis(200));
+        link.set_up(true);
+    });
+    let d = probe(&s, &jitter_args(&addr, "200", "us"));
+    flap.join().unwrap();
+    s.link.drain(Duration::from_secs(1));
+    let t = truth(&s.link, 200, true);
+    let got = counts(&d);
+    assert!(t.sd >= 30, "about 40 probes went into the outage: {t:?}");
+    assert_eq!((got.received, got.sd, got.ds, got.mia), (t.received, t.sd, t.ds, t.mia));
+}
