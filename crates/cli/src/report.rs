@@ -143,8 +143,36 @@ pub struct Stamps {
     pub rx: &'static str,
     pub rx_kernel: u32,
     pub rx_user: u32,
-    /// Where T1 (send) came from.
+    /// kernel | user | mixed | none: where T1 (send) came from.
     pub tx: &'static str,
+    pub tx_kernel: u32,
+    pub tx_user: u32,
+    /// Self-diagnostic: userspace read after recvmsg − kernel receive stamp.
+    pub rx_user_minus_kernel_us: DeltaJson,
+    /// Self-diagnostic: kernel transmit stamp − userspace read before the send call.
+    pub tx_kernel_minus_user_us: DeltaJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeltaJson {
+    pub count: u64,
+    pub avg: f64,
+    pub max: f64,
+}
+
+impl DeltaJson {
+    fn new(d: &ipsla_core::ops::DeltaStats) -> Self {
+        DeltaJson { count: d.count, avg: usf(d.avg_ns()), max: us(d.max_ns) }
+    }
+}
+
+fn source(kernel: u32, user: u32) -> &'static str {
+    match (kernel, user) {
+        (0, 0) => "none",
+        (_, 0) => "kernel",
+        (0, _) => "user",
+        _ => "mixed",
+    }
 }
 
 /// One reply, with `--samples`.
@@ -210,12 +238,6 @@ impl Report {
             }
             _ => None,
         };
-        let rx = match (r.stamps.rx_kernel, r.stamps.rx_user) {
-            (0, 0) => "none",
-            (_, 0) => "kernel",
-            (0, _) => "user",
-            _ => "mixed",
-        };
         Report {
             schema: SCHEMA_VERSION,
             operation: ctx.operation,
@@ -262,7 +284,16 @@ impl Report {
                 }),
                 _ => None,
             },
-            timestamps: Stamps { rx, rx_kernel: r.stamps.rx_kernel, rx_user: r.stamps.rx_user, tx: "user" },
+            timestamps: Stamps {
+                rx: source(r.stamps.rx_kernel, r.stamps.rx_user),
+                rx_kernel: r.stamps.rx_kernel,
+                rx_user: r.stamps.rx_user,
+                tx: source(r.stamps.tx_kernel, r.stamps.tx_user),
+                tx_kernel: r.stamps.tx_kernel,
+                tx_user: r.stamps.tx_user,
+                rx_user_minus_kernel_us: DeltaJson::new(&r.stamps.rx_delta),
+                tx_kernel_minus_user_us: DeltaJson::new(&r.stamps.tx_delta),
+            },
             unexpected: r.unexpected,
             samples: ctx.samples.then(|| {
                 r.samples
@@ -440,10 +471,19 @@ pub fn text(r: &Report, successes: u32, failures: u32) -> String {
         };
         let _ = writeln!(w, "        Voice: {:?}, {model}, R-factor {:.2}", v.codec, v.r_factor);
     }
+    let ts = &r.timestamps;
     let _ = writeln!(
         w,
-        "        Timestamps: receive {} (kernel {}, user {}), send {}",
-        r.timestamps.rx, r.timestamps.rx_kernel, r.timestamps.rx_user, r.timestamps.tx
+        "        Timestamps: receive {} (kernel {}, user {}), send {} (kernel {}, user {})",
+        ts.rx, ts.rx_kernel, ts.rx_user, ts.tx, ts.tx_kernel, ts.tx_user
+    );
+    let _ = writeln!(
+        w,
+        "        Userspace - kernel stamp: receive avg {:.3} max {:.3} microseconds, send avg {:.3} max {:.3} microseconds",
+        ts.rx_user_minus_kernel_us.avg,
+        ts.rx_user_minus_kernel_us.max,
+        ts.tx_kernel_minus_user_us.avg,
+        ts.tx_kernel_minus_user_us.max
     );
     let _ = writeln!(w, "        Clock sync: {} ({})", r.clock_sync.mode, r.clock_sync.state);
     o

@@ -302,6 +302,17 @@ pub fn format_status(r: &StatusReport) -> String {
             let _ = writeln!(o, "        {} {}:{}", label(kind), k.addr, k.port);
         }
     }
+    let us = |ns: f64| ns / 1000.0;
+    let _ = writeln!(
+        o,
+        "Userspace - kernel stamp: receive (T2) avg {:.3} max {:.3} microseconds over {}, transmit (T3) avg {:.3} max {:.3} microseconds over {}",
+        us(r.rx_user_minus_kernel.avg_ns()),
+        us(r.rx_user_minus_kernel.max_ns as f64),
+        r.rx_user_minus_kernel.count,
+        us(r.tx_kernel_minus_user.avg_ns()),
+        us(r.tx_kernel_minus_user.max_ns as f64),
+        r.tx_kernel_minus_user.count
+    );
     let _ = writeln!(o, "Uptime: {} s  open-file limit: {}", r.uptime_s, r.fd_limit);
     o
 }

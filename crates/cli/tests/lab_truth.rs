@@ -143,9 +143,9 @@ fn counts(d: &Value) -> Truth {
     }
 }
 
-/// Largest |measured − link hold| over the per-packet SD, DS and RTT, in µs.
-fn worst_errors(d: &Value, t: &Truth) -> (f64, f64, f64) {
-    let mut worst = (0f64, 0f64, 0f64);
+/// |measured − link hold| per packet for SD, DS and RTT, µs, sorted.
+fn errors(d: &Value, t: &Truth) -> [Vec<f64>; 3] {
+    let mut e: [Vec<f64>; 3] = Default::default();
     for s in d["samples"].as_array().unwrap() {
         if s["duplicate"].as_bool().unwrap() || s["late"].as_bool().unwrap() {
             continue;
@@ -153,12 +153,21 @@ fn worst_errors(d: &Value, t: &Truth) -> (f64, f64, f64) {
         let seq = s["seq"].as_u64().unwrap() as u32;
         let Some((ab, ba)) = t.held.get(&seq) else { continue };
         let (ab, ba) = (ab.as_secs_f64() * 1e6, ba.as_secs_f64() * 1e6);
-        let e = |m: &Value, truth: f64| (m.as_f64().unwrap() - truth).abs();
-        worst.0 = worst.0.max(e(&s["sd_us"], ab));
-        worst.1 = worst.1.max(e(&s["ds_us"], ba));
-        worst.2 = worst.2.max(e(&s["rtt_us"], ab + ba));
+        let err = |m: &Value, truth: f64| (m.as_f64().unwrap() - truth).abs();
+        e[0].push(err(&s["sd_us"], ab));
+        e[1].push(err(&s["ds_us"], ba));
+        e[2].push(err(&s["rtt_us"], ab + ba));
     }
-    worst
+    for v in &mut e {
+        v.sort_by(f64::total_cmp);
+    }
+    e
+}
+
+/// (median, p99, max) of sorted values.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.5), at(0.99), v[v.len() - 1])
 }
 
 fn jitter_args<'a>(addr: &'a str, n: &'a str, precision: &'a str) -> Vec<&'a str> {
@@ -180,9 +189,12 @@ fn jitter_args<'a>(addr: &'a str, n: &'a str, precision: &'a str) -> Vec<&'a str
     ]
 }
 
-/// Per-packet error bound with µs precision (kernel receive stamps, userspace send stamps),
-/// measured on this machine: see the note in the issue and bench/RESULTS.md.
-const US_BOUND: f64 = 60.0;
+/// Per-packet error bounds at µs precision against the link's hold times, µs: the median, and the
+/// worst packet. What limits them on this 2-vCPU VM: T1 and T3 are read in userspace just before
+/// the send call, and a thread can be preempted between the read and the send (the link's
+/// forwarder busy-polls the other CPU); see bench/RESULTS.md for the measured spread.
+const MEDIAN_BOUND: f64 = 20.0;
+const US_BOUND: f64 = 250.0;
 
 /// Operations without responder timestamps (udp-echo, icmp-echo, tcp-connect) include the far
 /// end's turnaround in their RTT; bound on (measured − link hold), µs.
@@ -218,16 +230,20 @@ fn udp_jitter_loss_both_ways_and_reply_duplicates() {
         assert_eq!((got.received, got.sd, got.ds, got.mia), (t.received, t.sd, t.ds, t.mia), "{precision}");
         assert_eq!(got.duplicates, t.duplicates, "{precision}");
         assert_eq!(got.out_of_sequence, t.out_of_sequence, "{precision}");
-        let (sd, ds, rtt) = worst_errors(&d, &t);
-        eprintln!("{precision}: worst per-packet error vs the link log: SD {sd:.1} µs, DS {ds:.1} µs, RTT {rtt:.1} µs");
-        if precision == "us" {
-            assert!(sd <= US_BOUND && ds <= US_BOUND && rtt <= US_BOUND, "SD {sd} DS {ds} RTT {rtt} µs");
-        } else {
-            // whole ms, modulo the ms boundaries each timestamp fell on
-            assert!(
-                sd <= 1000.0 + US_BOUND && ds <= 1000.0 + US_BOUND && rtt <= 1000.0 + US_BOUND,
-                "SD {sd} DS {ds} RTT {rtt}"
+        let e = errors(&d, &t);
+        let names = ["SD", "DS", "RTT"];
+        for (name, v) in names.iter().zip(&e) {
+            let (p50, p99, max) = spread(v);
+            eprintln!(
+                "{precision}: {name} error vs the link log over {} packets: median {p50:.1} µs, p99 {p99:.1} µs, max {max:.1} µs",
+                v.len()
             );
+            if precision == "us" {
+                assert!(p50 <= MEDIAN_BOUND && max <= US_BOUND, "{name}: median {p50} max {max}");
+            } else {
+                // whole ms: each timestamp is truncated to its millisecond
+                assert!(max <= 1000.0 + US_BOUND, "{name}: max {max}");
+            }
         }
     }
 }

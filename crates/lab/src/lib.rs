@@ -37,7 +37,7 @@ mod netns;
 mod packet;
 mod tun;
 
-pub use link::{Delay, DelayDist, Dir, DropReason, Fate, Impairment, Link, LinkConfig, Loss, Record};
+pub use link::{Delay, DelayDist, Dir, DropReason, Fate, Impairment, Link, LinkConfig, Loss, Record, host_cpus};
 pub use netns::{ChildGuard, Host, Lab};
 pub use packet::{FiveTuple, parse_ip};
 

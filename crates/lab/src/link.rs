@@ -326,7 +326,26 @@ fn lost(l: &Loss, st: &mut DirState) -> bool {
     }
 }
 
+/// Pins the forwarder to the last CPU so that the hosts' processes, kept off it, are not
+/// preempted by its busy-polling (which would delay their userspace timestamps).
+fn pin_to_last_cpu() {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n > 1 {
+        let mut set = nix::sched::CpuSet::new();
+        if set.set(n - 1).is_ok() {
+            let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+        }
+    }
+}
+
+/// CPUs other than the forwarders' (for the processes under test), as a `taskset` list.
+pub fn host_cpus() -> String {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n > 1 { format!("0-{}", n - 2) } else { "0".into() }
+}
+
 fn forward(shared: Arc<Shared>, mut a: Tun, mut b: Tun, seed: u64) {
+    pin_to_last_cpu();
     let mut dirs = [0u64, 1].map(|d| DirState {
         rng: StdRng::seed_from_u64(seed ^ (d.wrapping_mul(0x9e37_79b9_7f4a_7c15))),
         bad: false,

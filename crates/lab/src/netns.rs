@@ -47,10 +47,11 @@ impl Host {
         &self.ns
     }
 
-    /// A command that runs `program` inside this host.
+    /// A command that runs `program` inside this host, on the CPUs the link forwarders leave
+    /// free (see [`crate::host_cpus`]).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns]).arg(program);
+        c.args(["netns", "exec", &self.ns, "taskset", "-c", &crate::host_cpus()]).arg(program);
         c
     }
 
@@ -59,8 +60,8 @@ impl Host {
         Ok(ChildGuard(cmd.spawn()?))
     }
 
-    /// Runs `f` on a thread that has entered this host's namespace: sockets it creates, and
-    /// threads it spawns, live in the host.
+    /// Runs `f` on a thread that has entered this host's namespace (and is kept off the
+    /// forwarders' CPU): sockets it creates, and threads it spawns, live in the host.
     pub fn run<F, R>(&self, f: F) -> io::Result<R>
     where
         F: FnOnce() -> R + Send,
@@ -69,6 +70,12 @@ impl Host {
         let path = format!("/var/run/netns/{}", self.ns);
         std::thread::scope(|s| {
             s.spawn(|| {
+                let mut set = nix::sched::CpuSet::new();
+                for cpu in 0..std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1) {
+                    let _ = set.set(cpu);
+                }
+                // threads spawned from here (a responder's) inherit this affinity
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
                 let file = std::fs::File::open(&path)?;
                 nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
                 Ok(f())

@@ -7,7 +7,7 @@
 
 use crate::clock::wall_now;
 use crate::socket::{self, RxStampMode};
-use ipsla_core::ops::{Operation, OperationResult, Peer, RxTime};
+use ipsla_core::ops::{DeltaStats, Operation, OperationResult, Peer, RxTime};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -55,7 +55,7 @@ pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(UdpSocket, S
     let s = socket::new_socket(local, Type::DGRAM)?;
     apply(&SockRef::from(&s), target, o)?;
     s.bind(&local.into())?;
-    let mode = if o.kernel_timestamps { socket::enable_rx_timestamps(&s) } else { RxStampMode::User };
+    let mode = if o.kernel_timestamps { socket::enable_timestamps(&s, true) } else { RxStampMode::User };
     let std: std::net::UdpSocket = s.into();
     let mut local = std.local_addr()?;
     if local.ip().is_unspecified() {
@@ -67,6 +67,52 @@ pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(UdpSocket, S
     Ok((UdpSocket::from_std(std)?, local, mode))
 }
 
+/// Matches kernel transmit stamps to the probes that were sent and keeps the user−kernel deltas.
+struct Stamps {
+    /// (probe sequence, userspace T1) of each successful send, indexed by the kernel's OPT_ID.
+    sends: Vec<(u32, std::time::Duration)>,
+    cmsg: Vec<u8>,
+    tx_delta: DeltaStats,
+    rx_delta: DeltaStats,
+}
+
+impl Stamps {
+    fn new() -> Self {
+        Stamps {
+            sends: Vec::new(),
+            cmsg: socket::errqueue_cmsg_buffer(),
+            tx_delta: DeltaStats::default(),
+            rx_delta: DeltaStats::default(),
+        }
+    }
+    fn sent(&mut self, seq: u32, user_t1: std::time::Duration) {
+        self.sends.push((seq, user_t1));
+    }
+    /// Collects every queued transmit stamp (non-blocking; loopback and TUN queue them before
+    /// the send call returns) and hands probe stamps to the operation.
+    fn drain(&mut self, fd: &impl std::os::fd::AsRawFd, op: &mut dyn Operation) {
+        let Stamps { sends, cmsg, tx_delta, .. } = self;
+        socket::drain_tx_stamps(fd, cmsg, |t| {
+            if let Some(&(seq, user)) = sends.get(t.id as usize) {
+                tx_delta.add(t.wall.as_nanos() as i64 - user.as_nanos() as i64);
+                if seq > 0 {
+                    op.handle_tx_stamp(seq, t.wall);
+                }
+            }
+        });
+    }
+    fn received(&mut self, r: &socket::Received) {
+        if r.rx.kernel {
+            self.rx_delta.add(r.user.as_nanos() as i64 - r.rx.wall.as_nanos() as i64);
+        }
+    }
+    fn finish(&self, mut res: OperationResult) -> OperationResult {
+        res.stamps.tx_delta = self.tx_delta;
+        res.stamps.rx_delta = self.rx_delta;
+        res
+    }
+}
+
 /// Runs a UDP operation (udp-jitter, udp-echo) to completion on `sock`. Control messages go to
 /// `target:control_port`, probes to `target:op.probe_port()`; a datagram from the control address
 /// is a control reply, anything else is a probe reply.
@@ -74,19 +120,24 @@ pub async fn run_udp(op: &mut dyn Operation, sock: &UdpSocket, target: IpAddr, c
     let mut out = vec![0u8; 65_536];
     let mut buf = vec![0u8; 65_536];
     let mut cmsg = socket::cmsg_buffer();
+    let mut stamps = Stamps::new();
     let control = SocketAddr::new(target, control_port);
     loop {
-        while let Some(t) = op.poll_transmit(Instant::now(), wall_now(), &mut out) {
+        loop {
+            let wall = wall_now();
+            let Some(t) = op.poll_transmit(Instant::now(), wall, &mut out) else { break };
             let to = match t.peer {
                 Peer::Control => control,
                 _ => SocketAddr::new(target, op.probe_port()),
             };
-            if let Err(e) = sock.send_to(&out[..t.len], to).await {
-                tracing::debug!(%to, error = %e, "send failed");
+            match sock.send_to(&out[..t.len], to).await {
+                Ok(_) => stamps.sent(t.seq, wall),
+                Err(e) => tracing::debug!(%to, error = %e, "send failed"),
             }
+            stamps.drain(sock, op);
         }
         if op.is_done() {
-            return op.result();
+            return stamps.finish(op.result());
         }
         let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
@@ -95,6 +146,8 @@ pub async fn run_udp(op: &mut dyn Operation, sock: &UdpSocket, target: IpAddr, c
                     let peer = if r.src == control { Peer::Control } else { Peer::Probe };
                     // Replies come from the target only; anything else is not ours.
                     if r.src.ip() == target || r.src.ip().to_canonical() == target.to_canonical() {
+                        stamps.drain(sock, op);
+                        stamps.received(&r);
                         op.handle_datagram(Instant::now(), peer, r.rx, &buf[..r.len]);
                     }
                 }
@@ -206,7 +259,7 @@ impl IcmpSocket {
         if let Some(src) = o.source_ip {
             s.bind(&SocketAddr::new(src, 0).into())?;
         }
-        let rx_mode = if o.kernel_timestamps { socket::enable_rx_timestamps(&s) } else { RxStampMode::User };
+        let rx_mode = if o.kernel_timestamps { socket::enable_timestamps(&s, true) } else { RxStampMode::User };
         // SAFETY: a socket2::Socket owns its descriptor and returns the same one from as_raw_fd
         // until it is dropped, which happens only with the AsyncFd that owns it.
         let sock = unsafe { tokio::io::unix::AsyncFd::register(s) }.map_err(io::Error::from)?;
@@ -222,14 +275,19 @@ pub async fn run_icmp(op: &mut dyn Operation, sock: &IcmpSocket, target: IpAddr,
     let mut buf = vec![0u8; 65_536];
     let mut cmsg = socket::cmsg_buffer();
     let to: socket2::SockAddr = SocketAddr::new(target, 0).into();
+    let mut stamps = Stamps::new();
     loop {
-        while let Some(t) = op.poll_transmit(Instant::now(), wall_now(), &mut out) {
-            if let Err(e) = sock.sock.get_ref().send_to(&out[..t.len], &to) {
-                tracing::debug!(%target, error = %e, "ICMP send failed");
+        loop {
+            let wall = wall_now();
+            let Some(t) = op.poll_transmit(Instant::now(), wall, &mut out) else { break };
+            match sock.sock.get_ref().send_to(&out[..t.len], &to) {
+                Ok(_) => stamps.sent(t.seq, wall),
+                Err(e) => tracing::debug!(%target, error = %e, "ICMP send failed"),
             }
+            stamps.drain(sock.sock.get_ref(), op);
         }
         if op.is_done() {
-            return op.result();
+            return stamps.finish(op.result());
         }
         let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
@@ -246,6 +304,8 @@ pub async fn run_icmp(op: &mut dyn Operation, sock: &IcmpSocket, target: IpAddr,
                         && (!sock.raw || p.ident() == ident)
                 });
                 if ours {
+                    stamps.drain(sock.sock.get_ref(), op);
+                    stamps.received(&r);
                     op.handle_datagram(Instant::now(), Peer::Probe, r.rx, msg);
                 }
             }

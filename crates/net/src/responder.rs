@@ -9,6 +9,7 @@
 use crate::NetError;
 use crate::clock::wall_now;
 use crate::socket::{self, RxStampMode};
+use ipsla_core::ops::DeltaStats;
 use ipsla_core::responder::{
     BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig,
     ResponderStats, SessionInfo, stamp_transmit,
@@ -84,6 +85,10 @@ pub struct StatusReport {
     pub sessions: Vec<SessionInfo>,
     /// Open-file limit in force (each session holds a socket).
     pub fd_limit: u64,
+    /// Self-diagnostic: userspace read after `recvmsg` − kernel receive stamp (T2), over probes.
+    pub rx_user_minus_kernel: DeltaStats,
+    /// Self-diagnostic: kernel transmit stamp − the userspace T3 written into the reply.
+    pub tx_kernel_minus_user: DeltaStats,
 }
 
 /// A responder running on its own thread.
@@ -282,7 +287,7 @@ impl NetBinder {
             Proto::Udp => {
                 let s = socket::bind_udp(addr)?;
                 if self.kernel_ts {
-                    self.rx_mode = socket::enable_rx_timestamps(&s);
+                    self.rx_mode = socket::enable_timestamps(&s, true);
                 }
                 let std: std::net::UdpSocket = s.into();
                 Opened::Udp(key, UdpSocket::from_std(std)?, token)
@@ -345,6 +350,8 @@ impl NetBinder {
 struct Shared {
     responder: Responder,
     binder: NetBinder,
+    rx_delta: DeltaStats,
+    tx_delta: DeltaStats,
 }
 
 type State = Rc<RefCell<Shared>>;
@@ -361,6 +368,8 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
             rx_mode: RxStampMode::User,
             parent: shutdown.clone(),
         },
+        rx_delta: DeltaStats::default(),
+        tx_delta: DeltaStats::default(),
     }));
     let timer = Rc::new(Notify::new());
     let setup = || -> io::Result<()> {
@@ -377,7 +386,7 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
                 Proto::Udp => {
                     let mut st = state.borrow_mut();
                     if ctx.kernel_ts {
-                        st.binder.rx_mode = socket::enable_rx_timestamps(&s);
+                        st.binder.rx_mode = socket::enable_timestamps(&s, true);
                     }
                     let std: std::net::UdpSocket = s.into();
                     Opened::Udp(key, UdpSocket::from_std(std)?, token)
@@ -431,6 +440,8 @@ fn report(
         stats: s.responder.stats().clone(),
         sessions: s.responder.sessions(now),
         fd_limit,
+        rx_user_minus_kernel: s.rx_delta,
+        tx_kernel_minus_user: s.tx_delta,
     }
 }
 
@@ -482,13 +493,17 @@ fn spawn_opened(state: &State) {
     }
 }
 
-async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) {
+/// Sends a reply; true when the kernel took it.
+async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> bool {
     match sock.try_send_to(buf, to) {
-        Ok(_) => {}
+        Ok(_) => true,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            let _ = tokio::time::timeout(Duration::from_millis(100), sock.send_to(buf, to)).await;
+            matches!(tokio::time::timeout(Duration::from_millis(100), sock.send_to(buf, to)).await, Ok(Ok(_)))
         }
-        Err(e) => tracing::debug!(%to, error = %e, "reply not sent"),
+        Err(e) => {
+            tracing::debug!(%to, error = %e, "reply not sent");
+            false
+        }
     }
 }
 
@@ -519,6 +534,10 @@ async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown
 async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: CancellationToken) {
     let mut buf = vec![0u8; 65_536];
     let mut cmsg = socket::cmsg_buffer();
+    let mut errq = socket::errqueue_cmsg_buffer();
+    // OPT_ID numbers this socket's sends from 0; the stamp of a reply comes back before the send
+    // call returns on loopback and TUN, so the newest one is matched to the T3 just written.
+    let mut sends = 0u32;
     loop {
         let r = tokio::select! {
             biased;
@@ -535,12 +554,25 @@ async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: Cance
         let pkt = &mut buf[..r.len];
         let res = {
             let s = &mut *state.borrow_mut();
+            if r.rx.kernel {
+                s.rx_delta.add(r.user.as_nanos() as i64 - r.rx.wall.as_nanos() as i64);
+            }
             s.responder.handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder)
         };
         if let ProbeResult::Reply { len, stamp } = res {
             // T3 as late as possible: right before the send call.
-            stamp_transmit(&mut buf[..len], stamp, wall_now());
-            send_reply(&sock, &buf[..len], r.src).await;
+            let t3 = wall_now();
+            stamp_transmit(&mut buf[..len], stamp, t3);
+            if send_reply(&sock, &buf[..len], r.src).await {
+                let id = sends;
+                sends = sends.wrapping_add(1);
+                let mut s = state.borrow_mut();
+                socket::drain_tx_stamps(&sock, &mut errq, |t| {
+                    if t.id == id {
+                        s.tx_delta.add(t.wall.as_nanos() as i64 - t3.as_nanos() as i64);
+                    }
+                });
+            }
         }
     }
 }

@@ -23,8 +23,18 @@ pub enum RxStampMode {
 
 /// Turns on kernel receive timestamps, preferring `SO_TIMESTAMPING`, then `SO_TIMESTAMPNS`.
 pub fn enable_rx_timestamps(fd: &impl AsFd) -> RxStampMode {
-    let flags =
-        socket::TimestampingFlag::SOF_TIMESTAMPING_RX_SOFTWARE | socket::TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE;
+    enable_timestamps(fd, false)
+}
+
+/// Turns on kernel receive timestamps and, with `tx`, software transmit timestamps delivered on the
+/// error queue: one per `sendmsg`, numbered from 0 (`SOF_TIMESTAMPING_OPT_ID`), without the packet
+/// (`OPT_TSONLY`). Read them with [`drain_tx_stamps`].
+pub fn enable_timestamps(fd: &impl AsFd, tx: bool) -> RxStampMode {
+    use socket::TimestampingFlag as F;
+    let mut flags = F::SOF_TIMESTAMPING_RX_SOFTWARE | F::SOF_TIMESTAMPING_SOFTWARE;
+    if tx {
+        flags |= F::SOF_TIMESTAMPING_TX_SOFTWARE | F::SOF_TIMESTAMPING_OPT_ID | F::SOF_TIMESTAMPING_OPT_TSONLY;
+    }
     if socket::setsockopt(fd, sockopt::Timestamping, &flags).is_ok() {
         return RxStampMode::Timestamping;
     }
@@ -73,6 +83,59 @@ pub struct Received {
     pub src: SocketAddr,
     /// When it arrived and which clock said so.
     pub rx: RxTime,
+    /// The wall clock read right after `recvmsg` returned (the userspace receive time).
+    pub user: Duration,
+}
+
+/// A kernel transmit stamp from the error queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxStamp {
+    /// Index of the `sendmsg` on this socket, from 0.
+    pub id: u32,
+    /// When the packet left the stack (software stamp), since the Unix epoch.
+    pub wall: Duration,
+}
+
+/// Space for one error-queue message: the stamp and the extended error carrying its id.
+pub fn errqueue_cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!(nix::sys::socket::Timestamps, libc::sock_extended_err, libc::sockaddr_in6)
+}
+
+/// Reads every transmit stamp queued on `fd` without blocking.
+#[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
+pub fn drain_tx_stamps(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl FnMut(TxStamp)) {
+    let mut data = [0u8; 64];
+    // bounded: a socket cannot have more stamps queued than sends in flight
+    for _ in 0..1024 {
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let Ok(msg) = socket::recvmsg::<SockaddrStorage>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(cmsg),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        ) else {
+            return;
+        };
+        let (mut wall, mut id) = (None, None);
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                match c {
+                    ControlMessageOwned::ScmTimestampsns(t) if t.system.tv_sec() > 0 => {
+                        wall = Some(Duration::new(t.system.tv_sec() as u64, t.system.tv_nsec() as u32));
+                    }
+                    ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
+                        if e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING =>
+                    {
+                        id = Some(e.ee_data);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let (Some(wall), Some(id)) = (wall, id) {
+            each(TxStamp { id, wall });
+        }
+    }
 }
 
 /// Space for one timestamping control message.
@@ -110,7 +173,7 @@ pub fn recv_stamped(fd: &impl AsRawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6))))
         })
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without a source address"))?;
-    Ok(Received { len: msg.bytes, src, rx })
+    Ok(Received { len: msg.bytes, src, rx, user })
 }
 
 /// Raises the open-file limit to its hard maximum: each session holds a socket, and 5000
@@ -133,6 +196,26 @@ pub fn raise_fd_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tx_stamps_come_back_numbered() {
+        let tx = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(enable_timestamps(&tx, true), RxStampMode::Timestamping);
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to: socket2::SockAddr = rx.local_addr().unwrap().into();
+        let mut cmsg = errqueue_cmsg_buffer();
+        let mut got = Vec::new();
+        for i in 0..5u8 {
+            let before = wall_now();
+            tx.send_to(&[i], &to).unwrap();
+            let after = wall_now();
+            drain_tx_stamps(&tx, &mut cmsg, |s| got.push((s, before, after)));
+        }
+        assert_eq!(got.iter().map(|g| g.0.id).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4], "one stamp per send, in order");
+        for (s, before, after) in got {
+            assert!(s.wall >= before && s.wall <= after, "stamp within the send call");
+        }
+    }
 
     #[test]
     fn kernel_stamp_is_close_to_userspace_and_earlier() {

@@ -92,6 +92,10 @@ fn voice_jitter_exchange_matches_ios_capture() {
     let st = r.status().unwrap();
     assert_eq!(st.stats.probes_answered, 20);
     assert_eq!(st.stats.rx_stamps_kernel, 20, "kernel receive stamps in use");
+    // self-diagnostics: both stamps of every reply, kernel after userspace on the send side,
+    // userspace after kernel on the receive side
+    assert_eq!((st.rx_user_minus_kernel.count, st.tx_kernel_minus_user.count), (20, 20));
+    assert!(st.rx_user_minus_kernel.sum_ns > 0 && st.tx_kernel_minus_user.sum_ns > 0, "{st:?}");
 }
 
 #[test]

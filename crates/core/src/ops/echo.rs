@@ -66,6 +66,7 @@ pub struct EchoOp {
     phase: Phase,
     probe: Vec<u8>,
     t1: Duration,
+    t1_kernel: Option<Duration>,
     sent_at: Option<Instant>,
     sample: Option<Sample>,
     failure: Option<ReturnCode>,
@@ -99,6 +100,7 @@ impl EchoOp {
             phase: Phase::Control(Box::new(control)),
             probe: p,
             t1: Duration::ZERO,
+            t1_kernel: None,
             sent_at: None,
             sample: None,
             failure: None,
@@ -159,7 +161,9 @@ impl Operation for EchoOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control();
         match &mut self.phase {
-            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len }),
+            Phase::Control(c) => {
+                c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len, seq: 0 })
+            }
             Phase::Send { port } => {
                 let port = *port;
                 let len = match self.cfg.format {
@@ -175,7 +179,7 @@ impl Operation for EchoOp {
                 self.t1 = wall;
                 self.sent_at = Some(now);
                 self.phase = Phase::Wait { port, deadline: now + self.cfg.timeout };
-                Some(Transmit { peer: Peer::Probe, len })
+                Some(Transmit { peer: Peer::Probe, len, seq: 1 })
             }
             Phase::Wait { .. } | Phase::Done => None,
         }
@@ -216,13 +220,25 @@ impl Operation for EchoOp {
                 } else {
                     self.stamps.rx_user += 1;
                 }
-                let rtt = rx.wall.as_nanos() as i64 - self.t1.as_nanos() as i64;
+                let t1 = self.t1_kernel.unwrap_or(self.t1);
+                if self.t1_kernel.is_some() {
+                    self.stamps.tx_kernel += 1;
+                } else {
+                    self.stamps.tx_user += 1;
+                }
+                let rtt = rx.wall.as_nanos() as i64 - t1.as_nanos() as i64;
                 self.failure = None;
                 self.sample =
                     Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false, duplicate: false });
                 self.finish();
             }
             _ => {}
+        }
+    }
+
+    fn handle_tx_stamp(&mut self, seq: u32, wall: Duration) {
+        if seq == 1 {
+            self.t1_kernel = Some(wall);
         }
     }
 

@@ -100,6 +100,8 @@ struct Sent {
     t1_wire: u64,
     /// T1 as our wall clock read it, ns since the epoch.
     t1_wall: Duration,
+    /// T1 as the kernel stamped the datagram leaving, when the driver got it.
+    t1_kernel: Option<Duration>,
     answered: bool,
 }
 
@@ -201,7 +203,7 @@ impl JitterOp {
     }
 
     fn record(&mut self, now: Instant, wall: Duration, t1_wire: u64, len: usize) -> usize {
-        self.sent.push(Sent { at: now, t1_wire, t1_wall: wall, answered: false });
+        self.sent.push(Sent { at: now, t1_wire, t1_wall: wall, t1_kernel: None, answered: false });
         len
     }
 
@@ -293,6 +295,10 @@ impl JitterOp {
         let late = now.saturating_duration_since(sent.at) > self.cfg.timeout;
         let (rtt, sd, ds) = match reply {
             Reply::Ms(r) => {
+                // ms precision computes from the T1 written on the wire, as IOS does.
+                if !duplicate {
+                    self.stamps.tx_user += 1;
+                }
                 let t1 = t1_wire as u32;
                 let t4 = ms_since_midnight(rx.wall);
                 let p = i64::from(r.processing_ms);
@@ -306,8 +312,16 @@ impl JitterOp {
             Reply::Us(r) => {
                 let (t2, t3) = (NtpTimestamp(r.t[1]), NtpTimestamp(r.t[2]));
                 let t4 = NtpTimestamp::from_unix(rx.wall);
-                // T1 from our own clock reading: the wire copy is rounded to 2^-32 s.
-                let t1 = NtpTimestamp::from_unix(sent.t1_wall);
+                // T1 from our own clock: the kernel's transmit stamp when we have it (the wire
+                // copy is the earlier userspace reading, rounded to 2^-32 s).
+                let t1 = NtpTimestamp::from_unix(sent.t1_kernel.unwrap_or(sent.t1_wall));
+                if !duplicate {
+                    if sent.t1_kernel.is_some() {
+                        self.stamps.tx_kernel += 1;
+                    } else {
+                        self.stamps.tx_user += 1;
+                    }
+                }
                 (t4.diff_nanos(t1) - t3.diff_nanos(t2), t2.diff_nanos(t1), t4.diff_nanos(t3))
             }
         };
@@ -325,7 +339,9 @@ impl Operation for JitterOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control(now);
         match &mut self.phase {
-            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len }),
+            Phase::Control(c) => {
+                c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len, seq: 0 })
+            }
             Phase::Probing { start } => {
                 let start = *start;
                 let i = self.sent.len() as u32;
@@ -336,7 +352,7 @@ impl Operation for JitterOp {
                 if self.sent.len() as u32 == self.cfg.packets {
                     self.phase = Phase::Draining { until: now + self.cfg.timeout };
                 }
-                Some(Transmit { peer: Peer::Probe, len })
+                Some(Transmit { peer: Peer::Probe, len, seq: self.sent.len() as u32 })
             }
             Phase::Draining { .. } | Phase::Done => None,
         }
@@ -356,6 +372,12 @@ impl Operation for JitterOp {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn handle_tx_stamp(&mut self, seq: u32, wall: Duration) {
+        if let Some(s) = seq.checked_sub(1).and_then(|i| self.sent.get_mut(i as usize)) {
+            s.t1_kernel = Some(wall);
         }
     }
 

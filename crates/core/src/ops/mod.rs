@@ -42,6 +42,34 @@ pub struct Transmit {
     pub peer: Peer,
     /// Length written into the buffer.
     pub len: usize,
+    /// The probe's sequence number (0 for control messages): the driver hands the kernel's
+    /// transmit stamp of this datagram back with [`Operation::handle_tx_stamp`].
+    pub seq: u32,
+}
+
+/// Distribution of the difference between a userspace clock reading and the kernel's stamp of the
+/// same packet: how much the kernel stamps correct (a self-diagnostic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaStats {
+    /// Packets with both readings.
+    pub count: u64,
+    /// Sum of the differences, ns.
+    pub sum_ns: i64,
+    /// Largest difference, ns.
+    pub max_ns: i64,
+}
+
+impl DeltaStats {
+    /// Adds one difference.
+    pub fn add(&mut self, ns: i64) {
+        self.count += 1;
+        self.sum_ns += ns;
+        self.max_ns = if self.count == 1 { ns } else { self.max_ns.max(ns) };
+    }
+    /// Mean, ns.
+    pub fn avg_ns(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.sum_ns as f64 / self.count as f64 }
+    }
 }
 
 /// Cisco return codes (CISCO-RTTMON-MIB `RttResponseSense`, with the CLI's wording).
@@ -120,6 +148,14 @@ pub struct StampSources {
     pub rx_kernel: u32,
     /// Replies stamped by userspace on receive.
     pub rx_user: u32,
+    /// Samples whose send time (T1) is the kernel's transmit stamp.
+    pub tx_kernel: u32,
+    /// Samples whose send time is the userspace reading before the send call.
+    pub tx_user: u32,
+    /// Userspace read after `recvmsg` − kernel receive stamp (filled by the driver).
+    pub rx_delta: DeltaStats,
+    /// Kernel transmit stamp − userspace reading before the send call (filled by the driver).
+    pub tx_delta: DeltaStats,
 }
 
 /// The outcome of one operation run.
@@ -147,6 +183,8 @@ pub trait Operation {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit>;
     /// A datagram arrived.
     fn handle_datagram(&mut self, now: Instant, from: Peer, rx: RxTime, bytes: &[u8]);
+    /// The kernel's transmit stamp of the probe with sequence `seq`.
+    fn handle_tx_stamp(&mut self, _seq: u32, _wall: Duration) {}
     /// The TCP connection asked for with [`Peer::Connect`] completed (`ok`) or failed, at `rx`.
     fn handle_connected(&mut self, _now: Instant, _rx: RxTime, _ok: bool) {}
     /// When the operation next needs [`Operation::handle_timeout`] or a transmit poll.

@@ -102,11 +102,13 @@ impl Operation for TcpConnectOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control();
         match &mut self.phase {
-            Phase::Control(c) => c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len }),
+            Phase::Control(c) => {
+                c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len, seq: 0 })
+            }
             Phase::Connect => {
                 self.sent = true;
                 self.phase = Phase::Wait { deadline: now + self.cfg.timeout, t1: wall };
-                Some(Transmit { peer: Peer::Connect, len: 0 })
+                Some(Transmit { peer: Peer::Connect, len: 0, seq: 0 })
             }
             Phase::Wait { .. } | Phase::Done => None,
         }
