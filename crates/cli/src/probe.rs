@@ -14,6 +14,7 @@ use ipsla_core::ops::{OperationResult, Precision, ReturnCode, VoiceConfig};
 use ipsla_core::stats::Acc;
 use ipsla_core::voice::{Codec, MosModel};
 use ipsla_net::clock::{kernel_clock_state, wall_now};
+use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
 use ipsla_net::probe::{IcmpSocket, SocketOptions, run_icmp, run_tcp, run_udp, udp_socket};
 use ipsla_wire::cisco::control_v2::AuthMode;
 use std::io::IsTerminal;
@@ -512,7 +513,7 @@ fn rand_nonce() -> [u8; 16] {
     rand::random()
 }
 
-async fn run_once(p: &Plan, sequence: u32, clock_sync: bool) -> Result<OperationResult> {
+fn run_once(rt: &tokio::runtime::Runtime, p: &Plan, sequence: u32, clock_sync: bool) -> Result<OperationResult> {
     let now = Instant::now();
     let t = p.target;
     match &p.kind {
@@ -534,7 +535,7 @@ async fn run_once(p: &Plan, sequence: u32, clock_sync: bool) -> Result<Operation
                 pattern: pattern.clone(),
             };
             let mut op = JitterOp::new(now, cfg);
-            Ok(run_udp(&mut op, &sock, t, p.control_port).await)
+            Ok(run_udp(&mut op, &sock, t, p.control_port, &Pacer::for_interval(*interval)))
         }
         Kind::Echo { size, pattern } => {
             let (sock, local, _) = udp_socket(t, &p.sockets).context("opening the probe socket")?;
@@ -549,7 +550,7 @@ async fn run_once(p: &Plan, sequence: u32, clock_sync: bool) -> Result<Operation
                 threshold: p.threshold,
             };
             let mut op = EchoOp::new(now, cfg);
-            Ok(run_udp(&mut op, &sock, t, p.control_port).await)
+            Ok(run_udp(&mut op, &sock, t, p.control_port, &Pacer::new(DEFAULT_SPIN)))
         }
         Kind::Tcp => {
             let ctl_opts = SocketOptions { source_port: 0, ..p.sockets.clone() };
@@ -562,7 +563,7 @@ async fn run_once(p: &Plan, sequence: u32, clock_sync: bool) -> Result<Operation
                 threshold: p.threshold,
             };
             let mut op = TcpConnectOp::new(now, cfg);
-            Ok(run_tcp(&mut op, &sock, t, p.control_port, &p.sockets).await)
+            Ok(rt.block_on(run_tcp(&mut op, sock, t, p.control_port, &p.sockets)))
         }
         Kind::IcmpEcho { size, pattern } => {
             let sock = IcmpSocket::open(t, &p.sockets, false)?;
@@ -578,7 +579,7 @@ async fn run_once(p: &Plan, sequence: u32, clock_sync: bool) -> Result<Operation
                 threshold: p.threshold,
             };
             let mut op = EchoOp::new(now, cfg);
-            Ok(run_icmp(&mut op, &sock, t, ident).await)
+            Ok(run_icmp(&mut op, &sock, t, ident, &Pacer::new(DEFAULT_SPIN)))
         }
         Kind::IcmpJitter { packets, interval } => {
             let sock = IcmpSocket::open(t, &p.sockets, true)?;
@@ -598,7 +599,7 @@ async fn run_once(p: &Plan, sequence: u32, clock_sync: bool) -> Result<Operation
                 pattern: Vec::new(),
             };
             let mut op = JitterOp::new(now, cfg);
-            Ok(run_icmp(&mut op, &sock, t, ident).await)
+            Ok(run_icmp(&mut op, &sock, t, ident, &Pacer::for_interval(*interval)))
         }
     }
 }
@@ -632,7 +633,7 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         let start_wall = wall_now();
         let (sync, mut cs) = clock_state(&p.sync);
         let progress = show_progress.then(|| spawn_progress(p.progress.unwrap_or_default()));
-        let mut r = rt.block_on(run_once(&p, first_seq.wrapping_add(run - 1), sync))?;
+        let mut r = run_once(&rt, &p, first_seq.wrapping_add(run - 1), sync)?;
         if let Some(stop) = progress {
             let _ = stop.send(());
             eprint!("\r\x1b[K");

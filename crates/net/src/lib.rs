@@ -14,6 +14,7 @@
 //! ```
 
 pub mod clock;
+pub mod pacer;
 pub mod probe;
 pub mod responder;
 pub mod socket;

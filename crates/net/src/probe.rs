@@ -6,13 +6,14 @@
 //! resolution); the precise send scheduler comes with the measurement-truth work.
 
 use crate::clock::wall_now;
+use crate::pacer::{Pacer, Wake};
 use crate::socket::{self, RxStampMode};
 use ipsla_core::ops::{DeltaStats, Operation, OperationResult, Peer, RxTime};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// How the probe sockets are set up.
@@ -49,8 +50,9 @@ fn apply(s: &SockRef<'_>, target: IpAddr, o: &SocketOptions) -> io::Result<()> {
     Ok(())
 }
 
-/// A UDP socket for `target` with the options applied. Returns it and its local address.
-pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(UdpSocket, SocketAddr, RxStampMode)> {
+/// A non-blocking UDP socket for `target` with the options applied (kernel receive and transmit
+/// stamps when asked). Returns it, its local address and the receive-stamp source.
+pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(std::net::UdpSocket, SocketAddr, RxStampMode)> {
     let local = SocketAddr::new(o.source_ip.unwrap_or_else(|| unspecified(target)), o.source_port);
     let s = socket::new_socket(local, Type::DGRAM)?;
     apply(&SockRef::from(&s), target, o)?;
@@ -64,7 +66,7 @@ pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(UdpSocket, S
         probe.connect(SocketAddr::new(target, 9))?;
         local.set_ip(probe.local_addr()?.ip());
     }
-    Ok((UdpSocket::from_std(std)?, local, mode))
+    Ok((std, local, mode))
 }
 
 /// Matches kernel transmit stamps to the probes that were sent and keeps the user−kernel deltas.
@@ -113,59 +115,97 @@ impl Stamps {
     }
 }
 
-/// Runs a UDP operation (udp-jitter, udp-echo) to completion on `sock`. Control messages go to
-/// `target:control_port`, probes to `target:op.probe_port()`; a datagram from the control address
-/// is a control reply, anything else is a probe reply.
-pub async fn run_udp(op: &mut dyn Operation, sock: &UdpSocket, target: IpAddr, control_port: u16) -> OperationResult {
+/// The synchronous poll loop shared by UDP and ICMP operations: send what the operation asks
+/// for, collect transmit stamps, wait with the [`Pacer`] for a reply or the next deadline, and
+/// hand matching replies (`accept` says which peer and which bytes) to the operation.
+fn pump<S: AsFd + std::os::fd::AsRawFd>(
+    op: &mut dyn Operation,
+    sock: &S,
+    pacer: &Pacer,
+    mut send: impl FnMut(&[u8], Peer, u16) -> io::Result<usize>,
+    accept: impl Fn(&socket::Received, &[u8]) -> Option<(Peer, std::ops::Range<usize>)>,
+) -> OperationResult {
     let mut out = vec![0u8; 65_536];
     let mut buf = vec![0u8; 65_536];
     let mut cmsg = socket::cmsg_buffer();
     let mut stamps = Stamps::new();
-    let control = SocketAddr::new(target, control_port);
     loop {
         loop {
             let wall = wall_now();
             let Some(t) = op.poll_transmit(Instant::now(), wall, &mut out) else { break };
-            let to = match t.peer {
-                Peer::Control => control,
-                _ => SocketAddr::new(target, op.probe_port()),
-            };
-            match sock.send_to(&out[..t.len], to).await {
+            match send(&out[..t.len], t.peer, op.probe_port()) {
                 Ok(_) => stamps.sent(t.seq, wall),
-                Err(e) => tracing::debug!(%to, error = %e, "send failed"),
+                Err(e) => tracing::debug!(error = %e, "send failed"),
             }
             stamps.drain(sock, op);
         }
         if op.is_done() {
             return stamps.finish(op.result());
         }
-        let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        tokio::select! {
-            r = sock.async_io(Interest::READABLE, || socket::recv_stamped(sock, &mut buf, &mut cmsg)) => {
-                if let Ok(r) = r {
-                    let peer = if r.src == control { Peer::Control } else { Peer::Probe };
-                    // Replies come from the target only; anything else is not ours.
-                    if r.src.ip() == target || r.src.ip().to_canonical() == target.to_canonical() {
-                        stamps.drain(sock, op);
-                        stamps.received(&r);
-                        op.handle_datagram(Instant::now(), peer, r.rx, &buf[..r.len]);
-                    }
+        if pacer.wait(sock, op.poll_timeout()) == Wake::Readable {
+            // bounded: at most this many datagrams per wake-up, then back to the schedule
+            for _ in 0..256 {
+                let r = match socket::recv_stamped(sock, &mut buf, &mut cmsg) {
+                    Ok(r) => r,
+                    Err(_) => break,
+                };
+                if let Some((peer, range)) = accept(&r, &buf[..r.len]) {
+                    stamps.drain(sock, op);
+                    stamps.received(&r);
+                    op.handle_datagram(Instant::now(), peer, r.rx, &buf[range]);
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => op.handle_timeout(Instant::now()),
+        }
+        let now = Instant::now();
+        if op.poll_timeout().is_some_and(|d| d <= now) {
+            op.handle_timeout(now);
         }
     }
+}
+
+/// Runs a UDP operation (udp-jitter, udp-echo) to completion on `sock`. Control messages go to
+/// `target:control_port`, probes to `target:op.probe_port()`; a datagram from the control address
+/// is a control reply, anything else from the target is a probe reply.
+pub fn run_udp(
+    op: &mut dyn Operation,
+    sock: &std::net::UdpSocket,
+    target: IpAddr,
+    control_port: u16,
+    pacer: &Pacer,
+) -> OperationResult {
+    let control = SocketAddr::new(target, control_port);
+    pump(
+        op,
+        sock,
+        pacer,
+        |b, peer, port| {
+            let to = if peer == Peer::Control { control } else { SocketAddr::new(target, port) };
+            sock.send_to(b, to)
+        },
+        |r, b| {
+            // Replies come from the target only; anything else is not ours.
+            (r.src.ip().to_canonical() == target.to_canonical())
+                .then(|| (if r.src == control { Peer::Control } else { Peer::Probe }, 0..b.len()))
+        },
+    )
 }
 
 /// Runs tcp-connect: the control phase on `control_sock` (when the operation has one), then one
 /// TCP handshake to `target:op.probe_port()`.
 pub async fn run_tcp(
     op: &mut dyn Operation,
-    control_sock: &UdpSocket,
+    control_sock: std::net::UdpSocket,
     target: IpAddr,
     control_port: u16,
     o: &SocketOptions,
 ) -> OperationResult {
+    let control_sock = match UdpSocket::from_std(control_sock) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "control socket unusable");
+            return op.result();
+        }
+    };
     let mut out = vec![0u8; 2048];
     let mut buf = vec![0u8; 2048];
     let control = SocketAddr::new(target, control_port);
@@ -229,7 +269,7 @@ async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tokio::net::Tc
 /// ICMP sockets send only echo requests.
 #[derive(Debug)]
 pub struct IcmpSocket {
-    sock: tokio::io::unix::AsyncFd<Socket>,
+    sock: Socket,
     /// True for a raw socket (IPv4 raw sockets deliver the IP header; replies must be filtered).
     pub raw: bool,
     /// Receive stamp source.
@@ -260,73 +300,38 @@ impl IcmpSocket {
             s.bind(&SocketAddr::new(src, 0).into())?;
         }
         let rx_mode = if o.kernel_timestamps { socket::enable_timestamps(&s, true) } else { RxStampMode::User };
-        // SAFETY: a socket2::Socket owns its descriptor and returns the same one from as_raw_fd
-        // until it is dropped, which happens only with the AsyncFd that owns it.
-        let sock = unsafe { tokio::io::unix::AsyncFd::register(s) }.map_err(io::Error::from)?;
-        Ok(IcmpSocket { sock, raw, rx_mode })
+        Ok(IcmpSocket { sock: s, raw, rx_mode })
     }
 }
 
 /// Runs an ICMP operation (icmp-echo, icmp-jitter) to completion. `ident` filters replies on raw
 /// sockets, which see every ICMP message the host receives.
-pub async fn run_icmp(op: &mut dyn Operation, sock: &IcmpSocket, target: IpAddr, ident: u16) -> OperationResult {
+pub fn run_icmp(
+    op: &mut dyn Operation,
+    sock: &IcmpSocket,
+    target: IpAddr,
+    ident: u16,
+    pacer: &Pacer,
+) -> OperationResult {
     use ipsla_wire::icmp;
-    let mut out = vec![0u8; 65_536];
-    let mut buf = vec![0u8; 65_536];
-    let mut cmsg = socket::cmsg_buffer();
     let to: socket2::SockAddr = SocketAddr::new(target, 0).into();
-    let mut stamps = Stamps::new();
-    loop {
-        loop {
-            let wall = wall_now();
-            let Some(t) = op.poll_transmit(Instant::now(), wall, &mut out) else { break };
-            match sock.sock.get_ref().send_to(&out[..t.len], &to) {
-                Ok(_) => stamps.sent(t.seq, wall),
-                Err(e) => tracing::debug!(%target, error = %e, "ICMP send failed"),
+    let raw = sock.raw;
+    pump(
+        op,
+        &sock.sock,
+        pacer,
+        |b, _, _| sock.sock.send_to(b, &to),
+        |r, data| {
+            if r.src.ip() != target {
+                return None;
             }
-            stamps.drain(sock.sock.get_ref(), op);
-        }
-        if op.is_done() {
-            return stamps.finish(op.result());
-        }
-        let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        tokio::select! {
-            r = sock.sock.async_io(Interest::READABLE, |s| socket::recv_stamped(s, &mut buf, &mut cmsg)) => {
-                let Ok(r) = r else { continue };
-                if r.src.ip() != target {
-                    continue;
-                }
-                let data = &buf[..r.len];
-                let msg = if sock.raw && target.is_ipv4() { icmp::strip_ipv4_header(data).ok() } else { Some(data) };
-                let Some(msg) = msg else { continue };
-                let ours = icmp::Icmp::new_checked(msg).is_ok_and(|p| {
-                    matches!(p.msg_type(), icmp::ECHO_REPLY_V4 | icmp::ECHO_REPLY_V6 | icmp::TIMESTAMP_REPLY)
-                        && (!sock.raw || p.ident() == ident)
-                });
-                if ours {
-                    stamps.drain(sock.sock.get_ref(), op);
-                    stamps.received(&r);
-                    op.handle_datagram(Instant::now(), Peer::Probe, r.rx, msg);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => op.handle_timeout(Instant::now()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn tos_and_device_are_applied() {
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let o = SocketOptions { tos: Some(0xb8), ..SocketOptions::default() };
-        let (s, local, _) = udp_socket(lo, &o).unwrap();
-        assert_eq!(SockRef::from(&s).tos_v4().unwrap(), 0xb8, "EF");
-        assert_eq!(local.ip(), lo, "the kernel's source address towards the target");
-        let bad = SocketOptions { vrf: Some("no-such-vrf0".into()), ..SocketOptions::default() };
-        let e = udp_socket(lo, &bad).unwrap_err().to_string();
-        assert!(e.contains("no-such-vrf0"), "{e}");
-    }
+            let skip = if raw && target.is_ipv4() { data.len() - icmp::strip_ipv4_header(data).ok()?.len() } else { 0 };
+            let msg = &data[skip..];
+            let ours = icmp::Icmp::new_checked(msg).is_ok_and(|p| {
+                matches!(p.msg_type(), icmp::ECHO_REPLY_V4 | icmp::ECHO_REPLY_V6 | icmp::TIMESTAMP_REPLY)
+                    && (!raw || p.ident() == ident)
+            });
+            ours.then_some((Peer::Probe, skip..data.len()))
+        },
+    )
 }
