@@ -335,3 +335,20 @@ pub fn run_icmp(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tos_and_device_are_applied() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let o = SocketOptions { tos: Some(0xb8), ..SocketOptions::default() };
+        let (s, local, _) = udp_socket(lo, &o).unwrap();
+        assert_eq!(SockRef::from(&s).tos_v4().unwrap(), 0xb8, "EF");
+        assert_eq!(local.ip(), lo, "the kernel's source address towards the target");
+        let bad = SocketOptions { vrf: Some("no-such-vrf0".into()), ..SocketOptions::default() };
+        let e = udp_socket(lo, &bad).unwrap_err().to_string();
+        assert!(e.contains("no-such-vrf0"), "{e}");
+    }
+}
