@@ -10,6 +10,18 @@ step "toolchain (pinned in rust-toolchain.toml)"
 rustc --version
 cargo --version
 
+# The lab tests (network namespaces, TUN) need root, iproute2 and taskset; the probe tests use
+# ping-free ICMP; the anchors smoke run uses irtt when present. Install what is missing when we
+# can (root with apt); without root the lab tests report themselves skipped.
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v irtt >/dev/null 2>&1 || need+=(irtt)
+if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  step "installing ${need[*]}"
+  apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${need[@]}" >/dev/null 2>&1) || echo "could not install ${need[*]}; continuing"
+fi
+
 step "format"
 cargo fmt --all --check
 
@@ -19,8 +31,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "unit, property and loopback tests"
 cargo test --workspace
 
-step "benchmark harnesses build"
-cargo build --release -p ipsla-bench
+step "benchmark harnesses: build and a short smoke run (no timing assertions)"
+cargo build --release -p ipsla -p ipsla-bench
+./target/release/schedule 0.2 >/dev/null
+./target/release/echo_capacity 1 64 >/dev/null
+./target/release/anchors 1 >/dev/null
 
 if [ "${FUZZ_SECONDS:-20}" != "0" ]; then
   step "fuzz every parser briefly (fuzz/run.sh)"

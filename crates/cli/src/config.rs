@@ -39,6 +39,7 @@ pub struct ResponderFile {
     pub require_auth: Option<bool>,
     pub timestamp_window: Option<String>,
     pub kernel_timestamps: Option<bool>,
+    pub t3_calibration: Option<bool>,
     pub status_socket: Option<PathBuf>,
     pub udp_echo: Option<Vec<SocketAddr>>,
     pub tcp_connect: Option<Vec<SocketAddr>>,

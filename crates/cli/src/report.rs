@@ -202,6 +202,8 @@ pub struct Report {
     pub precision: Precision,
     pub sent: u32,
     pub received: u32,
+    /// First to last probe sent, µs: the schedule as it really ran.
+    pub send_span_us: f64,
     pub rtt_us: Delay,
     pub one_way_us: Option<OneWay>,
     pub clock_sync: ClockSync,
@@ -249,6 +251,7 @@ impl Report {
             precision: r.precision,
             sent: s.sent,
             received: s.received,
+            send_span_us: us(r.send_span_ns as i64),
             rtt_us: Delay::new(&s.rtt, &s.rtt_pct),
             one_way_us: one_way,
             clock_sync: ctx.clock_sync,

@@ -74,6 +74,10 @@ pub struct ResponderArgs {
     /// Use the userspace clock for receive timestamps instead of the kernel's.
     #[arg(long)]
     no_kernel_timestamps: bool,
+    /// Write T3 as read in userspace, without adding the learned delay until the kernel stamps
+    /// the reply leaving.
+    #[arg(long)]
+    no_t3_calibration: bool,
     /// Unix socket serving the status (default /tmp/ipsla-responder.sock).
     #[arg(long, value_name = "PATH")]
     status_socket: Option<PathBuf>,
@@ -166,6 +170,7 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         status_socket: Some(
             args.status_socket.clone().or(file.status_socket).unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
         ),
+        t3_calibration: !args.no_t3_calibration && file.t3_calibration.unwrap_or(true),
     })
 }
 
@@ -313,6 +318,7 @@ pub fn format_status(r: &StatusReport) -> String {
         us(r.tx_kernel_minus_user.max_ns as f64),
         r.tx_kernel_minus_user.count
     );
+    let _ = writeln!(o, "T3 calibration adds: {:.3} microseconds", r.t3_lead_ns as f64 / 1000.0);
     let _ = writeln!(o, "Uptime: {} s  open-file limit: {}", r.uptime_s, r.fd_limit);
     o
 }

@@ -109,11 +109,13 @@ fn udp_jitter_us_one_way_with_assumed_sync() {
     assert_eq!(d["precision"], "us");
     assert_eq!(d["received"], 30);
     let ow = &d["one_way_us"];
-    // one host, one clock: both directions are non-negative and well under 10 ms
+    // one host, one clock: both directions are well under 10 ms and not negative beyond the
+    // responder's T3 calibration error (T3 is its userspace reading plus the learned delay until
+    // the kernel stamps the reply, so a reply that left faster than average reads slightly early)
     for dir in ["sd", "ds"] {
         assert_eq!(ow[dir]["count"], 30);
         let (min, max) = (ow[dir]["min"].as_f64().unwrap(), ow[dir]["max"].as_f64().unwrap());
-        assert!(min >= 0.0 && max < 10_000.0, "{dir}: {min}..{max}");
+        assert!(min >= -5.0 && max < 10_000.0, "{dir}: {min}..{max}");
     }
     let rtt = &d["rtt_us"];
     assert!(rtt["min"].as_f64().unwrap() > 0.0 && rtt["p50"].as_f64().unwrap() < 10_000.0, "{rtt}");

@@ -48,6 +48,8 @@ pub struct ResponderOptions {
     pub core: ResponderConfig,
     /// Unix socket that serves the status as JSON to `ipsla responder --status`.
     pub status_socket: Option<std::path::PathBuf>,
+    /// Add the learned userspace→kernel send delay to T3 (needs kernel timestamps).
+    pub t3_calibration: bool,
 }
 
 impl Default for ResponderOptions {
@@ -62,6 +64,7 @@ impl Default for ResponderOptions {
             kernel_timestamps: true,
             core: ResponderConfig::default(),
             status_socket: None,
+            t3_calibration: true,
         }
     }
 }
@@ -87,8 +90,10 @@ pub struct StatusReport {
     pub fd_limit: u64,
     /// Self-diagnostic: userspace read after `recvmsg` − kernel receive stamp (T2), over probes.
     pub rx_user_minus_kernel: DeltaStats,
-    /// Self-diagnostic: kernel transmit stamp − the userspace T3 written into the reply.
+    /// Self-diagnostic: kernel transmit stamp − the userspace T3 reading (before calibration).
     pub tx_kernel_minus_user: DeltaStats,
+    /// What T3 calibration adds to the userspace reading now, ns (0 when off).
+    pub t3_lead_ns: i64,
 }
 
 /// A responder running on its own thread.
@@ -221,6 +226,7 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         status_listener,
         control: (control_v1.clone(), control_v2.clone()),
         fd_limit,
+        t3_calibration: opts.t3_calibration && opts.kernel_timestamps,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new().name("ipsla-responder".into()).spawn(move || {
@@ -255,6 +261,7 @@ struct ThreadCtx {
     status_listener: Option<std::os::unix::net::UnixListener>,
     control: (Vec<SocketAddr>, Vec<SocketAddr>),
     fd_limit: u64,
+    t3_calibration: bool,
 }
 
 /// Sockets opened by the core, waiting for their task to be spawned.
@@ -352,6 +359,10 @@ struct Shared {
     binder: NetBinder,
     rx_delta: DeltaStats,
     tx_delta: DeltaStats,
+    /// Running estimate (ns) of how long after the userspace T3 reading the kernel stamps the
+    /// reply leaving; added to T3 when calibration is on.
+    t3_lead_ns: i64,
+    t3_calibration: bool,
 }
 
 type State = Rc<RefCell<Shared>>;
@@ -370,6 +381,8 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         },
         rx_delta: DeltaStats::default(),
         tx_delta: DeltaStats::default(),
+        t3_lead_ns: 0,
+        t3_calibration: ctx.t3_calibration,
     }));
     let timer = Rc::new(Notify::new());
     let setup = || -> io::Result<()> {
@@ -442,6 +455,7 @@ fn report(
         fd_limit,
         rx_user_minus_kernel: s.rx_delta,
         tx_kernel_minus_user: s.tx_delta,
+        t3_lead_ns: if s.t3_calibration { s.t3_lead_ns } else { 0 },
     }
 }
 
@@ -560,18 +574,31 @@ async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: Cance
             s.responder.handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder)
         };
         if let ProbeResult::Reply { len, stamp } = res {
-            // T3 as late as possible: right before the send call.
+            // T3 as late as possible: right before the send call. The reply cannot carry its own
+            // kernel transmit stamp, so with calibration T3 is the userspace reading plus the
+            // running average of how much later the kernel stamps a reply of this responder.
             let t3 = wall_now();
-            stamp_transmit(&mut buf[..len], stamp, t3);
+            let lead = {
+                let s = state.borrow();
+                if s.t3_calibration { s.t3_lead_ns } else { 0 }
+            };
+            stamp_transmit(&mut buf[..len], stamp, t3 + Duration::from_nanos(lead as u64));
             if send_reply(&sock, &buf[..len], r.src).await {
                 let id = sends;
                 sends = sends.wrapping_add(1);
                 let mut s = state.borrow_mut();
+                let mut seen = None;
                 socket::drain_tx_stamps(&sock, &mut errq, |t| {
                     if t.id == id {
-                        s.tx_delta.add(t.wall.as_nanos() as i64 - t3.as_nanos() as i64);
+                        seen = Some(t.wall.as_nanos() as i64 - t3.as_nanos() as i64);
                     }
                 });
+                if let Some(d) = seen {
+                    s.tx_delta.add(d);
+                    // EWMA with weight 1/16, bounded to a sane range
+                    let d = d.clamp(0, 1_000_000);
+                    s.t3_lead_ns += (d - s.t3_lead_ns) / 16;
+                }
             }
         }
     }

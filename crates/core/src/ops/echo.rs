@@ -152,6 +152,7 @@ impl EchoOp {
             stamps: self.stamps,
             unexpected: self.unexpected,
             samples: arrivals,
+            send_span_ns: 0,
         });
         self.phase = Phase::Done;
     }
@@ -282,6 +283,7 @@ impl Operation for EchoOp {
             stamps: self.stamps,
             unexpected: self.unexpected,
             samples: Vec::new(),
+            send_span_ns: 0,
         })
     }
 }

@@ -238,6 +238,10 @@ impl JitterOp {
             stamps: self.stamps,
             unexpected: self.unexpected,
             samples: self.arrivals.clone(),
+            send_span_ns: match (self.sent.first(), self.sent.last()) {
+                (Some(a), Some(b)) => (b.at - a.at).as_nanos() as u64,
+                _ => 0,
+            },
         });
         self.phase = Phase::Done;
     }
@@ -418,6 +422,7 @@ impl Operation for JitterOp {
             stamps: self.stamps,
             unexpected: self.unexpected,
             samples: Vec::new(),
+            send_span_ns: 0,
         })
     }
 }

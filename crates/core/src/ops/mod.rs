@@ -175,6 +175,8 @@ pub struct OperationResult {
     pub unexpected: u32,
     /// Every reply, in arrival order (late ones and duplicates flagged).
     pub samples: Vec<crate::stats::Sample>,
+    /// Time from the first probe sent to the last, ns (what a schedule actually took).
+    pub send_span_ns: u64,
 }
 
 /// The driver-facing interface of every operation.

@@ -93,6 +93,7 @@ impl TcpConnectOp {
             stamps: self.stamps,
             unexpected: 0,
             samples: arrivals,
+            send_span_ns: 0,
         });
         self.phase = Phase::Done;
     }
@@ -170,6 +171,7 @@ impl Operation for TcpConnectOp {
             stamps: self.stamps,
             unexpected: 0,
             samples: Vec::new(),
+            send_span_ns: 0,
         })
     }
 }
