@@ -376,3 +376,40 @@ fn udp_jitter_over_ipv6_and_vrf_device() {
         assert_eq!((code, &docs[0]["received"]), (0, &Value::from(3)));
     }
 }
+
+#[test]
+fn userspace_fallback_still_measures() {
+    let r = spawn_responder(ResponderOptions {
+        listen: vec!["127.0.0.1".parse().unwrap()],
+        v1_port: 0,
+        v2_port: 0,
+        kernel_timestamps: false,
+        ..ResponderOptions::default()
+    })
+    .unwrap();
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--control-port",
+        &ctl,
+        "--precision",
+        "us",
+        "--packets",
+        "10",
+        "--interval",
+        "1ms",
+        "--no-kernel-timestamps",
+    ]);
+    assert_eq!(code, 0, "{docs:?}");
+    let ts = &docs[0]["timestamps"];
+    assert_eq!((ts["rx"].as_str(), ts["tx"].as_str()), (Some("user"), Some("user")), "{ts}");
+    assert_eq!(docs[0]["received"], 10);
+    assert!(docs[0]["rtt_us"]["min"].as_f64().unwrap() > 0.0);
+    // and the responder said so too
+    let st = r.status().unwrap();
+    assert_eq!((st.stats.rx_stamps_kernel, st.stats.rx_stamps_user), (0, 10));
+}
