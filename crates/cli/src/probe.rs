@@ -3,22 +3,20 @@
 //! JSON. Exit status 0 when every run returned OK, 1 otherwise, 2 on a usage or set-up error.
 
 use crate::config::parse_duration;
-use crate::report::{self, ClockSync, Context, Report};
+use crate::report::{self, Context, Report};
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest, V2Auth};
-use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
-use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp, MAX_PACKETS};
-use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
-use ipsla_core::ops::{OperationResult, Precision, ReturnCode, VoiceConfig};
+use ipsla_agent::runner::{self, ClockSyncMode, OpKind, OperationSpec, RunOutcome, Tolerance};
+use ipsla_core::ops::control::{ControlMode, V2Auth};
+use ipsla_core::ops::jitter::MAX_PACKETS;
+use ipsla_core::ops::{Precision, ReturnCode, VoiceConfig};
 use ipsla_core::stats::Acc;
 use ipsla_core::voice::{Codec, MosModel};
-use ipsla_net::clock::{kernel_clock_state, wall_now};
-use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
-use ipsla_net::probe::{IcmpSocket, SocketOptions, run_icmp, run_tcp, run_udp, udp_socket};
+use ipsla_net::clock::wall_now;
+use ipsla_net::probe::SocketOptions;
 use ipsla_wire::cisco::control_v2::AuthMode;
 use std::io::IsTerminal;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -250,59 +248,13 @@ struct IcmpJitterArgs {
     clock_tolerance: String,
 }
 
-/// A validated operation, ready to build and run.
+/// A validated operation plus how often to run it and how to print it.
 struct Plan {
-    name: &'static str,
-    target: IpAddr,
-    port: u16,
-    sockets: SocketOptions,
-    timeout: Duration,
-    threshold: Duration,
+    spec: OperationSpec,
     count: u32,
     frequency: Duration,
     json: bool,
     samples: bool,
-    control: ControlMode,
-    control_port: u16,
-    kind: Kind,
-    sync: SyncPlan,
-    /// Expected run time for progress (packets × interval), when long enough to show.
-    progress: Option<(u32, Duration)>,
-}
-
-enum Kind {
-    Jitter {
-        packets: u32,
-        interval: Duration,
-        size: usize,
-        precision: Precision,
-        voice: Option<VoiceConfig>,
-        pattern: Vec<u8>,
-    },
-    Echo {
-        size: usize,
-        pattern: Vec<u8>,
-    },
-    Tcp,
-    IcmpEcho {
-        size: usize,
-        pattern: Vec<u8>,
-    },
-    IcmpJitter {
-        packets: u32,
-        interval: Duration,
-    },
-}
-
-#[derive(Clone, Copy)]
-enum Tolerance {
-    AbsUs(i64),
-    Percent(f64),
-}
-
-struct SyncPlan {
-    mode: ClockSyncArg,
-    tolerance: Tolerance,
 }
 
 fn resolve(host: &str) -> Result<IpAddr> {
@@ -338,7 +290,7 @@ fn tolerance(s: &str) -> Result<Tolerance> {
     Ok(Tolerance::AbsUs(d.as_micros() as i64))
 }
 
-fn common_plan(c: &Common, name: &'static str, ctl: Option<&ControlArgs>) -> Result<(Plan, Option<V2Auth>)> {
+fn common_plan(c: &Common, ctl: Option<&ControlArgs>) -> Result<(Plan, Option<V2Auth>)> {
     let timeout = parse_duration("--timeout", &c.timeout, Duration::from_millis(1), Duration::from_secs(604_800))?;
     let threshold = parse_duration("--threshold", &c.threshold, Duration::ZERO, Duration::from_secs(60))?;
     let frequency = parse_duration("--frequency", &c.frequency, Duration::ZERO, Duration::from_secs(604_800))?;
@@ -380,27 +332,27 @@ fn common_plan(c: &Common, name: &'static str, ctl: Option<&ControlArgs>) -> Res
         }
     };
     let plan = Plan {
-        name,
-        target: resolve(&c.target)?,
-        port: c.port,
-        sockets: SocketOptions {
-            source_ip: c.source_ip,
-            source_port: c.source_port,
-            tos: c.tos.or(c.dscp.map(|d| d << 2)),
-            vrf: c.vrf.clone(),
-            kernel_timestamps: !c.no_kernel_timestamps,
+        spec: OperationSpec {
+            kind: OpKind::TcpConnect,
+            target: resolve(&c.target)?,
+            port: c.port,
+            sockets: SocketOptions {
+                source_ip: c.source_ip,
+                source_port: c.source_port,
+                tos: c.tos.or(c.dscp.map(|d| d << 2)),
+                vrf: c.vrf.clone(),
+                kernel_timestamps: !c.no_kernel_timestamps,
+            },
+            timeout,
+            threshold,
+            control,
+            control_port,
+            clock_sync: (ClockSyncMode::None, Tolerance::AbsUs(0)),
         },
-        timeout,
-        threshold,
         count: c.count,
         frequency,
         json: c.json,
         samples: c.samples,
-        control,
-        control_port,
-        kind: Kind::Tcp,
-        sync: SyncPlan { mode: ClockSyncArg::None, tolerance: Tolerance::AbsUs(0) },
-        progress: None,
     };
     Ok((plan, auth))
 }
@@ -408,7 +360,7 @@ fn common_plan(c: &Common, name: &'static str, ctl: Option<&ControlArgs>) -> Res
 fn plan(args: ProbeArgs) -> Result<Plan> {
     Ok(match args.op {
         OpCommand::UdpJitter(a) => {
-            let (mut p, _) = common_plan(&a.common, "udp-jitter", Some(&a.control))?;
+            let (mut p, _) = common_plan(&a.common, Some(&a.control))?;
             let codec = a.codec.map(|c| match c {
                 CodecArg::G711alaw => Codec::G711alaw,
                 CodecArg::G711ulaw => Codec::G711ulaw,
@@ -429,9 +381,8 @@ fn plan(args: ProbeArgs) -> Result<Plan> {
             let precision = if a.precision == PrecisionArg::Us { Precision::Us } else { Precision::Ms };
             let model = if a.mos_model == MosModelArg::CiscoCompat { MosModel::CiscoCompat } else { MosModel::EModel };
             let voice = codec.map(|codec| VoiceConfig { codec, model, advantage: a.advantage_factor });
-            p.sync = SyncPlan { mode: a.clock_sync, tolerance: tolerance(&a.clock_tolerance)? };
-            p.progress = Some((packets, interval * packets));
-            p.kind = Kind::Jitter {
+            p.spec.clock_sync = (sync_mode(a.clock_sync), tolerance(&a.clock_tolerance)?);
+            p.spec.kind = OpKind::UdpJitter {
                 packets,
                 interval,
                 size,
@@ -442,178 +393,44 @@ fn plan(args: ProbeArgs) -> Result<Plan> {
             p
         }
         OpCommand::UdpEcho(a) => {
-            let (mut p, _) = common_plan(&a.common, "udp-echo", Some(&a.control))?;
-            p.kind = Kind::Echo {
+            let (mut p, _) = common_plan(&a.common, Some(&a.control))?;
+            p.spec.kind = OpKind::UdpEcho {
                 size: a.request_data_size.clamp(4, 16_384),
                 pattern: pattern("--data-pattern", &a.data_pattern)?,
             };
             p
         }
-        OpCommand::TcpConnect(a) => common_plan(&a.common, "tcp-connect", Some(&a.control))?.0,
+        OpCommand::TcpConnect(a) => common_plan(&a.common, Some(&a.control))?.0,
         OpCommand::IcmpEcho(a) => {
-            let (mut p, _) = common_plan(&a.common, "icmp-echo", None)?;
-            p.kind = Kind::IcmpEcho {
+            let (mut p, _) = common_plan(&a.common, None)?;
+            p.spec.kind = OpKind::IcmpEcho {
                 size: a.request_data_size.min(16_384),
                 pattern: pattern("--data-pattern", &a.data_pattern)?,
             };
             p
         }
         OpCommand::IcmpJitter(a) => {
-            let (mut p, _) = common_plan(&a.common, "icmp-jitter", None)?;
-            if p.target.is_ipv6() {
+            let (mut p, _) = common_plan(&a.common, None)?;
+            if p.spec.target.is_ipv6() {
                 bail!("target: icmp-jitter uses ICMP Timestamp, which exists for IPv4 only");
             }
             if a.packets == 0 || a.packets > MAX_PACKETS {
                 bail!("--packets: {} is out of range; allowed 1 to {MAX_PACKETS}", a.packets);
             }
             let interval = parse_duration("--interval", &a.interval, Duration::ZERO, Duration::from_secs(60))?;
-            p.sync = SyncPlan { mode: a.clock_sync, tolerance: tolerance(&a.clock_tolerance)? };
-            p.progress = Some((a.packets, interval * a.packets));
-            p.kind = Kind::IcmpJitter { packets: a.packets, interval };
+            p.spec.clock_sync = (sync_mode(a.clock_sync), tolerance(&a.clock_tolerance)?);
+            p.spec.kind = OpKind::IcmpJitter { packets: a.packets, interval };
             p
         }
     })
 }
 
-/// Decides, before a run, whether one-way delays may be reported, as IOS does with its NTP state.
-fn clock_state(s: &SyncPlan) -> (bool, ClockSync) {
-    match s.mode {
-        ClockSyncArg::None => (false, ClockSync { mode: "none", state: "not_checked", est_error_us: None }),
-        ClockSyncArg::Assume => (true, ClockSync { mode: "assume", state: "sync", est_error_us: None }),
-        ClockSyncArg::Ntp | ClockSyncArg::Ptp => {
-            let mode = if s.mode == ClockSyncArg::Ntp { "ntp" } else { "ptp" };
-            let k = kernel_clock_state();
-            let est = k.map(|k| k.est_error_us);
-            let ok = match (k, s.tolerance) {
-                // Our own estimated error counts twice: we cannot see the responder's, and IOS
-                // compares the sum of both ends' offsets with the tolerance.
-                (Some(k), Tolerance::AbsUs(t)) => k.synchronised && 2 * k.est_error_us <= t,
-                (Some(k), Tolerance::Percent(_)) => k.synchronised,
-                (None, _) => false,
-            };
-            (ok, ClockSync { mode, state: if ok { "sync" } else { "out_of_sync" }, est_error_us: est })
-        }
-    }
-}
-
-fn control_request(p: &Plan, op: ControlOp, duration: Duration, local: SocketAddr) -> ControlRequest {
-    ControlRequest {
-        operation: op,
-        target: p.target,
-        port: p.port,
-        duration,
-        control_local: local,
-        measurement_local: local,
-        control_remote: SocketAddr::new(p.target, p.control_port),
-        nonce: rand_nonce(),
-    }
-}
-
-fn rand_nonce() -> [u8; 16] {
-    rand::random()
-}
-
-fn run_once(rt: &tokio::runtime::Runtime, p: &Plan, sequence: u32, clock_sync: bool) -> Result<OperationResult> {
-    let now = Instant::now();
-    let t = p.target;
-    match &p.kind {
-        Kind::Jitter { packets, interval, size, precision, voice, pattern } => {
-            let (sock, local, _) = udp_socket(t, &p.sockets).context("opening the probe socket")?;
-            let duration = JitterConfig::control_duration(p.timeout, *packets, *interval);
-            let cfg = JitterConfig {
-                control: p.control.clone(),
-                request: control_request(p, ControlOp::UdpJitter, duration, local),
-                sequence,
-                packets: *packets,
-                interval: *interval,
-                size: *size,
-                format: JitterFormat::Udp(*precision),
-                timeout: p.timeout,
-                threshold: p.threshold,
-                clock_sync,
-                voice: *voice,
-                pattern: pattern.clone(),
-            };
-            let mut op = JitterOp::new(now, cfg);
-            Ok(run_udp(&mut op, &sock, t, p.control_port, &Pacer::for_interval(*interval)))
-        }
-        Kind::Echo { size, pattern } => {
-            let (sock, local, _) = udp_socket(t, &p.sockets).context("opening the probe socket")?;
-            let cfg = EchoConfig {
-                format: EchoFormat::Udp,
-                control: p.control.clone(),
-                request: control_request(p, ControlOp::UdpEcho, p.timeout, local),
-                sequence,
-                size: *size,
-                pattern: pattern.clone(),
-                timeout: p.timeout,
-                threshold: p.threshold,
-            };
-            let mut op = EchoOp::new(now, cfg);
-            Ok(run_udp(&mut op, &sock, t, p.control_port, &Pacer::new(DEFAULT_SPIN)))
-        }
-        Kind::Tcp => {
-            let ctl_opts = SocketOptions { source_port: 0, ..p.sockets.clone() };
-            let (sock, local, _) = udp_socket(t, &ctl_opts).context("opening the control socket")?;
-            let cfg = TcpConfig {
-                control: p.control.clone(),
-                request: control_request(p, ControlOp::TcpConnect, p.timeout, local),
-                sequence,
-                timeout: p.timeout,
-                threshold: p.threshold,
-            };
-            let mut op = TcpConnectOp::new(now, cfg);
-            Ok(rt.block_on(run_tcp(&mut op, sock, t, p.control_port, &p.sockets)))
-        }
-        Kind::IcmpEcho { size, pattern } => {
-            let sock = IcmpSocket::open(t, &p.sockets, false)?;
-            let ident = (std::process::id() as u16) ^ (sequence as u16).rotate_left(8);
-            let cfg = EchoConfig {
-                format: EchoFormat::Icmp { v6: t.is_ipv6(), ident, seq: sequence as u16 },
-                control: ControlMode::None,
-                request: control_request(p, ControlOp::UdpEcho, p.timeout, SocketAddr::new(t, 0)),
-                sequence,
-                size: *size,
-                pattern: pattern.clone(),
-                timeout: p.timeout,
-                threshold: p.threshold,
-            };
-            let mut op = EchoOp::new(now, cfg);
-            Ok(run_icmp(&mut op, &sock, t, ident, &Pacer::new(DEFAULT_SPIN)))
-        }
-        Kind::IcmpJitter { packets, interval } => {
-            let sock = IcmpSocket::open(t, &p.sockets, true)?;
-            let ident = (std::process::id() as u16) ^ (sequence as u16).rotate_left(8);
-            let cfg = JitterConfig {
-                control: ControlMode::None,
-                request: control_request(p, ControlOp::UdpJitter, p.timeout, SocketAddr::new(t, 0)),
-                sequence,
-                packets: *packets,
-                interval: *interval,
-                size: 0,
-                format: JitterFormat::IcmpTimestamp { ident },
-                timeout: p.timeout,
-                threshold: p.threshold,
-                clock_sync,
-                voice: None,
-                pattern: Vec::new(),
-            };
-            let mut op = JitterOp::new(now, cfg);
-            Ok(run_icmp(&mut op, &sock, t, ident, &Pacer::for_interval(*interval)))
-        }
-    }
-}
-
-/// Drops one-way delays that fail a percentage tolerance (known only after the run).
-fn apply_percent_tolerance(r: &mut OperationResult, p: &Plan, cs: &mut ClockSync) {
-    let (Tolerance::Percent(pct), Some(est)) = (p.sync.tolerance, cs.est_error_us) else { return };
-    let Some(sd) = r.stats.one_way_sd else { return };
-    let allowed = sd.avg() / 1000.0 * pct / 100.0;
-    if (2 * est) as f64 > allowed {
-        r.stats.one_way_sd = None;
-        r.stats.one_way_ds = None;
-        r.stats.one_way_pct = None;
-        cs.state = "out_of_sync";
+fn sync_mode(a: ClockSyncArg) -> ClockSyncMode {
+    match a {
+        ClockSyncArg::None => ClockSyncMode::None,
+        ClockSyncArg::Ntp => ClockSyncMode::Ntp,
+        ClockSyncArg::Ptp => ClockSyncMode::Ptp,
+        ClockSyncArg::Assume => ClockSyncMode::Assume,
     }
 }
 
@@ -626,19 +443,19 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
     let (mut sent, mut received) = (0u64, 0u64);
     // IOS: one control sequence per control message, rising over the operation's life.
     let first_seq = (wall_now().as_millis() as u32) & 0xff;
+    let progress_plan = p.spec.kind.schedule();
     let show_progress =
-        !p.json && std::io::stderr().is_terminal() && p.progress.is_some_and(|(_, d)| d > Duration::from_secs(2));
+        !p.json && std::io::stderr().is_terminal() && progress_plan.is_some_and(|(_, d)| d > Duration::from_secs(2));
     for run in 1..=p.count {
         let started = Instant::now();
         let start_wall = wall_now();
-        let (sync, mut cs) = clock_state(&p.sync);
-        let progress = show_progress.then(|| spawn_progress(p.progress.unwrap_or_default()));
-        let mut r = run_once(&rt, &p, first_seq.wrapping_add(run - 1), sync)?;
+        let progress = show_progress.then(|| spawn_progress(progress_plan.unwrap_or_default()));
+        let outcome = runner::run(&p.spec, first_seq.wrapping_add(run - 1), &rt);
         if let Some(stop) = progress {
             let _ = stop.send(());
             eprint!("\r\x1b[K");
         }
-        apply_percent_tolerance(&mut r, &p, &mut cs);
+        let RunOutcome { result: r, clock: cs } = outcome?;
         if matches!(r.return_code, ReturnCode::Ok) {
             successes += 1;
         } else {
@@ -647,24 +464,16 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         all_rtt.merge(&r.stats.rtt);
         sent += u64::from(r.stats.sent);
         received += u64::from(r.stats.received);
-        let voice = match &p.kind {
-            Kind::Jitter { voice: Some(v), .. } => Some((v.codec, v.model, v.advantage)),
+        let voice = match &p.spec.kind {
+            OpKind::UdpJitter { voice: Some(v), .. } => Some((v.codec, v.model, v.advantage)),
             _ => None,
         };
         let ctx = Context {
-            operation: p.name,
-            target: if matches!(p.kind, Kind::IcmpEcho { .. } | Kind::IcmpJitter { .. }) {
-                p.target.to_string()
-            } else {
-                SocketAddr::new(p.target, p.port).to_string()
-            },
+            operation: p.spec.kind.name(),
+            target: p.spec.target_label(),
             run,
             start: start_wall,
-            control: match p.control {
-                ControlMode::None => "none",
-                ControlMode::V1 => "v1",
-                ControlMode::V2(_) => "v2",
-            },
+            control: p.spec.control_label(),
             clock_sync: cs,
             voice,
             samples: p.samples,
@@ -682,7 +491,7 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         }
     }
     if !p.json {
-        print!("{}", report::ping_summary(&p.target.to_string(), sent, received, &all_rtt));
+        print!("{}", report::ping_summary(&p.spec.target.to_string(), sent, received, &all_rtt));
     }
     Ok(if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }

@@ -127,15 +127,7 @@ pub struct Voice {
     pub r_factor: f64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ClockSync {
-    /// none | ntp | ptp | assume
-    pub mode: &'static str,
-    /// sync | out_of_sync | not_checked
-    pub state: &'static str,
-    /// Kernel's estimated error, µs (ntp/ptp).
-    pub est_error_us: Option<i64>,
-}
+pub use ipsla_agent::runner::ClockCheck as ClockSync;
 
 #[derive(Debug, Serialize)]
 pub struct Stamps {

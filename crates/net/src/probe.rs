@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 /// How the probe sockets are set up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketOptions {
     /// Source address (IOS `source-ip`).
     pub source_ip: Option<IpAddr>,

@@ -1,0 +1,325 @@
+//! One operation, fully specified and validated ([`OperationSpec`]), and how to run it once
+//! ([`run`]): sockets from `ipsla-net`, state machine from `ipsla-core`. `ipsla probe` builds a
+//! spec from its flags, the agent from its configuration file.
+
+use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest};
+use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
+use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp};
+use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
+use ipsla_core::ops::{OperationResult, Precision, VoiceConfig};
+use ipsla_net::clock::kernel_clock_state;
+use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
+use ipsla_net::probe::{IcmpSocket, SocketOptions, run_icmp, run_tcp, run_udp, udp_socket};
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// What an operation sends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpKind {
+    /// udp-jitter (types 2/3), optionally with a codec.
+    UdpJitter {
+        /// Probes per run.
+        packets: u32,
+        /// Interval between probes.
+        interval: Duration,
+        /// Probe size.
+        size: usize,
+        /// ms or µs.
+        precision: Precision,
+        /// Codec and score model.
+        voice: Option<VoiceConfig>,
+        /// Data pattern.
+        pattern: Vec<u8>,
+    },
+    /// udp-echo (type 1).
+    UdpEcho {
+        /// Probe size.
+        size: usize,
+        /// Data pattern.
+        pattern: Vec<u8>,
+    },
+    /// tcp-connect.
+    TcpConnect,
+    /// icmp-echo.
+    IcmpEcho {
+        /// Data bytes after the 8-byte timestamp.
+        size: usize,
+        /// Data pattern.
+        pattern: Vec<u8>,
+    },
+    /// icmp-jitter (ICMP Timestamp).
+    IcmpJitter {
+        /// Requests per run.
+        packets: u32,
+        /// Interval.
+        interval: Duration,
+    },
+}
+
+impl OpKind {
+    /// The IOS operation name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::UdpJitter { .. } => "udp-jitter",
+            OpKind::UdpEcho { .. } => "udp-echo",
+            OpKind::TcpConnect => "tcp-connect",
+            OpKind::IcmpEcho { .. } => "icmp-echo",
+            OpKind::IcmpJitter { .. } => "icmp-jitter",
+        }
+    }
+    /// Probes one run sends and the schedule it takes, for the jitter operations.
+    pub fn schedule(&self) -> Option<(u32, Duration)> {
+        match self {
+            OpKind::UdpJitter { packets, interval, .. } | OpKind::IcmpJitter { packets, interval } => {
+                Some((*packets, *interval * *packets))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How one-way delays may be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockSyncMode {
+    /// Not synchronised: one-way delay unavailable.
+    None,
+    /// Kernel NTP discipline state within the tolerance.
+    Ntp,
+    /// Same check for a PTP-disciplined clock.
+    Ptp,
+    /// Declared synchronised.
+    Assume,
+}
+
+/// Clock tolerance (IOS `clock-tolerance ntp oneway absolute|percent`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    /// Absolute, µs.
+    AbsUs(i64),
+    /// Percent of the measured one-way delay.
+    Percent(f64),
+}
+
+/// The result of the clock check of one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClockCheck {
+    /// none | ntp | ptp | assume
+    pub mode: &'static str,
+    /// sync | out_of_sync | not_checked
+    pub state: &'static str,
+    /// Kernel's estimated error, µs.
+    pub est_error_us: Option<i64>,
+}
+
+/// A validated operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationSpec {
+    /// What it sends.
+    pub kind: OpKind,
+    /// Target address.
+    pub target: IpAddr,
+    /// Measurement port (UDP/TCP operations).
+    pub port: u16,
+    /// Socket options.
+    pub sockets: SocketOptions,
+    /// Timeout.
+    pub timeout: Duration,
+    /// RTT threshold.
+    pub threshold: Duration,
+    /// Control mode.
+    pub control: ControlMode,
+    /// Responder control port.
+    pub control_port: u16,
+    /// Clock synchronisation mode and tolerance.
+    pub clock_sync: (ClockSyncMode, Tolerance),
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A socket could not be opened or configured.
+    #[error("{what}: {source}")]
+    Socket {
+        /// Which socket.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// One finished run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The operation's result.
+    pub result: OperationResult,
+    /// The clock check made before it.
+    pub clock: ClockCheck,
+}
+
+impl OperationSpec {
+    /// `target:port` for UDP/TCP operations, the address for ICMP ones.
+    pub fn target_label(&self) -> String {
+        match self.kind {
+            OpKind::IcmpEcho { .. } | OpKind::IcmpJitter { .. } => self.target.to_string(),
+            _ => SocketAddr::new(self.target, self.port).to_string(),
+        }
+    }
+
+    /// `v1`, `v2` or `none`.
+    pub fn control_label(&self) -> &'static str {
+        match self.control {
+            ControlMode::None => "none",
+            ControlMode::V1 => "v1",
+            ControlMode::V2(_) => "v2",
+        }
+    }
+
+    fn request(&self, op: ControlOp, duration: Duration, local: SocketAddr) -> ControlRequest {
+        ControlRequest {
+            operation: op,
+            target: self.target,
+            port: self.port,
+            duration,
+            control_local: local,
+            measurement_local: local,
+            control_remote: SocketAddr::new(self.target, self.control_port),
+            nonce: rand::random(),
+        }
+    }
+}
+
+/// Decides, before a run, whether one-way delays may be reported, as IOS does with its NTP state.
+pub fn clock_check(mode: ClockSyncMode, tol: Tolerance) -> (bool, ClockCheck) {
+    match mode {
+        ClockSyncMode::None => (false, ClockCheck { mode: "none", state: "not_checked", est_error_us: None }),
+        ClockSyncMode::Assume => (true, ClockCheck { mode: "assume", state: "sync", est_error_us: None }),
+        ClockSyncMode::Ntp | ClockSyncMode::Ptp => {
+            let name = if mode == ClockSyncMode::Ntp { "ntp" } else { "ptp" };
+            let k = kernel_clock_state();
+            let ok = match (k, tol) {
+                // Our own estimated error counts twice: we cannot see the responder's, and IOS
+                // compares the sum of both ends' offsets with the tolerance.
+                (Some(k), Tolerance::AbsUs(t)) => k.synchronised && 2 * k.est_error_us <= t,
+                (Some(k), Tolerance::Percent(_)) => k.synchronised,
+                (None, _) => false,
+            };
+            (
+                ok,
+                ClockCheck {
+                    mode: name,
+                    state: if ok { "sync" } else { "out_of_sync" },
+                    est_error_us: k.map(|k| k.est_error_us),
+                },
+            )
+        }
+    }
+}
+
+/// Drops one-way delays that fail a percentage tolerance (known only after the run).
+fn apply_percent_tolerance(r: &mut OperationResult, tol: Tolerance, cs: &mut ClockCheck) {
+    let (Tolerance::Percent(pct), Some(est)) = (tol, cs.est_error_us) else { return };
+    let Some(sd) = r.stats.one_way_sd else { return };
+    if (2 * est) as f64 > sd.avg() / 1000.0 * pct / 100.0 {
+        r.stats.one_way_sd = None;
+        r.stats.one_way_ds = None;
+        r.stats.one_way_pct = None;
+        cs.state = "out_of_sync";
+    }
+}
+
+fn sock<T>(what: &'static str, r: std::io::Result<T>) -> Result<T, RunError> {
+    r.map_err(|source| RunError::Socket { what, source })
+}
+
+/// Runs `spec` once with control sequence `sequence`, on the calling thread (tcp-connect uses
+/// `rt` for its connect).
+pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) -> Result<RunOutcome, RunError> {
+    let (sync, mut clock) = clock_check(spec.clock_sync.0, spec.clock_sync.1);
+    let now = Instant::now();
+    let t = spec.target;
+    let ident = (std::process::id() as u16) ^ (sequence as u16).rotate_left(8);
+    let mut result = match &spec.kind {
+        OpKind::UdpJitter { packets, interval, size, precision, voice, pattern } => {
+            let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
+            let duration = JitterConfig::control_duration(spec.timeout, *packets, *interval);
+            let cfg = JitterConfig {
+                control: spec.control.clone(),
+                request: spec.request(ControlOp::UdpJitter, duration, local),
+                sequence,
+                packets: *packets,
+                interval: *interval,
+                size: *size,
+                format: JitterFormat::Udp(*precision),
+                timeout: spec.timeout,
+                threshold: spec.threshold,
+                clock_sync: sync,
+                voice: *voice,
+                pattern: pattern.clone(),
+            };
+            run_udp(&mut JitterOp::new(now, cfg), &s, t, spec.control_port, &Pacer::for_interval(*interval))
+        }
+        OpKind::UdpEcho { size, pattern } => {
+            let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
+            let cfg = EchoConfig {
+                format: EchoFormat::Udp,
+                control: spec.control.clone(),
+                request: spec.request(ControlOp::UdpEcho, spec.timeout, local),
+                sequence,
+                size: *size,
+                pattern: pattern.clone(),
+                timeout: spec.timeout,
+                threshold: spec.threshold,
+            };
+            run_udp(&mut EchoOp::new(now, cfg), &s, t, spec.control_port, &Pacer::new(DEFAULT_SPIN))
+        }
+        OpKind::TcpConnect => {
+            let ctl_opts = SocketOptions { source_port: 0, ..spec.sockets.clone() };
+            let (s, local, _) = sock("opening the control socket", udp_socket(t, &ctl_opts))?;
+            let cfg = TcpConfig {
+                control: spec.control.clone(),
+                request: spec.request(ControlOp::TcpConnect, spec.timeout, local),
+                sequence,
+                timeout: spec.timeout,
+                threshold: spec.threshold,
+            };
+            let mut op = TcpConnectOp::new(now, cfg);
+            rt.block_on(run_tcp(&mut op, s, t, spec.control_port, &spec.sockets))
+        }
+        OpKind::IcmpEcho { size, pattern } => {
+            let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, false))?;
+            let cfg = EchoConfig {
+                format: EchoFormat::Icmp { v6: t.is_ipv6(), ident, seq: sequence as u16 },
+                control: ControlMode::None,
+                request: spec.request(ControlOp::UdpEcho, spec.timeout, SocketAddr::new(t, 0)),
+                sequence,
+                size: *size,
+                pattern: pattern.clone(),
+                timeout: spec.timeout,
+                threshold: spec.threshold,
+            };
+            run_icmp(&mut EchoOp::new(now, cfg), &s, t, ident, &Pacer::new(DEFAULT_SPIN))
+        }
+        OpKind::IcmpJitter { packets, interval } => {
+            let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, true))?;
+            let cfg = JitterConfig {
+                control: ControlMode::None,
+                request: spec.request(ControlOp::UdpJitter, spec.timeout, SocketAddr::new(t, 0)),
+                sequence,
+                packets: *packets,
+                interval: *interval,
+                size: 0,
+                format: JitterFormat::IcmpTimestamp { ident },
+                timeout: spec.timeout,
+                threshold: spec.threshold,
+                clock_sync: sync,
+                voice: None,
+                pattern: Vec::new(),
+            };
+            run_icmp(&mut JitterOp::new(now, cfg), &s, t, ident, &Pacer::for_interval(*interval))
+        }
+    };
+    apply_percent_tolerance(&mut result, spec.clock_sync.1, &mut clock);
+    Ok(RunOutcome { result, clock })
+}
