@@ -1,4 +1,8 @@
-//! `ipsla-agent`: the daemon's library. So far: [`runner`], which turns a validated operation
-//! specification into one run (shared by `ipsla probe` and the agent).
+//! `ipsla-agent`: the daemon's library.
+//!
+//! - [`config`]: TOML configuration, validated; every error names the key and what it accepts.
+//! - [`runner`]: a validated operation specification and one run of it (shared by `ipsla probe`
+//!   and the agent).
 
+pub mod config;
 pub mod runner;

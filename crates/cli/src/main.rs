@@ -1,7 +1,6 @@
 //! `ipsla`: the one binary. `ipsla responder` answers Cisco IP SLA control (v1 on UDP 1967,
 //! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation.
 
-mod config;
 mod probe;
 mod report;
 mod responder;

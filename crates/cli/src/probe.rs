@@ -2,10 +2,10 @@
 //! against a Cisco or ipsla responder (or, for ICMP, any host) and prints IOS-style statistics or
 //! JSON. Exit status 0 when every run returned OK, 1 otherwise, 2 on a usage or set-up error.
 
-use crate::config::parse_duration;
 use crate::report::{self, Context, Report};
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use ipsla_agent::config::parse_duration;
 use ipsla_agent::runner::{self, ClockSyncMode, OpKind, OperationSpec, RunOutcome, Tolerance};
 use ipsla_core::ops::control::{ControlMode, V2Auth};
 use ipsla_core::ops::jitter::MAX_PACKETS;

@@ -1,10 +1,10 @@
 //! `ipsla responder`: flags + config file → one validated set of options → `ipsla-net`.
 
-use crate::config::{self, ResponderFile, check_range, parse_duration, parse_port_range};
 use anyhow::{Context, Result};
 use clap::Args;
 use ipnet::IpNet;
-use ipsla_core::responder::{PermanentKind, Reject, ResponderConfig};
+use ipsla_agent::config::{self, ResponderFile};
+use ipsla_core::responder::Reject;
 use ipsla_net::responder::{ResponderOptions, StatusReport, spawn_responder};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -95,83 +95,33 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         Some(p) => config::load(p)?.responder,
         None => ResponderFile::default(),
     };
-    let d = ResponderConfig::default();
-    let mut core = ResponderConfig {
-        port_range: match args
-            .port_range
-            .as_deref()
-            .map(|s| ("--port-range", s))
-            .or(file.port_range.as_deref().map(|s| ("port_range", s)))
-        {
-            Some((k, s)) => parse_port_range(k, s)?,
-            None => d.port_range.clone(),
-        },
-        max_sessions: check_range(
-            "max_sessions",
-            args.max_sessions.or(file.max_sessions).unwrap_or(d.max_sessions),
-            1,
-            1_000_000,
-        )?,
-        max_sessions_per_source: check_range(
-            "max_sessions_per_source",
-            args.max_sessions_per_source.or(file.max_sessions_per_source).unwrap_or(d.max_sessions_per_source),
-            1,
-            1_000_000,
-        )?,
-        max_duration: match args.max_duration.as_deref().or(file.max_duration.as_deref()) {
-            Some(s) => parse_duration("max_duration", s, Duration::from_millis(1), Duration::from_secs(86_400))?,
-            None => d.max_duration,
-        },
-        allow: if args.allow.is_empty() { file.allow.clone().unwrap_or_default() } else { args.allow.clone() },
-        control_rate: check_range(
-            "control_rate",
-            args.control_rate.or(file.control_rate).unwrap_or(d.control_rate),
-            0.0,
-            1e6,
-        )?,
-        control_burst: check_range(
-            "control_burst",
-            args.control_burst.or(file.control_burst).unwrap_or(d.control_burst),
-            1,
-            1_000_000,
-        )?,
-        require_auth: args.require_auth || file.require_auth.unwrap_or(false),
-        timestamp_window: match &file.timestamp_window {
-            Some(s) => parse_duration("timestamp_window", s, Duration::from_secs(1), Duration::from_secs(86_400))?,
-            None => d.timestamp_window,
-        },
-        ..d
+    let list = |v: &Vec<SocketAddr>| (!v.is_empty()).then(|| v.clone());
+    let flags = ResponderFile {
+        listen: (!args.listen.is_empty()).then(|| args.listen.clone()),
+        v1_port: args.v1_port,
+        v2_port: args.v2_port,
+        v1: args.no_v1.then_some(false),
+        v2: args.no_v2.then_some(false),
+        allow: (!args.allow.is_empty()).then(|| args.allow.clone()),
+        port_range: args.port_range.clone(),
+        max_sessions: args.max_sessions,
+        max_sessions_per_source: args.max_sessions_per_source,
+        max_duration: args.max_duration.clone(),
+        control_rate: args.control_rate,
+        control_burst: args.control_burst,
+        keys_file: args.keys.clone(),
+        require_auth: args.require_auth.then_some(true),
+        timestamp_window: None,
+        kernel_timestamps: args.no_kernel_timestamps.then_some(false),
+        t3_calibration: args.no_t3_calibration.then_some(false),
+        status_socket: args.status_socket.clone(),
+        udp_echo: list(&args.udp_echo),
+        tcp_connect: list(&args.tcp_connect),
+        udp_jitter: list(&args.udp_jitter),
     };
-    if let Some(p) = args.keys.as_ref().or(file.keys_file.as_ref()) {
-        core.keys = config::load_keys(p)?;
-    }
-    if core.require_auth && core.keys.is_empty() {
-        anyhow::bail!("require_auth: set, but no keys are configured (--keys FILE or keys_file)");
-    }
-    let mut permanent = Vec::new();
-    let pick = |flag: &Vec<SocketAddr>, file: &Option<Vec<SocketAddr>>| {
-        if flag.is_empty() { file.clone().unwrap_or_default() } else { flag.clone() }
-    };
-    permanent.extend(pick(&args.udp_echo, &file.udp_echo).into_iter().map(|a| (PermanentKind::UdpEcho, a)));
-    permanent.extend(pick(&args.tcp_connect, &file.tcp_connect).into_iter().map(|a| (PermanentKind::TcpConnect, a)));
-    permanent.extend(pick(&args.udp_jitter, &file.udp_jitter).into_iter().map(|a| (PermanentKind::UdpJitter, a)));
-    for (_, a) in &permanent {
-        core.reserved_ports.push(a.port());
-    }
-    Ok(ResponderOptions {
-        listen: if args.listen.is_empty() { file.listen.clone().unwrap_or_default() } else { args.listen.clone() },
-        v1_port: args.v1_port.or(file.v1_port).unwrap_or(ipsla_wire::cisco::CONTROL_V1_PORT),
-        v2_port: args.v2_port.or(file.v2_port).unwrap_or(ipsla_wire::cisco::CONTROL_V2_PORT),
-        v1_enabled: !args.no_v1 && file.v1.unwrap_or(true),
-        v2_enabled: !args.no_v2 && file.v2.unwrap_or(true),
-        permanent,
-        kernel_timestamps: !args.no_kernel_timestamps && file.kernel_timestamps.unwrap_or(true),
-        core,
-        status_socket: Some(
-            args.status_socket.clone().or(file.status_socket).unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
-        ),
-        t3_calibration: !args.no_t3_calibration && file.t3_calibration.unwrap_or(true),
-    })
+    let mut opts = file.overlay(flags).options()?;
+    opts.status_socket = Some(opts.status_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)));
+    Ok(opts)
 }
 
 pub fn main(args: ResponderArgs) -> Result<()> {
@@ -327,6 +277,7 @@ pub fn format_status(r: &StatusReport) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+    use ipsla_core::responder::PermanentKind;
 
     #[derive(Parser)]
     struct T {
@@ -356,7 +307,7 @@ mod tests {
         let e = options(&parse(&["--max-sessions", "0"])).unwrap_err().to_string();
         assert!(e.contains("max_sessions") && e.contains("allowed 1 to"), "{e}");
         let e = options(&parse(&["--port-range", "9-1"])).unwrap_err().to_string();
-        assert!(e.contains("--port-range"), "{e}");
+        assert!(e.contains("port_range"), "{e}");
         let e = options(&parse(&["--require-auth"])).unwrap_err().to_string();
         assert!(e.contains("require_auth"), "{e}");
     }

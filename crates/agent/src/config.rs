@@ -1,14 +1,31 @@
 //! The configuration file (TOML). Unknown keys are errors, and every error names the key and what
 //! it accepts.
 
-use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
+use ipsla_core::responder::{PermanentKind, ResponderConfig};
+use ipsla_net::responder::ResponderOptions;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A configuration error: the message names the key (or flag) and what it accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Result of this module.
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(ConfigError(format!($($t)*))) };
+}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
 
 /// The whole file. Only the `[responder]` table exists so far.
 #[derive(Debug, Default, Deserialize)]
@@ -20,8 +37,9 @@ pub struct FileConfig {
 }
 
 /// `[responder]`: every field optional; command-line flags override them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
 pub struct ResponderFile {
     pub listen: Option<Vec<IpAddr>>,
     pub v1_port: Option<u16>,
@@ -46,20 +64,116 @@ pub struct ResponderFile {
     pub udp_jitter: Option<Vec<SocketAddr>>,
 }
 
+/// Reads and parses a TOML file into `T`.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| err(format!("reading config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| err(format!("in config file {}: {e}", path.display())))
+}
+
+/// Reads `ipsla responder`'s config file.
 pub fn load(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+    load_toml(path)
+}
+
+impl ResponderFile {
+    /// This file with every field `over` sets replaced (command-line flags over the file).
+    pub fn overlay(self, over: ResponderFile) -> ResponderFile {
+        macro_rules! pick {
+            ($($f:ident),*) => { ResponderFile { $($f: over.$f.or(self.$f)),* } };
+        }
+        pick!(
+            listen,
+            v1_port,
+            v2_port,
+            v1,
+            v2,
+            allow,
+            port_range,
+            max_sessions,
+            max_sessions_per_source,
+            max_duration,
+            control_rate,
+            control_burst,
+            keys_file,
+            require_auth,
+            timestamp_window,
+            kernel_timestamps,
+            t3_calibration,
+            status_socket,
+            udp_echo,
+            tcp_connect,
+            udp_jitter
+        )
+    }
+
+    /// Validated responder options.
+    pub fn options(&self) -> Result<ResponderOptions> {
+        let d = ResponderConfig::default();
+        let mut core = ResponderConfig {
+            port_range: match &self.port_range {
+                Some(s) => parse_port_range("port_range", s)?,
+                None => d.port_range.clone(),
+            },
+            max_sessions: check_range("max_sessions", self.max_sessions.unwrap_or(d.max_sessions), 1, 1_000_000)?,
+            max_sessions_per_source: check_range(
+                "max_sessions_per_source",
+                self.max_sessions_per_source.unwrap_or(d.max_sessions_per_source),
+                1,
+                1_000_000,
+            )?,
+            max_duration: match &self.max_duration {
+                Some(s) => parse_duration("max_duration", s, Duration::from_millis(1), Duration::from_secs(86_400))?,
+                None => d.max_duration,
+            },
+            allow: self.allow.clone().unwrap_or_default(),
+            control_rate: check_range("control_rate", self.control_rate.unwrap_or(d.control_rate), 0.0, 1e6)?,
+            control_burst: check_range("control_burst", self.control_burst.unwrap_or(d.control_burst), 1, 1_000_000)?,
+            require_auth: self.require_auth.unwrap_or(false),
+            timestamp_window: match &self.timestamp_window {
+                Some(s) => parse_duration("timestamp_window", s, Duration::from_secs(1), Duration::from_secs(86_400))?,
+                None => d.timestamp_window,
+            },
+            ..d
+        };
+        if let Some(p) = &self.keys_file {
+            core.keys = load_keys(p)?;
+        }
+        if core.require_auth && core.keys.is_empty() {
+            bail!("require_auth: set, but no keys are configured (keys_file / --keys FILE)");
+        }
+        let mut permanent = Vec::new();
+        let list = |v: &Option<Vec<SocketAddr>>| v.clone().unwrap_or_default();
+        permanent.extend(list(&self.udp_echo).into_iter().map(|a| (PermanentKind::UdpEcho, a)));
+        permanent.extend(list(&self.tcp_connect).into_iter().map(|a| (PermanentKind::TcpConnect, a)));
+        permanent.extend(list(&self.udp_jitter).into_iter().map(|a| (PermanentKind::UdpJitter, a)));
+        for (_, a) in &permanent {
+            core.reserved_ports.push(a.port());
+        }
+        Ok(ResponderOptions {
+            listen: self.listen.clone().unwrap_or_default(),
+            v1_port: self.v1_port.unwrap_or(ipsla_wire::cisco::CONTROL_V1_PORT),
+            v2_port: self.v2_port.unwrap_or(ipsla_wire::cisco::CONTROL_V2_PORT),
+            v1_enabled: self.v1.unwrap_or(true),
+            v2_enabled: self.v2.unwrap_or(true),
+            permanent,
+            kernel_timestamps: self.kernel_timestamps.unwrap_or(true),
+            core,
+            status_socket: self.status_socket.clone(),
+            t3_calibration: self.t3_calibration.unwrap_or(true),
+        })
+    }
 }
 
 /// Parses `A-B` (or a single port) into an inclusive range of non-zero ports.
 pub fn parse_port_range(key: &str, s: &str) -> Result<RangeInclusive<u16>> {
-    let err =
-        || anyhow::anyhow!("{key}: \"{s}\" is not a port range; expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535");
+    let bad =
+        || err(format!("{key}: \"{s}\" is not a port range; expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535"));
     let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u16 = a.trim().parse().map_err(|_| err())?;
-    let b: u16 = b.trim().parse().map_err(|_| err())?;
+    let a: u16 = a.trim().parse().map_err(|_| bad())?;
+    let b: u16 = b.trim().parse().map_err(|_| bad())?;
     if a == 0 || a > b {
-        return Err(err());
+        return Err(bad());
     }
     Ok(a..=b)
 }
@@ -67,7 +181,7 @@ pub fn parse_port_range(key: &str, s: &str) -> Result<RangeInclusive<u16>> {
 /// Parses a duration like `600s`, `5m`, `1500ms`.
 pub fn parse_duration(key: &str, s: &str, min: Duration, max: Duration) -> Result<Duration> {
     let d = humantime::parse_duration(s).map_err(|e| {
-        anyhow::anyhow!("{key}: \"{s}\" is not a duration ({e}); expected e.g. \"600s\", \"5m\", \"1500ms\"")
+        err(format!("{key}: \"{s}\" is not a duration ({e}); expected e.g. \"600s\", \"5m\", \"1500ms\""))
     })?;
     if d < min || d > max {
         bail!(
@@ -104,14 +218,14 @@ struct KeyEntry {
 
 /// Reads a keys file: `[[key]]` tables with `id` (0–65535) and `secret` (text) or `secret_hex`.
 pub fn load_keys(path: &Path) -> Result<HashMap<u16, Vec<u8>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading keys file {}", path.display()))?;
-    let f: KeysFile = toml::from_str(&text).with_context(|| format!("in keys file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("reading keys file {}: {e}", path.display())))?;
+    let f: KeysFile = toml::from_str(&text).map_err(|e| err(format!("in keys file {}: {e}", path.display())))?;
     let mut keys = HashMap::new();
     for (i, k) in f.key.into_iter().enumerate() {
         let secret = match (k.secret, k.secret_hex) {
             (Some(s), None) => s.into_bytes(),
             (None, Some(h)) => hex::decode(h.trim())
-                .with_context(|| format!("key[{i}].secret_hex: expected an even number of hex digits"))?,
+                .map_err(|_| err(format!("key[{i}].secret_hex: expected an even number of hex digits")))?,
             _ => bail!("key[{i}] (id {}): set exactly one of `secret` or `secret_hex`", k.id),
         };
         if secret.is_empty() {
