@@ -23,5 +23,6 @@
 pub mod ops;
 pub mod ratelimit;
 pub mod responder;
+pub mod schedule;
 pub mod stats;
 pub mod voice;
