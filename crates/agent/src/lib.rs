@@ -5,4 +5,6 @@
 //!   and the agent).
 
 pub mod config;
+pub mod opconfig;
+pub mod report;
 pub mod runner;

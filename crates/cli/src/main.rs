@@ -2,7 +2,6 @@
 //! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation.
 
 mod probe;
-mod report;
 mod responder;
 
 use clap::{Parser, Subcommand};

@@ -2,21 +2,17 @@
 //! against a Cisco or ipsla responder (or, for ICMP, any host) and prints IOS-style statistics or
 //! JSON. Exit status 0 when every run returned OK, 1 otherwise, 2 on a usage or set-up error.
 
-use crate::report::{self, Context, Report};
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use ipsla_agent::config::parse_duration;
-use ipsla_agent::runner::{self, ClockSyncMode, OpKind, OperationSpec, RunOutcome, Tolerance};
-use ipsla_core::ops::control::{ControlMode, V2Auth};
-use ipsla_core::ops::jitter::MAX_PACKETS;
-use ipsla_core::ops::{Precision, ReturnCode, VoiceConfig};
+use ipsla_agent::opconfig::OperationFile;
+use ipsla_agent::report::{self, Context, Report};
+use ipsla_agent::runner::{self, OpKind, OperationSpec, RunOutcome};
+use ipsla_core::ops::ReturnCode;
 use ipsla_core::stats::Acc;
-use ipsla_core::voice::{Codec, MosModel};
 use ipsla_net::clock::wall_now;
-use ipsla_net::probe::SocketOptions;
-use ipsla_wire::cisco::control_v2::AuthMode;
 use std::io::IsTerminal;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -257,181 +253,88 @@ struct Plan {
     samples: bool,
 }
 
-fn resolve(host: &str) -> Result<IpAddr> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let addr = (host, 0)
-        .to_socket_addrs()
-        .with_context(|| format!("target: cannot resolve {host}"))?
-        .next()
-        .with_context(|| format!("target: {host} has no address"))?;
-    Ok(addr.ip())
+/// The command-line name of a value (`v1`, `g711alaw`, `e-model`, ...).
+fn name<T: ValueEnum>(v: T) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
-fn pattern(key: &str, s: &str) -> Result<Vec<u8>> {
-    let p = hex::decode(s.trim_start_matches("0x"))
-        .map_err(|_| anyhow::anyhow!("{key}: \"{s}\" is not hex (e.g. abcd)"))?;
-    if p.is_empty() {
-        bail!("{key}: the pattern is empty");
+/// The flags every operation shares, as the fields of an `[[operation]]` table.
+fn common_file(kind: &str, c: &Common, ctl: Option<&ControlArgs>) -> OperationFile {
+    OperationFile {
+        id: Some(1),
+        kind: kind.into(),
+        target: c.target.clone(),
+        port: Some(c.port),
+        timeout: Some(c.timeout.clone()),
+        threshold: Some(c.threshold.clone()),
+        source_ip: c.source_ip,
+        source_port: Some(c.source_port),
+        tos: c.tos,
+        dscp: c.dscp,
+        vrf: c.vrf.clone(),
+        kernel_timestamps: Some(!c.no_kernel_timestamps),
+        control: ctl.map(|a| if a.no_control { "none".to_string() } else { name(a.control) }),
+        control_port: ctl.and_then(|a| a.control_port),
+        auth: ctl.and_then(|a| a.auth).map(name),
+        key_id: ctl.and_then(|a| a.key_id),
+        secret_file: ctl.and_then(|a| a.secret_file.clone()),
+        ..OperationFile::default()
     }
-    Ok(p)
 }
 
-fn tolerance(s: &str) -> Result<Tolerance> {
-    if let Some(p) = s.strip_suffix('%') {
-        let v: f64 = p.trim().parse().map_err(|_| anyhow::anyhow!("--clock-tolerance: \"{s}\" is not a percentage"))?;
-        if !(0.0..=100.0).contains(&v) {
-            bail!("--clock-tolerance: {s} is out of range; allowed 0% to 100%");
-        }
-        return Ok(Tolerance::Percent(v));
-    }
-    let d = parse_duration("--clock-tolerance", s, Duration::ZERO, Duration::from_secs(1))?;
-    Ok(Tolerance::AbsUs(d.as_micros() as i64))
-}
-
-fn common_plan(c: &Common, ctl: Option<&ControlArgs>) -> Result<(Plan, Option<V2Auth>)> {
-    let timeout = parse_duration("--timeout", &c.timeout, Duration::from_millis(1), Duration::from_secs(604_800))?;
-    let threshold = parse_duration("--threshold", &c.threshold, Duration::ZERO, Duration::from_secs(60))?;
-    let frequency = parse_duration("--frequency", &c.frequency, Duration::ZERO, Duration::from_secs(604_800))?;
+/// Validates the flags the same way the agent validates its configuration file.
+fn plan(args: ProbeArgs) -> Result<Plan> {
+    let (file, c) = match &args.op {
+        OpCommand::UdpJitter(a) => (
+            OperationFile {
+                packets: a.packets,
+                interval: a.interval.clone(),
+                request_data_size: a.request_data_size,
+                precision: Some(name(a.precision)),
+                codec: a.codec.map(name),
+                advantage_factor: Some(a.advantage_factor),
+                mos_model: Some(name(a.mos_model)),
+                clock_sync: Some(name(a.clock_sync)),
+                clock_tolerance: Some(a.clock_tolerance.clone()),
+                data_pattern: Some(a.data_pattern.clone()),
+                ..common_file("udp-jitter", &a.common, Some(&a.control))
+            },
+            &a.common,
+        ),
+        OpCommand::UdpEcho(a) => (
+            OperationFile {
+                request_data_size: Some(a.request_data_size),
+                data_pattern: Some(a.data_pattern.clone()),
+                ..common_file("udp-echo", &a.common, Some(&a.control))
+            },
+            &a.common,
+        ),
+        OpCommand::TcpConnect(a) => (common_file("tcp-connect", &a.common, Some(&a.control)), &a.common),
+        OpCommand::IcmpEcho(a) => (
+            OperationFile {
+                request_data_size: Some(a.request_data_size),
+                data_pattern: Some(a.data_pattern.clone()),
+                ..common_file("icmp-echo", &a.common, None)
+            },
+            &a.common,
+        ),
+        OpCommand::IcmpJitter(a) => (
+            OperationFile {
+                packets: Some(a.packets),
+                interval: Some(a.interval.clone()),
+                clock_sync: Some(name(a.clock_sync)),
+                clock_tolerance: Some(a.clock_tolerance.clone()),
+                ..common_file("icmp-jitter", &a.common, None)
+            },
+            &a.common,
+        ),
+    };
+    let def = file.validate("probe", 1)?;
     if c.count == 0 {
         bail!("--count: 0 is out of range; allowed 1 or more");
     }
-    let (control, control_port, auth) = match ctl {
-        None => (ControlMode::None, 0, None),
-        Some(a) => {
-            let mode = if a.no_control { ControlArg::None } else { a.control };
-            let auth = match (a.auth, a.key_id, &a.secret_file) {
-                (Some(m), Some(id), Some(f)) => {
-                    if mode != ControlArg::V2 {
-                        bail!(
-                            "--auth: authentication is defined for --control v2 only (the IOS v1 key-chain format is unknown)"
-                        );
-                    }
-                    let mut secret =
-                        std::fs::read(f).with_context(|| format!("--secret-file: reading {}", f.display()))?;
-                    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        secret.pop();
-                    }
-                    if secret.is_empty() {
-                        bail!("--secret-file: {} is empty", f.display());
-                    }
-                    let mode = match m {
-                        AuthArg::Sha256 => AuthMode::Sha256,
-                        AuthArg::HmacSha256 => AuthMode::HmacSha256,
-                    };
-                    Some(V2Auth { mode, key_id: id, secret })
-                }
-                _ => None,
-            };
-            match mode {
-                ControlArg::V1 => (ControlMode::V1, a.control_port.unwrap_or(1967), None),
-                ControlArg::V2 => (ControlMode::V2(auth.clone()), a.control_port.unwrap_or(1167), auth),
-                ControlArg::None => (ControlMode::None, 0, None),
-            }
-        }
-    };
-    let plan = Plan {
-        spec: OperationSpec {
-            kind: OpKind::TcpConnect,
-            target: resolve(&c.target)?,
-            port: c.port,
-            sockets: SocketOptions {
-                source_ip: c.source_ip,
-                source_port: c.source_port,
-                tos: c.tos.or(c.dscp.map(|d| d << 2)),
-                vrf: c.vrf.clone(),
-                kernel_timestamps: !c.no_kernel_timestamps,
-            },
-            timeout,
-            threshold,
-            control,
-            control_port,
-            clock_sync: (ClockSyncMode::None, Tolerance::AbsUs(0)),
-        },
-        count: c.count,
-        frequency,
-        json: c.json,
-        samples: c.samples,
-    };
-    Ok((plan, auth))
-}
-
-fn plan(args: ProbeArgs) -> Result<Plan> {
-    Ok(match args.op {
-        OpCommand::UdpJitter(a) => {
-            let (mut p, _) = common_plan(&a.common, Some(&a.control))?;
-            let codec = a.codec.map(|c| match c {
-                CodecArg::G711alaw => Codec::G711alaw,
-                CodecArg::G711ulaw => Codec::G711ulaw,
-                CodecArg::G729a => Codec::G729a,
-            });
-            let packets = a.packets.or(codec.map(Codec::default_packets)).unwrap_or(10);
-            if packets == 0 || packets > MAX_PACKETS {
-                bail!("--packets: {packets} is out of range; allowed 1 to {MAX_PACKETS}");
-            }
-            let interval = match &a.interval {
-                Some(s) => parse_duration("--interval", s, Duration::ZERO, Duration::from_secs(60))?,
-                None => Duration::from_millis(codec.map_or(20, |c| u64::from(c.default_interval_ms()))),
-            };
-            let size = a.request_data_size.or(codec.map(Codec::default_size)).unwrap_or(32);
-            if size > 16_384 {
-                bail!("--request-data-size: {size} is out of range; allowed up to 16384");
-            }
-            let precision = if a.precision == PrecisionArg::Us { Precision::Us } else { Precision::Ms };
-            let model = if a.mos_model == MosModelArg::CiscoCompat { MosModel::CiscoCompat } else { MosModel::EModel };
-            let voice = codec.map(|codec| VoiceConfig { codec, model, advantage: a.advantage_factor });
-            p.spec.clock_sync = (sync_mode(a.clock_sync), tolerance(&a.clock_tolerance)?);
-            p.spec.kind = OpKind::UdpJitter {
-                packets,
-                interval,
-                size,
-                precision,
-                voice,
-                pattern: pattern("--data-pattern", &a.data_pattern)?,
-            };
-            p
-        }
-        OpCommand::UdpEcho(a) => {
-            let (mut p, _) = common_plan(&a.common, Some(&a.control))?;
-            p.spec.kind = OpKind::UdpEcho {
-                size: a.request_data_size.clamp(4, 16_384),
-                pattern: pattern("--data-pattern", &a.data_pattern)?,
-            };
-            p
-        }
-        OpCommand::TcpConnect(a) => common_plan(&a.common, Some(&a.control))?.0,
-        OpCommand::IcmpEcho(a) => {
-            let (mut p, _) = common_plan(&a.common, None)?;
-            p.spec.kind = OpKind::IcmpEcho {
-                size: a.request_data_size.min(16_384),
-                pattern: pattern("--data-pattern", &a.data_pattern)?,
-            };
-            p
-        }
-        OpCommand::IcmpJitter(a) => {
-            let (mut p, _) = common_plan(&a.common, None)?;
-            if p.spec.target.is_ipv6() {
-                bail!("target: icmp-jitter uses ICMP Timestamp, which exists for IPv4 only");
-            }
-            if a.packets == 0 || a.packets > MAX_PACKETS {
-                bail!("--packets: {} is out of range; allowed 1 to {MAX_PACKETS}", a.packets);
-            }
-            let interval = parse_duration("--interval", &a.interval, Duration::ZERO, Duration::from_secs(60))?;
-            p.spec.clock_sync = (sync_mode(a.clock_sync), tolerance(&a.clock_tolerance)?);
-            p.spec.kind = OpKind::IcmpJitter { packets: a.packets, interval };
-            p
-        }
-    })
-}
-
-fn sync_mode(a: ClockSyncArg) -> ClockSyncMode {
-    match a {
-        ClockSyncArg::None => ClockSyncMode::None,
-        ClockSyncArg::Ntp => ClockSyncMode::Ntp,
-        ClockSyncArg::Ptp => ClockSyncMode::Ptp,
-        ClockSyncArg::Assume => ClockSyncMode::Assume,
-    }
+    let frequency = parse_duration("--frequency", &c.frequency, Duration::ZERO, Duration::from_secs(604_800))?;
+    Ok(Plan { spec: def.spec, count: c.count, frequency, json: c.json, samples: c.samples })
 }
 
 pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {

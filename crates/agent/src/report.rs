@@ -1,5 +1,6 @@
-//! What `ipsla probe` prints: the JSON document (schema in docs/json-schema.md) and the text laid
-//! out like IOS `show ip sla statistics`.
+//! What `ipsla probe` prints and the agent serves: the JSON document (schema in
+//! docs/json-schema.md) and the text laid out like IOS `show ip sla statistics`.
+#![allow(missing_docs)]
 
 use ipsla_core::ops::{OperationResult, Precision, ReturnCode};
 use ipsla_core::stats::{Acc, DirJitter, JitterStats, LossPeriods, Percentiles};
@@ -127,7 +128,7 @@ pub struct Voice {
     pub r_factor: f64,
 }
 
-pub use ipsla_agent::runner::ClockCheck as ClockSync;
+pub use crate::runner::ClockCheck as ClockSync;
 
 #[derive(Debug, Serialize)]
 pub struct Stamps {

@@ -1,0 +1,404 @@
+//! `[[operation]]` tables (and `ipsla probe`'s flags, which map onto the same fields): parsed,
+//! validated into an [`OperationSpec`] and a [`ScheduleConfig`]. Every error names the key
+//! (`operation[3].interval: ...`) and what it accepts.
+
+use crate::config::{ConfigError, Result, check_range, parse_duration};
+use crate::runner::{ClockSyncMode, OpKind, OperationSpec, Tolerance};
+use ipsla_core::ops::control::{ControlMode, V2Auth};
+use ipsla_core::ops::jitter::MAX_PACKETS;
+use ipsla_core::ops::{Precision, VoiceConfig};
+use ipsla_core::schedule::{ScheduleConfig, StartTime};
+use ipsla_core::voice::{Codec, MosModel};
+use ipsla_net::probe::SocketOptions;
+use ipsla_wire::cisco::control_v2::AuthMode;
+use serde::Deserialize;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One operation as written in the file (every field but `type` and `target` optional).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct OperationFile {
+    pub id: Option<u32>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub target: String,
+    pub port: Option<u16>,
+    pub tag: Option<String>,
+    // schedule
+    pub frequency: Option<String>,
+    pub life: Option<String>,
+    pub start: Option<String>,
+    pub ageout: Option<String>,
+    // common
+    pub timeout: Option<String>,
+    pub threshold: Option<String>,
+    pub source_ip: Option<IpAddr>,
+    pub source_port: Option<u16>,
+    pub tos: Option<u8>,
+    pub dscp: Option<u8>,
+    pub vrf: Option<String>,
+    pub kernel_timestamps: Option<bool>,
+    // control
+    pub control: Option<String>,
+    pub control_port: Option<u16>,
+    pub auth: Option<String>,
+    pub key_id: Option<u16>,
+    pub secret_file: Option<PathBuf>,
+    // jitter
+    pub packets: Option<u32>,
+    pub interval: Option<String>,
+    pub request_data_size: Option<usize>,
+    pub precision: Option<String>,
+    pub codec: Option<String>,
+    pub advantage_factor: Option<u8>,
+    pub mos_model: Option<String>,
+    pub clock_sync: Option<String>,
+    pub clock_tolerance: Option<String>,
+    pub data_pattern: Option<String>,
+}
+
+/// A validated operation with its schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationDef {
+    /// Operation number (IOS `ip sla N`).
+    pub id: u32,
+    /// Free text.
+    pub tag: String,
+    /// What to run.
+    pub spec: OperationSpec,
+    /// When.
+    pub schedule: ScheduleConfig,
+}
+
+fn choose<T: Copy>(key: &str, v: Option<&str>, default: T, allowed: &[(&str, T)]) -> Result<T> {
+    let Some(v) = v else { return Ok(default) };
+    allowed.iter().find(|(n, _)| *n == v).map(|(_, t)| *t).ok_or_else(|| {
+        ConfigError(format!(
+            "{key}: \"{v}\" is not allowed; allowed: {}",
+            allowed.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+fn resolve(key: &str, host: &str) -> Result<IpAddr> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| ConfigError(format!("{key}: cannot resolve \"{host}\"")))
+}
+
+/// Parses a clock tolerance: an absolute duration or a percentage.
+pub fn tolerance(key: &str, s: &str) -> Result<Tolerance> {
+    if let Some(p) = s.strip_suffix('%') {
+        let v: f64 = p.trim().parse().map_err(|_| ConfigError(format!("{key}: \"{s}\" is not a percentage")))?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(ConfigError(format!("{key}: {s} is out of range; allowed 0% to 100%")));
+        }
+        return Ok(Tolerance::Percent(v));
+    }
+    Ok(Tolerance::AbsUs(parse_duration(key, s, Duration::ZERO, Duration::from_secs(1))?.as_micros() as i64))
+}
+
+fn pattern(key: &str, s: &str) -> Result<Vec<u8>> {
+    let p = hex::decode(s.trim_start_matches("0x"))
+        .map_err(|_| ConfigError(format!("{key}: \"{s}\" is not hex (e.g. abcd)")))?;
+    if p.is_empty() {
+        return Err(ConfigError(format!("{key}: the pattern is empty")));
+    }
+    Ok(p)
+}
+
+fn start_time(key: &str, s: &str) -> Result<StartTime> {
+    let bad = || {
+        ConfigError(format!(
+            "{key}: \"{s}\" is not a start time; expected now, pending, \"after DURATION\" or \"random DURATION\""
+        ))
+    };
+    match s.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["now"] => Ok(StartTime::Now),
+        ["pending"] => Ok(StartTime::Pending),
+        ["after", d] => Ok(StartTime::After(
+            parse_duration(key, d, Duration::ZERO, Duration::from_secs(86_400 * 365)).map_err(|_| bad())?,
+        )),
+        ["random", d] => {
+            Ok(StartTime::Random(parse_duration(key, d, Duration::ZERO, Duration::from_secs(10)).map_err(|_| bad())?))
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl OperationFile {
+    /// Validates into an operation. `key` prefixes error messages (`operation[2]`).
+    pub fn validate(&self, key: &str, default_id: u32) -> Result<OperationDef> {
+        let k = |f: &str| format!("{key}.{f}");
+        let dur = |f: &str, v: &Option<String>, d: Duration, min: Duration, max: Duration| match v {
+            Some(s) => parse_duration(&k(f), s, min, max),
+            None => Ok(d),
+        };
+        let id = self.id.unwrap_or(default_id);
+        let timeout = dur(
+            "timeout",
+            &self.timeout,
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            Duration::from_secs(604_800),
+        )?;
+        let threshold =
+            dur("threshold", &self.threshold, Duration::from_secs(5), Duration::ZERO, Duration::from_secs(60))?;
+        let ctl =
+            choose(&k("control"), self.control.as_deref(), "v1", &[("v1", "v1"), ("v2", "v2"), ("none", "none")])?;
+        let auth = match (&self.auth, self.key_id, &self.secret_file) {
+            (None, None, None) => None,
+            (Some(m), Some(id), Some(f)) => {
+                if ctl != "v2" {
+                    return Err(ConfigError(format!(
+                        "{}: authentication is defined for control v2 only (the IOS v1 key-chain format is unknown)",
+                        k("auth")
+                    )));
+                }
+                let mode = choose(
+                    &k("auth"),
+                    Some(m),
+                    AuthMode::HmacSha256,
+                    &[("sha256", AuthMode::Sha256), ("hmac-sha256", AuthMode::HmacSha256)],
+                )?;
+                let mut secret = std::fs::read(f)
+                    .map_err(|e| ConfigError(format!("{}: reading {}: {e}", k("secret_file"), f.display())))?;
+                while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    secret.pop();
+                }
+                if secret.is_empty() {
+                    return Err(ConfigError(format!("{}: {} is empty", k("secret_file"), f.display())));
+                }
+                Some(V2Auth { mode, key_id: id, secret })
+            }
+            _ => return Err(ConfigError(format!("{}: auth, key_id and secret_file go together", k("auth")))),
+        };
+        let (control, control_port) = match ctl {
+            "v2" => (ControlMode::V2(auth), self.control_port.unwrap_or(1167)),
+            "none" => (ControlMode::None, 0),
+            _ => (ControlMode::V1, self.control_port.unwrap_or(1967)),
+        };
+        if let Some(d) = self.dscp {
+            check_range(&k("dscp"), d, 0, 63)?;
+        }
+        let target = resolve(&k("target"), &self.target)?;
+        let codec = match &self.codec {
+            None => None,
+            Some(c) => Some(choose(
+                &k("codec"),
+                Some(c),
+                Codec::G711alaw,
+                &[("g711alaw", Codec::G711alaw), ("g711ulaw", Codec::G711ulaw), ("g729a", Codec::G729a)],
+            )?),
+        };
+        let clock_sync = (
+            choose(
+                &k("clock_sync"),
+                self.clock_sync.as_deref(),
+                ClockSyncMode::None,
+                &[
+                    ("none", ClockSyncMode::None),
+                    ("ntp", ClockSyncMode::Ntp),
+                    ("ptp", ClockSyncMode::Ptp),
+                    ("assume", ClockSyncMode::Assume),
+                ],
+            )?,
+            tolerance(&k("clock_tolerance"), self.clock_tolerance.as_deref().unwrap_or("1ms"))?,
+        );
+        let pat = || pattern(&k("data_pattern"), self.data_pattern.as_deref().unwrap_or("abcd"));
+        let jitter_only = [
+            ("packets", self.packets.is_some()),
+            ("interval", self.interval.is_some()),
+            ("codec", codec.is_some()),
+            ("precision", self.precision.is_some()),
+        ];
+        let kind = match self.kind.as_str() {
+            "udp-jitter" => {
+                let packets = self.packets.or(codec.map(Codec::default_packets)).unwrap_or(10);
+                check_range(&k("packets"), packets, 1, MAX_PACKETS)?;
+                let interval = dur(
+                    "interval",
+                    &self.interval,
+                    Duration::from_millis(codec.map_or(20, |c| u64::from(c.default_interval_ms()))),
+                    Duration::ZERO,
+                    Duration::from_secs(60),
+                )?;
+                let size = check_range(
+                    &k("request_data_size"),
+                    self.request_data_size.or(codec.map(Codec::default_size)).unwrap_or(32),
+                    0,
+                    16_384,
+                )?;
+                let precision = choose(
+                    &k("precision"),
+                    self.precision.as_deref(),
+                    Precision::Ms,
+                    &[("ms", Precision::Ms), ("us", Precision::Us)],
+                )?;
+                let model = choose(
+                    &k("mos_model"),
+                    self.mos_model.as_deref(),
+                    MosModel::EModel,
+                    &[("e-model", MosModel::EModel), ("cisco-compat", MosModel::CiscoCompat)],
+                )?;
+                let advantage = check_range(&k("advantage_factor"), self.advantage_factor.unwrap_or(0), 0, 20)?;
+                let voice = codec.map(|codec| VoiceConfig { codec, model, advantage });
+                OpKind::UdpJitter { packets, interval, size, precision, voice, pattern: pat()? }
+            }
+            "icmp-jitter" => {
+                if target.is_ipv6() {
+                    return Err(ConfigError(format!(
+                        "{}: icmp-jitter uses ICMP Timestamp, which exists for IPv4 only",
+                        k("target")
+                    )));
+                }
+                let packets = check_range(&k("packets"), self.packets.unwrap_or(10), 1, MAX_PACKETS)?;
+                let interval = dur(
+                    "interval",
+                    &self.interval,
+                    Duration::from_millis(20),
+                    Duration::ZERO,
+                    Duration::from_secs(60),
+                )?;
+                OpKind::IcmpJitter { packets, interval }
+            }
+            other => {
+                if let Some((f, _)) = jitter_only.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError(format!("{}: only udp-jitter and icmp-jitter take {f}", k(f))));
+                }
+                match other {
+                    "udp-echo" => {
+                        OpKind::UdpEcho { size: self.request_data_size.unwrap_or(16).clamp(4, 16_384), pattern: pat()? }
+                    }
+                    "tcp-connect" => OpKind::TcpConnect,
+                    "icmp-echo" => {
+                        OpKind::IcmpEcho { size: self.request_data_size.unwrap_or(28).min(16_384), pattern: pat()? }
+                    }
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{}: \"{other}\" is not an operation; allowed: udp-jitter, udp-echo, tcp-connect, icmp-echo, icmp-jitter",
+                            k("type")
+                        )));
+                    }
+                }
+            }
+        };
+        let spec = OperationSpec {
+            kind,
+            target,
+            port: self.port.unwrap_or(16384),
+            sockets: SocketOptions {
+                source_ip: self.source_ip,
+                source_port: self.source_port.unwrap_or(0),
+                tos: self.tos.or(self.dscp.map(|d| d << 2)),
+                vrf: self.vrf.clone(),
+                kernel_timestamps: self.kernel_timestamps.unwrap_or(true),
+            },
+            timeout,
+            threshold,
+            control: if matches!(self.kind.as_str(), "icmp-echo" | "icmp-jitter") {
+                ControlMode::None
+            } else {
+                control
+            },
+            control_port,
+            clock_sync,
+        };
+        let frequency = dur(
+            "frequency",
+            &self.frequency,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+            Duration::from_secs(604_800),
+        )?;
+        let min_frequency = spec.timeout + spec.kind.schedule().map_or(Duration::ZERO, |(_, d)| d);
+        if self.frequency.is_some() && frequency < min_frequency {
+            return Err(ConfigError(format!(
+                "{}: {} is shorter than one run (timeout + packets × interval = {}); IOS refuses that too",
+                k("frequency"),
+                humantime::format_duration(frequency),
+                humantime::format_duration(min_frequency)
+            )));
+        }
+        let life = match self.life.as_deref() {
+            None => None,
+            Some("forever") => None,
+            Some(s) => Some(parse_duration(&k("life"), s, Duration::from_secs(1), Duration::from_secs(2_147_483_647))?),
+        };
+        let schedule = ScheduleConfig {
+            frequency,
+            random_frequency: None,
+            life,
+            start: start_time(&k("start"), self.start.as_deref().unwrap_or("now"))?,
+            ageout: match &self.ageout {
+                Some(s) => Some(parse_duration(&k("ageout"), s, Duration::ZERO, Duration::from_secs(2_073_600))?),
+                None => None,
+            },
+        };
+        Ok(OperationDef { id, tag: self.tag.clone().unwrap_or_default(), spec, schedule })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(extra: &str) -> Result<OperationDef> {
+        let f: OperationFile =
+            toml::from_str(&format!("type = \"udp-jitter\"\ntarget = \"127.0.0.1\"\n{extra}")).unwrap();
+        f.validate("operation[1]", 1)
+    }
+
+    #[test]
+    fn defaults_are_ios_defaults() {
+        let d = op("").unwrap();
+        match d.spec.kind {
+            OpKind::UdpJitter { packets, interval, size, precision, .. } => {
+                assert_eq!((packets, interval, size, precision), (10, Duration::from_millis(20), 32, Precision::Ms))
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(d.spec.timeout, Duration::from_secs(5));
+        assert_eq!(d.schedule.frequency, Duration::from_secs(60));
+        assert_eq!(d.schedule.life, None, "the agent runs forever unless told");
+        assert_eq!(d.spec.control_port, 1967);
+        let c = op("codec = \"g711ulaw\"").unwrap();
+        assert!(matches!(c.spec.kind, OpKind::UdpJitter { packets: 1000, size: 172, .. }));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_choices() {
+        let e = op("precision = \"ns\"").unwrap_err().to_string();
+        assert_eq!(e, "operation[1].precision: \"ns\" is not allowed; allowed: ms, us");
+        let e = op("packets = 0").unwrap_err().to_string();
+        assert!(e.starts_with("operation[1].packets: 0 is out of range"), "{e}");
+        let e = op("frequency = \"2s\"").unwrap_err().to_string();
+        assert!(e.contains("operation[1].frequency") && e.contains("shorter than one run"), "{e}");
+        let e = op("start = \"tomorrow\"").unwrap_err().to_string();
+        assert!(e.contains("operation[1].start") && e.contains("pending"), "{e}");
+        let f: OperationFile = toml::from_str("type = \"udp-echo\"\ntarget = \"127.0.0.1\"\npackets = 5").unwrap();
+        assert!(
+            f.validate("operation[2]", 2).unwrap_err().to_string().contains("operation[2].packets: only udp-jitter")
+        );
+        let f: OperationFile = toml::from_str("type = \"http\"\ntarget = \"127.0.0.1\"").unwrap();
+        assert!(f.validate("operation[3]", 3).unwrap_err().to_string().contains("allowed: udp-jitter, udp-echo"));
+        assert!(toml::from_str::<OperationFile>("type = \"udp-echo\"\ntarget = \"x\"\nfrequncy = \"1s\"").is_err());
+    }
+
+    #[test]
+    fn schedule_fields() {
+        let d = op("start = \"after 30s\"\nlife = \"3600s\"\nageout = \"1h\"").unwrap();
+        assert_eq!(d.schedule.start, StartTime::After(Duration::from_secs(30)));
+        assert_eq!(d.schedule.life, Some(Duration::from_secs(3600)));
+        assert_eq!(d.schedule.ageout, Some(Duration::from_secs(3600)));
+    }
+}
