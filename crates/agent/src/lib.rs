@@ -5,6 +5,9 @@
 //!   and the agent).
 
 pub mod config;
+pub mod daemon;
+pub mod metrics;
 pub mod opconfig;
 pub mod report;
 pub mod runner;
+pub mod store;

@@ -1,6 +1,7 @@
 //! `ipsla`: the one binary. `ipsla responder` answers Cisco IP SLA control (v1 on UDP 1967,
 //! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation.
 
+mod agent;
 mod probe;
 mod responder;
 
@@ -20,6 +21,8 @@ enum Command {
     Responder(Box<responder::ResponderArgs>),
     /// Run one operation against a responder (or any host, for ICMP) and print its statistics.
     Probe(Box<probe::ProbeArgs>),
+    /// The daemon: scheduled operations, the responder, SQLite history, Prometheus and JSON over HTTP.
+    Agent(Box<agent::AgentArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Responder(args) => responder::main(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Probe(args) => probe::main(*args),
+        Command::Agent(args) => agent::main(*args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,412 @@
+//! The agent: the responder, scheduled operations on a pool of worker threads, the SQLite history,
+//! and HTTP (`/metrics`, the JSON API, `/-/healthy`).
+//!
+//! Threads: one scheduler (wakes at the next due time of any operation), `workers` runners (each
+//! run blocks its thread: the pacer holds the probe schedule), one HTTP thread with a tokio
+//! runtime, and the responder's own thread. A completed run is committed to the store before it
+//! is published, so a killed agent loses no completed run.
+
+use crate::config::{ConfigError, ResponderFile, Result as CfgResult, check_range, parse_duration};
+use crate::metrics::Metrics;
+use crate::opconfig::{OperationDef, OperationFile};
+use crate::report::{Context, Report};
+use crate::runner;
+use crate::store::Store;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ipsla_core::schedule::{Due, OperState, Schedule};
+use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The embedded default: the responder on loopback and one operation of each UDP/TCP/ICMP kind
+/// against it, so that `ipsla agent` shows the whole system working.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// `[agent]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// HTTP listen address (default 127.0.0.1:9167).
+    pub http: Option<String>,
+    /// SQLite file (default ipsla-agent.db).
+    pub store: Option<PathBuf>,
+    /// How long runs are kept (default 7d).
+    pub retention: Option<String>,
+    /// Runner threads (default 16).
+    pub workers: Option<usize>,
+}
+
+/// The agent's configuration file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// `[agent]`.
+    #[serde(default)]
+    pub agent: AgentSection,
+    /// `[responder]`: present = the agent runs the responder too.
+    pub responder: Option<ResponderFile>,
+    /// `[[operation]]`.
+    #[serde(default)]
+    pub operation: Vec<OperationFile>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// Store path.
+    pub store: PathBuf,
+    /// Retention.
+    pub retention: Duration,
+    /// Runner threads.
+    pub workers: usize,
+    /// The responder, when configured.
+    pub responder: Option<ResponderOptions>,
+    /// Operations.
+    pub operations: Vec<OperationDef>,
+}
+
+impl AgentFile {
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> CfgResult<AgentFile> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Validates everything; errors name the key.
+    pub fn validate(&self) -> CfgResult<AgentConfig> {
+        let http = self.agent.http.as_deref().unwrap_or("127.0.0.1:9167");
+        let http = http.parse().map_err(|_| ConfigError(format!("agent.http: \"{http}\" is not an address:port")))?;
+        let mut operations = Vec::new();
+        let mut ids = BTreeMap::new();
+        for (i, o) in self.operation.iter().enumerate() {
+            let d = o.validate(&format!("operation[{i}]"), i as u32 + 1)?;
+            if let Some(prev) = ids.insert(d.id, i) {
+                return Err(ConfigError(format!("operation[{i}].id: {} is already used by operation[{prev}]", d.id)));
+            }
+            operations.push(d);
+        }
+        Ok(AgentConfig {
+            http,
+            store: self.agent.store.clone().unwrap_or_else(|| PathBuf::from("ipsla-agent.db")),
+            retention: match &self.agent.retention {
+                Some(s) => {
+                    parse_duration("agent.retention", s, Duration::from_secs(60), Duration::from_secs(3650 * 86_400))?
+                }
+                None => Duration::from_secs(7 * 86_400),
+            },
+            workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
+            responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
+            operations,
+        })
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Store.
+    #[error("store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// Responder.
+    #[error("responder: {0}")]
+    Responder(#[from] ipsla_net::NetError),
+    /// Sockets, threads.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+struct OpState {
+    def: OperationDef,
+    schedule: Schedule,
+    sequence: u32,
+}
+
+struct Shared {
+    ops: Mutex<BTreeMap<u32, OpState>>,
+    store: Mutex<Store>,
+    metrics: Metrics,
+    responder: Option<RunningResponder>,
+    stop: AtomicBool,
+}
+
+/// A running agent.
+pub struct Agent {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    http: SocketAddr,
+    http_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("http", &self.http).finish()
+    }
+}
+
+fn wall_ns() -> i64 {
+    ipsla_net::clock::wall_now().as_nanos() as i64
+}
+
+impl Agent {
+    /// Starts everything; returns once the HTTP listener and the responder are bound.
+    pub fn start(cfg: AgentConfig) -> Result<Agent, AgentError> {
+        let store = Store::open(&cfg.store)?;
+        let responder = cfg.responder.clone().map(spawn_responder).transpose()?;
+        let now = Instant::now();
+        let ops = cfg
+            .operations
+            .iter()
+            .map(|d| {
+                (
+                    d.id,
+                    OpState {
+                        def: d.clone(),
+                        schedule: Schedule::new(now, d.schedule, rand::random()),
+                        sequence: rand::random::<u8>().into(),
+                    },
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            ops: Mutex::new(ops),
+            store: Mutex::new(store),
+            metrics: Metrics::new(),
+            responder,
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<u32>();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        for w in 0..cfg.workers {
+            let (sh, rx) = (shared.clone(), jobs_rx.clone());
+            threads.push(std::thread::Builder::new().name(format!("ipsla-run-{w}")).spawn(move || worker(sh, rx))?);
+        }
+        let sh = shared.clone();
+        let retention = cfg.retention;
+        threads.push(
+            std::thread::Builder::new()
+                .name("ipsla-schedule".into())
+                .spawn(move || scheduler(sh, jobs_tx, retention))?,
+        );
+        let listener = std::net::TcpListener::bind(cfg.http)?;
+        listener.set_nonblocking(true)?;
+        let http = listener.local_addr()?;
+        let (http_stop, stop_rx) = tokio::sync::oneshot::channel();
+        let sh = shared.clone();
+        threads
+            .push(std::thread::Builder::new().name("ipsla-http".into()).spawn(move || serve(sh, listener, stop_rx))?);
+        Ok(Agent { shared, threads, http, http_stop: Some(http_stop) })
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// Stops scheduling, lets running operations finish, stops HTTP and the responder.
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = self.http_stop.take() {
+            let _ = s.send(());
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>, retention: Duration) {
+    let mut last_prune = Instant::now();
+    while !sh.stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let mut next = now + Duration::from_millis(200);
+        if let Ok(mut ops) = sh.ops.lock() {
+            for (id, o) in ops.iter_mut() {
+                match o.schedule.poll(now, rand::random()) {
+                    Due::Run => {
+                        let _ = jobs.send(*id);
+                    }
+                    Due::Busy => tracing::info!(op = id, "busy: the previous run is still going, this one is skipped"),
+                    Due::Nothing => {}
+                }
+                if let Some(t) = o.schedule.poll_timeout() {
+                    next = next.min(t);
+                }
+            }
+        }
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            if let Ok(s) = sh.store.lock() {
+                match s.prune(wall_ns(), retention) {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned runs older than the retention"),
+                    Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
+                    _ => {}
+                }
+            }
+        }
+        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
+    }
+}
+
+fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            rx.recv_timeout(Duration::from_millis(200))
+        };
+        let id = match job {
+            Ok(id) => id,
+            Err(mpsc::RecvTimeoutError::Timeout) if !sh.stop.load(Ordering::SeqCst) => continue,
+            Err(_) => return,
+        };
+        let Some((def, seq)) = sh.ops.lock().ok().and_then(|mut ops| {
+            ops.get_mut(&id).map(|o| {
+                o.sequence = o.sequence.wrapping_add(1);
+                (o.def.clone(), o.sequence)
+            })
+        }) else {
+            continue;
+        };
+        let start = ipsla_net::clock::wall_now();
+        match runner::run(&def.spec, seq, &rt) {
+            Ok(out) => {
+                let voice = match &def.spec.kind {
+                    runner::OpKind::UdpJitter { voice: Some(v), .. } => Some((v.codec, v.model, v.advantage)),
+                    _ => None,
+                };
+                let ctx = Context {
+                    operation: def.spec.kind.name(),
+                    target: def.spec.target_label(),
+                    run: id,
+                    start,
+                    control: def.spec.control_label(),
+                    clock_sync: out.clock.clone(),
+                    voice,
+                    samples: false,
+                };
+                let report = Report::new(ctx, &out.result);
+                let json = serde_json::to_string(&report).unwrap_or_default();
+                let code = serde_json::to_value(out.result.return_code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let rtt = (out.result.stats.rtt.count > 0).then(|| out.result.stats.rtt.avg() / 1000.0);
+                // committed before it is published: a run visible anywhere is durable
+                if let Ok(s) = sh.store.lock()
+                    && let Err(e) = s.insert(id, start.as_nanos() as i64, &code, rtt, &json)
+                {
+                    tracing::error!(op = id, error = %e, "the store refused a completed run; measuring goes on");
+                }
+                sh.metrics.observe(&def, &out.result);
+            }
+            Err(e) => tracing::warn!(op = id, error = %e, "run could not start"),
+        }
+        if let Ok(mut ops) = sh.ops.lock()
+            && let Some(o) = ops.get_mut(&id)
+        {
+            o.schedule.finished();
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct OpSummary {
+    id: u32,
+    r#type: &'static str,
+    target: String,
+    tag: String,
+    state: OperState,
+    runs: u64,
+    busies: u64,
+    stored: u64,
+    frequency_s: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<u32>,
+}
+
+type St = Arc<Shared>;
+
+async fn metrics(State(sh): State<St>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], sh.metrics.encode()).into_response()
+}
+
+async fn operations(State(sh): State<St>) -> Response {
+    let Ok(ops) = sh.ops.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let store = sh.store.lock().ok();
+    let list: Vec<OpSummary> = ops
+        .values()
+        .map(|o| OpSummary {
+            id: o.def.id,
+            r#type: o.def.spec.kind.name(),
+            target: o.def.spec.target_label(),
+            tag: o.def.tag.clone(),
+            state: o.schedule.state(),
+            runs: o.schedule.runs,
+            busies: o.schedule.busies,
+            stored: store.as_ref().and_then(|s| s.count(o.def.id).ok()).unwrap_or(0),
+            frequency_s: o.def.schedule.frequency.as_secs_f64(),
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn latest(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response {
+    match sh.store.lock().ok().and_then(|s| s.latest(id).ok()).flatten() {
+        Some(r) => Json(r.report).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no run of operation {id} yet\n")).into_response(),
+    }
+}
+
+async fn history(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Query<HistoryQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match sh.store.lock().ok().and_then(|s| s.history(id, limit).ok()) {
+        Some(v) => Json(v).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn responder_status(State(sh): State<St>) -> Response {
+    match &sh.responder {
+        Some(r) => match r.status_async().await {
+            Some(s) => Json(s).into_response(),
+            None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        },
+        None => (StatusCode::NOT_FOUND, "this agent runs no responder\n").into_response(),
+    }
+}
+
+fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::oneshot::Receiver<()>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    rt.block_on(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/-/healthy", get(|| async { "OK\n" }))
+            .route("/api/v1/operations", get(operations))
+            .route("/api/v1/operations/{id}/latest", get(latest))
+            .route("/api/v1/operations/{id}/history", get(history))
+            .route("/api/v1/responder", get(responder_status))
+            .with_state(sh);
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
+    });
+}

@@ -1,0 +1,194 @@
+//! Prometheus metrics of the operations (names and labels per ip-sla-features §3.1), encoded in
+//! the text exposition format.
+
+use crate::opconfig::OperationDef;
+use ipsla_core::ops::{OperationResult, ReturnCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels of every per-operation metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// Operation number.
+    pub op: String,
+    /// Operation type.
+    pub r#type: String,
+    /// Target.
+    pub target: String,
+    /// Tag.
+    pub tag: String,
+}
+
+/// Labels with a direction (sd = source to destination, ds = back, unknown).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirLabels {
+    /// Operation number.
+    pub op: String,
+    /// sd | ds | unknown
+    pub direction: String,
+}
+
+/// Labels with a return code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// Operation number.
+    pub op: String,
+    /// Cisco return code.
+    pub code: String,
+}
+
+fn delay_histogram() -> Histogram {
+    // 50 µs × 2^n up to ~26 s, as smokeping_prober does
+    Histogram::new(exponential_buckets(50e-6, 2.0, 20))
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// The registry and its metric families.
+pub struct Metrics {
+    registry: Registry,
+    success: Family<OpLabels, Gauge>,
+    runs: Family<OpLabels, Counter>,
+    return_code: Family<CodeLabels, Gauge>,
+    rtt: Family<OpLabels, Histogram, fn() -> Histogram>,
+    rtt_latest: Family<OpLabels, FGauge>,
+    one_way: Family<DirLabels, Histogram, fn() -> Histogram>,
+    ipdv: Family<OpLabels, Histogram, fn() -> Histogram>,
+    sent: Family<OpLabels, Counter>,
+    lost: Family<DirLabels, Counter>,
+    loss_ratio: Family<OpLabels, FGauge>,
+    mos: Family<OpLabels, FGauge>,
+    icpif: Family<OpLabels, Gauge>,
+    jitter_avg: Family<DirLabels, FGauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Every return code, for the state-set gauge.
+const CODES: [ReturnCode; 11] = [
+    ReturnCode::Ok,
+    ReturnCode::OverThreshold,
+    ReturnCode::Timeout,
+    ReturnCode::Busy,
+    ReturnCode::NoConnection,
+    ReturnCode::SequenceError,
+    ReturnCode::VerifyError,
+    ReturnCode::AuthFailure,
+    ReturnCode::FormatError,
+    ReturnCode::PortInUse,
+    ReturnCode::Error,
+];
+
+fn code_name(c: ReturnCode) -> String {
+    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry with every family registered under the `ipsla_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ipsla");
+        let m = Metrics {
+            success: Family::default(),
+            runs: Family::default(),
+            return_code: Family::default(),
+            rtt: Family::new_with_constructor(delay_histogram),
+            rtt_latest: Family::default(),
+            one_way: Family::new_with_constructor(delay_histogram),
+            ipdv: Family::new_with_constructor(delay_histogram),
+            sent: Family::default(),
+            lost: Family::default(),
+            loss_ratio: Family::default(),
+            mos: Family::default(),
+            icpif: Family::default(),
+            jitter_avg: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("operation_success", "1 when the latest run returned OK", m.success.clone());
+        registry.register("operations", "Runs completed", m.runs.clone());
+        registry.register("operation_return_code", "1 for the latest run's Cisco return code", m.return_code.clone());
+        registry.register("rtt_seconds", "Round-trip time per probe, responder processing removed", m.rtt.clone());
+        registry.register("rtt_latest_seconds", "Average RTT of the latest run", m.rtt_latest.clone());
+        registry.register(
+            "one_way_delay_seconds",
+            "One-way delay per probe (clocks synchronised only)",
+            m.one_way.clone(),
+        );
+        registry.register("ipdv_seconds", "|RTT(i) - RTT(i-1)| between consecutive probes", m.ipdv.clone());
+        registry.register("packets_sent", "Probes sent", m.sent.clone());
+        registry.register("packets_lost", "Probes lost, by direction", m.lost.clone());
+        registry.register("loss_ratio", "Loss ratio of the latest run", m.loss_ratio.clone());
+        registry.register("mos", "Mean Opinion Score of the latest run (codec operations)", m.mos.clone());
+        registry.register("icpif", "ICPIF of the latest run (codec operations)", m.icpif.clone());
+        registry.register(
+            "jitter_average_seconds",
+            "Average jitter of the latest run, by direction",
+            m.jitter_avg.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one completed run.
+    pub fn observe(&self, def: &OperationDef, r: &OperationResult) {
+        let l = OpLabels {
+            op: def.id.to_string(),
+            r#type: def.spec.kind.name().into(),
+            target: def.spec.target_label(),
+            tag: def.tag.clone(),
+        };
+        let dir = |d: &str| DirLabels { op: l.op.clone(), direction: d.into() };
+        self.runs.get_or_create(&l).inc();
+        self.success.get_or_create(&l).set(i64::from(r.return_code == ReturnCode::Ok));
+        for c in CODES {
+            self.return_code
+                .get_or_create(&CodeLabels { op: l.op.clone(), code: code_name(c) })
+                .set(i64::from(c == r.return_code));
+        }
+        let s = &r.stats;
+        let mut prev: Option<i64> = None;
+        for x in r.samples.iter().filter(|x| !x.duplicate && !x.late) {
+            self.rtt.get_or_create(&l).observe(x.rtt as f64 / 1e9);
+            if s.one_way_sd.is_some() {
+                self.one_way.get_or_create(&dir("sd")).observe(x.sd as f64 / 1e9);
+                self.one_way.get_or_create(&dir("ds")).observe(x.ds as f64 / 1e9);
+            }
+            if let Some(p) = prev {
+                self.ipdv.get_or_create(&l).observe((x.rtt - p).abs() as f64 / 1e9);
+            }
+            prev = Some(x.rtt);
+        }
+        self.rtt_latest.get_or_create(&l).set(s.rtt.avg() / 1e9);
+        self.sent.get_or_create(&l).inc_by(u64::from(s.sent));
+        self.lost.get_or_create(&dir("sd")).inc_by(u64::from(s.loss_sd));
+        self.lost.get_or_create(&dir("ds")).inc_by(u64::from(s.loss_ds));
+        self.lost.get_or_create(&dir("unknown")).inc_by(u64::from(s.loss_mia));
+        self.loss_ratio.get_or_create(&l).set(s.loss_ratio());
+        self.jitter_avg.get_or_create(&dir("sd")).set(s.jitter_sd.avg() / 1e9);
+        self.jitter_avg.get_or_create(&dir("ds")).set(s.jitter_ds.avg() / 1e9);
+        if let Some(v) = r.voice {
+            self.mos.get_or_create(&l).set(v.mos);
+            self.icpif.get_or_create(&l).set(i64::from(v.icpif));
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,80 @@
+//! `ipsla agent`: the daemon. Without `--config` it runs the embedded default (a responder on
+//! loopback and one operation of each kind against it).
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ipsla_agent::daemon::{Agent, AgentFile, DEFAULT_CONFIG};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Configuration file (TOML: [agent], [responder], [[operation]]); default: the embedded one.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP listen address, overriding agent.http.
+    #[arg(long, value_name = "ADDR:PORT")]
+    http: Option<String>,
+    /// SQLite file, overriding agent.store.
+    #[arg(long, value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default: bool,
+}
+
+pub fn main(args: AgentArgs) -> Result<()> {
+    if args.print_default {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    let (text, source) = match &args.config {
+        Some(p) => {
+            (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string())
+        }
+        None => (DEFAULT_CONFIG.to_string(), "the embedded default".to_string()),
+    };
+    let mut file = AgentFile::parse(&text).with_context(|| format!("in {source}"))?;
+    if let Some(h) = &args.http {
+        file.agent.http = Some(h.clone());
+    }
+    if let Some(s) = &args.store {
+        file.agent.store = Some(s.clone());
+    }
+    let cfg = file.validate().with_context(|| format!("in {source}"))?;
+    if args.check {
+        println!(
+            "{source}: {} operations, responder {}",
+            cfg.operations.len(),
+            if cfg.responder.is_some() { "on" } else { "off" }
+        );
+        return Ok(());
+    }
+    let agent = Agent::start(cfg.clone()).context("starting the agent")?;
+    tracing::info!(
+        config = %source,
+        http = %agent.http_addr(),
+        store = %cfg.store.display(),
+        operations = cfg.operations.len(),
+        responder = cfg.responder.is_some(),
+        "ipsla agent running: metrics at http://{}/metrics, runs at http://{}/api/v1/operations",
+        agent.http_addr(),
+        agent.http_addr()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shutting down: letting running operations finish");
+    agent.stop();
+    Ok(())
+}
