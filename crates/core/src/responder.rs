@@ -382,6 +382,7 @@ struct PortEntry {
 struct ReplayState {
     sequence: u32,
     digest: [u8; 32],
+    timestamp: NtpTimestamp,
 }
 
 /// Counters like IOS `show ip sla responder`.
@@ -657,7 +658,8 @@ impl Responder {
         let (mode, key_id) = view.auth_mode().unwrap_or((AuthMode::None, 0));
         let secret = self.config.keys.get(&key_id).cloned();
 
-        let outcome = self.v2_decide(now, wall, src, &view, parsed, binder);
+        let mut authenticated = false;
+        let outcome = self.v2_decide(now, wall, src, &view, parsed, binder, &mut authenticated);
         let (auth_status, udp_status, header) = match outcome {
             Ok((port, session_id)) => {
                 reply.set_udp_meas_dst_port(port);
@@ -682,8 +684,11 @@ impl Responder {
         reply.set_udp_status(udp_status);
         reply.set_status(header);
         reply.set_timestamp(NtpTimestamp::from_unix(wall));
-        if let Some(secret) = secret.filter(|_| matches!(mode, AuthMode::Sha256 | AuthMode::HmacSha256)) {
-            reply.sign(mode, &secret);
+        // Only a request that proved it knows the key gets a signed reply: signing anything else
+        // would hand an attacker a validly signed message (a reply has a request's format).
+        match secret.filter(|_| authenticated && matches!(mode, AuthMode::Sha256 | AuthMode::HmacSha256)) {
+            Some(secret) => reply.sign(mode, &secret),
+            None => reply.set_digest(&[0; 32]),
         }
         let accepted = header == Status::Success;
         if accepted {
@@ -693,6 +698,8 @@ impl Responder {
     }
 
     /// Validates and applies a v2 request; returns the measurement port and session id.
+    /// `authenticated` is set once the request's digest has been verified.
+    #[allow(clippy::too_many_arguments)]
     fn v2_decide(
         &mut self,
         now: Instant,
@@ -701,6 +708,7 @@ impl Responder {
         view: &ControlV2<&[u8]>,
         parsed: ipsla_wire::Result<ControlV2Repr>,
         binder: &mut impl PortBinder,
+        authenticated: &mut bool,
     ) -> Result<(u16, u32), Reject> {
         let repr = match parsed {
             Ok(r) => r,
@@ -709,7 +717,15 @@ impl Responder {
             }
             Err(_) => return Err(self.reject(now, src, Reject::FormatError)),
         };
+        // A request carries status 0 everywhere; anything else is a reply (or garbage) sent back.
+        if repr.status != Status::Success
+            || repr.auth.status != Status::Success
+            || repr.measurement.is_some_and(|m| m.status != Status::Success)
+        {
+            return Err(self.reject(now, src, Reject::FormatError));
+        }
         self.v2_authenticate(now, wall, src, view, &repr)?;
+        *authenticated = matches!(repr.auth.mode, AuthMode::Sha256 | AuthMode::HmacSha256);
         let Some(m) = repr.measurement else {
             return Err(self.reject(now, src, Reject::FormatError));
         };
@@ -759,27 +775,41 @@ impl Responder {
             return Err(self.reject(now, src, Reject::AuthFailed));
         }
         // Replay protection applies to authenticated requests only: without a key anyone can
-        // forge a fresh one anyway.
-        if repr.timestamp.0 != 0 {
-            let ours = NtpTimestamp::from_unix(wall);
-            let skew = ours.diff_nanos(repr.timestamp).unsigned_abs();
-            if skew > self.config.timestamp_window.as_nanos() as u64 {
-                return Err(self.reject(now, src, Reject::Replay));
-            }
+        // forge a fresh one anyway. The send timestamp is required and must be within the window.
+        let ours = NtpTimestamp::from_unix(wall);
+        if repr.timestamp.0 == 0
+            || ours.diff_nanos(repr.timestamp).unsigned_abs() > self.config.timestamp_window.as_nanos() as u64
+        {
+            return Err(self.reject(now, src, Reject::Replay));
         }
+        // State per (key, control source named in the signed message): a replayed message maps to
+        // its original sender's entry whatever address it is sent from, and a spoofer without the
+        // key cannot create entries.
+        let named = repr
+            .measurement
+            .map_or(src.ip(), |m| if m.control_src.is_unspecified() { src.ip() } else { m.control_src });
         let digest = view.digest().unwrap_or([0; 32]);
-        let k = (src.ip(), key_id);
+        let k = (named, key_id);
         if let Some(last) = self.replay.get(&k) {
-            let newer = (repr.sequence.wrapping_sub(last.sequence) as i32) > 0;
+            let newer_seq = (repr.sequence.wrapping_sub(last.sequence) as i32) > 0;
+            // a newer timestamp also admits a lower sequence: a sender that restarted its
+            // sequence (RFC 6812 allows it after a reboot)
+            let age = repr.timestamp.diff_nanos(last.timestamp);
+            let fresh = age > 0 || (age == 0 && newer_seq);
             let retry = repr.sequence == last.sequence && digest == last.digest;
-            if !newer && !retry {
+            if !(fresh || retry) {
                 return Err(self.reject(now, src, Reject::Replay));
             }
         }
         if self.replay.len() >= 65_536 && !self.replay.contains_key(&k) {
-            self.replay.clear();
+            // entries older than the window can no longer be replayed: forget them
+            let window = self.config.timestamp_window.as_nanos() as i64;
+            self.replay.retain(|_, r| ours.diff_nanos(r.timestamp) <= window);
+            if self.replay.len() >= 65_536 {
+                return Err(self.reject(now, src, Reject::Replay));
+            }
         }
-        self.replay.insert(k, ReplayState { sequence: repr.sequence, digest });
+        self.replay.insert(k, ReplayState { sequence: repr.sequence, digest, timestamp: repr.timestamp });
         Ok(())
     }
 

@@ -72,6 +72,9 @@ pub struct ControlPhase {
     next_send: Instant,
     deadline: Instant,
     outcome: Option<Result<u16, ReturnCode>>,
+    /// v2 send timestamp, fixed at the first attempt: a retry must be the same message so that
+    /// the responder can tell it from a replay.
+    timestamp: Option<NtpTimestamp>,
 }
 
 impl ControlPhase {
@@ -80,7 +83,17 @@ impl ControlPhase {
     pub fn new(now: Instant, mode: ControlMode, req: ControlRequest, sequence: u32, timeout: Duration) -> Self {
         let outcome = (mode == ControlMode::None).then_some(Ok(req.port));
         let retry = (timeout / CONTROL_ATTEMPTS).max(Duration::from_millis(1));
-        ControlPhase { mode, req, sequence, attempts: 0, retry, next_send: now, deadline: now + timeout, outcome }
+        ControlPhase {
+            mode,
+            req,
+            sequence,
+            attempts: 0,
+            retry,
+            next_send: now,
+            deadline: now + timeout,
+            outcome,
+            timestamp: None,
+        }
     }
 
     /// `Some(Ok(port))` once the responder accepted (the port it opened), `Some(Err(code))` on
@@ -120,10 +133,11 @@ impl ControlPhase {
             }
             ControlMode::V2(auth) => {
                 let (mode, key_id) = auth.as_ref().map_or((AuthMode::None, 0), |a| (a.mode, a.key_id));
+                let timestamp = *self.timestamp.get_or_insert(NtpTimestamp::from_unix(wall));
                 let r = ControlV2Repr {
                     status: Status::Success,
                     sequence: self.sequence,
-                    timestamp: NtpTimestamp::from_unix(wall),
+                    timestamp,
                     auth: AuthRepr { status: Status::Success, mode, key_id, long: Some((self.req.nonce, [0; 32])) },
                     measurement: Some(UdpMeasurementRepr {
                         status: Status::Success,
@@ -175,12 +189,20 @@ impl ControlPhase {
                 if v.sequence() != self.sequence {
                     return;
                 }
-                if auth.as_ref().is_some_and(|a| !v.verify(a.mode, &a.secret)) {
-                    // A reply we cannot authenticate is not from our responder.
-                    self.outcome = Some(Err(ReturnCode::AuthFailure));
-                    return;
-                }
                 let repr = ControlV2Repr::parse(&v);
+                if let Some(a) = auth {
+                    // Our nonce must come back (a recorded reply to an earlier request with the same
+                    // sequence does not count), and the digest must verify.
+                    let nonce_ok = repr.as_ref().is_ok_and(|r| r.auth.long.is_some_and(|(n, _)| n == self.req.nonce));
+                    if !nonce_ok {
+                        return;
+                    }
+                    if !v.verify(a.mode, &a.secret) {
+                        // The responder refused our key (it does not sign then) or a forger answered.
+                        self.outcome = Some(Err(ReturnCode::AuthFailure));
+                        return;
+                    }
+                }
                 let udp_status = repr.as_ref().ok().and_then(|r| r.measurement).map(|m| m.status);
                 self.outcome = Some(match (Status::from(v.status()), udp_status) {
                     (Status::Success, Some(Status::Success)) => {

@@ -547,3 +547,30 @@ fn tcp_connect_after_v1_control() {
     op.handle_timeout(t0 + 5000 * MS);
     assert_eq!(op.result().return_code, ReturnCode::Timeout);
 }
+
+#[test]
+fn v2_authenticated_retry_after_a_lost_reply_is_accepted() {
+    // Found in review: a retry carried a fresh timestamp, so the responder saw a replay.
+    let lost_first = std::rc::Rc::new(std::cell::Cell::new(false));
+    let flag = lost_first.clone();
+    let script: Script = Box::new(move |dir, peer, _| {
+        if (dir, peer) == (Dir::Back, Peer::Control) && !flag.get() {
+            flag.set(true);
+            return vec![];
+        }
+        vec![MS]
+    });
+    let mut sim = Sim::new(script);
+    sim.responder = Responder::new(ResponderConfig {
+        keys: [(3, b"k".to_vec())].into_iter().collect(),
+        ..ResponderConfig::default()
+    });
+    let mut cfg = jitter_cfg(3, Precision::Us, false);
+    cfg.control = ControlMode::V2(Some(V2Auth { mode: AuthMode::HmacSha256, key_id: 3, secret: b"k".to_vec() }));
+    let mut op = JitterOp::new(sim.t0, cfg);
+    let r = sim.run(&mut op);
+    assert!(lost_first.get());
+    assert_eq!(sim.control_sent.len(), 2);
+    assert_eq!(sim.control_sent[0], sim.control_sent[1], "the retry is the same message");
+    assert_eq!(r.return_code, ReturnCode::Ok);
+}

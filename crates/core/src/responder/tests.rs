@@ -502,6 +502,49 @@ fn v2_port_zero_port_in_use_and_unknown_csld() {
 }
 
 #[test]
+fn v2_failed_auth_gets_no_signature_and_replies_are_not_requests() {
+    // Found in review: a reply signed after a failed check could be sent back as a request.
+    let mut w = World::new(ResponderConfig { require_auth: true, ..keyed() });
+    let m = AuthMode::HmacSha256;
+    let ts = NtpTimestamp::from_unix(wall());
+    let forged = sign(v2_request(50, m, 7, 18000, ts), m, b"guess");
+    let ControlResult::Reply { len, accepted: false } = w.control(0, src(), &forged) else { panic!() };
+    let reply = w.reply(len).to_vec();
+    assert_eq!(ControlV2::new_checked(&reply[..]).unwrap().digest(), Some([0; 32]), "not signed");
+    assert!(!ControlV2::new_checked(&reply[..]).unwrap().verify(m, b"s3cret"));
+    // a correctly signed success reply sent back as a request: non-zero statuses are refused,
+    // and its digest is not the request's either
+    let good = sign(v2_request(51, m, 7, 18000, ts), m, b"s3cret");
+    let ControlResult::Reply { len, accepted: true } = w.control(0, src(), &good) else { panic!() };
+    let mut reflected = w.reply(len).to_vec();
+    assert_eq!(w.control(10, src(), &reflected), ControlResult::Reply { len, accepted: false });
+    // even with its statuses zeroed (which breaks the signature) it is refused
+    reflected[2..4].fill(0);
+    assert!(matches!(w.control(20, src(), &reflected), ControlResult::Reply { accepted: false, .. }));
+    assert!(!w.b.open.contains(&udp(18001)));
+}
+
+#[test]
+fn v2_replay_rules_timestamp_required_restart_and_spoofed_source() {
+    let mut w = World::new(keyed());
+    let m = AuthMode::HmacSha256;
+    // authenticated requests must carry a send timestamp
+    let no_ts = sign(v2_request(1, m, 7, 18000, NtpTimestamp(0)), m, b"s3cret");
+    assert!(matches!(w.control(0, src(), &no_ts), ControlResult::Reply { accepted: false, .. }));
+    let t = |ms: u64| NtpTimestamp::from_unix(wall() + Duration::from_millis(ms));
+    let first = sign(v2_request(200, m, 7, 18000, t(0)), m, b"s3cret");
+    assert!(matches!(w.control(0, src(), &first), ControlResult::Reply { accepted: true, .. }));
+    // the same message from another address is still a replay of that sender's
+    let other: SocketAddr = "127.0.0.9:1234".parse().unwrap();
+    let old = sign(v2_request(199, m, 7, 18000, t(0)), m, b"s3cret");
+    assert!(matches!(w.control(5, other, &old), ControlResult::Reply { accepted: false, .. }));
+    // the sender restarted: sequence 3, but a newer timestamp
+    let restarted = sign(v2_request(3, m, 7, 18000, t(1000)), m, b"s3cret");
+    assert!(matches!(w.control(1000, src(), &restarted), ControlResult::Reply { accepted: true, .. }));
+    assert_eq!(w.r.stats().rejects[&Reject::Replay], 2);
+}
+
+#[test]
 fn v2_port_zero_retry_refreshes_the_same_port() {
     // Found by the responder fuzz target: a retried port-0 request opened a second port.
     let mut w = World::new(ResponderConfig { port_range: 30000..=30010, ..ResponderConfig::default() });
