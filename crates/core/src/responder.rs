@@ -347,6 +347,7 @@ pub enum SessionKind {
 
 #[derive(Debug, Clone)]
 struct Session {
+    source: IpAddr,
     kind: SessionKind,
     expires: Instant,
     responder_seq: u32,
@@ -610,11 +611,16 @@ impl Responder {
             Operation::UdpJitter => (Proto::Udp, SessionKind::UdpJitter),
             Operation::TcpConnect => (Proto::Tcp, SessionKind::TcpConnect),
         };
+        // IOS sends jitter probes from the control message's port (all three captures) but the
+        // udp-echo probe from another one: jitter sessions are told apart by that port, so that
+        // two operations from one router (or two hosts behind one NAT) keep separate counters.
+        let peer_port = if m.operation == Operation::UdpJitter { src.port() } else { 0 };
         let request = SessionRequest {
             key: PortKey { proto, addr: m.target, port: m.port },
-            peer: Peer { addr: src.ip(), port: 0 },
+            peer: Peer { addr: src.ip(), port: peer_port },
             kind,
             duration: Duration::from_millis(u64::from(m.duration_ms)),
+            source: src.ip(),
         };
         if let Err(why) = self.open_session(now, request, binder) {
             return ControlResult::Dropped(self.reject(now, src, why));
@@ -735,6 +741,7 @@ impl Responder {
             peer: Peer { addr: peer_addr, port: m.meas_src_port },
             kind: SessionKind::UdpMeasurement,
             duration: Duration::from_millis(u64::from(m.duration_ms)),
+            source: src.ip(),
         };
         let port = match self.open_session(now, request, binder) {
             Ok(p) => p,
@@ -845,7 +852,7 @@ impl Responder {
             if self.sessions >= self.config.max_sessions {
                 return Err(Reject::TooManySessions);
             }
-            if self.per_source.get(&req.peer.addr).copied().unwrap_or(0) >= self.config.max_sessions_per_source {
+            if self.per_source.get(&req.source).copied().unwrap_or(0) >= self.config.max_sessions_per_source {
                 return Err(Reject::TooManySessionsPerSource);
             }
         }
@@ -872,13 +879,18 @@ impl Responder {
                 s.kind = req.kind;
             }
             None => {
-                entry.sessions.insert(req.peer, Session { kind: req.kind, expires, responder_seq: 0, probes: 0 });
+                entry.sessions.insert(
+                    req.peer,
+                    Session { source: req.source, kind: req.kind, expires, responder_seq: 0, probes: 0 },
+                );
                 self.sessions += 1;
-                *self.per_source.entry(req.peer.addr).or_insert(0) += 1;
+                *self.per_source.entry(req.source).or_insert(0) += 1;
                 self.stats.sessions_opened += 1;
+                // one timer per session: a refresh moves `expires`, and the timer re-arms itself
+                // when it finds the session still has time (no heap growth per refresh)
+                self.timers.push(Reverse((expires, key, req.peer)));
             }
         }
-        self.timers.push(Reverse((expires, key, req.peer)));
         Ok(key.port)
     }
 
@@ -886,15 +898,15 @@ impl Responder {
         let Some(entry) = self.ports.get_mut(&key) else {
             return;
         };
-        if entry.sessions.remove(&peer).is_none() {
+        let Some(session) = entry.sessions.remove(&peer) else {
             return;
-        }
+        };
         self.sessions -= 1;
         self.stats.sessions_closed += 1;
-        if let Some(n) = self.per_source.get_mut(&peer.addr) {
+        if let Some(n) = self.per_source.get_mut(&session.source) {
             *n -= 1;
             if *n == 0 {
-                self.per_source.remove(&peer.addr);
+                self.per_source.remove(&session.source);
             }
         }
         if entry.sessions.is_empty() && entry.permanent.is_none() {
@@ -915,11 +927,11 @@ impl Responder {
                 break;
             }
             self.timers.pop();
-            // Entries are pushed on every refresh; only the one matching the session's current
-            // expiry ends it.
-            let due = self.ports.get(&key).and_then(|e| e.sessions.get(&peer)).is_some_and(|s| s.expires == t);
-            if due {
-                self.remove_session(key, peer, binder);
+            match self.ports.get(&key).and_then(|e| e.sessions.get(&peer)).map(|s| s.expires) {
+                // refreshed since this timer was set: re-arm at the new expiry
+                Some(e) if e > now => self.timers.push(Reverse((e, key, peer))),
+                Some(_) => self.remove_session(key, peer, binder),
+                None => {}
             }
         }
         self.ports.values_mut().for_each(|e| {
@@ -932,7 +944,20 @@ impl Responder {
     fn find_session(&mut self, key: &PortKey, src: SocketAddr) -> Option<(Peer, &mut Session)> {
         let e = self.ports.get_mut(key)?;
         let exact = Peer { addr: src.ip(), port: src.port() };
-        let peer = if e.sessions.contains_key(&exact) { exact } else { Peer { addr: src.ip(), port: 0 } };
+        let any = Peer { addr: src.ip(), port: 0 };
+        let peer = if e.sessions.contains_key(&exact) {
+            exact
+        } else if e.sessions.contains_key(&any) {
+            any
+        } else {
+            // a sender whose probes leave from another port than its control message: accept
+            // when it has exactly one session on this port
+            let mut mine = e.sessions.keys().filter(|p| p.addr == src.ip());
+            match (mine.next(), mine.next()) {
+                (Some(p), None) => *p,
+                _ => return None,
+            }
+        };
         e.sessions.get_mut(&peer).map(|s| (peer, s))
     }
 
@@ -1018,6 +1043,8 @@ struct SessionRequest {
     peer: Peer,
     kind: SessionKind,
     duration: Duration,
+    /// Source address of the control message: what the per-source cap counts.
+    source: IpAddr,
 }
 
 fn permanent_seq(e: &mut PortEntry, now: Instant, src: SocketAddr, pkt: &[u8]) -> u32 {

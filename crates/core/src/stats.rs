@@ -327,10 +327,14 @@ fn loss(st: &mut JitterStats, arrivals: &[Sample], dup_rseqs: &[u32], responder_
     let mut split_ds = 0u32;
     let mut mia = 0u32;
     for s in &got {
-        let gap = s.seq - prev.0 - 1;
+        let gap = s.seq.saturating_sub(prev.0).saturating_sub(1);
         if gap > 0 {
-            let dups = dup_rseqs.iter().filter(|&&d| d > prev.1 && d < s.responder_seq).count() as u32;
-            let seen_by_responder = s.responder_seq.checked_sub(prev.1 + 1).and_then(|x| x.checked_sub(dups));
+            // duplicate counters strictly between the two replies' (sorted: two binary searches)
+            let lo = dup_rseqs.partition_point(|&d| d <= prev.1);
+            let hi = dup_rseqs.partition_point(|&d| d < s.responder_seq);
+            let dups = hi.saturating_sub(lo) as u32;
+            let seen_by_responder =
+                prev.1.checked_add(1).and_then(|p| s.responder_seq.checked_sub(p)).and_then(|x| x.checked_sub(dups));
             match seen_by_responder {
                 Some(seen) if seen <= gap => {
                     let sd = gap - seen;

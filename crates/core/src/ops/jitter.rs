@@ -120,6 +120,8 @@ pub struct JitterOp {
     phase: Phase,
     sent: Vec<Sent>,
     arrivals: Vec<Sample>,
+    stored_duplicates: u32,
+    extra_duplicates: u32,
     unexpected: u32,
     stamps: StampSources,
     failure: Option<ReturnCode>,
@@ -142,6 +144,8 @@ impl JitterOp {
             cfg,
             phase: Phase::Control(Box::new(control)),
             arrivals: Vec::new(),
+            stored_duplicates: 0,
+            extra_duplicates: 0,
             unexpected: 0,
             stamps: StampSources::default(),
             failure: None,
@@ -213,7 +217,8 @@ impl JitterOp {
             clock_sync: self.cfg.clock_sync,
             responder_counts: matches!(self.cfg.format, JitterFormat::Udp(_)),
         };
-        let st = stats::compute(self.sent.len() as u32, &self.arrivals, cfg);
+        let mut st = stats::compute(self.sent.len() as u32, &self.arrivals, cfg);
+        st.duplicates += self.extra_duplicates;
         let return_code = match self.failure {
             Some(c) => c,
             None if st.received == 0 => ReturnCode::Timeout,
@@ -253,7 +258,7 @@ impl JitterOp {
                 let m = icmp::TIMESTAMP_MASK;
                 (p.msg_type() == icmp::TIMESTAMP_REPLY && p.ident() == ident).then(|| {
                     let (r, t) = (r & m, t & m);
-                    let processing = ms_diff(t, r).max(0) as u16;
+                    let processing = ms_diff(t, r).clamp(0, i32::from(u16::MAX)) as u16;
                     let reply = Type2Repr {
                         processing_ms: processing,
                         t1: o & m,
@@ -280,6 +285,7 @@ impl JitterOp {
             self.unexpected += 1;
             return;
         };
+        let sent_count = self.sent.len() as u32;
         let Some(sent) = seq.checked_sub(1).and_then(|i| self.sent.get_mut(i as usize)) else {
             self.unexpected += 1;
             return;
@@ -291,6 +297,15 @@ impl JitterOp {
         }
         let duplicate = sent.answered;
         sent.answered = true;
+        if duplicate && self.stored_duplicates >= sent_count {
+            // beyond one stored copy per probe sent, only count: a flood of copies must cost
+            // neither memory nor time in the statistics
+            self.extra_duplicates += 1;
+            return;
+        }
+        if duplicate {
+            self.stored_duplicates += 1;
+        }
         if rx.kernel {
             self.stamps.rx_kernel += 1;
         } else {

@@ -574,3 +574,50 @@ fn v2_authenticated_retry_after_a_lost_reply_is_accepted() {
     assert_eq!(sim.control_sent[0], sim.control_sent[1], "the retry is the same message");
     assert_eq!(r.return_code, ReturnCode::Ok);
 }
+
+#[test]
+fn a_flood_of_duplicate_replies_is_counted_not_stored() {
+    // Found in review: every copy was stored and walked once per gap.
+    let t0 = Instant::now();
+    let wall = Duration::from_secs(1_725_184_800);
+    let mut cfg = jitter_cfg(3, Precision::Ms, false);
+    cfg.control = ControlMode::None;
+    let mut op = JitterOp::new(t0, cfg);
+    let mut buf = [0u8; 64];
+    let t = op.poll_transmit(t0, wall, &mut buf).unwrap();
+    let mut reply = buf[..t.len].to_vec();
+    reply[15] = 1;
+    for k in 1..3u32 {
+        assert!(op.poll_transmit(t0 + 20 * MS * k, wall + 20 * MS * k, &mut buf).is_some());
+    }
+    for _ in 0..10_000 {
+        op.handle_datagram(t0 + MS, Peer::Probe, RxTime { wall: wall + MS, kernel: true }, &reply);
+    }
+    op.handle_timeout(t0 + 10_000 * MS);
+    let r = op.result();
+    assert_eq!(r.stats.duplicates, 9_999);
+    assert!(r.samples.len() <= 2 * 3, "originals plus at most one stored copy per probe sent: {}", r.samples.len());
+}
+
+#[test]
+fn icmp_processing_time_saturates() {
+    // Found in review: a target claiming 70 s between receive and transmit wrapped modulo 65536.
+    let t0 = Instant::now();
+    let wall = Duration::from_secs(1_725_184_800);
+    let mut cfg = jitter_cfg(1, Precision::Ms, true);
+    cfg.control = ControlMode::None;
+    cfg.format = JitterFormat::IcmpTimestamp { ident: 9 };
+    let mut op = JitterOp::new(t0, cfg);
+    let mut buf = [0u8; 64];
+    let t = op.poll_transmit(t0, wall, &mut buf).unwrap();
+    let mut reply = buf[..t.len].to_vec();
+    reply[0] = icmp::TIMESTAMP_REPLY;
+    reply[2..4].fill(0);
+    let rx = ipsla_wire::time::ms_since_midnight(wall);
+    reply[12..16].copy_from_slice(&rx.to_be_bytes());
+    reply[16..20].copy_from_slice(&(rx + 70_000).to_be_bytes());
+    op.handle_datagram(t0 + 2 * MS, Peer::Probe, RxTime { wall: wall + 2 * MS, kernel: true }, &reply);
+    op.handle_timeout(t0 + 10_000 * MS);
+    let st = op.result().stats;
+    assert_eq!(st.rtt.max, (2 - 65_535) * 1_000_000, "clamped at 65535 ms, not wrapped to +65538");
+}

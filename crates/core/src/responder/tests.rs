@@ -586,3 +586,72 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn refreshes_do_not_grow_the_timer_heap() {
+    // Found in review: every refresh pushed another timer.
+    let mut w = World::new(ResponderConfig { control_rate: 0.0, ..ResponderConfig::default() });
+    for i in 0..1000u64 {
+        w.control(i, src(), &v1_request(1, 4, 16384, 5000));
+    }
+    assert_eq!(w.r.timers.len(), 1);
+    // and the session still ends 5 s after the last refresh, not the first
+    w.r.handle_timeout(w.t0 + Duration::from_millis(5000), &mut w.b);
+    assert!(w.b.open.contains(&udp(16384)));
+    w.r.handle_timeout(w.t0 + Duration::from_millis(5999), &mut w.b);
+    assert_eq!(w.r.session_count(), 0);
+    assert!(w.r.timers.is_empty());
+}
+
+#[test]
+fn v2_sessions_count_against_the_control_source() {
+    // Found in review: the cap counted the measurement source named in the message.
+    let mut w =
+        World::new(ResponderConfig { max_sessions_per_source: 2, control_rate: 0.0, ..ResponderConfig::default() });
+    let mut accepted = 0;
+    for i in 0..10u8 {
+        let mut r = ControlV2Repr::parse(
+            &ControlV2::new_checked(
+                &v2_request(u32::from(i), AuthMode::None, 0, 30000 + u16::from(i), NtpTimestamp(0))[..],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let m = r.measurement.as_mut().unwrap();
+        m.meas_src = IpAddr::from([10, 0, 0, i]);
+        let mut b = vec![0u8; r.buffer_len()];
+        r.emit(&mut b);
+        if matches!(w.control(0, src(), &b), ControlResult::Reply { accepted: true, .. }) {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 2);
+}
+
+#[test]
+fn v1_jitter_sessions_are_told_apart_by_control_port() {
+    // Two operations from one router to the same port keep separate counters.
+    let mut w = World::new(ResponderConfig::default());
+    let a: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+    w.control(0, a, &v1_request(1, 4, 16384, 5000));
+    w.control(0, b, &v1_request(2, 4, 16384, 5000));
+    for _ in 0..3 {
+        let mut p = g729a_probe(1, 0);
+        w.probe(1, udp(16384), a, &mut p);
+    }
+    let mut p = g729a_probe(1, 0);
+    w.probe(1, udp(16384), b, &mut p);
+    assert_eq!(Type2::new_checked(&p[..]).unwrap().responder_seq(), 1, "b's own counter");
+    // a probe from a third port of that address is ambiguous: not answered
+    let mut p = g729a_probe(1, 0);
+    assert_eq!(
+        w.probe(1, udp(16384), "127.0.0.1:40003".parse().unwrap(), &mut p),
+        ProbeResult::Dropped(ProbeReject::NoSession)
+    );
+    // with one session only, probes from another port are still answered
+    let mut w = World::new(ResponderConfig::default());
+    w.control(0, a, &v1_request(1, 4, 16384, 5000));
+    let mut p = g729a_probe(1, 0);
+    assert!(matches!(w.probe(1, udp(16384), "127.0.0.1:40009".parse().unwrap(), &mut p), ProbeResult::Reply { .. }));
+}

@@ -164,6 +164,17 @@ fn duplicated_on_the_way_out_does_not_hide_an_sd_loss() {
     assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (1, 0, 0));
 }
 
+#[test]
+fn hostile_counters_do_not_panic() {
+    // Found in review: a responder counter of u32::MAX overflowed the gap walk.
+    let arrivals = vec![s(1, u32::MAX, 10, 5, 5), s(3, 1, 10, 5, 5), s(2, 0, 10, 5, 5)];
+    let st = compute(3, &arrivals, cfg(false));
+    assert_eq!(st.received, 3);
+    assert_eq!(st.loss_sd + st.loss_ds + st.loss_mia, 0);
+    let st = compute(5, &[s(5, u32::MAX, 10, 5, 5)], cfg(false));
+    assert_eq!(st.loss_sd + st.loss_ds + st.loss_mia, 4);
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Fate {
     Ok,
