@@ -950,9 +950,13 @@ impl Responder {
         } else if e.sessions.contains_key(&any) {
             any
         } else {
-            // a sender whose probes leave from another port than its control message: accept
-            // when it has exactly one session on this port
-            let mut mine = e.sessions.keys().filter(|p| p.addr == src.ip());
+            // a v1 sender whose jitter probes leave from another port than its control message:
+            // accept when it has exactly one such session here (a v2 session names its port)
+            let mut mine = e
+                .sessions
+                .iter()
+                .filter(|(p, s)| p.addr == src.ip() && s.kind == SessionKind::UdpJitter)
+                .map(|(p, _)| p);
             match (mine.next(), mine.next()) {
                 (Some(p), None) => *p,
                 _ => return None,
