@@ -1,0 +1,173 @@
+//! `ipsla agent` end to end: scheduled runs, the SQLite history, /metrics and the JSON API, config
+//! errors, and that a SIGKILL loses no completed run.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    let code = r.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, r.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default()))
+}
+
+fn config(dir: &std::path::Path, http: u16, v1: u16) -> std::path::PathBuf {
+    let p = dir.join("agent.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[agent]
+http = "127.0.0.1:{http}"
+store = "{store}"
+workers = 4
+
+[responder]
+listen = ["127.0.0.1"]
+v1_port = {v1}
+v2 = false
+
+[[operation]]
+id = 1
+type = "udp-echo"
+target = "127.0.0.1"
+port = {echo}
+control_port = {v1}
+timeout = "200ms"
+frequency = "1s"
+
+[[operation]]
+id = 2
+type = "udp-jitter"
+target = "127.0.0.1"
+port = {jitter}
+control_port = {v1}
+packets = 5
+interval = "10ms"
+precision = "us"
+timeout = "300ms"
+frequency = "1s"
+tag = "five probes"
+"#,
+            store = dir.join("runs.db").display(),
+            echo = free_udp(),
+            jitter = free_udp(),
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn start(cfg: &std::path::Path, http: u16) -> Killed {
+    let c = Command::new(env!("CARGO_BIN_EXE_ipsla"))
+        .args(["agent", "--config"])
+        .arg(cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let k = Killed(c);
+    let t = Instant::now();
+    while get(http, "/-/healthy").is_none_or(|(c, _)| c != 200) {
+        assert!(t.elapsed() < Duration::from_secs(10), "agent did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    k
+}
+
+fn operations(http: u16) -> serde_json::Value {
+    serde_json::from_str(&get(http, "/api/v1/operations").unwrap().1).unwrap()
+}
+
+#[test]
+fn runs_are_scheduled_stored_and_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, v1) = (free_tcp(), free_udp());
+    let cfg = config(dir.path(), http, v1);
+    let _agent = start(&cfg, http);
+    std::thread::sleep(Duration::from_millis(2600));
+    let ops = operations(http);
+    for o in ops.as_array().unwrap() {
+        assert!(o["runs"].as_u64().unwrap() >= 2, "runs every second: {o}");
+        assert_eq!(o["state"], "active");
+        assert!(o["stored"].as_u64().unwrap() >= 2);
+    }
+    let (code, latest) = get(http, "/api/v1/operations/2/latest").unwrap();
+    assert_eq!(code, 200);
+    let latest: serde_json::Value = serde_json::from_str(&latest).unwrap();
+    assert_eq!(latest["return_code"], "ok");
+    assert_eq!(latest["received"], 5);
+    assert_eq!(latest["timestamps"]["rx"], "kernel");
+    let (_, metrics) = get(http, "/metrics").unwrap();
+    assert!(metrics.contains(r#"ipsla_operation_success{op="2",type="udp-jitter",target="#), "{metrics}");
+    let runs_line =
+        metrics.lines().find(|l| l.starts_with(r#"ipsla_operations_total{op="1""#)).expect("ipsla_operations_total");
+    let runs: f64 = runs_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(runs >= 2.0, "{runs_line}");
+    assert!(metrics.contains(r#"ipsla_rtt_seconds_bucket{le="0.00005","#), "RTT histogram with 50 µs buckets");
+    assert_eq!(get(http, "/api/v1/operations/9/latest").unwrap().0, 404);
+    let (code, r) = get(http, "/api/v1/responder").unwrap();
+    assert_eq!(code, 200);
+    assert!(serde_json::from_str::<serde_json::Value>(&r).unwrap()["stats"]["control_v1"].as_u64().unwrap() >= 4);
+    let (code, h) = get(http, "/api/v1/operations/1/history?limit=2").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&h).unwrap().as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn sigkill_loses_no_completed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, v1) = (free_tcp(), free_udp());
+    let cfg = config(dir.path(), http, v1);
+    let mut agent = start(&cfg, http);
+    std::thread::sleep(Duration::from_millis(2300));
+    let published: u64 = operations(http).as_array().unwrap().iter().map(|o| o["stored"].as_u64().unwrap()).sum();
+    assert!(published >= 4, "{published}");
+    Command::new("kill").args(["-KILL", &agent.0.id().to_string()]).status().unwrap();
+    let _ = agent.0.wait();
+    // every run the agent had published is in the file, read by another SQLite
+    let conn = rusqlite::Connection::open(dir.path().join("runs.db")).unwrap();
+    let stored: i64 = conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).unwrap();
+    assert!(stored as u64 >= published, "{stored} stored < {published} published");
+    let bad: i64 = conn.query_row("SELECT COUNT(*) FROM runs WHERE json_valid(report) = 0", [], |r| r.get(0)).unwrap();
+    assert_eq!(bad, 0, "no half-written run");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "[[operation]]\ntype = \"udp-jitter\"\ntarget = \"127.0.0.1\"\ninterval = \"fast\"\n").unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_ipsla")).args(["agent", "--check", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8(out.stderr).unwrap();
+    assert!(e.contains("operation[0].interval") && e.contains("\"fast\" is not a duration"), "{e}");
+    std::fs::write(&p, "[[operation]]\nid = 3\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\n[[operation]]\nid = 3\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\n").unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_ipsla")).args(["agent", "--check", "--config"]).arg(&p).output().unwrap();
+    assert!(String::from_utf8(out.stderr).unwrap().contains("operation[1].id: 3 is already used by operation[0]"));
+    // the embedded default is valid
+    let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).args(["agent", "--check"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().contains("4 operations, responder on"));
+}
