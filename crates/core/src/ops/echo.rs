@@ -8,7 +8,7 @@
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
 use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
-use crate::stats::{self, Sample, StatsConfig};
+use crate::stats::Sample;
 use ipsla_wire::cisco::probe::{self, ProbeType};
 use ipsla_wire::icmp;
 use std::time::{Duration, Instant};
@@ -125,35 +125,15 @@ impl EchoOp {
     }
 
     fn finish(&mut self) {
-        let cfg =
-            StatsConfig { threshold: self.cfg.threshold.as_nanos() as i64, clock_sync: false, responder_counts: false };
-        let sent = u32::from(self.sent_at.is_some());
-        let mut arrivals: Vec<Sample> = self.sample.into_iter().collect();
-        arrivals.extend(
-            arrivals
-                .first()
-                .map(|s| Sample { duplicate: true, ..*s })
-                .into_iter()
-                .cycle()
-                .take(self.duplicates as usize),
-        );
-        let st = stats::compute(sent, &arrivals, cfg);
-        let return_code = match self.failure {
-            Some(c) => c,
-            None if st.received == 0 => ReturnCode::Timeout,
-            None if st.over_threshold > 0 => ReturnCode::OverThreshold,
-            None => ReturnCode::Ok,
-        };
-        self.result = Some(OperationResult {
-            return_code,
-            stats: st,
-            voice: None,
-            precision: Precision::Us,
-            stamps: self.stamps,
-            unexpected: self.unexpected,
-            samples: arrivals,
-            send_span_ns: 0,
-        });
+        self.result = Some(OperationResult::single(
+            self.failure,
+            self.sent_at.is_some(),
+            self.sample,
+            self.duplicates,
+            self.cfg.threshold,
+            self.stamps,
+            self.unexpected,
+        ));
         self.phase = Phase::Done;
     }
 }
@@ -275,15 +255,6 @@ impl Operation for EchoOp {
     }
 
     fn result(&self) -> OperationResult {
-        self.result.clone().unwrap_or_else(|| OperationResult {
-            return_code: ReturnCode::Timeout,
-            stats: Default::default(),
-            voice: None,
-            precision: Precision::Us,
-            stamps: self.stamps,
-            unexpected: self.unexpected,
-            samples: Vec::new(),
-            send_span_ns: 0,
-        })
+        self.result.clone().unwrap_or_else(|| OperationResult::pending(Precision::Us, self.stamps, self.unexpected))
     }
 }

@@ -429,15 +429,8 @@ impl Operation for JitterOp {
     }
 
     fn result(&self) -> OperationResult {
-        self.result.clone().unwrap_or_else(|| OperationResult {
-            return_code: ReturnCode::Timeout,
-            stats: Default::default(),
-            voice: None,
-            precision: self.cfg.format.precision(),
-            stamps: self.stamps,
-            unexpected: self.unexpected,
-            samples: Vec::new(),
-            send_span_ns: 0,
-        })
+        self.result
+            .clone()
+            .unwrap_or_else(|| OperationResult::pending(self.cfg.format.precision(), self.stamps, self.unexpected))
     }
 }

@@ -179,6 +179,61 @@ pub struct OperationResult {
     pub send_span_ns: u64,
 }
 
+impl OperationResult {
+    /// What an operation reports before it has finished (or if it never does).
+    pub(crate) fn pending(precision: Precision, stamps: StampSources, unexpected: u32) -> Self {
+        OperationResult {
+            return_code: ReturnCode::Timeout,
+            stats: JitterStats::default(),
+            voice: None,
+            precision,
+            stamps,
+            unexpected,
+            samples: Vec::new(),
+            send_span_ns: 0,
+        }
+    }
+
+    /// The result of a single-probe operation (udp-echo, icmp-echo, tcp-connect): its one sample
+    /// (plus `duplicates` further copies), over-threshold when that sample is, timeout without it.
+    pub(crate) fn single(
+        failure: Option<ReturnCode>,
+        sent: bool,
+        sample: Option<crate::stats::Sample>,
+        duplicates: u32,
+        threshold: Duration,
+        stamps: StampSources,
+        unexpected: u32,
+    ) -> Self {
+        let cfg = crate::stats::StatsConfig {
+            threshold: threshold.as_nanos() as i64,
+            clock_sync: false,
+            responder_counts: false,
+        };
+        let mut arrivals: Vec<crate::stats::Sample> = sample.into_iter().collect();
+        arrivals.extend(
+            sample.map(|s| crate::stats::Sample { duplicate: true, ..s }).into_iter().cycle().take(duplicates as usize),
+        );
+        let stats = crate::stats::compute(u32::from(sent), &arrivals, cfg);
+        let return_code = match failure {
+            Some(c) => c,
+            None if stats.received == 0 => ReturnCode::Timeout,
+            None if stats.over_threshold > 0 => ReturnCode::OverThreshold,
+            None => ReturnCode::Ok,
+        };
+        OperationResult {
+            return_code,
+            stats,
+            voice: None,
+            precision: Precision::Us,
+            stamps,
+            unexpected,
+            samples: arrivals,
+            send_span_ns: 0,
+        }
+    }
+}
+
 /// The driver-facing interface of every operation.
 pub trait Operation {
     /// What to send now, if anything.

@@ -3,7 +3,7 @@
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
 use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
-use crate::stats::{self, Sample, StatsConfig};
+use crate::stats::Sample;
 use std::time::{Duration, Instant};
 
 /// A tcp-connect operation's parameters.
@@ -75,26 +75,8 @@ impl TcpConnectOp {
     }
 
     fn finish(&mut self) {
-        let cfg =
-            StatsConfig { threshold: self.cfg.threshold.as_nanos() as i64, clock_sync: false, responder_counts: false };
-        let arrivals: Vec<Sample> = self.sample.into_iter().collect();
-        let st = stats::compute(u32::from(self.sent), &arrivals, cfg);
-        let return_code = match self.failure {
-            Some(c) => c,
-            None if st.received == 0 => ReturnCode::Timeout,
-            None if st.over_threshold > 0 => ReturnCode::OverThreshold,
-            None => ReturnCode::Ok,
-        };
-        self.result = Some(OperationResult {
-            return_code,
-            stats: st,
-            voice: None,
-            precision: Precision::Us,
-            stamps: self.stamps,
-            unexpected: 0,
-            samples: arrivals,
-            send_span_ns: 0,
-        });
+        self.result =
+            Some(OperationResult::single(self.failure, self.sent, self.sample, 0, self.cfg.threshold, self.stamps, 0));
         self.phase = Phase::Done;
     }
 }
@@ -163,15 +145,6 @@ impl Operation for TcpConnectOp {
     }
 
     fn result(&self) -> OperationResult {
-        self.result.clone().unwrap_or_else(|| OperationResult {
-            return_code: ReturnCode::Timeout,
-            stats: Default::default(),
-            voice: None,
-            precision: Precision::Us,
-            stamps: self.stamps,
-            unexpected: 0,
-            samples: Vec::new(),
-            send_span_ns: 0,
-        })
+        self.result.clone().unwrap_or_else(|| OperationResult::pending(Precision::Us, self.stamps, 0))
     }
 }
