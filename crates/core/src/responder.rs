@@ -20,8 +20,7 @@ use ipsla_wire::cisco::control_v1::{self, ControlV1, ControlV1Repr, Operation};
 use ipsla_wire::cisco::control_v2::{self, AuthMode, ControlV2, ControlV2Repr, Status};
 use ipsla_wire::cisco::probe::{self, ProbeType, Type2, Type3, Type3Layout};
 use ipsla_wire::time::{NtpTimestamp, ms_diff, ms_since_midnight};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
@@ -439,7 +438,8 @@ pub struct Responder {
     ports: HashMap<PortKey, PortEntry>,
     per_source: HashMap<IpAddr, usize>,
     sessions: usize,
-    timers: BinaryHeap<Reverse<(Instant, PortKey, Peer)>>,
+    /// Exactly one entry per session, at its expiry (a refresh moves it).
+    timers: BTreeSet<(Instant, PortKey, Peer)>,
     limiter: KeyedLimiter<IpAddr>,
     log_limiter: LogLimiter<Reject>,
     replay: HashMap<(IpAddr, u16), ReplayState>,
@@ -458,7 +458,7 @@ impl Responder {
             ports: HashMap::new(),
             per_source: HashMap::new(),
             sessions: 0,
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             replay: HashMap::new(),
             next_session_id: 1,
             stats: ResponderStats::default(),
@@ -874,6 +874,8 @@ impl Responder {
             Some(s) => {
                 // A repeated request refreshes the duration and resets the responder sequence
                 // (RFC 6812 §3.1 "Control-Request" rules; IOS re-sends control every cycle).
+                self.timers.remove(&(s.expires, key, req.peer));
+                self.timers.insert((expires, key, req.peer));
                 s.expires = expires;
                 s.responder_seq = 0;
                 s.kind = req.kind;
@@ -886,9 +888,7 @@ impl Responder {
                 self.sessions += 1;
                 *self.per_source.entry(req.source).or_insert(0) += 1;
                 self.stats.sessions_opened += 1;
-                // one timer per session: a refresh moves `expires`, and the timer re-arms itself
-                // when it finds the session still has time (no heap growth per refresh)
-                self.timers.push(Reverse((expires, key, req.peer)));
+                self.timers.insert((expires, key, req.peer));
             }
         }
         Ok(key.port)
@@ -901,6 +901,7 @@ impl Responder {
         let Some(session) = entry.sessions.remove(&peer) else {
             return;
         };
+        self.timers.remove(&(session.expires, key, peer));
         self.sessions -= 1;
         self.stats.sessions_closed += 1;
         if let Some(n) = self.per_source.get_mut(&session.source) {
@@ -917,22 +918,17 @@ impl Responder {
 
     /// When the next session expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, ..))| *t)
+        self.timers.first().map(|(t, ..)| *t)
     }
 
     /// Ends every session whose time is up and releases ports nobody uses.
     pub fn handle_timeout(&mut self, now: Instant, binder: &mut impl PortBinder) {
-        while let Some(Reverse((t, key, peer))) = self.timers.peek().copied() {
+        while let Some((t, key, peer)) = self.timers.first().copied() {
             if t > now {
                 break;
             }
-            self.timers.pop();
-            match self.ports.get(&key).and_then(|e| e.sessions.get(&peer)).map(|s| s.expires) {
-                // refreshed since this timer was set: re-arm at the new expiry
-                Some(e) if e > now => self.timers.push(Reverse((e, key, peer))),
-                Some(_) => self.remove_session(key, peer, binder),
-                None => {}
-            }
+            self.timers.remove(&(t, key, peer));
+            self.remove_session(key, peer, binder);
         }
         self.ports.values_mut().for_each(|e| {
             if e.permanent.is_some() && !e.permanent_peers.is_empty() {

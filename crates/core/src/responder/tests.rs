@@ -604,6 +604,19 @@ fn refreshes_do_not_grow_the_timer_heap() {
 }
 
 #[test]
+fn a_refresh_that_shortens_the_duration_ends_the_session_sooner() {
+    // Found by the responder fuzz target after the timer change: the timer stayed at the old,
+    // later expiry.
+    let mut w = World::new(ResponderConfig { control_rate: 0.0, ..ResponderConfig::default() });
+    w.control(0, src(), &v1_request(1, 4, 16384, 5400));
+    w.control(100, src(), &v1_request(2, 4, 16384, 1000));
+    assert_eq!(w.r.poll_timeout(), Some(w.t0 + Duration::from_millis(1100)));
+    w.r.handle_timeout(w.t0 + Duration::from_millis(1100), &mut w.b);
+    assert_eq!(w.r.session_count(), 0);
+    assert!(w.b.open.is_empty());
+}
+
+#[test]
 fn v2_sessions_count_against_the_control_source() {
     // Found in review: the cap counted the measurement source named in the message.
     let mut w =
