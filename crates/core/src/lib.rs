@@ -22,6 +22,7 @@
 
 pub mod ops;
 pub mod ratelimit;
+pub mod reaction;
 pub mod responder;
 pub mod schedule;
 pub mod stats;
