@@ -11,12 +11,13 @@ use crate::metrics::Metrics;
 use crate::opconfig::{OperationDef, OperationFile};
 use crate::report::{Context, Report};
 use crate::runner;
-use crate::store::Store;
+use crate::store::{Store, StoredEvent};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
 use ipsla_core::schedule::{Due, OperState, Schedule};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use serde::Deserialize;
@@ -97,6 +98,11 @@ impl AgentFile {
             }
             operations.push(d);
         }
+        for (i, d) in operations.iter().enumerate() {
+            if let Some(t) = d.triggers.iter().find(|t| !ids.contains_key(t)) {
+                return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
+            }
+        }
         Ok(AgentConfig {
             http,
             store: self.agent.store.clone().unwrap_or_else(|| PathBuf::from("ipsla-agent.db")),
@@ -131,6 +137,7 @@ struct OpState {
     def: OperationDef,
     schedule: Schedule,
     sequence: u32,
+    reactions: Vec<Reaction>,
 }
 
 struct Shared {
@@ -175,6 +182,7 @@ impl Agent {
                         def: d.clone(),
                         schedule: Schedule::new(now, d.schedule, rand::random()),
                         sequence: rand::random::<u8>().into(),
+                        reactions: d.reactions.iter().map(|r| Reaction::new(*r)).collect(),
                     },
                 )
             })
@@ -311,6 +319,7 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                     tracing::error!(op = id, error = %e, "the store refused a completed run; measuring goes on");
                 }
                 sh.metrics.observe(&def, &out.result);
+                react(&sh, &def, &out.result);
             }
             Err(e) => tracing::warn!(op = id, error = %e, "run could not start"),
         }
@@ -318,6 +327,51 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
             && let Some(o) = ops.get_mut(&id)
         {
             o.schedule.finished();
+        }
+    }
+}
+
+/// Feeds a run to the operation's reactions: transitions are logged as IOS syslog lines, stored,
+/// exported, and their triggers start the target operations.
+fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) {
+    let events: Vec<ReactionEvent> = match sh.ops.lock() {
+        Ok(mut ops) => ops
+            .get_mut(&def.id)
+            .map(|o| o.reactions.iter_mut().filter_map(|x| x.observe(r)).collect())
+            .unwrap_or_default(),
+        Err(_) => return,
+    };
+    for e in events {
+        let text = e.syslog(def.id);
+        if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
+            tracing::warn!(target: "ipsla::reaction", op = def.id, value = e.value, "{text}");
+        }
+        sh.metrics.reaction(def.id, e.element.keyword(), e.occurred);
+        let stored = StoredEvent {
+            op: def.id,
+            time_ns: wall_ns(),
+            kind: "reaction".into(),
+            element: e.element.keyword().into(),
+            occurred: e.occurred,
+            value: Some(e.value),
+            text,
+        };
+        if let Ok(s) = sh.store.lock()
+            && let Err(err) = s.insert_event(&stored)
+        {
+            tracing::error!(op = def.id, error = %err, "the store refused an event");
+        }
+        if e.occurred
+            && matches!(e.action, Action::Trigger | Action::AlertAndTrigger)
+            && let Ok(mut ops) = sh.ops.lock()
+        {
+            let now = Instant::now();
+            for t in &def.triggers {
+                if let Some(o) = ops.get_mut(t) {
+                    o.schedule.trigger(now);
+                    tracing::info!(op = def.id, target = t, "reaction triggered operation");
+                }
+            }
         }
     }
 }
@@ -381,6 +435,14 @@ async fn history(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Quer
     }
 }
 
+async fn events(State(sh): State<St>, Query(q): Query<HistoryQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    match sh.store.lock().ok().and_then(|s| s.events(limit).ok()) {
+        Some(v) => Json(v).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 async fn responder_status(State(sh): State<St>) -> Response {
     match &sh.responder {
         Some(r) => match r.status_async().await {
@@ -402,6 +464,7 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
             .route("/api/v1/operations/{id}/latest", get(latest))
             .route("/api/v1/operations/{id}/history", get(history))
             .route("/api/v1/responder", get(responder_status))
+            .route("/api/v1/events", get(events))
             .with_state(sh);
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -65,6 +65,16 @@ pub struct Metrics {
     mos: Family<OpLabels, FGauge>,
     icpif: Family<OpLabels, Gauge>,
     jitter_avg: Family<DirLabels, FGauge>,
+    reaction_active: Family<ReactLabels, Gauge>,
+}
+
+/// Labels of a reaction.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReactLabels {
+    /// Operation number.
+    pub op: String,
+    /// Element keyword.
+    pub element: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +126,7 @@ impl Metrics {
             mos: Family::default(),
             icpif: Family::default(),
             jitter_avg: Family::default(),
+            reaction_active: Family::default(),
             registry: Registry::default(),
         };
         registry.register("operation_success", "1 when the latest run returned OK", m.success.clone());
@@ -138,6 +149,11 @@ impl Metrics {
             "jitter_average_seconds",
             "Average jitter of the latest run, by direction",
             m.jitter_avg.clone(),
+        );
+        registry.register(
+            "reaction_active",
+            "1 while a reaction's condition holds (rttMonReactOccurred)",
+            m.reaction_active.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -183,6 +199,13 @@ impl Metrics {
             self.mos.get_or_create(&l).set(v.mos);
             self.icpif.get_or_create(&l).set(i64::from(v.icpif));
         }
+    }
+
+    /// Records a reaction's state.
+    pub fn reaction(&self, op: u32, element: &str, occurred: bool) {
+        self.reaction_active
+            .get_or_create(&ReactLabels { op: op.to_string(), element: element.into() })
+            .set(i64::from(occurred));
     }
 
     /// The exposition text.

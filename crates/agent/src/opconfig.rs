@@ -7,6 +7,7 @@ use crate::runner::{ClockSyncMode, OpKind, OperationSpec, Tolerance};
 use ipsla_core::ops::control::{ControlMode, V2Auth};
 use ipsla_core::ops::jitter::MAX_PACKETS;
 use ipsla_core::ops::{Precision, VoiceConfig};
+use ipsla_core::reaction::{ALL_ELEMENTS, Action, Element, ReactionConfig, ThresholdType};
 use ipsla_core::schedule::{ScheduleConfig, StartTime};
 use ipsla_core::voice::{Codec, MosModel};
 use ipsla_net::probe::SocketOptions;
@@ -58,6 +59,26 @@ pub struct OperationFile {
     pub clock_sync: Option<String>,
     pub clock_tolerance: Option<String>,
     pub data_pattern: Option<String>,
+    // reactions and triggers
+    #[serde(default)]
+    pub reaction: Vec<ReactionFile>,
+    /// Operations this one's trigger actions start (IOS `ip sla reaction-trigger`).
+    #[serde(default)]
+    pub trigger: Vec<u32>,
+}
+
+/// One `[[operation.reaction]]` (IOS `ip sla reaction-configuration N react ELEMENT ...`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ReactionFile {
+    pub element: String,
+    /// never | immediate | "consecutive N" | "xofy X Y" | "average N" (default never, as IOS)
+    pub threshold_type: Option<String>,
+    /// [rising, falling]
+    pub threshold: Option<[f64; 2]>,
+    /// none | alert | trigger | alert-and-trigger (default alert)
+    pub action: Option<String>,
 }
 
 /// A validated operation with its schedule.
@@ -71,6 +92,77 @@ pub struct OperationDef {
     pub spec: OperationSpec,
     /// When.
     pub schedule: ScheduleConfig,
+    /// Threshold reactions.
+    pub reactions: Vec<ReactionConfig>,
+    /// Operations started by this one's trigger actions.
+    pub triggers: Vec<u32>,
+}
+
+fn threshold_type(key: &str, s: &str) -> Result<ThresholdType> {
+    let bad = || {
+        ConfigError(format!(
+            "{key}: \"{s}\" is not a threshold type; allowed: never, immediate, \"consecutive N\", \"xofy X Y\", \"average N\" (N, X, Y 1-16)"
+        ))
+    };
+    let n = |v: &str| v.parse::<u8>().ok().filter(|n| (1..=16).contains(n)).ok_or_else(bad);
+    match s.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["never"] => Ok(ThresholdType::Never),
+        ["immediate"] => Ok(ThresholdType::Immediate),
+        ["consecutive"] => Ok(ThresholdType::Consecutive(5)),
+        ["consecutive", c] => Ok(ThresholdType::Consecutive(n(c)?)),
+        ["xofy"] => Ok(ThresholdType::XOfY(5, 5)),
+        ["xofy", x, y] => Ok(ThresholdType::XOfY(n(x)?, n(y)?)),
+        ["average"] => Ok(ThresholdType::Average(5)),
+        ["average", c] => Ok(ThresholdType::Average(n(c)?)),
+        _ => Err(bad()),
+    }
+}
+
+impl ReactionFile {
+    fn validate(&self, key: &str, jitter: bool, voice: bool) -> Result<ReactionConfig> {
+        let element = Element::from_keyword(&self.element).ok_or_else(|| {
+            ConfigError(format!(
+                "{key}.element: \"{}\" is not a reaction element; allowed: {}",
+                self.element,
+                ALL_ELEMENTS.iter().map(|e| e.keyword()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        if !element.applies(jitter, voice) {
+            return Err(ConfigError(format!(
+                "{key}.element: {} does not apply to this operation (Invalid react option for the Probe type configured)",
+                element.keyword()
+            )));
+        }
+        let threshold_type =
+            threshold_type(&format!("{key}.threshold_type"), self.threshold_type.as_deref().unwrap_or("never"))?;
+        if element.is_boolean() {
+            if self.threshold.is_some() {
+                return Err(ConfigError(format!("{key}.threshold: {} takes no threshold values", element.keyword())));
+            }
+            if matches!(threshold_type, ThresholdType::Average(_)) {
+                return Err(ConfigError(format!("{key}.threshold_type: {} cannot use average", element.keyword())));
+            }
+        }
+        let (rising, falling) = match self.threshold {
+            Some([r, f]) if r < f => {
+                return Err(ConfigError(format!("{key}.threshold: rising {r} is below falling {f}")));
+            }
+            Some([r, f]) => (r, f),
+            None => element.default_thresholds(),
+        };
+        let action = choose(
+            &format!("{key}.action"),
+            self.action.as_deref(),
+            Action::Alert,
+            &[
+                ("none", Action::None),
+                ("alert", Action::Alert),
+                ("trigger", Action::Trigger),
+                ("alert-and-trigger", Action::AlertAndTrigger),
+            ],
+        )?;
+        Ok(ReactionConfig { element, threshold_type, rising, falling, action })
+    }
 }
 
 fn choose<T: Copy>(key: &str, v: Option<&str>, default: T, allowed: &[(&str, T)]) -> Result<T> {
@@ -344,7 +436,22 @@ impl OperationFile {
                 None => None,
             },
         };
-        Ok(OperationDef { id, tag: self.tag.clone().unwrap_or_default(), spec, schedule })
+        let jitter = matches!(spec.kind, OpKind::UdpJitter { .. } | OpKind::IcmpJitter { .. });
+        let voice = matches!(spec.kind, OpKind::UdpJitter { voice: Some(_), .. });
+        let reactions = self
+            .reaction
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(&format!("{key}.reaction[{i}]"), jitter, voice))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(OperationDef {
+            id,
+            tag: self.tag.clone().unwrap_or_default(),
+            spec,
+            schedule,
+            reactions,
+            triggers: self.trigger.clone(),
+        })
     }
 }
 
@@ -392,6 +499,27 @@ mod tests {
         let f: OperationFile = toml::from_str("type = \"http\"\ntarget = \"127.0.0.1\"").unwrap();
         assert!(f.validate("operation[3]", 3).unwrap_err().to_string().contains("allowed: udp-jitter, udp-echo"));
         assert!(toml::from_str::<OperationFile>("type = \"udp-echo\"\ntarget = \"x\"\nfrequncy = \"1s\"").is_err());
+    }
+
+    #[test]
+    fn reactions() {
+        let d = op("codec = \"g729a\"\n[[reaction]]\nelement = \"mos\"\nthreshold_type = \"consecutive 3\"\nthreshold = [400, 320]\naction = \"alert-and-trigger\"\n[[reaction]]\nelement = \"timeout\"\nthreshold_type = \"immediate\"").unwrap();
+        assert_eq!(d.reactions.len(), 2);
+        assert_eq!(d.reactions[0].threshold_type, ThresholdType::Consecutive(3));
+        assert_eq!(
+            (d.reactions[0].rising, d.reactions[0].falling, d.reactions[0].action),
+            (400.0, 320.0, Action::AlertAndTrigger)
+        );
+        let e = op("[[reaction]]\nelement = \"mos\"").unwrap_err().to_string();
+        assert!(e.contains("operation[1].reaction[0].element: mos does not apply"), "{e}");
+        let e = op("[[reaction]]\nelement = \"rtt\"\nthreshold_type = \"xofy 5\"").unwrap_err().to_string();
+        assert!(e.contains("operation[1].reaction[0].threshold_type") && e.contains("xofy X Y"), "{e}");
+        let e = op("[[reaction]]\nelement = \"timeout\"\nthreshold = [1, 0]").unwrap_err().to_string();
+        assert!(e.contains("takes no threshold values"), "{e}");
+        let e = op("[[reaction]]\nelement = \"rtt\"\nthreshold = [10, 50]").unwrap_err().to_string();
+        assert!(e.contains("rising 10 is below falling 50"), "{e}");
+        let e = op("[[reaction]]\nelement = \"latency\"").unwrap_err().to_string();
+        assert!(e.contains("allowed: rtt, jitterAvg"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,25 @@ pub struct StoredRun {
     pub report: serde_json::Value,
 }
 
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredEvent {
+    /// Operation number.
+    pub op: u32,
+    /// When, ns since the Unix epoch.
+    pub time_ns: i64,
+    /// "reaction" (later also "track").
+    pub kind: String,
+    /// Element keyword.
+    pub element: String,
+    /// Occurred (true) or cleared.
+    pub occurred: bool,
+    /// The value behind it.
+    pub value: Option<f64>,
+    /// The log line.
+    pub text: String,
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> rusqlite::Result<Store> {
@@ -41,7 +60,17 @@ impl Store {
                  rtt_avg_us REAL,
                  report TEXT NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS runs_op_start ON runs (op, start_ns);",
+             CREATE INDEX IF NOT EXISTS runs_op_start ON runs (op, start_ns);
+             CREATE TABLE IF NOT EXISTS events (
+                 id INTEGER PRIMARY KEY,
+                 op INTEGER NOT NULL,
+                 time_ns INTEGER NOT NULL,
+                 kind TEXT NOT NULL,
+                 element TEXT NOT NULL,
+                 occurred INTEGER NOT NULL,
+                 value REAL,
+                 text TEXT NOT NULL
+             );",
         )?;
         Ok(Store { conn })
     }
@@ -98,10 +127,39 @@ impl Store {
             .map(|n| n as u64)
     }
 
-    /// Deletes runs that started before `now_ns − keep`; returns how many.
+    /// Deletes runs and events older than `now_ns − keep`; returns how many runs.
     pub fn prune(&self, now_ns: i64, keep: Duration) -> rusqlite::Result<usize> {
         let cutoff = now_ns.saturating_sub(keep.as_nanos() as i64);
+        self.conn.execute("DELETE FROM events WHERE time_ns < ?1", params![cutoff])?;
         self.conn.execute("DELETE FROM runs WHERE start_ns < ?1", params![cutoff])
+    }
+
+    /// Records a reaction (or track) event.
+    pub fn insert_event(&self, e: &StoredEvent) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (op, time_ns, kind, element, occurred, value, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![e.op, e.time_ns, e.kind, e.element, e.occurred, e.value, e.text],
+        )?;
+        Ok(())
+    }
+
+    /// The newest `limit` events, newest first.
+    pub fn events(&self, limit: u32) -> rusqlite::Result<Vec<StoredEvent>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT op, time_ns, kind, element, occurred, value, text FROM events ORDER BY time_ns DESC, id DESC LIMIT ?1")?;
+        st.query_map(params![limit], |r| {
+            Ok(StoredEvent {
+                op: r.get(0)?,
+                time_ns: r.get(1)?,
+                kind: r.get(2)?,
+                element: r.get(3)?,
+                occurred: r.get(4)?,
+                value: r.get(5)?,
+                text: r.get(6)?,
+            })
+        })?
+        .collect()
     }
 }
 

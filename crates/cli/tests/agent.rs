@@ -55,6 +55,13 @@ port = {echo}
 control_port = {v1}
 timeout = "200ms"
 frequency = "1s"
+trigger = [3]
+
+[[operation.reaction]]
+element = "rtt"
+threshold_type = "immediate"
+threshold = [0.000001, 0.0000005]   # ms: any real RTT violates
+action = "alert-and-trigger"
 
 [[operation]]
 id = 2
@@ -68,6 +75,17 @@ precision = "us"
 timeout = "300ms"
 frequency = "1s"
 tag = "five probes"
+
+[[operation]]
+id = 3
+type = "udp-echo"
+target = "127.0.0.1"
+port = {echo}
+control_port = {v1}
+timeout = "200ms"
+frequency = "1s"
+start = "pending"
+tag = "started by operation 1's reaction"
 "#,
             store = dir.join("runs.db").display(),
             echo = free_udp(),
@@ -107,10 +125,16 @@ fn runs_are_scheduled_stored_and_exported() {
     std::thread::sleep(Duration::from_millis(2600));
     let ops = operations(http);
     for o in ops.as_array().unwrap() {
-        assert!(o["runs"].as_u64().unwrap() >= 2, "runs every second: {o}");
-        assert_eq!(o["state"], "active");
-        assert!(o["stored"].as_u64().unwrap() >= 2);
+        assert!(o["runs"].as_u64().unwrap() >= 1, "runs every second: {o}");
+        assert_eq!(o["state"], "active", "{o}");
     }
+    assert!(ops[0]["runs"].as_u64().unwrap() >= 2 && ops[0]["stored"].as_u64().unwrap() >= 2);
+    // operation 1's reaction fired once (on the transition only) and triggered the pending 3
+    let (_, ev) = get(http, "/api/v1/events").unwrap();
+    let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+    let fired: Vec<&serde_json::Value> = ev.as_array().unwrap().iter().filter(|e| e["op"] == 1).collect();
+    assert_eq!(fired.len(), 1, "{ev}");
+    assert_eq!(fired[0]["text"], "%RTT-3-IPSLATHRESHOLD: IP SLAs(1): Threshold exceeded for rtt");
     let (code, latest) = get(http, "/api/v1/operations/2/latest").unwrap();
     assert_eq!(code, 200);
     let latest: serde_json::Value = serde_json::from_str(&latest).unwrap();
@@ -123,6 +147,7 @@ fn runs_are_scheduled_stored_and_exported() {
         metrics.lines().find(|l| l.starts_with(r#"ipsla_operations_total{op="1""#)).expect("ipsla_operations_total");
     let runs: f64 = runs_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(runs >= 2.0, "{runs_line}");
+    assert!(metrics.contains(r#"ipsla_reaction_active{op="1",element="rtt"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"ipsla_rtt_seconds_bucket{le="0.00005","#), "RTT histogram with 50 µs buckets");
     assert_eq!(get(http, "/api/v1/operations/9/latest").unwrap().0, 404);
     let (code, r) = get(http, "/api/v1/responder").unwrap();

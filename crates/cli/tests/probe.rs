@@ -118,7 +118,8 @@ fn udp_jitter_us_one_way_with_assumed_sync() {
         assert!(min >= -5.0 && max < 10_000.0, "{dir}: {min}..{max}");
     }
     let rtt = &d["rtt_us"];
-    assert!(rtt["min"].as_f64().unwrap() > 0.0 && rtt["p50"].as_f64().unwrap() < 10_000.0, "{rtt}");
+    // the same calibration error bounds how far below 0 a loopback RTT (true value ~1 µs) can read
+    assert!(rtt["min"].as_f64().unwrap() > -5.0 && rtt["p50"].as_f64().unwrap() < 10_000.0, "{rtt}");
     // RTT with processing removed = SD + DS for each packet, so the sums agree
     let sum = ow["sd"]["sum"].as_f64().unwrap() + ow["ds"]["sum"].as_f64().unwrap();
     assert!((sum - rtt["sum"].as_f64().unwrap()).abs() < 0.1, "{sum} vs {}", rtt["sum"]);

@@ -359,13 +359,19 @@ struct Shared {
     binder: NetBinder,
     rx_delta: DeltaStats,
     tx_delta: DeltaStats,
-    /// Running estimate (ns) of how long after the userspace T3 reading the kernel stamps the
-    /// reply leaving; added to T3 when calibration is on.
+    /// Estimate (ns) of how long after the userspace T3 reading the kernel stamps the reply
+    /// leaving: the smallest of the last deltas, so that a calibrated T3 is rarely later than
+    /// the real departure (which would make an RTT read shorter than it is). Added to T3 when
+    /// calibration is on.
     t3_lead_ns: i64,
+    t3_deltas: std::collections::VecDeque<i64>,
     t3_calibration: bool,
 }
 
 type State = Rc<RefCell<Shared>>;
+
+/// Replies over which the T3 lead is the minimum delta.
+const T3_WINDOW: usize = 64;
 
 async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
     let started = Instant::now();
@@ -382,6 +388,7 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         rx_delta: DeltaStats::default(),
         tx_delta: DeltaStats::default(),
         t3_lead_ns: 0,
+        t3_deltas: std::collections::VecDeque::with_capacity(T3_WINDOW),
         t3_calibration: ctx.t3_calibration,
     }));
     let timer = Rc::new(Notify::new());
@@ -595,9 +602,11 @@ async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: Cance
                 });
                 if let Some(d) = seen {
                     s.tx_delta.add(d);
-                    // EWMA with weight 1/16, bounded to a sane range
-                    let d = d.clamp(0, 1_000_000);
-                    s.t3_lead_ns += (d - s.t3_lead_ns) / 16;
+                    if s.t3_deltas.len() == T3_WINDOW {
+                        s.t3_deltas.pop_front();
+                    }
+                    s.t3_deltas.push_back(d.clamp(0, 1_000_000));
+                    s.t3_lead_ns = s.t3_deltas.iter().copied().min().unwrap_or(0);
                 }
             }
         }
