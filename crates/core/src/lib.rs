@@ -26,4 +26,5 @@ pub mod reaction;
 pub mod responder;
 pub mod schedule;
 pub mod stats;
+pub mod track;
 pub mod voice;
