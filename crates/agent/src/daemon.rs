@@ -12,6 +12,7 @@ use crate::opconfig::{OperationDef, OperationFile};
 use crate::report::{Context, Report};
 use crate::runner;
 use crate::store::{Store, StoredEvent};
+use crate::tracks::{Changed, TrackDef, TrackFile, TrackSet};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -60,6 +61,9 @@ pub struct AgentFile {
     /// `[[operation]]`.
     #[serde(default)]
     pub operation: Vec<OperationFile>,
+    /// `[[track]]`.
+    #[serde(default)]
+    pub track: Vec<TrackFile>,
 }
 
 /// A validated configuration.
@@ -77,6 +81,8 @@ pub struct AgentConfig {
     pub responder: Option<ResponderOptions>,
     /// Operations.
     pub operations: Vec<OperationDef>,
+    /// Tracks.
+    pub tracks: Vec<TrackDef>,
 }
 
 impl AgentFile {
@@ -114,6 +120,7 @@ impl AgentFile {
             },
             workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
             responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
+            tracks: crate::tracks::validate(&self.track, &operations.iter().map(|o| o.id).collect::<Vec<_>>())?,
             operations,
         })
     }
@@ -142,6 +149,7 @@ struct OpState {
 
 struct Shared {
     ops: Mutex<BTreeMap<u32, OpState>>,
+    tracks: Mutex<TrackSet>,
     store: Mutex<Store>,
     metrics: Metrics,
     responder: Option<RunningResponder>,
@@ -189,6 +197,7 @@ impl Agent {
             .collect();
         let shared = Arc::new(Shared {
             ops: Mutex::new(ops),
+            tracks: Mutex::new(TrackSet::new(cfg.tracks.clone())),
             store: Mutex::new(store),
             metrics: Metrics::new(),
             responder,
@@ -254,6 +263,13 @@ fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>, retention: Duration) {
                 }
             }
         }
+        let changes = sh.tracks.lock().map(|mut t| {
+            if let Some(d) = t.poll_timeout() {
+                next = next.min(d);
+            }
+            t.evaluate(now)
+        });
+        publish_tracks(&sh, changes.unwrap_or_default());
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();
             if let Ok(s) = sh.store.lock() {
@@ -320,6 +336,12 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                 }
                 sh.metrics.observe(&def, &out.result);
                 react(&sh, &def, &out.result);
+                let changes = sh
+                    .tracks
+                    .lock()
+                    .map(|mut t| t.on_result(Instant::now(), id, out.result.return_code))
+                    .unwrap_or_default();
+                publish_tracks(&sh, changes);
             }
             Err(e) => tracing::warn!(op = id, error = %e, "run could not start"),
         }
@@ -374,6 +396,43 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
             }
         }
     }
+}
+
+/// Logs, stores and exports track changes.
+fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
+    for c in changes {
+        tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
+        sh.metrics.track(c.id, c.up);
+        let e = StoredEvent {
+            op: c.id,
+            time_ns: wall_ns(),
+            kind: "track".into(),
+            element: "state".into(),
+            occurred: !c.up,
+            value: Some(if c.up { 1.0 } else { 0.0 }),
+            text: c.text,
+        };
+        if let Ok(s) = sh.store.lock()
+            && let Err(err) = s.insert_event(&e)
+        {
+            tracing::error!(track = e.op, error = %err, "the store refused an event");
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct TrackSummary {
+    id: u32,
+    up: bool,
+    changes: u64,
+    tracks: String,
+}
+
+async fn tracks(State(sh): State<St>) -> Response {
+    let Ok(t) = sh.tracks.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let v: Vec<TrackSummary> =
+        t.states().into_iter().map(|(id, up, changes, tracks)| TrackSummary { id, up, changes, tracks }).collect();
+    Json(v).into_response()
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -465,6 +524,7 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
             .route("/api/v1/operations/{id}/history", get(history))
             .route("/api/v1/responder", get(responder_status))
             .route("/api/v1/events", get(events))
+            .route("/api/v1/tracks", get(tracks))
             .with_state(sh);
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -11,3 +11,4 @@ pub mod opconfig;
 pub mod report;
 pub mod runner;
 pub mod store;
+pub mod tracks;

@@ -66,6 +66,14 @@ pub struct Metrics {
     icpif: Family<OpLabels, Gauge>,
     jitter_avg: Family<DirLabels, FGauge>,
     reaction_active: Family<ReactLabels, Gauge>,
+    track_state: Family<TrackLabels, Gauge>,
+}
+
+/// Labels of a track.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrackLabels {
+    /// Track number.
+    pub track: String,
 }
 
 /// Labels of a reaction.
@@ -127,6 +135,7 @@ impl Metrics {
             icpif: Family::default(),
             jitter_avg: Family::default(),
             reaction_active: Family::default(),
+            track_state: Family::default(),
             registry: Registry::default(),
         };
         registry.register("operation_success", "1 when the latest run returned OK", m.success.clone());
@@ -150,6 +159,7 @@ impl Metrics {
             "Average jitter of the latest run, by direction",
             m.jitter_avg.clone(),
         );
+        registry.register("track_state", "1 while a track is up", m.track_state.clone());
         registry.register(
             "reaction_active",
             "1 while a reaction's condition holds (rttMonReactOccurred)",
@@ -206,6 +216,11 @@ impl Metrics {
         self.reaction_active
             .get_or_create(&ReactLabels { op: op.to_string(), element: element.into() })
             .set(i64::from(occurred));
+    }
+
+    /// Records a track's state.
+    pub fn track(&self, id: u32, up: bool) {
+        self.track_state.get_or_create(&TrackLabels { track: id.to_string() }).set(i64::from(up));
     }
 
     /// The exposition text.

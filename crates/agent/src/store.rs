@@ -27,11 +27,11 @@ pub struct StoredRun {
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StoredEvent {
-    /// Operation number.
+    /// Operation number (kind "reaction") or track number (kind "track").
     pub op: u32,
     /// When, ns since the Unix epoch.
     pub time_ns: i64,
-    /// "reaction" (later also "track").
+    /// "reaction" or "track".
     pub kind: String,
     /// Element keyword.
     pub element: String,

@@ -86,6 +86,20 @@ timeout = "200ms"
 frequency = "1s"
 start = "pending"
 tag = "started by operation 1's reaction"
+
+[[track]]
+id = 1
+operation = 1
+mode = "reachability"
+
+[[track]]
+id = 2
+operation = 2
+
+[[track]]
+id = 5
+list = "and"
+members = [1, 2]
 "#,
             store = dir.join("runs.db").display(),
             echo = free_udp(),
@@ -132,9 +146,19 @@ fn runs_are_scheduled_stored_and_exported() {
     // operation 1's reaction fired once (on the transition only) and triggered the pending 3
     let (_, ev) = get(http, "/api/v1/events").unwrap();
     let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
-    let fired: Vec<&serde_json::Value> = ev.as_array().unwrap().iter().filter(|e| e["op"] == 1).collect();
+    let fired: Vec<&serde_json::Value> =
+        ev.as_array().unwrap().iter().filter(|e| e["kind"] == "reaction" && e["op"] == 1).collect();
     assert_eq!(fired.len(), 1, "{ev}");
     assert_eq!(fired[0]["text"], "%RTT-3-IPSLATHRESHOLD: IP SLAs(1): Threshold exceeded for rtt");
+    // tracks: both operations succeed, so both tracks and their "and" list came up, once each
+    let tracks: serde_json::Value = serde_json::from_str(&get(http, "/api/v1/tracks").unwrap().1).unwrap();
+    for t in tracks.as_array().unwrap() {
+        assert_eq!((t["up"].as_bool(), t["changes"].as_u64()), (Some(true), Some(1)), "{t}");
+    }
+    assert!(
+        ev.as_array().unwrap().iter().any(|e| e["text"] == "%TRACK-6-STATE: 5 list boolean and Down -> Up"),
+        "{ev}"
+    );
     let (code, latest) = get(http, "/api/v1/operations/2/latest").unwrap();
     assert_eq!(code, 200);
     let latest: serde_json::Value = serde_json::from_str(&latest).unwrap();
@@ -148,6 +172,7 @@ fn runs_are_scheduled_stored_and_exported() {
     let runs: f64 = runs_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(runs >= 2.0, "{runs_line}");
     assert!(metrics.contains(r#"ipsla_reaction_active{op="1",element="rtt"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"ipsla_track_state{track="5"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"ipsla_rtt_seconds_bucket{le="0.00005","#), "RTT histogram with 50 µs buckets");
     assert_eq!(get(http, "/api/v1/operations/9/latest").unwrap().0, 404);
     let (code, r) = get(http, "/api/v1/responder").unwrap();

@@ -314,11 +314,17 @@ impl JitterOp {
         let late = now.saturating_duration_since(sent.at) > self.cfg.timeout;
         let (rtt, sd, ds) = match reply {
             Reply::Ms(r) => {
-                // ms precision computes from the T1 written on the wire, as IOS does.
+                // Whole ms, as IOS computes. T1 is the kernel's transmit stamp when we have it:
+                // the value written on the wire was read before the send call, and a thread
+                // stalled between the two would inflate SD and RTT by the stall.
                 if !duplicate {
-                    self.stamps.tx_user += 1;
+                    if sent.t1_kernel.is_some() {
+                        self.stamps.tx_kernel += 1;
+                    } else {
+                        self.stamps.tx_user += 1;
+                    }
                 }
-                let t1 = t1_wire as u32;
+                let t1 = sent.t1_kernel.map_or(t1_wire as u32, ms_since_midnight);
                 let t4 = ms_since_midnight(rx.wall);
                 let p = i64::from(r.processing_ms);
                 let ms = 1_000_000i64;
