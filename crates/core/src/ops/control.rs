@@ -8,7 +8,7 @@
 
 use super::ReturnCode;
 use ipsla_wire::cisco::control_v1::{self, ControlV1, ControlV1Repr, MeasurementRepr};
-use ipsla_wire::cisco::control_v2::{self, AuthMode, AuthRepr, ControlV2, ControlV2Repr, Status, UdpMeasurementRepr};
+use ipsla_wire::cisco::control_v2::{AuthMode, AuthRepr, ControlV2, ControlV2Repr, Status, UdpMeasurementRepr};
 use ipsla_wire::time::NtpTimestamp;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -100,11 +100,6 @@ impl ControlPhase {
     /// failure, `None` while pending.
     pub fn outcome(&self) -> Option<Result<u16, ReturnCode>> {
         self.outcome
-    }
-
-    /// Number of control messages sent.
-    pub fn attempts(&self) -> u32 {
-        self.attempts
     }
 
     /// Writes the next control message into `buf` when one is due.
@@ -233,9 +228,3 @@ impl ControlPhase {
         }
     }
 }
-
-/// The v1 wire request length for IPv4 (IOS capture).
-pub const V1_REQUEST_LEN_V4: usize = control_v1::HEADER_LEN + control_v1::MEASUREMENT_V4_LEN + control_v1::AUTH_LEN;
-/// Largest control message a source sends.
-pub const MAX_CONTROL_LEN: usize =
-    control_v2::HEADER_LEN + 2 * control_v2::CSLD_HEADER_LEN + control_v2::AUTH_DATA_LEN + control_v2::UDP_DATA_LEN;

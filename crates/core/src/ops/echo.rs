@@ -196,17 +196,9 @@ impl Operation for EchoOp {
                     self.failure = Some(ReturnCode::VerifyError);
                     return;
                 }
-                if rx.kernel {
-                    self.stamps.rx_kernel += 1;
-                } else {
-                    self.stamps.rx_user += 1;
-                }
+                self.stamps.note_rx(rx.kernel);
+                self.stamps.note_tx(self.t1_kernel.is_some());
                 let t1 = self.t1_kernel.unwrap_or(self.t1);
-                if self.t1_kernel.is_some() {
-                    self.stamps.tx_kernel += 1;
-                } else {
-                    self.stamps.tx_user += 1;
-                }
                 let rtt = rx.wall.as_nanos() as i64 - t1.as_nanos() as i64;
                 self.failure = None;
                 self.sample =

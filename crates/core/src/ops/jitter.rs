@@ -306,10 +306,9 @@ impl JitterOp {
         if duplicate {
             self.stored_duplicates += 1;
         }
-        if rx.kernel {
-            self.stamps.rx_kernel += 1;
-        } else {
-            self.stamps.rx_user += 1;
+        self.stamps.note_rx(rx.kernel);
+        if !duplicate {
+            self.stamps.note_tx(sent.t1_kernel.is_some());
         }
         let late = now.saturating_duration_since(sent.at) > self.cfg.timeout;
         let (rtt, sd, ds) = match reply {
@@ -317,13 +316,6 @@ impl JitterOp {
                 // Whole ms, as IOS computes. T1 is the kernel's transmit stamp when we have it:
                 // the value written on the wire was read before the send call, and a thread
                 // stalled between the two would inflate SD and RTT by the stall.
-                if !duplicate {
-                    if sent.t1_kernel.is_some() {
-                        self.stamps.tx_kernel += 1;
-                    } else {
-                        self.stamps.tx_user += 1;
-                    }
-                }
                 let t1 = sent.t1_kernel.map_or(t1_wire as u32, ms_since_midnight);
                 let t4 = ms_since_midnight(rx.wall);
                 let p = i64::from(r.processing_ms);
@@ -340,13 +332,6 @@ impl JitterOp {
                 // T1 from our own clock: the kernel's transmit stamp when we have it (the wire
                 // copy is the earlier userspace reading, rounded to 2^-32 s).
                 let t1 = NtpTimestamp::from_unix(sent.t1_kernel.unwrap_or(sent.t1_wall));
-                if !duplicate {
-                    if sent.t1_kernel.is_some() {
-                        self.stamps.tx_kernel += 1;
-                    } else {
-                        self.stamps.tx_user += 1;
-                    }
-                }
                 (t4.diff_nanos(t1) - t3.diff_nanos(t2), t2.diff_nanos(t1), t4.diff_nanos(t3))
             }
         };

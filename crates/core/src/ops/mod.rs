@@ -47,6 +47,17 @@ pub struct Transmit {
     pub seq: u32,
 }
 
+impl StampSources {
+    /// Counts a reply's receive stamp.
+    pub fn note_rx(&mut self, kernel: bool) {
+        if kernel { self.rx_kernel += 1 } else { self.rx_user += 1 }
+    }
+    /// Counts a sample's send stamp.
+    pub fn note_tx(&mut self, kernel: bool) {
+        if kernel { self.tx_kernel += 1 } else { self.tx_user += 1 }
+    }
+}
+
 /// Distribution of the difference between a userspace clock reading and the kernel's stamp of the
 /// same packet: how much the kernel stamps correct (a self-diagnostic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -108,7 +108,7 @@ impl Operation for TcpConnectOp {
         let Phase::Wait { t1, .. } = self.phase else { return };
         if ok {
             let rtt = rx.wall.as_nanos() as i64 - t1.as_nanos() as i64;
-            self.stamps.rx_user += 1;
+            self.stamps.note_rx(false);
             self.sample = Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false, duplicate: false });
         } else {
             // Refused or unreachable: IOS reports "No connection".
