@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
-use ipsla_core::schedule::{Due, OperState, Schedule};
+use ipsla_core::schedule::{Due, OperState, Schedule, ScheduleConfig};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -64,6 +64,9 @@ pub struct AgentFile {
     /// `[[track]]`.
     #[serde(default)]
     pub track: Vec<TrackFile>,
+    /// `[[group]]`: group schedules.
+    #[serde(default)]
+    pub group: Vec<crate::group::GroupFile>,
 }
 
 /// A validated configuration.
@@ -104,6 +107,7 @@ impl AgentFile {
             }
             operations.push(d);
         }
+        crate::group::apply(&self.group, &self.operation, &mut operations)?;
         for (i, d) in operations.iter().enumerate() {
             if let Some(t) = d.triggers.iter().find(|t| !ids.contains_key(t)) {
                 return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
@@ -180,6 +184,7 @@ impl Agent {
         let store = Store::open(&cfg.store)?;
         let responder = cfg.responder.clone().map(spawn_responder).transpose()?;
         let now = Instant::now();
+        let wall = ipsla_net::clock::wall_now();
         let ops = cfg
             .operations
             .iter()
@@ -188,7 +193,11 @@ impl Agent {
                     d.id,
                     OpState {
                         def: d.clone(),
-                        schedule: Schedule::new(now, d.schedule, rand::random()),
+                        schedule: Schedule::new(
+                            now,
+                            ScheduleConfig { start: d.schedule.start.resolve(wall), ..d.schedule },
+                            rand::random(),
+                        ),
                         sequence: rand::random::<u8>().into(),
                         reactions: d.reactions.iter().map(|r| Reaction::new(*r)).collect(),
                     },

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod group;
 pub mod metrics;
 pub mod opconfig;
 pub mod report;
