@@ -47,6 +47,8 @@ pub struct AgentSection {
     pub retention: Option<String>,
     /// Runner threads (default 16).
     pub workers: Option<usize>,
+    /// `rtm_protocol` of the routes `[[route]]` installs (default 167).
+    pub route_protocol: Option<u32>,
 }
 
 /// The agent's configuration file.
@@ -67,6 +69,9 @@ pub struct AgentFile {
     /// `[[group]]`: group schedules.
     #[serde(default)]
     pub group: Vec<crate::group::GroupFile>,
+    /// `[[route]]`: routes installed while a track is up (failover).
+    #[serde(default)]
+    pub route: Vec<crate::routes::RouteFile>,
 }
 
 /// A validated configuration.
@@ -86,6 +91,10 @@ pub struct AgentConfig {
     pub operations: Vec<OperationDef>,
     /// Tracks.
     pub tracks: Vec<TrackDef>,
+    /// Routes driven by tracks.
+    pub routes: Vec<crate::routes::RouteDef>,
+    /// Their protocol number.
+    pub route_protocol: u8,
 }
 
 impl AgentFile {
@@ -113,6 +122,7 @@ impl AgentFile {
                 return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
             }
         }
+        let tracks = crate::tracks::validate(&self.track, &operations.iter().map(|o| o.id).collect::<Vec<_>>())?;
         Ok(AgentConfig {
             http,
             store: self.agent.store.clone().unwrap_or_else(|| PathBuf::from("ipsla-agent.db")),
@@ -124,7 +134,9 @@ impl AgentFile {
             },
             workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
             responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
-            tracks: crate::tracks::validate(&self.track, &operations.iter().map(|o| o.id).collect::<Vec<_>>())?,
+            tracks: tracks.clone(),
+            routes: crate::routes::validate(&self.route, &tracks.iter().map(|t| t.id).collect::<Vec<_>>())?,
+            route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
             operations,
         })
     }
@@ -157,6 +169,7 @@ struct Shared {
     store: Mutex<Store>,
     metrics: Metrics,
     responder: Option<RunningResponder>,
+    failover: Mutex<Option<crate::routes::Failover>>,
     stop: AtomicBool,
 }
 
@@ -204,12 +217,19 @@ impl Agent {
                 )
             })
             .collect();
+        let track_set = TrackSet::new(cfg.tracks.clone());
+        let failover = if cfg.routes.is_empty() {
+            None
+        } else {
+            Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, track_states(&track_set))?)
+        };
         let shared = Arc::new(Shared {
             ops: Mutex::new(ops),
-            tracks: Mutex::new(TrackSet::new(cfg.tracks.clone())),
+            tracks: Mutex::new(track_set),
             store: Mutex::new(store),
             metrics: Metrics::new(),
             responder,
+            failover: Mutex::new(failover),
             stop: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
@@ -250,7 +270,15 @@ impl Agent {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Some(mut f) = self.shared.failover.lock().ok().and_then(|mut f| f.take()) {
+            f.stop();
+        }
     }
+}
+
+/// Every track's state, for the route failover.
+fn track_states(t: &TrackSet) -> BTreeMap<u32, bool> {
+    t.states().into_iter().map(|(id, up, _, _)| (id, up)).collect()
 }
 
 fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>, retention: Duration) {
@@ -407,8 +435,15 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
     }
 }
 
-/// Logs, stores and exports track changes.
+/// Logs, stores and exports track changes, and hands the new states to the route failover.
 fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
+    if !changes.is_empty()
+        && let Ok(f) = sh.failover.lock()
+        && let Some(f) = f.as_ref()
+        && let Some(states) = sh.tracks.lock().ok().map(|t| track_states(&t))
+    {
+        f.update(states);
+    }
     for c in changes {
         tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
         sh.metrics.track(c.id, c.up);
@@ -435,6 +470,13 @@ struct TrackSummary {
     up: bool,
     changes: u64,
     tracks: String,
+}
+
+async fn routes(State(sh): State<St>) -> Response {
+    match sh.failover.lock().ok().and_then(|f| f.as_ref().map(|f| f.status())) {
+        Some(s) => Json(s).into_response(),
+        None => (StatusCode::NOT_FOUND, "this agent manages no routes\n").into_response(),
+    }
 }
 
 async fn tracks(State(sh): State<St>) -> Response {
@@ -534,6 +576,7 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
             .route("/api/v1/responder", get(responder_status))
             .route("/api/v1/events", get(events))
             .route("/api/v1/tracks", get(tracks))
+            .route("/api/v1/routes", get(routes))
             .with_state(sh);
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
