@@ -1,6 +1,7 @@
 //! Route failover across the lab: two paths between two network namespaces, `ipsla agent` in A
 //! tracking the primary next hop with an icmp-echo operation, a tracked route to B's service
-//! prefix via the primary and a floating backup via the second path. Cutting the primary moves
+//! prefix via the primary and a floating backup via the second path. Cutting the primary (or
+//! slowing it past the threshold: a `state` track is up only on OK) moves
 //! the route to the backup within frequency + timeout + delay down; restoring it moves it back.
 //! Packets are checked on the lab links, not only in the routing table. Needs root.
 
@@ -77,11 +78,12 @@ type = "icmp-echo"
 target = "{p_gw}"
 frequency = "1s"
 timeout = "500ms"
+threshold = "20ms"
 
 [[track]]
 id = 1
 operation = 1
-mode = "reachability"
+mode = "state"
 delay_down = "1s"
 delay_up = "1s"
 
@@ -137,9 +139,20 @@ metric = 20
     assert!(t <= Duration::from_millis(4500), "failback took {t:?}");
     assert_eq!(which_link(&a, [&primary, &backup]), [true, false], "traffic is back on the primary");
 
+    // impair it: 40 ms each way puts the RTT over the 20 ms threshold; a `state` track goes down
+    // on OverThreshold, so a slow primary fails over like a dead one
+    let slow = Impairment::delay(Duration::from_millis(40));
+    primary.set_impairment(ipsla_lab::Dir::AtoB, slow.clone());
+    primary.set_impairment(ipsla_lab::Dir::BtoA, slow);
+    let t = wait_via(&a, &b_gw, Duration::from_secs(10)).unwrap_or_else(|| panic!("slow primary kept:\n{}", log()));
+    eprintln!("failover on a slow primary took {t:?}");
+    primary.set_impairment(ipsla_lab::Dir::AtoB, Impairment::default());
+    primary.set_impairment(ipsla_lab::Dir::BtoA, Impairment::default());
+    wait_via(&a, &p_gw, Duration::from_secs(10)).unwrap_or_else(|| panic!("no failback after the delay:\n{}", log()));
+
     let text = log();
-    assert!(text.contains("%TRACK-6-STATE: 1 ip sla 1 reachability Up -> Down"), "{text}");
-    assert!(text.contains("%TRACK-6-STATE: 1 ip sla 1 reachability Down -> Up"), "{text}");
+    assert!(text.contains("%TRACK-6-STATE: 1 ip sla 1 state Up -> Down"), "{text}");
+    assert!(text.contains("%TRACK-6-STATE: 1 ip sla 1 state Down -> Up"), "{text}");
     assert!(text.contains(&format!("route withdrawn: 10.99.0.0/24 via {p_gw}")), "{text}");
     assert!(text.contains("route withdrawn: 10.98.0.0/24"), "{text}");
 }
