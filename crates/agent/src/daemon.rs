@@ -6,6 +6,7 @@
 //! runtime, and the responder's own thread. A completed run is committed to the store before it
 //! is published, so a killed agent loses no completed run.
 
+use crate::alert::{AlertDef, AlertEvent, AlertFile, Alerts};
 use crate::config::{ConfigError, ResponderFile, Result as CfgResult, check_range, parse_duration};
 use crate::metrics::Metrics;
 use crate::opconfig::{OperationDef, OperationFile};
@@ -72,6 +73,9 @@ pub struct AgentFile {
     /// `[[route]]`: routes installed while a track is up (failover).
     #[serde(default)]
     pub route: Vec<crate::routes::RouteFile>,
+    /// `[[alert]]`.
+    #[serde(default)]
+    pub alert: Vec<AlertFile>,
 }
 
 /// A validated configuration.
@@ -97,6 +101,8 @@ pub struct AgentConfig {
     pub routes: Vec<crate::routes::RouteDef>,
     /// Their protocol number.
     pub route_protocol: u8,
+    /// Alert sinks.
+    pub alerts: Vec<AlertDef>,
 }
 
 impl AgentFile {
@@ -141,6 +147,7 @@ impl AgentFile {
             routes: crate::routes::validate(&self.route, &tracks.iter().map(|t| t.id).collect::<Vec<_>>())?,
             route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
             operations,
+            alerts: crate::alert::validate(&self.alert)?,
         })
     }
 }
@@ -198,6 +205,7 @@ struct Shared {
     responder: Option<RunningResponder>,
     failover: Mutex<Option<crate::routes::Failover>>,
     stop: AtomicBool,
+    alerts: Alerts,
 }
 
 /// A running agent.
@@ -231,16 +239,19 @@ impl Agent {
         } else {
             Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, track_states(&track_set))?)
         };
+        let metrics = Metrics::new();
+        let alerts = Alerts::start(cfg.alerts.clone(), &metrics)?;
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg.clone()),
             loader: Mutex::new(None),
             ops: Mutex::new(ops),
             tracks: Mutex::new(track_set),
             store: Mutex::new(store),
-            metrics: Metrics::new(),
+            metrics,
             responder,
             failover: Mutex::new(failover),
             stop: AtomicBool::new(false),
+            alerts,
         });
         let mut threads = Vec::new();
         let (jobs_tx, jobs_rx) = mpsc::channel::<u32>();
@@ -286,7 +297,8 @@ impl Agent {
         reload_from_source(&self.shared)
     }
 
-    /// Stops scheduling, lets running operations finish, stops HTTP and the responder.
+    /// Stops scheduling, lets running operations finish, stops HTTP and the responder, then gives
+    /// the alert sinks up to 5 s to deliver what is queued.
     pub fn stop(mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(s) = self.http_stop.take() {
@@ -298,6 +310,7 @@ impl Agent {
         if let Some(mut f) = self.shared.failover.lock().ok().and_then(|mut f| f.take()) {
             f.stop();
         }
+        self.shared.alerts.stop(Duration::from_secs(5));
     }
 }
 
@@ -537,6 +550,7 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
         let text = e.syslog(def.id);
         if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
             tracing::warn!(target: "ipsla::reaction", op = def.id, value = e.value, "{text}");
+            sh.alerts.send(AlertEvent::reaction(def.id, &e, wall_ns()));
         }
         sh.metrics.reaction(def.id, e.element.keyword(), e.occurred);
         let stored = StoredEvent {
@@ -580,6 +594,7 @@ fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
     for c in changes {
         tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
         sh.metrics.track(c.id, c.up);
+        sh.alerts.send(AlertEvent::track(&c, wall_ns()));
         let e = StoredEvent {
             op: c.id,
             time_ns: wall_ns(),
