@@ -432,26 +432,32 @@ struct Running {
     thread: JoinHandle<()>,
 }
 
-/// The running sinks.
-pub struct Alerts {
+impl Running {
+    /// Closes the queues, lets the thread deliver until `within` has passed, joins it, and counts
+    /// what was left as dropped.
+    fn finish(self, sinks: &[Arc<SinkState>], within: Duration) {
+        drop(self.queues);
+        let _ = self.stop.send(Instant::now() + within);
+        let _ = self.thread.join();
+        for s in sinks {
+            let left = s.queued.swap(0, Ordering::SeqCst);
+            if left > 0 {
+                s.dropped.inc_by(left);
+                tracing::warn!(sink = %s.name, events = left, "alerts still queued at shutdown were not delivered");
+            }
+        }
+    }
+}
+
+/// One configuration's sinks and, until stopped, their thread.
+#[derive(Default)]
+struct Inner {
     sinks: Vec<Arc<SinkState>>,
-    running: Mutex<Option<Running>>,
+    running: Option<Running>,
 }
 
-impl std::fmt::Debug for Alerts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.sinks.iter().map(|s| &s.name)).finish()
-    }
-}
-
-impl Alerts {
-    /// Starts the sinks on one thread (none when `defs` is empty), counting into `metrics`.
-    pub fn start(defs: Vec<AlertDef>, metrics: &Metrics) -> std::io::Result<Alerts> {
-        Self::with_capacity(defs, metrics, QUEUE)
-    }
-
-    /// [`Alerts::start`] with `capacity` events per sink queue.
-    pub fn with_capacity(defs: Vec<AlertDef>, metrics: &Metrics, capacity: usize) -> std::io::Result<Alerts> {
+impl Inner {
+    fn launch(defs: Vec<AlertDef>, metrics: &Metrics, capacity: usize) -> std::io::Result<Inner> {
         let mut sinks = Vec::new();
         let mut queues = Vec::new();
         let mut work = Vec::new();
@@ -471,21 +477,46 @@ impl Alerts {
             work.push((s, d.sink, rx));
         }
         if work.is_empty() {
-            return Ok(Alerts { sinks, running: Mutex::new(None) });
+            return Ok(Inner { sinks, running: None });
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (stop, stop_rx) = oneshot::channel();
         let thread = std::thread::Builder::new().name("ipsla-alert".into()).spawn(move || run(rt, work, stop_rx))?;
-        Ok(Alerts { sinks, running: Mutex::new(Some(Running { queues, stop, thread })) })
+        Ok(Inner { sinks, running: Some(Running { queues, stop, thread }) })
+    }
+}
+
+/// The running sinks.
+pub struct Alerts {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> =
+            self.inner.lock().map(|i| i.sinks.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
+        f.debug_list().entries(names).finish()
+    }
+}
+
+impl Alerts {
+    /// Starts the sinks on one thread (none when `defs` is empty), counting into `metrics`.
+    pub fn start(defs: Vec<AlertDef>, metrics: &Metrics) -> std::io::Result<Alerts> {
+        Self::with_capacity(defs, metrics, QUEUE)
+    }
+
+    /// [`Alerts::start`] with `capacity` events per sink queue.
+    pub fn with_capacity(defs: Vec<AlertDef>, metrics: &Metrics, capacity: usize) -> std::io::Result<Alerts> {
+        Ok(Alerts { inner: Mutex::new(Inner::launch(defs, metrics, capacity)?) })
     }
 
     /// Queues `ev` for every sink that wants its kind; never blocks. A full queue drops it (counted,
     /// and logged at most every 10 s per sink).
     pub fn send(&self, ev: AlertEvent) {
-        let Ok(running) = self.running.lock() else { return };
-        let Some(r) = running.as_ref() else { return };
+        let Ok(inner) = self.inner.lock() else { return };
+        let Some(r) = inner.running.as_ref() else { return };
         let ev = Arc::new(ev);
-        for (s, q) in self.sinks.iter().zip(&r.queues) {
+        for (s, q) in inner.sinks.iter().zip(&r.queues) {
             if !s.events.wants(ev.kind) {
                 continue;
             }
@@ -500,25 +531,41 @@ impl Alerts {
         }
     }
 
+    /// Replaces the sinks with `defs` (a reload): new events go to the new sinks at once, while
+    /// the old ones deliver what they hold for up to `within` on a thread of their own. Counters
+    /// continue for sinks whose name stays. On error (no thread for the new sinks) the old ones stay.
+    pub fn reconfigure(&self, defs: Vec<AlertDef>, metrics: &Metrics, within: Duration) -> std::io::Result<()> {
+        let new = Inner::launch(defs, metrics, QUEUE)?;
+        let Ok(mut inner) = self.inner.lock() else { return Ok(()) };
+        let old = std::mem::replace(&mut *inner, new);
+        drop(inner);
+        if let Some(r) = old.running {
+            let sinks = old.sinks;
+            // without a thread of their own the old sinks still get their short grace (see run)
+            let spawned =
+                std::thread::Builder::new().name("ipsla-alert-old".into()).spawn(move || r.finish(&sinks, within));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "the previous alert sinks drain without being waited for");
+            }
+        }
+        Ok(())
+    }
+
     /// Stops accepting events, delivers what is queued until `within` has passed (what is left
     /// then is counted as dropped), and joins the thread. Later calls do nothing.
     pub fn stop(&self, within: Duration) {
-        let Some(r) = self.running.lock().ok().and_then(|mut r| r.take()) else { return };
-        drop(r.queues);
-        let _ = r.stop.send(Instant::now() + within);
-        let _ = r.thread.join();
-        for s in &self.sinks {
-            let left = s.queued.swap(0, Ordering::SeqCst);
-            if left > 0 {
-                s.dropped.inc_by(left);
-                tracing::warn!(sink = %s.name, events = left, "alerts still queued at shutdown were not delivered");
-            }
-        }
+        let Some((r, sinks)) = self.inner.lock().ok().and_then(|mut i| Some((i.running.take()?, i.sinks.clone())))
+        else {
+            return;
+        };
+        r.finish(&sinks, within);
     }
 
     /// Each sink's name and counts.
     pub fn counts(&self) -> Vec<(String, SinkCounts)> {
-        self.sinks
+        let Ok(inner) = self.inner.lock() else { return Vec::new() };
+        inner
+            .sinks
             .iter()
             .map(|s| {
                 (s.name.clone(), SinkCounts { sent: s.sent.get(), failed: s.failed.get(), dropped: s.dropped.get() })

@@ -191,6 +191,8 @@ pub struct ReloadSummary {
     pub tracks_changed: bool,
     /// The routes were redefined.
     pub routes_changed: bool,
+    /// The alert sinks were redefined.
+    pub alerts_changed: bool,
     /// Settings that take effect only after a restart (they were not applied).
     pub needs_restart: Vec<String>,
 }
@@ -408,6 +410,12 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
             }
         }
     }
+    sum.alerts_changed = cur.alerts != new.alerts;
+    if sum.alerts_changed
+        && let Err(e) = sh.alerts.reconfigure(new.alerts.clone(), &sh.metrics, Duration::from_secs(5))
+    {
+        tracing::error!(error = %e, "alert sinks could not restart; the previous ones stay");
+    }
     let (http, store, workers, responder, responder_file) =
         (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone());
     *cur = AgentConfig { http, store, workers, responder, responder_file, ..new };
@@ -418,6 +426,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         removed = ?sum.removed,
         tracks_changed = sum.tracks_changed,
         routes_changed = sum.routes_changed,
+        alerts_changed = sum.alerts_changed,
         "configuration reloaded"
     );
     if !sum.needs_restart.is_empty() {

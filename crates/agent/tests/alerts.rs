@@ -230,6 +230,28 @@ fn the_events_filter_picks_kinds() {
 }
 
 #[test]
+fn reconfigure_moves_new_events_to_the_new_sinks() {
+    let old = receiver(&[200], None);
+    let new = receiver(&[200], None);
+    let metrics = Metrics::new();
+    let hook = |r: &Receiver| defs(&format!("[[alert]]\ntype = \"webhook\"\nname = \"noc\"\nurl = \"{}\"", r.url()));
+    let a = Alerts::start(hook(&old), &metrics).unwrap();
+    a.send(rtt_event(1));
+    a.reconfigure(hook(&new), &metrics, STOP).unwrap();
+    a.send(rtt_event(2));
+    a.stop(STOP);
+    old.wait_for(1); // the old sink drains on a thread of its own
+    assert_eq!(old.bodies().iter().map(|v| v["id"].as_u64().unwrap()).collect::<Vec<_>>(), [1]);
+    assert_eq!(new.bodies().iter().map(|v| v["id"].as_u64().unwrap()).collect::<Vec<_>>(), [2]);
+    // same name, same counter: both deliveries count once the old sink has reported its own
+    let t = Instant::now();
+    while !metrics.encode().contains("ipsla_alerts_total{sink=\"noc\",result=\"sent\"} 2\n") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", metrics.encode());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn exec_hook_gets_the_event_on_stdin_and_in_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("out");
@@ -328,7 +350,7 @@ backoff = "10ms"
         url = rx.url(),
     );
     let cfg = AgentFile::parse(&text).unwrap().validate().unwrap();
-    let agent = Agent::start(cfg).unwrap();
+    let agent = Agent::start(cfg.clone()).unwrap();
     rx.wait_for(1);
     let v = &rx.bodies()[0];
     assert_eq!(v["text"], "%RTT-3-IPSLATHRESHOLD: IP SLAs(7): Threshold Occurred for timeout");
@@ -359,6 +381,11 @@ backoff = "10ms"
         assert!(t.elapsed() < Duration::from_secs(10), "{ops}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // a reload applies [[alert]] changes, and only when there are some
+    assert!(!agent.reload(cfg.clone()).alerts_changed);
+    let other = receiver(&[200], None);
+    let moved = AgentFile::parse(&text.replace(&rx.url(), &other.url())).unwrap().validate().unwrap();
+    assert!(agent.reload(moved).alerts_changed);
     agent.stop();
     assert_eq!(rx.count(), 1);
 }
