@@ -536,6 +536,8 @@ struct OpSummary {
     failures: u64,
     /// Configured life, s; null = forever.
     life_s: Option<f64>,
+    /// What is left of it, s (IOS "Operation time to live"); null = forever.
+    time_to_live_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -552,6 +554,7 @@ async fn metrics(State(sh): State<St>) -> Response {
 async fn operations(State(sh): State<St>) -> Response {
     let Ok(ops) = sh.ops.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     let store = sh.store.lock().ok();
+    let now = Instant::now();
     let list: Vec<OpSummary> = ops
         .values()
         .map(|o| OpSummary {
@@ -567,6 +570,7 @@ async fn operations(State(sh): State<St>) -> Response {
             successes: o.successes,
             failures: o.failures,
             life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
+            time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
         })
         .collect();
     Json(list).into_response()

@@ -368,7 +368,8 @@ impl Unit {
     }
 }
 
-fn ios_time(start: &str) -> String {
+/// An RFC 3339 time as IOS prints it: `10:00:00 UTC 2024-09-01`.
+pub fn ios_time(start: &str) -> String {
     // "2024-09-01T10:00:00.123456Z" -> "10:00:00 UTC 2024-09-01"
     match start.split_once('T') {
         Some((date, rest)) => format!("{} UTC {date}", &rest[..8.min(rest.len())]),

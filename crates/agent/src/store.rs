@@ -232,7 +232,7 @@ impl JitterAggregate {
 }
 
 /// One distribution bucket: completions whose time was in `[lower_ms, upper_ms)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bucket {
     /// Lower bound, ms (inclusive).
     pub lower_ms: u64,
@@ -243,7 +243,7 @@ pub struct Bucket {
 }
 
 /// One operation's statistics over one clock hour (IOS `show ip sla statistics aggregated`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HourAggregate {
     /// Operation number.
     pub op: u32,
