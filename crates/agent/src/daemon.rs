@@ -130,7 +130,7 @@ impl AgentFile {
                 "agent.store_max_size",
                 self.agent.store_max_size.as_deref().unwrap_or("1GiB"),
                 1 << 20,
-                1 << 50,
+                1 << 40,
             )?,
             workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
             responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
