@@ -10,6 +10,7 @@ pub mod group;
 pub mod metrics;
 pub mod opconfig;
 pub mod report;
+pub mod routes;
 pub mod runner;
 pub mod store;
 pub mod tracks;

@@ -216,6 +216,21 @@ impl TrackSet {
             .collect()
     }
 
+    /// The same tracks under new definitions (a reload): the latest return code of every
+    /// operation is kept, and so is the state of every track whose definition did not change.
+    pub fn redefine(&self, defs: Vec<TrackDef>) -> TrackSet {
+        let mut next = TrackSet::new(defs);
+        next.last_code = self.last_code.clone();
+        for (i, d) in next.defs.iter().enumerate() {
+            if let Some(j) = self.defs.iter().position(|o| o == d) {
+                next.tracks[i] = self.tracks[j].clone();
+                next.raw[i] = self.raw[j];
+                next.last_change[i] = self.last_change[j];
+            }
+        }
+        next
+    }
+
     /// (id, up, changes, description) of every track.
     pub fn states(&self) -> Vec<(u32, bool, u64, String)> {
         self.defs.iter().zip(&self.tracks).map(|(d, t)| (d.id, t.up(), t.changes(), d.describe())).collect()
@@ -289,6 +304,7 @@ mod tests {
         let st = t.status();
         assert_eq!((st[0].last_change, st[0].last_code), (Some(t0), Some(ReturnCode::OverThreshold)));
         assert_eq!((st[1].last_change, st[1].last_code, st[2].last_code), (None, None, None));
+        assert_eq!(t.redefine(t.defs.clone()).status()[0].last_change, Some(t0), "a reload keeps it");
         let c = t.on_result(t0, 2, ReturnCode::Ok);
         assert_eq!(
             c.iter().map(|c| (c.id, c.up)).collect::<Vec<_>>(),
