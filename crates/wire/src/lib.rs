@@ -49,6 +49,9 @@ pub enum Error {
     /// A required element is missing or a field holds a value the format forbids.
     #[error("malformed packet")]
     Malformed,
+    /// An HMAC, or the challenge inside a TWAMP Token, did not verify: wrong key or altered data.
+    #[error("integrity check failed")]
+    Integrity,
 }
 
 /// Result alias for this crate.

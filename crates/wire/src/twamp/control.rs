@@ -11,8 +11,8 @@
 //!
 //! Every message after Server-Start is a whole number of 16-octet blocks ending in a 16-octet
 //! HMAC. `emit` writes the HMAC field as zeros (what open mode sends); in the other modes
-//! `crypto::ControlSealer` fills it in and encrypts the message, and
-//! `crypto::ControlOpener` decrypts and checks it before a view is taken.
+//! [`super::crypto::ControlSealer`] fills it in and encrypts the message, and
+//! [`super::crypto::ControlOpener`] decrypts and checks it before a view is taken.
 //!
 //! Each fixed-size view's `new_checked` requires the exact message length: a reader of the TCP
 //! stream knows it from the protocol state, or from the first block with [`message_len`].
@@ -288,7 +288,7 @@ impl ServerGreetingRepr {
         p.set_count(self.count);
     }
     /// RFC 4656 §3.1: Count is a power of 2 and at least 1024. A client should also refuse
-    /// counts above its own limit (see `crypto::MAX_PBKDF2_COUNT`).
+    /// counts above its own limit (see [`super::crypto::MAX_PBKDF2_COUNT`]).
     pub fn count_is_valid(&self) -> bool {
         self.count >= 1024 && self.count.is_power_of_two()
     }
@@ -925,7 +925,7 @@ fn has_accept(c: Command) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 

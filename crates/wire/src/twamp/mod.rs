@@ -2,7 +2,7 @@
 //! and symmetrical size (RFC 6038), mixed mode (RFC 5618); OWAMP's security (RFC 4656 §3.1, §4.1.2).
 //!
 //! - [`control`]: every TWAMP-Control message (TCP 862) as a zero-copy view and a `Repr`.
-//! - [`test`]: TWAMP-Test Session-Sender and Session-Reflector packets (UDP), both layouts.
+//! - [`test`](mod@test): TWAMP-Test Session-Sender and Session-Reflector packets (UDP), both layouts.
 //! - [`crypto`]: key derivation, the Token, the encrypted control stream and its HMAC, the
 //!   per-session test keys and the test-packet encryption.
 //!
@@ -24,6 +24,7 @@
 //!   is strict: MBZ octets are zero and every field is written.
 
 pub mod control;
+pub mod crypto;
 pub mod test;
 
 use crate::{FieldValue, be32, open_enum, put32};

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! In authenticated/encrypted mode the HMAC and encryption are applied by
-//! `crypto::TestCrypto` after `emit`; padding is never encrypted or covered.
+//! [`super::crypto::TestCrypto`] after `emit`; padding is never encrypted or covered.
 //!
 //! Liberal parsing (reference §8): a reflector reply in the open layout may be as short as 38
 //! octets (twampy sends no MBZ and no Sender TTL); [`ReflectorPacket::sender_ttl`] is then
