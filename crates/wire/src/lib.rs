@@ -5,6 +5,7 @@
 //! - [`cisco::control_v2`]: RFC 6812 version-2 control (UDP 1167) with its authentication.
 //! - [`cisco::probe`]: measurement packets of type 1 (udp-echo), 2 (ms jitter) and 3 (µs jitter).
 //! - [`icmp`]: ICMP Echo and Timestamp messages for the ICMP operations.
+//! - [`stamp`]: STAMP test packets (RFC 8762) and their TLVs (RFC 8972).
 //! - [`twamp`]: TWAMP-Control (RFC 5357, 5938, 6038), TWAMP-Test and the TWAMP crypto (RFC 4656).
 //! - [`time`]: NTP 64-bit timestamps, milliseconds since midnight UTC, the PTP-truncated form,
 //!   the OWAMP/TWAMP/STAMP Error Estimate.
@@ -28,6 +29,7 @@
 
 pub mod cisco;
 pub mod icmp;
+pub mod stamp;
 pub mod time;
 pub mod twamp;
 
