@@ -663,6 +663,8 @@ fixed_view! {
 }
 
 fixed_fields! { StartSessions {
+    /// Command: 2 (RFC 4656 §3.7).
+    command, set_command: Command = field::short::FIRST;
     /// HMAC over octets 0–15 (RFC 4656 §3.7).
     hmac, set_hmac: [u8; 16] = field::short::HMAC;
 }}
@@ -684,7 +686,7 @@ impl StartSessionsRepr {
     pub fn emit(&self, buf: &mut [u8]) {
         let b = &mut buf[..START_SESSIONS_LEN];
         b.fill(0);
-        b[0] = Command::StartSessions.into();
+        StartSessions::new_unchecked(b).set_command(Command::StartSessions);
     }
 }
 
@@ -730,6 +732,8 @@ fixed_view! {
 }
 
 fixed_fields! { StopSessions {
+    /// Command: 3 (RFC 5357 §3.8).
+    command, set_command: Command = field::short::FIRST;
     /// Accept: 0 = normal end; non-zero = the results SHOULD be considered invalid (RFC 4656 §3.8).
     accept, set_accept: Accept = field::short::STOP_ACCEPT;
     /// Number of Sessions: the started, unstopped sessions (RFC 5357 §3.8). twampy sends 0
@@ -762,15 +766,9 @@ impl StopSessionsRepr {
         let b = &mut buf[..STOP_SESSIONS_LEN];
         b.fill(0);
         let mut p = StopSessions::new_unchecked(b);
-        p.set_first(Command::StopSessions.into());
+        p.set_command(Command::StopSessions);
         p.set_accept(self.accept);
         p.set_number_of_sessions(self.number_of_sessions);
-    }
-}
-
-impl<T: AsRef<[u8]> + AsMut<[u8]>> StopSessions<T> {
-    fn set_first(&mut self, v: u8) {
-        self.buffer.as_mut()[field::short::FIRST.start] = v;
     }
 }
 

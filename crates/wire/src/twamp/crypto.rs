@@ -26,7 +26,7 @@ use crate::{Error, Result};
 use aes::Aes128;
 use aes::cipher::consts::U16;
 use aes::cipher::{
-    Array, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, KeyInit, KeyIvInit,
+    Array, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit, KeyIvInit,
 };
 use core::fmt;
 use hmac::{Hmac, Mac};
@@ -278,7 +278,6 @@ enum Protection {
 pub struct TestCrypto {
     protection: Protection,
     cipher: Aes128,
-    aes_key: [u8; 16],
     mac: HmacSha1,
 }
 
@@ -297,12 +296,7 @@ impl TestCrypto {
             SecurityMode::Encrypted => Protection::Encrypted,
             SecurityMode::Unauthenticated | SecurityMode::Mixed => return None,
         };
-        Some(TestCrypto {
-            protection,
-            cipher: Aes128::new(&Array::from(keys.aes)),
-            aes_key: keys.aes,
-            mac: hmac_with(&keys.hmac),
-        })
+        Some(TestCrypto { protection, cipher: Aes128::new(&Array::from(keys.aes)), mac: hmac_with(&keys.hmac) })
     }
 
     /// Octets covered by the HMAC and encrypted: block 0 in authenticated mode, 32 (sender) or
@@ -330,7 +324,8 @@ impl TestCrypto {
         packet[hmac_at].copy_from_slice(&truncated_hmac(mac));
         match self.protection {
             Protection::Authenticated => self.cipher.encrypt_blocks(as_blocks(&mut packet[..n])),
-            Protection::Encrypted => cbc_encrypt(&self.aes_key, &[0; 16], &mut packet[..n]),
+            Protection::Encrypted => cbc::Encryptor::inner_iv_init(self.cipher.clone(), &Array::from([0; 16]))
+                .encrypt_blocks(as_blocks(&mut packet[..n])),
         }
         Ok(())
     }
@@ -348,7 +343,8 @@ impl TestCrypto {
         let n = self.region(encrypted_len);
         match self.protection {
             Protection::Authenticated => self.cipher.decrypt_blocks(as_blocks(&mut packet[..n])),
-            Protection::Encrypted => cbc_decrypt(&self.aes_key, &[0; 16], &mut packet[..n]),
+            Protection::Encrypted => cbc::Decryptor::inner_iv_init(self.cipher.clone(), &Array::from([0; 16]))
+                .decrypt_blocks(as_blocks(&mut packet[..n])),
         }
         let mut mac = self.mac.clone();
         mac.update(&packet[..n]);
