@@ -5,7 +5,10 @@
 //! - [`cisco::control_v2`]: RFC 6812 version-2 control (UDP 1167) with its authentication.
 //! - [`cisco::probe`]: measurement packets of type 1 (udp-echo), 2 (ms jitter) and 3 (µs jitter).
 //! - [`icmp`]: ICMP Echo and Timestamp messages for the ICMP operations.
-//! - [`time`]: NTP 64-bit timestamps, milliseconds since midnight UTC, the PTP-truncated form.
+//! - [`stamp`]: STAMP test packets (RFC 8762) and their TLVs (RFC 8972).
+//! - [`twamp`]: TWAMP-Control (RFC 5357, 5938, 6038), TWAMP-Test and the TWAMP crypto (RFC 4656).
+//! - [`time`]: NTP 64-bit timestamps, milliseconds since midnight UTC, the PTP-truncated form,
+//!   the OWAMP/TWAMP/STAMP Error Estimate.
 //!
 //! Invariants: a view built with `new_checked` has had every length checked once, so no accessor
 //! can panic afterwards; every `Repr::emit` writes exactly `buffer_len()` bytes.
@@ -26,7 +29,9 @@
 
 pub mod cisco;
 pub mod icmp;
+pub mod stamp;
 pub mod time;
+pub mod twamp;
 
 /// What was wrong with a packet. Small and `Copy`: callers count it and drop the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -46,6 +51,9 @@ pub enum Error {
     /// A required element is missing or a field holds a value the format forbids.
     #[error("malformed packet")]
     Malformed,
+    /// An HMAC, or the challenge inside a TWAMP Token, did not verify: wrong key or altered data.
+    #[error("integrity check failed")]
+    Integrity,
 }
 
 /// Result alias for this crate.
@@ -72,6 +80,121 @@ pub(crate) fn put64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
 
+/// A value stored big-endian in a fixed byte range of a packet. `read` and `write` get a slice of
+/// exactly the field's length (the accessor macros below slice with the field's range).
+pub(crate) trait FieldValue: Sized {
+    fn read(b: &[u8]) -> Self;
+    fn write(self, b: &mut [u8]);
+}
+
+impl FieldValue for u8 {
+    fn read(b: &[u8]) -> Self {
+        b[0]
+    }
+    fn write(self, b: &mut [u8]) {
+        b[0] = self;
+    }
+}
+impl FieldValue for u16 {
+    fn read(b: &[u8]) -> Self {
+        be16(b, 0)
+    }
+    fn write(self, b: &mut [u8]) {
+        put16(b, 0, self)
+    }
+}
+impl FieldValue for u32 {
+    fn read(b: &[u8]) -> Self {
+        be32(b, 0)
+    }
+    fn write(self, b: &mut [u8]) {
+        put32(b, 0, self)
+    }
+}
+impl FieldValue for u64 {
+    fn read(b: &[u8]) -> Self {
+        be64(b, 0)
+    }
+    fn write(self, b: &mut [u8]) {
+        put64(b, 0, self)
+    }
+}
+impl<const N: usize> FieldValue for [u8; N] {
+    fn read(b: &[u8]) -> Self {
+        let mut a = [0u8; N];
+        a.copy_from_slice(&b[..N]);
+        a
+    }
+    fn write(self, b: &mut [u8]) {
+        b[..N].copy_from_slice(&self);
+    }
+}
+impl FieldValue for time::NtpTimestamp {
+    fn read(b: &[u8]) -> Self {
+        time::NtpTimestamp(be64(b, 0))
+    }
+    fn write(self, b: &mut [u8]) {
+        put64(b, 0, self.0)
+    }
+}
+impl FieldValue for time::ErrorEstimate {
+    fn read(b: &[u8]) -> Self {
+        time::ErrorEstimate(be16(b, 0))
+    }
+    fn write(self, b: &mut [u8]) {
+        put16(b, 0, self.0)
+    }
+}
+
+/// Getters and `set_*` setters for fields at fixed byte ranges of a view `$view<T>` whose bytes
+/// are in `self.buffer`. The view's `new_checked` must have checked that every range is in bounds.
+macro_rules! fixed_fields {
+    ($view:ident { $($(#[$doc:meta])* $get:ident, $set:ident: $ty:ty = $range:expr;)+ }) => {
+        impl<T: AsRef<[u8]>> $view<T> {
+            $(
+                $(#[$doc])*
+                pub fn $get(&self) -> $ty {
+                    $crate::FieldValue::read(&self.buffer.as_ref()[$range])
+                }
+            )+
+        }
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $view<T> {
+            $(
+                #[doc = concat!("Writes the field read by [`", stringify!($get), "`](Self::", stringify!($get), ").")]
+                pub fn $set(&mut self, value: $ty) {
+                    $crate::FieldValue::write(value, &mut self.buffer.as_mut()[$range])
+                }
+            )+
+        }
+    };
+}
+pub(crate) use fixed_fields;
+
+/// Like [`fixed_fields`] for views whose layout varies: `self.fields()` returns the layout's
+/// table of ranges and `$f` names the range in it.
+macro_rules! layout_fields {
+    ($view:ident { $($(#[$doc:meta])* $get:ident, $set:ident: $ty:ty = $f:ident;)+ }) => {
+        impl<T: AsRef<[u8]>> $view<T> {
+            $(
+                $(#[$doc])*
+                pub fn $get(&self) -> $ty {
+                    $crate::FieldValue::read(&self.buffer.as_ref()[self.fields().$f.clone()])
+                }
+            )+
+        }
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $view<T> {
+            $(
+                #[doc = concat!("Writes the field read by [`", stringify!($get), "`](Self::", stringify!($get), ").")]
+                pub fn $set(&mut self, value: $ty) {
+                    let r = self.fields().$f.clone();
+                    $crate::FieldValue::write(value, &mut self.buffer.as_mut()[r])
+                }
+            )+
+        }
+    };
+}
+pub(crate) use layout_fields;
+
 /// Defines an open enum over a wire code: known values get a variant, anything else is kept in
 /// `Unknown` so that it can be counted and reported, never a panic.
 macro_rules! open_enum {
@@ -91,6 +214,14 @@ macro_rules! open_enum {
         impl From<$name> for $ty {
             fn from(v: $name) -> $ty {
                 match v { $($name::$var => $val,)+ $name::Unknown(other) => other }
+            }
+        }
+        impl $crate::FieldValue for $name {
+            fn read(b: &[u8]) -> Self {
+                <$ty as $crate::FieldValue>::read(b).into()
+            }
+            fn write(self, b: &mut [u8]) {
+                <$ty as $crate::FieldValue>::write(self.into(), b)
             }
         }
     };
