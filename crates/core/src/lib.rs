@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod reaction;
 pub mod responder;
 pub mod schedule;
+pub mod stamp;
 pub mod stats;
 pub mod track;
 pub mod voice;
