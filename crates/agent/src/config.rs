@@ -62,6 +62,9 @@ pub struct ResponderFile {
     pub udp_echo: Option<Vec<SocketAddr>>,
     pub tcp_connect: Option<Vec<SocketAddr>>,
     pub udp_jitter: Option<Vec<SocketAddr>>,
+    pub stamp: Option<Vec<SocketAddr>>,
+    pub stamp_stateful: Option<bool>,
+    pub stamp_key_file: Option<PathBuf>,
 }
 
 /// Reads and parses a TOML file into `T`.
@@ -103,7 +106,10 @@ impl ResponderFile {
             status_socket,
             udp_echo,
             tcp_connect,
-            udp_jitter
+            udp_jitter,
+            stamp,
+            stamp_stateful,
+            stamp_key_file
         )
     }
 
@@ -161,8 +167,30 @@ impl ResponderFile {
             core,
             status_socket: self.status_socket.clone(),
             t3_calibration: self.t3_calibration.unwrap_or(true),
+            stamp: list(&self.stamp),
+            stamp_stateful: self.stamp_stateful.unwrap_or(false),
+            stamp_key: match &self.stamp_key_file {
+                Some(p) => Some(load_stamp_key("stamp_key_file", p)?),
+                None => None,
+            },
         })
     }
+}
+
+/// Reads a STAMP HMAC key file (RFC 8762 §4.4: a pre-shared key): hex digits (stamp-suite's
+/// format, e.g. 64 for 32 octets), else the file's bytes with surrounding white space removed.
+pub fn load_stamp_key(key: &str, path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| err(format!("{key}: reading {}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&raw);
+    let t = text.trim();
+    let k = match hex::decode(t) {
+        Ok(k) if !t.is_empty() => k,
+        _ => t.as_bytes().to_vec(),
+    };
+    if k.is_empty() {
+        bail!("{key}: {} is empty; expected a key as hex digits or text", path.display());
+    }
+    Ok(k)
 }
 
 /// Parses `A-B` (or a single port) into an inclusive range of non-zero ports.

@@ -71,6 +71,16 @@ pub struct ResponderArgs {
     /// Permanent udp-jitter port (repeatable).
     #[arg(long, value_name = "ADDR:PORT")]
     udp_jitter: Vec<SocketAddr>,
+    /// STAMP Session-Reflector (RFC 8762) on this address (repeatable; the standard port is 862).
+    #[arg(long, value_name = "ADDR:PORT")]
+    stamp: Vec<SocketAddr>,
+    /// STAMP reflector in stateful mode: its own sequence numbers per session, so that senders
+    /// can tell forward from backward loss.
+    #[arg(long)]
+    stamp_stateful: bool,
+    /// STAMP authenticated mode (HMAC-SHA-256) with the key in this file (hex digits or text).
+    #[arg(long, value_name = "FILE")]
+    stamp_key_file: Option<PathBuf>,
     /// Use the userspace clock for receive timestamps instead of the kernel's.
     #[arg(long)]
     no_kernel_timestamps: bool,
@@ -118,6 +128,9 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         udp_echo: list(&args.udp_echo),
         tcp_connect: list(&args.tcp_connect),
         udp_jitter: list(&args.udp_jitter),
+        stamp: list(&args.stamp),
+        stamp_stateful: args.stamp_stateful.then_some(true),
+        stamp_key_file: args.stamp_key_file.clone(),
     };
     let mut opts = file.overlay(flags).options()?;
     opts.status_socket = Some(opts.status_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)));
@@ -256,6 +269,23 @@ pub fn format_status(r: &StatusReport) -> String {
         for (k, kind) in &r.permanent {
             let _ = writeln!(o, "        {} {}:{}", label(kind), k.addr, k.port);
         }
+    }
+    if !r.stamp.is_empty() {
+        let st = &r.stamp_stats;
+        let addrs: Vec<String> = r.stamp.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(o, "STAMP reflector: {}", addrs.join(" "));
+        let _ = writeln!(
+            o,
+            "        received {} replied {} dropped: short {} too long {} bad HMAC {}; TLVs: integrity failed {} malformed {} unrecognized {}",
+            st.received,
+            st.replied,
+            st.drop_short,
+            st.drop_too_long,
+            st.drop_bad_hmac,
+            st.tlv_integrity_failed,
+            st.tlv_malformed,
+            st.tlv_unrecognized
+        );
     }
     let us = |ns: f64| ns / 1000.0;
     let _ = writeln!(

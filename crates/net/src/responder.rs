@@ -14,6 +14,7 @@ use ipsla_core::responder::{
     BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig,
     ResponderStats, SessionInfo, stamp_transmit,
 };
+use ipsla_core::stamp::{ReflectorConfig, ReflectorStats, StampReflector};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -50,6 +51,12 @@ pub struct ResponderOptions {
     pub status_socket: Option<std::path::PathBuf>,
     /// Add the learned userspace→kernel send delay to T3 (needs kernel timestamps).
     pub t3_calibration: bool,
+    /// STAMP Session-Reflector sockets (RFC 8762; the standard port is 862, none by default).
+    pub stamp: Vec<SocketAddr>,
+    /// STAMP reflector in stateful mode (its own sequence numbers per session).
+    pub stamp_stateful: bool,
+    /// STAMP authenticated mode with this HMAC key; unauthenticated when `None`.
+    pub stamp_key: Option<Vec<u8>>,
 }
 
 impl Default for ResponderOptions {
@@ -65,6 +72,9 @@ impl Default for ResponderOptions {
             core: ResponderConfig::default(),
             status_socket: None,
             t3_calibration: true,
+            stamp: Vec::new(),
+            stamp_stateful: false,
+            stamp_key: None,
         }
     }
 }
@@ -94,6 +104,12 @@ pub struct StatusReport {
     pub tx_kernel_minus_user: DeltaStats,
     /// What T3 calibration adds to the userspace reading now, ns (0 when off).
     pub t3_lead_ns: i64,
+    /// STAMP reflector sockets.
+    #[serde(default)]
+    pub stamp: Vec<SocketAddr>,
+    /// STAMP reflector counters.
+    #[serde(default)]
+    pub stamp_stats: ReflectorStats,
 }
 
 /// A responder running on its own thread.
@@ -101,6 +117,7 @@ pub struct StatusReport {
 pub struct RunningResponder {
     control_v1: Vec<SocketAddr>,
     control_v2: Vec<SocketAddr>,
+    stamp: Vec<SocketAddr>,
     shutdown: CancellationToken,
     status_tx: mpsc::UnboundedSender<oneshot::Sender<StatusReport>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -114,6 +131,10 @@ impl RunningResponder {
     /// Bound v2 control addresses.
     pub fn control_v2_addrs(&self) -> &[SocketAddr] {
         &self.control_v2
+    }
+    /// Bound STAMP reflector addresses.
+    pub fn stamp_addrs(&self) -> &[SocketAddr] {
+        &self.stamp
     }
     /// A snapshot of the status (blocks until the responder thread answers).
     pub fn status(&self) -> Option<StatusReport> {
@@ -196,6 +217,18 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         .map_err(|source| NetError::Bind { addr: *addr, source })?;
         permanent.push((*kind, sock));
     }
+    let mut stamp = Vec::new();
+    for addr in &opts.stamp {
+        let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { addr: *addr, source })?;
+        if opts.kernel_timestamps {
+            socket::enable_rx_timestamps(&s);
+        }
+        socket::enable_ttl_tos(&s, addr.is_ipv6());
+        stamp.push(std::net::UdpSocket::from(s));
+    }
+    let stamp_addrs: Vec<SocketAddr> = stamp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let stamp_cfg =
+        ReflectorConfig { stateful: opts.stamp_stateful, key: opts.stamp_key.clone(), ..ReflectorConfig::default() };
     let addrs = |v: &[std::net::UdpSocket]| v.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>();
     let control_v1 = addrs(&v1);
     let control_v2 = addrs(&v2);
@@ -227,6 +260,9 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         control: (control_v1.clone(), control_v2.clone()),
         fd_limit,
         t3_calibration: opts.t3_calibration && opts.kernel_timestamps,
+        stamp,
+        stamp_addrs: stamp_addrs.clone(),
+        stamp_cfg,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new().name("ipsla-responder".into()).spawn(move || {
@@ -247,7 +283,7 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
             return Err(NetError::Io(io::Error::other("responder thread ended during start-up")));
         }
     }
-    Ok(RunningResponder { control_v1, control_v2, shutdown, status_tx, thread: Some(thread) })
+    Ok(RunningResponder { control_v1, control_v2, stamp: stamp_addrs, shutdown, status_tx, thread: Some(thread) })
 }
 
 struct ThreadCtx {
@@ -262,6 +298,9 @@ struct ThreadCtx {
     control: (Vec<SocketAddr>, Vec<SocketAddr>),
     fd_limit: u64,
     t3_calibration: bool,
+    stamp: Vec<std::net::UdpSocket>,
+    stamp_addrs: Vec<SocketAddr>,
+    stamp_cfg: ReflectorConfig,
 }
 
 /// Sockets opened by the core, waiting for their task to be spawned.
@@ -366,6 +405,8 @@ struct Shared {
     t3_lead_ns: i64,
     t3_deltas: std::collections::VecDeque<i64>,
     t3_calibration: bool,
+    stamp: StampReflector,
+    stamp_addrs: Vec<SocketAddr>,
 }
 
 type State = Rc<RefCell<Shared>>;
@@ -390,6 +431,8 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         t3_lead_ns: 0,
         t3_deltas: std::collections::VecDeque::with_capacity(T3_WINDOW),
         t3_calibration: ctx.t3_calibration,
+        stamp: StampReflector::new(ctx.stamp_cfg),
+        stamp_addrs: ctx.stamp_addrs,
     }));
     let timer = Rc::new(Notify::new());
     let setup = || -> io::Result<()> {
@@ -419,6 +462,10 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
             let mut st = state.borrow_mut();
             st.responder.add_permanent(key, kind);
             st.binder.opened.push(opened);
+        }
+        for s in ctx.stamp {
+            let sock = UdpSocket::from_std(s)?;
+            tokio::task::spawn_local(stamp_task(state.clone(), sock, shutdown.clone()));
         }
         spawn_opened(&state);
         if let Some(l) = ctx.status_listener {
@@ -463,6 +510,8 @@ fn report(
         rx_user_minus_kernel: s.rx_delta,
         tx_kernel_minus_user: s.tx_delta,
         t3_lead_ns: if s.t3_calibration { s.t3_lead_ns } else { 0 },
+        stamp: s.stamp_addrs.clone(),
+        stamp_stats: s.stamp.stats().clone(),
     }
 }
 
@@ -642,5 +691,58 @@ async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken
         }
         let s = &mut *state.borrow_mut();
         s.responder.handle_timeout(Instant::now(), &mut s.binder);
+        s.stamp.expire(Instant::now());
+    }
+}
+
+/// The host clock as STAMP describes it: Error Estimate (S bit when the kernel says the clock is
+/// synchronised, the error bound the time daemon reported) and the Timestamp Information sync
+/// source (NTP when synchronised, else the local free-running clock).
+fn host_clock() -> (ipsla_wire::time::ErrorEstimate, ipsla_wire::stamp::tlv::SyncSource) {
+    use ipsla_wire::stamp::tlv::SyncSource;
+    use ipsla_wire::time::ErrorEstimate;
+    match crate::clock::kernel_clock_state() {
+        Some(c) if c.synchronised => {
+            (ErrorEstimate::from_precision_ns(c.est_error_us.max(1) as u64 * 1000, true), SyncSource::Ntp)
+        }
+        Some(c) => {
+            (ErrorEstimate::from_precision_ns(c.max_error_us.max(1) as u64 * 1000, false), SyncSource::LocalFreeRunning)
+        }
+        None => (ErrorEstimate::UNSYNCED_DEFAULT, SyncSource::LocalFreeRunning),
+    }
+}
+
+/// One STAMP reflector socket: receive with T2, TTL and ToS, build the reply, write T3 right
+/// before the send call.
+async fn stamp_task(state: State, sock: UdpSocket, shutdown: CancellationToken) {
+    let mut buf = vec![0u8; 65_536];
+    let mut out = vec![0u8; 65_536];
+    let mut cmsg = socket::cmsg_buffer();
+    let Ok(local) = sock.local_addr() else { return };
+    let mut clock = (Instant::now(), host_clock());
+    loop {
+        let r = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
+        };
+        let Ok(r) = r else { continue };
+        let now = Instant::now();
+        if now.duration_since(clock.0) > Duration::from_secs(1) {
+            clock = (now, host_clock());
+        }
+        let info = ipsla_core::stamp::Received {
+            rx: r.rx,
+            src: r.src,
+            dst: local,
+            ttl: r.ttl,
+            tos: r.tos,
+            error_estimate: clock.1.0,
+            sync_source: clock.1.1,
+        };
+        let res = state.borrow_mut().stamp.handle(now, &info, &buf[..r.len], &mut out);
+        let Ok(reply) = res else { continue };
+        state.borrow_mut().stamp.transmit(&reply, &mut out, wall_now());
+        send_reply(&sock, &out[..reply.len], r.src).await;
     }
 }

@@ -85,6 +85,22 @@ pub struct Received {
     pub rx: RxTime,
     /// The wall clock read right after `recvmsg` returned (the userspace receive time).
     pub user: Duration,
+    /// IP TTL / Hop Limit, when the socket asked for it ([`enable_ttl_tos`]).
+    pub ttl: Option<u8>,
+    /// IPv4 ToS / IPv6 Traffic Class, when the socket asked for it ([`enable_ttl_tos`]).
+    pub tos: Option<u8>,
+}
+
+/// Asks the kernel to deliver each datagram's TTL (IP_RECVTTL / IPV6_RECVHOPLIMIT) and ToS
+/// (IP_RECVTOS / IPV6_RECVTCLASS) with [`recv_stamped`]. Best effort: false when a call failed.
+pub fn enable_ttl_tos(fd: &impl AsFd, v6: bool) -> bool {
+    if v6 {
+        socket::setsockopt(fd, sockopt::Ipv6RecvHopLimit, &true).is_ok()
+            & socket::setsockopt(fd, sockopt::Ipv6RecvTClass, &true).is_ok()
+    } else {
+        socket::setsockopt(fd, sockopt::Ipv4RecvTtl, &true).is_ok()
+            & socket::setsockopt(fd, sockopt::IpRecvTos, &true).is_ok()
+    }
 }
 
 /// A kernel transmit stamp from the error queue.
@@ -140,7 +156,7 @@ pub fn drain_tx_stamps(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl FnM
 
 /// Space for one timestamping control message.
 pub fn cmsg_buffer() -> Vec<u8> {
-    nix::cmsg_space!(nix::sys::socket::Timestamps, nix::sys::time::TimeSpec)
+    nix::cmsg_space!(nix::sys::socket::Timestamps, nix::sys::time::TimeSpec, libc::c_int, libc::c_int)
 }
 
 /// `recvmsg` on a non-blocking socket: the datagram, its sender and its receive time (kernel
@@ -153,11 +169,24 @@ pub fn recv_stamped(fd: &impl AsRawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io
         .map_err(io::Error::from)?;
     let user = wall_now();
     let mut rx = RxTime { wall: user, kernel: false };
+    let (mut ttl, mut tos) = (None, None);
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
             let ts = match c {
                 ControlMessageOwned::ScmTimestampsns(t) => t.system,
                 ControlMessageOwned::ScmTimestampns(t) => t,
+                ControlMessageOwned::Ipv4Ttl(v) | ControlMessageOwned::Ipv6HopLimit(v) => {
+                    ttl = u8::try_from(v).ok();
+                    continue;
+                }
+                ControlMessageOwned::Ipv4Tos(v) => {
+                    tos = Some(v);
+                    continue;
+                }
+                ControlMessageOwned::Ipv6TClass(v) => {
+                    tos = u8::try_from(v).ok();
+                    continue;
+                }
                 _ => continue,
             };
             if ts.tv_sec() > 0 {
@@ -173,7 +202,7 @@ pub fn recv_stamped(fd: &impl AsRawFd, buf: &mut [u8], cmsg: &mut Vec<u8>) -> io
                 .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6))))
         })
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without a source address"))?;
-    Ok(Received { len: msg.bytes, src, rx, user })
+    Ok(Received { len: msg.bytes, src, rx, user, ttl, tos })
 }
 
 /// Raises the open-file limit to its hard maximum: each session holds a socket, and 5000
