@@ -14,6 +14,7 @@
 pub mod control;
 pub mod echo;
 pub mod jitter;
+pub mod stamp;
 pub mod tcp;
 
 use crate::stats::JitterStats;
