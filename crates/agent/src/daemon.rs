@@ -551,7 +551,9 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                     result: &out.result,
                     jitter: matches!(
                         def.spec.kind,
-                        runner::OpKind::UdpJitter { .. } | runner::OpKind::IcmpJitter { .. }
+                        runner::OpKind::UdpJitter { .. }
+                            | runner::OpKind::IcmpJitter { .. }
+                            | runner::OpKind::Stamp { .. }
                     ),
                     report: &json,
                     history: def.history,

@@ -61,6 +61,10 @@ pub struct OperationFile {
     pub clock_sync: Option<String>,
     pub clock_tolerance: Option<String>,
     pub data_pattern: Option<String>,
+    // stamp
+    pub ssid: Option<u16>,
+    pub stamp_key_file: Option<PathBuf>,
+    pub tlvs: Option<Vec<String>>,
     // hourly aggregates (IOS `history hours-of-statistics-kept`, `distributions-of-statistics-kept`,
     // `statistics-distribution-interval`)
     pub history_hours: Option<u8>,
@@ -385,6 +389,30 @@ impl OperationFile {
                 let voice = codec.map(|codec| VoiceConfig { codec, model, advantage });
                 OpKind::UdpJitter { packets, interval, size, precision, voice, pattern: pat()? }
             }
+            "stamp" => {
+                let packets = check_range(&k("packets"), self.packets.unwrap_or(10), 1, MAX_PACKETS)?;
+                let interval = dur(
+                    "interval",
+                    &self.interval,
+                    Duration::from_millis(20),
+                    Duration::ZERO,
+                    Duration::from_secs(60),
+                )?;
+                let ssid = check_range(&k("ssid"), self.ssid.unwrap_or(1), 1, u16::MAX)?;
+                let key = match &self.stamp_key_file {
+                    Some(p) => Some(crate::config::load_stamp_key(&k("stamp_key_file"), p)?),
+                    None => None,
+                };
+                let tlvs = self
+                    .tlvs
+                    .iter()
+                    .flatten()
+                    .flat_map(|s| s.split(','))
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| stamp_tlv(&k("tlvs"), s.trim(), self.dscp.unwrap_or(0)))
+                    .collect::<Result<Vec<_>>>()?;
+                OpKind::Stamp { packets, interval, ssid, key, tlvs }
+            }
             "icmp-jitter" => {
                 if target.is_ipv6() {
                     return Err(ConfigError(format!(
@@ -404,7 +432,7 @@ impl OperationFile {
             }
             other => {
                 if let Some((f, _)) = jitter_only.iter().find(|(_, set)| *set) {
-                    return Err(ConfigError(format!("{}: only udp-jitter and icmp-jitter take {f}", k(f))));
+                    return Err(ConfigError(format!("{}: only udp-jitter, icmp-jitter and stamp take {f}", k(f))));
                 }
                 match other {
                     "udp-echo" => {
@@ -416,7 +444,7 @@ impl OperationFile {
                     }
                     _ => {
                         return Err(ConfigError(format!(
-                            "{}: \"{other}\" is not an operation; allowed: udp-jitter, udp-echo, tcp-connect, icmp-echo, icmp-jitter",
+                            "{}: \"{other}\" is not an operation; allowed: udp-jitter, udp-echo, tcp-connect, icmp-echo, icmp-jitter, stamp",
                             k("type")
                         )));
                     }
@@ -426,7 +454,7 @@ impl OperationFile {
         let spec = OperationSpec {
             kind,
             target,
-            port: self.port.unwrap_or(16384),
+            port: self.port.unwrap_or(if self.kind == "stamp" { ipsla_core::stamp::DEFAULT_PORT } else { 16384 }),
             sockets: SocketOptions {
                 source_ip: self.source_ip,
                 source_port: self.source_port.unwrap_or(0),
@@ -436,7 +464,7 @@ impl OperationFile {
             },
             timeout,
             threshold,
-            control: if matches!(self.kind.as_str(), "icmp-echo" | "icmp-jitter") {
+            control: if matches!(self.kind.as_str(), "icmp-echo" | "icmp-jitter" | "stamp") {
                 ControlMode::None
             } else {
                 control
@@ -479,7 +507,7 @@ impl OperationFile {
         if schedule.recurring {
             check_recurring(&k("recurring"), schedule.life, schedule.ageout)?;
         }
-        let jitter = matches!(spec.kind, OpKind::UdpJitter { .. } | OpKind::IcmpJitter { .. });
+        let jitter = matches!(spec.kind, OpKind::UdpJitter { .. } | OpKind::IcmpJitter { .. } | OpKind::Stamp { .. });
         let voice = matches!(spec.kind, OpKind::UdpJitter { voice: Some(_), .. });
         let reactions = self
             .reaction
@@ -506,6 +534,28 @@ impl OperationFile {
             },
         })
     }
+}
+
+/// One `tlvs` entry of a stamp operation: `extra-padding=N`, `timestamp-info`, `cos` (asks for
+/// the operation's `dscp` back), `location`, `direct-measurement`.
+fn stamp_tlv(key: &str, s: &str, dscp: u8) -> Result<ipsla_core::ops::stamp::TlvRequest> {
+    use ipsla_core::ops::stamp::TlvRequest;
+    Ok(match s.split_once('=') {
+        Some(("extra-padding", n)) => TlvRequest::ExtraPadding(
+            n.trim()
+                .parse()
+                .map_err(|_| ConfigError(format!("{key}: extra-padding={n}: expected a number of octets, 0-65535")))?,
+        ),
+        None if s == "timestamp-info" => TlvRequest::TimestampInfo,
+        None if s == "cos" => TlvRequest::ClassOfService(dscp),
+        None if s == "location" => TlvRequest::Location,
+        None if s == "direct-measurement" => TlvRequest::DirectMeasurement,
+        _ => {
+            return Err(ConfigError(format!(
+                "{key}: \"{s}\" is not a STAMP TLV; allowed: extra-padding=N, timestamp-info, cos, location, direct-measurement"
+            )));
+        }
+    })
 }
 
 #[cfg(test)]
@@ -602,5 +652,29 @@ mod tests {
         assert_eq!(d.schedule.start, StartTime::After(Duration::from_secs(30)));
         assert_eq!(d.schedule.life, Some(Duration::from_secs(3600)));
         assert_eq!(d.schedule.ageout, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn stamp_operation_keys() {
+        let f: OperationFile = toml::from_str(
+            "type = \"stamp\"\ntarget = \"127.0.0.1\"\nssid = 9\ntlvs = [\"extra-padding=8,cos\", \"location\"]\ndscp = 46",
+        )
+        .unwrap();
+        let d = f.validate("operation[0]", 1).unwrap();
+        assert_eq!(d.spec.port, 862, "STAMP's port by default");
+        use ipsla_core::ops::stamp::TlvRequest as T;
+        assert_eq!(
+            d.spec.kind,
+            OpKind::Stamp {
+                packets: 10,
+                interval: Duration::from_millis(20),
+                ssid: 9,
+                key: None,
+                tlvs: vec![T::ExtraPadding(8), T::ClassOfService(46), T::Location],
+            }
+        );
+        let bad: OperationFile = toml::from_str("type = \"stamp\"\ntarget = \"127.0.0.1\"\ntlvs = [\"hmac\"]").unwrap();
+        let e = bad.validate("operation[0]", 1).unwrap_err().to_string();
+        assert!(e.contains("operation[0].tlvs") && e.contains("allowed: extra-padding=N"), "{e}");
     }
 }

@@ -5,11 +5,13 @@
 use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest};
 use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
 use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp};
+use ipsla_core::ops::stamp::{StampConfig, StampOp, TlvRequest};
 use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
 use ipsla_core::ops::{OperationResult, Precision, VoiceConfig};
 use ipsla_net::clock::kernel_clock_state;
 use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
 use ipsla_net::probe::{IcmpSocket, SocketOptions, run_icmp, run_tcp, run_udp, udp_socket};
+use ipsla_wire::time::ErrorEstimate;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -48,6 +50,19 @@ pub enum OpKind {
         /// Data pattern.
         pattern: Vec<u8>,
     },
+    /// STAMP Session-Sender (RFC 8762 / RFC 8972) towards a STAMP reflector.
+    Stamp {
+        /// Packets per run.
+        packets: u32,
+        /// Interval.
+        interval: Duration,
+        /// SSID (RFC 8972), non-zero.
+        ssid: u16,
+        /// Authenticated mode with this HMAC key.
+        key: Option<Vec<u8>>,
+        /// TLVs in every packet.
+        tlvs: Vec<TlvRequest>,
+    },
     /// icmp-jitter (ICMP Timestamp).
     IcmpJitter {
         /// Requests per run.
@@ -66,14 +81,15 @@ impl OpKind {
             OpKind::TcpConnect => "tcp-connect",
             OpKind::IcmpEcho { .. } => "icmp-echo",
             OpKind::IcmpJitter { .. } => "icmp-jitter",
+            OpKind::Stamp { .. } => "stamp",
         }
     }
     /// Probes one run sends and the schedule it takes, for the jitter operations.
     pub fn schedule(&self) -> Option<(u32, Duration)> {
         match self {
-            OpKind::UdpJitter { packets, interval, .. } | OpKind::IcmpJitter { packets, interval } => {
-                Some((*packets, *interval * *packets))
-            }
+            OpKind::UdpJitter { packets, interval, .. }
+            | OpKind::IcmpJitter { packets, interval }
+            | OpKind::Stamp { packets, interval, .. } => Some((*packets, *interval * *packets)),
             _ => None,
         }
     }
@@ -302,6 +318,30 @@ pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) ->
                 threshold: spec.threshold,
             };
             run_icmp(&mut EchoOp::new(now, cfg), &s, t, ident, &Pacer::new(DEFAULT_SPIN))
+        }
+        OpKind::Stamp { packets, interval, ssid, key, tlvs } => {
+            let (s, _, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
+            let error_estimate = match ipsla_net::clock::kernel_clock_state() {
+                Some(c) if c.synchronised => {
+                    ErrorEstimate::from_precision_ns(c.est_error_us.max(1) as u64 * 1000, true)
+                }
+                Some(c) => ErrorEstimate::from_precision_ns(c.max_error_us.max(1) as u64 * 1000, false),
+                None => ErrorEstimate::UNSYNCED_DEFAULT,
+            };
+            let cfg = StampConfig {
+                packets: *packets,
+                interval: *interval,
+                timeout: spec.timeout,
+                threshold: spec.threshold,
+                clock_sync: sync,
+                ssid: *ssid,
+                key: key.clone(),
+                tlvs: tlvs.clone(),
+                error_estimate,
+                stateful: false,
+            };
+            // No control phase: port 0 never matches a reply's source, so every reply is a probe reply.
+            run_udp(&mut StampOp::new(now, cfg, spec.port), &s, t, 0, &Pacer::for_interval(*interval))
         }
         OpKind::IcmpJitter { packets, interval } => {
             let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, true))?;

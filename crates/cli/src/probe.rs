@@ -34,6 +34,8 @@ enum OpCommand {
     IcmpEcho(IcmpEchoArgs),
     /// ICMP Timestamp stream: RTT, one-way and jitter without a responder (raw socket).
     IcmpJitter(IcmpJitterArgs),
+    /// STAMP Session-Sender (RFC 8762, RFC 8972 TLVs) to a STAMP reflector (default port 862).
+    Stamp(StampArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,9 +90,9 @@ enum ClockSyncArg {
 struct Common {
     /// Target host (name or address).
     target: String,
-    /// Destination port of the measurement (default 16384; udp-echo to a standard echo service: 7 with --control none).
-    #[arg(long, default_value_t = 16384)]
-    port: u16,
+    /// Destination port of the measurement (default 16384, stamp 862; udp-echo to a standard echo service: 7 with --control none).
+    #[arg(long)]
+    port: Option<u16>,
     /// Source address.
     #[arg(long, value_name = "ADDR")]
     source_ip: Option<IpAddr>,
@@ -244,6 +246,35 @@ struct IcmpJitterArgs {
     clock_tolerance: String,
 }
 
+#[derive(Debug, Args)]
+struct StampArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Test packets per operation.
+    #[arg(long, default_value_t = 10)]
+    packets: u32,
+    /// Interval between packets.
+    #[arg(long, default_value = "20ms")]
+    interval: String,
+    /// Session identifier (RFC 8972), 1-65535.
+    #[arg(long, default_value_t = 1)]
+    ssid: u16,
+    /// Authenticated mode (HMAC-SHA-256) with the key in this file (hex digits, as stamp-suite's
+    /// --hmac-key-file, or text).
+    #[arg(long, value_name = "FILE")]
+    auth_key_file: Option<PathBuf>,
+    /// TLVs to add (comma-separated or repeated): extra-padding=N, timestamp-info, cos (asks for
+    /// --dscp back), location, direct-measurement.
+    #[arg(long, value_name = "TLV")]
+    tlv: Vec<String>,
+    /// Whether the two clocks are synchronised (one-way delay is reported only then).
+    #[arg(long, value_enum, default_value = "none")]
+    clock_sync: ClockSyncArg,
+    /// Clock tolerance, as for udp-jitter.
+    #[arg(long, default_value = "1ms")]
+    clock_tolerance: String,
+}
+
 /// A validated operation plus how often to run it and how to print it.
 struct Plan {
     spec: OperationSpec,
@@ -264,7 +295,7 @@ fn common_file(kind: &str, c: &Common, ctl: Option<&ControlArgs>) -> OperationFi
         id: Some(1),
         kind: kind.into(),
         target: c.target.clone(),
-        port: Some(c.port),
+        port: c.port,
         timeout: Some(c.timeout.clone()),
         threshold: Some(c.threshold.clone()),
         source_ip: c.source_ip,
@@ -325,6 +356,19 @@ fn plan(args: ProbeArgs) -> Result<Plan> {
                 clock_sync: Some(name(a.clock_sync)),
                 clock_tolerance: Some(a.clock_tolerance.clone()),
                 ..common_file("icmp-jitter", &a.common, None)
+            },
+            &a.common,
+        ),
+        OpCommand::Stamp(a) => (
+            OperationFile {
+                packets: Some(a.packets),
+                interval: Some(a.interval.clone()),
+                clock_sync: Some(name(a.clock_sync)),
+                clock_tolerance: Some(a.clock_tolerance.clone()),
+                ssid: Some(a.ssid),
+                stamp_key_file: a.auth_key_file.clone(),
+                tlvs: (!a.tlv.is_empty()).then(|| a.tlv.clone()),
+                ..common_file("stamp", &a.common, None)
             },
             &a.common,
         ),
