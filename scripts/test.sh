@@ -22,6 +22,12 @@ if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nul
   apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${need[@]}" >/dev/null 2>&1) || echo "could not install ${need[*]}; continuing"
 fi
 
+# The STAMP interop tests run against stamp-suite (crates.io); they skip when it is missing.
+if ! command -v stamp-suite >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/stamp-suite" ]; then
+  step "installing stamp-suite"
+  cargo install --locked stamp-suite >/dev/null 2>&1 || echo "could not install stamp-suite; its interop tests will skip"
+fi
+
 step "format"
 cargo fmt --all --check
 
