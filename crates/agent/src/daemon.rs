@@ -455,8 +455,9 @@ struct HistoryQuery {
 
 type St = Arc<Shared>;
 
-async fn metrics(State(sh): State<St>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], sh.metrics.encode()).into_response()
+async fn metrics(State(sh): State<St>, headers: axum::http::HeaderMap) -> Response {
+    let (content_type, body) = sh.metrics.negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn operations(State(sh): State<St>) -> Response {

@@ -223,10 +223,99 @@ impl Metrics {
         self.track_state.get_or_create(&TrackLabels { track: id.to_string() }).set(i64::from(up));
     }
 
-    /// The exposition text.
+    /// The exposition in OpenMetrics 1.0 text (what `prometheus-client` writes), to be served as
+    /// [`OPENMETRICS_CONTENT_TYPE`].
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The exposition in the classic Prometheus text format 0.0.4, to be served as
+    /// [`TEXT_CONTENT_TYPE`] to scrapers that do not ask for OpenMetrics.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
+    /// The body and content type for a scrape whose `Accept` header is `accept`: OpenMetrics
+    /// when the scraper lists it (Prometheus does), the classic text format otherwise.
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, String) {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (OPENMETRICS_CONTENT_TYPE, self.encode())
+        } else {
+            (TEXT_CONTENT_TYPE, self.encode_text())
+        }
+    }
+}
+
+/// Content type of [`Metrics::encode`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of [`Metrics::encode_text`].
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text into the classic format. The two differ, for what we export, in two
+/// places: an OpenMetrics counter family is named without `_total` while its samples carry it
+/// (the classic format names the family as its samples, or parsers such as `promtool` see the
+/// samples as an untyped family without help), and OpenMetrics ends with `# EOF`.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for l in om.lines() {
+        if let Some(name) = l.strip_prefix("# TYPE ").and_then(|r| r.strip_suffix(" counter")) {
+            counters.insert(name);
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for l in om.lines() {
+        if l == "# EOF" || l.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta =
+            l.strip_prefix("# HELP ").map(|r| ("# HELP ", r)).or(l.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match meta {
+            Some((kw, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(name) { "_total" } else { "" };
+                let sep = if tail.is_empty() { "" } else { " " };
+                out.push_str(&format!("{kw}{name}{total}{sep}{tail}\n"));
+            }
+            None => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counter_families_by_their_samples() {
+        let om = "# HELP ipsla_operations Runs completed.\n# TYPE ipsla_operations counter\n\
+                  ipsla_operations_total{op=\"1\"} 3\n# HELP ipsla_mos MOS.\n# TYPE ipsla_mos gauge\n\
+                  ipsla_mos{op=\"1\"} 4.34\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP ipsla_operations_total Runs completed.\n# TYPE ipsla_operations_total counter\n\
+             ipsla_operations_total{op=\"1\"} 3\n# HELP ipsla_mos MOS.\n# TYPE ipsla_mos gauge\n\
+             ipsla_mos{op=\"1\"} 4.34\n"
+        );
+    }
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        let m = Metrics::new();
+        m.track(7, true);
+        // what Prometheus 2.42 sends
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                    text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let (ct, body) = m.negotiate(Some(prom));
+        assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+        assert!(body.ends_with("ipsla_track_state{track=\"7\"} 1\n# EOF\n"), "{body}");
+        let (ct, body) = m.negotiate(None);
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(body.ends_with("ipsla_track_state{track=\"7\"} 1\n"), "{body}");
     }
 }
