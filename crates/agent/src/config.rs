@@ -37,7 +37,7 @@ pub struct FileConfig {
 }
 
 /// `[responder]`: every field optional; command-line flags override them.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ResponderFile {

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
-use ipsla_core::schedule::{Due, OperState, Schedule};
+use ipsla_core::schedule::{Due, OperState, Schedule, ScheduleConfig};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -47,6 +47,8 @@ pub struct AgentSection {
     pub retention: Option<String>,
     /// Runner threads (default 16).
     pub workers: Option<usize>,
+    /// `rtm_protocol` of the routes `[[route]]` installs (default 167).
+    pub route_protocol: Option<u32>,
 }
 
 /// The agent's configuration file.
@@ -64,6 +66,12 @@ pub struct AgentFile {
     /// `[[track]]`.
     #[serde(default)]
     pub track: Vec<TrackFile>,
+    /// `[[group]]`: group schedules.
+    #[serde(default)]
+    pub group: Vec<crate::group::GroupFile>,
+    /// `[[route]]`: routes installed while a track is up (failover).
+    #[serde(default)]
+    pub route: Vec<crate::routes::RouteFile>,
 }
 
 /// A validated configuration.
@@ -79,10 +87,16 @@ pub struct AgentConfig {
     pub workers: usize,
     /// The responder, when configured.
     pub responder: Option<ResponderOptions>,
+    /// The responder's table as written (a reload compares it).
+    pub responder_file: Option<ResponderFile>,
     /// Operations.
     pub operations: Vec<OperationDef>,
     /// Tracks.
     pub tracks: Vec<TrackDef>,
+    /// Routes driven by tracks.
+    pub routes: Vec<crate::routes::RouteDef>,
+    /// Their protocol number.
+    pub route_protocol: u8,
 }
 
 impl AgentFile {
@@ -104,11 +118,13 @@ impl AgentFile {
             }
             operations.push(d);
         }
+        crate::group::apply(&self.group, &self.operation, &mut operations)?;
         for (i, d) in operations.iter().enumerate() {
             if let Some(t) = d.triggers.iter().find(|t| !ids.contains_key(t)) {
                 return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
             }
         }
+        let tracks = crate::tracks::validate(&self.track, &operations.iter().map(|o| o.id).collect::<Vec<_>>())?;
         Ok(AgentConfig {
             http,
             store: self.agent.store.clone().unwrap_or_else(|| PathBuf::from("ipsla-agent.db")),
@@ -120,7 +136,10 @@ impl AgentFile {
             },
             workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
             responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
-            tracks: crate::tracks::validate(&self.track, &operations.iter().map(|o| o.id).collect::<Vec<_>>())?,
+            responder_file: self.responder.clone(),
+            tracks: tracks.clone(),
+            routes: crate::routes::validate(&self.route, &tracks.iter().map(|t| t.id).collect::<Vec<_>>())?,
+            route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
             operations,
         })
     }
@@ -147,12 +166,37 @@ struct OpState {
     reactions: Vec<Reaction>,
 }
 
+/// Re-reads the configuration for a reload (the file and the command-line overrides).
+pub type Loader = Box<dyn Fn() -> Result<AgentConfig, String> + Send + Sync>;
+
+/// What a reload did.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Operations whose definition did not change: schedule, statistics and reactions kept.
+    pub kept: Vec<u32>,
+    /// Operations redefined: restarted, their statistics reset.
+    pub changed: Vec<u32>,
+    /// New operations.
+    pub added: Vec<u32>,
+    /// Operations no longer configured.
+    pub removed: Vec<u32>,
+    /// The tracks were redefined.
+    pub tracks_changed: bool,
+    /// The routes were redefined.
+    pub routes_changed: bool,
+    /// Settings that take effect only after a restart (they were not applied).
+    pub needs_restart: Vec<String>,
+}
+
 struct Shared {
+    cfg: Mutex<AgentConfig>,
+    loader: Mutex<Option<Loader>>,
     ops: Mutex<BTreeMap<u32, OpState>>,
     tracks: Mutex<TrackSet>,
     store: Mutex<Store>,
     metrics: Metrics,
     responder: Option<RunningResponder>,
+    failover: Mutex<Option<crate::routes::Failover>>,
     stop: AtomicBool,
 }
 
@@ -180,27 +224,22 @@ impl Agent {
         let store = Store::open(&cfg.store)?;
         let responder = cfg.responder.clone().map(spawn_responder).transpose()?;
         let now = Instant::now();
-        let ops = cfg
-            .operations
-            .iter()
-            .map(|d| {
-                (
-                    d.id,
-                    OpState {
-                        def: d.clone(),
-                        schedule: Schedule::new(now, d.schedule, rand::random()),
-                        sequence: rand::random::<u8>().into(),
-                        reactions: d.reactions.iter().map(|r| Reaction::new(*r)).collect(),
-                    },
-                )
-            })
-            .collect();
+        let ops = cfg.operations.iter().map(|d| (d.id, OpState::new(d, now))).collect();
+        let track_set = TrackSet::new(cfg.tracks.clone());
+        let failover = if cfg.routes.is_empty() {
+            None
+        } else {
+            Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, track_states(&track_set))?)
+        };
         let shared = Arc::new(Shared {
+            cfg: Mutex::new(cfg.clone()),
+            loader: Mutex::new(None),
             ops: Mutex::new(ops),
-            tracks: Mutex::new(TrackSet::new(cfg.tracks.clone())),
+            tracks: Mutex::new(track_set),
             store: Mutex::new(store),
             metrics: Metrics::new(),
             responder,
+            failover: Mutex::new(failover),
             stop: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
@@ -211,12 +250,7 @@ impl Agent {
             threads.push(std::thread::Builder::new().name(format!("ipsla-run-{w}")).spawn(move || worker(sh, rx))?);
         }
         let sh = shared.clone();
-        let retention = cfg.retention;
-        threads.push(
-            std::thread::Builder::new()
-                .name("ipsla-schedule".into())
-                .spawn(move || scheduler(sh, jobs_tx, retention))?,
-        );
+        threads.push(std::thread::Builder::new().name("ipsla-schedule".into()).spawn(move || scheduler(sh, jobs_tx))?);
         let listener = std::net::TcpListener::bind(cfg.http)?;
         listener.set_nonblocking(true)?;
         let http = listener.local_addr()?;
@@ -232,6 +266,26 @@ impl Agent {
         self.http
     }
 
+    /// Sets how `/-/reload` (and [`Agent::reload_from_source`]) re-read the configuration.
+    pub fn set_loader(&self, loader: Loader) {
+        if let Ok(mut l) = self.shared.loader.lock() {
+            *l = Some(loader);
+        }
+    }
+
+    /// Applies a new configuration: operations whose definition did not change keep their
+    /// schedule, statistics and reaction states; tracks and routes are redefined when they
+    /// changed. Listener, store, workers and responder settings need a restart.
+    pub fn reload(&self, cfg: AgentConfig) -> ReloadSummary {
+        reload(&self.shared, cfg)
+    }
+
+    /// Re-reads the configuration with the loader and applies it (SIGHUP). On a configuration
+    /// error nothing changes and the error is returned.
+    pub fn reload_from_source(&self) -> Result<ReloadSummary, String> {
+        reload_from_source(&self.shared)
+    }
+
     /// Stops scheduling, lets running operations finish, stops HTTP and the responder.
     pub fn stop(mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -241,10 +295,125 @@ impl Agent {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        if let Some(mut f) = self.shared.failover.lock().ok().and_then(|mut f| f.take()) {
+            f.stop();
+        }
     }
 }
 
-fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>, retention: Duration) {
+/// Every track's state, for the route failover.
+fn track_states(t: &TrackSet) -> BTreeMap<u32, bool> {
+    t.states().into_iter().map(|(id, up, _, _)| (id, up)).collect()
+}
+
+impl OpState {
+    fn new(d: &OperationDef, now: Instant) -> OpState {
+        let wall = ipsla_net::clock::wall_now();
+        OpState {
+            def: d.clone(),
+            schedule: Schedule::new(
+                now,
+                ScheduleConfig { start: d.schedule.start.resolve(wall), ..d.schedule },
+                rand::random(),
+            ),
+            sequence: rand::random::<u8>().into(),
+            reactions: d.reactions.iter().map(|r| Reaction::new(*r)).collect(),
+        }
+    }
+}
+
+fn reload_from_source(sh: &Shared) -> Result<ReloadSummary, String> {
+    let cfg = match sh.loader.lock().ok().as_ref().and_then(|l| l.as_ref()) {
+        Some(load) => load()?,
+        None => return Err("this agent has no configuration source to reload from".into()),
+    };
+    Ok(reload(sh, cfg))
+}
+
+fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
+    let mut sum = ReloadSummary::default();
+    let Ok(mut cur) = sh.cfg.lock() else { return sum };
+    for (key, differs) in [
+        ("agent.http", cur.http != new.http),
+        ("agent.store", cur.store != new.store),
+        ("agent.workers", cur.workers != new.workers),
+        ("responder", cur.responder_file != new.responder_file),
+    ] {
+        if differs {
+            sum.needs_restart.push(key.into());
+        }
+    }
+    let now = Instant::now();
+    if let Ok(mut ops) = sh.ops.lock() {
+        let mut next = BTreeMap::new();
+        for d in &new.operations {
+            match ops.remove(&d.id) {
+                Some(o) if o.def == *d => {
+                    sum.kept.push(d.id);
+                    next.insert(d.id, o);
+                }
+                Some(o) => {
+                    sum.changed.push(d.id);
+                    sh.metrics.forget(&o.def);
+                    next.insert(d.id, OpState::new(d, now));
+                }
+                None => {
+                    sum.added.push(d.id);
+                    next.insert(d.id, OpState::new(d, now));
+                }
+            }
+        }
+        for (id, o) in ops.iter() {
+            sum.removed.push(*id);
+            sh.metrics.forget(&o.def);
+        }
+        *ops = next;
+    }
+    sum.tracks_changed = cur.tracks != new.tracks;
+    if sum.tracks_changed {
+        let changes = sh.tracks.lock().map(|mut t| {
+            for old in cur.tracks.iter().filter(|o| !new.tracks.iter().any(|n| n.id == o.id)) {
+                sh.metrics.forget_track(old.id);
+            }
+            *t = t.redefine(new.tracks.clone());
+            t.evaluate(now)
+        });
+        publish_tracks(sh, changes.unwrap_or_default());
+    }
+    sum.routes_changed = cur.routes != new.routes || cur.route_protocol != new.route_protocol;
+    if sum.routes_changed
+        && let Ok(mut f) = sh.failover.lock()
+    {
+        if let Some(mut old) = f.take() {
+            old.stop();
+        }
+        let states = sh.tracks.lock().map(|t| track_states(&t)).unwrap_or_default();
+        if !new.routes.is_empty() {
+            match crate::routes::Failover::start(new.routes.clone(), new.route_protocol, states) {
+                Ok(n) => *f = Some(n),
+                Err(e) => tracing::error!(error = %e, "route failover could not restart"),
+            }
+        }
+    }
+    let (http, store, workers, responder, responder_file) =
+        (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone());
+    *cur = AgentConfig { http, store, workers, responder, responder_file, ..new };
+    tracing::info!(
+        kept = sum.kept.len(),
+        changed = ?sum.changed,
+        added = ?sum.added,
+        removed = ?sum.removed,
+        tracks_changed = sum.tracks_changed,
+        routes_changed = sum.routes_changed,
+        "configuration reloaded"
+    );
+    if !sum.needs_restart.is_empty() {
+        tracing::warn!(settings = ?sum.needs_restart, "these settings changed and take effect only after a restart");
+    }
+    sum
+}
+
+fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>) {
     let mut last_prune = Instant::now();
     while !sh.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
@@ -272,6 +441,7 @@ fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>, retention: Duration) {
         publish_tracks(&sh, changes.unwrap_or_default());
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();
+            let retention = sh.cfg.lock().map(|c| c.retention).unwrap_or(Duration::from_secs(7 * 86_400));
             if let Ok(s) = sh.store.lock() {
                 match s.prune(wall_ns(), retention) {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned runs older than the retention"),
@@ -398,8 +568,15 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
     }
 }
 
-/// Logs, stores and exports track changes.
+/// Logs, stores and exports track changes, and hands the new states to the route failover.
 fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
+    if !changes.is_empty()
+        && let Ok(f) = sh.failover.lock()
+        && let Some(f) = f.as_ref()
+        && let Some(states) = sh.tracks.lock().ok().map(|t| track_states(&t))
+    {
+        f.update(states);
+    }
     for c in changes {
         tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
         sh.metrics.track(c.id, c.up);
@@ -426,6 +603,24 @@ struct TrackSummary {
     up: bool,
     changes: u64,
     tracks: String,
+}
+
+async fn reload_handler(State(sh): State<St>) -> Response {
+    // the loader reads a file and the reload takes locks: off the async thread
+    match tokio::task::spawn_blocking(move || reload_from_source(&sh)).await {
+        Ok(Ok(sum)) => Json(sum).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::BAD_REQUEST, format!("reload failed, configuration unchanged: {e}\n")).into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn routes(State(sh): State<St>) -> Response {
+    match sh.failover.lock().ok().and_then(|f| f.as_ref().map(|f| f.status())) {
+        Some(s) => Json(s).into_response(),
+        None => (StatusCode::NOT_FOUND, "this agent manages no routes\n").into_response(),
+    }
 }
 
 async fn tracks(State(sh): State<St>) -> Response {
@@ -520,12 +715,14 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/-/healthy", get(|| async { "OK\n" }))
+            .route("/-/reload", axum::routing::post(reload_handler).put(reload_handler))
             .route("/api/v1/operations", get(operations))
             .route("/api/v1/operations/{id}/latest", get(latest))
             .route("/api/v1/operations/{id}/history", get(history))
             .route("/api/v1/responder", get(responder_status))
             .route("/api/v1/events", get(events))
             .route("/api/v1/tracks", get(tracks))
+            .route("/api/v1/routes", get(routes))
             .with_state(sh);
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {

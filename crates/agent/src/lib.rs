@@ -6,9 +6,11 @@
 
 pub mod config;
 pub mod daemon;
+pub mod group;
 pub mod metrics;
 pub mod opconfig;
 pub mod report;
+pub mod routes;
 pub mod runner;
 pub mod store;
 pub mod tracks;

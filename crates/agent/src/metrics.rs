@@ -211,11 +211,48 @@ impl Metrics {
         }
     }
 
+    /// Drops every series of an operation (removed or redefined by a reload), so that nothing
+    /// stale is exported.
+    pub fn forget(&self, def: &OperationDef) {
+        let l = OpLabels {
+            op: def.id.to_string(),
+            r#type: def.spec.kind.name().into(),
+            target: def.spec.target_label(),
+            tag: def.tag.clone(),
+        };
+        self.runs.remove(&l);
+        self.success.remove(&l);
+        self.rtt.remove(&l);
+        self.rtt_latest.remove(&l);
+        self.ipdv.remove(&l);
+        self.sent.remove(&l);
+        self.loss_ratio.remove(&l);
+        self.mos.remove(&l);
+        self.icpif.remove(&l);
+        for c in CODES {
+            self.return_code.remove(&CodeLabels { op: l.op.clone(), code: code_name(c) });
+        }
+        for d in ["sd", "ds", "unknown"] {
+            let dl = DirLabels { op: l.op.clone(), direction: d.into() };
+            self.one_way.remove(&dl);
+            self.lost.remove(&dl);
+            self.jitter_avg.remove(&dl);
+        }
+        for r in &def.reactions {
+            self.reaction_active.remove(&ReactLabels { op: l.op.clone(), element: r.element.keyword().into() });
+        }
+    }
+
     /// Records a reaction's state.
     pub fn reaction(&self, op: u32, element: &str, occurred: bool) {
         self.reaction_active
             .get_or_create(&ReactLabels { op: op.to_string(), element: element.into() })
             .set(i64::from(occurred));
+    }
+
+    /// Drops a track's series (removed by a reload).
+    pub fn forget_track(&self, id: u32) {
+        self.track_state.remove(&TrackLabels { track: id.to_string() });
     }
 
     /// Records a track's state.

@@ -33,6 +33,7 @@ pub struct OperationFile {
     pub life: Option<String>,
     pub start: Option<String>,
     pub ageout: Option<String>,
+    pub recurring: Option<bool>,
     // common
     pub timeout: Option<String>,
     pub threshold: Option<String>,
@@ -208,10 +209,22 @@ fn pattern(key: &str, s: &str) -> Result<Vec<u8>> {
     Ok(p)
 }
 
-fn start_time(key: &str, s: &str) -> Result<StartTime> {
+/// `HH:MM[:SS]` as time since midnight.
+fn time_of_day(s: &str) -> Option<Duration> {
+    let parts: Vec<u64> = s.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let (h, m, sec) = match parts.as_slice() {
+        [h, m] => (*h, *m, 0),
+        [h, m, sec] => (*h, *m, *sec),
+        _ => return None,
+    };
+    (h < 24 && m < 60 && sec < 60).then(|| Duration::from_secs(h * 3600 + m * 60 + sec))
+}
+
+/// A start time: now, pending, `after DURATION`, `random DURATION` or `at HH:MM[:SS]` (UTC).
+pub fn start_time(key: &str, s: &str) -> Result<StartTime> {
     let bad = || {
         ConfigError(format!(
-            "{key}: \"{s}\" is not a start time; expected now, pending, \"after DURATION\" or \"random DURATION\""
+            "{key}: \"{s}\" is not a start time; expected now, pending, \"after DURATION\", \"random DURATION\" (up to 10s) or \"at HH:MM[:SS]\" (UTC)"
         ))
     };
     match s.split_whitespace().collect::<Vec<_>>().as_slice() {
@@ -223,8 +236,26 @@ fn start_time(key: &str, s: &str) -> Result<StartTime> {
         ["random", d] => {
             Ok(StartTime::Random(parse_duration(key, d, Duration::ZERO, Duration::from_secs(10)).map_err(|_| bad())?))
         }
+        ["at", t] => time_of_day(t).map(StartTime::At).ok_or_else(bad),
         _ => Err(bad()),
     }
+}
+
+/// IOS `recurring`: allowed only with a life under one day and an ageout of 0 or longer than the
+/// rest of the day.
+pub fn check_recurring(key: &str, life: Option<Duration>, ageout: Option<Duration>) -> Result<()> {
+    let day = ipsla_core::schedule::DAY;
+    match life {
+        Some(l) if l < day => {}
+        _ => return Err(ConfigError(format!("{key}: recurring needs a life shorter than one day (86400s)"))),
+    }
+    if let (Some(l), Some(a)) = (life, ageout)
+        && !a.is_zero()
+        && l + a <= day
+    {
+        return Err(ConfigError(format!("{key}: recurring needs ageout 0 or life + ageout longer than one day")));
+    }
+    Ok(())
 }
 
 impl OperationFile {
@@ -435,7 +466,11 @@ impl OperationFile {
                 Some(s) => Some(parse_duration(&k("ageout"), s, Duration::ZERO, Duration::from_secs(2_073_600))?),
                 None => None,
             },
+            recurring: self.recurring.unwrap_or(false),
         };
+        if schedule.recurring {
+            check_recurring(&k("recurring"), schedule.life, schedule.ageout)?;
+        }
         let jitter = matches!(spec.kind, OpKind::UdpJitter { .. } | OpKind::IcmpJitter { .. });
         let voice = matches!(spec.kind, OpKind::UdpJitter { voice: Some(_), .. });
         let reactions = self
@@ -524,6 +559,14 @@ mod tests {
 
     #[test]
     fn schedule_fields() {
+        let d = op("start = \"at 23:30\"\nlife = \"1h\"\nrecurring = true").unwrap();
+        assert_eq!((d.schedule.start, d.schedule.recurring), (StartTime::At(Duration::from_secs(84_600)), true));
+        let e = op("start = \"at 24:00\"").unwrap_err().to_string();
+        assert!(e.contains("operation[1].start") && e.contains("at HH:MM[:SS]"), "{e}");
+        let e = op("recurring = true").unwrap_err().to_string();
+        assert!(e.contains("operation[1].recurring") && e.contains("shorter than one day"), "{e}");
+        let e = op("recurring = true\nlife = \"1h\"\nageout = \"2h\"").unwrap_err().to_string();
+        assert!(e.contains("life + ageout"), "{e}");
         let d = op("start = \"after 30s\"\nlife = \"3600s\"\nageout = \"1h\"").unwrap();
         assert_eq!(d.schedule.start, StartTime::After(Duration::from_secs(30)));
         assert_eq!(d.schedule.life, Some(Duration::from_secs(3600)));

@@ -177,6 +177,20 @@ impl TrackSet {
         TrackSet { defs, tracks, raw, last_code: BTreeMap::new() }
     }
 
+    /// The same tracks under new definitions (a reload): the latest return code of every
+    /// operation is kept, and so is the state of every track whose definition did not change.
+    pub fn redefine(&self, defs: Vec<TrackDef>) -> TrackSet {
+        let mut next = TrackSet::new(defs);
+        next.last_code = self.last_code.clone();
+        for (i, d) in next.defs.iter().enumerate() {
+            if let Some(j) = self.defs.iter().position(|o| o == d) {
+                next.tracks[i] = self.tracks[j].clone();
+                next.raw[i] = self.raw[j];
+            }
+        }
+        next
+    }
+
     /// (id, up, changes, description) of every track.
     pub fn states(&self) -> Vec<(u32, bool, u64, String)> {
         self.defs.iter().zip(&self.tracks).map(|(d, t)| (d.id, t.up(), t.changes(), d.describe())).collect()

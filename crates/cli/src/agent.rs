@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ipsla_agent::daemon::{Agent, AgentFile, DEFAULT_CONFIG};
+use ipsla_agent::daemon::{Agent, AgentConfig, AgentFile, DEFAULT_CONFIG};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -25,25 +25,31 @@ pub struct AgentArgs {
     print_default: bool,
 }
 
-pub fn main(args: AgentArgs) -> Result<()> {
-    if args.print_default {
-        print!("{DEFAULT_CONFIG}");
-        return Ok(());
-    }
-    let (text, source) = match &args.config {
+/// Reads, overrides and validates the configuration (at start and on every reload).
+fn load(config: Option<&PathBuf>, http: Option<&String>, store: Option<&PathBuf>) -> Result<(AgentConfig, String)> {
+    let (text, source) = match config {
         Some(p) => {
             (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string())
         }
         None => (DEFAULT_CONFIG.to_string(), "the embedded default".to_string()),
     };
     let mut file = AgentFile::parse(&text).with_context(|| format!("in {source}"))?;
-    if let Some(h) = &args.http {
+    if let Some(h) = http {
         file.agent.http = Some(h.clone());
     }
-    if let Some(s) = &args.store {
+    if let Some(s) = store {
         file.agent.store = Some(s.clone());
     }
     let cfg = file.validate().with_context(|| format!("in {source}"))?;
+    Ok((cfg, source))
+}
+
+pub fn main(args: AgentArgs) -> Result<()> {
+    if args.print_default {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
+    }
+    let (cfg, source) = load(args.config.as_ref(), args.http.as_ref(), args.store.as_ref())?;
     if args.check {
         println!(
             "{source}: {} operations, responder {}",
@@ -53,6 +59,10 @@ pub fn main(args: AgentArgs) -> Result<()> {
         return Ok(());
     }
     let agent = Agent::start(cfg.clone()).context("starting the agent")?;
+    let AgentArgs { config, http, store, .. } = args;
+    agent.set_loader(Box::new(move || {
+        load(config.as_ref(), http.as_ref(), store.as_ref()).map(|(c, _)| c).map_err(|e| format!("{e:#}"))
+    }));
     tracing::info!(
         config = %source,
         http = %agent.http_addr(),
@@ -68,9 +78,18 @@ pub fn main(args: AgentArgs) -> Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    // a bad file leaves the running configuration as it is
+                    if let Err(e) = agent.reload_from_source() {
+                        tracing::error!("reload failed, configuration unchanged: {e}");
+                    }
+                }
+            }
         }
         anyhow::Ok(())
     })?;

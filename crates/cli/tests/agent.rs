@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Killed, free_tcp, free_udp, get};
+use common::{Killed, free_tcp, free_udp, get, request};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -196,4 +196,74 @@ fn config_errors_name_the_key() {
     let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).args(["agent", "--check"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout).unwrap().contains("4 operations, responder on"));
+}
+
+fn echo_ops(ids_timeouts: &[(u32, &str)], echo: u16, v1: u16) -> String {
+    ids_timeouts
+        .iter()
+        .map(|(id, t)| {
+            format!("[[operation]]\nid = {id}\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\nport = {echo}\ncontrol_port = {v1}\ntimeout = \"{t}\"\nfrequency = \"1s\"\n")
+        })
+        .collect()
+}
+
+#[test]
+fn reload_keeps_unchanged_operations_and_refuses_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, v1, echo) = (free_tcp(), free_udp(), free_udp());
+    let head = format!(
+        "[agent]\nhttp = \"127.0.0.1:{http}\"\nstore = \"{}\"\n[responder]\nlisten = [\"127.0.0.1\"]\nv1_port = {v1}\nv2 = false\n",
+        dir.path().join("runs.db").display()
+    );
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(&cfg, head.clone() + &echo_ops(&[(1, "200ms"), (2, "200ms"), (3, "200ms")], echo, v1)).unwrap();
+    let agent = start(&cfg, http);
+    std::thread::sleep(Duration::from_millis(2300));
+    let runs = |ops: &serde_json::Value, id: u64| {
+        ops.as_array().unwrap().iter().find(|o| o["id"] == id).map(|o| o["runs"].as_u64().unwrap())
+    };
+    let before = runs(&operations(http), 1).unwrap();
+    assert!(before >= 2, "{before}");
+
+    // 1 unchanged, 2 redefined, 3 removed, 4 added; SIGHUP
+    std::fs::write(&cfg, head.clone() + &echo_ops(&[(1, "200ms"), (2, "300ms"), (4, "200ms")], echo, v1)).unwrap();
+    Command::new("kill").args(["-HUP", &agent.0.id().to_string()]).status().unwrap();
+    let t = Instant::now();
+    let ops = loop {
+        let ops = operations(http);
+        let ids: Vec<u64> = ops.as_array().unwrap().iter().map(|o| o["id"].as_u64().unwrap()).collect();
+        if ids == [1, 2, 4] {
+            break ops;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "not reloaded: {ops}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(runs(&ops, 1).unwrap() >= before, "operation 1 kept its schedule and counters: {ops}");
+    assert!(runs(&ops, 2).unwrap() <= 1, "operation 2 was redefined, so restarted: {ops}");
+    let (_, metrics) = get(http, "/metrics").unwrap();
+    assert!(!metrics.contains(r#"op="3""#), "a removed operation exports nothing: {metrics}");
+
+    // a broken file is refused and nothing changes
+    std::fs::write(&cfg, head + "[[operation]]\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\nfrequency = \"often\"\n")
+        .unwrap();
+    let (code, body) = request(http, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("configuration unchanged") && body.contains("operation[0].frequency"), "{body}");
+    let ids: Vec<u64> = operations(http).as_array().unwrap().iter().map(|o| o["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 4]);
+    // and a good one through the endpoint reports what it did
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nhttp = \"127.0.0.1:{http}\"\nstore = \"{}\"\nworkers = 2\n",
+            dir.path().join("runs.db").display()
+        ) + &echo_ops(&[(1, "200ms")], echo, v1),
+    )
+    .unwrap();
+    let (code, body) = request(http, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let sum: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(sum["kept"], serde_json::json!([1]));
+    assert_eq!(sum["removed"], serde_json::json!([2, 4]));
+    assert_eq!(sum["needs_restart"], serde_json::json!(["agent.workers", "responder"]), "{sum}");
 }

@@ -27,6 +27,27 @@ pub enum StartTime {
     After(Duration),
     /// Start after a uniformly random delay up to this.
     Random(Duration),
+    /// Start at this time of day (UTC, since midnight): IOS `start-time hh:mm[:ss]`, the next
+    /// time the clock shows it. Turned into [`StartTime::After`] by [`StartTime::resolve`].
+    At(Duration),
+}
+
+/// One day.
+pub const DAY: Duration = Duration::from_secs(86_400);
+
+impl StartTime {
+    /// A time-of-day start as a delay from `wall` (time since the Unix epoch, UTC); other starts
+    /// unchanged. A time that has passed today means tomorrow; the current second means now.
+    pub fn resolve(self, wall: Duration) -> StartTime {
+        match self {
+            StartTime::At(tod) => {
+                let today = Duration::from_nanos((wall.as_nanos() % DAY.as_nanos()) as u64);
+                let tod = Duration::from_nanos((tod.as_nanos() % DAY.as_nanos()) as u64);
+                if tod >= today { StartTime::After(tod - today) } else { StartTime::After(DAY - (today - tod)) }
+            }
+            other => other,
+        }
+    }
 }
 
 /// One operation's schedule parameters.
@@ -42,6 +63,9 @@ pub struct ScheduleConfig {
     pub start: StartTime,
     /// Delete after this long inactive; `None` = never.
     pub ageout: Option<Duration>,
+    /// Start again every day at the same time for `life` (IOS `recurring`; needs a life under
+    /// one day).
+    pub recurring: bool,
 }
 
 impl Default for ScheduleConfig {
@@ -52,6 +76,7 @@ impl Default for ScheduleConfig {
             life: Some(Duration::from_secs(3600)),
             start: StartTime::Pending,
             ageout: None,
+            recurring: false,
         }
     }
 }
@@ -88,6 +113,8 @@ pub struct Schedule {
     state: OperState,
     next_run: Option<Instant>,
     life_ends: Option<Instant>,
+    /// First run of the current life (a recurring schedule starts again one day later).
+    life_started: Option<Instant>,
     idle_since: Instant,
     running: bool,
     /// Runs started.
@@ -112,6 +139,7 @@ impl Schedule {
             state: OperState::Pending,
             next_run: None,
             life_ends: None,
+            life_started: None,
             idle_since: now,
             running: false,
             runs: 0,
@@ -121,6 +149,8 @@ impl Schedule {
             StartTime::Now => s.activate(now, now),
             StartTime::After(d) => s.activate(now, now + d),
             StartTime::Random(d) => s.activate(now, now + uniform(Duration::ZERO, d, rand)),
+            // unresolved (no wall clock given): treat as a delay from now
+            StartTime::At(d) => s.activate(now, now + d),
             StartTime::Pending => {}
         }
         s
@@ -129,6 +159,7 @@ impl Schedule {
     fn activate(&mut self, _now: Instant, first: Instant) {
         self.state = OperState::Active;
         self.next_run = Some(first);
+        self.life_started = Some(first);
         self.life_ends = self.cfg.life.map(|l| first + l);
     }
 
@@ -154,13 +185,32 @@ impl Schedule {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             OperState::Active => self.next_run,
+            OperState::Inactive if self.cfg.recurring => self.next_life(),
             OperState::Pending | OperState::Inactive => self.cfg.ageout.map(|a| self.idle_since + a),
             OperState::AgedOut => None,
         }
     }
 
+    /// When a recurring schedule's next daily life starts.
+    fn next_life(&self) -> Option<Instant> {
+        self.life_started.map(|t| t + DAY)
+    }
+
     /// Advances to `now`. `next_random` supplies randomness for a random frequency.
     pub fn poll(&mut self, now: Instant, next_random: u64) -> Due {
+        if self.state == OperState::Inactive
+            && self.cfg.recurring
+            && let Some(mut next) = self.next_life()
+        {
+            if now < next {
+                return Due::Nothing;
+            }
+            // a whole day missed (the process was stopped): the next life is today's slot
+            while next + self.cfg.life.unwrap_or(DAY) <= now {
+                next += DAY;
+            }
+            self.activate(now, next);
+        }
         match self.state {
             OperState::Pending | OperState::Inactive => {
                 if self.cfg.ageout.is_some_and(|a| now >= self.idle_since + a) {
@@ -231,6 +281,7 @@ mod tests {
             life: life.map(|l| S * l as u32),
             start,
             ageout: None,
+            recurring: false,
         }
     }
 
@@ -279,6 +330,42 @@ mod tests {
         // random 5 s with random value 2_500_000_000 ns → first run at 2.5 s
         let r = Schedule::new(t0, cfg(StartTime::Random(S * 5), 10, None), 2_500_000_000);
         assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn start_at_a_time_of_day_is_the_next_time_the_clock_shows_it() {
+        let h = |x: u64| S * (x * 3600) as u32;
+        // wall clock: day 20000, 10:00:00 UTC
+        let wall = DAY * 20_000 + h(10);
+        assert_eq!(StartTime::At(h(14)).resolve(wall), StartTime::After(h(4)));
+        assert_eq!(StartTime::At(h(9)).resolve(wall), StartTime::After(h(23)), "passed today: tomorrow");
+        assert_eq!(StartTime::At(h(10)).resolve(wall), StartTime::After(Duration::ZERO));
+        assert_eq!(StartTime::Now.resolve(wall), StartTime::Now);
+    }
+
+    #[test]
+    fn recurring_starts_again_every_day_for_its_life() {
+        let t0 = Instant::now();
+        let mut c = cfg(StartTime::After(S * 100), 600, Some(1800));
+        c.recurring = true;
+        let mut s = Schedule::new(t0, c, 0);
+        let mut runs = Vec::new();
+        while let Some(next) = s.poll_timeout() {
+            if next - t0 > DAY * 2 + S * 3600 {
+                break;
+            }
+            if s.poll(next, 0) == Due::Run {
+                runs.push((next - t0).as_secs());
+                s.finished();
+            }
+        }
+        let day = DAY.as_secs();
+        assert_eq!(
+            runs,
+            vec![100, 700, 1300, 100 + day, 700 + day, 1300 + day, 100 + 2 * day, 700 + 2 * day, 1300 + 2 * day],
+            "three runs in each 30-minute life, one life a day at the same time"
+        );
+        assert_eq!(s.state(), OperState::Inactive);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod pacer;
 pub mod probe;
 pub mod responder;
+pub mod route;
 pub mod socket;
 
 /// Errors of the network layer.

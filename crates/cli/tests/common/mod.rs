@@ -28,9 +28,14 @@ pub fn free_tcp() -> u16 {
 
 /// `GET path` on 127.0.0.1:port: the status code and the body, or None when nothing answers.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    request(port, "GET", path)
+}
+
+/// `method path` (empty body) on 127.0.0.1:port: the status code and the body.
+pub fn request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").ok()?;
     let mut r = String::new();
     s.read_to_string(&mut r).ok()?;
     let code = r.split_whitespace().nth(1)?.parse().ok()?;
