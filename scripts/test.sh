@@ -19,6 +19,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v irtt >/dev/null 2>&1 || need+=(irtt)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   step "installing ${need[*]}"
   # packages such as prometheus start their service on install; the tests run their own process,

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -198,7 +198,16 @@ struct Shared {
     responder: Option<RunningResponder>,
     failover: Mutex<Option<crate::routes::Failover>>,
     stop: AtomicBool,
+    /// When the agent started; the heartbeat counts milliseconds from it.
+    started: Instant,
+    /// Set by every pass of the scheduler loop (see [`Agent::healthy`]).
+    heartbeat_ms: AtomicU64,
 }
+
+/// How long the scheduler may go without a pass before the agent counts as unhealthy. A pass
+/// takes at most 200 ms plus the locks it waits for; seconds without one mean a stuck lock or a
+/// dead thread.
+const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
 
 /// A running agent.
 pub struct Agent {
@@ -241,6 +250,8 @@ impl Agent {
             responder,
             failover: Mutex::new(failover),
             stop: AtomicBool::new(false),
+            started: now,
+            heartbeat_ms: AtomicU64::new(0),
         });
         let mut threads = Vec::new();
         let (jobs_tx, jobs_rx) = mpsc::channel::<u32>();
@@ -264,6 +275,14 @@ impl Agent {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+    }
+
+    /// True while the scheduler loop is turning (its last pass is younger than a few seconds) and
+    /// the agent is not stopping: what a service manager's watchdog should be fed on.
+    pub fn healthy(&self) -> bool {
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        let beat = self.shared.heartbeat_ms.load(Ordering::Relaxed);
+        !self.shared.stop.load(Ordering::SeqCst) && now.saturating_sub(beat) < HEARTBEAT_STALE.as_millis() as u64
     }
 
     /// Sets how `/-/reload` (and [`Agent::reload_from_source`]) re-read the configuration.
@@ -416,6 +435,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
 fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>) {
     let mut last_prune = Instant::now();
     while !sh.stop.load(Ordering::SeqCst) {
+        sh.heartbeat_ms.store(sh.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let now = Instant::now();
         let mut next = now + Duration::from_millis(200);
         if let Ok(mut ops) = sh.ops.lock() {
@@ -731,3 +751,6 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
             .await;
     });
 }
+
+#[cfg(test)]
+mod health_tests;

@@ -73,26 +73,39 @@ pub fn main(args: AgentArgs) -> Result<()> {
         agent.http_addr(),
         agent.http_addr()
     );
+    // handlers before READY=1: a SIGTERM right after it must stop us cleanly, not by default action
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
+    let (mut term, mut int, mut hup) = {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => {
-                    // a bad file leaves the running configuration as it is
-                    if let Err(e) = agent.reload_from_source() {
-                        tracing::error!("reload failed, configuration unchanged: {e}");
+        let _rt = rt.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?)
+    };
+    let status = |n: usize| format!("{n} operations; metrics at http://{}/metrics", agent.http_addr());
+    crate::notify::ready(&status(cfg.operations.len()));
+    std::thread::scope(|scope| {
+        let _watchdog = crate::notify::watchdog(scope, || agent.healthy());
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        crate::notify::reloading();
+                        // a bad file leaves the running configuration as it is
+                        match agent.reload_from_source() {
+                            Ok(r) => crate::notify::ready(&status(r.kept.len() + r.changed.len() + r.added.len())),
+                            Err(e) => {
+                                tracing::error!("reload failed, configuration unchanged: {e}");
+                                crate::notify::ready("reload failed, configuration unchanged");
+                            }
+                        }
                     }
                 }
             }
-        }
-        anyhow::Ok(())
+            anyhow::Ok(())
+        })
     })?;
+    crate::notify::stopping();
     tracing::info!("shutting down: letting running operations finish");
     agent.stop();
     Ok(())

@@ -2,6 +2,7 @@
 //! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation.
 
 mod agent;
+mod notify;
 mod probe;
 mod responder;
 
@@ -27,13 +28,20 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    use std::io::IsTerminal;
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // systemd sets JOURNAL_STREAM when stderr goes to the journal, which stamps every line itself
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        log.without_time().init();
+    } else {
+        log.init();
+    }
     let result = match cli.command {
         Command::Responder(args) => responder::main(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Probe(args) => probe::main(*args),
