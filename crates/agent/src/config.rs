@@ -193,6 +193,41 @@ pub fn parse_duration(key: &str, s: &str, min: Duration, max: Duration) -> Resul
     Ok(d)
 }
 
+/// Parses a size like `100MiB`, `512KiB`, `2GiB` or `1048576` (bytes), within `min..=max` bytes.
+pub fn parse_size(key: &str, s: &str, min: u64, max: u64) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => {
+            bail!("{key}: \"{s}\" is not a size; expected a whole number with B, KiB, MiB, GiB or TiB, e.g. \"100MiB\"")
+        }
+    };
+    let v = n.parse::<u64>().ok().and_then(|n| n.checked_mul(mult));
+    let Some(v) = v else {
+        bail!("{key}: \"{s}\" is not a size; expected a whole number with B, KiB, MiB, GiB or TiB, e.g. \"100MiB\"")
+    };
+    if v < min || v > max {
+        bail!("{key}: {s} is out of range; allowed {} to {}", human_size(min), human_size(max));
+    }
+    Ok(v)
+}
+
+/// A size in the largest binary unit that divides it (`100MiB`).
+pub fn human_size(v: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if v >= 1 << shift && v.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", v >> shift);
+        }
+    }
+    format!("{v}B")
+}
+
 /// Checks a count against its allowed range.
 pub fn check_range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, min: T, max: T) -> Result<T> {
     if v < min || v > max {
@@ -265,6 +300,24 @@ mod tests {
         let e = parse_duration("max_duration", "2h", Duration::ZERO, max).unwrap_err().to_string();
         assert!(e.contains("max_duration") && e.contains("1h"), "{e}");
         assert!(parse_duration("d", "soon", Duration::ZERO, max).unwrap_err().to_string().contains("d:"));
+    }
+
+    #[test]
+    fn sizes() {
+        let (min, max) = (1 << 20, 1 << 40);
+        assert_eq!(parse_size("k", "100MiB", min, max).unwrap(), 100 << 20);
+        assert_eq!(parse_size("k", "2 GiB", min, max).unwrap(), 2 << 30);
+        assert_eq!(parse_size("k", "1048576", min, max).unwrap(), 1 << 20);
+        assert_eq!(
+            parse_size("agent.store_max_size", "100MB", min, max).unwrap_err().to_string(),
+            "agent.store_max_size: \"100MB\" is not a size; expected a whole number with B, KiB, MiB, GiB or TiB, e.g. \"100MiB\""
+        );
+        assert_eq!(
+            parse_size("agent.store_max_size", "512KiB", min, max).unwrap_err().to_string(),
+            "agent.store_max_size: 512KiB is out of range; allowed 1MiB to 1TiB"
+        );
+        assert!(parse_size("k", "99999999999TiB", min, max).is_err(), "overflow");
+        assert!(parse_size("k", "MiB", min, max).is_err());
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! runtime, and the responder's own thread. A completed run is committed to the store before it
 //! is published, so a killed agent loses no completed run.
 
-use crate::config::{ConfigError, ResponderFile, Result as CfgResult, check_range, parse_duration};
+use crate::alert::{AlertDef, AlertEvent, AlertFile, Alerts};
+use crate::config::{ConfigError, ResponderFile, Result as CfgResult, check_range, parse_duration, parse_size};
 use crate::metrics::Metrics;
 use crate::opconfig::{OperationDef, OperationFile};
 use crate::report::{Context, Report};
 use crate::runner;
-use crate::store::{Store, StoredEvent};
+use crate::store::{RunRecord, Store, StoredEvent};
 use crate::tracks::{Changed, TrackDef, TrackFile, TrackSet};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
@@ -45,6 +46,8 @@ pub struct AgentSection {
     pub store: Option<PathBuf>,
     /// How long runs are kept (default 7d).
     pub retention: Option<String>,
+    /// Largest store, e.g. "100MiB": the oldest runs go first (default 1GiB).
+    pub store_max_size: Option<String>,
     /// Runner threads (default 16).
     pub workers: Option<usize>,
     /// `rtm_protocol` of the routes `[[route]]` installs (default 167).
@@ -72,6 +75,9 @@ pub struct AgentFile {
     /// `[[route]]`: routes installed while a track is up (failover).
     #[serde(default)]
     pub route: Vec<crate::routes::RouteFile>,
+    /// `[[alert]]`.
+    #[serde(default)]
+    pub alert: Vec<AlertFile>,
 }
 
 /// A validated configuration.
@@ -83,6 +89,8 @@ pub struct AgentConfig {
     pub store: PathBuf,
     /// Retention.
     pub retention: Duration,
+    /// Largest store, bytes of pages in use.
+    pub store_max_size: u64,
     /// Runner threads.
     pub workers: usize,
     /// The responder, when configured.
@@ -97,6 +105,8 @@ pub struct AgentConfig {
     pub routes: Vec<crate::routes::RouteDef>,
     /// Their protocol number.
     pub route_protocol: u8,
+    /// Alert sinks.
+    pub alerts: Vec<AlertDef>,
 }
 
 impl AgentFile {
@@ -134,6 +144,12 @@ impl AgentFile {
                 }
                 None => Duration::from_secs(7 * 86_400),
             },
+            store_max_size: parse_size(
+                "agent.store_max_size",
+                self.agent.store_max_size.as_deref().unwrap_or("1GiB"),
+                1 << 20,
+                1 << 40,
+            )?,
             workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
             responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
             responder_file: self.responder.clone(),
@@ -141,6 +157,7 @@ impl AgentFile {
             routes: crate::routes::validate(&self.route, &tracks.iter().map(|t| t.id).collect::<Vec<_>>())?,
             route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
             operations,
+            alerts: crate::alert::validate(&self.alert)?,
         })
     }
 }
@@ -164,6 +181,8 @@ struct OpState {
     schedule: Schedule,
     sequence: u32,
     reactions: Vec<Reaction>,
+    successes: u64,
+    failures: u64,
 }
 
 /// Re-reads the configuration for a reload (the file and the command-line overrides).
@@ -184,6 +203,8 @@ pub struct ReloadSummary {
     pub tracks_changed: bool,
     /// The routes were redefined.
     pub routes_changed: bool,
+    /// The alert sinks were redefined.
+    pub alerts_changed: bool,
     /// Settings that take effect only after a restart (they were not applied).
     pub needs_restart: Vec<String>,
 }
@@ -198,6 +219,7 @@ struct Shared {
     responder: Option<RunningResponder>,
     failover: Mutex<Option<crate::routes::Failover>>,
     stop: AtomicBool,
+    alerts: Alerts,
     /// When the agent started; the heartbeat counts milliseconds from it.
     started: Instant,
     /// Set by every pass of the scheduler loop (see [`Agent::healthy`]).
@@ -230,7 +252,8 @@ fn wall_ns() -> i64 {
 impl Agent {
     /// Starts everything; returns once the HTTP listener and the responder are bound.
     pub fn start(cfg: AgentConfig) -> Result<Agent, AgentError> {
-        let store = Store::open(&cfg.store)?;
+        let mut store = Store::open(&cfg.store)?;
+        store.set_max_size(Some(cfg.store_max_size));
         let responder = cfg.responder.clone().map(spawn_responder).transpose()?;
         let now = Instant::now();
         let ops = cfg.operations.iter().map(|d| (d.id, OpState::new(d, now))).collect();
@@ -240,16 +263,19 @@ impl Agent {
         } else {
             Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, track_states(&track_set))?)
         };
+        let metrics = Metrics::new();
+        let alerts = Alerts::start(cfg.alerts.clone(), &metrics)?;
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg.clone()),
             loader: Mutex::new(None),
             ops: Mutex::new(ops),
             tracks: Mutex::new(track_set),
             store: Mutex::new(store),
-            metrics: Metrics::new(),
+            metrics,
             responder,
             failover: Mutex::new(failover),
             stop: AtomicBool::new(false),
+            alerts,
             started: now,
             heartbeat_ms: AtomicU64::new(0),
         });
@@ -305,7 +331,8 @@ impl Agent {
         reload_from_source(&self.shared)
     }
 
-    /// Stops scheduling, lets running operations finish, stops HTTP and the responder.
+    /// Stops scheduling, lets running operations finish, stops HTTP and the responder, then gives
+    /// the alert sinks up to 5 s to deliver what is queued.
     pub fn stop(mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(s) = self.http_stop.take() {
@@ -317,6 +344,7 @@ impl Agent {
         if let Some(mut f) = self.shared.failover.lock().ok().and_then(|mut f| f.take()) {
             f.stop();
         }
+        self.shared.alerts.stop(Duration::from_secs(5));
     }
 }
 
@@ -337,6 +365,8 @@ impl OpState {
             ),
             sequence: rand::random::<u8>().into(),
             reactions: d.reactions.iter().map(|r| Reaction::new(*r)).collect(),
+            successes: 0,
+            failures: 0,
         }
     }
 }
@@ -414,6 +444,17 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
             }
         }
     }
+    sum.alerts_changed = cur.alerts != new.alerts;
+    if sum.alerts_changed
+        && let Err(e) = sh.alerts.reconfigure(new.alerts.clone(), &sh.metrics, Duration::from_secs(5))
+    {
+        tracing::error!(error = %e, "alert sinks could not restart; the previous ones stay");
+    }
+    if cur.store_max_size != new.store_max_size
+        && let Ok(mut s) = sh.store.lock()
+    {
+        s.set_max_size(Some(new.store_max_size));
+    }
     let (http, store, workers, responder, responder_file) =
         (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone());
     *cur = AgentConfig { http, store, workers, responder, responder_file, ..new };
@@ -424,6 +465,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         removed = ?sum.removed,
         tracks_changed = sum.tracks_changed,
         routes_changed = sum.routes_changed,
+        alerts_changed = sum.alerts_changed,
         "configuration reloaded"
     );
     if !sum.needs_restart.is_empty() {
@@ -461,10 +503,19 @@ fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>) {
         publish_tracks(&sh, changes.unwrap_or_default());
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();
+            let hours: BTreeMap<u32, u8> =
+                sh.ops.lock().map(|o| o.iter().map(|(id, o)| (*id, o.def.history.hours)).collect()).unwrap_or_default();
             let retention = sh.cfg.lock().map(|c| c.retention).unwrap_or(Duration::from_secs(7 * 86_400));
             if let Ok(s) = sh.store.lock() {
                 match s.prune(wall_ns(), retention) {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned runs older than the retention"),
+                    Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
+                    _ => {}
+                }
+                match s.prune_aggregates(wall_ns(), &hours).and_then(|_| s.enforce_max_size()) {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(deleted = n, "pruned the oldest runs to keep the store under its size")
+                    }
                     Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
                     _ => {}
                 }
@@ -495,6 +546,7 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
             continue;
         };
         let start = ipsla_net::clock::wall_now();
+        let mut success = None;
         match runner::run(&def.spec, seq, &rt) {
             Ok(out) => {
                 let voice = match &def.spec.kind {
@@ -513,14 +565,21 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                 };
                 let report = Report::new(ctx, &out.result);
                 let json = serde_json::to_string(&report).unwrap_or_default();
-                let code = serde_json::to_value(out.result.return_code)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                let rtt = (out.result.stats.rtt.count > 0).then(|| out.result.stats.rtt.avg() / 1000.0);
+                let record = RunRecord {
+                    op: id,
+                    start_ns: start.as_nanos() as i64,
+                    result: &out.result,
+                    jitter: matches!(
+                        def.spec.kind,
+                        runner::OpKind::UdpJitter { .. } | runner::OpKind::IcmpJitter { .. }
+                    ),
+                    report: &json,
+                    history: def.history,
+                };
+                success = Some(out.result.return_code == ipsla_core::ops::ReturnCode::Ok);
                 // committed before it is published: a run visible anywhere is durable
                 if let Ok(s) = sh.store.lock()
-                    && let Err(e) = s.insert(id, start.as_nanos() as i64, &code, rtt, &json)
+                    && let Err(e) = s.insert_run(&record)
                 {
                     tracing::error!(op = id, error = %e, "the store refused a completed run; measuring goes on");
                 }
@@ -539,6 +598,11 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
             && let Some(o) = ops.get_mut(&id)
         {
             o.schedule.finished();
+            match success {
+                Some(true) => o.successes += 1,
+                Some(false) => o.failures += 1,
+                None => {}
+            }
         }
     }
 }
@@ -557,6 +621,7 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
         let text = e.syslog(def.id);
         if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
             tracing::warn!(target: "ipsla::reaction", op = def.id, value = e.value, "{text}");
+            sh.alerts.send(AlertEvent::reaction(def.id, &e, wall_ns()));
         }
         sh.metrics.reaction(def.id, e.element.keyword(), e.occurred);
         let stored = StoredEvent {
@@ -600,6 +665,7 @@ fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
     for c in changes {
         tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
         sh.metrics.track(c.id, c.up);
+        sh.alerts.send(AlertEvent::track(&c, wall_ns()));
         let e = StoredEvent {
             op: c.id,
             time_ns: wall_ns(),
@@ -623,6 +689,15 @@ struct TrackSummary {
     up: bool,
     changes: u64,
     tracks: String,
+    /// The followed operation, or the list's members.
+    operation: Option<u32>,
+    members: Vec<u32>,
+    delay_up_s: f64,
+    delay_down_s: f64,
+    last_change: Option<String>,
+    last_change_s_ago: Option<f64>,
+    latest_return_code: Option<String>,
+    latest_rtt_ms: Option<f64>,
 }
 
 async fn reload_handler(State(sh): State<St>) -> Response {
@@ -644,9 +719,38 @@ async fn routes(State(sh): State<St>) -> Response {
 }
 
 async fn tracks(State(sh): State<St>) -> Response {
-    let Ok(t) = sh.tracks.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    let v: Vec<TrackSummary> =
-        t.states().into_iter().map(|(id, up, changes, tracks)| TrackSummary { id, up, changes, tracks }).collect();
+    let Ok(status) = sh.tracks.lock().map(|t| t.status()) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let (now, wall) = (Instant::now(), ipsla_net::clock::wall_now());
+    let store = sh.store.lock().ok();
+    let v: Vec<TrackSummary> = status
+        .into_iter()
+        .map(|t| {
+            let (operation, members) = match &t.def.source {
+                crate::tracks::TrackSource::Operation { op, .. } => (Some(*op), Vec::new()),
+                crate::tracks::TrackSource::List { members, .. } => (None, members.clone()),
+            };
+            let ago = t.last_change.map(|at| now.saturating_duration_since(at));
+            let latest = operation.and_then(|op| store.as_ref().and_then(|s| s.latest(op).ok().flatten()));
+            TrackSummary {
+                id: t.id,
+                up: t.up,
+                changes: t.changes,
+                tracks: t.def.describe(),
+                operation,
+                members,
+                delay_up_s: t.def.delay_up.as_secs_f64(),
+                delay_down_s: t.def.delay_down.as_secs_f64(),
+                last_change: ago.map(|a| {
+                    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + wall.saturating_sub(a)).to_string()
+                }),
+                last_change_s_ago: ago.map(|a| (a.as_secs_f64() * 1000.0).round() / 1000.0),
+                latest_return_code: t.last_code.map(crate::store::code_name),
+                latest_rtt_ms: latest.as_ref().and_then(|r| r.report["rtt_us"]["avg"].as_f64()).map(|us| us / 1000.0),
+            }
+        })
+        .collect();
     Json(v).into_response()
 }
 
@@ -661,6 +765,14 @@ struct OpSummary {
     busies: u64,
     stored: u64,
     frequency_s: f64,
+    /// Runs with return code OK since the agent started (IOS "Number of successes").
+    successes: u64,
+    /// The others (IOS "Number of failures").
+    failures: u64,
+    /// Configured life, s; null = forever.
+    life_s: Option<f64>,
+    /// What is left of it, s (IOS "Operation time to live"); null = forever.
+    time_to_live_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -678,6 +790,7 @@ async fn metrics(State(sh): State<St>, headers: axum::http::HeaderMap) -> Respon
 async fn operations(State(sh): State<St>) -> Response {
     let Ok(ops) = sh.ops.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     let store = sh.store.lock().ok();
+    let now = Instant::now();
     let list: Vec<OpSummary> = ops
         .values()
         .map(|o| OpSummary {
@@ -690,6 +803,10 @@ async fn operations(State(sh): State<St>) -> Response {
             busies: o.schedule.busies,
             stored: store.as_ref().and_then(|s| s.count(o.def.id).ok()).unwrap_or(0),
             frequency_s: o.def.schedule.frequency.as_secs_f64(),
+            successes: o.successes,
+            failures: o.failures,
+            life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
+            time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
         })
         .collect();
     Json(list).into_response()
@@ -705,6 +822,16 @@ async fn latest(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response {
 async fn history(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Query<HistoryQuery>) -> Response {
     let limit = q.limit.unwrap_or(100).min(10_000);
     match sh.store.lock().ok().and_then(|s| s.history(id, limit).ok()) {
+        Some(v) => Json(v).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn aggregated(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response {
+    if !sh.ops.lock().is_ok_and(|o| o.contains_key(&id)) {
+        return (StatusCode::NOT_FOUND, format!("no operation {id}\n")).into_response();
+    }
+    match sh.store.lock().ok().and_then(|s| s.aggregates(id).ok()) {
         Some(v) => Json(v).into_response(),
         None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -739,6 +866,7 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
             .route("/api/v1/operations", get(operations))
             .route("/api/v1/operations/{id}/latest", get(latest))
             .route("/api/v1/operations/{id}/history", get(history))
+            .route("/api/v1/operations/{id}/aggregated", get(aggregated))
             .route("/api/v1/responder", get(responder_status))
             .route("/api/v1/events", get(events))
             .route("/api/v1/tracks", get(tracks))

@@ -3,7 +3,9 @@
 //! - [`config`]: TOML configuration, validated; every error names the key and what it accepts.
 //! - [`runner`]: a validated operation specification and one run of it (shared by `ipsla probe`
 //!   and the agent).
+//! - [`alert`]: `[[alert]]` sinks (webhook, exec hook) for reaction and track transitions.
 
+pub mod alert;
 pub mod config;
 pub mod daemon;
 pub mod group;

@@ -67,6 +67,16 @@ pub struct Metrics {
     jitter_avg: Family<DirLabels, FGauge>,
     reaction_active: Family<ReactLabels, Gauge>,
     track_state: Family<TrackLabels, Gauge>,
+    alerts: Family<AlertLabels, Counter>,
+}
+
+/// Labels of an alert sink's outcome counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// Sink name (`[[alert]]` `name`).
+    pub sink: String,
+    /// sent | failed (after its retries) | dropped (queue full, or still queued at shutdown)
+    pub result: String,
 }
 
 /// Labels of a track.
@@ -136,6 +146,7 @@ impl Metrics {
             jitter_avg: Family::default(),
             reaction_active: Family::default(),
             track_state: Family::default(),
+            alerts: Family::default(),
             registry: Registry::default(),
         };
         registry.register("operation_success", "1 when the latest run returned OK", m.success.clone());
@@ -165,6 +176,7 @@ impl Metrics {
             "1 while a reaction's condition holds (rttMonReactOccurred)",
             m.reaction_active.clone(),
         );
+        registry.register("alerts", "Events handed to alert sinks, by outcome", m.alerts.clone());
         Metrics { registry, ..m }
     }
 
@@ -258,6 +270,12 @@ impl Metrics {
     /// Records a track's state.
     pub fn track(&self, id: u32, up: bool) {
         self.track_state.get_or_create(&TrackLabels { track: id.to_string() }).set(i64::from(up));
+    }
+
+    /// The counter of one alert sink's outcome (`ipsla_alerts_total{sink,result}`); it shares its
+    /// value with the registry, so the alert thread counts without going through `Metrics`.
+    pub fn alert_counter(&self, sink: &str, result: &str) -> Counter {
+        self.alerts.get_or_create(&AlertLabels { sink: sink.into(), result: result.into() }).clone()
     }
 
     /// The exposition in OpenMetrics 1.0 text (what `prometheus-client` writes), to be served as

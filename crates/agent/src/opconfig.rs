@@ -4,6 +4,7 @@
 
 use crate::config::{ConfigError, Result, check_range, parse_duration};
 use crate::runner::{ClockSyncMode, OpKind, OperationSpec, Tolerance};
+use crate::store::{HistoryConfig, MAX_HISTORY_HOURS};
 use ipsla_core::ops::control::{ControlMode, V2Auth};
 use ipsla_core::ops::jitter::MAX_PACKETS;
 use ipsla_core::ops::{Precision, VoiceConfig};
@@ -60,6 +61,11 @@ pub struct OperationFile {
     pub clock_sync: Option<String>,
     pub clock_tolerance: Option<String>,
     pub data_pattern: Option<String>,
+    // hourly aggregates (IOS `history hours-of-statistics-kept`, `distributions-of-statistics-kept`,
+    // `statistics-distribution-interval`)
+    pub history_hours: Option<u8>,
+    pub distributions: Option<u8>,
+    pub distribution_interval: Option<u32>,
     // reactions and triggers
     #[serde(default)]
     pub reaction: Vec<ReactionFile>,
@@ -97,6 +103,8 @@ pub struct OperationDef {
     pub reactions: Vec<ReactionConfig>,
     /// Operations started by this one's trigger actions.
     pub triggers: Vec<u32>,
+    /// Hourly aggregates kept.
+    pub history: HistoryConfig,
 }
 
 fn threshold_type(key: &str, s: &str) -> Result<ThresholdType> {
@@ -486,6 +494,16 @@ impl OperationFile {
             schedule,
             reactions,
             triggers: self.trigger.clone(),
+            history: HistoryConfig {
+                hours: check_range(&k("history_hours"), self.history_hours.unwrap_or(2), 0, MAX_HISTORY_HOURS)?,
+                distributions: check_range(&k("distributions"), self.distributions.unwrap_or(1), 1, 20)?,
+                interval_ms: check_range(
+                    &k("distribution_interval"),
+                    self.distribution_interval.unwrap_or(20),
+                    1,
+                    100,
+                )?,
+            },
         })
     }
 }
@@ -555,6 +573,19 @@ mod tests {
         assert!(e.contains("rising 10 is below falling 50"), "{e}");
         let e = op("[[reaction]]\nelement = \"latency\"").unwrap_err().to_string();
         assert!(e.contains("allowed: rtt, jitterAvg"), "{e}");
+    }
+
+    #[test]
+    fn history_keys() {
+        assert_eq!(op("").unwrap().history, HistoryConfig { hours: 2, distributions: 1, interval_ms: 20 });
+        let d = op("history_hours = 0\ndistributions = 5\ndistribution_interval = 10").unwrap();
+        assert_eq!(d.history, HistoryConfig { hours: 0, distributions: 5, interval_ms: 10 });
+        let e = op("history_hours = 26").unwrap_err().to_string();
+        assert_eq!(e, "operation[1].history_hours: 26 is out of range; allowed 0 to 25");
+        let e = op("distributions = 0").unwrap_err().to_string();
+        assert_eq!(e, "operation[1].distributions: 0 is out of range; allowed 1 to 20");
+        let e = op("distribution_interval = 101").unwrap_err().to_string();
+        assert_eq!(e, "operation[1].distribution_interval: 101 is out of range; allowed 1 to 100");
     }
 
     #[test]

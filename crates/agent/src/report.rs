@@ -5,12 +5,45 @@
 use ipsla_core::ops::{OperationResult, Precision, ReturnCode};
 use ipsla_core::stats::{Acc, DirJitter, JitterStats, LossPeriods, Percentiles};
 use ipsla_core::voice::{Codec, MosModel};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Schema version of the JSON document; bumped only on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// The fixed words of the document (operation names, control, timestamp sources, clock sync).
+const WORDS: &[&str] = &[
+    "udp-jitter",
+    "udp-echo",
+    "tcp-connect",
+    "icmp-echo",
+    "icmp-jitter",
+    "v1",
+    "v2",
+    "none",
+    "kernel",
+    "user",
+    "mixed",
+    "ntp",
+    "ptp",
+    "assume",
+    "sync",
+    "out_of_sync",
+    "not_checked",
+];
+
+/// One of [`WORDS`]. An alias rather than `&'static str` so that serde does not take the field
+/// for a string borrowed from the input.
+pub type Word = &'static str;
+
+/// Reads one of the document's fixed words back as the `&'static str` a [`Report`] holds, so that
+/// a stored document can be rendered again (`ipsla show statistics`); a word this version does not
+/// know reads as "unknown".
+pub fn word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(WORDS.iter().find(|w| **w == s).copied().unwrap_or("unknown"))
+}
 
 fn us(ns: i64) -> f64 {
     (ns as f64 / 1000.0 * 1000.0).round() / 1000.0
@@ -20,7 +53,7 @@ fn usf(ns: f64) -> f64 {
 }
 
 /// Min / avg / max / percentiles of a delay, µs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Delay {
     pub count: u64,
     pub min: f64,
@@ -51,20 +84,20 @@ impl Delay {
 }
 
 /// Percentiles, µs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Pct {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct OneWay {
     pub sd: Delay,
     pub ds: Delay,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Jitter1 {
     pub count: u64,
     pub avg: f64,
@@ -95,7 +128,7 @@ impl Jitter1 {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct JitterReport {
     pub sd: Jitter1,
     pub ds: Jitter1,
@@ -104,7 +137,7 @@ pub struct JitterReport {
     pub iaj_ds: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Loss {
     pub sd: u32,
     pub ds: u32,
@@ -118,7 +151,7 @@ pub struct Loss {
     pub periods_ds: LossPeriods,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Voice {
     pub codec: Codec,
     pub model: MosModel,
@@ -130,14 +163,16 @@ pub struct Voice {
 
 pub use crate::runner::ClockCheck as ClockSync;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Stamps {
     /// kernel | user | mixed | none: where T4 (receive) came from.
-    pub rx: &'static str,
+    #[serde(deserialize_with = "word")]
+    pub rx: Word,
     pub rx_kernel: u32,
     pub rx_user: u32,
     /// kernel | user | mixed | none: where T1 (send) came from.
-    pub tx: &'static str,
+    #[serde(deserialize_with = "word")]
+    pub tx: Word,
     pub tx_kernel: u32,
     pub tx_user: u32,
     /// Self-diagnostic: userspace read after recvmsg − kernel receive stamp.
@@ -146,7 +181,7 @@ pub struct Stamps {
     pub tx_kernel_minus_user_us: DeltaJson,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct DeltaJson {
     pub count: u64,
     pub avg: f64,
@@ -169,7 +204,7 @@ fn source(kernel: u32, user: u32) -> &'static str {
 }
 
 /// One reply, with `--samples`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SampleJson {
     pub seq: u32,
     pub responder_seq: u32,
@@ -183,15 +218,17 @@ pub struct SampleJson {
 }
 
 /// One run of one operation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub schema: u32,
-    pub operation: &'static str,
+    #[serde(deserialize_with = "word")]
+    pub operation: Word,
     pub target: String,
     pub run: u32,
     pub start: String,
     pub return_code: ReturnCode,
-    pub control: &'static str,
+    #[serde(deserialize_with = "word")]
+    pub control: Word,
     pub precision: Precision,
     pub sent: u32,
     pub received: u32,
@@ -331,7 +368,8 @@ impl Unit {
     }
 }
 
-fn ios_time(start: &str) -> String {
+/// An RFC 3339 time as IOS prints it: `10:00:00 UTC 2024-09-01`.
+pub fn ios_time(start: &str) -> String {
     // "2024-09-01T10:00:00.123456Z" -> "10:00:00 UTC 2024-09-01"
     match start.split_once('T') {
         Some((date, rest)) => format!("{} UTC {date}", &rest[..8.min(rest.len())]),
@@ -341,6 +379,12 @@ fn ios_time(start: &str) -> String {
 
 /// The text of one run, laid out like IOS `show ip sla statistics`, then our additions.
 pub fn text(r: &Report, successes: u32, failures: u32) -> String {
+    text_with_life(r, successes.into(), failures.into(), None)
+}
+
+/// [`text`] with IOS's "Operation time to live" line after the failures (`Forever`, `3600 sec`):
+/// what the agent's `ipsla show statistics` prints.
+pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: Option<&str>) -> String {
     let u = Unit(r.precision);
     let mut o = String::new();
     let w = &mut o;
@@ -433,6 +477,9 @@ pub fn text(r: &Report, successes: u32, failures: u32) -> String {
     }
     let _ = writeln!(w, "Number of successes: {successes}");
     let _ = writeln!(w, "Number of failures: {failures}");
+    if let Some(t) = time_to_live {
+        let _ = writeln!(w, "Operation time to live: {t}");
+    }
     // Beyond IOS: what it does not print.
     let _ = writeln!(w, "Additional statistics (ipsla):");
     let d = &r.rtt_us;
@@ -506,4 +553,51 @@ pub fn ping_summary(target: &str, sent: u64, received: u64, rtts: &Acc) -> Strin
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipsla_core::stats::JitterStats;
+
+    #[test]
+    fn a_stored_document_renders_as_the_original() {
+        let mut stats = JitterStats { sent: 3, received: 2, loss_sd: 1, ..Default::default() };
+        stats.rtt.add(2_400_000);
+        stats.rtt.add(3_100_000);
+        stats.jitter_sd.positive.add(700_000);
+        let r = OperationResult {
+            return_code: ReturnCode::Ok,
+            stats,
+            voice: None,
+            precision: Precision::Ms,
+            stamps: Default::default(),
+            unexpected: 0,
+            samples: Vec::new(),
+            send_span_ns: 40_000_000,
+        };
+        let ctx = Context {
+            operation: "udp-jitter",
+            target: "127.0.0.1:5000".into(),
+            run: 7,
+            start: Duration::from_secs(1_800_000_000),
+            control: "v1",
+            clock_sync: ClockSync { mode: "ntp", state: "out_of_sync", est_error_us: Some(40) },
+            voice: None,
+            samples: false,
+        };
+        let report = Report::new(ctx, &r);
+        let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!((back.operation, back.control, back.clock_sync.state), ("udp-jitter", "v1", "out_of_sync"));
+        assert_eq!(text(&back, 4, 1), text(&report, 4, 1));
+        let t = text_with_life(&back, 4, 1, Some("Forever"));
+        assert!(t.contains("        Latest RTT: 2 milliseconds\n"), "{t}");
+        assert!(t.contains("Latest operation start time: 08:00:00 UTC 2027-01-15\n"), "{t}");
+        assert!(t.contains("Number of failures: 1\nOperation time to live: Forever\n"), "{t}");
+        assert!(t.contains("        Loss Source to Destination: 1\n"), "{t}");
+        let odd: Report =
+            serde_json::from_str(&serde_json::to_string(&report).unwrap().replace("\"udp-jitter\"", "\"http\""))
+                .unwrap();
+        assert_eq!(odd.operation, "unknown", "a word from a newer version");
+    }
 }

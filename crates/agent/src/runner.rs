@@ -103,12 +103,14 @@ pub enum Tolerance {
 }
 
 /// The result of the clock check of one run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ClockCheck {
     /// none | ntp | ptp | assume
-    pub mode: &'static str,
+    #[serde(deserialize_with = "crate::report::word")]
+    pub mode: crate::report::Word,
     /// sync | out_of_sync | not_checked
-    pub state: &'static str,
+    #[serde(deserialize_with = "crate::report::word")]
+    pub state: crate::report::Word,
     /// Kernel's estimated error, µs.
     pub est_error_us: Option<i64>,
 }

@@ -160,6 +160,23 @@ pub struct Changed {
     pub text: String,
 }
 
+/// What `show track` prints of one track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackStatus {
+    /// Track number.
+    pub id: u32,
+    /// Reported state.
+    pub up: bool,
+    /// Changes reported so far.
+    pub changes: u64,
+    /// When the last change was reported.
+    pub last_change: Option<Instant>,
+    /// The definition.
+    pub def: TrackDef,
+    /// The followed operation's latest return code (operation tracks that have seen a run).
+    pub last_code: Option<ReturnCode>,
+}
+
 /// The tracks of an agent and their states.
 #[derive(Debug, Clone)]
 pub struct TrackSet {
@@ -167,6 +184,7 @@ pub struct TrackSet {
     tracks: Vec<Track>,
     raw: Vec<bool>,
     last_code: BTreeMap<u32, ReturnCode>,
+    last_change: Vec<Option<Instant>>,
 }
 
 impl TrackSet {
@@ -174,7 +192,28 @@ impl TrackSet {
     pub fn new(defs: Vec<TrackDef>) -> Self {
         let tracks = defs.iter().map(|d| Track::new(d.delay_up, d.delay_down)).collect();
         let raw = vec![false; defs.len()];
-        TrackSet { defs, tracks, raw, last_code: BTreeMap::new() }
+        let last_change = vec![None; defs.len()];
+        TrackSet { defs, tracks, raw, last_code: BTreeMap::new(), last_change }
+    }
+
+    /// Every track's state, for `show track`.
+    pub fn status(&self) -> Vec<TrackStatus> {
+        self.defs
+            .iter()
+            .zip(&self.tracks)
+            .zip(&self.last_change)
+            .map(|((d, t), at)| TrackStatus {
+                id: d.id,
+                up: t.up(),
+                changes: t.changes(),
+                last_change: *at,
+                def: d.clone(),
+                last_code: match d.source {
+                    TrackSource::Operation { op, .. } => self.last_code.get(&op).copied(),
+                    TrackSource::List { .. } => None,
+                },
+            })
+            .collect()
     }
 
     /// The same tracks under new definitions (a reload): the latest return code of every
@@ -186,6 +225,7 @@ impl TrackSet {
             if let Some(j) = self.defs.iter().position(|o| o == d) {
                 next.tracks[i] = self.tracks[j].clone();
                 next.raw[i] = self.raw[j];
+                next.last_change[i] = self.last_change[j];
             }
         }
         next
@@ -228,6 +268,7 @@ impl TrackSet {
                 None
             };
             if let Some(c) = change {
+                self.last_change[i] = Some(now);
                 out.push(Changed {
                     id: self.defs[i].id,
                     up: c.up,
@@ -260,6 +301,10 @@ mod tests {
         let c = t.on_result(t0, 1, ReturnCode::OverThreshold);
         assert_eq!(c.iter().map(|c| (c.id, c.up)).collect::<Vec<_>>(), vec![(1, true)]);
         assert_eq!(c[0].text, "%TRACK-6-STATE: 1 ip sla 1 reachability Down -> Up");
+        let st = t.status();
+        assert_eq!((st[0].last_change, st[0].last_code), (Some(t0), Some(ReturnCode::OverThreshold)));
+        assert_eq!((st[1].last_change, st[1].last_code, st[2].last_code), (None, None, None));
+        assert_eq!(t.redefine(t.defs.clone()).status()[0].last_change, Some(t0), "a reload keeps it");
         let c = t.on_result(t0, 2, ReturnCode::Ok);
         assert_eq!(
             c.iter().map(|c| (c.id, c.up)).collect::<Vec<_>>(),

@@ -52,9 +52,10 @@ pub fn main(args: AgentArgs) -> Result<()> {
     let (cfg, source) = load(args.config.as_ref(), args.http.as_ref(), args.store.as_ref())?;
     if args.check {
         println!(
-            "{source}: {} operations, responder {}",
+            "{source}: {} operations, responder {}, {} alert sinks",
             cfg.operations.len(),
-            if cfg.responder.is_some() { "on" } else { "off" }
+            if cfg.responder.is_some() { "on" } else { "off" },
+            cfg.alerts.len()
         );
         return Ok(());
     }

@@ -1,10 +1,12 @@
 //! `ipsla`: the one binary. `ipsla responder` answers Cisco IP SLA control (v1 on UDP 1967,
-//! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation.
+//! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation;
+//! `ipsla agent` is the daemon and `ipsla show ...` asks it.
 
 mod agent;
 mod notify;
 mod probe;
 mod responder;
+mod show;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,8 @@ enum Command {
     Probe(Box<probe::ProbeArgs>),
     /// The daemon: scheduled operations, the responder, SQLite history, Prometheus and JSON over HTTP.
     Agent(Box<agent::AgentArgs>),
+    /// Ask a running agent (IOS `show ip sla statistics`, `show track`, `show ip sla responder`).
+    Show(Box<show::ShowArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Responder(args) => responder::main(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Probe(args) => probe::main(*args),
         Command::Agent(args) => agent::main(*args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Show(args) => show::main(*args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -69,7 +69,7 @@ fn agent_command_line_is_accepted() {
         .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).args(&args).arg("--check").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).ends_with(": 0 operations, responder off\n"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": 0 operations, responder off"));
 }
 
 #[test]

@@ -181,6 +181,16 @@ impl Schedule {
         self.running
     }
 
+    /// What is left of the life at `now` (IOS "Operation time to live"): `None` = forever; the
+    /// whole life while pending; zero once it has ended.
+    pub fn time_to_live(&self, now: Instant) -> Option<Duration> {
+        let life = self.cfg.life?;
+        Some(match self.life_ends {
+            Some(end) => end.saturating_duration_since(now).min(life),
+            None => life,
+        })
+    }
+
     /// The next time [`Schedule::poll`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
@@ -387,10 +397,15 @@ mod tests {
         let mut s = Schedule::new(t0, c, 0);
         assert_eq!(s.poll(t0, 0), Due::Run);
         s.finished();
+        assert_eq!(s.time_to_live(t0 + S * 5), Some(S * 15));
         assert_eq!(s.poll(t0 + S * 10, 0), Due::Run);
         s.finished();
         assert_eq!(s.poll(t0 + S * 20, 0), Due::Nothing);
         assert_eq!(s.state(), OperState::Inactive);
+        assert_eq!(s.time_to_live(t0 + S * 21), Some(Duration::ZERO));
+        let later = Schedule::new(t0, cfg(StartTime::After(S * 30), 10, Some(20)), 0);
+        assert_eq!(later.time_to_live(t0), Some(S * 20), "the whole life before it starts");
+        assert_eq!(Schedule::new(t0, cfg(StartTime::Now, 10, None), 0).time_to_live(t0), None);
         // ageout counts from the end of life (20 s): deleted at 120 s, not before
         assert_eq!(s.poll_timeout(), Some(t0 + S * 120));
         s.poll(t0 + S * 119, 0);
