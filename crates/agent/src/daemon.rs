@@ -19,6 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ipsla_core::due::DueQueue;
 use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
 use ipsla_core::schedule::{Due, OperState, Schedule, ScheduleConfig};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
@@ -224,6 +225,9 @@ struct Shared {
     started: Instant,
     /// Set by every pass of the scheduler loop (see [`Agent::healthy`]).
     heartbeat_ms: AtomicU64,
+    /// Set when operations or their schedules change outside the scheduler (reload, trigger):
+    /// its queue is rebuilt from every schedule on the next pass.
+    ops_changed: AtomicBool,
 }
 
 /// How long the scheduler may go without a pass before the agent counts as unhealthy. A pass
@@ -278,6 +282,7 @@ impl Agent {
             alerts,
             started: now,
             heartbeat_ms: AtomicU64::new(0),
+            ops_changed: AtomicBool::new(true),
         });
         let mut threads = Vec::new();
         let (jobs_tx, jobs_rx) = mpsc::channel::<u32>();
@@ -417,6 +422,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
             sh.metrics.forget(&o.def);
         }
         *ops = next;
+        sh.ops_changed.store(true, Ordering::SeqCst);
     }
     sum.tracks_changed = cur.tracks != new.tracks;
     if sum.tracks_changed {
@@ -476,22 +482,40 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
 
 fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>) {
     let mut last_prune = Instant::now();
+    // only the operations that are due are polled; a full pass rebuilds the queue after outside
+    // changes, and once a second in case a change was not flagged
+    let mut queue = DueQueue::new();
+    let mut last_full = Instant::now();
     while !sh.stop.load(Ordering::SeqCst) {
         sh.heartbeat_ms.store(sh.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let now = Instant::now();
         let mut next = now + Duration::from_millis(200);
         if let Ok(mut ops) = sh.ops.lock() {
-            for (id, o) in ops.iter_mut() {
+            let full = sh.ops_changed.swap(false, Ordering::SeqCst) || now >= last_full + Duration::from_secs(1);
+            let due: Vec<u32> = if full {
+                last_full = now;
+                ops.keys().copied().collect()
+            } else {
+                queue.pop_due(now)
+            };
+            for id in due {
+                let Some(o) = ops.get_mut(&id) else { continue };
                 match o.schedule.poll(now, rand::random()) {
                     Due::Run => {
-                        let _ = jobs.send(*id);
+                        let _ = jobs.send(id);
                     }
                     Due::Busy => tracing::info!(op = id, "busy: the previous run is still going, this one is skipped"),
                     Due::Nothing => {}
                 }
-                if let Some(t) = o.schedule.poll_timeout() {
-                    next = next.min(t);
+                if !full {
+                    queue.push(id, o.schedule.poll_timeout());
                 }
+            }
+            if full {
+                queue.rebuild(ops.iter().map(|(id, o)| (*id, o.schedule.poll_timeout())));
+            }
+            if let Some(t) = queue.next() {
+                next = next.min(t);
             }
         }
         let changes = sh.tracks.lock().map(|mut t| {
@@ -649,6 +673,7 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
                     tracing::info!(op = def.id, target = t, "reaction triggered operation");
                 }
             }
+            sh.ops_changed.store(true, Ordering::SeqCst);
         }
     }
 }
