@@ -59,7 +59,9 @@ pub fn main(args: AgentArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let agent = Agent::start(cfg.clone()).context("starting the agent")?;
+    // what the log lines need, so that the configuration is not kept twice (the agent has one)
+    let (store_path, operations, responder) = (cfg.store.clone(), cfg.operations.len(), cfg.responder.is_some());
+    let agent = Agent::start(cfg).context("starting the agent")?;
     let AgentArgs { config, http, store, .. } = args;
     agent.set_loader(Box::new(move || {
         load(config.as_ref(), http.as_ref(), store.as_ref()).map(|(c, _)| c).map_err(|e| format!("{e:#}"))
@@ -67,9 +69,9 @@ pub fn main(args: AgentArgs) -> Result<()> {
     tracing::info!(
         config = %source,
         http = %agent.http_addr(),
-        store = %cfg.store.display(),
-        operations = cfg.operations.len(),
-        responder = cfg.responder.is_some(),
+        store = %store_path.display(),
+        operations,
+        responder,
         "ipsla agent running: metrics at http://{}/metrics, runs at http://{}/api/v1/operations",
         agent.http_addr(),
         agent.http_addr()
@@ -82,7 +84,7 @@ pub fn main(args: AgentArgs) -> Result<()> {
         (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?)
     };
     let status = |n: usize| format!("{n} operations; metrics at http://{}/metrics", agent.http_addr());
-    crate::notify::ready(&status(cfg.operations.len()));
+    crate::notify::ready(&status(operations));
     std::thread::scope(|scope| {
         let _watchdog = crate::notify::watchdog(scope, || agent.healthy());
         rt.block_on(async {
