@@ -46,6 +46,7 @@ cargo build --release -p ipsla -p ipsla-bench
 ./target/release/schedule 0.2 >/dev/null
 ./target/release/echo_capacity 1 64 >/dev/null
 ./target/release/anchors 1 >/dev/null
+./target/release/agent_scale 200 10 >/dev/null
 
 if [ "${FUZZ_SECONDS:-20}" != "0" ]; then
   step "fuzz every parser briefly (fuzz/run.sh)"

@@ -158,16 +158,17 @@ fn main() {
 
     let (om_len, om_time, _) = scrape(http, "/metrics", Some(PROMETHEUS_ACCEPT), false);
     let (txt_len, txt_time, _) = scrape(http, "/metrics", None, false);
+    let at_query = t0.elapsed();
     let (_, ops_time, ops) = scrape(http, "/api/v1/operations", None, true);
     let ops: serde_json::Value = serde_json::from_str(&ops).unwrap_or_default();
     let ops = ops.as_array().cloned().unwrap_or_default();
     let sum = |k: &str| ops.iter().map(|o| o[k].as_u64().unwrap_or(0)).sum::<u64>();
     let (runs, busies, stored) = (sum("runs"), sum("busies"), sum("stored"));
-    // a run counts once it started; a run still going at the end counts as started
+    // runs due by the time of the query (a run counts once it started)
     let expected: u64 = starts
         .iter()
-        .filter(|s| **s < wall)
-        .map(|s| ((wall - *s).as_secs_f64() / freq.as_secs_f64()).floor() as u64 + 1)
+        .filter(|s| **s < at_query)
+        .map(|s| ((at_query - *s).as_secs_f64() / freq.as_secs_f64()).floor() as u64 + 1)
         .sum();
     let t_stop = Instant::now();
     agent.stop();
