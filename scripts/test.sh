@@ -11,15 +11,25 @@ rustc --version
 cargo --version
 
 # The lab tests (network namespaces, TUN) need root, iproute2 and taskset; the probe tests use
-# ping-free ICMP; the anchors smoke run uses irtt when present. Install what is missing when we
-# can (root with apt); without root the lab tests report themselves skipped.
+# ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
+# prometheus process (and promtool); the unit files are checked with systemd-analyze. Install
+# what is missing when we can (root with apt); without root those tests report themselves skipped.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v irtt >/dev/null 2>&1 || need+=(irtt)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   step "installing ${need[*]}"
-  apt-get install -y -q "${need[@]}" >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${need[@]}" >/dev/null 2>&1) || echo "could not install ${need[*]}; continuing"
+  # packages such as prometheus start their service on install; the tests run their own process,
+  # so deny service starts for the duration (unless a policy is already in place)
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
+  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1) || echo "could not install ${need[*]}; continuing"
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # The STAMP interop tests run against stamp-suite (crates.io); they skip when it is missing.
@@ -42,6 +52,7 @@ cargo build --release -p ipsla -p ipsla-bench
 ./target/release/schedule 0.2 >/dev/null
 ./target/release/echo_capacity 1 64 >/dev/null
 ./target/release/anchors 1 >/dev/null
+./target/release/agent_scale 200 10 >/dev/null
 
 if [ "${FUZZ_SECONDS:-20}" != "0" ]; then
   step "fuzz every parser briefly (fuzz/run.sh)"

@@ -19,6 +19,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use ipsla_core::due::DueQueue;
 use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
 use ipsla_core::schedule::{Due, OperState, Schedule, ScheduleConfig};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
@@ -26,7 +27,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -220,7 +221,19 @@ struct Shared {
     failover: Mutex<Option<crate::routes::Failover>>,
     stop: AtomicBool,
     alerts: Alerts,
+    /// When the agent started; the heartbeat counts milliseconds from it.
+    started: Instant,
+    /// Set by every pass of the scheduler loop (see [`Agent::healthy`]).
+    heartbeat_ms: AtomicU64,
+    /// Set when operations or their schedules change outside the scheduler (reload, trigger):
+    /// its queue is rebuilt from every schedule on the next pass.
+    ops_changed: AtomicBool,
 }
+
+/// How long the scheduler may go without a pass before the agent counts as unhealthy. A pass
+/// takes at most 200 ms plus the locks it waits for; seconds without one mean a stuck lock or a
+/// dead thread.
+const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
 
 /// A running agent.
 pub struct Agent {
@@ -267,6 +280,9 @@ impl Agent {
             failover: Mutex::new(failover),
             stop: AtomicBool::new(false),
             alerts,
+            started: now,
+            heartbeat_ms: AtomicU64::new(0),
+            ops_changed: AtomicBool::new(true),
         });
         let mut threads = Vec::new();
         let (jobs_tx, jobs_rx) = mpsc::channel::<u32>();
@@ -290,6 +306,14 @@ impl Agent {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http
+    }
+
+    /// True while the scheduler loop is turning (its last pass is younger than a few seconds) and
+    /// the agent is not stopping: what a service manager's watchdog should be fed on.
+    pub fn healthy(&self) -> bool {
+        let now = self.shared.started.elapsed().as_millis() as u64;
+        let beat = self.shared.heartbeat_ms.load(Ordering::Relaxed);
+        !self.shared.stop.load(Ordering::SeqCst) && now.saturating_sub(beat) < HEARTBEAT_STALE.as_millis() as u64
     }
 
     /// Sets how `/-/reload` (and [`Agent::reload_from_source`]) re-read the configuration.
@@ -398,6 +422,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
             sh.metrics.forget(&o.def);
         }
         *ops = next;
+        sh.ops_changed.store(true, Ordering::SeqCst);
     }
     sum.tracks_changed = cur.tracks != new.tracks;
     if sum.tracks_changed {
@@ -457,21 +482,40 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
 
 fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>) {
     let mut last_prune = Instant::now();
+    // only the operations that are due are polled; a full pass rebuilds the queue after outside
+    // changes, and once a second in case a change was not flagged
+    let mut queue = DueQueue::new();
+    let mut last_full = Instant::now();
     while !sh.stop.load(Ordering::SeqCst) {
+        sh.heartbeat_ms.store(sh.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let now = Instant::now();
         let mut next = now + Duration::from_millis(200);
         if let Ok(mut ops) = sh.ops.lock() {
-            for (id, o) in ops.iter_mut() {
+            let full = sh.ops_changed.swap(false, Ordering::SeqCst) || now >= last_full + Duration::from_secs(1);
+            let due: Vec<u32> = if full {
+                last_full = now;
+                ops.keys().copied().collect()
+            } else {
+                queue.pop_due(now)
+            };
+            for id in due {
+                let Some(o) = ops.get_mut(&id) else { continue };
                 match o.schedule.poll(now, rand::random()) {
                     Due::Run => {
-                        let _ = jobs.send(*id);
+                        let _ = jobs.send(id);
                     }
                     Due::Busy => tracing::info!(op = id, "busy: the previous run is still going, this one is skipped"),
                     Due::Nothing => {}
                 }
-                if let Some(t) = o.schedule.poll_timeout() {
-                    next = next.min(t);
+                if !full {
+                    queue.push(id, o.schedule.poll_timeout());
                 }
+            }
+            if full {
+                queue.rebuild(ops.iter().map(|(id, o)| (*id, o.schedule.poll_timeout())));
+            }
+            if let Some(t) = queue.next() {
+                next = next.min(t);
             }
         }
         let changes = sh.tracks.lock().map(|mut t| {
@@ -631,6 +675,7 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
                     tracing::info!(op = def.id, target = t, "reaction triggered operation");
                 }
             }
+            sh.ops_changed.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -764,8 +809,36 @@ struct HistoryQuery {
 
 type St = Arc<Shared>;
 
-async fn metrics(State(sh): State<St>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], sh.metrics.encode()).into_response()
+/// The exposition is streamed in pieces of this size: 10,000 operations make 34 MB of text, which
+/// would otherwise sit in memory once per scrape.
+const SCRAPE_CHUNK: usize = 256 * 1024;
+/// A scraper that reads nothing for this long is dropped: the encoder holds each metric family's
+/// read lock while it writes that family, and a new series (an operation's first run) waits for it.
+const SCRAPE_STALL: Duration = Duration::from_secs(30);
+
+async fn metrics(State(sh): State<St>, headers: axum::http::HeaderMap) -> Response {
+    let om = crate::metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let content_type = if om { crate::metrics::OPENMETRICS_CONTENT_TYPE } else { crate::metrics::TEXT_CONTENT_TYPE };
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
+    tokio::task::spawn_blocking(move || {
+        sh.metrics.encode_chunked(om, SCRAPE_CHUNK, |mut piece| {
+            let stalled = Instant::now() + SCRAPE_STALL;
+            loop {
+                match tx.try_send(piece) {
+                    Ok(()) => return true,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(p)) if Instant::now() < stalled => {
+                        piece = p;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => return false,
+                }
+            }
+        })
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
+    });
+    ([(header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(body)).into_response()
 }
 
 async fn operations(State(sh): State<St>) -> Response {
@@ -860,3 +933,6 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
             .await;
     });
 }
+
+#[cfg(test)]
+mod health_tests;

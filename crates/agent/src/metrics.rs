@@ -9,15 +9,18 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+// Label values that repeat across operations are `&'static str` and the operation number is a
+// number: 10,000 operations hold about 200,000 label sets, and each String was a heap allocation.
 
 /// Labels of every per-operation metric.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     /// Operation number.
-    pub op: String,
+    pub op: u32,
     /// Operation type.
-    pub r#type: String,
+    pub r#type: &'static str,
     /// Target.
     pub target: String,
     /// Tag.
@@ -28,18 +31,18 @@ pub struct OpLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirLabels {
     /// Operation number.
-    pub op: String,
+    pub op: u32,
     /// sd | ds | unknown
-    pub direction: String,
+    pub direction: &'static str,
 }
 
 /// Labels with a return code.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     /// Operation number.
-    pub op: String,
-    /// Cisco return code.
-    pub code: String,
+    pub op: u32,
+    /// Cisco return code, as the JSON API writes it.
+    pub code: &'static str,
 }
 
 fn delay_histogram() -> Histogram {
@@ -68,6 +71,8 @@ pub struct Metrics {
     reaction_active: Family<ReactLabels, Gauge>,
     track_state: Family<TrackLabels, Gauge>,
     alerts: Family<AlertLabels, Counter>,
+    /// Length of the last exposition, to allocate the next one at once.
+    last_len: AtomicUsize,
 }
 
 /// Labels of an alert sink's outcome counter.
@@ -116,8 +121,25 @@ const CODES: [ReturnCode; 11] = [
     ReturnCode::Error,
 ];
 
-fn code_name(c: ReturnCode) -> String {
-    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+/// The return code's label value: its JSON name (checked against serde in the tests).
+fn code_name(c: ReturnCode) -> &'static str {
+    match c {
+        ReturnCode::Ok => "ok",
+        ReturnCode::OverThreshold => "over_threshold",
+        ReturnCode::Timeout => "timeout",
+        ReturnCode::Busy => "busy",
+        ReturnCode::NoConnection => "no_connection",
+        ReturnCode::SequenceError => "sequence_error",
+        ReturnCode::VerifyError => "verify_error",
+        ReturnCode::AuthFailure => "auth_failure",
+        ReturnCode::FormatError => "format_error",
+        ReturnCode::PortInUse => "port_in_use",
+        ReturnCode::Error => "error",
+    }
+}
+
+fn op_labels(def: &OperationDef) -> OpLabels {
+    OpLabels { op: def.id, r#type: def.spec.kind.name(), target: def.spec.target_label(), tag: def.tag.clone() }
 }
 
 impl Default for Metrics {
@@ -148,6 +170,7 @@ impl Metrics {
             track_state: Family::default(),
             alerts: Family::default(),
             registry: Registry::default(),
+            last_len: AtomicUsize::new(0),
         };
         registry.register("operation_success", "1 when the latest run returned OK", m.success.clone());
         registry.register("operations", "Runs completed", m.runs.clone());
@@ -182,18 +205,13 @@ impl Metrics {
 
     /// Records one completed run.
     pub fn observe(&self, def: &OperationDef, r: &OperationResult) {
-        let l = OpLabels {
-            op: def.id.to_string(),
-            r#type: def.spec.kind.name().into(),
-            target: def.spec.target_label(),
-            tag: def.tag.clone(),
-        };
-        let dir = |d: &str| DirLabels { op: l.op.clone(), direction: d.into() };
+        let l = op_labels(def);
+        let dir = |d: &'static str| DirLabels { op: l.op, direction: d };
         self.runs.get_or_create(&l).inc();
         self.success.get_or_create(&l).set(i64::from(r.return_code == ReturnCode::Ok));
         for c in CODES {
             self.return_code
-                .get_or_create(&CodeLabels { op: l.op.clone(), code: code_name(c) })
+                .get_or_create(&CodeLabels { op: l.op, code: code_name(c) })
                 .set(i64::from(c == r.return_code));
         }
         let s = &r.stats;
@@ -226,12 +244,7 @@ impl Metrics {
     /// Drops every series of an operation (removed or redefined by a reload), so that nothing
     /// stale is exported.
     pub fn forget(&self, def: &OperationDef) {
-        let l = OpLabels {
-            op: def.id.to_string(),
-            r#type: def.spec.kind.name().into(),
-            target: def.spec.target_label(),
-            tag: def.tag.clone(),
-        };
+        let l = op_labels(def);
         self.runs.remove(&l);
         self.success.remove(&l);
         self.rtt.remove(&l);
@@ -242,16 +255,16 @@ impl Metrics {
         self.mos.remove(&l);
         self.icpif.remove(&l);
         for c in CODES {
-            self.return_code.remove(&CodeLabels { op: l.op.clone(), code: code_name(c) });
+            self.return_code.remove(&CodeLabels { op: l.op, code: code_name(c) });
         }
         for d in ["sd", "ds", "unknown"] {
-            let dl = DirLabels { op: l.op.clone(), direction: d.into() };
+            let dl = DirLabels { op: l.op, direction: d };
             self.one_way.remove(&dl);
             self.lost.remove(&dl);
             self.jitter_avg.remove(&dl);
         }
         for r in &def.reactions {
-            self.reaction_active.remove(&ReactLabels { op: l.op.clone(), element: r.element.keyword().into() });
+            self.reaction_active.remove(&ReactLabels { op: l.op.to_string(), element: r.element.keyword().into() });
         }
     }
 
@@ -278,10 +291,262 @@ impl Metrics {
         self.alerts.get_or_create(&AlertLabels { sink: sink.into(), result: result.into() }).clone()
     }
 
-    /// The exposition text.
+    /// The exposition in OpenMetrics 1.0 text (what `prometheus-client` writes), to be served as
+    /// [`OPENMETRICS_CONTENT_TYPE`].
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        let mut out = self.buffer();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        self.last_len.store(out.len(), Ordering::Relaxed);
         out
+    }
+
+    /// The exposition in the classic Prometheus text format 0.0.4, to be served as
+    /// [`TEXT_CONTENT_TYPE`] to scrapers that do not ask for OpenMetrics.
+    pub fn encode_text(&self) -> String {
+        let mut out = self.buffer();
+        let mut w = Classic::new(&mut out);
+        let _ = prometheus_client::encoding::text::encode(&mut w, &self.registry);
+        let _ = w.finish();
+        self.last_len.store(out.len(), Ordering::Relaxed);
+        out
+    }
+
+    /// An empty buffer the size of the last exposition and a little more: 10,000 operations
+    /// make 34 MB, and growing a String to that by doubling left up to twice as much behind in
+    /// the allocator after every scrape.
+    fn buffer(&self) -> String {
+        let last = self.last_len.load(Ordering::Relaxed);
+        String::with_capacity(last + last / 16 + 4096)
+    }
+
+    /// The body and content type for a scrape whose `Accept` header is `accept`: OpenMetrics
+    /// when the scraper lists it (Prometheus does), the classic text format otherwise.
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, String) {
+        if wants_openmetrics(accept) {
+            (OPENMETRICS_CONTENT_TYPE, self.encode())
+        } else {
+            (TEXT_CONTENT_TYPE, self.encode_text())
+        }
+    }
+
+    /// The exposition (OpenMetrics, or the classic text) in pieces of about `chunk` bytes, each
+    /// handed to `send` as it is ready, so that a scrape of a large agent never holds the whole
+    /// text (34 MB for 10,000 operations). Stops early, returning false, when `send` does.
+    pub fn encode_chunked(&self, openmetrics: bool, chunk: usize, send: impl FnMut(String) -> bool) -> bool {
+        let mut w = Chunks { buf: String::with_capacity(chunk + 1024), chunk, send, open: true };
+        let done = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut w, &self.registry).is_ok()
+        } else {
+            let mut c = Classic::new(&mut w);
+            prometheus_client::encoding::text::encode(&mut c, &self.registry).is_ok() && c.finish().is_ok()
+        };
+        done && w.flush()
+    }
+}
+
+/// Whether an `Accept` header asks for OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// A writer that hands its text on in pieces.
+struct Chunks<F: FnMut(String) -> bool> {
+    buf: String,
+    chunk: usize,
+    send: F,
+    open: bool,
+}
+
+impl<F: FnMut(String) -> bool> Chunks<F> {
+    fn flush(&mut self) -> bool {
+        if self.open && !self.buf.is_empty() {
+            let piece = std::mem::replace(&mut self.buf, String::with_capacity(self.chunk + 1024));
+            self.open = (self.send)(piece);
+        }
+        self.open
+    }
+}
+
+impl<F: FnMut(String) -> bool> std::fmt::Write for Chunks<F> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.buf.push_str(s);
+        if self.buf.len() >= self.chunk && !self.flush() {
+            return Err(std::fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+/// Content type of [`Metrics::encode`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of [`Metrics::encode_text`].
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites OpenMetrics text into the classic format as the encoder writes it, line by line, so
+/// that no second copy of the exposition is made. The two differ, for what we export, in two
+/// places: an OpenMetrics counter family is named without `_total` while its samples carry it
+/// (the classic format names the family as its samples, or parsers such as `promtool` see the
+/// samples as an untyped family without help), and OpenMetrics ends with `# EOF`.
+struct Classic<W: std::fmt::Write> {
+    out: W,
+    /// The line being written.
+    line: String,
+    /// A `# HELP` line waiting for its `# TYPE` (which says whether the family is a counter).
+    help: String,
+}
+
+impl<W: std::fmt::Write> Classic<W> {
+    fn new(out: W) -> Self {
+        Classic { out, line: String::new(), help: String::new() }
+    }
+
+    fn end_line(&mut self) -> std::fmt::Result {
+        let Classic { out, line, help } = self;
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            flush_help(out, help)?;
+            help.push_str(rest);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let total = if kind == "counter" { "_total" } else { "" };
+            if let Some(text) = help.strip_prefix(name).and_then(|t| t.strip_prefix(' ')) {
+                writeln!(out, "# HELP {name}{total} {text}")?;
+                help.clear();
+            }
+            flush_help(out, help)?;
+            writeln!(out, "# TYPE {name}{total} {kind}")?;
+        } else {
+            flush_help(out, help)?;
+            if line != "# EOF" && !line.starts_with("# UNIT ") {
+                out.write_str(line)?;
+                out.write_char('\n')?;
+            }
+        }
+        line.clear();
+        Ok(())
+    }
+
+    fn finish(&mut self) -> std::fmt::Result {
+        if !self.line.is_empty() {
+            self.end_line()?;
+        }
+        flush_help(&mut self.out, &mut self.help)
+    }
+}
+
+/// Writes a `# HELP` line that no `# TYPE` line claimed, as it was.
+fn flush_help(out: &mut impl std::fmt::Write, help: &mut String) -> std::fmt::Result {
+    if !help.is_empty() {
+        writeln!(out, "# HELP {help}")?;
+        help.clear();
+    }
+    Ok(())
+}
+
+impl<W: std::fmt::Write> std::fmt::Write for Classic<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find('\n') {
+            self.line.push_str(&rest[..i]);
+            self.end_line()?;
+            rest = &rest[i + 1..];
+        }
+        self.line.push_str(rest);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+fn openmetrics_to_text(om: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut w = Classic::new(&mut out);
+    w.write_str(om).unwrap();
+    w.finish().unwrap();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write as _;
+
+    #[test]
+    fn classic_text_names_counter_families_by_their_samples() {
+        let om = "# HELP ipsla_operations Runs completed.\n# TYPE ipsla_operations counter\n\
+                  ipsla_operations_total{op=\"1\"} 3\n# HELP ipsla_mos MOS.\n# TYPE ipsla_mos gauge\n\
+                  ipsla_mos{op=\"1\"} 4.34\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP ipsla_operations_total Runs completed.\n# TYPE ipsla_operations_total counter\n\
+             ipsla_operations_total{op=\"1\"} 3\n# HELP ipsla_mos MOS.\n# TYPE ipsla_mos gauge\n\
+             ipsla_mos{op=\"1\"} 4.34\n"
+        );
+    }
+
+    #[test]
+    fn classic_text_across_write_boundaries() {
+        // the encoder writes pieces, not lines; a help text may mention another family's name
+        let om = "# HELP ipsla_a A counter.\n# TYPE ipsla_a counter\nipsla_a_total 1\n\
+                  # HELP ipsla_b Not ipsla_a.\n# TYPE ipsla_b gauge\nipsla_b 2\n# EOF\n";
+        let mut out = String::new();
+        let mut w = Classic::new(&mut out);
+        for chunk in om.as_bytes().chunks(5) {
+            w.write_str(std::str::from_utf8(chunk).unwrap()).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(out, openmetrics_to_text(om));
+        assert_eq!(
+            out,
+            "# HELP ipsla_a_total A counter.\n# TYPE ipsla_a_total counter\nipsla_a_total 1\n\
+             # HELP ipsla_b Not ipsla_a.\n# TYPE ipsla_b gauge\nipsla_b 2\n"
+        );
+    }
+
+    #[test]
+    fn chunked_encoding_is_the_same_text_in_pieces() {
+        let m = Metrics::new();
+        for id in 1..=50 {
+            m.track(id, id % 2 == 0);
+            m.reaction(id, "rtt", true);
+        }
+        m.alert_counter("noc", "sent").inc();
+        for (om, whole) in [(true, m.encode()), (false, m.encode_text())] {
+            let mut pieces = Vec::new();
+            assert!(m.encode_chunked(om, 100, |p| {
+                pieces.push(p);
+                true
+            }));
+            assert!(pieces.len() > 10 && pieces.iter().all(|p| p.len() < 100 + 200), "{}", pieces.len());
+            assert_eq!(pieces.concat(), whole);
+        }
+        // a receiver that hangs up stops the encoding
+        let mut sent = 0;
+        assert!(!m.encode_chunked(true, 100, |_| {
+            sent += 1;
+            sent < 3
+        }));
+        assert_eq!(sent, 3);
+    }
+
+    #[test]
+    fn return_code_labels_are_the_json_names() {
+        for c in CODES {
+            assert_eq!(serde_json::to_value(c).unwrap(), code_name(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_accept_header_chooses_the_format() {
+        let m = Metrics::new();
+        m.track(7, true);
+        // what Prometheus 2.42 sends
+        let prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                    text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let (ct, body) = m.negotiate(Some(prom));
+        assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+        assert!(body.ends_with("ipsla_track_state{track=\"7\"} 1\n# EOF\n"), "{body}");
+        let (ct, body) = m.negotiate(None);
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(body.ends_with("ipsla_track_state{track=\"7\"} 1\n"), "{body}");
     }
 }

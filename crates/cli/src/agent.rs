@@ -59,7 +59,9 @@ pub fn main(args: AgentArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let agent = Agent::start(cfg.clone()).context("starting the agent")?;
+    // what the log lines need, so that the configuration is not kept twice (the agent has one)
+    let (store_path, operations, responder) = (cfg.store.clone(), cfg.operations.len(), cfg.responder.is_some());
+    let agent = Agent::start(cfg).context("starting the agent")?;
     let AgentArgs { config, http, store, .. } = args;
     agent.set_loader(Box::new(move || {
         load(config.as_ref(), http.as_ref(), store.as_ref()).map(|(c, _)| c).map_err(|e| format!("{e:#}"))
@@ -67,33 +69,46 @@ pub fn main(args: AgentArgs) -> Result<()> {
     tracing::info!(
         config = %source,
         http = %agent.http_addr(),
-        store = %cfg.store.display(),
-        operations = cfg.operations.len(),
-        responder = cfg.responder.is_some(),
+        store = %store_path.display(),
+        operations,
+        responder,
         "ipsla agent running: metrics at http://{}/metrics, runs at http://{}/api/v1/operations",
         agent.http_addr(),
         agent.http_addr()
     );
+    // handlers before READY=1: a SIGTERM right after it must stop us cleanly, not by default action
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
+    let (mut term, mut int, mut hup) = {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => {
-                    // a bad file leaves the running configuration as it is
-                    if let Err(e) = agent.reload_from_source() {
-                        tracing::error!("reload failed, configuration unchanged: {e}");
+        let _rt = rt.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::hangup())?)
+    };
+    let status = |n: usize| format!("{n} operations; metrics at http://{}/metrics", agent.http_addr());
+    crate::notify::ready(&status(operations));
+    std::thread::scope(|scope| {
+        let _watchdog = crate::notify::watchdog(scope, || agent.healthy());
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        crate::notify::reloading();
+                        // a bad file leaves the running configuration as it is
+                        match agent.reload_from_source() {
+                            Ok(r) => crate::notify::ready(&status(r.kept.len() + r.changed.len() + r.added.len())),
+                            Err(e) => {
+                                tracing::error!("reload failed, configuration unchanged: {e}");
+                                crate::notify::ready("reload failed, configuration unchanged");
+                            }
+                        }
                     }
                 }
             }
-        }
-        anyhow::Ok(())
+            anyhow::Ok(())
+        })
     })?;
+    crate::notify::stopping();
     tracing::info!("shutting down: letting running operations finish");
     agent.stop();
     Ok(())

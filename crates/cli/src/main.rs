@@ -3,6 +3,7 @@
 //! `ipsla agent` is the daemon and `ipsla show ...` asks it.
 
 mod agent;
+mod notify;
 mod probe;
 mod responder;
 mod show;
@@ -31,13 +32,20 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    use std::io::IsTerminal;
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // systemd sets JOURNAL_STREAM when stderr goes to the journal, which stamps every line itself
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        log.without_time().init();
+    } else {
+        log.init();
+    }
     let result = match cli.command {
         Command::Responder(args) => responder::main(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Probe(args) => probe::main(*args),

@@ -151,12 +151,19 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     let opts = options(&args)?;
     let running = spawn_responder(opts).context("starting the responder")?;
     tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
+    // handlers before READY=1: a SIGTERM right after it must stop us cleanly, not by default action
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
+    let (mut term, mut int, mut usr1) = {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut usr1 = signal(SignalKind::user_defined1())?;
+        let _rt = rt.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?, signal(SignalKind::user_defined1())?)
+    };
+    crate::notify::ready(&format!(
+        "listening: v1 {:?}, v2 {:?}",
+        running.control_v1_addrs(),
+        running.control_v2_addrs()
+    ));
+    rt.block_on(async {
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -170,6 +177,7 @@ pub fn main(args: ResponderArgs) -> Result<()> {
         }
         anyhow::Ok(())
     })?;
+    crate::notify::stopping();
     tracing::info!("shutting down");
     running.stop();
     Ok(())

@@ -1,39 +1,11 @@
 //! `ipsla agent` end to end: scheduled runs, the SQLite history, /metrics and the JSON API, config
 //! errors, and that a SIGKILL loses no completed run.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{Killed, free_tcp, free_udp, get, request};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    request(port, "GET", path)
-}
-
-fn request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let code = r.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, r.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default()))
-}
 
 fn config(dir: &std::path::Path, http: u16, v1: u16) -> std::path::PathBuf {
     let p = dir.join("agent.toml");

@@ -20,6 +20,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod due;
 pub mod ops;
 pub mod ratelimit;
 pub mod reaction;

@@ -1,0 +1,178 @@
+//! A real Prometheus (the `prometheus` binary, 2.x) scrapes `ipsla agent`'s /metrics: the target
+//! is up with no scrape error, the metric types and label values (quotes and a backslash in the
+//! tag) survive its OpenMetrics parser, the values it stores are the agent's, and the classic
+//! text format served to other scrapers passes `promtool check metrics`.
+//!
+//! Skipped, with the reason printed, when `prometheus` is not on PATH (`scripts/test.sh` installs
+//! it with apt).
+
+mod common;
+
+use common::{Killed, free_tcp, free_udp, get, urlencode};
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Polls `f` every 250 ms until it returns Some, for at most `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "gave up after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn api(port: u16, path: &str) -> Option<Value> {
+    let (code, body) = get(port, path)?;
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// The instant-query result vector of `q`, once it is not empty.
+fn query(port: u16, q: &str) -> Option<Vec<Value>> {
+    let v = api(port, &format!("/api/v1/query?query={}", urlencode(q)))?;
+    let r = v["data"]["result"].as_array()?.clone();
+    (!r.is_empty()).then_some(r)
+}
+
+fn value(sample: &Value) -> f64 {
+    sample["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+fn agent_config(dir: &Path, http: u16, v1: u16, echo: u16) -> std::path::PathBuf {
+    let p = dir.join("agent.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[agent]
+http = "127.0.0.1:{http}"
+store = "{store}"
+workers = 2
+
+[responder]
+listen = ["127.0.0.1"]
+v1_port = {v1}
+v2 = false
+
+[[operation]]
+id = 7
+type = "udp-echo"
+target = "127.0.0.1"
+port = {echo}
+control_port = {v1}
+timeout = "200ms"
+frequency = "1s"
+tag = 'edge "A" \ site'
+"#,
+            store = dir.join("runs.db").display(),
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn prometheus_scrapes_the_agent() {
+    let Some(prometheus) = on_path("prometheus") else {
+        eprintln!("skipped: no `prometheus` on PATH (apt-get install prometheus)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (http, v1, echo, web) = (free_tcp(), free_udp(), free_udp(), free_tcp());
+    let cfg = agent_config(dir.path(), http, v1, echo);
+    let _agent = Killed(
+        Command::new(env!("CARGO_BIN_EXE_ipsla"))
+            .args(["agent", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(10), "the agent's /-/healthy", || get(http, "/-/healthy").filter(|(c, _)| *c == 200));
+
+    let prom_cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: ipsla\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{http}']\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let _prom = Killed(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let prom_log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+
+    // a scrape after the first runs: the RTT histogram of operation 7 has observations
+    let rtt = r#"ipsla_rtt_seconds_count{job="ipsla",op="7",type="udp-echo"}"#;
+    let counts = wait_for(Duration::from_secs(60), "a scraped RTT histogram", || {
+        query(web, rtt).filter(|r| value(&r[0]) >= 1.0)
+    });
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    let labels = &counts[0]["metric"];
+    assert_eq!(labels["target"], format!("127.0.0.1:{echo}"));
+    assert_eq!(labels["tag"], r#"edge "A" \ site"#, "label escaping survives the round trip");
+    assert_eq!(labels["instance"], format!("127.0.0.1:{http}"));
+
+    let up = query(web, r#"up{job="ipsla"}"#).unwrap();
+    assert_eq!(value(&up[0]), 1.0);
+    let ok = query(web, r#"ipsla_operation_return_code{op="7",code="ok"}"#).unwrap();
+    assert_eq!(value(&ok[0]), 1.0, "loopback echo succeeds");
+    let timeout = query(web, r#"ipsla_operation_return_code{op="7",code="timeout"}"#).unwrap();
+    assert_eq!(value(&timeout[0]), 0.0);
+    // one probe per run, so the histogram counts exactly the runs (one query: one scrape)
+    let diff = query(web, r#"ipsla_operations_total{op="7"} - ipsla_rtt_seconds_count{op="7"}"#).unwrap();
+    assert_eq!(value(&diff[0]), 0.0, "{diff:?}");
+    let diff =
+        query(web, r#"ipsla_rtt_seconds_bucket{op="7",le="+Inf"} - ignoring(le) ipsla_rtt_seconds_count"#).unwrap();
+    assert_eq!(value(&diff[0]), 0.0, "{diff:?}");
+
+    // the scrape itself: healthy, no parse error, and the families typed as we declared them
+    let targets = api(web, "/api/v1/targets").unwrap();
+    let t = &targets["data"]["activeTargets"][0];
+    assert_eq!(t["health"], "up", "{t}\n{}", prom_log());
+    assert_eq!(t["lastError"], "", "{t}");
+    let meta = wait_for(Duration::from_secs(10), "metric metadata", || {
+        api(web, "/api/v1/metadata").filter(|m| m["data"]["ipsla_rtt_seconds"].is_array())
+    });
+    assert_eq!(meta["data"]["ipsla_rtt_seconds"][0]["type"], "histogram");
+    assert_eq!(meta["data"]["ipsla_operations"][0]["type"], "counter");
+    assert_eq!(meta["data"]["ipsla_operation_success"][0]["type"], "gauge");
+    let log = prom_log();
+    // a scraper without OpenMetrics gets the classic text format, which promtool (same package)
+    // lints: counter families named as their `_total` samples, each with help
+    if let Some(promtool) = on_path("promtool") {
+        let text = get(http, "/metrics").unwrap().1;
+        let mut lint = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        lint.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = lint.wait_with_output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+    }
+    assert!(!log.lines().any(|l| l.contains("level=warn") && l.contains("scrape")), "{log}");
+}
