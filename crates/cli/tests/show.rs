@@ -2,35 +2,11 @@
 //! udp-jitter operation that live 2.5 s (so that every count is final before it is checked), a
 //! track; the text must carry the numbers the HTTP API reports.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{Killed, free_tcp, free_udp, get};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).ok()?;
-    let code = r.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, r.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default()))
-}
 
 fn api(port: u16, path: &str) -> serde_json::Value {
     let (code, body) = get(port, path).unwrap();
