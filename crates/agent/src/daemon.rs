@@ -210,6 +210,14 @@ pub struct ReloadSummary {
     pub needs_restart: Vec<String>,
 }
 
+impl Shared {
+    fn healthy(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        let beat = self.heartbeat_ms.load(Ordering::Relaxed);
+        !self.stop.load(Ordering::SeqCst) && now.saturating_sub(beat) < HEARTBEAT_STALE.as_millis() as u64
+    }
+}
+
 struct Shared {
     cfg: Mutex<AgentConfig>,
     loader: Mutex<Option<Loader>>,
@@ -311,9 +319,7 @@ impl Agent {
     /// True while the scheduler loop is turning (its last pass is younger than a few seconds) and
     /// the agent is not stopping: what a service manager's watchdog should be fed on.
     pub fn healthy(&self) -> bool {
-        let now = self.shared.started.elapsed().as_millis() as u64;
-        let beat = self.shared.heartbeat_ms.load(Ordering::Relaxed);
-        !self.shared.stop.load(Ordering::SeqCst) && now.saturating_sub(beat) < HEARTBEAT_STALE.as_millis() as u64
+        self.shared.healthy()
     }
 
     /// Sets how `/-/reload` (and [`Agent::reload_from_source`]) re-read the configuration.
@@ -727,6 +733,16 @@ struct TrackSummary {
     latest_rtt_ms: Option<f64>,
 }
 
+/// `OK` while the scheduler turns (the watchdog's test); 503 when it has stalled or is stopping.
+async fn healthy(State(sh): State<St>) -> Response {
+    if sh.healthy() {
+        "OK\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy: the scheduler has not turned for 5 s, or the agent is stopping\n")
+            .into_response()
+    }
+}
+
 async fn reload_handler(State(sh): State<St>) -> Response {
     // the loader reads a file and the reload takes locks: off the async thread
     match tokio::task::spawn_blocking(move || reload_from_source(&sh)).await {
@@ -915,7 +931,7 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
         let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
         let app = Router::new()
             .route("/metrics", get(metrics))
-            .route("/-/healthy", get(|| async { "OK\n" }))
+            .route("/-/healthy", get(healthy))
             .route("/-/reload", axum::routing::post(reload_handler).put(reload_handler))
             .route("/api/v1/operations", get(operations))
             .route("/api/v1/operations/{id}/latest", get(latest))
