@@ -126,13 +126,42 @@ fn whole_blocks(len: usize) -> Result<()> {
     if len.is_multiple_of(BLOCK_LEN) { Ok(()) } else { Err(Error::BadLength) }
 }
 
+/// A whole control message: whole blocks, at least one block of content before its HMAC.
+fn sealed_message(len: usize) -> Result<()> {
+    whole_blocks(len)?;
+    if len < BLOCK_LEN + HMAC_LEN { Err(Error::Truncated) } else { Ok(()) }
+}
+
+/// The HMAC chain of one direction of a control connection (RFC 4656 §3.4): each HMAC covers
+/// everything since the previous one, then starts again from the key.
+#[derive(Clone)]
+struct ChainedMac {
+    fresh: HmacSha1,
+    running: HmacSha1,
+}
+
+impl ChainedMac {
+    fn new(key: &[u8]) -> Self {
+        let fresh = hmac_with(key);
+        ChainedMac { running: fresh.clone(), fresh }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        self.running.update(data);
+    }
+
+    /// The truncated HMAC of everything since the previous one; the chain starts again.
+    fn take(&mut self) -> [u8; 16] {
+        truncated_hmac(core::mem::replace(&mut self.running, self.fresh.clone()))
+    }
+}
+
 /// The sending half of one direction of an encrypted control connection (RFC 4656 §3.4): a
 /// continuous AES-CBC stream and a running HMAC. The client makes one with Client-IV, the server
 /// one with Server-IV.
 pub struct ControlSealer {
     cbc: cbc::Encryptor<Aes128>,
-    fresh: HmacSha1,
-    running: HmacSha1,
+    mac: ChainedMac,
 }
 
 impl fmt::Debug for ControlSealer {
@@ -144,11 +173,9 @@ impl fmt::Debug for ControlSealer {
 impl ControlSealer {
     /// A stream under `keys` starting from `iv`.
     pub fn new(keys: &SessionKeys, iv: &[u8; 16]) -> Self {
-        let fresh = hmac_with(&keys.hmac);
         ControlSealer {
             cbc: cbc::Encryptor::new(&Array::from(keys.aes), &Array::from(*iv)),
-            running: fresh.clone(),
-            fresh,
+            mac: ChainedMac::new(&keys.hmac),
         }
     }
 
@@ -156,7 +183,7 @@ impl ControlSealer {
     /// next HMAC: the server uses it for Server-Start octets 32–47.
     pub fn encrypt_blocks(&mut self, blocks: &mut [u8]) -> Result<()> {
         whole_blocks(blocks.len())?;
-        self.running.update(blocks);
+        self.mac.update(blocks);
         self.cbc.encrypt_blocks(as_blocks(blocks));
         Ok(())
     }
@@ -164,14 +191,10 @@ impl ControlSealer {
     /// Seals one message in place: writes the HMAC of everything since the previous HMAC plus
     /// `msg` up to its last 16 octets into those 16 octets, then encrypts the whole message.
     pub fn seal(&mut self, msg: &mut [u8]) -> Result<()> {
-        whole_blocks(msg.len())?;
-        if msg.len() < BLOCK_LEN + HMAC_LEN {
-            return Err(Error::Truncated);
-        }
+        sealed_message(msg.len())?;
         let at = msg.len() - HMAC_LEN;
-        self.running.update(&msg[..at]);
-        let mac = core::mem::replace(&mut self.running, self.fresh.clone());
-        msg[at..].copy_from_slice(&truncated_hmac(mac));
+        self.mac.update(&msg[..at]);
+        msg[at..].copy_from_slice(&self.mac.take());
         self.cbc.encrypt_blocks(as_blocks(msg));
         Ok(())
     }
@@ -181,8 +204,7 @@ impl ControlSealer {
 /// stream and checks each HMAC before the message is used (RFC 4656 §3.4).
 pub struct ControlOpener {
     cbc: cbc::Decryptor<Aes128>,
-    fresh: HmacSha1,
-    running: HmacSha1,
+    mac: ChainedMac,
 }
 
 impl fmt::Debug for ControlOpener {
@@ -194,11 +216,9 @@ impl fmt::Debug for ControlOpener {
 impl ControlOpener {
     /// A stream under `keys` starting from `iv`.
     pub fn new(keys: &SessionKeys, iv: &[u8; 16]) -> Self {
-        let fresh = hmac_with(&keys.hmac);
         ControlOpener {
             cbc: cbc::Decryptor::new(&Array::from(keys.aes), &Array::from(*iv)),
-            running: fresh.clone(),
-            fresh,
+            mac: ChainedMac::new(&keys.hmac),
         }
     }
 
@@ -209,7 +229,7 @@ impl ControlOpener {
     pub fn decrypt_blocks(&mut self, blocks: &mut [u8]) -> Result<()> {
         whole_blocks(blocks.len())?;
         self.cbc.decrypt_blocks(as_blocks(blocks));
-        self.running.update(blocks);
+        self.mac.update(blocks);
         Ok(())
     }
 
@@ -218,16 +238,12 @@ impl ControlOpener {
     /// be closed, as the stream state is no longer trustworthy.
     pub fn check_hmac(&mut self, field: &mut [u8; 16]) -> Result<()> {
         self.cbc.decrypt_blocks(as_blocks(field));
-        let mac = core::mem::replace(&mut self.running, self.fresh.clone());
-        if bool::from(truncated_hmac(mac).ct_eq(field)) { Ok(()) } else { Err(Error::Integrity) }
+        if bool::from(self.mac.take().ct_eq(field)) { Ok(()) } else { Err(Error::Integrity) }
     }
 
     /// Opens one whole message in place: decrypt, then check its trailing HMAC.
     pub fn open(&mut self, msg: &mut [u8]) -> Result<()> {
-        whole_blocks(msg.len())?;
-        if msg.len() < BLOCK_LEN + HMAC_LEN {
-            return Err(Error::Truncated);
-        }
+        sealed_message(msg.len())?;
         let (body, tail) = msg.split_at_mut(msg.len() - HMAC_LEN);
         self.decrypt_blocks(body)?;
         let field: &mut [u8; 16] = tail.try_into().map_err(|_| Error::BadLength)?;
