@@ -29,4 +29,5 @@ pub mod schedule;
 pub mod stamp;
 pub mod stats;
 pub mod track;
+pub mod twamp;
 pub mod voice;

@@ -19,6 +19,7 @@ pub mod probe;
 pub mod responder;
 pub mod route;
 pub mod socket;
+pub mod twamp;
 
 /// Errors of the network layer.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,1 @@
+//! TWAMP reflector (being written).

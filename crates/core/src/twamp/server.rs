@@ -1,0 +1,1 @@
+//! TWAMP server (being written).

@@ -1,0 +1,1 @@
+//! TWAMP client driver (being written).

@@ -1,0 +1,1 @@
+//! TWAMP server driver (being written).
