@@ -12,7 +12,8 @@ cargo --version
 
 # The lab tests (network namespaces, TUN) need root, iproute2 and taskset; the probe tests use
 # ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
-# prometheus process (and promtool); the unit files are checked with systemd-analyze. Install
+# prometheus process (and promtool); the unit files are checked with systemd-analyze; the TWAMP
+# captures are decoded with tshark's dissectors. Install
 # what is missing when we can (root with apt); without root those tests report themselves skipped.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -20,6 +21,7 @@ command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v irtt >/dev/null 2>&1 || need+=(irtt)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   step "installing ${need[*]}"
   # packages such as prometheus start their service on install; the tests run their own process,
@@ -28,6 +30,7 @@ if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nul
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
   fi
+  export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1) || echo "could not install ${need[*]}; continuing"
   if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi

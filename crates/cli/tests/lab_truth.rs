@@ -8,12 +8,14 @@ use ipsla_lab::{Delay, DelayDist, Dir, Fate, Host, Impairment, Lab, Link, LinkCo
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const PORT: u16 = 16384;
+const STAMP_PORT: u16 = 862;
 const MS: Duration = Duration::from_millis(1);
 
 struct Setup {
@@ -24,6 +26,12 @@ struct Setup {
 }
 
 fn setup(name: &str, cfg: LinkConfig) -> Option<Setup> {
+    setup_with(name, cfg, |_| ResponderOptions::default())
+}
+
+/// A lab whose host B runs a responder listening on its link address with `extra(address)`'s
+/// reflectors and settings.
+fn setup_with(name: &str, cfg: LinkConfig, extra: fn(IpAddr) -> ResponderOptions) -> Option<Setup> {
     if !ipsla_lab::available() {
         eprintln!("skipped: the lab needs root, /dev/net/tun and iproute2");
         return None;
@@ -38,7 +46,7 @@ fn setup(name: &str, cfg: LinkConfig) -> Option<Setup> {
             spawn_responder(ResponderOptions {
                 listen: vec![b_addr.into()],
                 core: ResponderConfig::default(),
-                ..ResponderOptions::default()
+                ..extra(b_addr.into())
             })
         })
         .unwrap()
@@ -59,13 +67,33 @@ fn probe(s: &Setup, args: &[&str]) -> Value {
     serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-/// The sender sequence of an IP SLA probe or reply, from the payload head the lab logged.
-fn seq_of(r: &Record, precision_us: bool) -> Option<u32> {
+/// The test packet format on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// IP SLA probe type 3 (µs).
+    CiscoUs,
+    /// IP SLA probe type 2 (ms).
+    CiscoMs,
+    /// STAMP or unauthenticated TWAMP-Test: the sender's Sequence Number at octet 0, the
+    /// reflector's copy of it at octet 24; the probe numbers samples from 1.
+    Stamp,
+}
+
+impl Format {
+    fn of(precision: &str) -> Self {
+        if precision == "us" { Format::CiscoUs } else { Format::CiscoMs }
+    }
+}
+
+/// The sender sequence of a probe or reply, as the probe reports it, from the payload head the
+/// lab logged.
+fn seq_of(r: &Record, f: Format, reply: bool) -> Option<u32> {
     let h = &r.head;
-    if precision_us {
-        (h.len() >= 54 && h[1] == 3).then(|| u32::from(u16::from_be_bytes([h[52], h[53]])))
-    } else {
-        (h.len() >= 14 && h[1] == 2).then(|| u32::from(u16::from_be_bytes([h[12], h[13]])))
+    let be32 = |at: usize| (h.len() >= at + 4).then(|| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+    match f {
+        Format::CiscoUs => (h.len() >= 54 && h[1] == 3).then(|| u32::from(u16::from_be_bytes([h[52], h[53]]))),
+        Format::CiscoMs => (h.len() >= 14 && h[1] == 2).then(|| u32::from(u16::from_be_bytes([h[12], h[13]]))),
+        Format::Stamp => be32(if reply { 24 } else { 0 }).map(|s| s.wrapping_add(1)),
     }
 }
 
@@ -89,24 +117,24 @@ struct Truth {
     held: BTreeMap<u32, (Duration, Duration)>,
 }
 
-fn truth(link: &Link, n: u32, us: bool) -> Truth {
+fn truth(link: &Link, n: u32, f: Format, port: u16) -> Truth {
     let recs = link.records();
     let probes: Vec<&Record> = recs
         .iter()
-        .filter(|r| r.dir == Dir::AtoB && r.tuple.is_some_and(|t| t.proto == 17 && t.dport == PORT))
+        .filter(|r| r.dir == Dir::AtoB && r.tuple.is_some_and(|t| t.proto == 17 && t.dport == port))
         .collect();
     let replies: Vec<&Record> = recs
         .iter()
-        .filter(|r| r.dir == Dir::BtoA && r.tuple.is_some_and(|t| t.proto == 17 && t.sport == PORT))
+        .filter(|r| r.dir == Dir::BtoA && r.tuple.is_some_and(|t| t.proto == 17 && t.sport == port))
         .collect();
-    let out_ok: BTreeSet<u32> = probes.iter().filter(|r| r.delivered()).filter_map(|r| seq_of(r, us)).collect();
+    let out_ok: BTreeSet<u32> = probes.iter().filter(|r| r.delivered()).filter_map(|r| seq_of(r, f, false)).collect();
     let mut back: Vec<&Record> = replies.iter().copied().filter(|r| r.delivered()).collect();
     back.sort_by_key(|r| egress(r));
     let mut t = Truth::default();
     let mut seen = BTreeSet::new();
     let mut highest = 0;
     for r in &back {
-        let Some(s) = seq_of(r, us) else { continue };
+        let Some(s) = seq_of(r, f, true) else { continue };
         if !seen.insert(s) {
             t.duplicates += 1;
             continue;
@@ -115,7 +143,7 @@ fn truth(link: &Link, n: u32, us: bool) -> Truth {
             t.out_of_sequence += 1;
         }
         highest = highest.max(s);
-        let out = probes.iter().filter(|p| p.delivered() && seq_of(p, us) == Some(s)).min_by_key(|p| egress(p));
+        let out = probes.iter().filter(|p| p.delivered() && seq_of(p, f, false) == Some(s)).min_by_key(|p| egress(p));
         if let (Some(o), Some(ho)) = (out, out.and_then(|o| o.held())) {
             let _ = o;
             t.held.insert(s, (ho, r.held().unwrap()));
@@ -201,10 +229,9 @@ const STALL_BOUND: f64 = 20_000.0;
 /// end's turnaround in their RTT; bound on (measured − link hold), µs.
 const ECHO_BOUND: f64 = 1000.0;
 
-#[test]
-fn udp_jitter_loss_both_ways_and_reply_duplicates() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cfg = LinkConfig {
+/// Jittered delay and random loss out, bursty loss and duplicates back.
+fn loss_scenario() -> LinkConfig {
+    LinkConfig {
         a_to_b: Impairment {
             delay: Delay { base: 3 * MS, jitter: Duration::from_micros(300), dist: DelayDist::Uniform },
             loss: Loss::Bernoulli(0.06),
@@ -217,52 +244,63 @@ fn udp_jitter_loss_both_ways_and_reply_duplicates() {
             ..Impairment::default()
         },
         seed: 2024,
-    };
-    let Some(s) = setup("loss", cfg) else { return };
+    }
+}
+
+#[test]
+fn udp_jitter_loss_both_ways_and_reply_duplicates() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup("loss", loss_scenario()) else { return };
     for precision in ["us", "ms"] {
         s.link.clear_log();
         let addr = s.link.b_addr().to_string();
         let d = probe(&s, &jitter_args(&addr, "300", precision));
         s.link.drain(Duration::from_secs(1));
-        let t = truth(&s.link, 300, precision == "us");
-        let got = counts(&d);
-        eprintln!("{precision}: probe {got:?}");
-        assert!(t.sd > 0 && t.ds > 0 && t.duplicates > 0, "the scenario exercises every count: {t:?}");
-        let probe_seen: BTreeSet<u32> = d["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|x| !x["duplicate"].as_bool().unwrap())
-            .map(|x| x["seq"].as_u64().unwrap() as u32)
-            .collect();
-        let log_seen: BTreeSet<u32> = t.held.keys().copied().collect();
-        assert_eq!(
-            (got.received, got.sd, got.ds, got.mia),
-            (t.received, t.sd, t.ds, t.mia),
-            "{precision}: replies only the probe saw {:?}, only the log delivered {:?}; return code {}",
-            probe_seen.difference(&log_seen).collect::<Vec<_>>(),
-            log_seen.difference(&probe_seen).collect::<Vec<_>>(),
-            d["return_code"]
+        let t = truth(&s.link, 300, Format::of(precision), PORT);
+        assert_matches_log(precision, &d, &t, precision == "ms");
+    }
+}
+
+/// Asserts that the probe's counts equal the link log's and its per-packet SD, DS and RTT are
+/// within the bounds of the link's hold times (`whole_ms`: timestamps truncated to the ms).
+fn assert_matches_log(precision: &str, d: &Value, t: &Truth, whole_ms: bool) {
+    let got = counts(d);
+    eprintln!("{precision}: probe {got:?}");
+    assert!(t.sd > 0 && t.ds > 0 && t.duplicates > 0, "the scenario exercises every count: {t:?}");
+    let probe_seen: BTreeSet<u32> = d["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| !x["duplicate"].as_bool().unwrap())
+        .map(|x| x["seq"].as_u64().unwrap() as u32)
+        .collect();
+    let log_seen: BTreeSet<u32> = t.held.keys().copied().collect();
+    assert_eq!(
+        (got.received, got.sd, got.ds, got.mia),
+        (t.received, t.sd, t.ds, t.mia),
+        "{precision}: replies only the probe saw {:?}, only the log delivered {:?}; return code {}",
+        probe_seen.difference(&log_seen).collect::<Vec<_>>(),
+        log_seen.difference(&probe_seen).collect::<Vec<_>>(),
+        d["return_code"]
+    );
+    assert_eq!(got.duplicates, t.duplicates, "{precision}");
+    assert_eq!(got.out_of_sequence, t.out_of_sequence, "{precision}");
+    let e = errors(&d, &t);
+    let names = ["SD", "DS", "RTT"];
+    for (name, v) in names.iter().zip(&e) {
+        let (p50, p99, max) = spread(v);
+        eprintln!(
+            "{precision}: {name} error vs the link log over {} packets: median {p50:.1} µs, p99 {p99:.1} µs, max {max:.1} µs",
+            v.len()
         );
-        assert_eq!(got.duplicates, t.duplicates, "{precision}");
-        assert_eq!(got.out_of_sequence, t.out_of_sequence, "{precision}");
-        let e = errors(&d, &t);
-        let names = ["SD", "DS", "RTT"];
-        for (name, v) in names.iter().zip(&e) {
-            let (p50, p99, max) = spread(v);
-            eprintln!(
-                "{precision}: {name} error vs the link log over {} packets: median {p50:.1} µs, p99 {p99:.1} µs, max {max:.1} µs",
-                v.len()
-            );
-            // A single packet can meet a stall of the VM (1-8 ms seen) between a userspace clock
-            // reading and its send; the p99 bounds the rest, the max only catches gross errors.
-            assert!(max <= STALL_BOUND, "{name}: max {max}");
-            if precision == "us" {
-                assert!(p50 <= MEDIAN_BOUND && p99 <= US_BOUND, "{name}: median {p50} p99 {p99}");
-            } else {
-                // whole ms: each timestamp is truncated to its millisecond
-                assert!(p99 <= 1000.0 + US_BOUND, "{name}: p99 {p99}");
-            }
+        // A single packet can meet a stall of the VM (1-8 ms seen) between a userspace clock
+        // reading and its send; the p99 bounds the rest, the max only catches gross errors.
+        assert!(max <= STALL_BOUND, "{name}: max {max}");
+        if !whole_ms {
+            assert!(p50 <= MEDIAN_BOUND && p99 <= US_BOUND, "{name}: median {p50} p99 {p99}");
+        } else {
+            // whole ms: each timestamp is truncated to its millisecond
+            assert!(p99 <= 1000.0 + US_BOUND, "{name}: p99 {p99}");
         }
     }
 }
@@ -290,7 +328,7 @@ fn udp_jitter_reordering_and_probe_duplicates() {
     let addr = s.link.b_addr().to_string();
     let d = probe(&s, &jitter_args(&addr, "300", "us"));
     s.link.drain(Duration::from_secs(1));
-    let t = truth(&s.link, 300, true);
+    let t = truth(&s.link, 300, Format::CiscoUs, PORT);
     let got = counts(&d);
     assert!(t.out_of_sequence > 0 && t.duplicates > 0, "{t:?}");
     assert_eq!((got.received, got.sd, got.ds, got.mia), (300, 0, 0, 0), "nothing was lost");
@@ -421,8 +459,29 @@ fn link_down_mid_run_is_counted() {
     let d = probe(&s, &jitter_args(&addr, "200", "us"));
     flap.join().unwrap();
     s.link.drain(Duration::from_secs(1));
-    let t = truth(&s.link, 200, true);
+    let t = truth(&s.link, 200, Format::CiscoUs, PORT);
     let got = counts(&d);
     assert!(t.sd >= 30, "about 40 probes went into the outage: {t:?}");
     assert_eq!((got.received, got.sd, got.ds, got.mia), (t.received, t.sd, t.ds, t.mia));
+}
+
+/// The loss scenario of the udp-jitter test against the STAMP reflector in stateful mode: its own
+/// sequence numbers split the losses into SD and DS exactly as the Cisco responder's counter does.
+#[test]
+fn stamp_stateful_loss_both_ways_and_reply_duplicates() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup_with("stamp", loss_scenario(), |ip| ResponderOptions {
+        stamp: vec![SocketAddr::new(ip, STAMP_PORT)],
+        stamp_stateful: true,
+        ..ResponderOptions::default()
+    }) else {
+        return;
+    };
+    let addr = s.link.b_addr().to_string();
+    let port = STAMP_PORT.to_string();
+    let args = ["stamp", &addr, "--port", &port, "--packets", "300", "--interval", "5ms", "--timeout", "2s"];
+    let d = probe(&s, &[&args[..], &["--clock-sync", "assume"]].concat());
+    s.link.drain(Duration::from_secs(1));
+    let t = truth(&s.link, 300, Format::Stamp, STAMP_PORT);
+    assert_matches_log("stamp", &d, &t, false);
 }
