@@ -285,7 +285,7 @@ fn assert_matches_log(precision: &str, d: &Value, t: &Truth, whole_ms: bool) {
     );
     assert_eq!(got.duplicates, t.duplicates, "{precision}");
     assert_eq!(got.out_of_sequence, t.out_of_sequence, "{precision}");
-    let e = errors(&d, &t);
+    let e = errors(d, t);
     let names = ["SD", "DS", "RTT"];
     for (name, v) in names.iter().zip(&e) {
         let (p50, p99, max) = spread(v);
