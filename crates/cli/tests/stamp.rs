@@ -2,38 +2,18 @@
 //! stamp-suite 1.0.0 (crates.io) in both directions. The interop tests skip, saying why, when the
 //! `stamp-suite` binary is not installed (scripts/test.sh installs it).
 
+mod common;
+
+use common::{Killed, free_udp as free_udp_port, wait_udp};
 use serde_json::Value;
-use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn ipsla() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ipsla"))
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until something is bound to the UDP port (our bind attempt fails), at most 10 s.
-fn wait_bound(port: u16) {
-    let start = Instant::now();
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn key_file(dir: &Path) -> PathBuf {
@@ -72,7 +52,7 @@ fn our_reflector(dir: &Path, extra: &[&str]) -> (Killed, u16, PathBuf) {
         .spawn()
         .unwrap();
     let k = Killed(child);
-    wait_bound(port);
+    wait_udp(port);
     (k, port, sock)
 }
 
@@ -144,7 +124,7 @@ fn suite_reflector(bin: &Path, port: u16, extra: &[&str]) -> Killed {
         .spawn()
         .unwrap();
     let k = Killed(child);
-    wait_bound(port);
+    wait_udp(port);
     k
 }
 

@@ -51,3 +51,21 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Waits until something is bound to UDP `port` on 127.0.0.1 (our own bind fails), at most 10 s.
+pub fn wait_udp(port: u16) {
+    let start = std::time::Instant::now();
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on udp {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until TCP `port` on 127.0.0.1 accepts connections, at most 10 s.
+pub fn wait_tcp(port: u16) {
+    let start = std::time::Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on tcp {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
