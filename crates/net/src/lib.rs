@@ -15,6 +15,7 @@
 
 pub mod clock;
 pub mod pacer;
+pub mod privilege;
 pub mod probe;
 pub mod responder;
 pub mod route;
