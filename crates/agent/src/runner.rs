@@ -5,7 +5,7 @@
 use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest};
 use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
 use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp};
-use ipsla_core::ops::stamp::{StampConfig, StampOp, TlvRequest};
+use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampFormat, StampOp, TlvRequest};
 use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
 use ipsla_core::ops::{OperationResult, Precision, VoiceConfig};
 use ipsla_net::clock::kernel_clock_state;
@@ -334,9 +334,7 @@ pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) ->
                 timeout: spec.timeout,
                 threshold: spec.threshold,
                 clock_sync: sync,
-                ssid: *ssid,
-                key: key.clone(),
-                tlvs: tlvs.clone(),
+                format: SenderFormat::Stamp(StampFormat { ssid: *ssid, key: key.clone(), tlvs: tlvs.clone() }),
                 error_estimate,
                 stateful: false,
             };
