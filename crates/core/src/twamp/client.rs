@@ -39,8 +39,7 @@ use ipsla_wire::twamp::control::{
     StopSessionsRepr,
 };
 use ipsla_wire::twamp::crypto::{
-    ControlOpener, ControlSealer, MAX_PBKDF2_COUNT, MIN_PBKDF2_COUNT, SessionKeys, TestKeys, derive_key,
-    encrypt_token,
+    ControlOpener, ControlSealer, MAX_PBKDF2_COUNT, MIN_PBKDF2_COUNT, SessionKeys, TestKeys, derive_key, encrypt_token,
 };
 use ipsla_wire::twamp::test::{TestLayout, min_padding_for_reflect};
 use ipsla_wire::twamp::{Accept, Modes, SecurityMode, Sid, TypeP, choose_mode};
@@ -238,12 +237,8 @@ impl fmt::Display for Stage {
 
 /// Readable names of the security bits of a Modes value.
 pub fn mode_names(m: Modes) -> String {
-    let names: Vec<&str> = SecurityMode::STRONGEST_FIRST
-        .iter()
-        .rev()
-        .filter(|s| m.contains(s.bit()))
-        .map(|s| security_name(*s))
-        .collect();
+    let names: Vec<&str> =
+        SecurityMode::STRONGEST_FIRST.iter().rev().filter(|s| m.contains(s.bit())).map(|s| security_name(*s)).collect();
     if names.is_empty() { "none".into() } else { names.join(", ") }
 }
 
@@ -503,7 +498,7 @@ impl ControlClient {
     }
 
     fn fail(&mut self, f: Failure) {
-        tracing::warn!(failure = %f, "TWAMP control client gives up");
+        tracing::debug!(failure = %f, "TWAMP control client gives up");
         self.state = State::Failed;
         self.deadline = None;
         self.events.push_back(Event::Failed(f));
@@ -667,7 +662,10 @@ impl ControlClient {
     fn seal(&mut self, msg: &mut [u8]) -> bool {
         match self.sealer.as_mut().map(|s| s.seal(msg)) {
             Some(Err(_)) => {
-                self.fail(Failure::Protocol { stage: Stage::AcceptSession, what: "a message to seal is not whole blocks" });
+                self.fail(Failure::Protocol {
+                    stage: Stage::AcceptSession,
+                    what: "a message to seal is not whole blocks",
+                });
                 false
             }
             _ => true,
@@ -1025,7 +1023,10 @@ mod tests {
         let ev = events(&mut c);
         assert_eq!(
             ev,
-            vec![Event::Failed(Failure::NoCommonMode { offered: Modes::UNAUTHENTICATED, allowed: Modes::AUTHENTICATED })]
+            vec![Event::Failed(Failure::NoCommonMode {
+                offered: Modes::UNAUTHENTICATED,
+                allowed: Modes::AUTHENTICATED
+            })]
         );
         let Event::Failed(f) = &ev[0] else { unreachable!() };
         assert_eq!(f.to_string(), "no common security mode: the server offers open, we allow auth");
