@@ -81,6 +81,11 @@ fn read_msg(s: &mut TcpStream, n: usize) -> Option<Vec<u8>> {
 
 /// A TWAMP server offering `modes` for one connection, knowing `alice` with `passphrase`.
 fn server(modes: Modes, passphrase: &'static [u8]) -> Server {
+    server_answering(modes, passphrase, Accept::Ok)
+}
+
+/// The same, answering the session request with `session`.
+fn server_answering(modes: Modes, passphrase: &'static [u8], session: Accept) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
@@ -138,9 +143,15 @@ fn server(modes: Modes, passphrase: &'static [u8]) -> Server {
         let udp_port = udp.local_addr().unwrap().port();
         let sid = Sid::from_parts([127, 0, 0, 1], wall(), [1, 2, 3, 4]);
         let mut acc = vec![0u8; 48];
-        AcceptSessionRepr { accept: Accept::Ok, port: udp_port, sid, reflected_octets: 0, server_octets: 0 }
-            .emit(&mut acc);
+        let port = if session.is_ok() { udp_port } else { 0 };
+        AcceptSessionRepr { accept: session, port, sid, reflected_octets: 0, server_octets: 0 }.emit(&mut acc);
         s.write_all(&seal(acc)).unwrap();
+        if !session.is_ok() {
+            // the client closes without Start-Sessions
+            seen.stop =
+                read_msg(&mut s, 32).map(|_| StopSessionsRepr { accept: Accept::Failure, number_of_sessions: 99 });
+            return seen;
+        }
         let Some(mut start) = read_msg(&mut s, 32) else { return seen };
         open(&mut start, &mut seen);
         assert!(StartSessions::new_checked(&start[..]).is_ok(), "Start-Sessions");
@@ -326,6 +337,19 @@ fn wrong_secret_is_an_auth_failure() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the server refused the set-up (Accept 1") && stderr.contains("wrong key id or secret"));
     assert_eq!(srv.join().mode, 4);
+}
+
+#[test]
+fn refused_session_is_an_error() {
+    let srv = server_answering(Modes(0x01), PASSPHRASE, Accept::TemporaryResourceLimitation);
+    let out = run_probe("twamp", srv.port, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["return_code"], "error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the server refused the session (Accept 5: temporary resource limitation)"), "{stderr}");
+    let seen = srv.join();
+    assert!(seen.request.is_some());
+    assert!(seen.stop.is_none(), "nothing more after a refusal: no Start-Sessions, no Stop-Sessions");
 }
 
 #[test]
