@@ -12,7 +12,7 @@ use ipsla_core::twamp::client::{DEFAULT_SESSION_TIMEOUT, Secret};
 use ipsla_net::clock::kernel_clock_state;
 use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
 use ipsla_net::probe::{IcmpSocket, SocketOptions, run_icmp, run_tcp, run_udp, udp_socket};
-use ipsla_net::twamp::client::{TwampOptions, run_twamp};
+use ipsla_net::twamp::client::{TwampOptions, run_twamp, sender_socket};
 use ipsla_wire::time::ErrorEstimate;
 use ipsla_wire::twamp::SecurityMode;
 use serde::Serialize;
@@ -381,7 +381,7 @@ pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) ->
             run_udp(&mut StampOp::new(now, cfg, spec.port), &s, t, 0, &Pacer::for_interval(*interval))
         }
         OpKind::TwampLight { packets, interval, padding, stateful } => {
-            let (s, _, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
+            let (s, _) = sock("opening the probe socket", sender_socket(t, &spec.sockets))?;
             let format = SenderFormat::Twamp(Box::new(TwampFormat::light(*padding as usize)));
             let cfg = sender(*packets, *interval, format, *stateful);
             run_udp(&mut StampOp::new(now, cfg, spec.port), &s, t, 0, &Pacer::for_interval(*interval))

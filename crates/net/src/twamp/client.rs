@@ -25,7 +25,7 @@ use ipsla_core::twamp::client::{
 use ipsla_wire::twamp::{Accept, Modes, SecurityMode};
 use socket2::SockRef;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -109,9 +109,11 @@ pub fn failure_code(f: &Failure) -> ReturnCode {
     }
 }
 
-/// The Session-Sender socket: bound, kernel stamps as configured, TTL / Hop Limit 255.
-fn sender_socket(target: SocketAddr, o: &SocketOptions) -> io::Result<(std::net::UdpSocket, SocketAddr)> {
-    let (s, local, _) = udp_socket(target.ip(), o)?;
+/// A TWAMP-Test Session-Sender socket towards `target`: bound, kernel stamps as configured,
+/// TTL / Hop Limit 255 (RFC 5357 §4.1.2 SHOULD; the reflector reports what arrived). Returns it
+/// and its local address.
+pub fn sender_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(std::net::UdpSocket, SocketAddr)> {
+    let (s, local, _) = udp_socket(target, o)?;
     let r = SockRef::from(&s);
     if target.is_ipv6() {
         r.set_unicast_hops_v6(255)?
@@ -193,7 +195,7 @@ async fn control_phase(client: &mut ControlClient, stream: &mut TcpStream, limit
 /// default). `Err` only for a local failure (the UDP socket cannot be opened); everything the
 /// network or the server does ends in the outcome's return code.
 pub async fn run_twamp(target: SocketAddr, opts: &TwampOptions) -> io::Result<TwampOutcome> {
-    let (udp, local) = sender_socket(target, &opts.sockets)?;
+    let (udp, local) = sender_socket(target.ip(), &opts.sockets)?;
     let tcp_opts = SocketOptions { source_port: 0, kernel_timestamps: false, ..opts.sockets.clone() };
     let mut stream = match tokio::time::timeout(opts.control_timeout, connect(target, &tcp_opts)).await {
         Ok(Ok(s)) => s,
@@ -250,4 +252,30 @@ pub async fn run_twamp(target: SocketAddr, opts: &TwampOptions) -> io::Result<Tw
         reply_info: op.reply_info(),
         session: Some(accepted),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipsla_core::twamp::client::Stage;
+
+    #[test]
+    fn sender_socket_sends_with_ttl_255() {
+        let (s, local) = sender_socket("127.0.0.1".parse().unwrap(), &SocketOptions::default()).unwrap();
+        assert_eq!(SockRef::from(&s).ttl_v4().unwrap(), 255);
+        assert_eq!(local.ip(), "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_ne!(local.port(), 0, "bound before the request names it");
+    }
+
+    #[test]
+    fn failures_map_to_return_codes() {
+        let refused = Failure::SetUpRejected { accept: Accept::Failure, protected: true };
+        assert_eq!(failure_code(&refused), ReturnCode::AuthFailure);
+        let open_refused = Failure::SetUpRejected { accept: Accept::Failure, protected: false };
+        assert_eq!(failure_code(&open_refused), ReturnCode::Error);
+        assert_eq!(failure_code(&Failure::Integrity(Stage::StartAck)), ReturnCode::AuthFailure);
+        assert_eq!(failure_code(&Failure::Timeout(Stage::Greeting)), ReturnCode::NoConnection);
+        assert_eq!(failure_code(&Failure::SessionsRejected(Accept::NotSupported)), ReturnCode::Error);
+        assert_eq!(failure_code(&Failure::ServerRefused), ReturnCode::Error);
+    }
 }
