@@ -579,6 +579,9 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
         let mut success = None;
         match runner::run(&def.spec, seq, &rt) {
             Ok(out) => {
+                if let Some(why) = &out.failure {
+                    tracing::warn!(op = id, reason = %why, "the operation's control phase failed");
+                }
                 let voice = match &def.spec.kind {
                     runner::OpKind::UdpJitter { voice: Some(v), .. } => Some((v.codec, v.model, v.advantage)),
                     _ => None,
@@ -599,12 +602,7 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                     op: id,
                     start_ns: start.as_nanos() as i64,
                     result: &out.result,
-                    jitter: matches!(
-                        def.spec.kind,
-                        runner::OpKind::UdpJitter { .. }
-                            | runner::OpKind::IcmpJitter { .. }
-                            | runner::OpKind::Stamp { .. }
-                    ),
+                    jitter: def.spec.kind.is_jitter(),
                     report: &json,
                     history: def.history,
                 };

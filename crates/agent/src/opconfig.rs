@@ -10,9 +10,13 @@ use ipsla_core::ops::jitter::MAX_PACKETS;
 use ipsla_core::ops::{Precision, VoiceConfig};
 use ipsla_core::reaction::{ALL_ELEMENTS, Action, Element, ReactionConfig, ThresholdType};
 use ipsla_core::schedule::{ScheduleConfig, StartTime};
+use ipsla_core::twamp::KeyFile;
+use ipsla_core::twamp::client::{ConfigError as ClientConfigError, MAX_PADDING, Secret};
 use ipsla_core::voice::{Codec, MosModel};
 use ipsla_net::probe::SocketOptions;
 use ipsla_wire::cisco::control_v2::AuthMode;
+use ipsla_wire::twamp::SecurityMode;
+use ipsla_wire::twamp::test::SYMMETRIC_PADDING_OPEN;
 use serde::Deserialize;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -65,6 +69,13 @@ pub struct OperationFile {
     pub ssid: Option<u16>,
     pub stamp_key_file: Option<PathBuf>,
     pub tlvs: Option<Vec<String>>,
+    // twamp, twamp-light
+    /// open | auth | encrypted | mixed
+    pub mode: Option<String>,
+    /// TWAMP identity in `secret_file` (a string; `key_id` is the Cisco v2 key number).
+    pub twamp_key_id: Option<String>,
+    pub padding: Option<u32>,
+    pub stateful: Option<bool>,
     // hourly aggregates (IOS `history hours-of-statistics-kept`, `distributions-of-statistics-kept`,
     // `statistics-distribution-interval`)
     pub history_hours: Option<u8>,
@@ -290,7 +301,22 @@ impl OperationFile {
             dur("threshold", &self.threshold, Duration::from_secs(5), Duration::ZERO, Duration::from_secs(60))?;
         let ctl =
             choose(&k("control"), self.control.as_deref(), "v1", &[("v1", "v1"), ("v2", "v2"), ("none", "none")])?;
+        let twamp = matches!(self.kind.as_str(), "twamp" | "twamp-light");
+        if twamp {
+            twamp_refuses_ip_sla_keys(self, &k)?;
+        } else if let Some((f, _)) = [
+            ("mode", self.mode.is_some()),
+            ("twamp_key_id", self.twamp_key_id.is_some()),
+            ("padding", self.padding.is_some()),
+            ("stateful", self.stateful.is_some()),
+        ]
+        .iter()
+        .find(|(_, set)| *set)
+        {
+            return Err(ConfigError(format!("{}: only twamp and twamp-light take {f}", k(f))));
+        }
         let auth = match (&self.auth, self.key_id, &self.secret_file) {
+            _ if twamp => None,
             (None, None, None) => None,
             (Some(m), Some(id), Some(f)) => {
                 if ctl != "v2" {
@@ -413,6 +439,7 @@ impl OperationFile {
                     .collect::<Result<Vec<_>>>()?;
                 OpKind::Stamp { packets, interval, ssid, key, tlvs }
             }
+            "twamp" | "twamp-light" => self.twamp_kind(&k, dur)?,
             "icmp-jitter" => {
                 if target.is_ipv6() {
                     return Err(ConfigError(format!(
@@ -432,7 +459,10 @@ impl OperationFile {
             }
             other => {
                 if let Some((f, _)) = jitter_only.iter().find(|(_, set)| *set) {
-                    return Err(ConfigError(format!("{}: only udp-jitter, icmp-jitter and stamp take {f}", k(f))));
+                    return Err(ConfigError(format!(
+                        "{}: only udp-jitter, icmp-jitter, stamp, twamp and twamp-light take {f}",
+                        k(f)
+                    )));
                 }
                 match other {
                     "udp-echo" => {
@@ -444,7 +474,7 @@ impl OperationFile {
                     }
                     _ => {
                         return Err(ConfigError(format!(
-                            "{}: \"{other}\" is not an operation; allowed: udp-jitter, udp-echo, tcp-connect, icmp-echo, icmp-jitter, stamp",
+                            "{}: \"{other}\" is not an operation; allowed: udp-jitter, udp-echo, tcp-connect, icmp-echo, icmp-jitter, stamp, twamp, twamp-light",
                             k("type")
                         )));
                     }
@@ -454,7 +484,12 @@ impl OperationFile {
         let spec = OperationSpec {
             kind,
             target,
-            port: self.port.unwrap_or(if self.kind == "stamp" { ipsla_core::stamp::DEFAULT_PORT } else { 16384 }),
+            port: self.port.unwrap_or(match self.kind.as_str() {
+                "stamp" => ipsla_core::stamp::DEFAULT_PORT,
+                "twamp" => ipsla_wire::twamp::CONTROL_PORT,
+                "twamp-light" => ipsla_wire::twamp::TEST_PORT,
+                _ => 16384,
+            }),
             sockets: SocketOptions {
                 source_ip: self.source_ip,
                 source_port: self.source_port.unwrap_or(0),
@@ -464,7 +499,7 @@ impl OperationFile {
             },
             timeout,
             threshold,
-            control: if matches!(self.kind.as_str(), "icmp-echo" | "icmp-jitter" | "stamp") {
+            control: if matches!(self.kind.as_str(), "icmp-echo" | "icmp-jitter" | "stamp" | "twamp" | "twamp-light") {
                 ControlMode::None
             } else {
                 control
@@ -507,7 +542,7 @@ impl OperationFile {
         if schedule.recurring {
             check_recurring(&k("recurring"), schedule.life, schedule.ageout)?;
         }
-        let jitter = matches!(spec.kind, OpKind::UdpJitter { .. } | OpKind::IcmpJitter { .. } | OpKind::Stamp { .. });
+        let jitter = spec.kind.is_jitter();
         let voice = matches!(spec.kind, OpKind::UdpJitter { voice: Some(_), .. });
         let reactions = self
             .reaction
@@ -533,6 +568,133 @@ impl OperationFile {
                 )?,
             },
         })
+    }
+}
+
+/// The IP SLA control keys a TWAMP operation has no use for; `key_id` is the Cisco v2 key
+/// number, which a TWAMP identity (a string) is easily confused with.
+fn twamp_refuses_ip_sla_keys(f: &OperationFile, k: &dyn Fn(&str) -> String) -> Result<()> {
+    let why = [
+        ("control", f.control.is_some(), "twamp runs TWAMP-Control on `port`, twamp-light no control at all"),
+        ("control_port", f.control_port.is_some(), "the TWAMP-Control port is `port`"),
+        ("auth", f.auth.is_some(), "the TWAMP security mode is `mode`"),
+        ("key_id", f.key_id.is_some(), "key_id is the Cisco v2 key number; a TWAMP identity goes in twamp_key_id"),
+    ];
+    match why.iter().find(|(_, set, _)| *set) {
+        Some((key, _, why)) => Err(ConfigError(format!("{}: {} does not take {key}: {why}", k(key), f.kind))),
+        None => Ok(()),
+    }
+}
+
+/// Largest twampd key file read (its identities are bounded too, `KeyFile`).
+const MAX_KEY_FILE_LEN: u64 = 16 << 20;
+
+/// The identity `id` of a twampd-format key file (`identity hex(passphrase)` lines, reference §3.1).
+fn twamp_secret(k: &dyn Fn(&str) -> String, id: &str, path: &std::path::Path) -> Result<Secret> {
+    let read = || -> std::io::Result<String> {
+        let len = std::fs::metadata(path)?.len();
+        if len > MAX_KEY_FILE_LEN {
+            return Err(std::io::Error::other(format!("{len} octets; at most {MAX_KEY_FILE_LEN}")));
+        }
+        std::fs::read_to_string(path)
+    };
+    let text = read().map_err(|e| ConfigError(format!("{}: reading {}: {e}", k("secret_file"), path.display())))?;
+    let file = KeyFile::parse(&text).map_err(|e| {
+        ConfigError(format!(
+            "{}: {}: {e} (expected twampd's `identity hex-passphrase` lines)",
+            k("secret_file"),
+            path.display()
+        ))
+    })?;
+    Secret::from_key_file(&file, id).map_err(|e| match e {
+        ClientConfigError::UnknownIdentity(_) => {
+            ConfigError(format!("{}: \"{id}\" is not an identity of {}", k("twamp_key_id"), path.display()))
+        }
+        ClientConfigError::BadKeyId(_) => {
+            ConfigError(format!("{}: \"{id}\" is not usable: at most 80 octets, no NUL", k("twamp_key_id")))
+        }
+        e => ConfigError(format!("{}: {}: {e}", k("secret_file"), path.display())),
+    })
+}
+
+impl OperationFile {
+    /// The kind of a `twamp` or `twamp-light` operation.
+    fn twamp_kind(
+        &self,
+        k: &dyn Fn(&str) -> String,
+        dur: impl Fn(&str, &Option<String>, Duration, Duration, Duration) -> Result<Duration>,
+    ) -> Result<OpKind> {
+        let light = self.kind == "twamp-light";
+        let packets = check_range(&k("packets"), self.packets.unwrap_or(10), 1, MAX_PACKETS)?;
+        let interval =
+            dur("interval", &self.interval, Duration::from_millis(20), Duration::ZERO, Duration::from_secs(60))?;
+        let mode = choose(
+            &k("mode"),
+            self.mode.as_deref(),
+            SecurityMode::Unauthenticated,
+            &[
+                ("open", SecurityMode::Unauthenticated),
+                ("auth", SecurityMode::Authenticated),
+                ("encrypted", SecurityMode::Encrypted),
+                ("mixed", SecurityMode::Mixed),
+            ],
+        )?;
+        if let Some(p) = self.padding {
+            check_range(&k("padding"), p, 0, MAX_PADDING)?;
+        }
+        let open = mode == SecurityMode::Unauthenticated;
+        if light {
+            if !open {
+                return Err(ConfigError(format!(
+                    "{}: twamp-light runs in open mode only (its keys would have to be provisioned outside TWAMP, RFC 5357 Appendix I); allowed: open",
+                    k("mode")
+                )));
+            }
+            if let Some((f, _)) =
+                [("twamp_key_id", self.twamp_key_id.is_some()), ("secret_file", self.secret_file.is_some())]
+                    .iter()
+                    .find(|(_, set)| *set)
+            {
+                return Err(ConfigError(format!("{}: twamp-light has no key (open mode only)", k(f))));
+            }
+            return Ok(OpKind::TwampLight {
+                packets,
+                interval,
+                padding: self.padding.unwrap_or(SYMMETRIC_PADDING_OPEN as u32),
+                stateful: self.stateful.unwrap_or(false),
+            });
+        }
+        if self.stateful.is_some() {
+            return Err(ConfigError(format!(
+                "{}: the reflector of a TWAMP-Control session is always stateful; stateful is a twamp-light key",
+                k("stateful")
+            )));
+        }
+        let name = ipsla_core::twamp::client::security_name(mode);
+        let secret = match (&self.twamp_key_id, &self.secret_file) {
+            (None, None) if open => None,
+            (id, _) if open => {
+                let key = if id.is_some() { "twamp_key_id" } else { "secret_file" };
+                return Err(ConfigError(format!(
+                    "{}: the open mode uses no key; set mode = auth, encrypted or mixed, or remove twamp_key_id and secret_file",
+                    k(key)
+                )));
+            }
+            (Some(id), Some(f)) => Some(twamp_secret(k, id, f)?),
+            (None, _) => {
+                return Err(ConfigError(format!(
+                    "{}: mode {name} needs twamp_key_id (an identity of secret_file)",
+                    k("twamp_key_id")
+                )));
+            }
+            (_, None) => {
+                return Err(ConfigError(format!(
+                    "{}: mode {name} needs secret_file (twampd format: `identity hex-passphrase` lines)",
+                    k("secret_file")
+                )));
+            }
+        };
+        Ok(OpKind::Twamp { packets, interval, mode, secret, padding: self.padding })
     }
 }
 
@@ -676,5 +838,99 @@ mod tests {
         let bad: OperationFile = toml::from_str("type = \"stamp\"\ntarget = \"127.0.0.1\"\ntlvs = [\"hmac\"]").unwrap();
         let e = bad.validate("operation[0]", 1).unwrap_err().to_string();
         assert!(e.contains("operation[0].tlvs") && e.contains("allowed: extra-padding=N"), "{e}");
+    }
+
+    fn twamp(extra: &str) -> Result<OperationDef> {
+        let f: OperationFile = toml::from_str(&format!("type = \"twamp\"\ntarget = \"127.0.0.1\"\n{extra}")).unwrap();
+        f.validate("operation[4]", 4)
+    }
+
+    #[test]
+    fn twamp_operation_keys() {
+        let d = twamp("").unwrap();
+        assert_eq!(d.spec.port, 862, "the TWAMP-Control port by default");
+        assert_eq!(d.spec.control_label(), "twamp");
+        assert_eq!(
+            d.spec.kind,
+            OpKind::Twamp {
+                packets: 10,
+                interval: Duration::from_millis(20),
+                mode: SecurityMode::Unauthenticated,
+                secret: None,
+                padding: None
+            }
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("twamp.keys");
+        std::fs::write(&keys, "# twampd pfs\nalice 74657374736563726574\n").unwrap();
+        let kf = keys.display().to_string();
+        let d = twamp(&format!(
+            "mode = \"encrypted\"\ntwamp_key_id = \"alice\"\nsecret_file = \"{kf}\"\npadding = 100\nport = 8620\npackets = 50\n[[reaction]]\nelement = \"rtt\"\nthreshold_type = \"immediate\"\nthreshold = [50, 10]\n[[reaction]]\nelement = \"packetLossSD\"\nthreshold_type = \"consecutive 2\""
+        ))
+        .unwrap();
+        assert_eq!(d.spec.port, 8620);
+        let OpKind::Twamp { packets, mode, secret, padding, .. } = &d.spec.kind else { panic!("{:?}", d.spec.kind) };
+        assert_eq!((*packets, *mode, *padding), (50, SecurityMode::Encrypted, Some(100)));
+        assert_eq!(secret.as_ref(), Some(&Secret::new("alice", b"testsecret").unwrap()));
+        // reactions work on the common result, jitter elements included
+        assert_eq!(d.reactions.len(), 2);
+        assert_eq!(d.reactions[0].element, Element::Rtt);
+        assert_eq!((d.reactions[0].rising, d.reactions[0].falling), (50.0, 10.0));
+        assert_eq!(d.reactions[1].element, Element::from_keyword("packetLossSD").unwrap());
+        assert_eq!(d.reactions[1].threshold_type, ThresholdType::Consecutive(2));
+        assert!(d.spec.kind.is_jitter());
+
+        let e = twamp("mode = \"strong\"").unwrap_err().to_string();
+        assert_eq!(e, "operation[4].mode: \"strong\" is not allowed; allowed: open, auth, encrypted, mixed");
+        let e = twamp("mode = \"auth\"").unwrap_err().to_string();
+        assert_eq!(e, "operation[4].twamp_key_id: mode auth needs twamp_key_id (an identity of secret_file)");
+        let e = twamp("mode = \"mixed\"\ntwamp_key_id = \"alice\"").unwrap_err().to_string();
+        assert!(e.starts_with("operation[4].secret_file: mode mixed needs secret_file"), "{e}");
+        let e =
+            twamp(&format!("mode = \"auth\"\ntwamp_key_id = \"bob\"\nsecret_file = \"{kf}\"")).unwrap_err().to_string();
+        assert_eq!(e, format!("operation[4].twamp_key_id: \"bob\" is not an identity of {kf}"));
+        let e = twamp("twamp_key_id = \"alice\"").unwrap_err().to_string();
+        assert!(e.starts_with("operation[4].twamp_key_id: the open mode uses no key"), "{e}");
+        let e = twamp("key_id = 3").unwrap_err().to_string();
+        assert!(e.contains("operation[4].key_id") && e.contains("twamp_key_id"), "{e}");
+        let e = twamp("control = \"v2\"").unwrap_err().to_string();
+        assert!(e.starts_with("operation[4].control: twamp does not take control"), "{e}");
+        let e = twamp("stateful = true").unwrap_err().to_string();
+        assert!(
+            e.starts_with("operation[4].stateful: the reflector of a TWAMP-Control session is always stateful"),
+            "{e}"
+        );
+        let e = twamp("padding = 70000").unwrap_err().to_string();
+        assert_eq!(e, "operation[4].padding: 70000 is out of range; allowed 0 to 65000");
+        let bad = dir.path().join("bad.keys");
+        std::fs::write(&bad, "alice zz\n").unwrap();
+        let e = twamp(&format!("mode = \"auth\"\ntwamp_key_id = \"alice\"\nsecret_file = \"{}\"", bad.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("operation[4].secret_file:") && e.contains("line 1"), "{e}");
+        // the TWAMP keys on another operation
+        let e = op("mode = \"auth\"").unwrap_err().to_string();
+        assert_eq!(e, "operation[1].mode: only twamp and twamp-light take mode");
+    }
+
+    #[test]
+    fn twamp_light_operation_keys() {
+        let f: OperationFile =
+            toml::from_str("type = \"twamp-light\"\ntarget = \"127.0.0.1\"\nstateful = true\ninterval = \"10ms\"")
+                .unwrap();
+        let d = f.validate("operation[5]", 5).unwrap();
+        assert_eq!(d.spec.port, 862);
+        assert_eq!(d.spec.control_label(), "none");
+        assert_eq!(
+            d.spec.kind,
+            OpKind::TwampLight { packets: 10, interval: Duration::from_millis(10), padding: 27, stateful: true }
+        );
+        let f: OperationFile =
+            toml::from_str("type = \"twamp-light\"\ntarget = \"127.0.0.1\"\nmode = \"auth\"").unwrap();
+        let e = f.validate("operation[5]", 5).unwrap_err().to_string();
+        assert!(
+            e.starts_with("operation[5].mode: twamp-light runs in open mode only") && e.ends_with("allowed: open"),
+            "{e}"
+        );
     }
 }

@@ -20,6 +20,8 @@ const WORDS: &[&str] = &[
     "icmp-echo",
     "icmp-jitter",
     "stamp",
+    "twamp",
+    "twamp-light",
     "v1",
     "v2",
     "none",
@@ -399,7 +401,7 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
     );
     let _ = writeln!(w, "Latest operation start time: {}", ios_time(&r.start));
     let _ = writeln!(w, "Latest operation return code: {}", r.return_code.cisco_text());
-    let jittery = matches!(r.operation, "udp-jitter" | "icmp-jitter" | "stamp");
+    let jittery = matches!(r.operation, "udp-jitter" | "icmp-jitter" | "stamp" | "twamp" | "twamp-light");
     if jittery {
         let _ = writeln!(w, "RTT Values:");
         let _ = writeln!(

@@ -5,13 +5,16 @@
 use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest};
 use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
 use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp};
-use ipsla_core::ops::stamp::{StampConfig, StampOp, TlvRequest};
+use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampFormat, StampOp, TlvRequest, TwampFormat};
 use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
 use ipsla_core::ops::{OperationResult, Precision, VoiceConfig};
+use ipsla_core::twamp::client::{DEFAULT_SESSION_TIMEOUT, Secret};
 use ipsla_net::clock::kernel_clock_state;
 use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
 use ipsla_net::probe::{IcmpSocket, SocketOptions, run_icmp, run_tcp, run_udp, udp_socket};
+use ipsla_net::twamp::client::{TwampOptions, run_twamp, sender_socket};
 use ipsla_wire::time::ErrorEstimate;
+use ipsla_wire::twamp::SecurityMode;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -63,6 +66,31 @@ pub enum OpKind {
         /// TLVs in every packet.
         tlvs: Vec<TlvRequest>,
     },
+    /// TWAMP (RFC 5357): TWAMP-Control to the server at the operation's port, then one
+    /// TWAMP-Test session from a Session-Sender with udp-jitter's statistics.
+    Twamp {
+        /// Test packets per run.
+        packets: u32,
+        /// Interval.
+        interval: Duration,
+        /// The one security mode asked for.
+        mode: SecurityMode,
+        /// Identity and passphrase for the authenticated, encrypted and mixed modes.
+        secret: Option<Secret>,
+        /// Padding Length; `None` = symmetric (27 open/mixed, 64 authenticated/encrypted).
+        padding: Option<u32>,
+    },
+    /// TWAMP-Light (RFC 5357 Appendix I): TWAMP-Test packets to a reflector port, no control.
+    TwampLight {
+        /// Test packets per run.
+        packets: u32,
+        /// Interval.
+        interval: Duration,
+        /// Octets of padding (27 = 41-octet packets both ways).
+        padding: u32,
+        /// The reflector numbers its replies itself (loss splits SD/DS from the first reply).
+        stateful: bool,
+    },
     /// icmp-jitter (ICMP Timestamp).
     IcmpJitter {
         /// Requests per run.
@@ -82,6 +110,8 @@ impl OpKind {
             OpKind::IcmpEcho { .. } => "icmp-echo",
             OpKind::IcmpJitter { .. } => "icmp-jitter",
             OpKind::Stamp { .. } => "stamp",
+            OpKind::Twamp { .. } => "twamp",
+            OpKind::TwampLight { .. } => "twamp-light",
         }
     }
     /// Probes one run sends and the schedule it takes, for the jitter operations.
@@ -89,9 +119,16 @@ impl OpKind {
         match self {
             OpKind::UdpJitter { packets, interval, .. }
             | OpKind::IcmpJitter { packets, interval }
-            | OpKind::Stamp { packets, interval, .. } => Some((*packets, *interval * *packets)),
+            | OpKind::Stamp { packets, interval, .. }
+            | OpKind::Twamp { packets, interval, .. }
+            | OpKind::TwampLight { packets, interval, .. } => Some((*packets, *interval * *packets)),
             _ => None,
         }
+    }
+    /// True for the operations with jitter statistics (udp-jitter, icmp-jitter, stamp, twamp,
+    /// twamp-light): the reactions and stored columns that need them apply.
+    pub fn is_jitter(&self) -> bool {
+        self.schedule().is_some()
     }
 }
 
@@ -174,6 +211,9 @@ pub struct RunOutcome {
     pub result: OperationResult,
     /// The clock check made before it.
     pub clock: ClockCheck,
+    /// Why a control phase failed, in words (TWAMP: refused mode, wrong secret, ...), for the
+    /// operator; the return code says it to programs.
+    pub failure: Option<String>,
 }
 
 impl OperationSpec {
@@ -185,8 +225,11 @@ impl OperationSpec {
         }
     }
 
-    /// `v1`, `v2` or `none`.
+    /// `v1`, `v2`, `twamp` (TWAMP-Control) or `none`.
     pub fn control_label(&self) -> &'static str {
+        if matches!(self.kind, OpKind::Twamp { .. }) {
+            return "twamp";
+        }
         match self.control {
             ControlMode::None => "none",
             ControlMode::V1 => "v1",
@@ -251,13 +294,24 @@ fn sock<T>(what: &'static str, r: std::io::Result<T>) -> Result<T, RunError> {
     r.map_err(|source| RunError::Socket { what, source })
 }
 
-/// Runs `spec` once with control sequence `sequence`, on the calling thread (tcp-connect uses
-/// `rt` for its connect).
+/// Runs `spec` once with control sequence `sequence`, on the calling thread (tcp-connect and
+/// twamp use `rt` for their TCP connections).
 pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) -> Result<RunOutcome, RunError> {
     let (sync, mut clock) = clock_check(spec.clock_sync.0, spec.clock_sync.1);
     let now = Instant::now();
     let t = spec.target;
     let ident = (std::process::id() as u16) ^ (sequence as u16).rotate_left(8);
+    let mut failure = None;
+    let sender = |packets: u32, interval: Duration, format: SenderFormat, stateful: bool| StampConfig {
+        packets,
+        interval,
+        timeout: spec.timeout,
+        threshold: spec.threshold,
+        clock_sync: sync,
+        format,
+        error_estimate: host_error_estimate(),
+        stateful,
+    };
     let mut result = match &spec.kind {
         OpKind::UdpJitter { packets, interval, size, precision, voice, pattern } => {
             let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
@@ -321,27 +375,36 @@ pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) ->
         }
         OpKind::Stamp { packets, interval, ssid, key, tlvs } => {
             let (s, _, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
-            let error_estimate = match ipsla_net::clock::kernel_clock_state() {
-                Some(c) if c.synchronised => {
-                    ErrorEstimate::from_precision_ns(c.est_error_us.max(1) as u64 * 1000, true)
-                }
-                Some(c) => ErrorEstimate::from_precision_ns(c.max_error_us.max(1) as u64 * 1000, false),
-                None => ErrorEstimate::UNSYNCED_DEFAULT,
-            };
-            let cfg = StampConfig {
-                packets: *packets,
-                interval: *interval,
-                timeout: spec.timeout,
-                threshold: spec.threshold,
-                clock_sync: sync,
-                ssid: *ssid,
-                key: key.clone(),
-                tlvs: tlvs.clone(),
-                error_estimate,
-                stateful: false,
-            };
+            let format = SenderFormat::Stamp(StampFormat { ssid: *ssid, key: key.clone(), tlvs: tlvs.clone() });
+            let cfg = sender(*packets, *interval, format, false);
             // No control phase: port 0 never matches a reply's source, so every reply is a probe reply.
             run_udp(&mut StampOp::new(now, cfg, spec.port), &s, t, 0, &Pacer::for_interval(*interval))
+        }
+        OpKind::TwampLight { packets, interval, padding, stateful } => {
+            let (s, _) = sock("opening the probe socket", sender_socket(t, &spec.sockets))?;
+            let format = SenderFormat::Twamp(Box::new(TwampFormat::light(*padding as usize)));
+            let cfg = sender(*packets, *interval, format, *stateful);
+            run_udp(&mut StampOp::new(now, cfg, spec.port), &s, t, 0, &Pacer::for_interval(*interval))
+        }
+        OpKind::Twamp { packets, interval, mode, secret, padding } => {
+            let opts = TwampOptions {
+                allowed: mode.bit(),
+                secret: secret.clone(),
+                padding: *padding,
+                dscp: spec.sockets.tos.map_or(0, |tos| tos >> 2),
+                reflect: None,
+                session_timeout: DEFAULT_SESSION_TIMEOUT,
+                control_timeout: spec.timeout,
+                sockets: spec.sockets.clone(),
+                // the driver sets the format the session negotiates
+                sender: sender(*packets, *interval, SenderFormat::Twamp(Box::new(TwampFormat::light(0))), true),
+            };
+            let out = sock(
+                "opening the Session-Sender socket",
+                rt.block_on(run_twamp(SocketAddr::new(t, spec.port), &opts)),
+            )?;
+            failure = out.failure;
+            out.result
         }
         OpKind::IcmpJitter { packets, interval } => {
             let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, true))?;
@@ -363,5 +426,15 @@ pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) ->
         }
     };
     apply_percent_tolerance(&mut result, spec.clock_sync.1, &mut clock);
-    Ok(RunOutcome { result, clock })
+    Ok(RunOutcome { result, clock, failure })
+}
+
+/// This host's clock as an Error Estimate (RFC 4656 §4.1.2): the kernel's estimated error when
+/// it says it is synchronised (S bit set), its maximum error otherwise.
+fn host_error_estimate() -> ErrorEstimate {
+    match ipsla_net::clock::kernel_clock_state() {
+        Some(c) if c.synchronised => ErrorEstimate::from_precision_ns(c.est_error_us.max(1) as u64 * 1000, true),
+        Some(c) => ErrorEstimate::from_precision_ns(c.max_error_us.max(1) as u64 * 1000, false),
+        None => ErrorEstimate::UNSYNCED_DEFAULT,
+    }
 }

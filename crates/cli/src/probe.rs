@@ -36,6 +36,24 @@ enum OpCommand {
     IcmpJitter(IcmpJitterArgs),
     /// STAMP Session-Sender (RFC 8762, RFC 8972 TLVs) to a STAMP reflector (default port 862).
     Stamp(StampArgs),
+    /// TWAMP (RFC 5357): TWAMP-Control to the server (TCP, --port, default 862), then one
+    /// TWAMP-Test session (open, authenticated, encrypted or mixed mode).
+    Twamp(TwampArgs),
+    /// TWAMP-Light Session-Sender (RFC 5357 Appendix I): TWAMP-Test packets to a reflector
+    /// (UDP, default port 862), no control; STAMP reflectors answer it too.
+    TwampLight(TwampLightArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TwampModeArg {
+    /// Unauthenticated (mode 1).
+    Open,
+    /// Authenticated (mode 2): encrypted control, test packets with an HMAC.
+    Auth,
+    /// Encrypted (mode 4): encrypted control and test packets.
+    Encrypted,
+    /// Mixed (mode 8, RFC 5618): encrypted control, unauthenticated test packets.
+    Mixed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,7 +108,7 @@ enum ClockSyncArg {
 struct Common {
     /// Target host (name or address).
     target: String,
-    /// Destination port of the measurement (default 16384, stamp 862; udp-echo to a standard echo service: 7 with --control none).
+    /// Destination port of the measurement (default 16384; stamp and twamp-light 862; twamp: the TWAMP-Control TCP port, 862; udp-echo to a standard echo service: 7 with --control none).
     #[arg(long)]
     port: Option<u16>,
     /// Source address.
@@ -275,6 +293,61 @@ struct StampArgs {
     clock_tolerance: String,
 }
 
+#[derive(Debug, Args)]
+struct TwampArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Test packets per operation.
+    #[arg(long, default_value_t = 10)]
+    packets: u32,
+    /// Interval between packets.
+    #[arg(long, default_value = "20ms")]
+    interval: String,
+    /// Security mode (the server must offer it).
+    #[arg(long, value_enum, default_value = "open")]
+    mode: TwampModeArg,
+    /// Identity in --secret-file (twping -u).
+    #[arg(long, value_name = "ID", requires = "secret_file")]
+    key_id: Option<String>,
+    /// twampd pass-phrase file: `identity hex(passphrase)` per line (twping -k).
+    #[arg(long, value_name = "FILE", requires = "key_id")]
+    secret_file: Option<PathBuf>,
+    /// Padding octets per test packet (default 27 in open/mixed mode, 64 in auth/encrypted: the
+    /// same size both ways).
+    #[arg(long)]
+    padding: Option<u32>,
+    /// Whether the two clocks are synchronised (one-way delay is reported only then).
+    #[arg(long, value_enum, default_value = "none")]
+    clock_sync: ClockSyncArg,
+    /// Clock tolerance, as for udp-jitter.
+    #[arg(long, default_value = "1ms")]
+    clock_tolerance: String,
+}
+
+#[derive(Debug, Args)]
+struct TwampLightArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Test packets per operation.
+    #[arg(long, default_value_t = 10)]
+    packets: u32,
+    /// Interval between packets.
+    #[arg(long, default_value = "20ms")]
+    interval: String,
+    /// Padding octets per test packet (27: 41-octet packets both ways).
+    #[arg(long, default_value_t = 27)]
+    padding: u32,
+    /// The reflector numbers its replies itself: loss splits into SD and DS from the start.
+    #[arg(long)]
+    stateful: bool,
+    /// Whether the two clocks are synchronised (one-way delay is reported only then).
+    #[arg(long, value_enum, default_value = "none")]
+    clock_sync: ClockSyncArg,
+    /// Clock tolerance, as for udp-jitter.
+    #[arg(long, default_value = "1ms")]
+    clock_tolerance: String,
+}
+
 /// A validated operation plus how often to run it and how to print it.
 struct Plan {
     spec: OperationSpec,
@@ -372,6 +445,32 @@ fn plan(args: ProbeArgs) -> Result<Plan> {
             },
             &a.common,
         ),
+        OpCommand::Twamp(a) => (
+            OperationFile {
+                packets: Some(a.packets),
+                interval: Some(a.interval.clone()),
+                clock_sync: Some(name(a.clock_sync)),
+                clock_tolerance: Some(a.clock_tolerance.clone()),
+                mode: Some(name(a.mode)),
+                twamp_key_id: a.key_id.clone(),
+                secret_file: a.secret_file.clone(),
+                padding: a.padding,
+                ..common_file("twamp", &a.common, None)
+            },
+            &a.common,
+        ),
+        OpCommand::TwampLight(a) => (
+            OperationFile {
+                packets: Some(a.packets),
+                interval: Some(a.interval.clone()),
+                clock_sync: Some(name(a.clock_sync)),
+                clock_tolerance: Some(a.clock_tolerance.clone()),
+                padding: Some(a.padding),
+                stateful: Some(a.stateful),
+                ..common_file("twamp-light", &a.common, None)
+            },
+            &a.common,
+        ),
     };
     let def = file.validate("probe", 1)?;
     if c.count == 0 {
@@ -402,7 +501,10 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
             let _ = stop.send(());
             eprint!("\r\x1b[K");
         }
-        let RunOutcome { result: r, clock: cs } = outcome?;
+        let RunOutcome { result: r, clock: cs, failure } = outcome?;
+        if let Some(why) = failure {
+            eprintln!("ipsla probe {}: {why}", p.spec.kind.name());
+        }
         if matches!(r.return_code, ReturnCode::Ok) {
             successes += 1;
         } else {

@@ -255,7 +255,7 @@ pub async fn run_tcp(
     }
 }
 
-async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tokio::net::TcpStream> {
+pub(crate) async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tokio::net::TcpStream> {
     let s = if to.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
     apply(&SockRef::from(&s), to.ip(), o)?;
     if o.source_ip.is_some() || o.source_port != 0 {
