@@ -377,6 +377,11 @@ impl LightReflector {
         &self.stats
     }
 
+    /// Returns the counters and starts them again from zero (the driver adds them to its totals).
+    pub fn take_stats(&mut self) -> ReflectorStats {
+        std::mem::take(&mut self.stats)
+    }
+
     /// Senders remembered (stateful mode).
     pub fn peer_count(&self) -> usize {
         self.peers.len()
