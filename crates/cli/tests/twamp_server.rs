@@ -139,6 +139,10 @@ impl Ctl {
     }
 
     fn request(&mut self, sender_port: u16, padding: u32) -> AcceptSessionRepr {
+        self.request_with_timeout(sender_port, padding, Duration::from_secs(2))
+    }
+
+    fn request_with_timeout(&mut self, sender_port: u16, padding: u32, timeout: Duration) -> AcceptSessionRepr {
         let r = RequestTwSessionRepr {
             sender_address: "127.0.0.1".parse().unwrap(),
             receiver_address: "0.0.0.0".parse().unwrap(),
@@ -151,7 +155,7 @@ impl Ctl {
             sid: Sid::default(),
             padding_length: padding,
             start_time: NtpTimestamp::from_unix(wall()),
-            timeout: NtpTimestamp::from_interval(Duration::from_secs(2)),
+            timeout: NtpTimestamp::from_interval(timeout),
             type_p: TypeP::from_dscp(0),
             octets_to_reflect: 0,
             padding_to_reflect: 0,
@@ -262,6 +266,26 @@ fn open_mode_session_on_loopback() {
     assert_eq!((t.reflector.received, t.reflector.reflected, t.reflector.dropped()), (5, 5, 0));
     drop(s);
     wait_for("the connection to close", || r.status().unwrap().twamp_stats.connections == 0);
+    r.stop();
+}
+
+#[test]
+fn stopped_session_outlives_its_connection() {
+    // twping closes the control connection right after Stop-Sessions; packets still in flight
+    // are reflected for the session's Timeout (30 s here), a session never stopped ends at once.
+    let r = responder(ServerConfig::default(), false, false);
+    let mut c = Ctl::up(r.twamp_addrs()[0], Modes::UNAUTHENTICATED, "", b"");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let a = c.request_with_timeout(udp.local_addr().unwrap().port(), 27, Duration::from_secs(30));
+    assert_eq!(c.start(), Accept::Ok);
+    c.stop(1);
+    let idle = c.request(udp.local_addr().unwrap().port(), 27);
+    drop(c);
+    wait_for("the connection to close", || r.status().unwrap().twamp_stats.connections == 0);
+    wait_for("the idle session to end", || r.status().unwrap().twamp_stats.sessions == 1);
+    let to: SocketAddr = ("127.0.0.1".parse::<std::net::IpAddr>().unwrap(), a.port).into();
+    exchange(&udp, to, TestLayout::Unauthenticated, None, 2);
+    assert!(UdpSocket::bind(("127.0.0.1", idle.port)).is_ok(), "the idle session's port is closed");
     r.stop();
 }
 

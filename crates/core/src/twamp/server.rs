@@ -397,8 +397,10 @@ pub enum ServerEvent {
     SessionsStarted(Vec<Sid>),
     /// These sessions stop: they keep reflecting for their Timeout, then end.
     SessionsStopped(Vec<Sid>),
-    /// The connection is over: write what is queued, close the socket and end every session
-    /// (their ports are already released through the binder).
+    /// The connection is over: write what is queued and close the socket. Sessions that were
+    /// not stopped have ended (their ports are released through the binder); stopped ones finish
+    /// their Timeout, and the driver still reports their end with
+    /// [`ControlServer::session_ended`] ([`ControlServer::session_count`] says how many are left).
     Closed(CloseReason),
 }
 
@@ -551,7 +553,8 @@ impl ControlServer {
         self.phase == Phase::Closed
     }
 
-    /// Sessions this connection holds (accepted, started or stopped and still reflecting).
+    /// Sessions this connection holds (accepted, started or stopped and still reflecting; after
+    /// the close, the stopped ones finishing their Timeout).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
@@ -620,7 +623,8 @@ impl ControlServer {
         }
     }
 
-    /// The client closed the connection (EOF or a socket error): every session ends.
+    /// The client closed the connection (EOF or a socket error): every session that was not
+    /// stopped ends.
     pub fn handle_eof(&mut self, binder: &mut impl PortBinder) {
         if self.phase != Phase::Closed {
             self.stats.client_closed += 1;
@@ -717,10 +721,18 @@ impl ControlServer {
         }
     }
 
+    /// Closes the connection. Stopped sessions keep reflecting for their Timeout (RFC 5357
+    /// §4.2; twping closes the connection right after Stop-Sessions): they stay until the driver
+    /// reports their end. Every other session ends now and its port is released.
     fn close_all(&mut self, binder: &mut impl PortBinder, reason: CloseReason) {
-        for (_, s) in std::mem::take(&mut self.sessions) {
-            binder.close(s.key);
-            self.stats.sessions_ended += 1;
+        let sessions = std::mem::take(&mut self.sessions);
+        for (sid, s) in sessions {
+            if s.state == SessState::Stopped {
+                self.sessions.insert(sid, s);
+            } else {
+                binder.close(s.key);
+                self.stats.sessions_ended += 1;
+            }
         }
         self.close(reason);
     }

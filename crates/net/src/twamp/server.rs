@@ -152,7 +152,7 @@ impl TwampServer {
         mut stream: TcpStream,
         peer: SocketAddr,
         local: SocketAddr,
-        _guard: ConnGuard,
+        guard: ConnGuard,
         shutdown: CancellationToken,
     ) {
         let mut rng = rand::rng();
@@ -226,8 +226,20 @@ impl TwampServer {
         }
         self.shared.borrow_mut().status.server.merge(&m.take_stats());
         let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
-        drop(binder); // cancels whatever session is left
+        drop(stream);
+        drop(guard);
         tracing::debug!(%peer, "TWAMP-Control connection closed");
+        // Stopped sessions finish their Timeout (bounded by max_stop_timeout, and REFWAIT).
+        while m.session_count() > 0 {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(sid) = ended_rx.recv() => m.session_ended(Instant::now(), sid, &mut binder),
+                else => break,
+            }
+        }
+        self.shared.borrow_mut().status.server.merge(&m.take_stats());
+        drop(binder); // cancels whatever session is left
     }
 
     fn on_event(
@@ -285,7 +297,8 @@ impl TwampServer {
             }
             ServerEvent::Closed(reason) => {
                 tracing::debug!(%peer, %reason, "TWAMP-Control connection closing");
-                // The machine released every port through the binder: the tasks are cancelled.
+                // The machine released the ports of every session that was not stopped (their
+                // tasks are cancelled); stopped ones run out their Timeout.
                 sessions.clear();
             }
         }

@@ -652,6 +652,28 @@ fn timers() {
 }
 
 #[test]
+fn stopped_sessions_outlive_the_connection() {
+    // twping closes the connection right after Stop-Sessions: the stopped session still
+    // reflects for its Timeout; one that was never started ends with the connection.
+    let mut h = Harness::new(config(Modes::UNAUTHENTICATED));
+    let (mut c, _) = Client::connect(&mut h, Modes(1 | 16), "", b"");
+    let stopped = c.request(&mut h, &request()).sid;
+    let idle = c.request(&mut h, &request()).sid;
+    c.list(&mut h, Command::StartNSessions, &[stopped]).unwrap();
+    c.stop(&mut h, 1).unwrap();
+    h.output();
+    h.events();
+    h.server.handle_eof(&mut h.binder);
+    assert!(h.server.is_closed());
+    assert_eq!(h.server.session_count(), 1);
+    assert_eq!(h.binder.open.len(), 1, "the stopped session's port stays open");
+    h.server.session_ended(h.now, idle, &mut h.binder); // already gone: ignored
+    h.server.session_ended(h.now, stopped, &mut h.binder);
+    assert_eq!((h.server.session_count(), h.binder.open.len()), (0, 0));
+    assert_eq!(h.server.stats().sessions_ended, 2);
+}
+
+#[test]
 fn timeout_is_clamped() {
     let mut h = Harness::new(config(Modes::UNAUTHENTICATED));
     let (mut c, _) = Client::connect(&mut h, Modes::UNAUTHENTICATED, "", b"");
