@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let sid = Sid([7; 16]);
     let keys = TestKeys::derive(&SessionKeys { aes: [1; 16], hmac: [2; 32] }, &sid);
-    let modes = [SecurityMode::Unauthenticated, SecurityMode::Authenticated, SecurityMode::Encrypted, SecurityMode::Mixed];
+    let modes =
+        [SecurityMode::Unauthenticated, SecurityMode::Authenticated, SecurityMode::Encrypted, SecurityMode::Mixed];
     let kind = flags & 7;
     let reflect_len: u16 = if flags & 0x10 != 0 { 12 } else { 0 };
     let (mut refl, mode) = if kind < 4 {
@@ -50,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
         (Refl::Session(r), mode)
     } else {
         let stateful = kind & 1 == 1;
-        (Refl::Light(LightReflector::new(LightConfig { stateful, max_peers: 2, ..LightConfig::default() })), SecurityMode::Unauthenticated)
+        (
+            Refl::Light(LightReflector::new(LightConfig { stateful, max_peers: 2, ..LightConfig::default() })),
+            SecurityMode::Unauthenticated,
+        )
     };
     let layout = mode.test_layout();
     let crypto = TestCrypto::new(mode, &keys);

@@ -67,7 +67,8 @@ impl Conn {
     fn feed(&mut self, bytes: &[u8]) -> bool {
         let Some(n) = self.server.expected_len() else { return false };
         assert_eq!(n, bytes.len());
-        let _ = self.server.handle_bytes(self.now, Duration::new(1_700_000_000, 0), bytes, &mut self.binder, &mut self.rng);
+        let _ =
+            self.server.handle_bytes(self.now, Duration::new(1_700_000_000, 0), bytes, &mut self.binder, &mut self.rng);
         self.drain();
         true
     }

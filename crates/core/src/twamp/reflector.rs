@@ -239,10 +239,13 @@ impl SessionReflector {
     }
 
     /// Stop-Sessions / Stop-N-Sessions: keep reflecting for the session's Timeout (RFC 5357 §3.8,
-    /// §4.2), then end. Stopping a stopped or ended session changes nothing.
+    /// §4.2), then end. A session that never started ends at once; stopping a stopped or ended
+    /// session changes nothing.
     pub fn stop(&mut self, now: Instant) {
-        if matches!(self.state, SessionState::Accepted | SessionState::Started) {
-            self.state = SessionState::Stopped(now + self.params.timeout);
+        match self.state {
+            SessionState::Started => self.state = SessionState::Stopped(now + self.params.timeout),
+            SessionState::Accepted => self.state = SessionState::Stopped(now),
+            SessionState::Stopped(_) | SessionState::Ended => {}
         }
     }
 

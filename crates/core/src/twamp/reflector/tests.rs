@@ -149,6 +149,12 @@ fn only_the_sender_and_only_while_running() {
     let s = r.stats();
     assert_eq!((s.drop_wrong_sender, s.drop_after_stop, s.reflected), (2, 1, 2));
 
+    // stopping a session that never started ends it at once
+    let mut r = SessionReflector::new(t0, params(SecurityMode::Unauthenticated));
+    r.stop(t0);
+    assert_eq!(r.poll_timeout(), Some(t0));
+    assert_eq!(r.handle_timeout(t0), Some(SessionEnd::Stopped));
+
     // port 0 in the request: any port of the sender's address
     let mut p = params(SecurityMode::Unauthenticated);
     p.sender.set_port(0);
