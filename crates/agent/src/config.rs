@@ -3,7 +3,10 @@
 
 use ipnet::IpNet;
 use ipsla_core::responder::{PermanentKind, ResponderConfig};
+use ipsla_core::twamp::KeyFile;
+use ipsla_core::twamp::server::ServerConfig as TwampConfig;
 use ipsla_net::responder::ResponderOptions;
+use ipsla_wire::twamp::Modes;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +68,12 @@ pub struct ResponderFile {
     pub stamp: Option<Vec<SocketAddr>>,
     pub stamp_stateful: Option<bool>,
     pub stamp_key_file: Option<PathBuf>,
+    pub twamp: Option<Vec<SocketAddr>>,
+    pub twamp_modes: Option<String>,
+    pub twamp_keys_file: Option<PathBuf>,
+    pub twamp_test_ports: Option<String>,
+    pub twamp_light: Option<Vec<SocketAddr>>,
+    pub twamp_light_stateful: Option<bool>,
 }
 
 /// Reads and parses a TOML file into `T`.
@@ -109,7 +118,13 @@ impl ResponderFile {
             udp_jitter,
             stamp,
             stamp_stateful,
-            stamp_key_file
+            stamp_key_file,
+            twamp,
+            twamp_modes,
+            twamp_keys_file,
+            twamp_test_ports,
+            twamp_light,
+            twamp_light_stateful
         )
     }
 
@@ -173,8 +188,66 @@ impl ResponderFile {
                 Some(p) => Some(load_stamp_key("stamp_key_file", p)?),
                 None => None,
             },
+            twamp: list(&self.twamp),
+            twamp_config: self.twamp_config()?,
+            twamp_light: list(&self.twamp_light),
+            twamp_light_stateful: self.twamp_light_stateful.unwrap_or(false),
         })
     }
+
+    /// The TWAMP server settings: modes, key file, test ports (RFC 5357 §3).
+    fn twamp_config(&self) -> Result<TwampConfig> {
+        let d = TwampConfig::default();
+        let modes = match &self.twamp_modes {
+            Some(s) => parse_twamp_modes(TWAMP_MODES_KEY, s)?,
+            None => d.modes,
+        };
+        let keys = match &self.twamp_keys_file {
+            Some(p) => load_twamp_keys(TWAMP_KEYS_KEY, p)?,
+            None => KeyFile::default(),
+        };
+        if (modes & Modes(0xe)).0 != 0 && keys.is_empty() {
+            bail!(
+                "{TWAMP_KEYS_KEY}: required by {TWAMP_MODES_KEY} auth, encrypted or mixed (a file of `identity hex(passphrase)` lines)"
+            );
+        }
+        let test_ports = match &self.twamp_test_ports {
+            Some(s) => parse_port_range("twamp_test_ports (--twamp-test-ports)", s)?,
+            None => d.test_ports.clone(),
+        };
+        let cfg = TwampConfig { modes, keys, test_ports, ..d };
+        cfg.validate().map_err(|e| err(format!("twamp: {e}")))?;
+        Ok(cfg)
+    }
+}
+
+const TWAMP_MODES_KEY: &str = "twamp_modes (--twamp-modes)";
+const TWAMP_KEYS_KEY: &str = "twamp_keys_file (--twamp-keys)";
+
+/// Parses a comma-separated list of TWAMP security modes (RFC 4656 §3.1, RFC 5618): `open`,
+/// `auth`, `encrypted`, `mixed` (also `unauthenticated`, `authenticated`, `encrypt`).
+pub fn parse_twamp_modes(key: &str, s: &str) -> Result<Modes> {
+    let mut m = Modes(0);
+    for name in s.split(',').map(str::trim) {
+        m = m | match name {
+            "open" | "unauthenticated" => Modes::UNAUTHENTICATED,
+            "auth" | "authenticated" => Modes::AUTHENTICATED,
+            "encrypted" | "encrypt" => Modes::ENCRYPTED,
+            "mixed" => Modes::MIXED,
+            _ => bail!("{key}: \"{name}\" is not a TWAMP mode; allowed open, auth, encrypted, mixed (comma-separated)"),
+        };
+    }
+    Ok(m)
+}
+
+/// Reads a twampd pass-phrase file: `identity hex(passphrase)` per line (reference §3.1).
+pub fn load_twamp_keys(key: &str, path: &Path) -> Result<KeyFile> {
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("{key}: reading {}: {e}", path.display())))?;
+    let k = KeyFile::parse(&text).map_err(|e| err(format!("{key}: {}: {e}", path.display())))?;
+    if k.is_empty() {
+        bail!("{key}: {} holds no identity; expected `identity hex(passphrase)` lines", path.display());
+    }
+    Ok(k)
 }
 
 /// Reads a STAMP HMAC key file (RFC 8762 §4.4: a pre-shared key): hex digits (stamp-suite's

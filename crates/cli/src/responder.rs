@@ -81,6 +81,25 @@ pub struct ResponderArgs {
     /// STAMP authenticated mode (HMAC-SHA-256) with the key in this file (hex digits or text).
     #[arg(long, value_name = "FILE")]
     stamp_key_file: Option<PathBuf>,
+    /// TWAMP-Control server (RFC 5357) on this TCP address (repeatable). The standard is port 862
+    /// on all addresses: --twamp 0.0.0.0:862 --twamp [::]:862.
+    #[arg(long, value_name = "ADDR:PORT")]
+    twamp: Vec<SocketAddr>,
+    /// TWAMP security modes offered, comma-separated: open, auth, encrypted, mixed (default open).
+    #[arg(long, value_name = "MODES")]
+    twamp_modes: Option<String>,
+    /// TWAMP shared secrets, twampd's pass-phrase file format: `identity hex(passphrase)` lines.
+    #[arg(long, value_name = "FILE")]
+    twamp_keys: Option<PathBuf>,
+    /// UDP ports of TWAMP test sessions, FIRST-LAST (default 18760-19960).
+    #[arg(long, value_name = "FIRST-LAST")]
+    twamp_test_ports: Option<String>,
+    /// TWAMP-Light reflector (RFC 5357 Appendix I) on this UDP address (repeatable).
+    #[arg(long, value_name = "ADDR:PORT")]
+    twamp_light: Vec<SocketAddr>,
+    /// TWAMP-Light reflector in stateful mode: its own sequence numbers per sender.
+    #[arg(long)]
+    twamp_light_stateful: bool,
     /// Use the userspace clock for receive timestamps instead of the kernel's.
     #[arg(long)]
     no_kernel_timestamps: bool,
@@ -131,6 +150,12 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         stamp: list(&args.stamp),
         stamp_stateful: args.stamp_stateful.then_some(true),
         stamp_key_file: args.stamp_key_file.clone(),
+        twamp: list(&args.twamp),
+        twamp_modes: args.twamp_modes.clone(),
+        twamp_keys_file: args.twamp_keys.clone(),
+        twamp_test_ports: args.twamp_test_ports.clone(),
+        twamp_light: list(&args.twamp_light),
+        twamp_light_stateful: args.twamp_light_stateful.then_some(true),
     };
     let mut opts = file.overlay(flags).options()?;
     opts.status_socket = Some(opts.status_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)));
@@ -151,6 +176,9 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     let opts = options(&args)?;
     let running = spawn_responder(opts).context("starting the responder")?;
     tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
+    if !running.twamp_addrs().is_empty() || !running.twamp_light_addrs().is_empty() {
+        tracing::info!(control = ?running.twamp_addrs(), light = ?running.twamp_light_addrs(), "TWAMP listening");
+    }
     // handlers before READY=1: a SIGTERM right after it must stop us cleanly, not by default action
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut term, mut int, mut usr1) = {
@@ -295,6 +323,7 @@ pub fn format_status(r: &StatusReport) -> String {
             st.tlv_unrecognized
         );
     }
+    format_twamp(&mut o, r);
     let us = |ns: f64| ns / 1000.0;
     let _ = writeln!(
         o,
@@ -309,6 +338,73 @@ pub fn format_status(r: &StatusReport) -> String {
     let _ = writeln!(o, "T3 calibration adds: {:.3} microseconds", r.t3_lead_ns as f64 / 1000.0);
     let _ = writeln!(o, "Uptime: {} s  open-file limit: {}", r.uptime_s, r.fd_limit);
     o
+}
+
+fn format_twamp(o: &mut String, r: &StatusReport) {
+    let t = &r.twamp_stats;
+    let addrs = |v: &[SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ");
+    let refl = |o: &mut String, s: &ipsla_core::twamp::reflector::ReflectorStats| {
+        let _ = writeln!(
+            o,
+            "        received {} reflected {} dropped: short {} too long {} bad HMAC {} bad error estimate {} wrong sender {} not started {} after stop {}",
+            s.received,
+            s.reflected,
+            s.drop_short,
+            s.drop_too_long,
+            s.drop_bad_hmac,
+            s.drop_bad_error_estimate,
+            s.drop_wrong_sender,
+            s.drop_not_started,
+            s.drop_after_stop
+        );
+    };
+    if !r.twamp.is_empty() {
+        let s = &t.server;
+        let _ = writeln!(o, "TWAMP server: {}", addrs(&r.twamp));
+        let _ = writeln!(
+            o,
+            "        connections: open {} total {} refused (limits) {}; established: open {} auth {} encrypted {} mixed {}",
+            t.connections,
+            s.connections,
+            s.refused,
+            s.established_open,
+            s.established_authenticated,
+            s.established_encrypted,
+            s.established_mixed
+        );
+        let _ = writeln!(
+            o,
+            "        set-up rejected: mode {} unknown KeyID {} wrong secret {} client gave up {}; closed: bad HMAC {} setup timeout {} SERVWAIT {} unknown command {} stop mismatch {}",
+            s.rejected_mode,
+            s.rejected_unknown_key_id,
+            s.rejected_bad_token,
+            s.client_gave_up,
+            s.bad_hmac,
+            s.setup_timeouts,
+            s.servwait_timeouts,
+            s.unknown_commands,
+            s.stop_mismatch
+        );
+        let _ = writeln!(
+            o,
+            "        sessions: active {} requested {} accepted {} started {} stopped {} ended {}; refused: unsupported {} padding {} limit {} no port {}",
+            t.sessions,
+            s.session_requests,
+            s.sessions_accepted,
+            s.sessions_started,
+            s.sessions_stopped,
+            s.sessions_ended,
+            s.session_rejected_unsupported,
+            s.session_rejected_padding,
+            s.session_rejected_limit,
+            s.session_rejected_bind
+        );
+        refl(o, &t.reflector);
+    }
+    if !r.twamp_light.is_empty() {
+        let _ = writeln!(o, "TWAMP-Light reflector: {}", addrs(&r.twamp_light));
+        refl(o, &t.light);
+    }
 }
 
 #[cfg(test)]
@@ -348,5 +444,64 @@ mod tests {
         assert!(e.contains("port_range"), "{e}");
         let e = options(&parse(&["--require-auth"])).unwrap_err().to_string();
         assert!(e.contains("require_auth"), "{e}");
+    }
+
+    #[test]
+    fn twamp_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("twamp.pfs");
+        std::fs::write(&keys, "alice 74657374736563726574\n").unwrap();
+        let o = options(&parse(&[
+            "--twamp",
+            "127.0.0.1:8620",
+            "--twamp-modes",
+            "open,auth",
+            "--twamp-keys",
+            keys.to_str().unwrap(),
+            "--twamp-test-ports",
+            "30000-30010",
+            "--twamp-light",
+            "127.0.0.1:8621",
+            "--twamp-light-stateful",
+        ]))
+        .unwrap();
+        assert_eq!(o.twamp, vec!["127.0.0.1:8620".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(o.twamp_config.modes, ipsla_wire::twamp::Modes(3));
+        assert_eq!(o.twamp_config.keys.get("alice"), Some(&b"testsecret"[..]));
+        assert_eq!(o.twamp_config.test_ports, 30000..=30010);
+        assert_eq!(o.twamp_light, vec!["127.0.0.1:8621".parse::<SocketAddr>().unwrap()]);
+        assert!(o.twamp_light_stateful);
+        // the file's table has the same keys
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[responder]\ntwamp = [\"127.0.0.1:8622\"]\ntwamp_modes = \"mixed\"\ntwamp_test_ports = \"40000-40001\"\ntwamp_light_stateful = true\n")
+            .unwrap();
+        let std::result::Result::Ok(o) =
+            options(&parse(&["-c", p.to_str().unwrap(), "--twamp-keys", keys.to_str().unwrap()]))
+        else {
+            panic!("file with flags")
+        };
+        assert_eq!(
+            (o.twamp.len(), o.twamp_config.modes, o.twamp_light_stateful),
+            (1, ipsla_wire::twamp::Modes(8), true)
+        );
+        assert_eq!(o.twamp_config.test_ports, 40000..=40001);
+    }
+
+    #[test]
+    fn twamp_errors_name_the_flag_and_the_allowed_values() {
+        let e = options(&parse(&["--twamp-modes", "open,fast"])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "twamp_modes (--twamp-modes): \"fast\" is not a TWAMP mode; allowed open, auth, encrypted, mixed (comma-separated)"
+        );
+        let e = options(&parse(&["--twamp-modes", "auth"])).unwrap_err().to_string();
+        assert!(e.starts_with("twamp_keys_file (--twamp-keys): required by twamp_modes"), "{e}");
+        let e = options(&parse(&["--twamp-test-ports", "9-1"])).unwrap_err().to_string();
+        assert!(e.starts_with("twamp_test_ports (--twamp-test-ports):") && e.contains("FIRST-LAST"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("bad.pfs");
+        std::fs::write(&keys, "alice nothex\n").unwrap();
+        let e = options(&parse(&["--twamp-keys", keys.to_str().unwrap()])).unwrap_err().to_string();
+        assert!(e.starts_with("twamp_keys_file (--twamp-keys):") && e.contains("line 1"), "{e}");
     }
 }

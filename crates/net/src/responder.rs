@@ -1,5 +1,7 @@
 //! The responder driver: control sockets on 1967 (v1) and 1167 (v2), one socket or listener per
-//! open measurement port, a timer for session expiry, all on one thread.
+//! open measurement port, a timer for session expiry, the STAMP reflector sockets, the TWAMP
+//! control listeners with their test sessions and the TWAMP-Light reflector sockets
+//! ([`crate::twamp::server`]), all on one thread.
 //!
 //! One thread with a current-thread runtime owns the [`Responder`] state: no locks on the probe
 //! path, and one core is what a responder gets on a router too. `spawn_responder` binds the
@@ -9,12 +11,14 @@
 use crate::NetError;
 use crate::clock::wall_now;
 use crate::socket::{self, RxStampMode};
+use crate::twamp::server::{TwampServer, TwampStatus};
 use ipsla_core::ops::DeltaStats;
 use ipsla_core::responder::{
     BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig,
     ResponderStats, SessionInfo, stamp_transmit,
 };
 use ipsla_core::stamp::{ReflectorConfig, ReflectorStats, StampReflector};
+use ipsla_core::twamp::server::ServerConfig;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -57,6 +61,15 @@ pub struct ResponderOptions {
     pub stamp_stateful: bool,
     /// STAMP authenticated mode with this HMAC key; unauthenticated when `None`.
     pub stamp_key: Option<Vec<u8>>,
+    /// TWAMP-Control listeners (TCP; RFC 5357 §3, the standard port is 862; none by default).
+    pub twamp: Vec<SocketAddr>,
+    /// TWAMP server policy and limits (modes, keys, test ports, timers). `start_time` is set
+    /// when the responder starts.
+    pub twamp_config: ServerConfig,
+    /// TWAMP-Light reflector sockets (UDP; RFC 5357 Appendix I; none by default).
+    pub twamp_light: Vec<SocketAddr>,
+    /// TWAMP-Light reflector in stateful mode (its own sequence numbers per sender).
+    pub twamp_light_stateful: bool,
 }
 
 impl Default for ResponderOptions {
@@ -75,6 +88,10 @@ impl Default for ResponderOptions {
             stamp: Vec::new(),
             stamp_stateful: false,
             stamp_key: None,
+            twamp: Vec::new(),
+            twamp_config: ServerConfig::default(),
+            twamp_light: Vec::new(),
+            twamp_light_stateful: false,
         }
     }
 }
@@ -110,6 +127,15 @@ pub struct StatusReport {
     /// STAMP reflector counters.
     #[serde(default)]
     pub stamp_stats: ReflectorStats,
+    /// TWAMP-Control listeners.
+    #[serde(default)]
+    pub twamp: Vec<SocketAddr>,
+    /// TWAMP-Light reflector sockets.
+    #[serde(default)]
+    pub twamp_light: Vec<SocketAddr>,
+    /// TWAMP server, reflector and TWAMP-Light counters.
+    #[serde(default)]
+    pub twamp_stats: TwampStatus,
 }
 
 /// A responder running on its own thread.
@@ -118,6 +144,8 @@ pub struct RunningResponder {
     control_v1: Vec<SocketAddr>,
     control_v2: Vec<SocketAddr>,
     stamp: Vec<SocketAddr>,
+    twamp: Vec<SocketAddr>,
+    twamp_light: Vec<SocketAddr>,
     shutdown: CancellationToken,
     status_tx: mpsc::UnboundedSender<oneshot::Sender<StatusReport>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -135,6 +163,14 @@ impl RunningResponder {
     /// Bound STAMP reflector addresses.
     pub fn stamp_addrs(&self) -> &[SocketAddr] {
         &self.stamp
+    }
+    /// Bound TWAMP-Control listener addresses.
+    pub fn twamp_addrs(&self) -> &[SocketAddr] {
+        &self.twamp
+    }
+    /// Bound TWAMP-Light reflector addresses.
+    pub fn twamp_light_addrs(&self) -> &[SocketAddr] {
+        &self.twamp_light
     }
     /// A snapshot of the status (blocks until the responder thread answers).
     pub fn status(&self) -> Option<StatusReport> {
@@ -227,6 +263,27 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         stamp.push(std::net::UdpSocket::from(s));
     }
     let stamp_addrs: Vec<SocketAddr> = stamp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let mut twamp_cfg = opts.twamp_config.clone();
+    twamp_cfg.start_time = wall_now();
+    if !opts.twamp.is_empty() {
+        twamp_cfg.validate().map_err(|e| NetError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?;
+    }
+    let mut twamp = Vec::new();
+    for addr in &opts.twamp {
+        let s = socket::bind_tcp(*addr, 128).map_err(|source| NetError::Bind { addr: *addr, source })?;
+        twamp.push(std::net::TcpListener::from(s));
+    }
+    let twamp_addrs: Vec<SocketAddr> = twamp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let mut twamp_light = Vec::new();
+    for addr in &opts.twamp_light {
+        let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { addr: *addr, source })?;
+        if opts.kernel_timestamps {
+            socket::enable_rx_timestamps(&s);
+        }
+        socket::enable_ttl_tos(&s, addr.is_ipv6());
+        twamp_light.push(std::net::UdpSocket::from(s));
+    }
+    let twamp_light_addrs: Vec<SocketAddr> = twamp_light.iter().filter_map(|s| s.local_addr().ok()).collect();
     let stamp_cfg =
         ReflectorConfig { stateful: opts.stamp_stateful, key: opts.stamp_key.clone(), ..ReflectorConfig::default() };
     let addrs = |v: &[std::net::UdpSocket]| v.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>();
@@ -263,6 +320,11 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         stamp,
         stamp_addrs: stamp_addrs.clone(),
         stamp_cfg,
+        twamp,
+        twamp_light,
+        twamp_light_stateful: opts.twamp_light_stateful,
+        twamp_addrs: (twamp_addrs.clone(), twamp_light_addrs.clone()),
+        twamp_server: TwampServerCfg(std::sync::Arc::new(twamp_cfg)),
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new().name("ipsla-responder".into()).spawn(move || {
@@ -283,7 +345,16 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
             return Err(NetError::Io(io::Error::other("responder thread ended during start-up")));
         }
     }
-    Ok(RunningResponder { control_v1, control_v2, stamp: stamp_addrs, shutdown, status_tx, thread: Some(thread) })
+    Ok(RunningResponder {
+        control_v1,
+        control_v2,
+        stamp: stamp_addrs,
+        twamp: twamp_addrs,
+        twamp_light: twamp_light_addrs,
+        shutdown,
+        status_tx,
+        thread: Some(thread),
+    })
 }
 
 struct ThreadCtx {
@@ -301,7 +372,16 @@ struct ThreadCtx {
     stamp: Vec<std::net::UdpSocket>,
     stamp_addrs: Vec<SocketAddr>,
     stamp_cfg: ReflectorConfig,
+    twamp: Vec<std::net::TcpListener>,
+    twamp_light: Vec<std::net::UdpSocket>,
+    twamp_light_stateful: bool,
+    twamp_addrs: (Vec<SocketAddr>, Vec<SocketAddr>),
+    twamp_server: TwampServerCfg,
 }
+
+/// The TWAMP configuration on its way to the responder thread, where the server state (not
+/// `Send`) is built.
+struct TwampServerCfg(std::sync::Arc<ServerConfig>);
 
 /// Sockets opened by the core, waiting for their task to be spawned.
 enum Opened {
@@ -407,6 +487,8 @@ struct Shared {
     t3_calibration: bool,
     stamp: StampReflector,
     stamp_addrs: Vec<SocketAddr>,
+    twamp: TwampServer,
+    twamp_addrs: (Vec<SocketAddr>, Vec<SocketAddr>),
 }
 
 type State = Rc<RefCell<Shared>>;
@@ -433,6 +515,8 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         t3_calibration: ctx.t3_calibration,
         stamp: StampReflector::new(ctx.stamp_cfg),
         stamp_addrs: ctx.stamp_addrs,
+        twamp: TwampServer::new(ctx.twamp_server.0, ctx.kernel_ts),
+        twamp_addrs: ctx.twamp_addrs,
     }));
     let timer = Rc::new(Notify::new());
     let setup = || -> io::Result<()> {
@@ -466,6 +550,15 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         for s in ctx.stamp {
             let sock = UdpSocket::from_std(s)?;
             tokio::task::spawn_local(stamp_task(state.clone(), sock, shutdown.clone()));
+        }
+        let twamp = state.borrow().twamp.clone();
+        for l in ctx.twamp {
+            let l = TcpListener::from_std(l)?;
+            tokio::task::spawn_local(twamp.clone().listen(l, shutdown.clone()));
+        }
+        for s in ctx.twamp_light {
+            let sock = UdpSocket::from_std(s)?;
+            tokio::task::spawn_local(twamp.clone().light(sock, ctx.twamp_light_stateful, shutdown.clone()));
         }
         spawn_opened(&state);
         if let Some(l) = ctx.status_listener {
@@ -512,6 +605,9 @@ fn report(
         t3_lead_ns: if s.t3_calibration { s.t3_lead_ns } else { 0 },
         stamp: s.stamp_addrs.clone(),
         stamp_stats: s.stamp.stats().clone(),
+        twamp: s.twamp_addrs.0.clone(),
+        twamp_light: s.twamp_addrs.1.clone(),
+        twamp_stats: s.twamp.status(),
     }
 }
 
@@ -564,7 +660,7 @@ fn spawn_opened(state: &State) {
 }
 
 /// Sends a reply; true when the kernel took it.
-async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> bool {
+pub(crate) async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> bool {
     match sock.try_send_to(buf, to) {
         Ok(_) => true,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -698,7 +794,7 @@ async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken
 /// The host clock as STAMP describes it: Error Estimate (S bit when the kernel says the clock is
 /// synchronised, the error bound the time daemon reported) and the Timestamp Information sync
 /// source (NTP when synchronised, else the local free-running clock).
-fn host_clock() -> (ipsla_wire::time::ErrorEstimate, ipsla_wire::stamp::tlv::SyncSource) {
+pub(crate) fn host_clock() -> (ipsla_wire::time::ErrorEstimate, ipsla_wire::stamp::tlv::SyncSource) {
     use ipsla_wire::stamp::tlv::SyncSource;
     use ipsla_wire::time::ErrorEstimate;
     match crate::clock::kernel_clock_state() {

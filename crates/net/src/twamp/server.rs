@@ -1,1 +1,497 @@
-//! TWAMP server driver (being written).
+//! The TWAMP server driver: TCP control listeners, one task per control connection pumping an
+//! [`ipsla_core::twamp::server::ControlServer`], one UDP socket and task per accepted test
+//! session pumping a [`SessionReflector`], and the TWAMP-Light reflector sockets
+//! ([`LightReflector`]). Everything runs on the responder thread (current-thread runtime and a
+//! `LocalSet`), so the shared counters live in an `Rc<RefCell<_>>`.
+//!
+//! Limits: at most [`ServerConfig::max_connections`] control connections, and
+//! [`ServerConfig::max_connections_per_source`] from one address; a connection over a limit is
+//! greeted with Modes 0 and closed (RFC 4656 §3.1). A client that does not complete its
+//! Set-Up-Response within the setup timeout, or stays silent for SERVWAIT outside a test, is
+//! disconnected; a session without test packets for REFWAIT ends. Reads are sized by the
+//! machine ([`ipsla_core::twamp::server::ControlServer::expected_len`]), so a length field is
+//! never trusted before the machine has checked it.
+//!
+//! Test sessions: the machine binds a session's port through [`SessionBinder`] before it writes
+//! the Accept-Session; the socket has kernel receive timestamps, TTL/Hop Limit reception and a
+//! reply TTL of 255 (RFC 5357 §4.2), and gets the session's DSCP as IP_TOS / IPV6_TCLASS. T3 is
+//! written right before `send_to`. A session ends at Stop-Sessions + Timeout, at REFWAIT, or when
+//! its control connection closes; its socket closes with it.
+
+use crate::clock::wall_now;
+use crate::responder::{host_clock, send_reply};
+use crate::socket;
+use ipsla_core::responder::{BindError, PortBinder, PortKey};
+use ipsla_core::twamp::reflector::{LightConfig, LightReflector, Received, ReflectorStats, SessionReflector};
+use ipsla_core::twamp::server::{ControlServer, ServerConfig, ServerEvent, ServerStats};
+use ipsla_wire::twamp::Sid;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// How long one write of control bytes may take before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counters and gauges of the TWAMP server, for the responder's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TwampStatus {
+    /// Control connections open now.
+    pub connections: u64,
+    /// Test sessions whose reflector runs now.
+    pub sessions: u64,
+    /// Control-server counters (all connections, since start).
+    pub server: ServerStats,
+    /// Session-Reflector counters of control sessions.
+    pub reflector: ReflectorStats,
+    /// TWAMP-Light reflector counters.
+    pub light: ReflectorStats,
+}
+
+#[derive(Default)]
+struct Shared {
+    status: TwampStatus,
+    per_source: HashMap<IpAddr, usize>,
+    /// Connections being greeted with Modes 0.
+    refusing: usize,
+}
+
+/// The TWAMP server's state on the responder thread.
+#[derive(Clone)]
+pub struct TwampServer {
+    cfg: Arc<ServerConfig>,
+    kernel_ts: bool,
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl TwampServer {
+    /// A server with this (validated) configuration.
+    pub fn new(cfg: Arc<ServerConfig>, kernel_ts: bool) -> Self {
+        TwampServer { cfg, kernel_ts, shared: Rc::new(RefCell::new(Shared::default())) }
+    }
+
+    /// A snapshot of the counters.
+    pub fn status(&self) -> TwampStatus {
+        self.shared.borrow().status.clone()
+    }
+
+    /// Accepts control connections on `listener` until `shutdown`.
+    pub async fn listen(self, listener: TcpListener, shutdown: CancellationToken) {
+        loop {
+            let r = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // descriptors exhausted and the like: do not spin
+                    tracing::warn!(error = %e, "TWAMP-Control accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(local) = stream.local_addr() else { continue };
+            let _ = stream.set_nodelay(true);
+            let admitted = {
+                let mut s = self.shared.borrow_mut();
+                let from = s.per_source.get(&peer.ip()).copied().unwrap_or(0);
+                if (s.status.connections as usize) < self.cfg.max_connections
+                    && from < self.cfg.max_connections_per_source
+                {
+                    s.status.connections += 1;
+                    *s.per_source.entry(peer.ip()).or_default() += 1;
+                    Some(true)
+                } else if s.refusing < self.cfg.max_connections {
+                    s.refusing += 1;
+                    Some(false)
+                } else {
+                    // a flood: not even a greeting
+                    s.status.server.refused += 1;
+                    None
+                }
+            };
+            match admitted {
+                Some(true) => {
+                    tracing::debug!(%peer, "TWAMP-Control connection");
+                    let guard = ConnGuard { shared: self.shared.clone(), peer: peer.ip() };
+                    tokio::task::spawn_local(self.clone().connection(stream, peer, local, guard, shutdown.clone()));
+                }
+                Some(false) => {
+                    tracing::info!(%peer, "TWAMP-Control connection over the limits: greeting with Modes 0");
+                    tokio::task::spawn_local(self.clone().refuse(stream, peer, local));
+                }
+                None => drop(stream),
+            }
+        }
+    }
+
+    async fn refuse(self, mut stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+        let mut m = ControlServer::refuse(self.cfg.clone(), Instant::now(), peer, local, &mut rand::rng());
+        while let Some(b) = m.poll_transmit() {
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&b)).await;
+        }
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
+        let mut s = self.shared.borrow_mut();
+        s.status.server.merge(&m.take_stats());
+        s.refusing -= 1;
+    }
+
+    async fn connection(
+        self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        guard: ConnGuard,
+        shutdown: CancellationToken,
+    ) {
+        let mut rng = rand::rng();
+        let mut m = ControlServer::new(self.cfg.clone(), Instant::now(), peer, local, &mut rng);
+        let mut binder = SessionBinder::new(self.kernel_ts, shutdown.child_token());
+        let mut sessions: HashMap<Sid, SessionHandle> = HashMap::new();
+        let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<Sid>();
+        let mut buf = Vec::new();
+        let mut filled = 0usize;
+        loop {
+            // Events first (a reflector runs before its Start-Ack leaves), then the bytes.
+            while let Some(ev) = m.poll_event() {
+                self.on_event(ev, &mut binder, &mut sessions, &ended_tx, peer);
+            }
+            let mut write_failed = false;
+            while let Some(b) = m.poll_transmit() {
+                if !matches!(tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&b)).await, Ok(Ok(()))) {
+                    write_failed = true;
+                    break;
+                }
+            }
+            if write_failed {
+                m.handle_eof(&mut binder);
+            }
+            self.shared.borrow_mut().status.server.merge(&m.take_stats());
+            let Some(n) = m.expected_len() else {
+                // drain the events the close produced (sessions already released)
+                while let Some(ev) = m.poll_event() {
+                    self.on_event(ev, &mut binder, &mut sessions, &ended_tx, peer);
+                }
+                break;
+            };
+            if buf.len() != n {
+                buf.resize(n, 0);
+                filled = 0;
+            }
+            let deadline = m.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    m.handle_eof(&mut binder);
+                }
+                Some(sid) = ended_rx.recv() => {
+                    sessions.remove(&sid);
+                    m.session_ended(Instant::now(), sid, &mut binder);
+                }
+                _ = sleep => {
+                    m.handle_timeout(Instant::now(), &mut binder);
+                }
+                // `read` is cancel-safe: what arrived stays in `buf[..filled]`.
+                r = stream.read(&mut buf[filled..]) => match r {
+                    Ok(0) | Err(_) => m.handle_eof(&mut binder),
+                    Ok(k) => {
+                        filled += k;
+                        if filled == n {
+                            filled = 0;
+                            let res = m.handle_bytes(Instant::now(), wall_now(), &buf, &mut binder, &mut rng);
+                            if let Err(e) = res {
+                                tracing::debug!(%peer, error = %e, "TWAMP-Control connection ends");
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        self.shared.borrow_mut().status.server.merge(&m.take_stats());
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
+        drop(stream);
+        drop(guard);
+        tracing::debug!(%peer, "TWAMP-Control connection closed");
+        // Stopped sessions finish their Timeout (bounded by max_stop_timeout, and REFWAIT).
+        while m.session_count() > 0 {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(sid) = ended_rx.recv() => m.session_ended(Instant::now(), sid, &mut binder),
+                else => break,
+            }
+        }
+        self.shared.borrow_mut().status.server.merge(&m.take_stats());
+        drop(binder); // cancels whatever session is left
+    }
+
+    fn on_event(
+        &self,
+        ev: ServerEvent,
+        binder: &mut SessionBinder,
+        sessions: &mut HashMap<Sid, SessionHandle>,
+        ended: &mpsc::UnboundedSender<Sid>,
+        peer: SocketAddr,
+    ) {
+        let now = Instant::now();
+        match ev {
+            ServerEvent::SessionAccepted { local, params } => {
+                let sid = params.sid;
+                let key = PortKey { proto: ipsla_core::responder::Proto::Udp, addr: local.ip(), port: local.port() };
+                let (Some(sock), Some(token)) = (binder.pending.remove(&key), binder.tokens.get(&key).cloned()) else {
+                    tracing::warn!(%local, "TWAMP test socket missing");
+                    return;
+                };
+                let tos = u32::from(params.dscp) << 2;
+                let r = if local.is_ipv6() { sock.set_tclass_v6(tos) } else { sock.set_tos_v4(tos) };
+                if let Err(e) = r {
+                    tracing::debug!(%local, error = %e, "cannot set the reply DSCP");
+                }
+                let std: std::net::UdpSocket = sock.into();
+                let sock = match UdpSocket::from_std(std) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%local, error = %e, "TWAMP test socket unusable");
+                        return;
+                    }
+                };
+                let reflector = Rc::new(RefCell::new(SessionReflector::new(now, params)));
+                let notify = Rc::new(Notify::new());
+                sessions.insert(sid, SessionHandle { reflector: reflector.clone(), notify: notify.clone() });
+                self.shared.borrow_mut().status.sessions += 1;
+                tracing::debug!(%peer, %local, "TWAMP test session accepted");
+                tokio::task::spawn_local(self.clone().session(sock, sid, reflector, notify, token, ended.clone()));
+            }
+            ServerEvent::SessionsStarted(sids) => {
+                for sid in sids {
+                    if let Some(h) = sessions.get(&sid) {
+                        h.reflector.borrow_mut().start(now);
+                        h.notify.notify_one();
+                    }
+                }
+            }
+            ServerEvent::SessionsStopped(sids) => {
+                for sid in sids {
+                    if let Some(h) = sessions.get(&sid) {
+                        h.reflector.borrow_mut().stop(now);
+                        h.notify.notify_one();
+                    }
+                }
+            }
+            ServerEvent::Closed(reason) => {
+                tracing::debug!(%peer, %reason, "TWAMP-Control connection closing");
+                // The machine released the ports of every session that was not stopped (their
+                // tasks are cancelled); stopped ones run out their Timeout.
+                sessions.clear();
+            }
+        }
+    }
+
+    /// One test session: reflect until stopped + Timeout, REFWAIT, or cancellation.
+    async fn session(
+        self,
+        sock: UdpSocket,
+        sid: Sid,
+        reflector: Rc<RefCell<SessionReflector>>,
+        notify: Rc<Notify>,
+        token: CancellationToken,
+        ended: mpsc::UnboundedSender<Sid>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        let mut out = vec![0u8; 65_536];
+        let mut cmsg = socket::cmsg_buffer();
+        let mut clock = (Instant::now(), host_clock().0);
+        loop {
+            let Some(deadline) = reflector.borrow().poll_timeout() else { break };
+            let r = tokio::select! {
+                biased;
+                _ = token.cancelled() => break,
+                _ = notify.notified() => continue,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let end = reflector.borrow_mut().handle_timeout(Instant::now());
+                    if let Some(end) = end {
+                        tracing::debug!(?end, "TWAMP test session ends");
+                        let _ = ended.send(sid);
+                        break;
+                    }
+                    continue;
+                }
+                r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
+            };
+            let Ok(r) = r else { continue };
+            let now = Instant::now();
+            if now.duration_since(clock.0) > Duration::from_secs(1) {
+                clock = (now, host_clock().0);
+            }
+            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.1 };
+            let res = reflector.borrow_mut().handle(now, &info, &buf[..r.len], &mut out);
+            if let Ok(reply) = res {
+                reflector.borrow().transmit(&reply, &mut out, wall_now());
+                send_reply(&sock, &out[..reply.len], r.src).await;
+            } else if let Err(d) = res {
+                tracing::debug!(src = %r.src, drop = ?d, "TWAMP test packet dropped");
+            }
+            let stats = reflector.borrow_mut().take_stats();
+            self.shared.borrow_mut().status.reflector.merge(&stats);
+        }
+        let stats = reflector.borrow_mut().take_stats();
+        let mut s = self.shared.borrow_mut();
+        s.status.reflector.merge(&stats);
+        s.status.sessions = s.status.sessions.saturating_sub(1);
+    }
+
+    /// One TWAMP-Light reflector socket (RFC 5357 Appendix I): receive with T2 and TTL, build the
+    /// reply, write T3 right before the send call.
+    pub async fn light(self, sock: UdpSocket, stateful: bool, shutdown: CancellationToken) {
+        let mut reflector = LightReflector::new(LightConfig { stateful, ..LightConfig::default() });
+        let mut buf = vec![0u8; 65_536];
+        let mut out = vec![0u8; 65_536];
+        let mut cmsg = socket::cmsg_buffer();
+        let mut clock = (Instant::now(), host_clock().0);
+        let mut expired = Instant::now();
+        loop {
+            let r = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
+            };
+            let Ok(r) = r else { continue };
+            let now = Instant::now();
+            if now.duration_since(clock.0) > Duration::from_secs(1) {
+                clock = (now, host_clock().0);
+            }
+            if now.duration_since(expired) > Duration::from_secs(30) {
+                reflector.expire(now);
+                expired = now;
+            }
+            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.1 };
+            match reflector.handle(now, &info, &buf[..r.len], &mut out) {
+                Ok(reply) => {
+                    reflector.transmit(&reply, &mut out, wall_now());
+                    send_reply(&sock, &out[..reply.len], r.src).await;
+                }
+                Err(d) => tracing::debug!(src = %r.src, drop = ?d, "TWAMP-Light packet dropped"),
+            }
+            self.shared.borrow_mut().status.light.merge(&reflector.take_stats());
+        }
+    }
+}
+
+struct SessionHandle {
+    reflector: Rc<RefCell<SessionReflector>>,
+    notify: Rc<Notify>,
+}
+
+/// Gives a connection's slot back when its task ends, however it ends.
+struct ConnGuard {
+    shared: Rc<RefCell<Shared>>,
+    peer: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut s = self.shared.borrow_mut();
+        s.status.connections = s.status.connections.saturating_sub(1);
+        if let Some(n) = s.per_source.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_source.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// Binds the UDP sockets of a connection's test sessions for the control machine, and cancels a
+/// session's task when the machine releases its port.
+pub struct SessionBinder {
+    kernel_ts: bool,
+    parent: CancellationToken,
+    pending: HashMap<PortKey, socket2::Socket>,
+    tokens: HashMap<PortKey, CancellationToken>,
+}
+
+impl SessionBinder {
+    /// A binder whose session tokens are children of `parent`.
+    pub fn new(kernel_ts: bool, parent: CancellationToken) -> Self {
+        SessionBinder { kernel_ts, parent, pending: HashMap::new(), tokens: HashMap::new() }
+    }
+
+    fn bind_one(&mut self, key: PortKey) -> io::Result<()> {
+        let addr = SocketAddr::new(key.addr, key.port);
+        let s = socket::bind_udp(addr)?;
+        if self.kernel_ts {
+            socket::enable_rx_timestamps(&s);
+        }
+        socket::enable_ttl_tos(&s, addr.is_ipv6());
+        // RFC 5357 §4.2: the reflector SHOULD send with TTL 255.
+        if addr.is_ipv6() {
+            s.set_unicast_hops_v6(255)?;
+        } else {
+            s.set_ttl_v4(255)?;
+        }
+        self.pending.insert(key, s);
+        self.tokens.insert(key, self.parent.child_token());
+        Ok(())
+    }
+}
+
+fn classify(e: &io::Error) -> BindError {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) | Some(libc::EACCES) => BindError::InUse,
+        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT) => BindError::NotLocal,
+        _ => BindError::Other,
+    }
+}
+
+impl PortBinder for SessionBinder {
+    fn open(&mut self, key: PortKey, range: &RangeInclusive<u16>) -> Result<u16, BindError> {
+        if key.port != 0 {
+            self.bind_one(key).map_err(|e| classify(&e))?;
+            return Ok(key.port);
+        }
+        // From a random point of the range, at most 256 tries.
+        let span = u32::from(*range.end()) - u32::from(*range.start()) + 1;
+        let start = rand::random::<u32>() % span;
+        for i in 0..span.min(256) {
+            let port = (u32::from(*range.start()) + (start + i) % span) as u16;
+            match self.bind_one(PortKey { port, ..key }) {
+                Ok(()) => return Ok(port),
+                Err(e) if classify(&e) == BindError::InUse => continue,
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+        Err(BindError::InUse)
+    }
+
+    fn close(&mut self, key: PortKey) {
+        self.pending.remove(&key);
+        if let Some(t) = self.tokens.remove(&key) {
+            t.cancel();
+        }
+    }
+}
+
+impl Drop for SessionBinder {
+    fn drop(&mut self) {
+        for (_, t) in self.tokens.drain() {
+            t.cancel();
+        }
+    }
+}
