@@ -444,7 +444,7 @@ fn binary_flags_and_status() {
 }
 
 #[test]
-fn tshark_decodes_every_message() {
+fn tshark_decodes_our_client_and_server() {
     let tshark = std::path::Path::new("/usr/bin/tshark");
     if !tshark.exists() {
         eprintln!("SKIPPED: /usr/bin/tshark is not installed");
@@ -486,7 +486,14 @@ fn tshark_decodes_every_message() {
     }
     // dumpcap says "Capturing on" a moment before its capture runs
     std::thread::sleep(Duration::from_secs(2));
-    let s = session(addr, Modes::UNAUTHENTICATED, 3);
+    // our control-client and Session-Sender against our server
+    let probe = Command::new(env!("CARGO_BIN_EXE_ipsla"))
+        .args(["probe", "twamp", "127.0.0.1", "--port", &addr.port().to_string(), "--packets", "3"])
+        .args(["--interval", "10ms", "--timeout", "2s", "--json"])
+        .output()
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap_or_default();
+    assert_eq!(d["received"], 3, "{d} {}", String::from_utf8_lossy(&probe.stderr));
     let start = Instant::now();
     while cap.0.try_wait().unwrap().is_none() {
         assert!(start.elapsed() < Duration::from_secs(60), "tshark did not stop");
@@ -497,7 +504,7 @@ fn tshark_decodes_every_message() {
             .arg("-r")
             .arg(&pcap)
             .args(["-d", &format!("tcp.port=={},twamp.control", addr.port())])
-            .args(["-Y", &format!("tcp.port=={} or udp.port=={}", addr.port(), s.port)])
+            .args(["-Y", &format!("tcp.port=={} or twamp.test", addr.port())])
             .args(extra)
             .output()
             .unwrap();
@@ -522,6 +529,7 @@ fn tshark_decodes_every_message() {
     assert!(text.contains("Control Command: Request-TW-Session (5)"), "{text}");
     assert!(text.contains("Control Command: Stop-Sessions (3)"), "{text}");
     assert!(text.contains("TwoWay Active Measurement Test Protocol"), "test packets not decoded:\n{text}");
-    assert!(text.contains("Sender TTL: 64"), "{text}");
+    // the Session-Sender sends with TTL 255 (RFC 5357 §4.1.2) and the reflector reports it
+    assert!(text.contains("Sender TTL: 255"), "{text}");
     assert!(!text.contains("Malformed") && !text.contains("Expert Info (Error"), "tshark found errors:\n{text}");
 }
