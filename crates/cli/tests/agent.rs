@@ -267,3 +267,108 @@ fn reload_keeps_unchanged_operations_and_refuses_a_bad_file() {
     assert_eq!(sum["removed"], serde_json::json!([2, 4]));
     assert_eq!(sum["needs_restart"], serde_json::json!(["agent.workers", "responder"]), "{sum}");
 }
+
+/// The agent's own responder serves TWAMP and STAMP beside IP SLA, and the agent schedules twamp
+/// and stamp operations with reactions and tracks like any other: one against a server that
+/// refuses nothing, one against a closed port (connectionLoss reaction, its track goes down).
+#[test]
+fn twamp_and_stamp_served_and_scheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, twamp, stamp, dead) = (free_tcp(), free_tcp(), free_udp(), free_tcp());
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[agent]
+http = "127.0.0.1:{http}"
+store = "{store}"
+
+[responder]
+listen = ["127.0.0.1"]
+v1 = false
+v2 = false
+twamp = ["127.0.0.1:{twamp}"]
+stamp = ["127.0.0.1:{stamp}"]
+stamp_stateful = true
+
+[[operation]]
+id = 1
+type = "twamp"
+target = "127.0.0.1"
+port = {twamp}
+packets = 10
+interval = "10ms"
+timeout = "500ms"
+frequency = "1s"
+
+[[operation.reaction]]
+element = "connectionLoss"
+threshold_type = "immediate"
+action = "alert"
+
+[[operation]]
+id = 2
+type = "stamp"
+target = "127.0.0.1"
+port = {stamp}
+packets = 10
+interval = "10ms"
+timeout = "500ms"
+frequency = "1s"
+
+[[operation]]
+id = 3
+type = "twamp"
+target = "127.0.0.1"
+port = {dead}
+packets = 5
+interval = "10ms"
+timeout = "300ms"
+frequency = "1s"
+
+[[operation.reaction]]
+element = "connectionLoss"
+threshold_type = "immediate"
+action = "alert"
+
+[[track]]
+id = 1
+operation = 1
+mode = "state"
+
+[[track]]
+id = 3
+operation = 3
+mode = "state"
+"#,
+            store = dir.path().join("runs.db").display(),
+        ),
+    )
+    .unwrap();
+    let _agent = start(&cfg, http);
+    std::thread::sleep(Duration::from_millis(2600));
+    let latest = |id: u32| -> serde_json::Value {
+        serde_json::from_str(&get(http, &format!("/api/v1/operations/{id}/latest")).unwrap().1).unwrap()
+    };
+    for id in [1, 2] {
+        let l = latest(id);
+        assert_eq!(l["return_code"], "ok", "operation {id}: {l}");
+        assert_eq!((l["sent"].as_u64(), l["received"].as_u64()), (Some(10), Some(10)), "{l}");
+        assert_eq!(l["jitter_us"]["sd"]["count"], 9, "one-way jitter from the reflector's stamps: {l}");
+    }
+    assert_eq!(latest(1)["operation"], "twamp");
+    assert_eq!(latest(3)["return_code"], "no_connection", "{}", latest(3));
+    let tracks: serde_json::Value = serde_json::from_str(&get(http, "/api/v1/tracks").unwrap().1).unwrap();
+    let up = |id: u64| tracks.as_array().unwrap().iter().find(|t| t["id"] == id).map(|t| t["up"].clone());
+    assert_eq!((up(1), up(3)), (Some(true.into()), Some(false.into())), "{tracks}");
+    let (_, ev) = get(http, "/api/v1/events").unwrap();
+    let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+    let fired: Vec<u64> =
+        ev.as_array().unwrap().iter().filter(|e| e["kind"] == "reaction").map(|e| e["op"].as_u64().unwrap()).collect();
+    assert_eq!(fired, [3], "only the unreachable server's connectionLoss fired: {ev}");
+    let (_, r) = get(http, "/api/v1/responder").unwrap();
+    let r: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert!(r["twamp_stats"]["server"]["sessions_accepted"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["stamp_stats"]["replied"].as_u64().unwrap() >= 20, "{r}");
+}
