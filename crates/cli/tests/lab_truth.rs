@@ -16,6 +16,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const PORT: u16 = 16384;
 const STAMP_PORT: u16 = 862;
+const TWAMP_TEST_PORT: u16 = 18760;
 const MS: Duration = Duration::from_millis(1);
 
 struct Setup {
@@ -484,4 +485,30 @@ fn stamp_stateful_loss_both_ways_and_reply_duplicates() {
     s.link.drain(Duration::from_secs(1));
     let t = truth(&s.link, 300, Format::Stamp, STAMP_PORT);
     assert_matches_log("stamp", &d, &t, false);
+}
+
+/// The same scenario against the TWAMP server: `ipsla probe twamp` negotiates an open-mode session
+/// over TWAMP-Control, and the Session-Reflector's own sequence numbers split the losses.
+#[test]
+fn twamp_loss_both_ways_and_reply_duplicates() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup_with("twamp", loss_scenario(), |ip| ResponderOptions {
+        twamp: vec![SocketAddr::new(ip, STAMP_PORT)],
+        // one test port, so that the link log can tell the test packets apart
+        twamp_config: ipsla_core::twamp::server::ServerConfig {
+            test_ports: TWAMP_TEST_PORT..=TWAMP_TEST_PORT,
+            ..Default::default()
+        },
+        ..ResponderOptions::default()
+    }) else {
+        return;
+    };
+    let addr = s.link.b_addr().to_string();
+    let port = STAMP_PORT.to_string();
+    let args = ["twamp", &addr, "--port", &port, "--packets", "300", "--interval", "5ms", "--timeout", "2s"];
+    let d = probe(&s, &[&args[..], &["--clock-sync", "assume"]].concat());
+    assert_eq!(d["operation"], "twamp", "{d}");
+    s.link.drain(Duration::from_secs(1));
+    let t = truth(&s.link, 300, Format::Stamp, TWAMP_TEST_PORT);
+    assert_matches_log("twamp", &d, &t, false);
 }
