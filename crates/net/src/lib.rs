@@ -17,6 +17,7 @@ pub mod clock;
 pub mod pacer;
 pub mod privilege;
 pub mod probe;
+mod reflect;
 pub mod responder;
 pub mod route;
 pub mod socket;

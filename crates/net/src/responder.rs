@@ -10,6 +10,7 @@
 
 use crate::NetError;
 use crate::clock::wall_now;
+use crate::reflect::{HostClock, ReplySender, SharedCalibration, T3Calibration, bind_in_range, send_reply};
 use crate::socket::{self, RxStampMode};
 use crate::twamp::server::{TwampServer, TwampStatus};
 use ipsla_core::ops::DeltaStats;
@@ -223,6 +224,22 @@ fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::Udp
     }
 }
 
+/// Binds reflector sockets (STAMP, TWAMP-Light): kernel receive and transmit stamps (T2, and the
+/// T3 calibration), the received TTL and ToS.
+fn bind_reflectors(addrs: &[SocketAddr], kernel_ts: bool) -> Result<Vec<std::net::UdpSocket>, NetError> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { addr: *addr, source })?;
+            if kernel_ts {
+                socket::enable_timestamps(&s, true);
+            }
+            socket::enable_ttl_tos(&s, addr.is_ipv6());
+            Ok(s.into())
+        })
+        .collect()
+}
+
 /// Binds the control and permanent sockets, then runs the responder on a new thread.
 pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetError> {
     let fd_limit = socket::raise_fd_limit();
@@ -253,15 +270,7 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         .map_err(|source| NetError::Bind { addr: *addr, source })?;
         permanent.push((*kind, sock));
     }
-    let mut stamp = Vec::new();
-    for addr in &opts.stamp {
-        let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { addr: *addr, source })?;
-        if opts.kernel_timestamps {
-            socket::enable_rx_timestamps(&s);
-        }
-        socket::enable_ttl_tos(&s, addr.is_ipv6());
-        stamp.push(std::net::UdpSocket::from(s));
-    }
+    let stamp = bind_reflectors(&opts.stamp, opts.kernel_timestamps)?;
     let stamp_addrs: Vec<SocketAddr> = stamp.iter().filter_map(|s| s.local_addr().ok()).collect();
     let mut twamp_cfg = opts.twamp_config.clone();
     twamp_cfg.start_time = wall_now();
@@ -274,15 +283,7 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         twamp.push(std::net::TcpListener::from(s));
     }
     let twamp_addrs: Vec<SocketAddr> = twamp.iter().filter_map(|s| s.local_addr().ok()).collect();
-    let mut twamp_light = Vec::new();
-    for addr in &opts.twamp_light {
-        let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { addr: *addr, source })?;
-        if opts.kernel_timestamps {
-            socket::enable_rx_timestamps(&s);
-        }
-        socket::enable_ttl_tos(&s, addr.is_ipv6());
-        twamp_light.push(std::net::UdpSocket::from(s));
-    }
+    let twamp_light = bind_reflectors(&opts.twamp_light, opts.kernel_timestamps)?;
     let twamp_light_addrs: Vec<SocketAddr> = twamp_light.iter().filter_map(|s| s.local_addr().ok()).collect();
     let stamp_cfg =
         ReflectorConfig { stateful: opts.stamp_stateful, key: opts.stamp_key.clone(), ..ReflectorConfig::default() };
@@ -397,14 +398,6 @@ struct NetBinder {
     parent: CancellationToken,
 }
 
-fn classify(e: &io::Error) -> BindError {
-    match e.raw_os_error() {
-        Some(libc::EADDRINUSE) | Some(libc::EACCES) => BindError::InUse,
-        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT) => BindError::NotLocal,
-        _ => BindError::Other,
-    }
-}
-
 impl NetBinder {
     fn bind_one(&mut self, key: PortKey) -> Result<Opened, io::Error> {
         let addr = SocketAddr::new(key.addr, key.port);
@@ -429,30 +422,15 @@ impl NetBinder {
 
 impl PortBinder for NetBinder {
     fn open(&mut self, key: PortKey, range: &RangeInclusive<u16>) -> Result<u16, BindError> {
-        if key.port != 0 {
-            let o = self.bind_one(key).map_err(|e| classify(&e))?;
-            self.record(key, o);
-            return Ok(key.port);
-        }
-        // Port 0 (v2): try ports from a random point of the allowed range.
-        let span = u32::from(*range.end()) - u32::from(*range.start()) + 1;
-        let start = rand::random::<u32>() % span;
-        for i in 0..span.min(256) {
-            let port = (u32::from(*range.start()) + (start + i) % span) as u16;
-            let k = PortKey { port, ..key };
+        // Port 0 (v2): a port of the allowed range.
+        bind_in_range(key, range, |k| {
             if self.open.contains_key(&k) {
-                continue;
+                return Err(io::Error::from_raw_os_error(libc::EADDRINUSE));
             }
-            match self.bind_one(k) {
-                Ok(o) => {
-                    self.record(k, o);
-                    return Ok(port);
-                }
-                Err(e) if classify(&e) == BindError::InUse => continue,
-                Err(e) => return Err(classify(&e)),
-            }
-        }
-        Err(BindError::InUse)
+            let o = self.bind_one(k)?;
+            self.record(k, o);
+            Ok(())
+        })
     }
 
     fn close(&mut self, key: PortKey) {
@@ -477,14 +455,8 @@ struct Shared {
     responder: Responder,
     binder: NetBinder,
     rx_delta: DeltaStats,
-    tx_delta: DeltaStats,
-    /// Estimate (ns) of how long after the userspace T3 reading the kernel stamps the reply
-    /// leaving: the smallest of the last deltas, so that a calibrated T3 is rarely later than
-    /// the real departure (which would make an RTT read shorter than it is). Added to T3 when
-    /// calibration is on.
-    t3_lead_ns: i64,
-    t3_deltas: std::collections::VecDeque<i64>,
-    t3_calibration: bool,
+    /// T3 calibration of every reflecting socket of this thread.
+    t3: SharedCalibration,
     stamp: StampReflector,
     stamp_addrs: Vec<SocketAddr>,
     twamp: TwampServer,
@@ -493,12 +465,10 @@ struct Shared {
 
 type State = Rc<RefCell<Shared>>;
 
-/// Replies over which the T3 lead is the minimum delta.
-const T3_WINDOW: usize = 64;
-
 async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
     let started = Instant::now();
     let shutdown = ctx.shutdown.clone();
+    let t3 = T3Calibration::shared(ctx.t3_calibration);
     let state: State = Rc::new(RefCell::new(Shared {
         responder: Responder::new(ctx.core),
         binder: NetBinder {
@@ -509,13 +479,10 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
             parent: shutdown.clone(),
         },
         rx_delta: DeltaStats::default(),
-        tx_delta: DeltaStats::default(),
-        t3_lead_ns: 0,
-        t3_deltas: std::collections::VecDeque::with_capacity(T3_WINDOW),
-        t3_calibration: ctx.t3_calibration,
+        t3: t3.clone(),
         stamp: StampReflector::new(ctx.stamp_cfg),
         stamp_addrs: ctx.stamp_addrs,
-        twamp: TwampServer::new(ctx.twamp_server.0, ctx.kernel_ts),
+        twamp: TwampServer::new(ctx.twamp_server.0, ctx.kernel_ts, t3),
         twamp_addrs: ctx.twamp_addrs,
     }));
     let timer = Rc::new(Notify::new());
@@ -601,8 +568,8 @@ fn report(
         sessions: s.responder.sessions(now),
         fd_limit,
         rx_user_minus_kernel: s.rx_delta,
-        tx_kernel_minus_user: s.tx_delta,
-        t3_lead_ns: if s.t3_calibration { s.t3_lead_ns } else { 0 },
+        tx_kernel_minus_user: s.t3.borrow().tx_delta,
+        t3_lead_ns: s.t3.borrow().lead_ns(),
         stamp: s.stamp_addrs.clone(),
         stamp_stats: s.stamp.stats().clone(),
         twamp: s.twamp_addrs.0.clone(),
@@ -659,20 +626,6 @@ fn spawn_opened(state: &State) {
     }
 }
 
-/// Sends a reply; true when the kernel took it.
-pub(crate) async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> bool {
-    match sock.try_send_to(buf, to) {
-        Ok(_) => true,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            matches!(tokio::time::timeout(Duration::from_millis(100), sock.send_to(buf, to)).await, Ok(Ok(_)))
-        }
-        Err(e) => {
-            tracing::debug!(%to, error = %e, "reply not sent");
-            false
-        }
-    }
-}
-
 async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 2048];
     let mut out = vec![0u8; ipsla_wire::cisco::control_v2::MAX_LEN];
@@ -700,10 +653,7 @@ async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown
 async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: CancellationToken) {
     let mut buf = vec![0u8; 65_536];
     let mut cmsg = socket::cmsg_buffer();
-    let mut errq = socket::errqueue_cmsg_buffer();
-    // OPT_ID numbers this socket's sends from 0; the stamp of a reply comes back before the send
-    // call returns on loopback and TUN, so the newest one is matched to the T3 just written.
-    let mut sends = 0u32;
+    let mut sender = ReplySender::new(state.borrow().t3.clone());
     loop {
         let r = tokio::select! {
             biased;
@@ -726,34 +676,7 @@ async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: Cance
             s.responder.handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder)
         };
         if let ProbeResult::Reply { len, stamp } = res {
-            // T3 as late as possible: right before the send call. The reply cannot carry its own
-            // kernel transmit stamp, so with calibration T3 is the userspace reading plus the
-            // running average of how much later the kernel stamps a reply of this responder.
-            let t3 = wall_now();
-            let lead = {
-                let s = state.borrow();
-                if s.t3_calibration { s.t3_lead_ns } else { 0 }
-            };
-            stamp_transmit(&mut buf[..len], stamp, t3 + Duration::from_nanos(lead as u64));
-            if send_reply(&sock, &buf[..len], r.src).await {
-                let id = sends;
-                sends = sends.wrapping_add(1);
-                let mut s = state.borrow_mut();
-                let mut seen = None;
-                socket::drain_tx_stamps(&sock, &mut errq, |t| {
-                    if t.id == id {
-                        seen = Some(t.wall.as_nanos() as i64 - t3.as_nanos() as i64);
-                    }
-                });
-                if let Some(d) = seen {
-                    s.tx_delta.add(d);
-                    if s.t3_deltas.len() == T3_WINDOW {
-                        s.t3_deltas.pop_front();
-                    }
-                    s.t3_deltas.push_back(d.clamp(0, 1_000_000));
-                    s.t3_lead_ns = s.t3_deltas.iter().copied().min().unwrap_or(0);
-                }
-            }
+            sender.send(&sock, r.src, &mut buf[..len], |b, t3| stamp_transmit(b, stamp, t3)).await;
         }
     }
 }
@@ -791,31 +714,15 @@ async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken
     }
 }
 
-/// The host clock as STAMP describes it: Error Estimate (S bit when the kernel says the clock is
-/// synchronised, the error bound the time daemon reported) and the Timestamp Information sync
-/// source (NTP when synchronised, else the local free-running clock).
-pub(crate) fn host_clock() -> (ipsla_wire::time::ErrorEstimate, ipsla_wire::stamp::tlv::SyncSource) {
-    use ipsla_wire::stamp::tlv::SyncSource;
-    use ipsla_wire::time::ErrorEstimate;
-    match crate::clock::kernel_clock_state() {
-        Some(c) if c.synchronised => {
-            (ErrorEstimate::from_precision_ns(c.est_error_us.max(1) as u64 * 1000, true), SyncSource::Ntp)
-        }
-        Some(c) => {
-            (ErrorEstimate::from_precision_ns(c.max_error_us.max(1) as u64 * 1000, false), SyncSource::LocalFreeRunning)
-        }
-        None => (ErrorEstimate::UNSYNCED_DEFAULT, SyncSource::LocalFreeRunning),
-    }
-}
-
 /// One STAMP reflector socket: receive with T2, TTL and ToS, build the reply, write T3 right
-/// before the send call.
+/// before the send call (calibrated like the IP SLA ports').
 async fn stamp_task(state: State, sock: UdpSocket, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 65_536];
     let mut out = vec![0u8; 65_536];
     let mut cmsg = socket::cmsg_buffer();
     let Ok(local) = sock.local_addr() else { return };
-    let mut clock = (Instant::now(), host_clock());
+    let mut clock = HostClock::new();
+    let mut sender = ReplySender::new(state.borrow().t3.clone());
     loop {
         let r = tokio::select! {
             biased;
@@ -824,21 +731,20 @@ async fn stamp_task(state: State, sock: UdpSocket, shutdown: CancellationToken) 
         };
         let Ok(r) = r else { continue };
         let now = Instant::now();
-        if now.duration_since(clock.0) > Duration::from_secs(1) {
-            clock = (now, host_clock());
-        }
+        let (error_estimate, sync_source) = clock.get(now);
         let info = ipsla_core::stamp::Received {
             rx: r.rx,
             src: r.src,
             dst: local,
             ttl: r.ttl,
             tos: r.tos,
-            error_estimate: clock.1.0,
-            sync_source: clock.1.1,
+            error_estimate,
+            sync_source,
         };
         let res = state.borrow_mut().stamp.handle(now, &info, &buf[..r.len], &mut out);
         let Ok(reply) = res else { continue };
-        state.borrow_mut().stamp.transmit(&reply, &mut out, wall_now());
-        send_reply(&sock, &out[..reply.len], r.src).await;
+        sender
+            .send(&sock, r.src, &mut out[..reply.len], |b, t3| state.borrow_mut().stamp.transmit(&reply, b, t3))
+            .await;
     }
 }

@@ -19,7 +19,7 @@
 //! its control connection closes; its socket closes with it.
 
 use crate::clock::wall_now;
-use crate::responder::{host_clock, send_reply};
+use crate::reflect::{HostClock, ReplySender, SharedCalibration, bind_in_range};
 use crate::socket;
 use ipsla_core::responder::{BindError, PortBinder, PortKey};
 use ipsla_core::twamp::reflector::{LightConfig, LightReflector, Received, ReflectorStats, SessionReflector};
@@ -71,12 +71,13 @@ pub struct TwampServer {
     cfg: Arc<ServerConfig>,
     kernel_ts: bool,
     shared: Rc<RefCell<Shared>>,
+    t3: SharedCalibration,
 }
 
 impl TwampServer {
     /// A server with this (validated) configuration.
-    pub fn new(cfg: Arc<ServerConfig>, kernel_ts: bool) -> Self {
-        TwampServer { cfg, kernel_ts, shared: Rc::new(RefCell::new(Shared::default())) }
+    pub(crate) fn new(cfg: Arc<ServerConfig>, kernel_ts: bool, t3: SharedCalibration) -> Self {
+        TwampServer { cfg, kernel_ts, shared: Rc::new(RefCell::new(Shared::default())), t3 }
     }
 
     /// A snapshot of the counters.
@@ -317,7 +318,8 @@ impl TwampServer {
         let mut buf = vec![0u8; 65_536];
         let mut out = vec![0u8; 65_536];
         let mut cmsg = socket::cmsg_buffer();
-        let mut clock = (Instant::now(), host_clock().0);
+        let mut clock = HostClock::new();
+        let mut sender = ReplySender::new(self.t3.clone());
         loop {
             let Some(deadline) = reflector.borrow().poll_timeout() else { break };
             let r = tokio::select! {
@@ -337,14 +339,11 @@ impl TwampServer {
             };
             let Ok(r) = r else { continue };
             let now = Instant::now();
-            if now.duration_since(clock.0) > Duration::from_secs(1) {
-                clock = (now, host_clock().0);
-            }
-            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.1 };
+            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.get(now).0 };
             let res = reflector.borrow_mut().handle(now, &info, &buf[..r.len], &mut out);
             if let Ok(reply) = res {
-                reflector.borrow().transmit(&reply, &mut out, wall_now());
-                send_reply(&sock, &out[..reply.len], r.src).await;
+                let out = &mut out[..reply.len];
+                sender.send(&sock, r.src, out, |b, t3| reflector.borrow().transmit(&reply, b, t3)).await;
             } else if let Err(d) = res {
                 tracing::debug!(src = %r.src, drop = ?d, "TWAMP test packet dropped");
             }
@@ -364,7 +363,8 @@ impl TwampServer {
         let mut buf = vec![0u8; 65_536];
         let mut out = vec![0u8; 65_536];
         let mut cmsg = socket::cmsg_buffer();
-        let mut clock = (Instant::now(), host_clock().0);
+        let mut clock = HostClock::new();
+        let mut sender = ReplySender::new(self.t3.clone());
         let mut expired = Instant::now();
         loop {
             let r = tokio::select! {
@@ -374,18 +374,15 @@ impl TwampServer {
             };
             let Ok(r) = r else { continue };
             let now = Instant::now();
-            if now.duration_since(clock.0) > Duration::from_secs(1) {
-                clock = (now, host_clock().0);
-            }
             if now.duration_since(expired) > Duration::from_secs(30) {
                 reflector.expire(now);
                 expired = now;
             }
-            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.1 };
+            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.get(now).0 };
             match reflector.handle(now, &info, &buf[..r.len], &mut out) {
                 Ok(reply) => {
-                    reflector.transmit(&reply, &mut out, wall_now());
-                    send_reply(&sock, &out[..reply.len], r.src).await;
+                    let out = &mut out[..reply.len];
+                    sender.send(&sock, r.src, out, |b, t3| reflector.transmit(&reply, b, t3)).await;
                 }
                 Err(d) => tracing::debug!(src = %r.src, drop = ?d, "TWAMP-Light packet dropped"),
             }
@@ -437,7 +434,7 @@ impl SessionBinder {
         let addr = SocketAddr::new(key.addr, key.port);
         let s = socket::bind_udp(addr)?;
         if self.kernel_ts {
-            socket::enable_rx_timestamps(&s);
+            socket::enable_timestamps(&s, true);
         }
         socket::enable_ttl_tos(&s, addr.is_ipv6());
         // RFC 5357 §4.2: the reflector SHOULD send with TTL 255.
@@ -452,32 +449,9 @@ impl SessionBinder {
     }
 }
 
-fn classify(e: &io::Error) -> BindError {
-    match e.raw_os_error() {
-        Some(libc::EADDRINUSE) | Some(libc::EACCES) => BindError::InUse,
-        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT) => BindError::NotLocal,
-        _ => BindError::Other,
-    }
-}
-
 impl PortBinder for SessionBinder {
     fn open(&mut self, key: PortKey, range: &RangeInclusive<u16>) -> Result<u16, BindError> {
-        if key.port != 0 {
-            self.bind_one(key).map_err(|e| classify(&e))?;
-            return Ok(key.port);
-        }
-        // From a random point of the range, at most 256 tries.
-        let span = u32::from(*range.end()) - u32::from(*range.start()) + 1;
-        let start = rand::random::<u32>() % span;
-        for i in 0..span.min(256) {
-            let port = (u32::from(*range.start()) + (start + i) % span) as u16;
-            match self.bind_one(PortKey { port, ..key }) {
-                Ok(()) => return Ok(port),
-                Err(e) if classify(&e) == BindError::InUse => continue,
-                Err(e) => return Err(classify(&e)),
-            }
-        }
-        Err(BindError::InUse)
+        bind_in_range(key, range, |k| self.bind_one(k))
     }
 
     fn close(&mut self, key: PortKey) {

@@ -1,0 +1,202 @@
+//! What every reflecting socket of the responder shares: the IP SLA measurement ports, the STAMP
+//! and TWAMP-Light reflectors and the TWAMP test sessions.
+//!
+//! - [`HostClock`]: the host clock's Error Estimate and synchronisation source, read from the
+//!   kernel at most once a second.
+//! - [`ReplySender`]: writes T3 right before the send call, adds the learned userspace→kernel
+//!   send delay when calibration is on ([`T3Calibration`], shared by all sockets of the
+//!   responder thread), and learns that delay from the kernel's transmit stamp of the reply.
+//! - [`bind_in_range`] / [`classify`]: how a test port is picked from an allowed range and what a
+//!   bind error means to the protocol.
+
+use crate::clock::wall_now;
+use crate::socket;
+use ipsla_core::ops::DeltaStats;
+use ipsla_core::responder::{BindError, PortKey};
+use ipsla_wire::stamp::tlv::SyncSource;
+use ipsla_wire::time::ErrorEstimate;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+
+/// Replies over which the T3 lead is the minimum delta.
+const T3_WINDOW: usize = 64;
+
+/// How much later than the userspace T3 reading the kernel stamps a reply leaving.
+#[derive(Debug, Default)]
+pub(crate) struct T3Calibration {
+    enabled: bool,
+    deltas: VecDeque<i64>,
+    /// The smallest of the last deltas, ns, so that a calibrated T3 is rarely later than the real
+    /// departure (which would make an RTT read shorter than it is).
+    lead_ns: i64,
+    /// Kernel transmit stamp − userspace T3 reading, over every reply (a self-diagnostic).
+    pub(crate) tx_delta: DeltaStats,
+}
+
+/// The calibration shared by the sockets of one responder thread.
+pub(crate) type SharedCalibration = Rc<RefCell<T3Calibration>>;
+
+impl T3Calibration {
+    /// A calibration that learns (always) and applies (when `enabled`) the send delay.
+    pub(crate) fn shared(enabled: bool) -> SharedCalibration {
+        Rc::new(RefCell::new(T3Calibration {
+            enabled,
+            deltas: VecDeque::with_capacity(T3_WINDOW),
+            ..Default::default()
+        }))
+    }
+
+    /// What is added to a userspace T3 reading now, ns (0 when off).
+    pub(crate) fn lead_ns(&self) -> i64 {
+        if self.enabled { self.lead_ns } else { 0 }
+    }
+
+    fn record(&mut self, delta_ns: i64) {
+        self.tx_delta.add(delta_ns);
+        if self.deltas.len() == T3_WINDOW {
+            self.deltas.pop_front();
+        }
+        self.deltas.push_back(delta_ns.clamp(0, 1_000_000));
+        self.lead_ns = self.deltas.iter().copied().min().unwrap_or(0);
+    }
+}
+
+/// Sends the replies of one socket (whose transmit stamps are on, see
+/// [`socket::enable_timestamps`]) with T3 written as late as possible.
+pub(crate) struct ReplySender {
+    calibration: SharedCalibration,
+    errq: Vec<u8>,
+    /// OPT_ID numbers this socket's sends from 0; the stamp of a reply comes back before the send
+    /// call returns on loopback and TUN, so the newest one is matched to the T3 just written.
+    sends: u32,
+}
+
+impl ReplySender {
+    /// A sender for one socket.
+    pub(crate) fn new(calibration: SharedCalibration) -> Self {
+        ReplySender { calibration, errq: socket::errqueue_cmsg_buffer(), sends: 0 }
+    }
+
+    /// Writes T3 with `write_t3(buf, t3)` right before the send call (the reply cannot carry its
+    /// own kernel transmit stamp, so with calibration T3 is the userspace reading plus the learned
+    /// delay), sends `buf` to `to`, and learns from the kernel's stamp of it. True when sent.
+    pub(crate) async fn send(
+        &mut self,
+        sock: &UdpSocket,
+        to: SocketAddr,
+        buf: &mut [u8],
+        write_t3: impl FnOnce(&mut [u8], Duration),
+    ) -> bool {
+        let t3 = wall_now();
+        let lead = self.calibration.borrow().lead_ns();
+        write_t3(buf, t3 + Duration::from_nanos(lead.max(0) as u64));
+        if !send_reply(sock, buf, to).await {
+            return false;
+        }
+        let id = self.sends;
+        self.sends = self.sends.wrapping_add(1);
+        let mut seen = None;
+        socket::drain_tx_stamps(sock, &mut self.errq, |t| {
+            if t.id == id {
+                seen = Some(t.wall.as_nanos() as i64 - t3.as_nanos() as i64);
+            }
+        });
+        if let Some(d) = seen {
+            self.calibration.borrow_mut().record(d);
+        }
+        true
+    }
+}
+
+/// Sends a reply; true when the kernel took it.
+pub(crate) async fn send_reply(sock: &UdpSocket, buf: &[u8], to: SocketAddr) -> bool {
+    match sock.try_send_to(buf, to) {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            matches!(tokio::time::timeout(Duration::from_millis(100), sock.send_to(buf, to)).await, Ok(Ok(_)))
+        }
+        Err(e) => {
+            tracing::debug!(%to, error = %e, "reply not sent");
+            false
+        }
+    }
+}
+
+/// The host clock as the reflectors describe it: Error Estimate (S bit when the kernel says the
+/// clock is synchronised, the error bound the time daemon reported) and the STAMP Timestamp
+/// Information sync source (NTP when synchronised, else the local free-running clock). Re-read
+/// at most once a second.
+pub(crate) struct HostClock {
+    read_at: Instant,
+    value: (ErrorEstimate, SyncSource),
+}
+
+impl HostClock {
+    /// Reads the clock state now.
+    pub(crate) fn new() -> Self {
+        HostClock { read_at: Instant::now(), value: read_host_clock() }
+    }
+
+    /// The state, re-read when older than a second.
+    pub(crate) fn get(&mut self, now: Instant) -> (ErrorEstimate, SyncSource) {
+        if now.saturating_duration_since(self.read_at) > Duration::from_secs(1) {
+            *self = HostClock { read_at: now, value: read_host_clock() };
+        }
+        self.value
+    }
+}
+
+fn read_host_clock() -> (ErrorEstimate, SyncSource) {
+    match crate::clock::kernel_clock_state() {
+        Some(c) if c.synchronised => {
+            (ErrorEstimate::from_precision_ns(c.est_error_us.max(1) as u64 * 1000, true), SyncSource::Ntp)
+        }
+        Some(c) => {
+            (ErrorEstimate::from_precision_ns(c.max_error_us.max(1) as u64 * 1000, false), SyncSource::LocalFreeRunning)
+        }
+        None => (ErrorEstimate::UNSYNCED_DEFAULT, SyncSource::LocalFreeRunning),
+    }
+}
+
+/// What a bind error means to the protocol: the port is taken, the address is not ours, or
+/// something else.
+pub(crate) fn classify(e: &io::Error) -> BindError {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) | Some(libc::EACCES) => BindError::InUse,
+        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT) => BindError::NotLocal,
+        _ => BindError::Other,
+    }
+}
+
+/// Binds `key`'s port, or for port 0 a free port of `range` tried from a random point (at most
+/// 256 tries; `bind` answers `EADDRINUSE` for a port it holds already). Returns the port bound.
+pub(crate) fn bind_in_range(
+    key: PortKey,
+    range: &RangeInclusive<u16>,
+    mut bind: impl FnMut(PortKey) -> io::Result<()>,
+) -> Result<u16, BindError> {
+    if key.port != 0 {
+        bind(key).map_err(|e| classify(&e))?;
+        return Ok(key.port);
+    }
+    if range.is_empty() {
+        return Err(BindError::InUse);
+    }
+    let span = u32::from(*range.end()) - u32::from(*range.start()) + 1;
+    let start = rand::random::<u32>() % span;
+    for i in 0..span.min(256) {
+        let port = (u32::from(*range.start()) + (start + i) % span) as u16;
+        match bind(PortKey { port, ..key }) {
+            Ok(()) => return Ok(port),
+            Err(e) if classify(&e) == BindError::InUse => continue,
+            Err(e) => return Err(classify(&e)),
+        }
+    }
+    Err(BindError::InUse)
+}
