@@ -26,14 +26,20 @@ use tokio::net::UdpSocket;
 
 /// Replies over which the T3 lead is the minimum delta.
 const T3_WINDOW: usize = 64;
+/// Replies seen before the lead is applied: the first sends of a socket are slow (cold caches,
+/// first-use allocations) and a minimum over a few of them would push T3 past the departure.
+const T3_MIN_SAMPLES: usize = 16;
+/// Taken off the smallest delta: a reply that leaves faster than any of the window's (a new
+/// minimum, typically by a fraction of a µs) must still not get a T3 after its departure.
+const T3_MARGIN_NS: i64 = 1_000;
 
 /// How much later than the userspace T3 reading the kernel stamps a reply leaving.
 #[derive(Debug, Default)]
 pub(crate) struct T3Calibration {
     enabled: bool,
     deltas: VecDeque<i64>,
-    /// The smallest of the last deltas, ns, so that a calibrated T3 is rarely later than the real
-    /// departure (which would make an RTT read shorter than it is).
+    /// The smallest of the last deltas less a margin, ns, so that a calibrated T3 is not later
+    /// than the real departure (which would make an RTT read shorter than it is).
     lead_ns: i64,
     /// Kernel transmit stamp − userspace T3 reading, over every reply (a self-diagnostic).
     pub(crate) tx_delta: DeltaStats,
@@ -54,7 +60,7 @@ impl T3Calibration {
 
     /// What is added to a userspace T3 reading now, ns (0 when off).
     pub(crate) fn lead_ns(&self) -> i64 {
-        if self.enabled { self.lead_ns } else { 0 }
+        if self.enabled && self.deltas.len() >= T3_MIN_SAMPLES { self.lead_ns } else { 0 }
     }
 
     fn record(&mut self, delta_ns: i64) {
@@ -63,7 +69,7 @@ impl T3Calibration {
             self.deltas.pop_front();
         }
         self.deltas.push_back(delta_ns.clamp(0, 1_000_000));
-        self.lead_ns = self.deltas.iter().copied().min().unwrap_or(0);
+        self.lead_ns = (self.deltas.iter().copied().min().unwrap_or(0) - T3_MARGIN_NS).max(0);
     }
 }
 
@@ -199,4 +205,57 @@ pub(crate) fn bind_in_range(
         }
     }
     Err(BindError::InUse)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lead_is_the_window_minimum_less_the_margin_once_warm() {
+        let c = T3Calibration::shared(true);
+        let mut c = c.borrow_mut();
+        // a slow first send, then 14 more: not applied yet
+        c.record(90_000);
+        for _ in 0..14 {
+            c.record(6_000);
+        }
+        assert_eq!(c.lead_ns(), 0, "fewer than {T3_MIN_SAMPLES} replies seen");
+        c.record(5_000);
+        assert_eq!(c.lead_ns(), 4_000, "min 5 µs less 1 µs");
+        // the slow one leaves the window; deltas are clamped to 0..=1 ms
+        for _ in 0..T3_WINDOW {
+            c.record(-50);
+        }
+        assert_eq!(c.lead_ns(), 0);
+        assert_eq!(c.tx_delta.count, 16 + T3_WINDOW as u64);
+        let off = T3Calibration::shared(false);
+        for _ in 0..20 {
+            off.borrow_mut().record(8_000);
+        }
+        assert_eq!(off.borrow().lead_ns(), 0, "learnt but not applied when off");
+    }
+
+    #[test]
+    fn ports_from_the_range() {
+        let key = PortKey { proto: ipsla_core::responder::Proto::Udp, addr: [127, 0, 0, 1].into(), port: 0 };
+        let mut tried = Vec::new();
+        let got = bind_in_range(key, &(5000..=5003), |k| {
+            tried.push(k.port);
+            if tried.len() < 3 { Err(io::Error::from_raw_os_error(libc::EADDRINUSE)) } else { Ok(()) }
+        });
+        assert!(matches!(got, Ok(p) if (5000..=5003).contains(&p) && tried.len() == 3), "{got:?} {tried:?}");
+        let all_taken = bind_in_range(key, &(5000..=5001), |_| Err(io::Error::from_raw_os_error(libc::EADDRINUSE)));
+        assert_eq!(all_taken, Err(BindError::InUse));
+        let not_local = bind_in_range(key, &(5000..=5001), |_| Err(io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)));
+        assert_eq!(not_local, Err(BindError::NotLocal));
+        #[allow(clippy::reversed_empty_ranges)]
+        let empty = bind_in_range(key, &(5001..=5000), |_| Ok(()));
+        assert_eq!(empty, Err(BindError::InUse));
+        let fixed = bind_in_range(PortKey { port: 7, ..key }, &(5000..=5001), |k| {
+            assert_eq!(k.port, 7);
+            Ok(())
+        });
+        assert_eq!(fixed, Ok(7));
+    }
 }
