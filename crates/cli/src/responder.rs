@@ -5,7 +5,8 @@ use clap::Args;
 use ipnet::IpNet;
 use ipsla_agent::config::{self, ResponderFile};
 use ipsla_core::responder::Reject;
-use ipsla_net::responder::{ResponderOptions, StatusReport, spawn_responder};
+use ipsla_net::privilege::{self, Plan, Privilege};
+use ipsla_net::responder::{ResponderOptions, StatusReport, bind_responder};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -107,6 +108,11 @@ pub struct ResponderArgs {
     /// the reply leaving.
     #[arg(long)]
     no_t3_calibration: bool,
+    /// Run as this user (name or id) once started: the listeners are bound first, then only the
+    /// capabilities still needed are kept (none unless test ports below 1024 are allowed).
+    /// Needs root. Without it, a root responder still drops every capability it does not need.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
     /// Unix socket serving the status (default /tmp/ipsla-responder.sock).
     #[arg(long, value_name = "PATH")]
     status_socket: Option<PathBuf>,
@@ -174,7 +180,15 @@ pub fn main(args: ResponderArgs) -> Result<()> {
         return Ok(());
     }
     let opts = options(&args)?;
-    let running = spawn_responder(opts).context("starting the responder")?;
+    ipsla_net::socket::raise_fd_limit();
+    let plan = Plan { user: args.user.clone(), bind: Vec::new(), run: run_privileges(&opts) };
+    // bind as we are, drop to the user and the capabilities still needed while this is the only
+    // thread (capabilities are per thread), then start
+    let bound = bind_responder(opts).context("starting the responder")?;
+    let dropped = privilege::enter(&plan).context("dropping privileges")?;
+    tracing::info!(uid = dropped.uid, run = ?dropped.run, "privileges dropped");
+    let running = bound.spawn().context("starting the responder")?;
+    privilege::after_bind().context("dropping privileges after binding")?;
     tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
     if !running.twamp_addrs().is_empty() || !running.twamp_light_addrs().is_empty() {
         tracing::info!(control = ?running.twamp_addrs(), light = ?running.twamp_light_addrs(), "TWAMP listening");
@@ -209,6 +223,17 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     tracing::info!("shutting down");
     running.stop();
     Ok(())
+}
+
+/// What the responder needs once its listeners are bound: `CAP_NET_BIND_SERVICE` only when
+/// measurement sessions may open ports below 1024.
+fn run_privileges(opts: &ResponderOptions) -> Vec<Privilege> {
+    let low = |r: &std::ops::RangeInclusive<u16>| *r.start() < 1024;
+    if low(&opts.core.port_range) || (!opts.twamp.is_empty() && low(&opts.twamp_config.test_ports)) {
+        vec![Privilege::BindService]
+    } else {
+        Vec::new()
+    }
 }
 
 fn query_status(path: &std::path::Path) -> Result<StatusReport> {

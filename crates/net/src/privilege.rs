@@ -1,19 +1,20 @@
 //! Least privilege: run with only the capabilities the configuration needs, as an unprivileged
-//! user when asked, and give up the binding capability once the listeners are bound.
+//! user when asked.
 //!
 //! Linux keeps capabilities per thread, so the order matters:
-//! 1. [`enter`] runs first, while the process has a single thread: it shrinks the bounding set to
-//!    what will ever be needed, switches to the user (keeping those capabilities across `setuid`),
-//!    leaves exactly that set permitted and effective, clears the inheritable and ambient sets
-//!    and sets no-new-privileges. Every thread created afterwards inherits no more than this.
-//! 2. The listeners are bound (ports below 1024 need `CAP_NET_BIND_SERVICE`).
-//! 3. [`after_bind`] reduces the calling thread to the run-time set, and every long-lived thread
-//!    calls [`restrict_current_thread`] when it starts, which does the same once a run-time set
-//!    has been registered by [`enter`].
+//! 1. The listeners are bound first, as the process was started (ports below 1024 need
+//!    `CAP_NET_BIND_SERVICE`), while it has a single thread (`ipsla_net::responder::bind_responder`).
+//! 2. [`enter`], still single-threaded: shrinks the bounding set to what will ever be needed,
+//!    switches to the user (keeping those capabilities across `setuid`), leaves exactly that set
+//!    permitted and effective, clears the inheritable and ambient sets and sets
+//!    no-new-privileges. Every thread created afterwards inherits no more than this.
+//! 3. Where a capability is needed only while some late binding is done ([`Plan::bind`]),
+//!    [`after_bind`] reduces the calling thread to the run-time set afterwards, and long-lived
+//!    threads call [`restrict_current_thread`] when they start.
 //!
-//! What needs what: `CAP_NET_BIND_SERVICE` for ports below 1024 (TWAMP/STAMP 862) at start-up;
-//! `CAP_NET_RAW` for the raw ICMP fallback and binding to a VRF device; `CAP_NET_ADMIN` for route
-//! failover. Nothing else.
+//! What needs what: `CAP_NET_BIND_SERVICE` for ports below 1024 (TWAMP/STAMP 862); `CAP_NET_RAW`
+//! for the raw ICMP fallback and binding to a VRF device; `CAP_NET_ADMIN` for route failover.
+//! Nothing else.
 
 use caps::{CapSet, Capability, CapsHashSet};
 use std::sync::OnceLock;

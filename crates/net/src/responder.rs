@@ -240,8 +240,54 @@ fn bind_reflectors(addrs: &[SocketAddr], kernel_ts: bool) -> Result<Vec<std::net
         .collect()
 }
 
-/// Binds the control and permanent sockets, then runs the responder on a new thread.
+/// Binds the control, permanent and reflector sockets, then runs the responder on a new thread.
 pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetError> {
+    bind_responder(opts)?.spawn()
+}
+
+/// A responder whose sockets are bound but whose thread has not started: the moment to give up
+/// privileges ([`crate::privilege`]) before any thread exists.
+pub struct BoundResponder {
+    ctx: ThreadCtx,
+    running: RunningResponder,
+}
+
+impl std::fmt::Debug for BoundResponder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundResponder").field("running", &self.running).finish_non_exhaustive()
+    }
+}
+
+impl BoundResponder {
+    /// Starts the responder thread.
+    pub fn spawn(self) -> Result<RunningResponder, NetError> {
+        let BoundResponder { ctx, mut running } = self;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("ipsla-responder".into()).spawn(move || {
+            // nothing here binds below 1024 unless the allowed test ports say so (see privilege)
+            crate::privilege::restrict_current_thread();
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(ctx, ready_tx));
+        })?;
+        running.thread = Some(thread);
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(running),
+            Ok(Err(e)) => Err(NetError::Io(e)),
+            Err(_) => Err(NetError::Io(io::Error::other("responder thread ended during start-up"))),
+        }
+    }
+}
+
+/// Binds the control, permanent and reflector sockets and the status socket, without starting
+/// the responder thread.
+pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError> {
     let fd_limit = socket::raise_fd_limit();
     let defaults = opts.listen.is_empty();
     let listen = if defaults {
@@ -327,26 +373,7 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         twamp_addrs: (twamp_addrs.clone(), twamp_light_addrs.clone()),
         twamp_server: TwampServerCfg(std::sync::Arc::new(twamp_cfg)),
     };
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new().name("ipsla-responder".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return;
-            }
-        };
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, run(ctx, ready_tx));
-    })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(NetError::Io(e)),
-        Err(_) => {
-            return Err(NetError::Io(io::Error::other("responder thread ended during start-up")));
-        }
-    }
-    Ok(RunningResponder {
+    let running = RunningResponder {
         control_v1,
         control_v2,
         stamp: stamp_addrs,
@@ -354,8 +381,9 @@ pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetEr
         twamp_light: twamp_light_addrs,
         shutdown,
         status_tx,
-        thread: Some(thread),
-    })
+        thread: None,
+    };
+    Ok(BoundResponder { ctx, running })
 }
 
 struct ThreadCtx {
