@@ -76,10 +76,34 @@ pub struct ResponderFile {
     pub twamp_light_stateful: Option<bool>,
 }
 
+/// Largest configuration file read.
+pub const MAX_CONFIG_LEN: u64 = 16 << 20;
+/// Largest key or secret file read.
+pub const MAX_KEY_FILE_LEN: u64 = 1 << 20;
+
+/// Reads at most `max` octets of `path` (a key pointing at /dev/zero or a huge file is an error
+/// naming `key`, not an unbounded allocation).
+pub fn read_limited(key: &str, path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let fail = |e: &dyn std::fmt::Display| err(format!("{key}: reading {}: {e}", path.display()));
+    let f = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf).map_err(|e| fail(&e))?;
+    if buf.len() as u64 > max {
+        return Err(fail(&format!("larger than {max} octets")));
+    }
+    Ok(buf)
+}
+
+/// [`read_limited`] as UTF-8 text.
+pub fn read_text(key: &str, path: &Path, max: u64) -> Result<String> {
+    String::from_utf8(read_limited(key, path, max)?)
+        .map_err(|_| err(format!("{key}: {} is not UTF-8 text", path.display())))
+}
+
 /// Reads and parses a TOML file into `T`.
 pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| err(format!("reading config file {}: {e}", path.display())))?;
+    let text = read_text("config file", path, MAX_CONFIG_LEN)?;
     toml::from_str(&text).map_err(|e| err(format!("in config file {}: {e}", path.display())))
 }
 
@@ -242,7 +266,7 @@ pub fn parse_twamp_modes(key: &str, s: &str) -> Result<Modes> {
 
 /// Reads a twampd pass-phrase file: `identity hex(passphrase)` per line (reference §3.1).
 pub fn load_twamp_keys(key: &str, path: &Path) -> Result<KeyFile> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("{key}: reading {}: {e}", path.display())))?;
+    let text = read_text(key, path, MAX_KEY_FILE_LEN)?;
     let k = KeyFile::parse(&text).map_err(|e| err(format!("{key}: {}: {e}", path.display())))?;
     if k.is_empty() {
         bail!("{key}: {} holds no identity; expected `identity hex(passphrase)` lines", path.display());
@@ -253,7 +277,7 @@ pub fn load_twamp_keys(key: &str, path: &Path) -> Result<KeyFile> {
 /// Reads a STAMP HMAC key file (RFC 8762 §4.4: a pre-shared key): hex digits (stamp-suite's
 /// format, e.g. 64 for 32 octets), else the file's bytes with surrounding white space removed.
 pub fn load_stamp_key(key: &str, path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| err(format!("{key}: reading {}: {e}", path.display())))?;
+    let raw = read_limited(key, path, MAX_KEY_FILE_LEN)?;
     let text = String::from_utf8_lossy(&raw);
     let t = text.trim();
     let k = match hex::decode(t) {
@@ -354,7 +378,7 @@ struct KeyEntry {
 
 /// Reads a keys file: `[[key]]` tables with `id` (0–65535) and `secret` (text) or `secret_hex`.
 pub fn load_keys(path: &Path) -> Result<HashMap<u16, Vec<u8>>> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("reading keys file {}: {e}", path.display())))?;
+    let text = read_text("keys file", path, MAX_KEY_FILE_LEN)?;
     let f: KeysFile = toml::from_str(&text).map_err(|e| err(format!("in keys file {}: {e}", path.display())))?;
     let mut keys = HashMap::new();
     for (i, k) in f.key.into_iter().enumerate() {
@@ -377,6 +401,23 @@ pub fn load_keys(path: &Path) -> Result<HashMap<u16, Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_reads_are_bounded() {
+        // an endless file is an error naming the key, not an endless allocation
+        let e = read_limited("stamp_key_file", Path::new("/dev/zero"), 4096).unwrap_err();
+        assert_eq!(e.0, "stamp_key_file: reading /dev/zero: larger than 4096 octets");
+        let e = load_stamp_key("stamp_key_file", Path::new("/dev/zero")).unwrap_err();
+        assert!(e.0.contains("larger than 1048576 octets"), "{e}");
+        let dir = std::env::temp_dir().join(format!("ipsla-read-{}", std::process::id()));
+        std::fs::write(&dir, [0xff, 0xfe]).unwrap();
+        assert!(read_text("k", &dir, 10).unwrap_err().0.ends_with("is not UTF-8 text"));
+        assert_eq!(read_limited("k", &dir, 2).unwrap(), [0xff, 0xfe]);
+        std::fs::remove_file(&dir).unwrap();
+        assert!(
+            read_limited("k", Path::new("/nonexistent/x"), 2).unwrap_err().0.starts_with("k: reading /nonexistent/x:")
+        );
+    }
 
     #[test]
     fn port_range_errors_name_the_key() {

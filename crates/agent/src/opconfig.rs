@@ -331,8 +331,7 @@ impl OperationFile {
                     AuthMode::HmacSha256,
                     &[("sha256", AuthMode::Sha256), ("hmac-sha256", AuthMode::HmacSha256)],
                 )?;
-                let mut secret = std::fs::read(f)
-                    .map_err(|e| ConfigError(format!("{}: reading {}: {e}", k("secret_file"), f.display())))?;
+                let mut secret = crate::config::read_limited(&k("secret_file"), f, crate::config::MAX_KEY_FILE_LEN)?;
                 while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     secret.pop();
                 }
@@ -586,19 +585,9 @@ fn twamp_refuses_ip_sla_keys(f: &OperationFile, k: &dyn Fn(&str) -> String) -> R
     }
 }
 
-/// Largest twampd key file read (its identities are bounded too, `KeyFile`).
-const MAX_KEY_FILE_LEN: u64 = 16 << 20;
-
 /// The identity `id` of a twampd-format key file (`identity hex(passphrase)` lines, reference §3.1).
 fn twamp_secret(k: &dyn Fn(&str) -> String, id: &str, path: &std::path::Path) -> Result<Secret> {
-    let read = || -> std::io::Result<String> {
-        let len = std::fs::metadata(path)?.len();
-        if len > MAX_KEY_FILE_LEN {
-            return Err(std::io::Error::other(format!("{len} octets; at most {MAX_KEY_FILE_LEN}")));
-        }
-        std::fs::read_to_string(path)
-    };
-    let text = read().map_err(|e| ConfigError(format!("{}: reading {}: {e}", k("secret_file"), path.display())))?;
+    let text = crate::config::read_text(&k("secret_file"), path, crate::config::MAX_KEY_FILE_LEN)?;
     let file = KeyFile::parse(&text).map_err(|e| {
         ConfigError(format!(
             "{}: {}: {e} (expected twampd's `identity hex-passphrase` lines)",

@@ -28,9 +28,10 @@ pub struct AgentArgs {
 /// Reads, overrides and validates the configuration (at start and on every reload).
 fn load(config: Option<&PathBuf>, http: Option<&String>, store: Option<&PathBuf>) -> Result<(AgentConfig, String)> {
     let (text, source) = match config {
-        Some(p) => {
-            (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string())
-        }
+        Some(p) => (
+            ipsla_agent::config::read_text("--config", p, ipsla_agent::config::MAX_CONFIG_LEN)?,
+            p.display().to_string(),
+        ),
         None => (DEFAULT_CONFIG.to_string(), "the embedded default".to_string()),
     };
     let mut file = AgentFile::parse(&text).with_context(|| format!("in {source}"))?;
