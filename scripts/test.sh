@@ -9,6 +9,9 @@ step() { printf '\n== %s\n' "$*"; }
 step "toolchain (pinned in rust-toolchain.toml)"
 rustc --version
 cargo --version
+# a one-off build gains nothing from incremental state, which is a large share of target/
+export CARGO_INCREMENTAL=0
+df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 
 # The lab tests (network namespaces, TUN) need root, iproute2 and taskset; the probe tests use
 # ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
