@@ -203,6 +203,9 @@ fn resolve(key: &str, host: &str) -> Result<IpAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }
+    if crate::config::offline() {
+        return Err(ConfigError(format!("{key}: cannot resolve \"{host}\" (name resolution is off)")));
+    }
     (host, 0)
         .to_socket_addrs()
         .ok()
