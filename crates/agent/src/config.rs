@@ -74,6 +74,18 @@ pub struct ResponderFile {
     pub twamp_test_ports: Option<String>,
     pub twamp_light: Option<Vec<SocketAddr>>,
     pub twamp_light_stateful: Option<bool>,
+    /// Most TWAMP control connections at once (default 64).
+    pub twamp_max_connections: Option<usize>,
+    /// Most TWAMP control connections at once from one address (default 8).
+    pub twamp_max_connections_per_source: Option<usize>,
+    /// Most test sessions one control connection may request (default 16).
+    pub twamp_max_sessions: Option<usize>,
+    /// Time from the connection to the Set-Up-Response (default 30s).
+    pub twamp_setup_timeout: Option<String>,
+    /// SERVWAIT, an idle control connection is closed after it (default 900s, RFC 5357 §3.8).
+    pub twamp_servwait: Option<String>,
+    /// REFWAIT, a session without test packets ends after it (default 900s, RFC 5357 §4.2).
+    pub twamp_refwait: Option<String>,
 }
 
 /// Largest configuration file read.
@@ -164,7 +176,13 @@ impl ResponderFile {
             twamp_keys_file,
             twamp_test_ports,
             twamp_light,
-            twamp_light_stateful
+            twamp_light_stateful,
+            twamp_max_connections,
+            twamp_max_connections_per_source,
+            twamp_max_sessions,
+            twamp_setup_timeout,
+            twamp_servwait,
+            twamp_refwait
         )
     }
 
@@ -255,7 +273,28 @@ impl ResponderFile {
             Some(s) => parse_port_range("twamp_test_ports (--twamp-test-ports)", s)?,
             None => d.test_ports.clone(),
         };
-        let cfg = TwampConfig { modes, keys, test_ports, ..d };
+        let count = |key, v: Option<usize>, default, max| check_range(key, v.unwrap_or(default), 1, max);
+        let wait = |key, v: &Option<String>, default| match v {
+            Some(s) => parse_duration(key, s, Duration::from_secs(1), Duration::from_secs(86_400)),
+            None => Ok(default),
+        };
+        let cfg = TwampConfig {
+            modes,
+            keys,
+            test_ports,
+            max_connections: count("twamp_max_connections", self.twamp_max_connections, d.max_connections, 100_000)?,
+            max_connections_per_source: count(
+                "twamp_max_connections_per_source",
+                self.twamp_max_connections_per_source,
+                d.max_connections_per_source,
+                100_000,
+            )?,
+            max_sessions: count("twamp_max_sessions", self.twamp_max_sessions, d.max_sessions, 4096)?,
+            setup_timeout: wait("twamp_setup_timeout", &self.twamp_setup_timeout, d.setup_timeout)?,
+            servwait: wait("twamp_servwait", &self.twamp_servwait, d.servwait)?,
+            refwait: wait("twamp_refwait", &self.twamp_refwait, d.refwait)?,
+            ..d
+        };
         cfg.validate().map_err(|e| err(format!("twamp: {e}")))?;
         Ok(cfg)
     }

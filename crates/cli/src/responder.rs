@@ -162,6 +162,7 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         twamp_test_ports: args.twamp_test_ports.clone(),
         twamp_light: list(&args.twamp_light),
         twamp_light_stateful: args.twamp_light_stateful.then_some(true),
+        ..ResponderFile::default()
     };
     let mut opts = file.overlay(flags).options()?;
     opts.status_socket = Some(opts.status_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)));
@@ -437,6 +438,7 @@ mod tests {
     use super::*;
     use clap::Parser;
     use ipsla_core::responder::PermanentKind;
+    use std::time::Duration;
 
     #[derive(Parser)]
     struct T {
@@ -510,6 +512,37 @@ mod tests {
             (1, ipsla_wire::twamp::Modes(8), true)
         );
         assert_eq!(o.twamp_config.test_ports, 40000..=40001);
+    }
+
+    #[test]
+    fn twamp_limits_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let write = |extra: &str| {
+            std::fs::write(&p, format!("[responder]\ntwamp = [\"127.0.0.1:8622\"]\n{extra}")).unwrap();
+            options(&parse(&["-c", p.to_str().unwrap()]))
+        };
+        let o = write("").unwrap();
+        assert_eq!(
+            (o.twamp_config.max_connections, o.twamp_config.max_connections_per_source, o.twamp_config.max_sessions),
+            (64, 8, 16)
+        );
+        assert_eq!(o.twamp_config.servwait, Duration::from_secs(900));
+        let o = write(
+            "twamp_max_connections = 5\ntwamp_max_connections_per_source = 2\ntwamp_max_sessions = 3\n\
+             twamp_setup_timeout = \"2s\"\ntwamp_servwait = \"10s\"\ntwamp_refwait = \"20s\"\n",
+        )
+        .unwrap();
+        let c = &o.twamp_config;
+        assert_eq!((c.max_connections, c.max_connections_per_source, c.max_sessions), (5, 2, 3));
+        assert_eq!(
+            (c.setup_timeout, c.servwait, c.refwait),
+            (Duration::from_secs(2), Duration::from_secs(10), Duration::from_secs(20))
+        );
+        let e = write("twamp_max_connections = 0\n").unwrap_err().to_string();
+        assert_eq!(e, "twamp_max_connections: 0 is out of range; allowed 1 to 100000");
+        let e = write("twamp_servwait = \"0s\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("twamp_servwait:"), "{e}");
     }
 
     #[test]
