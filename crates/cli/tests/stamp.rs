@@ -4,17 +4,13 @@
 
 mod common;
 
-use common::{Killed, free_udp as free_udp_port, wait_udp};
+use common::{Killed, free_udp as free_udp_port, ipsla, responder_status as status, wait_udp};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-fn ipsla() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ipsla"))
-}
 
 fn key_file(dir: &Path) -> PathBuf {
     let p = dir.join("stamp.key");
@@ -54,11 +50,6 @@ fn our_reflector(dir: &Path, extra: &[&str]) -> (Killed, u16, PathBuf) {
     let k = Killed(child);
     wait_udp(port);
     (k, port, sock)
-}
-
-fn status(sock: &Path) -> Value {
-    let out = ipsla().args(["responder", "--status", "--json", "--status-socket"]).arg(sock).output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn probe(port: u16, n: u32, extra: &[&str]) -> Value {

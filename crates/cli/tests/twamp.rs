@@ -5,14 +5,10 @@
 
 mod common;
 
-use common::{Killed, free_tcp, free_udp, wait_tcp, wait_udp};
+use common::{Killed, free_tcp, free_udp, ipsla, responder_status as status, wait_tcp, wait_udp};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-fn ipsla() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ipsla"))
-}
+use std::process::Stdio;
 
 /// `alice` with "testsecret" (the reference §3.4 identity), `bob` with another secret.
 fn key_file(dir: &Path, name: &str, alice_secret: &str) -> PathBuf {
@@ -45,11 +41,6 @@ fn server(dir: &Path, modes: &str) -> Server {
     let k = Killed(child);
     wait_tcp(port);
     Server { _child: k, port, status }
-}
-
-fn status(sock: &Path) -> Value {
-    let out = ipsla().args(["responder", "--status", "--json", "--status-socket"]).arg(sock).output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// One `ipsla probe twamp` run: its JSON report and exit status.

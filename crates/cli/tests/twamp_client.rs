@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Killed, free_udp};
+use common::{Killed, free_udp, ipsla};
 use ipsla_wire::time::{ErrorEstimate, NtpTimestamp};
 use ipsla_wire::twamp::control::{
     AcceptSessionRepr, RequestTwSession, RequestTwSessionRepr, SERVER_START_ENCRYPTED, ServerGreetingRepr,
@@ -25,7 +25,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -34,10 +34,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const PASSPHRASE: &[u8] = b"testsecret";
 const CHALLENGE: [u8; 16] = [0x7a; 16];
 const SALT: [u8; 16] = [0x2f; 16];
-
-fn ipsla() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ipsla"))
-}
 
 fn wall() -> NtpTimestamp {
     NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap())

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Killed;
+use common::{Killed, ipsla};
 use ipsla_core::twamp::KeyFile;
 use ipsla_core::twamp::server::ServerConfig;
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
@@ -399,10 +399,6 @@ fn twamp_light_reflectors() {
     let stateful = responder(ServerConfig::default(), true, true);
     let to = stateful.twamp_light_addrs()[0];
     assert_eq!(light_exchange(to, &[7, 9, 11], 41), vec![(41, 0, 7), (41, 1, 9), (41, 2, 11)]);
-}
-
-fn ipsla() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ipsla"))
 }
 
 #[test]

@@ -69,3 +69,14 @@ pub fn wait_tcp(port: u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `ipsla` binary under test.
+pub fn ipsla() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ipsla"))
+}
+
+/// `ipsla responder --status --json` against the status socket `sock`.
+pub fn responder_status(sock: &std::path::Path) -> serde_json::Value {
+    let out = ipsla().args(["responder", "--status", "--json", "--status-socket"]).arg(sock).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
