@@ -307,26 +307,54 @@ fn authenticated_and_encrypted_sessions() {
 }
 
 #[test]
-fn unauthenticated_packet_in_an_authenticated_session_is_dropped() {
-    let r = responder(secure_config(Modes::AUTHENTICATED), false, false);
-    let mut c = Ctl::up(r.twamp_addrs()[0], Modes::AUTHENTICATED, "alice", SECRET);
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let a = c.request(udp.local_addr().unwrap().port(), 64);
-    assert_eq!(c.start(), Accept::Ok);
-    let mut pkt = vec![0u8; 112];
-    SenderRepr {
-        layout: TestLayout::Authenticated,
-        sequence: 1,
-        timestamp: NtpTimestamp::from_unix(wall()),
-        error_estimate: ErrorEstimate::UNSYNCED_DEFAULT,
-        padding_len: 64,
+fn forged_test_packets_in_protected_sessions_are_dropped() {
+    for mode in [Modes::AUTHENTICATED, Modes::ENCRYPTED] {
+        let r = responder(secure_config(mode), false, false);
+        let mut c = Ctl::up(r.twamp_addrs()[0], mode, "alice", SECRET);
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = c.request(udp.local_addr().unwrap().port(), 64);
+        assert_eq!(c.start(), Accept::Ok);
+        let crypto = c.test_crypto(&a.sid).unwrap();
+        let to: SocketAddr = ("127.0.0.1".parse::<std::net::IpAddr>().unwrap(), a.port).into();
+        let packet = |sequence| {
+            let mut pkt = vec![0u8; 112];
+            SenderRepr {
+                layout: TestLayout::Authenticated,
+                sequence,
+                timestamp: NtpTimestamp::from_unix(wall()),
+                error_estimate: ErrorEstimate::UNSYNCED_DEFAULT,
+                padding_len: 64,
+            }
+            .emit(&mut pkt);
+            pkt
+        };
+        // no HMAC at all, then sealed packets with one bit flipped in what the HMAC covers and
+        // in the HMAC itself (at octet 32). Authenticated mode covers block 0 only (sequence
+        // number and MBZ, reference §3.3), encrypted mode blocks 0-1 (timestamp and error
+        // estimate too).
+        udp.send_to(&packet(1), to).unwrap();
+        let covered: &[usize] = if mode == Modes::AUTHENTICATED {
+            &[0, 7 * 8 + 3, 15 * 8 + 7]
+        } else {
+            &[0, 20 * 8 + 1, 24 * 8, 31 * 8 + 7]
+        };
+        let bits: Vec<usize> = covered.iter().copied().chain([32 * 8, 47 * 8 + 7]).collect();
+        for (i, bit) in bits.iter().enumerate() {
+            let mut p = packet(10 + i as u32);
+            crypto.seal_sender(&mut p).unwrap();
+            p[bit / 8] ^= 1 << (bit % 8);
+            udp.send_to(&p, to).unwrap();
+        }
+        let forged = 1 + bits.len() as u64;
+        wait_for("the drops to be counted", || r.status().unwrap().twamp_stats.reflector.drop_bad_hmac == forged);
+        udp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        assert!(udp.recv_from(&mut [0u8; 256]).is_err(), "{mode:?}: no reply to a packet whose HMAC fails");
+        // the session goes on: a correctly sealed packet is reflected (the reflector's count at 0)
+        exchange(&udp, to, c.mode.test_layout(), Some(&crypto), 1);
+        let t = r.status().unwrap().twamp_stats.reflector;
+        assert_eq!((t.received, t.reflected, t.drop_bad_hmac), (forged + 1, 1, forged), "{mode:?}");
+        r.stop();
     }
-    .emit(&mut pkt); // no HMAC
-    udp.send_to(&pkt, ("127.0.0.1", a.port)).unwrap();
-    wait_for("the drop to be counted", || r.status().unwrap().twamp_stats.reflector.drop_bad_hmac == 1);
-    udp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    assert!(udp.recv_from(&mut [0u8; 256]).is_err(), "no reply to a packet whose HMAC fails");
-    r.stop();
 }
 
 #[test]

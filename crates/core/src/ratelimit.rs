@@ -93,6 +93,37 @@ impl<K: Hash + Eq + Copy> LogLimiter<K> {
     }
 }
 
+/// Rejections worth an operator's attention (failed authentication, bad HMACs, replays, refused
+/// control messages), logged at a bounded rate: at most [`RejectLog::PER_WINDOW`] lines per
+/// reason per [`RejectLog::WINDOW`], then one line with how many were not logged. A flood of
+/// forged packets costs a handful of log lines, while the counters keep the exact numbers.
+#[derive(Debug)]
+pub struct RejectLog(LogLimiter<&'static str>);
+
+impl Default for RejectLog {
+    fn default() -> Self {
+        RejectLog(LogLimiter::new(Self::WINDOW, Self::PER_WINDOW))
+    }
+}
+
+impl RejectLog {
+    /// Length of one window.
+    pub const WINDOW: Duration = Duration::from_secs(10);
+    /// Lines per reason per window.
+    pub const PER_WINDOW: u32 = 5;
+
+    /// Logs `what` from `peer` as a warning unless `reason` has had its lines in this window.
+    /// Returns whether it was logged.
+    pub fn warn(&mut self, now: Instant, reason: &'static str, peer: std::net::SocketAddr, what: &str) -> bool {
+        let Some(suppressed) = self.0.allow(now, reason) else { return false };
+        if suppressed > 0 {
+            tracing::warn!(reason, suppressed, "{what}: {suppressed} more not logged in the last window");
+        }
+        tracing::warn!(%peer, reason, "{what}");
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +166,16 @@ mod tests {
         assert_eq!(l.allow(t0, "x"), None);
         assert_eq!(l.allow(t0, "x"), None);
         assert_eq!(l.allow(t0 + Duration::from_secs(11), "x"), Some(2));
+    }
+
+    #[test]
+    fn reject_log_is_bounded_per_reason() {
+        let t0 = Instant::now();
+        let peer = "192.0.2.1:862".parse().unwrap();
+        let mut l = RejectLog::default();
+        let logged = (0..100).filter(|_| l.warn(t0, "bad_hmac", peer, "x")).count();
+        assert_eq!(logged, RejectLog::PER_WINDOW as usize);
+        assert!(l.warn(t0, "replay", peer, "x"), "another reason has its own budget");
+        assert!(l.warn(t0 + RejectLog::WINDOW, "bad_hmac", peer, "x"), "the next window logs again");
     }
 }

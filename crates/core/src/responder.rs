@@ -13,7 +13,7 @@
 //! matches any port of the sender's address; a v2 session carries the measurement source port and
 //! matches it exactly when it is non-zero.
 
-use crate::ratelimit::{KeyedLimiter, LogLimiter};
+use crate::ratelimit::{KeyedLimiter, RejectLog};
 use ipnet::IpNet;
 use ipsla_wire::Error as WireError;
 use ipsla_wire::cisco::control_v1::{self, ControlV1, ControlV1Repr, Operation};
@@ -441,7 +441,7 @@ pub struct Responder {
     /// Exactly one entry per session, at its expiry (a refresh moves it).
     timers: BTreeSet<(Instant, PortKey, Peer)>,
     limiter: KeyedLimiter<IpAddr>,
-    log_limiter: LogLimiter<Reject>,
+    log: RejectLog,
     replay: HashMap<(IpAddr, u16), ReplayState>,
     next_session_id: u32,
     stats: ResponderStats,
@@ -453,7 +453,7 @@ impl Responder {
     pub fn new(config: ResponderConfig) -> Self {
         Responder {
             limiter: KeyedLimiter::new(config.control_rate, config.control_burst, 65_536),
-            log_limiter: LogLimiter::new(Duration::from_secs(10), 5),
+            log: RejectLog::default(),
             config,
             ports: HashMap::new(),
             per_source: HashMap::new(),
@@ -518,12 +518,7 @@ impl Responder {
     fn reject(&mut self, now: Instant, src: SocketAddr, why: Reject) -> Reject {
         *self.stats.rejects.entry(why).or_insert(0) += 1;
         self.last_reject = Some(why);
-        if let Some(suppressed) = self.log_limiter.allow(now, why) {
-            if suppressed > 0 {
-                tracing::warn!(reason = why.name(), suppressed, "control rejections not logged in the last window");
-            }
-            tracing::warn!(%src, reason = why.name(), "control message rejected");
-        }
+        self.log.warn(now, why.name(), src, "control message rejected");
         why
     }
 

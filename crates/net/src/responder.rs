@@ -14,11 +14,12 @@ use crate::reflect::{HostClock, ReplySender, SharedCalibration, T3Calibration, b
 use crate::socket::{self, RxStampMode};
 use crate::twamp::server::{TwampServer, TwampStatus};
 use ipsla_core::ops::DeltaStats;
+use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::responder::{
     BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig,
     ResponderStats, SessionInfo, stamp_transmit,
 };
-use ipsla_core::stamp::{ReflectorConfig, ReflectorStats, StampReflector};
+use ipsla_core::stamp::{Drop as StampDrop, ReflectorConfig, ReflectorStats, StampReflector};
 use ipsla_core::twamp::server::ServerConfig;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -486,6 +487,7 @@ struct Shared {
     /// T3 calibration of every reflecting socket of this thread.
     t3: SharedCalibration,
     stamp: StampReflector,
+    stamp_log: RejectLog,
     stamp_addrs: Vec<SocketAddr>,
     twamp: TwampServer,
     twamp_addrs: (Vec<SocketAddr>, Vec<SocketAddr>),
@@ -509,6 +511,7 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         rx_delta: DeltaStats::default(),
         t3: t3.clone(),
         stamp: StampReflector::new(ctx.stamp_cfg),
+        stamp_log: RejectLog::default(),
         stamp_addrs: ctx.stamp_addrs,
         twamp: TwampServer::new(ctx.twamp_server.0, ctx.kernel_ts, t3),
         twamp_addrs: ctx.twamp_addrs,
@@ -770,7 +773,14 @@ async fn stamp_task(state: State, sock: UdpSocket, shutdown: CancellationToken) 
             sync_source,
         };
         let res = state.borrow_mut().stamp.handle(now, &info, &buf[..r.len], &mut out);
-        let Ok(reply) = res else { continue };
+        let reply = match res {
+            Ok(reply) => reply,
+            Err(StampDrop::BadHmac) => {
+                state.borrow_mut().stamp_log.warn(now, "stamp_bad_hmac", r.src, "STAMP packet HMAC failed (dropped)");
+                continue;
+            }
+            Err(_) => continue,
+        };
         sender
             .send(&sock, r.src, &mut out[..reply.len], |b, t3| state.borrow_mut().stamp.transmit(&reply, b, t3))
             .await;

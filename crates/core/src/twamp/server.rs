@@ -688,7 +688,7 @@ impl ControlServer {
                     field.copy_from_slice(tail);
                     if o.decrypt_blocks(body).is_err() || o.check_hmac(&mut field).is_err() {
                         self.stats.bad_hmac += 1;
-                        tracing::warn!(peer = %self.peer, "TWAMP-Control: message HMAC failed, closing");
+                        tracing::debug!(peer = %self.peer, "TWAMP-Control: message HMAC failed, closing");
                         self.close_all(binder, CloseReason::BadHmac);
                     } else {
                         tail.copy_from_slice(&field);
@@ -778,14 +778,14 @@ impl ControlServer {
                 (Some(_), Ok(keys)) => keys,
                 (None, _) => {
                     self.stats.rejected_unknown_key_id += 1;
-                    tracing::warn!(peer = %self.peer, key_id = %String::from_utf8_lossy(r.key_id.as_bytes()),
+                    tracing::debug!(peer = %self.peer, key_id = %String::from_utf8_lossy(r.key_id.as_bytes()),
                         "TWAMP-Control: unknown KeyID");
                     self.reject_setup(Accept::Failure);
                     return;
                 }
                 (Some(_), Err(_)) => {
                     self.stats.rejected_bad_token += 1;
-                    tracing::warn!(peer = %self.peer, key_id = %String::from_utf8_lossy(r.key_id.as_bytes()),
+                    tracing::debug!(peer = %self.peer, key_id = %String::from_utf8_lossy(r.key_id.as_bytes()),
                         "TWAMP-Control: Token does not carry the Challenge (wrong secret)");
                     self.reject_setup(Accept::Failure);
                     return;

@@ -21,8 +21,11 @@
 use crate::clock::wall_now;
 use crate::reflect::{HostClock, ReplySender, SharedCalibration, bind_in_range};
 use crate::socket;
+use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::responder::{BindError, PortBinder, PortKey};
-use ipsla_core::twamp::reflector::{LightConfig, LightReflector, Received, ReflectorStats, SessionReflector};
+use ipsla_core::twamp::reflector::{
+    Drop as TestDrop, LightConfig, LightReflector, Received, ReflectorStats, SessionReflector,
+};
 use ipsla_core::twamp::server::{ControlServer, ServerConfig, ServerEvent, ServerStats};
 use ipsla_wire::twamp::Sid;
 use std::cell::RefCell;
@@ -60,9 +63,29 @@ pub struct TwampStatus {
 #[derive(Default)]
 struct Shared {
     status: TwampStatus,
+    log: RejectLog,
     per_source: HashMap<IpAddr, usize>,
     /// Connections being greeted with Modes 0.
     refusing: usize,
+}
+
+impl Shared {
+    /// Adds a connection's new counts, logging its authentication and mode rejections at a
+    /// bounded rate (the counters keep every one).
+    fn server_stats(&mut self, peer: SocketAddr, d: &ServerStats) {
+        self.status.server.merge(d);
+        let now = Instant::now();
+        for (n, reason, what) in [
+            (d.rejected_unknown_key_id, "unknown_key_id", "TWAMP-Control: unknown KeyID (Server-Start Accept 1)"),
+            (d.rejected_bad_token, "bad_token", "TWAMP-Control: wrong shared secret (Server-Start Accept 1)"),
+            (d.rejected_mode, "mode_not_offered", "TWAMP-Control: mode not offered (Server-Start Accept 3)"),
+            (d.bad_hmac, "control_bad_hmac", "TWAMP-Control: message HMAC failed, connection closed"),
+        ] {
+            if n > 0 {
+                self.log.warn(now, reason, peer, what);
+            }
+        }
+    }
 }
 
 /// The TWAMP server's state on the responder thread.
@@ -129,7 +152,8 @@ impl TwampServer {
                     tokio::task::spawn_local(self.clone().connection(stream, peer, local, guard, shutdown.clone()));
                 }
                 Some(false) => {
-                    tracing::info!(%peer, "TWAMP-Control connection over the limits: greeting with Modes 0");
+                    let what = "TWAMP-Control connection over the limits: greeting with Modes 0";
+                    self.shared.borrow_mut().log.warn(Instant::now(), "connection_limit", peer, what);
                     tokio::task::spawn_local(self.clone().refuse(stream, peer, local));
                 }
                 None => drop(stream),
@@ -178,7 +202,7 @@ impl TwampServer {
             if write_failed {
                 m.handle_eof(&mut binder);
             }
-            self.shared.borrow_mut().status.server.merge(&m.take_stats());
+            self.shared.borrow_mut().server_stats(peer, &m.take_stats());
             let Some(n) = m.expected_len() else {
                 // drain the events the close produced (sessions already released)
                 while let Some(ev) = m.poll_event() {
@@ -225,7 +249,7 @@ impl TwampServer {
                 },
             }
         }
-        self.shared.borrow_mut().status.server.merge(&m.take_stats());
+        self.shared.borrow_mut().server_stats(peer, &m.take_stats());
         let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
         drop(stream);
         drop(guard);
@@ -239,7 +263,7 @@ impl TwampServer {
                 else => break,
             }
         }
-        self.shared.borrow_mut().status.server.merge(&m.take_stats());
+        self.shared.borrow_mut().server_stats(peer, &m.take_stats());
         drop(binder); // cancels whatever session is left
     }
 
@@ -346,6 +370,10 @@ impl TwampServer {
                 sender.send(&sock, r.src, out, |b, t3| reflector.borrow().transmit(&reply, b, t3)).await;
             } else if let Err(d) = res {
                 tracing::debug!(src = %r.src, drop = ?d, "TWAMP test packet dropped");
+                if d == TestDrop::BadHmac {
+                    let what = "TWAMP test packet HMAC failed (dropped)";
+                    self.shared.borrow_mut().log.warn(now, "test_bad_hmac", r.src, what);
+                }
             }
             let stats = reflector.borrow_mut().take_stats();
             self.shared.borrow_mut().status.reflector.merge(&stats);
