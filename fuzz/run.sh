@@ -27,7 +27,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked || exit 2
 fi
 
-targets=(control_v1 control_v2 probe responder icmp twamp_control twamp_test twamp_client twamp_server twamp_reflector stamp stamp_reflector config)
+targets=(control_v1 control_v2 probe responder icmp twamp_control twamp_test twamp_client twamp_server twamp_reflector stamp stamp_reflector config source_ops)
 
 echo "fuzz/run.sh: building ${targets[*]}"
 cargo fuzz build || { echo "fuzz/run.sh: build failed" >&2; exit 1; }
