@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ipsla_core::due::DueQueue;
+use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
 use ipsla_core::schedule::{Due, OperState, Schedule, ScheduleConfig};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
@@ -236,6 +237,54 @@ struct Shared {
     /// Set when operations or their schedules change outside the scheduler (reload, trigger):
     /// its queue is rebuilt from every schedule on the next pass.
     ops_changed: AtomicBool,
+    store_health: Mutex<StoreHealth>,
+}
+
+/// Whether the store takes writes, for `/api/v1/store`, `ipsla_store_writable` and the log.
+#[derive(Debug, Default)]
+struct StoreHealth {
+    failing: bool,
+    write_errors: u64,
+    last_error: Option<String>,
+    last_error_ns: Option<i64>,
+    log: RejectLog,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct StoreStatus {
+    path: PathBuf,
+    writable: bool,
+    write_errors: u64,
+    last_error: Option<String>,
+    last_error_ns: Option<i64>,
+}
+
+impl Shared {
+    /// Notes the outcome of a store write. A refused write (disk full, read-only file system,
+    /// removed directory) never stops measuring or alerting: it is counted, reported by the API
+    /// and the metrics, and logged at a bounded rate; the first write that succeeds again says so.
+    fn note_store(&self, what: &'static str, r: rusqlite::Result<()>) {
+        let Ok(mut h) = self.store_health.lock() else { return };
+        match r {
+            Ok(()) => {
+                if h.failing {
+                    h.failing = false;
+                    tracing::warn!(refused = h.write_errors, "the store accepts writes again");
+                    self.metrics.store_ok();
+                }
+            }
+            Err(e) => {
+                h.failing = true;
+                h.write_errors += 1;
+                h.last_error = Some(format!("{what}: {e}"));
+                h.last_error_ns = Some(wall_ns());
+                self.metrics.store_error();
+                if let Some(suppressed) = h.log.allow(Instant::now(), what) {
+                    tracing::error!(error = %e, suppressed, "the store refused {what}; measuring and alerting go on");
+                }
+            }
+        }
+    }
 }
 
 /// How long the scheduler may go without a pass before the agent counts as unhealthy. A pass
@@ -291,6 +340,7 @@ impl Agent {
             started: now,
             heartbeat_ms: AtomicU64::new(0),
             ops_changed: AtomicBool::new(true),
+            store_health: Mutex::new(StoreHealth::default()),
         });
         let mut threads = Vec::new();
         let (jobs_tx, jobs_rx) = mpsc::channel::<u32>();
@@ -608,10 +658,10 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                 };
                 success = Some(out.result.return_code == ipsla_core::ops::ReturnCode::Ok);
                 // committed before it is published: a run visible anywhere is durable
-                if let Ok(s) = sh.store.lock()
-                    && let Err(e) = s.insert_run(&record)
-                {
-                    tracing::error!(op = id, error = %e, "the store refused a completed run; measuring goes on");
+                if let Ok(s) = sh.store.lock() {
+                    let r = s.insert_run(&record);
+                    drop(s);
+                    sh.note_store("a completed run", r);
                 }
                 sh.metrics.observe(&def, &out.result);
                 react(&sh, &def, &out.result);
@@ -663,10 +713,10 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
             value: Some(e.value),
             text,
         };
-        if let Ok(s) = sh.store.lock()
-            && let Err(err) = s.insert_event(&stored)
-        {
-            tracing::error!(op = def.id, error = %err, "the store refused an event");
+        if let Ok(s) = sh.store.lock() {
+            let r = s.insert_event(&stored);
+            drop(s);
+            sh.note_store("an event", r);
         }
         if e.occurred
             && matches!(e.action, Action::Trigger | Action::AlertAndTrigger)
@@ -706,10 +756,10 @@ fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
             value: Some(if c.up { 1.0 } else { 0.0 }),
             text: c.text,
         };
-        if let Ok(s) = sh.store.lock()
-            && let Err(err) = s.insert_event(&e)
-        {
-            tracing::error!(track = e.op, error = %err, "the store refused an event");
+        if let Ok(s) = sh.store.lock() {
+            let r = s.insert_event(&e);
+            drop(s);
+            sh.note_store("an event", r);
         }
     }
 }
@@ -923,6 +973,19 @@ async fn responder_status(State(sh): State<St>) -> Response {
     }
 }
 
+async fn store_status(State(sh): State<St>) -> Response {
+    let path = sh.cfg.lock().map(|c| c.store.clone()).unwrap_or_default();
+    let Ok(h) = sh.store_health.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    Json(StoreStatus {
+        path,
+        writable: !h.failing,
+        write_errors: h.write_errors,
+        last_error: h.last_error.clone(),
+        last_error_ns: h.last_error_ns,
+    })
+    .into_response()
+}
+
 fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::oneshot::Receiver<()>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     rt.block_on(async move {
@@ -936,6 +999,7 @@ fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::on
             .route("/api/v1/operations/{id}/history", get(history))
             .route("/api/v1/operations/{id}/aggregated", get(aggregated))
             .route("/api/v1/responder", get(responder_status))
+            .route("/api/v1/store", get(store_status))
             .route("/api/v1/events", get(events))
             .route("/api/v1/tracks", get(tracks))
             .route("/api/v1/routes", get(routes))

@@ -71,6 +71,8 @@ pub struct Metrics {
     reaction_active: Family<ReactLabels, Gauge>,
     track_state: Family<TrackLabels, Gauge>,
     alerts: Family<AlertLabels, Counter>,
+    store_errors: Counter,
+    store_writable: Gauge,
     /// Length of the last exposition, to allocate the next one at once.
     last_len: AtomicUsize,
 }
@@ -169,6 +171,8 @@ impl Metrics {
             reaction_active: Family::default(),
             track_state: Family::default(),
             alerts: Family::default(),
+            store_errors: Counter::default(),
+            store_writable: Gauge::default(),
             registry: Registry::default(),
             last_len: AtomicUsize::new(0),
         };
@@ -200,7 +204,25 @@ impl Metrics {
             m.reaction_active.clone(),
         );
         registry.register("alerts", "Events handed to alert sinks, by outcome", m.alerts.clone());
+        registry.register("store_write_errors", "Runs and events the store refused", m.store_errors.clone());
+        registry.register(
+            "store_writable",
+            "0 while the store refuses writes (disk full, read-only)",
+            m.store_writable.clone(),
+        );
+        m.store_writable.set(1);
         Metrics { registry, ..m }
+    }
+
+    /// One write the store refused.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+        self.store_writable.set(0);
+    }
+
+    /// The store accepted a write.
+    pub fn store_ok(&self) {
+        self.store_writable.set(1);
     }
 
     /// Records one completed run.

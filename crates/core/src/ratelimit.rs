@@ -115,12 +115,18 @@ impl RejectLog {
     /// Logs `what` from `peer` as a warning unless `reason` has had its lines in this window.
     /// Returns whether it was logged.
     pub fn warn(&mut self, now: Instant, reason: &'static str, peer: std::net::SocketAddr, what: &str) -> bool {
-        let Some(suppressed) = self.0.allow(now, reason) else { return false };
+        let Some(suppressed) = self.allow(now, reason) else { return false };
         if suppressed > 0 {
             tracing::warn!(reason, suppressed, "{what}: {suppressed} more not logged in the last window");
         }
         tracing::warn!(%peer, reason, "{what}");
         true
+    }
+
+    /// For callers that log their own line: `Some(suppressed since the last line)` when this
+    /// event of `reason` may be logged.
+    pub fn allow(&mut self, now: Instant, reason: &'static str) -> Option<u64> {
+        self.0.allow(now, reason)
     }
 }
 
