@@ -5,15 +5,30 @@
 # input is left in fuzz/artifacts/<target>/.
 #
 #   bash fuzz/run.sh [SECONDS]
+#   bash fuzz/run.sh --runs N [TARGET ...]   the long run: each target (default all) until it has
+#                                            executed N inputs (at most 12 h each)
 #
 # Needs the nightly toolchain (fuzz/rust-toolchain.toml selects it); installs cargo-fuzz when it
 # is missing.
 set -uo pipefail
 
-secs="${1:-20}"
-if ! [[ "$secs" =~ ^[1-9][0-9]*$ ]]; then
-    echo "usage: bash fuzz/run.sh [SECONDS]   (SECONDS: a positive integer, default 20)" >&2
+usage() {
+    echo "usage: bash fuzz/run.sh [SECONDS] | --runs N [TARGET ...]   (positive integers; SECONDS default 20)" >&2
     exit 2
+}
+runs=
+if [[ "${1:-}" == "--runs" ]]; then
+    runs="${2:-}"
+    [[ "$runs" =~ ^[1-9][0-9]*$ ]] || usage
+    shift 2
+    limits=(-runs="$runs" -max_total_time=43200)
+    label="$runs runs"
+else
+    secs="${1:-20}"
+    [[ "$secs" =~ ^[1-9][0-9]*$ ]] || usage
+    shift $(($# > 0 ? 1 : 0))
+    limits=(-max_total_time="$secs")
+    label="${secs}s"
 fi
 
 cd "$(dirname "${BASH_SOURCE[0]}")" || exit 2
@@ -28,6 +43,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 targets=(control_v1 control_v2 probe responder icmp twamp_control twamp_test twamp_client twamp_server twamp_reflector stamp stamp_reflector config source_ops)
+if [[ -n "$runs" && $# -gt 0 ]]; then
+    targets=("$@")
+fi
 
 echo "fuzz/run.sh: building ${targets[*]}"
 cargo fuzz build || { echo "fuzz/run.sh: build failed" >&2; exit 1; }
@@ -37,8 +55,8 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     log="target/fuzz-$t.log"
     before="$(ls -1 "artifacts/$t" 2>/dev/null)"
-    echo "=== $t: ${secs}s"
-    if cargo fuzz run "$t" -- -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+    echo "=== $t: $label"
+    if cargo fuzz run "$t" -- "${limits[@]}" -print_final_stats=1 >"$log" 2>&1; then
         grep -E '^Done [0-9]+ runs' "$log" || tail -n 1 "$log"
         grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$log"
     else
@@ -60,4 +78,4 @@ if ((${#failed[@]})); then
     echo "fuzz/run.sh: crashes or failures in: ${failed[*]}" >&2
     exit 1
 fi
-echo "fuzz/run.sh: ${#targets[@]} targets ran ${secs}s each without a crash"
+echo "fuzz/run.sh: ${#targets[@]} targets ran $label each without a crash"

@@ -179,3 +179,51 @@ fn stamp_suite_sender_to_our_reflector() {
     assert_eq!((s["replied"].as_u64(), s["drop_bad_hmac"].as_u64()), (Some(10), Some(0)));
     assert_eq!(s["tlv_integrity_failed"], 0, "stamp-suite's HMAC TLV verifies");
 }
+
+/// TWAMP-Light and STAMP interoperate in unauthenticated mode (reference §5.2): stamp-suite's
+/// reflector answers `ipsla probe twamp-light`, and stamp-suite's sender is answered by
+/// `ipsla responder --twamp-light` (stateless and stateful both ways). No SSID: a TWAMP-Light
+/// reflector has none to return.
+#[test]
+fn twamp_light_interop_with_stamp_suite() {
+    let Some(bin) = stamp_suite() else { return };
+    for stateful in [false, true] {
+        let port = free_udp_port();
+        let _r = suite_reflector(&bin, port, if stateful { &["--stateful-reflector"][..] } else { &[][..] });
+        let out = ipsla()
+            .args(["probe", "twamp-light", "127.0.0.1", "--port", &port.to_string(), "--json"])
+            .args(["--packets", "10", "--interval", "10ms", "--timeout", "2s"])
+            .output()
+            .unwrap();
+        let d: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("")).unwrap();
+        assert_eq!(d["return_code"], "ok", "stateful {stateful}: {d}");
+        assert_eq!(
+            (d["sent"].as_u64(), d["received"].as_u64(), d["unexpected"].as_u64()),
+            (Some(10), Some(10), Some(0))
+        );
+        let loss = &d["loss"];
+        assert_eq!((loss["sd"].as_u64(), loss["ds"].as_u64(), loss["mia"].as_u64()), (Some(0), Some(0), Some(0)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let sock = dir.path().join("status.sock");
+        let mut args = vec!["responder", "--no-v1", "--no-v2", "--status-socket", sock.to_str().unwrap()];
+        let listen = format!("127.0.0.1:{port}");
+        args.extend(["--twamp-light", listen.as_str()]);
+        if stateful {
+            args.push("--twamp-light-stateful");
+        }
+        let _ours = Killed(ipsla().args(&args).stderr(Stdio::null()).spawn().unwrap());
+        wait_udp(port);
+        let out = Command::new(&bin)
+            .args(["--remote-addr", "127.0.0.1", "--remote-port", &port.to_string(), "--local-addr", "127.0.0.1"])
+            .args(["--count", "10", "--send-delay", "10"])
+            .output()
+            .unwrap();
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "stamp-suite failed: {all}");
+        assert_suite_clean(&all, 10);
+        let l = &status(&sock)["twamp_stats"]["light"];
+        assert_eq!((l["received"].as_u64(), l["reflected"].as_u64()), (Some(10), Some(10)), "{l}");
+    }
+}
