@@ -23,7 +23,8 @@ use ipsla_core::due::DueQueue;
 use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
 use ipsla_core::schedule::{Due, OperState, Schedule, ScheduleConfig};
-use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
+use ipsla_net::privilege::{self, Plan, Privilege, Report as PrivilegeReport};
+use ipsla_net::responder::{ResponderOptions, RunningResponder, bind_responder};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -176,6 +177,9 @@ pub enum AgentError {
     /// Sockets, threads.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Giving up privileges.
+    #[error("dropping privileges: {0}")]
+    Privilege(#[from] ipsla_net::privilege::PrivilegeError),
 }
 
 struct OpState {
@@ -313,9 +317,59 @@ fn wall_ns() -> i64 {
 impl Agent {
     /// Starts everything; returns once the HTTP listener and the responder are bound.
     pub fn start(cfg: AgentConfig) -> Result<Agent, AgentError> {
+        Self::start_inner(cfg, None).map(|(a, _)| a)
+    }
+
+    /// Like [`Agent::start`], giving up privileges on the way: the store, the responder's
+    /// listeners and the HTTP listener are opened as the process was started, then, while it
+    /// still has one thread (capabilities are per thread), it switches to `user` when given and
+    /// keeps only the capabilities this configuration needs ([`Agent::run_privileges`]). Every
+    /// thread is started after that. Fails when another thread already runs.
+    pub fn start_unprivileged(cfg: AgentConfig, user: Option<String>) -> Result<(Agent, PrivilegeReport), AgentError> {
+        let plan = Plan { user, bind: Vec::new(), run: Self::run_privileges(&cfg) };
+        let (agent, report) = Self::start_inner(cfg, Some(plan))?;
+        let report = report.ok_or_else(|| std::io::Error::other("privileges: no report"))?;
+        Ok((agent, report))
+    }
+
+    /// What a configuration needs once its listeners are bound: `CAP_NET_BIND_SERVICE` when the
+    /// responder may open measurement ports below 1024 or an operation binds a source port below
+    /// 1024, `CAP_NET_RAW` for ICMP operations (the raw-socket fallback) and VRFs
+    /// (`SO_BINDTODEVICE`), `CAP_NET_ADMIN` for route failover. A reload that adds what was not
+    /// needed at start finds the capability gone: such changes need a restart.
+    pub fn run_privileges(cfg: &AgentConfig) -> Vec<Privilege> {
+        let low = |r: &std::ops::RangeInclusive<u16>| *r.start() < 1024;
+        let mut v = Vec::new();
+        let responder_low = cfg
+            .responder
+            .as_ref()
+            .is_some_and(|r| low(&r.core.port_range) || (!r.twamp.is_empty() && low(&r.twamp_config.test_ports)));
+        let sockets = || cfg.operations.iter().map(|o| &o.spec.sockets);
+        if responder_low || sockets().any(|s| (1..1024).contains(&s.source_port)) {
+            v.push(Privilege::BindService);
+        }
+        let icmp = cfg
+            .operations
+            .iter()
+            .any(|o| matches!(o.spec.kind, runner::OpKind::IcmpEcho { .. } | runner::OpKind::IcmpJitter { .. }));
+        if icmp || sockets().any(|s| s.vrf.is_some()) {
+            v.push(Privilege::Raw);
+        }
+        if !cfg.routes.is_empty() {
+            v.push(Privilege::Admin);
+        }
+        v
+    }
+
+    fn start_inner(cfg: AgentConfig, plan: Option<Plan>) -> Result<(Agent, Option<PrivilegeReport>), AgentError> {
         let mut store = Store::open(&cfg.store)?;
         store.set_max_size(Some(cfg.store_max_size));
-        let responder = cfg.responder.clone().map(spawn_responder).transpose()?;
+        let bound = cfg.responder.clone().map(bind_responder).transpose()?;
+        let listener = std::net::TcpListener::bind(cfg.http)?;
+        listener.set_nonblocking(true)?;
+        let http = listener.local_addr()?;
+        let report = plan.map(|p| privilege::enter(&p)).transpose()?;
+        let responder = bound.map(|b| b.spawn()).transpose()?;
         let now = Instant::now();
         let ops = cfg.operations.iter().map(|d| (d.id, OpState::new(d, now))).collect();
         let track_set = TrackSet::new(cfg.tracks.clone());
@@ -351,14 +405,11 @@ impl Agent {
         }
         let sh = shared.clone();
         threads.push(std::thread::Builder::new().name("ipsla-schedule".into()).spawn(move || scheduler(sh, jobs_tx))?);
-        let listener = std::net::TcpListener::bind(cfg.http)?;
-        listener.set_nonblocking(true)?;
-        let http = listener.local_addr()?;
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel();
         let sh = shared.clone();
         threads
             .push(std::thread::Builder::new().name("ipsla-http".into()).spawn(move || serve(sh, listener, stop_rx))?);
-        Ok(Agent { shared, threads, http, http_stop: Some(http_stop) })
+        Ok((Agent { shared, threads, http, http_stop: Some(http_stop) }, report))
     }
 
     /// The bound HTTP address.

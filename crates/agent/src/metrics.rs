@@ -566,9 +566,11 @@ mod tests {
                     text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
         let (ct, body) = m.negotiate(Some(prom));
         assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
-        assert!(body.ends_with("ipsla_track_state{track=\"7\"} 1\n# EOF\n"), "{body}");
+        assert!(body.contains("\nipsla_track_state{track=\"7\"} 1\n"), "{body}");
+        assert!(body.contains("\nipsla_store_write_errors_total 0\n") && body.ends_with("\n# EOF\n"), "{body}");
         let (ct, body) = m.negotiate(None);
         assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
-        assert!(body.ends_with("ipsla_track_state{track=\"7\"} 1\n"), "{body}");
+        assert!(body.contains("\nipsla_track_state{track=\"7\"} 1\n"), "{body}");
+        assert!(body.ends_with("ipsla_store_writable 1\n") && !body.contains("# EOF"), "{body}");
     }
 }

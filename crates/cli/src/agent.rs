@@ -23,6 +23,12 @@ pub struct AgentArgs {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default: bool,
+    /// Run as this user (name or id) once the store, the responder and the HTTP listener are
+    /// open; only the capabilities the configuration needs are kept (CAP_NET_RAW for ICMP
+    /// operations and VRFs, CAP_NET_ADMIN for routes, CAP_NET_BIND_SERVICE for ports below 1024
+    /// opened at run time). Needs root. Without it, every capability not needed is dropped.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
 }
 
 /// Reads, overrides and validates the configuration (at start and on every reload).
@@ -62,7 +68,8 @@ pub fn main(args: AgentArgs) -> Result<()> {
     }
     // what the log lines need, so that the configuration is not kept twice (the agent has one)
     let (store_path, operations, responder) = (cfg.store.clone(), cfg.operations.len(), cfg.responder.is_some());
-    let agent = Agent::start(cfg).context("starting the agent")?;
+    let (agent, dropped) = Agent::start_unprivileged(cfg, args.user.clone()).context("starting the agent")?;
+    tracing::info!(uid = dropped.uid, run = ?dropped.run, "privileges dropped");
     let AgentArgs { config, http, store, .. } = args;
     agent.set_loader(Box::new(move || {
         load(config.as_ref(), http.as_ref(), store.as_ref()).map(|(c, _)| c).map_err(|e| format!("{e:#}"))

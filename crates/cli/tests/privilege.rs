@@ -88,3 +88,74 @@ fn unknown_user_is_refused_by_name() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-user-ipsla"), "{err}");
 }
+
+/// `ipsla agent --user nobody` as root: its TWAMP listener on a port below 1024 and its store are
+/// opened first; then every thread runs as `nobody` with CAP_NET_RAW only (its icmp-echo
+/// operation needs the raw socket; nothing else is needed), and the operations still run and are
+/// stored.
+#[test]
+fn agent_runs_as_nobody_with_only_what_its_operations_need() {
+    if !is_root() {
+        eprintln!("SKIPPED: switching user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // the store's directory belongs to the service user, as systemd's StateDirectory would make it
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    Command::new("chown").args(["65534:65534"]).arg(&state).status().unwrap();
+    let (twamp, http, v1, echo) = (privileged_tcp_port(), common::free_tcp(), common::free_udp(), common::free_udp());
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[agent]\nhttp = \"127.0.0.1:{http}\"\nstore = \"{}\"\n\n\
+             [responder]\nlisten = [\"127.0.0.1\"]\nv1_port = {v1}\nv2 = false\ntwamp = [\"127.0.0.1:{twamp}\"]\n\n\
+             [[operation]]\nid = 1\ntype = \"icmp-echo\"\ntarget = \"127.0.0.1\"\ntimeout = \"500ms\"\nfrequency = \"1s\"\n\n\
+             [[operation]]\nid = 2\ntype = \"twamp\"\ntarget = \"127.0.0.1\"\nport = {twamp}\npackets = 3\n\
+             interval = \"10ms\"\ntimeout = \"500ms\"\nfrequency = \"1s\"\n\n\
+             [[operation]]\nid = 3\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\nport = {echo}\ncontrol_port = {v1}\n\
+             timeout = \"500ms\"\nfrequency = \"1s\"\n",
+            state.join("runs.db").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ipsla"))
+        .args(["agent", "--user", "nobody", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _k = Killed(child);
+    let start = Instant::now();
+    let stored = |id: u32| {
+        common::get(http, &format!("/api/v1/operations/{id}/latest"))
+            .filter(|(c, _)| *c == 200)
+            .map(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).unwrap())
+    };
+    while [1, 2, 3].iter().any(|id| stored(*id).is_none()) && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for id in [1, 2, 3] {
+        let l = stored(id).unwrap_or_else(|| panic!("operation {id} has no run"));
+        assert_eq!(l["return_code"], "ok", "operation {id} as nobody: {l}");
+    }
+    let threads = per_thread(pid, "Uid:");
+    assert!(threads.len() >= 4, "{threads:?}");
+    assert!(threads.iter().all(|u| u.split_whitespace().all(|id| id == "65534")), "{threads:?}");
+    // CAP_NET_RAW is bit 13; nothing else in any set a thread could use
+    for f in ["CapEff:", "CapPrm:"] {
+        assert!(per_thread(pid, f).iter().all(|c| c == "0000000000002000"), "{f} {:?}", per_thread(pid, f));
+    }
+    for f in ["CapInh:", "CapAmb:"] {
+        assert!(per_thread(pid, f).iter().all(|c| c == "0000000000000000"), "{f} {:?}", per_thread(pid, f));
+    }
+    assert!(per_thread(pid, "CapBnd:").iter().all(|c| c == "0000000000002000"), "{:?}", per_thread(pid, "CapBnd:"));
+    assert!(per_thread(pid, "NoNewPrivs:").iter().all(|c| c == "1"));
+}
+
+/// A free TCP port below 1024 on 127.0.0.1.
+fn privileged_tcp_port() -> u16 {
+    (900..1000).find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()).expect("a free port in 900..1000")
+}

@@ -346,6 +346,9 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         Some(path) => {
             let _ = std::fs::remove_file(path);
             let l = std::os::unix::net::UnixListener::bind(path)?;
+            // the status names control sources and sessions: owner and group only
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
             l.set_nonblocking(true)?;
             Some(l)
         }
