@@ -48,9 +48,44 @@ pub fn derive_key(passphrase: &[u8], salt: &[u8; 16], count: u32) -> Result<[u8;
     if !count.is_power_of_two() || !(MIN_PBKDF2_COUNT..=MAX_PBKDF2_COUNT).contains(&count) {
         return Err(Error::Malformed);
     }
+    #[cfg(fuzzing)]
+    if let Some(dk) = fuzz_memo::get(passphrase, salt, count) {
+        return Ok(dk);
+    }
     let mut dk = [0u8; 16];
     pbkdf2::pbkdf2_hmac::<Sha1>(passphrase, salt, count, &mut dk);
+    #[cfg(fuzzing)]
+    fuzz_memo::put(passphrase, salt, count, dk);
     Ok(dk)
+}
+
+/// Under the fuzzer only (`--cfg fuzzing`, which cargo-fuzz sets): PBKDF2 results are memoised,
+/// so that the TWAMP harnesses, which meet the same few salts again and again, are not bound by
+/// the thousand-plus HMAC rounds of every derivation. The result is the same; only the time
+/// changes. Never compiled into the binaries.
+#[cfg(fuzzing)]
+mod fuzz_memo {
+    use std::cell::RefCell;
+
+    type Entry = (Vec<u8>, [u8; 16], u32, [u8; 16]);
+
+    thread_local! {
+        static MEMO: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn get(passphrase: &[u8], salt: &[u8; 16], count: u32) -> Option<[u8; 16]> {
+        MEMO.with(|m| m.borrow().iter().find(|e| e.0 == passphrase && &e.1 == salt && e.2 == count).map(|e| e.3))
+    }
+
+    pub(super) fn put(passphrase: &[u8], salt: &[u8; 16], count: u32, dk: [u8; 16]) {
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= 512 {
+                m.remove(0);
+            }
+            m.push((passphrase.to_vec(), *salt, count, dk));
+        });
+    }
 }
 
 /// The two session keys the client chooses and sends inside the Token (RFC 4656 §3.1).
