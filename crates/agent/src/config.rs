@@ -86,6 +86,8 @@ pub struct ResponderFile {
     pub twamp_servwait: Option<String>,
     /// REFWAIT, a session without test packets ends after it (default 900s, RFC 5357 §4.2).
     pub twamp_refwait: Option<String>,
+    /// New control connections per second from one address, burst twice that (default 20; 0 = no limit).
+    pub twamp_connection_rate: Option<f64>,
 }
 
 /// Largest configuration file read.
@@ -182,7 +184,8 @@ impl ResponderFile {
             twamp_max_sessions,
             twamp_setup_timeout,
             twamp_servwait,
-            twamp_refwait
+            twamp_refwait,
+            twamp_connection_rate
         )
     }
 
@@ -293,6 +296,12 @@ impl ResponderFile {
             setup_timeout: wait("twamp_setup_timeout", &self.twamp_setup_timeout, d.setup_timeout)?,
             servwait: wait("twamp_servwait", &self.twamp_servwait, d.servwait)?,
             refwait: wait("twamp_refwait", &self.twamp_refwait, d.refwait)?,
+            connection_rate: check_range(
+                "twamp_connection_rate",
+                self.twamp_connection_rate.unwrap_or(d.connection_rate),
+                0.0,
+                1e6,
+            )?,
             ..d
         };
         cfg.validate().map_err(|e| err(format!("twamp: {e}")))?;

@@ -530,11 +530,13 @@ mod tests {
         assert_eq!(o.twamp_config.servwait, Duration::from_secs(900));
         let o = write(
             "twamp_max_connections = 5\ntwamp_max_connections_per_source = 2\ntwamp_max_sessions = 3\n\
-             twamp_setup_timeout = \"2s\"\ntwamp_servwait = \"10s\"\ntwamp_refwait = \"20s\"\n",
+             twamp_setup_timeout = \"2s\"\ntwamp_servwait = \"10s\"\ntwamp_refwait = \"20s\"\n\
+             twamp_connection_rate = 0.5\n",
         )
         .unwrap();
         let c = &o.twamp_config;
         assert_eq!((c.max_connections, c.max_connections_per_source, c.max_sessions), (5, 2, 3));
+        assert_eq!(c.connection_rate, 0.5);
         assert_eq!(
             (c.setup_timeout, c.servwait, c.refwait),
             (Duration::from_secs(2), Duration::from_secs(10), Duration::from_secs(20))

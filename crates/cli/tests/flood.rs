@@ -384,3 +384,67 @@ fn responder_measures_through_a_flood() {
     assert_eq!(n(&server["connections"]), base_accepted + 32 + 1, "{server}");
     assert_eq!(n(&server["established_open"]), 1, "{server}");
 }
+
+/// 2000 sessions opened by one source's control messages, each sent a 60 000-octet datagram:
+/// the responder's memory does not grow by a receive buffer per session (64 KiB each would be
+/// 125 MiB here; the sockets share one per thread).
+#[test]
+fn sessions_do_not_cost_a_receive_buffer_each() {
+    const SESSIONS: u16 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, sock) = (free_udp(), dir.path().join("status.sock"));
+    let child = ipsla()
+        .args(["responder", "--listen", "127.0.0.1", "--v1-port", &v1.to_string(), "--no-v2"])
+        .args(["--port-range", "42000-44999", "--control-rate", "0", "--status-socket"])
+        .arg(&sock)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _k = Killed(child);
+    wait_udp(v1);
+    let ctl = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ctl.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = [0u8; 512];
+    for i in 0..SESSIONS {
+        let r = ControlV1Repr::request(
+            (i % 256) as u8,
+            MeasurementRepr {
+                operation: Operation::UdpJitter,
+                reserved: 0,
+                target: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port: 42000 + i,
+                duration_ms: 60_000,
+            },
+        );
+        let mut b = vec![0u8; r.buffer_len()];
+        r.emit(&mut b);
+        ctl.send_to(&b, ("127.0.0.1", v1)).unwrap();
+        ctl.recv(&mut reply).expect("each session is accepted");
+    }
+    let before = rss_kib(pid);
+    let big = vec![0x5au8; 60_000];
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..SESSIONS {
+        probe.send_to(&big, ("127.0.0.1", 42000 + i)).unwrap();
+    }
+    // every datagram handled (dropped as no jitter probe of this session: counted)
+    let handled = || {
+        let s = &responder_status(&sock)["stats"];
+        n(&s["probes_answered"]) + s["probe_drops"].as_object().unwrap().values().map(n).sum::<u64>()
+    };
+    let start = Instant::now();
+    while handled() < u64::from(SESSIONS) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(handled(), u64::from(SESSIONS));
+    let after = rss_kib(pid);
+    eprintln!("responder RSS with {SESSIONS} sessions: {before} KiB; after a 60 kB datagram to each: {after} KiB");
+    assert!(after < before + 32 * 1024, "grew from {before} to {after} KiB");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    l.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

@@ -557,3 +557,66 @@ fn tshark_decodes_our_client_and_server() {
     assert!(text.contains("Sender TTL: 255"), "{text}");
     assert!(!text.contains("Malformed") && !text.contains("Expert Info (Error"), "tshark found errors:\n{text}");
 }
+
+/// With a TWAMP server, IP SLA control may not open its test-session ports (nor the reflector
+/// ports): otherwise one v1 source, which has no key to show, could hold every TWAMP test port.
+#[test]
+fn ip_sla_control_cannot_take_the_twamp_test_ports() {
+    use ipsla_wire::cisco::control_v1::{ControlV1Repr, MeasurementRepr, Operation};
+    let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let r = spawn_responder(ResponderOptions {
+        listen: vec!["127.0.0.1".parse().unwrap()],
+        v1_port: 0,
+        v2_enabled: false,
+        twamp: vec![lo],
+        twamp_config: ServerConfig { test_ports: 30100..=30109, ..ServerConfig::default() },
+        ..ResponderOptions::default()
+    })
+    .unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let ask = |port: u16| {
+        let m = MeasurementRepr {
+            operation: Operation::UdpJitter,
+            reserved: 0,
+            target: "127.0.0.1".parse().unwrap(),
+            port,
+            duration_ms: 2000,
+        };
+        let req = ControlV1Repr::request(1, m);
+        let mut b = vec![0u8; req.buffer_len()];
+        req.emit(&mut b);
+        udp.send_to(&b, r.control_v1_addrs()[0]).unwrap();
+        udp.recv_from(&mut [0u8; 512]).is_ok()
+    };
+    for port in [30100, 30105, 30109] {
+        assert!(!ask(port), "port {port} of the TWAMP test range was opened");
+    }
+    let free = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert!(ask(free), "a port outside the range is opened");
+    let st = r.status().unwrap();
+    assert_eq!(st.stats.rejects.get(&ipsla_core::responder::Reject::PortNotAllowed), Some(&3));
+    r.stop();
+}
+
+/// A source that reconnects faster than `connection_rate` (burst twice that) is greeted with
+/// Modes 0: every authenticated set-up costs a key derivation on the responder thread.
+#[test]
+fn reconnecting_too_fast_is_refused() {
+    let r = responder(ServerConfig { connection_rate: 1.0, ..ServerConfig::default() }, false, false);
+    let addr = r.twamp_addrs()[0];
+    let mut held = Vec::new();
+    let modes: Vec<u32> = (0..3)
+        .map(|_| {
+            let mut t = TcpStream::connect(addr).unwrap();
+            t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut g = [0u8; 64];
+            t.read_exact(&mut g).unwrap();
+            held.push(t);
+            u32::from_be_bytes(g[12..16].try_into().unwrap()) & 0xf
+        })
+        .collect();
+    assert_eq!(modes, vec![1, 1, 0], "a burst of 2, then Modes 0");
+    assert_eq!(r.status().unwrap().twamp_stats.server.refused, 1);
+    r.stop();
+}

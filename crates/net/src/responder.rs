@@ -337,9 +337,16 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     let addrs = |v: &[std::net::UdpSocket]| v.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>();
     let control_v1 = addrs(&v1);
     let control_v2 = addrs(&v2);
-    for a in control_v1.iter().chain(&control_v2) {
-        if !core.reserved_ports.contains(&a.port()) {
-            core.reserved_ports.push(a.port());
+    // Control messages may not open the control ports, the reflector ports or, with a TWAMP
+    // server, its test-session range: a source without a key must not be able to hold every
+    // TWAMP test port (clients would get Accept 5).
+    let twamp_ports = opts.twamp_config.test_ports.clone().filter(|_| !twamp.is_empty());
+    let reflector_ports = twamp_light_addrs.iter().chain(&stamp_addrs).map(|a| a.port());
+    let ports: Vec<u16> =
+        control_v1.iter().chain(&control_v2).map(|a| a.port()).chain(reflector_ports).chain(twamp_ports).collect();
+    for p in ports {
+        if !core.reserved_ports.contains(&p) {
+            core.reserved_ports.push(p);
         }
     }
     let status_listener = match &opts.status_socket {
@@ -685,14 +692,17 @@ async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown
 }
 
 async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: CancellationToken) {
-    let mut buf = vec![0u8; 65_536];
+    // the thread's shared buffers receive and build; only the reply is kept across the send
+    let mut out = Vec::new();
     let mut cmsg = socket::cmsg_buffer();
     let mut sender = ReplySender::new(state.borrow().t3.clone());
     loop {
         let r = tokio::select! {
             biased;
             _ = token.cancelled() => break,
-            r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
+            r = sock.async_io(Interest::READABLE, || {
+                socket::with_shared_buffers(|buf, _| socket::recv_stamped(&sock, buf, &mut cmsg))
+            }) => r,
         };
         let r = match r {
             Ok(r) => r,
@@ -701,16 +711,20 @@ async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: Cance
                 continue;
             }
         };
-        let pkt = &mut buf[..r.len];
-        let res = {
+        let res = socket::with_shared_buffers(|buf, _| {
+            let pkt = &mut buf[..r.len];
             let s = &mut *state.borrow_mut();
             if r.rx.kernel {
                 s.rx_delta.add(r.user.as_nanos() as i64 - r.rx.wall.as_nanos() as i64);
             }
-            s.responder.handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder)
-        };
+            let res = s.responder.handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder);
+            if let ProbeResult::Reply { len, .. } = res {
+                socket::keep_reply(&mut out, &pkt[..len]);
+            }
+            res
+        });
         if let ProbeResult::Reply { len, stamp } = res {
-            sender.send(&sock, r.src, &mut buf[..len], |b, t3| stamp_transmit(b, stamp, t3)).await;
+            sender.send(&sock, r.src, &mut out[..len], |b, t3| stamp_transmit(b, stamp, t3)).await;
         }
     }
 }

@@ -120,6 +120,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most control connections at once from one address (same treatment).
     pub max_connections_per_source: usize,
+    /// New control connections per second from one address (a token bucket with a burst of
+    /// twice this): every authenticated set-up costs a PBKDF2 derivation on the responder
+    /// thread, so a client may not reconnect without bound. Over it: greeting with Modes 0.
+    pub connection_rate: f64,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +145,7 @@ impl Default for ServerConfig {
             start_time: Duration::ZERO,
             max_connections: 64,
             max_connections_per_source: 8,
+            connection_rate: 20.0,
         }
     }
 }
@@ -189,6 +194,9 @@ impl ServerConfig {
         }
         if self.max_sessions == 0 || self.max_sessions > 4096 {
             return bad("max_sessions", format!("{}: allowed 1 to 4096", self.max_sessions));
+        }
+        if !(0.0..=1e6).contains(&self.connection_rate) {
+            return bad("connection_rate", format!("{}: allowed 0 (unlimited) to 1000000", self.connection_rate));
         }
         if self.max_padding > 65_000 {
             return bad("max_padding", format!("{}: allowed 0 to 65000", self.max_padding));
@@ -1015,7 +1023,7 @@ impl ControlServer {
                 self.stats.stop_zero_sessions += 1;
             } else {
                 self.stats.stop_mismatch += 1;
-                tracing::warn!(peer = %self.peer, got = r.number_of_sessions, active,
+                tracing::debug!(peer = %self.peer, got = r.number_of_sessions, active,
                     "TWAMP-Control: Stop-Sessions does not account for the sessions, closing");
                 return self.close_all(binder, CloseReason::StopMismatch { active, got: r.number_of_sessions });
             }

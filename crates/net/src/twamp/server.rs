@@ -21,7 +21,7 @@
 use crate::clock::wall_now;
 use crate::reflect::{HostClock, ReplySender, SharedCalibration, bind_in_range};
 use crate::socket;
-use ipsla_core::ratelimit::RejectLog;
+use ipsla_core::ratelimit::{KeyedLimiter, RejectLog};
 use ipsla_core::responder::{BindError, PortBinder, PortKey};
 use ipsla_core::twamp::reflector::{
     Drop as TestDrop, LightConfig, LightReflector, Received, ReflectorStats, SessionReflector,
@@ -60,16 +60,28 @@ pub struct TwampStatus {
     pub light: ReflectorStats,
 }
 
-#[derive(Default)]
 struct Shared {
     status: TwampStatus,
     log: RejectLog,
     per_source: HashMap<IpAddr, usize>,
     /// Connections being greeted with Modes 0.
     refusing: usize,
+    /// New connections per source address (RFC 4656 leaves the policy to the server).
+    accepts: KeyedLimiter<IpAddr>,
 }
 
 impl Shared {
+    fn new(cfg: &ServerConfig) -> Shared {
+        let rate = cfg.connection_rate;
+        Shared {
+            status: TwampStatus::default(),
+            log: RejectLog::default(),
+            per_source: HashMap::new(),
+            refusing: 0,
+            accepts: KeyedLimiter::new(rate, (2.0 * rate).ceil().clamp(1.0, 1e6) as u32, 65_536),
+        }
+    }
+
     /// Adds a connection's new counts, logging its authentication and mode rejections at a
     /// bounded rate (the counters keep every one).
     fn server_stats(&mut self, peer: SocketAddr, d: &ServerStats) {
@@ -80,6 +92,7 @@ impl Shared {
             (d.rejected_bad_token, "bad_token", "TWAMP-Control: wrong shared secret (Server-Start Accept 1)"),
             (d.rejected_mode, "mode_not_offered", "TWAMP-Control: mode not offered (Server-Start Accept 3)"),
             (d.bad_hmac, "control_bad_hmac", "TWAMP-Control: message HMAC failed, connection closed"),
+            (d.stop_mismatch, "stop_mismatch", "TWAMP-Control: Stop-Sessions does not count the sessions, closed"),
         ] {
             if n > 0 {
                 self.log.warn(now, reason, peer, what);
@@ -100,7 +113,8 @@ pub struct TwampServer {
 impl TwampServer {
     /// A server with this (validated) configuration.
     pub(crate) fn new(cfg: Arc<ServerConfig>, kernel_ts: bool, t3: SharedCalibration) -> Self {
-        TwampServer { cfg, kernel_ts, shared: Rc::new(RefCell::new(Shared::default())), t3 }
+        let shared = Rc::new(RefCell::new(Shared::new(&cfg)));
+        TwampServer { cfg, kernel_ts, shared, t3 }
     }
 
     /// A snapshot of the counters.
@@ -130,7 +144,9 @@ impl TwampServer {
             let admitted = {
                 let mut s = self.shared.borrow_mut();
                 let from = s.per_source.get(&peer.ip()).copied().unwrap_or(0);
-                if (s.status.connections as usize) < self.cfg.max_connections
+                let in_rate = self.cfg.connection_rate <= 0.0 || s.accepts.check(Instant::now(), peer.ip());
+                if in_rate
+                    && (s.status.connections as usize) < self.cfg.max_connections
                     && from < self.cfg.max_connections_per_source
                 {
                     s.status.connections += 1;
@@ -339,8 +355,8 @@ impl TwampServer {
         token: CancellationToken,
         ended: mpsc::UnboundedSender<Sid>,
     ) {
-        let mut buf = vec![0u8; 65_536];
-        let mut out = vec![0u8; 65_536];
+        // the thread's shared buffers receive and build; only the reply is kept across the send
+        let mut out = Vec::new();
         let mut cmsg = socket::cmsg_buffer();
         let mut clock = HostClock::new();
         let mut sender = ReplySender::new(self.t3.clone());
@@ -359,12 +375,20 @@ impl TwampServer {
                     }
                     continue;
                 }
-                r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
+                r = sock.async_io(Interest::READABLE, || {
+                    socket::with_shared_buffers(|buf, _| socket::recv_stamped(&sock, buf, &mut cmsg))
+                }) => r,
             };
             let Ok(r) = r else { continue };
             let now = Instant::now();
             let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.get(now).0 };
-            let res = reflector.borrow_mut().handle(now, &info, &buf[..r.len], &mut out);
+            let res = socket::with_shared_buffers(|buf, tx| {
+                let res = reflector.borrow_mut().handle(now, &info, &buf[..r.len], tx);
+                if let Ok(reply) = &res {
+                    socket::keep_reply(&mut out, &tx[..reply.len]);
+                }
+                res
+            });
             if let Ok(reply) = res {
                 let out = &mut out[..reply.len];
                 sender.send(&sock, r.src, out, |b, t3| reflector.borrow().transmit(&reply, b, t3)).await;
