@@ -69,7 +69,7 @@ pub fn main(args: AgentArgs) -> Result<()> {
     // what the log lines need, so that the configuration is not kept twice (the agent has one)
     let (store_path, operations, responder) = (cfg.store.clone(), cfg.operations.len(), cfg.responder.is_some());
     let (agent, dropped) = Agent::start_unprivileged(cfg, args.user.clone()).context("starting the agent")?;
-    tracing::info!(uid = dropped.uid, run = ?dropped.run, "privileges dropped");
+    tracing::info!(uid = dropped.uid, run = ?dropped.run, bounding_narrowed = dropped.bounding_narrowed, "privileges dropped");
     let AgentArgs { config, http, store, .. } = args;
     agent.set_loader(Box::new(move || {
         load(config.as_ref(), http.as_ref(), store.as_ref()).map(|(c, _)| c).map_err(|e| format!("{e:#}"))

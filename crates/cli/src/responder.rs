@@ -187,7 +187,7 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     // thread (capabilities are per thread), then start
     let bound = bind_responder(opts).context("starting the responder")?;
     let dropped = privilege::enter(&plan).context("dropping privileges")?;
-    tracing::info!(uid = dropped.uid, run = ?dropped.run, "privileges dropped");
+    tracing::info!(uid = dropped.uid, run = ?dropped.run, bounding_narrowed = dropped.bounding_narrowed, "privileges dropped");
     let running = bound.spawn().context("starting the responder")?;
     privilege::after_bind().context("dropping privileges after binding")?;
     tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
