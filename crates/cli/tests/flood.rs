@@ -21,6 +21,8 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const FLOOD: u64 = 1_000_000;
+/// The tests of this file load the machine; they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Ceiling on the flood's rate: above what one responder thread parses, so its sockets overflow
 /// now and then, below what would starve the legitimate operations of CPU on a 2-core machine.
 const FLOOD_PPS: f64 = 100_000.0;
@@ -184,10 +186,10 @@ fn kernel_drops(port: u16) -> u64 {
     line.split_whitespace().last().unwrap().parse().unwrap()
 }
 
-/// The responder's peak resident memory, KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A memory field of /proc/PID/status (VmHWM: peak resident, VmRSS: resident now), KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let l = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let l = s.lines().find(|l| l.starts_with(field)).unwrap();
     l.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -262,6 +264,7 @@ fn start_responder(dir: &Path, p: &Ports) -> (Killed, PathBuf) {
 
 #[test]
 fn responder_measures_through_a_flood() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports { v1: free_udp(), v2: free_udp(), stamp: free_udp(), light: free_udp(), twamp: free_tcp() };
     let (mut responder, sock) = start_responder(dir.path(), &ports);
@@ -348,7 +351,7 @@ fn responder_measures_through_a_flood() {
     // drained: every datagram sent is either read (and counted once, by reason) or a kernel drop
     std::thread::sleep(Duration::from_millis(500));
     let st = responder_status(&sock);
-    let peak = peak_rss_kib(pid);
+    let peak = status_kib(pid, "VmHWM:");
     eprintln!("responder peak RSS {peak} KiB; status {st}");
     assert!(peak < 256 * 1024, "responder peak RSS {peak} KiB");
     let s = &st["stats"];
@@ -390,12 +393,13 @@ fn responder_measures_through_a_flood() {
 /// 125 MiB here; the sockets share one per thread).
 #[test]
 fn sessions_do_not_cost_a_receive_buffer_each() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const SESSIONS: u16 = 2000;
     let dir = tempfile::tempdir().unwrap();
     let (v1, sock) = (free_udp(), dir.path().join("status.sock"));
     let child = ipsla()
         .args(["responder", "--listen", "127.0.0.1", "--v1-port", &v1.to_string(), "--no-v2"])
-        .args(["--port-range", "42000-44999", "--control-rate", "0", "--status-socket"])
+        .args(["--port-range", "21000-23999", "--control-rate", "0", "--status-socket"])
         .arg(&sock)
         .stderr(Stdio::null())
         .spawn()
@@ -404,8 +408,10 @@ fn sessions_do_not_cost_a_receive_buffer_each() {
     let _k = Killed(child);
     wait_udp(v1);
     let ctl = UdpSocket::bind("127.0.0.1:0").unwrap();
-    ctl.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ctl.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mut reply = [0u8; 512];
+    // a port something else holds is refused (v1 has no error reply): count what was opened
+    let mut opened = Vec::new();
     for i in 0..SESSIONS {
         let r = ControlV1Repr::request(
             (i % 256) as u8,
@@ -413,20 +419,23 @@ fn sessions_do_not_cost_a_receive_buffer_each() {
                 operation: Operation::UdpJitter,
                 reserved: 0,
                 target: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                port: 42000 + i,
+                port: 21000 + i,
                 duration_ms: 60_000,
             },
         );
         let mut b = vec![0u8; r.buffer_len()];
         r.emit(&mut b);
         ctl.send_to(&b, ("127.0.0.1", v1)).unwrap();
-        ctl.recv(&mut reply).expect("each session is accepted");
+        if ctl.recv(&mut reply).is_ok() {
+            opened.push(21000 + i);
+        }
     }
-    let before = rss_kib(pid);
+    assert!(opened.len() >= usize::from(SESSIONS) * 9 / 10, "{} of {SESSIONS} sessions opened", opened.len());
+    let before = status_kib(pid, "VmRSS:");
     let big = vec![0x5au8; 60_000];
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for i in 0..SESSIONS {
-        probe.send_to(&big, ("127.0.0.1", 42000 + i)).unwrap();
+    for port in &opened {
+        probe.send_to(&big, ("127.0.0.1", *port)).unwrap();
     }
     // every datagram handled (dropped as no jitter probe of this session: counted)
     let handled = || {
@@ -434,17 +443,12 @@ fn sessions_do_not_cost_a_receive_buffer_each() {
         n(&s["probes_answered"]) + s["probe_drops"].as_object().unwrap().values().map(n).sum::<u64>()
     };
     let start = Instant::now();
-    while handled() < u64::from(SESSIONS) && start.elapsed() < Duration::from_secs(20) {
+    let sessions = opened.len() as u64;
+    while handled() < sessions && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(handled(), u64::from(SESSIONS));
-    let after = rss_kib(pid);
-    eprintln!("responder RSS with {SESSIONS} sessions: {before} KiB; after a 60 kB datagram to each: {after} KiB");
+    assert_eq!(handled(), sessions);
+    let after = status_kib(pid, "VmRSS:");
+    eprintln!("responder RSS with {sessions} sessions: {before} KiB; after a 60 kB datagram to each: {after} KiB");
     assert!(after < before + 32 * 1024, "grew from {before} to {after} KiB");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    l.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
