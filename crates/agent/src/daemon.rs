@@ -264,6 +264,15 @@ struct StoreStatus {
 }
 
 impl Shared {
+    /// Runs one store write and notes its outcome (the store's lock is released first).
+    fn write_store(&self, what: &'static str, write: impl FnOnce(&Store) -> rusqlite::Result<()>) {
+        let r = match self.store.lock() {
+            Ok(s) => write(&s),
+            Err(_) => return,
+        };
+        self.note_store(what, r);
+    }
+
     /// Notes the outcome of a store write. A refused write (disk full, read-only file system,
     /// removed directory) never stops measuring or alerting: it is counted, reported by the API
     /// and the metrics, and logged at a bounded rate; the first write that succeeds again says so.
@@ -338,14 +347,9 @@ impl Agent {
     /// (`SO_BINDTODEVICE`), `CAP_NET_ADMIN` for route failover. A reload that adds what was not
     /// needed at start finds the capability gone: such changes need a restart.
     pub fn run_privileges(cfg: &AgentConfig) -> Vec<Privilege> {
-        let low = |r: &std::ops::RangeInclusive<u16>| *r.start() < 1024;
-        let mut v = Vec::new();
-        let responder_low = cfg
-            .responder
-            .as_ref()
-            .is_some_and(|r| low(&r.core.port_range) || (!r.twamp.is_empty() && low(&r.twamp_config.test_ports)));
+        let mut v = cfg.responder.as_ref().map(ResponderOptions::run_privileges).unwrap_or_default();
         let sockets = || cfg.operations.iter().map(|o| &o.spec.sockets);
-        if responder_low || sockets().any(|s| (1..1024).contains(&s.source_port)) {
+        if !v.contains(&Privilege::BindService) && sockets().any(|s| (1..1024).contains(&s.source_port)) {
             v.push(Privilege::BindService);
         }
         let icmp = cfg
@@ -709,11 +713,7 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                 };
                 success = Some(out.result.return_code == ipsla_core::ops::ReturnCode::Ok);
                 // committed before it is published: a run visible anywhere is durable
-                if let Ok(s) = sh.store.lock() {
-                    let r = s.insert_run(&record);
-                    drop(s);
-                    sh.note_store("a completed run", r);
-                }
+                sh.write_store("a completed run", |s| s.insert_run(&record));
                 sh.metrics.observe(&def, &out.result);
                 react(&sh, &def, &out.result);
                 let changes = sh
@@ -764,11 +764,7 @@ fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) 
             value: Some(e.value),
             text,
         };
-        if let Ok(s) = sh.store.lock() {
-            let r = s.insert_event(&stored);
-            drop(s);
-            sh.note_store("an event", r);
-        }
+        sh.write_store("an event", |s| s.insert_event(&stored));
         if e.occurred
             && matches!(e.action, Action::Trigger | Action::AlertAndTrigger)
             && let Ok(mut ops) = sh.ops.lock()
@@ -807,11 +803,7 @@ fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
             value: Some(if c.up { 1.0 } else { 0.0 }),
             text: c.text,
         };
-        if let Ok(s) = sh.store.lock() {
-            let r = s.insert_event(&e);
-            drop(s);
-            sh.note_store("an event", r);
-        }
+        sh.write_store("an event", |s| s.insert_event(&e));
     }
 }
 

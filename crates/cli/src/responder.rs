@@ -5,7 +5,7 @@ use clap::Args;
 use ipnet::IpNet;
 use ipsla_agent::config::{self, ResponderFile};
 use ipsla_core::responder::Reject;
-use ipsla_net::privilege::{self, Plan, Privilege};
+use ipsla_net::privilege::{self, Plan};
 use ipsla_net::responder::{ResponderOptions, StatusReport, bind_responder};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -182,7 +182,7 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     }
     let opts = options(&args)?;
     ipsla_net::socket::raise_fd_limit();
-    let plan = Plan { user: args.user.clone(), bind: Vec::new(), run: run_privileges(&opts) };
+    let plan = Plan { user: args.user.clone(), bind: Vec::new(), run: opts.run_privileges() };
     // bind as we are, drop to the user and the capabilities still needed while this is the only
     // thread (capabilities are per thread), then start
     let bound = bind_responder(opts).context("starting the responder")?;
@@ -224,17 +224,6 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     tracing::info!("shutting down");
     running.stop();
     Ok(())
-}
-
-/// What the responder needs once its listeners are bound: `CAP_NET_BIND_SERVICE` only when
-/// measurement sessions may open ports below 1024.
-fn run_privileges(opts: &ResponderOptions) -> Vec<Privilege> {
-    let low = |r: &std::ops::RangeInclusive<u16>| *r.start() < 1024;
-    if low(&opts.core.port_range) || (!opts.twamp.is_empty() && low(&opts.twamp_config.test_ports)) {
-        vec![Privilege::BindService]
-    } else {
-        Vec::new()
-    }
 }
 
 fn query_status(path: &std::path::Path) -> Result<StatusReport> {

@@ -74,6 +74,19 @@ pub struct ResponderOptions {
     pub twamp_light_stateful: bool,
 }
 
+impl ResponderOptions {
+    /// What the responder needs once its listeners are bound: `CAP_NET_BIND_SERVICE` only when
+    /// measurement sessions may open ports below 1024.
+    pub fn run_privileges(&self) -> Vec<crate::privilege::Privilege> {
+        let low = |r: &std::ops::RangeInclusive<u16>| *r.start() < 1024;
+        if low(&self.core.port_range) || (!self.twamp.is_empty() && low(&self.twamp_config.test_ports)) {
+            vec![crate::privilege::Privilege::BindService]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 impl Default for ResponderOptions {
     fn default() -> Self {
         ResponderOptions {
