@@ -9,7 +9,7 @@
 use crate::alert::{AlertDef, AlertEvent, AlertFile, Alerts};
 use crate::config::{ConfigError, ResponderFile, Result as CfgResult, check_range, parse_duration, parse_size};
 use crate::metrics::Metrics;
-use crate::opconfig::{OperationDef, OperationFile};
+use crate::ops::OperationDef;
 use crate::report::{Context, Report};
 use crate::runner;
 use crate::store::{RunRecord, Store, StoredEvent};
@@ -66,9 +66,9 @@ pub struct AgentFile {
     pub agent: AgentSection,
     /// `[responder]`: present = the agent runs the responder too.
     pub responder: Option<ResponderFile>,
-    /// `[[operation]]`.
+    /// `[[operation]]`: each table is read by its kind's module ([`crate::ops`]).
     #[serde(default)]
-    pub operation: Vec<OperationFile>,
+    pub operation: Vec<toml::Table>,
     /// `[[track]]`.
     #[serde(default)]
     pub track: Vec<TrackFile>,
@@ -125,13 +125,14 @@ impl AgentFile {
         let mut operations = Vec::new();
         let mut ids = BTreeMap::new();
         for (i, o) in self.operation.iter().enumerate() {
-            let d = o.validate(&format!("operation[{i}]"), i as u32 + 1)?;
+            let d =
+                crate::ops::common::validate(o, crate::ops::Namer::Config(&format!("operation[{i}]")), i as u32 + 1)?;
             if let Some(prev) = ids.insert(d.id, i) {
                 return Err(ConfigError(format!("operation[{i}].id: {} is already used by operation[{prev}]", d.id)));
             }
             operations.push(d);
         }
-        crate::group::apply(&self.group, &self.operation, &mut operations)?;
+        crate::group::apply(&self.group, &mut operations)?;
         for (i, d) in operations.iter().enumerate() {
             if let Some(t) = d.triggers.iter().find(|t| !ids.contains_key(t)) {
                 return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
@@ -352,10 +353,7 @@ impl Agent {
         if !v.contains(&Privilege::BindService) && sockets().any(|s| (1..1024).contains(&s.source_port)) {
             v.push(Privilege::BindService);
         }
-        let icmp = cfg
-            .operations
-            .iter()
-            .any(|o| matches!(o.spec.kind, runner::OpKind::IcmpEcho { .. } | runner::OpKind::IcmpJitter { .. }));
+        let icmp = cfg.operations.iter().any(|o| o.spec.op.icmp());
         if icmp || sockets().any(|s| s.vrf.is_some()) {
             v.push(Privilege::Raw);
         }
@@ -687,27 +685,14 @@ fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
                 if let Some(why) = &out.failure {
                     tracing::warn!(op = id, reason = %why, "the operation's control phase failed");
                 }
-                let voice = match &def.spec.kind {
-                    runner::OpKind::UdpJitter { voice: Some(v), .. } => Some((v.codec, v.model, v.advantage)),
-                    _ => None,
-                };
-                let ctx = Context {
-                    operation: def.spec.kind.name(),
-                    target: def.spec.target_label(),
-                    run: id,
-                    start,
-                    control: def.spec.control_label(),
-                    clock_sync: out.clock.clone(),
-                    voice,
-                    samples: false,
-                };
+                let ctx = Context::of(&def.spec, id, start, out.clock.clone(), false);
                 let report = Report::new(ctx, &out.result);
                 let json = serde_json::to_string(&report).unwrap_or_default();
                 let record = RunRecord {
                     op: id,
                     start_ns: start.as_nanos() as i64,
                     result: &out.result,
-                    jitter: def.spec.kind.is_jitter(),
+                    jitter: def.spec.op.kind().jitter(),
                     report: &json,
                     history: def.history,
                 };
@@ -956,7 +941,7 @@ async fn operations(State(sh): State<St>) -> Response {
         .values()
         .map(|o| OpSummary {
             id: o.def.id,
-            r#type: o.def.spec.kind.name(),
+            r#type: o.def.spec.op.kind().name(),
             target: o.def.spec.target_label(),
             tag: o.def.tag.clone(),
             state: o.schedule.state(),

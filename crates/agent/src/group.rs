@@ -8,7 +8,7 @@
 //! the point of the group scheduler (no synchronised bursts).
 
 use crate::config::{ConfigError, Result, parse_duration};
-use crate::opconfig::{OperationDef, OperationFile, check_recurring, start_time};
+use crate::ops::{OperationDef, check_recurring, start_time};
 use ipsla_core::schedule::{StartTime, group_offsets};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -77,10 +77,9 @@ fn frequency(key: &str, s: &str) -> Result<(Duration, Option<(Duration, Duration
     }
 }
 
-/// Applies the groups to the operations they name, in place. `files` are the operations as
-/// written, so that a schedule key set on a grouped operation is an error rather than silently
-/// overridden.
-pub fn apply(groups: &[GroupFile], files: &[OperationFile], ops: &mut [OperationDef]) -> Result<()> {
+/// Applies the groups to the operations they name, in place. A schedule key written on a grouped
+/// operation is an error rather than silently overridden.
+pub fn apply(groups: &[GroupFile], ops: &mut [OperationDef]) -> Result<()> {
     let mut seen: BTreeMap<u32, u32> = BTreeMap::new();
     let mut group_ids = Vec::new();
     for (i, g) in groups.iter().enumerate() {
@@ -128,23 +127,14 @@ pub fn apply(groups: &[GroupFile], files: &[OperationFile], ops: &mut [Operation
             let Some(idx) = ops.iter().position(|d| d.id == *op) else {
                 return Err(ConfigError(format!("{}: there is no operation {op}", k("operations"))));
             };
-            let f = &files[idx];
-            for (name, set) in [
-                ("frequency", f.frequency.is_some()),
-                ("start", f.start.is_some()),
-                ("life", f.life.is_some()),
-                ("ageout", f.ageout.is_some()),
-                ("recurring", f.recurring.is_some()),
-            ] {
-                if set {
-                    return Err(ConfigError(format!(
-                        "operation[{idx}].{name}: operation {op} is scheduled by group {}; set {name} in the group",
-                        g.id
-                    )));
-                }
+            if let Some(name) = ops[idx].schedule_keys.first() {
+                return Err(ConfigError(format!(
+                    "operation[{idx}].{name}: operation {op} is scheduled by group {}; set {name} in the group",
+                    g.id
+                )));
             }
             let d = &mut ops[idx];
-            let min = d.spec.timeout + d.spec.kind.schedule().map_or(Duration::ZERO, |(_, dur)| dur);
+            let min = d.spec.min_frequency();
             if random.map_or(freq, |(lo, _)| lo) < min {
                 return Err(ConfigError(format!(
                     "{}: {} is shorter than one run of operation {op} ({})",

@@ -10,7 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod group;
 pub mod metrics;
-pub mod opconfig;
+pub mod ops;
 pub mod report;
 pub mod routes;
 pub mod runner;

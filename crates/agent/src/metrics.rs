@@ -1,7 +1,7 @@
 //! Prometheus metrics of the operations (names and labels per ip-sla-features §3.1), encoded in
 //! the text exposition format.
 
-use crate::opconfig::OperationDef;
+use crate::ops::OperationDef;
 use ipsla_core::ops::{OperationResult, ReturnCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -141,7 +141,7 @@ fn code_name(c: ReturnCode) -> &'static str {
 }
 
 fn op_labels(def: &OperationDef) -> OpLabels {
-    OpLabels { op: def.id, r#type: def.spec.kind.name(), target: def.spec.target_label(), tag: def.tag.clone() }
+    OpLabels { op: def.id, r#type: def.spec.op.kind().name(), target: def.spec.target_label(), tag: def.tag.clone() }
 }
 
 impl Default for Metrics {

@@ -2,6 +2,7 @@
 //! docs/json-schema.md) and the text laid out like IOS `show ip sla statistics`.
 #![allow(missing_docs)]
 
+use crate::runner::OperationSpec;
 use ipsla_core::ops::{OperationResult, Precision, ReturnCode};
 use ipsla_core::stats::{Acc, DirJitter, JitterStats, LossPeriods, Percentiles};
 use ipsla_core::voice::{Codec, MosModel};
@@ -12,18 +13,12 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Schema version of the JSON document; bumped only on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The fixed words of the document (operation names, control, timestamp sources, clock sync).
+/// The fixed words of the document besides the operation names (those come from the registry,
+/// [`crate::ops::REGISTRY`]): control, timestamp sources, clock sync.
 const WORDS: &[&str] = &[
-    "udp-jitter",
-    "udp-echo",
-    "tcp-connect",
-    "icmp-echo",
-    "icmp-jitter",
-    "stamp",
-    "twamp",
-    "twamp-light",
     "v1",
     "v2",
+    "twamp",
     "none",
     "kernel",
     "user",
@@ -36,16 +31,16 @@ const WORDS: &[&str] = &[
     "not_checked",
 ];
 
-/// One of [`WORDS`]. An alias rather than `&'static str` so that serde does not take the field
-/// for a string borrowed from the input.
+/// One of the document's fixed words. An alias rather than `&'static str` so that serde does not
+/// take the field for a string borrowed from the input.
 pub type Word = &'static str;
 
-/// Reads one of the document's fixed words back as the `&'static str` a [`Report`] holds, so that
-/// a stored document can be rendered again (`ipsla show statistics`); a word this version does not
-/// know reads as "unknown".
+/// Reads one of the document's fixed words (or an operation name) back as the `&'static str` a
+/// [`Report`] holds, so that a stored document can be rendered again (`ipsla show statistics`);
+/// a word this version does not know reads as "unknown".
 pub fn word<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Word, D::Error> {
     let s = String::deserialize(d)?;
-    Ok(WORDS.iter().find(|w| **w == s).copied().unwrap_or("unknown"))
+    Ok(crate::ops::find(&s).map(|k| k.name()).or_else(|| WORDS.iter().find(|w| **w == s).copied()).unwrap_or("unknown"))
 }
 
 fn us(ns: i64) -> f64 {
@@ -263,6 +258,22 @@ pub struct Context {
     pub samples: bool,
 }
 
+impl Context {
+    /// The context of run `run` of `spec`, started at `start` (since the Unix epoch).
+    pub fn of(spec: &OperationSpec, run: u32, start: Duration, clock_sync: ClockSync, samples: bool) -> Context {
+        Context {
+            operation: spec.op.kind().name(),
+            target: spec.target_label(),
+            run,
+            start,
+            control: spec.control_label(),
+            clock_sync,
+            voice: spec.op.voice().map(|v| (v.codec, v.model, v.advantage)),
+            samples,
+        }
+    }
+}
+
 impl Report {
     pub fn new(ctx: Context, r: &OperationResult) -> Self {
         let s: &JitterStats = &r.stats;
@@ -401,7 +412,7 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
     );
     let _ = writeln!(w, "Latest operation start time: {}", ios_time(&r.start));
     let _ = writeln!(w, "Latest operation return code: {}", r.return_code.cisco_text());
-    let jittery = matches!(r.operation, "udp-jitter" | "icmp-jitter" | "stamp" | "twamp" | "twamp-light");
+    let jittery = crate::ops::find(r.operation).is_some_and(|k| k.jitter());
     if jittery {
         let _ = writeln!(w, "RTT Values:");
         let _ = writeln!(

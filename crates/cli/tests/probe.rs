@@ -214,7 +214,9 @@ fn udp_echo_and_tcp_connect_with_v1_control() {
         "--count",
         "3",
         "--frequency",
-        "100ms",
+        "1s",
+        "--timeout",
+        "1s",
     ]);
     assert_eq!(code, 0);
     assert_eq!(docs.len(), 3);
@@ -299,7 +301,7 @@ fn icmp_echo_to_the_kernel() {
         eprintln!("skipped: needs root or net.ipv4.ping_group_range");
         return;
     }
-    let (code, docs) = probe(&["icmp-echo", "127.0.0.1", "--count", "2", "--frequency", "50ms"]);
+    let (code, docs) = probe(&["icmp-echo", "127.0.0.1", "--count", "2"]);
     assert_eq!(code, 0, "{docs:?}");
     assert!(docs.iter().all(|d| d["return_code"] == "ok" && d["rtt_us"]["count"] == 1));
     if UdpSocket::bind("[::1]:0").is_ok() {
@@ -413,4 +415,31 @@ fn userspace_fallback_still_measures() {
     // and the responder said so too
     let st = r.status().unwrap();
     assert_eq!((st.stats.rx_stamps_kernel, st.stats.rx_stamps_user), (0, 10));
+}
+
+/// The flags are the configuration keys: the same checks, errors naming the flag, exit status 2.
+#[test]
+fn flag_errors_name_the_flag() {
+    let err = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).arg("probe").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert_eq!(
+        err(&["udp-jitter", "127.0.0.1", "--packets", "0"]),
+        "ipsla: --packets: 0 is out of range; allowed 1 to 60000\n"
+    );
+    assert_eq!(
+        err(&["udp-jitter", "127.0.0.1", "--frequency", "2s"]),
+        "ipsla: --frequency: 2s is shorter than one run (timeout + packets × interval = 5s 200ms); IOS refuses that too\n"
+    );
+    assert!(err(&["icmp-echo", "127.0.0.1", "--frequency", "100ms"]).starts_with("ipsla: --frequency: "));
+    assert_eq!(
+        err(&["twamp", "127.0.0.1", "--mode", "auth"]),
+        "ipsla: --key-id: mode auth needs --key-id (an identity of --secret-file)\n"
+    );
+    assert_eq!(
+        err(&["udp-echo", "127.0.0.1", "--tos", "4", "--dscp", "1"]),
+        "ipsla: --tos: --tos and --dscp set the same byte; set one of them\n"
+    );
 }

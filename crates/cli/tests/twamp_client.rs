@@ -434,8 +434,11 @@ fn light_with_short_replies() {
 fn usage_errors() {
     let out = ipsla().args(["probe", "twamp", "127.0.0.1", "--mode", "auth"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs twamp_key_id"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--key-id: mode auth needs --key-id (an identity of --secret-file)")
+    );
     let out = ipsla().args(["probe", "twamp-light", "127.0.0.1", "--padding", "70000"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("padding: 70000 is out of range"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--padding: 70000 is out of range"));
 }

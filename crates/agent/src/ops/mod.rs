@@ -1,0 +1,161 @@
+//! The operation registry: every operation kind in one module behind [`Kind`], listed once in
+//! [`REGISTRY`]. The configuration loader, `ipsla probe`'s flags, the runner, the reports and
+//! `/metrics` all read it; adding a kind is one module here plus its line in [`REGISTRY`]
+//! (docs/architecture.md).
+//!
+//! A kind declares its keys ([`Key`]) and builds, from one validated `[[operation]]` table, an
+//! [`Operation`]: the kind-specific part of an [`OperationSpec`], which knows how to run once.
+
+pub mod common;
+pub mod fields;
+mod icmp_echo;
+mod icmp_jitter;
+mod stamp;
+mod tcp_connect;
+mod twamp;
+mod twamp_light;
+mod udp_echo;
+mod udp_jitter;
+
+pub use common::{ClockSync, IpSlaControl, OperationDef, check_recurring, start_time, tolerance};
+pub use fields::{Fields, Flag, Key, Namer, Ty};
+pub use icmp_echo::IcmpEcho;
+pub use icmp_jitter::IcmpJitter;
+pub use stamp::Stamp;
+pub use tcp_connect::TcpConnect;
+pub use twamp::Twamp;
+pub use twamp_light::TwampLight;
+pub use udp_echo::UdpEcho;
+pub use udp_jitter::UdpJitter;
+
+use crate::config::Result;
+use crate::runner::{OperationSpec, RunError, RunOutcome};
+use ipsla_core::ops::VoiceConfig;
+use std::any::Any;
+use std::time::Duration;
+
+/// Every operation kind, in the order help and documentation list them.
+pub static REGISTRY: &[&dyn Kind] = &[
+    &udp_jitter::KIND,
+    &udp_echo::KIND,
+    &tcp_connect::KIND,
+    &icmp_echo::KIND,
+    &icmp_jitter::KIND,
+    &stamp::KIND,
+    &twamp::KIND,
+    &twamp_light::KIND,
+];
+
+/// The kind named `name` (the `type` key, `ipsla probe NAME`).
+pub fn find(name: &str) -> Option<&'static dyn Kind> {
+    REGISTRY.iter().copied().find(|k| k.name() == name)
+}
+
+/// The names of every kind, for error messages.
+pub fn names() -> String {
+    REGISTRY.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// One operation kind: its name, its keys, and how a validated table becomes an [`Operation`].
+pub trait Kind: Sync {
+    /// The IOS operation name (`udp-jitter`), the `type` key's value.
+    fn name(&self) -> &'static str;
+    /// One line for `ipsla probe --help`.
+    fn about(&self) -> &'static str;
+    /// Its keys beyond [`common::COMMON`], in groups ([`common::TRAIN`], ...).
+    fn keys(&self) -> &'static [&'static [Key]];
+    /// The measurement port when `port` is not set; `None`: the kind has no port (ICMP).
+    fn default_port(&self) -> Option<u16>;
+    /// True when its runs have jitter statistics (a train of probes: jitter, one-way delay,
+    /// loss per direction); the reactions, stored columns and metrics that need them apply.
+    fn jitter(&self) -> bool {
+        false
+    }
+    /// Why this kind refuses a key other kinds take, when a plain "does not take" is not enough.
+    fn refuses(&self, _key: &str) -> Option<&'static str> {
+        None
+    }
+    /// Builds the operation from its table; `base` holds the common keys, already validated.
+    fn build(&self, f: &Fields, base: &Base) -> Result<Box<dyn Operation>>;
+}
+
+/// The common keys of an operation, validated, as a kind's `build` sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Base {
+    /// Target address.
+    pub target: std::net::IpAddr,
+    /// Timeout.
+    pub timeout: Duration,
+    /// The `dscp` key, for STAMP's class-of-service TLV.
+    pub dscp: Option<u8>,
+}
+
+/// Equality of operations behind `dyn` (a reload keeps an operation whose definition is equal).
+pub trait DynEq {
+    /// As `Any`, for downcasting.
+    fn as_any(&self) -> &dyn Any;
+    /// Equal to `other` (same type and value).
+    fn dyn_eq(&self, other: &dyn Any) -> bool;
+}
+
+impl<T: PartialEq + Any> DynEq for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn dyn_eq(&self, other: &dyn Any) -> bool {
+        other.downcast_ref::<T>() == Some(self)
+    }
+}
+
+/// The kind-specific part of a validated operation: what it sends, and how to run it once.
+pub trait Operation: DynEq + std::fmt::Debug + Send + Sync {
+    /// Its kind.
+    fn kind(&self) -> &'static dyn Kind;
+    /// Probes one run sends and how long sending them takes (the jitter family).
+    fn train(&self) -> Option<(u32, Duration)> {
+        None
+    }
+    /// The codec and score model when it computes voice scores.
+    fn voice(&self) -> Option<VoiceConfig> {
+        None
+    }
+    /// `v1`, `v2`, `twamp` (TWAMP-Control) or `none`.
+    fn control_label(&self) -> &'static str {
+        "none"
+    }
+    /// It opens ICMP sockets (`CAP_NET_RAW` for the raw-socket fallback).
+    fn icmp(&self) -> bool {
+        false
+    }
+    /// Runs once with control sequence `sequence`, on the calling thread (TCP and TWAMP use `rt`).
+    fn run(
+        &self,
+        spec: &OperationSpec,
+        sequence: u32,
+        rt: &tokio::runtime::Runtime,
+    ) -> std::result::Result<RunOutcome, RunError>;
+}
+
+/// Every key some kind takes, with the kinds that take it (for "only X and Y take Z").
+pub fn takers(key: &str) -> Vec<&'static str> {
+    REGISTRY.iter().filter(|k| k.keys().iter().any(|g| g.iter().any(|x| x.name == key))).map(|k| k.name()).collect()
+}
+
+/// `a`, `a and b`, `a, b and c`.
+pub fn and_list(v: &[&str]) -> String {
+    match v {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// All keys of `kind`: the common ones, then its own.
+pub fn all_keys(kind: &dyn Kind) -> Vec<&'static Key> {
+    let own = kind.keys().iter().flat_map(|g| g.iter());
+    let common = common::COMMON.iter().filter(|k| k.name != "port" || kind.default_port().is_some());
+    common.chain(own).collect()
+}
+
+#[cfg(test)]
+mod tests;

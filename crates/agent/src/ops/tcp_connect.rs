@@ -1,0 +1,70 @@
+//! tcp-connect: the time of a TCP handshake, after an IP SLA control phase (or none, towards any
+//! listening port).
+
+use super::common::{IPSLA_CONTROL, IpSlaControl};
+use super::{Base, Fields, Key, Kind, Operation};
+use crate::config::Result;
+use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use ipsla_core::ops::control::ControlOp;
+use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
+use ipsla_net::probe::{SocketOptions, run_tcp, udp_socket};
+use std::time::Instant;
+
+pub(super) static KIND: TcpConnectKind = TcpConnectKind;
+
+pub(super) struct TcpConnectKind;
+
+/// A validated tcp-connect operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConnect {
+    /// The control phase.
+    pub control: IpSlaControl,
+}
+
+impl Kind for TcpConnectKind {
+    fn name(&self) -> &'static str {
+        "tcp-connect"
+    }
+    fn about(&self) -> &'static str {
+        "TCP handshake time"
+    }
+    fn keys(&self) -> &'static [&'static [Key]] {
+        &[IPSLA_CONTROL]
+    }
+    fn default_port(&self) -> Option<u16> {
+        Some(16384)
+    }
+    fn build(&self, f: &Fields, _base: &Base) -> Result<Box<dyn Operation>> {
+        Ok(Box::new(TcpConnect { control: IpSlaControl::from_fields(f)? }))
+    }
+}
+
+impl Operation for TcpConnect {
+    fn kind(&self) -> &'static dyn Kind {
+        &KIND
+    }
+    fn control_label(&self) -> &'static str {
+        self.control.label()
+    }
+    fn run(
+        &self,
+        spec: &OperationSpec,
+        sequence: u32,
+        rt: &tokio::runtime::Runtime,
+    ) -> std::result::Result<RunOutcome, RunError> {
+        let t = spec.target;
+        // the control socket never takes the measurement's source port
+        let ctl_opts = SocketOptions { source_port: 0, ..spec.sockets.clone() };
+        let (s, local, _) = sock("opening the control socket", udp_socket(t, &ctl_opts))?;
+        let cfg = TcpConfig {
+            control: self.control.mode.clone(),
+            request: self.control.request(spec, ControlOp::TcpConnect, spec.timeout, local),
+            sequence,
+            timeout: spec.timeout,
+            threshold: spec.threshold,
+        };
+        let mut op = TcpConnectOp::new(Instant::now(), cfg);
+        let result = rt.block_on(run_tcp(&mut op, s, t, self.control.port, &spec.sockets));
+        Ok(RunOutcome::without_clock(result))
+    }
+}

@@ -1,0 +1,85 @@
+//! udp-echo (IP SLA probe type 1): one UDP echo to an IP SLA responder after a control phase,
+//! or to a standard echo service with `control = "none"`.
+
+use super::common::{IPSLA_CONTROL, IpSlaControl, pattern};
+use super::{Base, Fields, Key, Kind, Operation, Ty};
+use crate::config::Result;
+use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use ipsla_core::ops::control::ControlOp;
+use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
+use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
+use ipsla_net::probe::{run_udp, udp_socket};
+use std::time::Instant;
+
+pub(super) static KIND: UdpEchoKind = UdpEchoKind;
+
+const KEYS: &[Key] = &[
+    Key::new("request_data_size", Ty::Int, "Probe size in bytes (IOS default 16; 4-16384)"),
+    Key::new("data_pattern", Ty::Text, "Data pattern, hex (IOS default abcd)"),
+];
+
+pub(super) struct UdpEchoKind;
+
+/// A validated udp-echo operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpEcho {
+    /// Probe size.
+    pub size: usize,
+    /// Data pattern.
+    pub pattern: Vec<u8>,
+    /// The control phase.
+    pub control: IpSlaControl,
+}
+
+impl Kind for UdpEchoKind {
+    fn name(&self) -> &'static str {
+        "udp-echo"
+    }
+    fn about(&self) -> &'static str {
+        "One UDP echo (IP SLA probe type 1)"
+    }
+    fn keys(&self) -> &'static [&'static [Key]] {
+        &[IPSLA_CONTROL, KEYS]
+    }
+    fn default_port(&self) -> Option<u16> {
+        Some(16384)
+    }
+    fn build(&self, f: &Fields, _base: &Base) -> Result<Box<dyn Operation>> {
+        Ok(Box::new(UdpEcho {
+            size: f.int::<usize>("request_data_size")?.unwrap_or(16).clamp(4, 16_384),
+            pattern: pattern(f, "data_pattern")?,
+            control: IpSlaControl::from_fields(f)?,
+        }))
+    }
+}
+
+impl Operation for UdpEcho {
+    fn kind(&self) -> &'static dyn Kind {
+        &KIND
+    }
+    fn control_label(&self) -> &'static str {
+        self.control.label()
+    }
+    fn run(
+        &self,
+        spec: &OperationSpec,
+        sequence: u32,
+        _rt: &tokio::runtime::Runtime,
+    ) -> std::result::Result<RunOutcome, RunError> {
+        let t = spec.target;
+        let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
+        let cfg = EchoConfig {
+            format: EchoFormat::Udp,
+            control: self.control.mode.clone(),
+            request: self.control.request(spec, ControlOp::UdpEcho, spec.timeout, local),
+            sequence,
+            size: self.size,
+            pattern: self.pattern.clone(),
+            timeout: spec.timeout,
+            threshold: spec.threshold,
+        };
+        let result =
+            run_udp(&mut EchoOp::new(Instant::now(), cfg), &s, t, self.control.port, &Pacer::new(DEFAULT_SPIN));
+        Ok(RunOutcome::without_clock(result))
+    }
+}
