@@ -4,8 +4,9 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
+use ipsla_core::io::{FakeBinder, PortKey, Proto, RxTime};
 use ipsla_core::responder::{
-    ControlResult, FakeBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig, RxTime, stamp_transmit,
+    ControlResult, ProbeResult, Responder, ResponderConfig, stamp_transmit,
 };
 use ipsla_wire::cisco::control_v1::ControlV1;
 use ipsla_wire::cisco::control_v2::ControlV2;

@@ -3,7 +3,7 @@
 //! packet and as long as the request, and it carries the request's SSID and sender sequence.
 #![no_main]
 
-use ipsla_core::responder::RxTime;
+use ipsla_core::io::RxTime;
 use ipsla_core::stamp::{Received, ReflectorConfig, StampReflector};
 use ipsla_wire::stamp::packet::{ReflectorPacket, SenderPacket, StampMode};
 use ipsla_wire::stamp::tlv::SyncSource;

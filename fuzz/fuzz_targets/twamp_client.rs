@@ -7,7 +7,8 @@
 #![no_main]
 
 use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampOp, TwampFormat};
-use ipsla_core::ops::{Operation, Peer, RxTime};
+use ipsla_core::io::RxTime;
+use ipsla_core::ops::{Operation, Peer};
 use ipsla_core::twamp::client::{ClientConfig, ControlClient, Event, Secret, SessionRequest};
 use ipsla_wire::time::{ErrorEstimate, NtpTimestamp};
 use ipsla_wire::twamp::control::{

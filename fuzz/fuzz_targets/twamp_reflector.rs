@@ -8,7 +8,7 @@
 //! authenticated and encrypted modes.
 #![no_main]
 
-use ipsla_core::responder::RxTime;
+use ipsla_core::io::RxTime;
 use ipsla_core::twamp::reflector::{
     LightConfig, LightReflector, Received, ReflectorStats, SessionParams, SessionReflector,
 };

@@ -10,7 +10,7 @@
 //! sessions remain, and reporting their end releases every port.
 #![no_main]
 
-use ipsla_core::responder::{BindError, FakeBinder, PortBinder, PortKey};
+use ipsla_core::io::{BindError, FakeBinder, PortBinder, PortKey};
 use ipsla_core::twamp::KeyFile;
 use ipsla_core::twamp::server::{ControlServer, ServerConfig, ServerEvent};
 use ipsla_wire::twamp::control::{self, KeyId, ServerGreeting, SetUpResponseRepr};
