@@ -2,6 +2,7 @@
 //! timeouts on a fake clock. After every step: the session counter agrees with the session
 //! list, and the ports the sessions use are exactly the ports the binder holds open.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use arbitrary::{Arbitrary, Unstructured};
 use ipsla_core::io::{FakeBinder, PortKey, Proto, RxTime};

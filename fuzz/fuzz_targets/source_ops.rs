@@ -7,6 +7,7 @@
 //! statistics), a kernel transmit stamp, or time passing. Invariants: no panic; once the clock
 //! passes every deadline the operation is done; it never counts more replies than probes sent.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest, V2Auth};
 use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};

@@ -5,6 +5,7 @@
 //! session keys so that they reach the statistics). Nothing may panic; the client must end
 //! started, failed or waiting, and a sender's counts must add up.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampOp, TwampFormat};
 use ipsla_core::io::RxTime;
