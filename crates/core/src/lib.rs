@@ -36,6 +36,7 @@
 //! assert_eq!(ports.0, [PortKey { proto: Proto::Udp, addr: [127, 0, 0, 1].into(), port: 16384 }]);
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod due;
 pub mod io;
