@@ -17,7 +17,7 @@
 //! Transmit times go the other way through the machines' own calls (the driver reads the wall
 //! clock as late as it can, or hands back the kernel's transmit stamp), so they have no type here.
 //!
-//! With the `testing` feature (and in this crate's tests) [`FakeBinder`] stands in for the driver.
+//! With the `testing` feature (and in this crate's tests) `FakeBinder` stands in for the driver.
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;

@@ -2,7 +2,7 @@
 //! ports are answered with the responder's timestamps and sequence.
 //!
 //! Data flow: `net` receives a control datagram and calls [`Responder::handle_control`], which
-//! validates it, asks the [`PortBinder`](crate::io::PortBinder) to open the port *before* the reply is built (IOS sends its
+//! validates it, asks the [`PortBinder`] to open the port *before* the reply is built (IOS sends its
 //! first probe 0.1–0.4 ms after the reply), records the session and writes the reply. Probes that
 //! arrive on an open port go through [`Responder::handle_probe`]; the caller writes T3 as late as
 //! possible with [`stamp_transmit`] and sends. [`Responder::handle_timeout`] closes expired
