@@ -3,6 +3,7 @@
 //! file reads and name resolution off so that validation has no side effects. Validation may
 //! refuse anything; it must never panic, hang or allocate without bound.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_agent::config::{self, FileConfig};
 use ipsla_agent::daemon::AgentFile;

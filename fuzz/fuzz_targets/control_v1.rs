@@ -1,5 +1,6 @@
 //! v1 control: checked view, repr parse, IOS-style reply, and parse → emit → parse round trip.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_wire::cisco::control_v1::{ControlV1, ControlV1Repr, emit_reply};
 use libfuzzer_sys::fuzz_target;

@@ -1,6 +1,7 @@
 //! RFC 6812 v2 control: checked view, repr parse, authentication (verify/sign) and the
 //! responder's in-place edits on a mutable copy, and parse → emit → parse round trip.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_wire::cisco::control_v2::{AuthMode, ControlV2, ControlV2Repr, Status};
 use libfuzzer_sys::fuzz_target;

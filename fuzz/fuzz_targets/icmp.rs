@@ -1,6 +1,7 @@
 //! ICMP replies as the ICMP operations read them: optional IPv4 header strip, the checked view,
 //! timestamps; and the echo/timestamp request builders round-trip through the view.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_wire::icmp::{self, Icmp};
 use libfuzzer_sys::fuzz_target;

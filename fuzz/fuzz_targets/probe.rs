@@ -1,6 +1,7 @@
 //! Measurement probes: type detection, type-2 and type-3 views and reprs, and round trips
 //! (parse → emit into a buffer of the same length → parse).
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_wire::cisco::probe::{ProbeType, Type2, Type2Repr, Type3, Type3Layout, Type3Repr, probe_type};
 use libfuzzer_sys::fuzz_target;

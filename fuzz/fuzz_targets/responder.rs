@@ -2,10 +2,12 @@
 //! timeouts on a fake clock. After every step: the session counter agrees with the session
 //! list, and the ports the sessions use are exactly the ports the binder holds open.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use arbitrary::{Arbitrary, Unstructured};
+use ipsla_core::io::{FakeBinder, PortKey, Proto, RxTime};
 use ipsla_core::responder::{
-    ControlResult, FakeBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig, RxTime, stamp_transmit,
+    ControlResult, ProbeResult, Responder, ResponderConfig, stamp_transmit,
 };
 use ipsla_wire::cisco::control_v1::ControlV1;
 use ipsla_wire::cisco::control_v2::ControlV2;

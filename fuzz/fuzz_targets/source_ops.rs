@@ -7,11 +7,13 @@
 //! statistics), a kernel transmit stamp, or time passing. Invariants: no panic; once the clock
 //! passes every deadline the operation is done; it never counts more replies than probes sent.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest, V2Auth};
 use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
 use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp};
-use ipsla_core::ops::{Operation, Peer, Precision, RxTime};
+use ipsla_core::io::RxTime;
+use ipsla_core::ops::{Operation, Peer, Precision};
 use ipsla_wire::cisco::control_v1::{ControlV1, emit_reply};
 use ipsla_wire::cisco::control_v2::AuthMode;
 use libfuzzer_sys::fuzz_target;

@@ -2,6 +2,7 @@
 //! HMAC (sign → verify), and the TLV area: every TLV's Repr round trip, re-writing the TLVs with
 //! the writer, the HMAC-TLV check, and the reflector's flag pass (it changes flag octets only).
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_wire::stamp::packet::*;
 use ipsla_wire::stamp::tlv::*;

@@ -2,8 +2,9 @@
 //! panics, every datagram is either replied to or counted as a drop, a reply is at least the base
 //! packet and as long as the request, and it carries the request's SSID and sender sequence.
 #![no_main]
+#![forbid(unsafe_code)]
 
-use ipsla_core::responder::RxTime;
+use ipsla_core::io::RxTime;
 use ipsla_core::stamp::{Received, ReflectorConfig, StampReflector};
 use ipsla_wire::stamp::packet::{ReflectorPacket, SenderPacket, StampMode};
 use ipsla_wire::stamp::tlv::SyncSource;

@@ -5,9 +5,11 @@
 //! session keys so that they reach the statistics). Nothing may panic; the client must end
 //! started, failed or waiting, and a sender's counts must add up.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampOp, TwampFormat};
-use ipsla_core::ops::{Operation, Peer, RxTime};
+use ipsla_core::io::RxTime;
+use ipsla_core::ops::{Operation, Peer};
 use ipsla_core::twamp::client::{ClientConfig, ControlClient, Event, Secret, SessionRequest};
 use ipsla_wire::time::{ErrorEstimate, NtpTimestamp};
 use ipsla_wire::twamp::control::{

@@ -2,6 +2,7 @@
 //! length a reader derives from a first block against what the views accept, and the encrypted
 //! control stream (seal → open gives the plaintext back; opening garbage never panics).
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_wire::twamp::control::*;
 use ipsla_wire::twamp::crypto::{ControlOpener, ControlSealer, SessionKeys, open_token};

@@ -7,8 +7,9 @@
 //! long as the request; it carries the sender's sequence number, and its HMAC verifies in the
 //! authenticated and encrypted modes.
 #![no_main]
+#![forbid(unsafe_code)]
 
-use ipsla_core::responder::RxTime;
+use ipsla_core::io::RxTime;
 use ipsla_core::twamp::reflector::{
     LightConfig, LightReflector, Received, ReflectorStats, SessionParams, SessionReflector,
 };

@@ -9,8 +9,9 @@
 //! and its HMAC verifies; the binder holds one port per session; once closed, only stopped
 //! sessions remain, and reporting their end releases every port.
 #![no_main]
+#![forbid(unsafe_code)]
 
-use ipsla_core::responder::{BindError, FakeBinder, PortBinder, PortKey};
+use ipsla_core::io::{BindError, FakeBinder, PortBinder, PortKey};
 use ipsla_core::twamp::KeyFile;
 use ipsla_core::twamp::server::{ControlServer, ServerConfig, ServerEvent};
 use ipsla_wire::twamp::control::{self, KeyId, ServerGreeting, SetUpResponseRepr};

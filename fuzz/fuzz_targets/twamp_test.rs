@@ -2,6 +2,7 @@
 //! the reply-length helper, and the authenticated/encrypted packet crypto (seal → open gives the
 //! packet back; opening garbage never panics).
 #![no_main]
+#![forbid(unsafe_code)]
 
 use ipsla_wire::twamp::crypto::{SessionKeys, TestCrypto, TestKeys};
 use ipsla_wire::twamp::test::*;

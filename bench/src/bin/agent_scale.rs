@@ -10,6 +10,7 @@
 //!
 //! Usage: cargo run --release -p ipsla-bench --bin agent_scale -- [N] [SECONDS] [v1|none] [WORKERS]
 //! (defaults 10000, 180, v1, the agent's default)
+#![forbid(unsafe_code)]
 
 use ipsla_agent::daemon::{Agent, AgentFile};
 use ipsla_core::schedule::StartTime;

@@ -9,6 +9,7 @@
 //!
 //! Needs `target/release/ipsla` (cargo build --release) and, for the irtt rows, `irtt` on PATH.
 //! Usage: cargo run --release -p ipsla-bench --bin anchors -- [SECONDS]
+#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};

@@ -8,6 +8,7 @@
 //! first, so it is the one to compare.
 //!
 //! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW]
+#![forbid(unsafe_code)]
 
 use ipsla_net::responder::{ResponderOptions, spawn_responder};
 use nix::sched::{CpuSet, sched_setaffinity};

@@ -5,6 +5,7 @@
 //! sends on time (error ≤ 10 % of the interval) and the sending thread's CPU time.
 //!
 //! Usage: cargo run --release -p ipsla-bench --bin schedule -- [SECONDS_PER_CASE]
+#![forbid(unsafe_code)]
 
 use ipsla_net::pacer::{Pacer, tighten_timer_slack};
 use nix::time::{ClockId, clock_gettime};

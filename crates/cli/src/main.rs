@@ -1,6 +1,7 @@
 //! `ipsla`: the one binary. `ipsla responder` answers Cisco IP SLA control (v1 on UDP 1967,
 //! RFC 6812 v2 on UDP 1167) and the probes that follow; `ipsla probe` runs one source operation;
 //! `ipsla agent` is the daemon and `ipsla show ...` asks it.
+#![forbid(unsafe_code)]
 
 mod agent;
 mod notify;

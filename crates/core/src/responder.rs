@@ -13,6 +13,7 @@
 //! matches any port of the sender's address; a v2 session carries the measurement source port and
 //! matches it exactly when it is non-zero.
 
+use crate::io::{BindError, PortBinder, PortKey, Proto, RxTime};
 use crate::ratelimit::{KeyedLimiter, RejectLog};
 use ipnet::IpNet;
 use ipsla_wire::Error as WireError;
@@ -25,27 +26,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-/// Transport of a measurement port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// UDP (udp-echo, udp-jitter).
-    Udp,
-    /// TCP (tcp-connect).
-    Tcp,
-}
-
-/// A measurement port: where the responder listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct PortKey {
-    /// Transport.
-    pub proto: Proto,
-    /// Local address (the control message's target).
-    pub addr: IpAddr,
-    /// Local port.
-    pub port: u16,
-}
-
 /// Who a session answers: the sender address, and its port when known (v2), 0 otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
@@ -53,62 +33,6 @@ pub struct Peer {
     pub addr: IpAddr,
     /// Sender measurement port, 0 = any.
     pub port: u16,
-}
-
-/// Why a port could not be opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BindError {
-    /// Something else holds the port.
-    #[error("port in use")]
-    InUse,
-    /// The address is not one of this host's.
-    #[error("address not local")]
-    NotLocal,
-    /// Any other failure (permissions, descriptors exhausted…).
-    #[error("bind failed")]
-    Other,
-}
-
-/// Opens and closes measurement sockets. `net` implements it with real sockets.
-pub trait PortBinder {
-    /// Opens `key` (port 0: pick a free port in `range`) and returns the port actually bound. The
-    /// socket must be ready to receive when this returns.
-    fn open(&mut self, key: PortKey, range: &RangeInclusive<u16>) -> Result<u16, BindError>;
-    /// Releases a port; the caller may defer the close until pending replies are sent.
-    fn close(&mut self, key: PortKey);
-}
-
-/// A binder for tests and examples: remembers what is open, can be told a port is busy.
-#[derive(Debug, Default)]
-pub struct FakeBinder {
-    /// Ports currently open.
-    pub open: std::collections::BTreeSet<PortKey>,
-    /// Ports that fail with `InUse`.
-    pub busy: std::collections::BTreeSet<u16>,
-    /// Addresses that fail with `NotLocal` (everything else counts as local).
-    pub foreign: std::collections::BTreeSet<IpAddr>,
-}
-
-impl PortBinder for FakeBinder {
-    fn open(&mut self, mut key: PortKey, range: &RangeInclusive<u16>) -> Result<u16, BindError> {
-        if self.foreign.contains(&key.addr) {
-            return Err(BindError::NotLocal);
-        }
-        if key.port == 0 {
-            key.port = range
-                .clone()
-                .find(|p| !self.busy.contains(p) && !self.open.iter().any(|k| k.port == *p && k.proto == key.proto))
-                .ok_or(BindError::InUse)?;
-        }
-        if self.busy.contains(&key.port) {
-            return Err(BindError::InUse);
-        }
-        self.open.insert(key);
-        Ok(key.port)
-    }
-    fn close(&mut self, key: PortKey) {
-        self.open.remove(&key);
-    }
 }
 
 /// Limits and policy of a responder.
@@ -319,15 +243,6 @@ pub enum ProbeResult {
     },
     /// Not answered (counted).
     Dropped(ProbeReject),
-}
-
-/// Receive time of a datagram and where it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RxTime {
-    /// Wall-clock time since the Unix epoch.
-    pub wall: Duration,
-    /// True when it is the kernel's receive stamp, false for a userspace reading.
-    pub kernel: bool,
 }
 
 /// Kinds of session a control message opens.

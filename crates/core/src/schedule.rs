@@ -12,7 +12,7 @@
 //!   uniformly random frequency in the range.
 //!
 //! Randomness comes from the caller (`rand` in [`Schedule::new`], `next_random` in
-//! [`Schedule::finish_due`]) so that tests are exact.
+//! [`Schedule::poll`]) so that tests are exact.
 
 use std::time::{Duration, Instant};
 

@@ -19,7 +19,7 @@
 //!   in authenticated mode; I set on every TLV when the sender's does not verify).
 //! - The reply is as long as the request, at least the base packet (RFC 8762 §4.2.1).
 
-use crate::responder::RxTime;
+use crate::io::RxTime;
 use ipsla_wire::stamp::packet::{ReflectorPacket, ReflectorRepr, SenderPacket, SenderRepr, StampMode};
 use ipsla_wire::stamp::tlv::{
     self, LocationSubType, SyncSource, TimestampMethod, Tlv, TlvFlags, TlvHmacCheck, TlvReader, TlvType,

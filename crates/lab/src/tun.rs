@@ -35,6 +35,7 @@ impl Tun {
         req.name[..name.len()].copy_from_slice(name.as_bytes());
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq lays out (name, then
         // the flags union member, padded to the kernel's 40 bytes); the fd is open for the call.
+        #[allow(unsafe_code)]
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
         if rc < 0 {
             return Err(io::Error::last_os_error());

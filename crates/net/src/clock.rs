@@ -1,5 +1,5 @@
-//! The two clocks: a monotonic [`Instant`] for scheduling and expiry, and the wall clock (time
-//! since the Unix epoch) for timestamps that go on the wire.
+//! The two clocks: a monotonic [`std::time::Instant`] for scheduling and expiry, and the wall
+//! clock (time since the Unix epoch) for timestamps that go on the wire.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -12,6 +12,7 @@
 //! println!("v1 control on {:?}", running.control_v1_addrs());
 //! running.stop();
 //! ```
+#![warn(missing_docs)]
 
 pub mod clock;
 pub mod pacer;

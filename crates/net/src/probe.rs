@@ -8,7 +8,8 @@
 use crate::clock::wall_now;
 use crate::pacer::{Pacer, Wake};
 use crate::socket::{self, RxStampMode};
-use ipsla_core::ops::{DeltaStats, Operation, OperationResult, Peer, RxTime};
+use ipsla_core::io::RxTime;
+use ipsla_core::ops::{DeltaStats, Operation, OperationResult, Peer};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

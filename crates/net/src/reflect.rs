@@ -11,8 +11,8 @@
 
 use crate::clock::wall_now;
 use crate::socket;
+use ipsla_core::io::{BindError, PortKey};
 use ipsla_core::ops::DeltaStats;
-use ipsla_core::responder::{BindError, PortKey};
 use ipsla_wire::stamp::tlv::SyncSource;
 use ipsla_wire::time::ErrorEstimate;
 use std::cell::RefCell;
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn ports_from_the_range() {
-        let key = PortKey { proto: ipsla_core::responder::Proto::Udp, addr: [127, 0, 0, 1].into(), port: 0 };
+        let key = PortKey { proto: ipsla_core::io::Proto::Udp, addr: [127, 0, 0, 1].into(), port: 0 };
         let mut tried = Vec::new();
         let got = bind_in_range(key, &(5000..=5003), |k| {
             tried.push(k.port);

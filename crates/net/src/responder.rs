@@ -13,11 +13,11 @@ use crate::clock::wall_now;
 use crate::reflect::{HostClock, ReplySender, SharedCalibration, T3Calibration, bind_in_range, send_reply};
 use crate::socket::{self, RxStampMode};
 use crate::twamp::server::{TwampServer, TwampStatus};
+use ipsla_core::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_core::ops::DeltaStats;
 use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::responder::{
-    BindError, ControlResult, PermanentKind, PortBinder, PortKey, ProbeResult, Proto, Responder, ResponderConfig,
-    ResponderStats, SessionInfo, stamp_transmit,
+    ControlResult, PermanentKind, ProbeResult, Responder, ResponderConfig, ResponderStats, SessionInfo, stamp_transmit,
 };
 use ipsla_core::stamp::{Drop as StampDrop, ReflectorConfig, ReflectorStats, StampReflector};
 use ipsla_core::twamp::server::ServerConfig;

@@ -1,7 +1,7 @@
 //! Socket set-up and timestamped receive.
 
 use crate::clock::wall_now;
-use ipsla_core::responder::RxTime;
+use ipsla_core::io::RxTime;
 use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrStorage, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, IoSliceMut};

@@ -7,7 +7,8 @@
 //! must carry the same sequence and payload.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
+use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit};
+use crate::io::RxTime;
 use crate::stats::Sample;
 use ipsla_wire::cisco::probe::{self, ProbeType};
 use ipsla_wire::icmp;

@@ -13,7 +13,8 @@
 //! loss is MIA.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit, VoiceConfig};
+use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit, VoiceConfig};
+use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
 use crate::voice;
 use ipsla_wire::cisco::probe::{self, Type2, Type2Repr, Type3, Type3Layout, Type3Repr};

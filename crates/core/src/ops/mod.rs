@@ -17,12 +17,11 @@ pub mod jitter;
 pub mod stamp;
 pub mod tcp;
 
+use crate::io::RxTime;
 use crate::stats::JitterStats;
 use crate::voice::{Codec, MosModel, VoiceScore};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
-
-pub use crate::responder::RxTime;
 
 /// Which peer a datagram goes to or came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,8 @@
 //! §4.3, "Session-Sender"). TWAMP-Light replies of 38 octets without a Sender TTL (twampy) are
 //! used and counted in [`StampReplyInfo::short_replies`].
 
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
+use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit};
+use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
 use crate::twamp::client::AcceptedSession;
 use ipsla_wire::stamp::packet::{ReflectorPacket, ReflectorRepr, SenderPacket, SenderRepr, StampMode};

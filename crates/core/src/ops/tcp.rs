@@ -2,7 +2,8 @@
 //! time the handshake took, from the connect call to its completion (IP SLA's definition).
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, RxTime, StampSources, Transmit};
+use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit};
+use crate::io::RxTime;
 use crate::stats::Sample;
 use std::time::{Duration, Instant};
 

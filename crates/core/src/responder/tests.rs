@@ -2,6 +2,7 @@
 //! §(b) with the target 192.168.12.2 rewritten to 127.0.0.1.
 
 use super::*;
+use crate::io::FakeBinder;
 use ipsla_wire::cisco::control_v2::{AuthRepr, UdpMeasurementRepr};
 use proptest::prelude::*;
 

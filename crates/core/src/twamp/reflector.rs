@@ -30,7 +30,7 @@
 //! - A sender Error Estimate with Multiplier 0 makes the packet corrupt (RFC 4656 §4.1.2 SHOULD):
 //!   it is dropped.
 
-use crate::responder::RxTime;
+use crate::io::RxTime;
 use ipsla_wire::time::{ErrorEstimate, NtpTimestamp};
 use ipsla_wire::twamp::crypto::{TestCrypto, TestKeys};
 use ipsla_wire::twamp::test::{self, ReflectorPacket, ReflectorRepr, SenderPacket, SenderRepr, TestLayout};

@@ -60,7 +60,7 @@
 
 use super::KeyFile;
 use super::reflector::SessionParams;
-use crate::responder::{BindError, PortBinder, PortKey, Proto};
+use crate::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_wire::time::NtpTimestamp;
 use ipsla_wire::twamp::control::{
     self, AcceptSessionRepr, BLOCK_LEN, HMAC_LEN, RequestTwSession, RequestTwSessionRepr, ServerGreetingRepr,

@@ -21,8 +21,8 @@
 use crate::clock::wall_now;
 use crate::reflect::{HostClock, ReplySender, SharedCalibration, bind_in_range};
 use crate::socket;
+use ipsla_core::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_core::ratelimit::{KeyedLimiter, RejectLog};
-use ipsla_core::responder::{BindError, PortBinder, PortKey};
 use ipsla_core::twamp::reflector::{
     Drop as TestDrop, LightConfig, LightReflector, Received, ReflectorStats, SessionReflector,
 };
@@ -295,7 +295,7 @@ impl TwampServer {
         match ev {
             ServerEvent::SessionAccepted { local, params } => {
                 let sid = params.sid;
-                let key = PortKey { proto: ipsla_core::responder::Proto::Udp, addr: local.ip(), port: local.port() };
+                let key = PortKey { proto: Proto::Udp, addr: local.ip(), port: local.port() };
                 let (Some(sock), Some(token)) = (binder.pending.remove(&key), binder.tokens.get(&key).cloned()) else {
                     tracing::warn!(%local, "TWAMP test socket missing");
                     return;

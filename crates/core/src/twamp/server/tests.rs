@@ -2,7 +2,7 @@
 //! with a seeded RNG and the fake port binder.
 
 use super::*;
-use crate::responder::FakeBinder;
+use crate::io::FakeBinder;
 use crate::twamp::reflector::SessionReflector;
 use ipsla_wire::twamp::TypeP;
 use ipsla_wire::twamp::control::{
@@ -722,7 +722,7 @@ fn accepted_session_reflects_with_the_negotiated_keys() {
     .emit(&mut pkt);
     tc.seal_sender(&mut pkt).unwrap();
     let info = crate::twamp::reflector::Received {
-        rx: crate::responder::RxTime { wall: Duration::from_secs(1_700_000_200), kernel: true },
+        rx: crate::io::RxTime { wall: Duration::from_secs(1_700_000_200), kernel: true },
         src: "192.0.2.10:50000".parse().unwrap(),
         ttl: Some(60),
         error_estimate: ipsla_wire::time::ErrorEstimate(1),
