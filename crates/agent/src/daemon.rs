@@ -1,5 +1,6 @@
 //! The agent: the responder, scheduled operations on a pool of worker threads, the SQLite history,
-//! and HTTP (`/metrics`, the JSON API, `/-/healthy`).
+//! and HTTP (`/metrics`, the JSON API, `/-/healthy`: [`crate::http`], reading the state through
+//! the `pub(crate)` methods of `Shared`).
 //!
 //! Threads: one scheduler (wakes at the next due time of any operation), `workers` runners (each
 //! run blocks its thread: the pacer holds the probe schedule), one HTTP thread with a tokio
@@ -7,22 +8,18 @@
 //! is published, so a killed agent loses no completed run.
 
 use crate::alert::{AlertDef, AlertEvent, AlertFile, Alerts};
+use crate::api::{OpSummary, StoreStatus};
 use crate::config::{ConfigError, ResponderFile, Result as CfgResult, check_range, parse_duration, parse_size};
 use crate::metrics::Metrics;
 use crate::ops::OperationDef;
 use crate::report::{Context, Report};
 use crate::runner;
 use crate::store::{RunRecord, Store, StoredEvent};
-use crate::tracks::{Changed, TrackDef, TrackFile, TrackSet};
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use crate::tracks::{Changed, TrackDef, TrackFile, TrackSet, TrackStatus};
 use ipsla_core::due::DueQueue;
 use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
-use ipsla_core::schedule::{Due, OperState, Schedule, ScheduleConfig};
+use ipsla_core::schedule::{Due, Schedule, ScheduleConfig};
 use ipsla_net::privilege::{self, Plan, Privilege, Report as PrivilegeReport};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, bind_responder};
 use serde::Deserialize;
@@ -195,36 +192,20 @@ struct OpState {
 /// Re-reads the configuration for a reload (the file and the command-line overrides).
 pub type Loader = Box<dyn Fn() -> Result<AgentConfig, String> + Send + Sync>;
 
-/// What a reload did.
-#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
-pub struct ReloadSummary {
-    /// Operations whose definition did not change: schedule, statistics and reactions kept.
-    pub kept: Vec<u32>,
-    /// Operations redefined: restarted, their statistics reset.
-    pub changed: Vec<u32>,
-    /// New operations.
-    pub added: Vec<u32>,
-    /// Operations no longer configured.
-    pub removed: Vec<u32>,
-    /// The tracks were redefined.
-    pub tracks_changed: bool,
-    /// The routes were redefined.
-    pub routes_changed: bool,
-    /// The alert sinks were redefined.
-    pub alerts_changed: bool,
-    /// Settings that take effect only after a restart (they were not applied).
-    pub needs_restart: Vec<String>,
-}
+pub use crate::api::ReloadSummary;
 
 impl Shared {
-    fn healthy(&self) -> bool {
+    /// See [`Agent::healthy`].
+    pub(crate) fn healthy(&self) -> bool {
         let now = self.started.elapsed().as_millis() as u64;
         let beat = self.heartbeat_ms.load(Ordering::Relaxed);
         !self.stop.load(Ordering::SeqCst) && now.saturating_sub(beat) < HEARTBEAT_STALE.as_millis() as u64
     }
 }
 
-struct Shared {
+/// The state the threads share. Only this module touches its fields; the HTTP module reads it
+/// through the `pub(crate)` methods below.
+pub(crate) struct Shared {
     cfg: Mutex<AgentConfig>,
     loader: Mutex<Option<Loader>>,
     ops: Mutex<BTreeMap<u32, OpState>>,
@@ -253,15 +234,6 @@ struct StoreHealth {
     last_error: Option<String>,
     last_error_ns: Option<i64>,
     log: RejectLog,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct StoreStatus {
-    path: PathBuf,
-    writable: bool,
-    write_errors: u64,
-    last_error: Option<String>,
-    last_error_ns: Option<i64>,
 }
 
 impl Shared {
@@ -298,6 +270,82 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// What the HTTP API reads (crate::http): each method takes and releases the locks it needs.
+impl Shared {
+    /// Re-reads the configuration and applies it (`/-/reload`); see [`Agent::reload_from_source`].
+    pub(crate) fn reload_from_source(&self) -> Result<ReloadSummary, String> {
+        reload_from_source(self)
+    }
+
+    /// The metrics registry (`/metrics`).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The agent's responder, when it runs one.
+    pub(crate) fn responder(&self) -> Option<&RunningResponder> {
+        self.responder.as_ref()
+    }
+
+    /// Runs a read on the store; `None` when it fails (or the lock is poisoned).
+    pub(crate) fn read_store<R>(&self, read: impl FnOnce(&Store) -> rusqlite::Result<R>) -> Option<R> {
+        self.store.lock().ok().and_then(|s| read(&s).ok())
+    }
+
+    /// Whether operation `id` is configured.
+    pub(crate) fn has_operation(&self, id: u32) -> bool {
+        self.ops.lock().is_ok_and(|o| o.contains_key(&id))
+    }
+
+    /// Every operation as `/api/v1/operations` lists it, in id order.
+    pub(crate) fn op_summaries(&self, now: Instant) -> Option<Vec<OpSummary>> {
+        let ops = self.ops.lock().ok()?;
+        let store = self.store.lock().ok();
+        let list = ops
+            .values()
+            .map(|o| OpSummary {
+                id: o.def.id,
+                r#type: o.def.spec.op.kind().name().to_string(),
+                target: o.def.spec.target_label(),
+                tag: o.def.tag.clone(),
+                state: o.schedule.state(),
+                runs: o.schedule.runs,
+                busies: o.schedule.busies,
+                stored: store.as_ref().and_then(|s| s.count(o.def.id).ok()).unwrap_or(0),
+                frequency_s: o.def.schedule.frequency.as_secs_f64(),
+                successes: o.successes,
+                failures: o.failures,
+                life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
+                time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
+            })
+            .collect();
+        Some(list)
+    }
+
+    /// Every track's state.
+    pub(crate) fn track_status(&self) -> Option<Vec<TrackStatus>> {
+        self.tracks.lock().ok().map(|t| t.status())
+    }
+
+    /// The route failover's status; `None` when the agent manages no routes.
+    pub(crate) fn route_status(&self) -> Option<crate::routes::RouteStatus> {
+        self.failover.lock().ok().and_then(|f| f.as_ref().map(|f| f.status()))
+    }
+
+    /// Whether the store takes writes (`/api/v1/store`).
+    pub(crate) fn store_status(&self) -> Option<StoreStatus> {
+        let path = self.cfg.lock().map(|c| c.store.clone()).unwrap_or_default();
+        let h = self.store_health.lock().ok()?;
+        Some(StoreStatus {
+            path,
+            writable: !h.failing,
+            write_errors: h.write_errors,
+            last_error: h.last_error.clone(),
+            last_error_ns: h.last_error_ns,
+        })
     }
 }
 
@@ -409,8 +457,11 @@ impl Agent {
         threads.push(std::thread::Builder::new().name("ipsla-schedule".into()).spawn(move || scheduler(sh, jobs_tx))?);
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel();
         let sh = shared.clone();
-        threads
-            .push(std::thread::Builder::new().name("ipsla-http".into()).spawn(move || serve(sh, listener, stop_rx))?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("ipsla-http".into())
+                .spawn(move || crate::http::serve(sh, listener, stop_rx))?,
+        );
         Ok((Agent { shared, threads, http, http_stop: Some(http_stop) }, report))
     }
 
@@ -790,254 +841,6 @@ fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
         };
         sh.write_store("an event", |s| s.insert_event(&e));
     }
-}
-
-#[derive(Debug, serde::Serialize)]
-struct TrackSummary {
-    id: u32,
-    up: bool,
-    changes: u64,
-    tracks: String,
-    /// The followed operation, or the list's members.
-    operation: Option<u32>,
-    members: Vec<u32>,
-    delay_up_s: f64,
-    delay_down_s: f64,
-    last_change: Option<String>,
-    last_change_s_ago: Option<f64>,
-    latest_return_code: Option<String>,
-    latest_rtt_ms: Option<f64>,
-}
-
-/// `OK` while the scheduler turns (the watchdog's test); 503 when it has stalled or is stopping.
-async fn healthy(State(sh): State<St>) -> Response {
-    if sh.healthy() {
-        "OK\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy: the scheduler has not turned for 5 s, or the agent is stopping\n")
-            .into_response()
-    }
-}
-
-async fn reload_handler(State(sh): State<St>) -> Response {
-    // the loader reads a file and the reload takes locks: off the async thread
-    match tokio::task::spawn_blocking(move || reload_from_source(&sh)).await {
-        Ok(Ok(sum)) => Json(sum).into_response(),
-        Ok(Err(e)) => {
-            (StatusCode::BAD_REQUEST, format!("reload failed, configuration unchanged: {e}\n")).into_response()
-        }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-async fn routes(State(sh): State<St>) -> Response {
-    match sh.failover.lock().ok().and_then(|f| f.as_ref().map(|f| f.status())) {
-        Some(s) => Json(s).into_response(),
-        None => (StatusCode::NOT_FOUND, "this agent manages no routes\n").into_response(),
-    }
-}
-
-async fn tracks(State(sh): State<St>) -> Response {
-    let Ok(status) = sh.tracks.lock().map(|t| t.status()) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let (now, wall) = (Instant::now(), ipsla_net::clock::wall_now());
-    let store = sh.store.lock().ok();
-    let v: Vec<TrackSummary> = status
-        .into_iter()
-        .map(|t| {
-            let (operation, members) = match &t.def.source {
-                crate::tracks::TrackSource::Operation { op, .. } => (Some(*op), Vec::new()),
-                crate::tracks::TrackSource::List { members, .. } => (None, members.clone()),
-            };
-            let ago = t.last_change.map(|at| now.saturating_duration_since(at));
-            let latest = operation.and_then(|op| store.as_ref().and_then(|s| s.latest(op).ok().flatten()));
-            TrackSummary {
-                id: t.id,
-                up: t.up,
-                changes: t.changes,
-                tracks: t.def.describe(),
-                operation,
-                members,
-                delay_up_s: t.def.delay_up.as_secs_f64(),
-                delay_down_s: t.def.delay_down.as_secs_f64(),
-                last_change: ago.map(|a| {
-                    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + wall.saturating_sub(a)).to_string()
-                }),
-                last_change_s_ago: ago.map(|a| (a.as_secs_f64() * 1000.0).round() / 1000.0),
-                latest_return_code: t.last_code.map(crate::store::code_name),
-                latest_rtt_ms: latest.as_ref().and_then(|r| r.report["rtt_us"]["avg"].as_f64()).map(|us| us / 1000.0),
-            }
-        })
-        .collect();
-    Json(v).into_response()
-}
-
-#[derive(Debug, serde::Serialize)]
-struct OpSummary {
-    id: u32,
-    r#type: &'static str,
-    target: String,
-    tag: String,
-    state: OperState,
-    runs: u64,
-    busies: u64,
-    stored: u64,
-    frequency_s: f64,
-    /// Runs with return code OK since the agent started (IOS "Number of successes").
-    successes: u64,
-    /// The others (IOS "Number of failures").
-    failures: u64,
-    /// Configured life, s; null = forever.
-    life_s: Option<f64>,
-    /// What is left of it, s (IOS "Operation time to live"); null = forever.
-    time_to_live_s: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
-    limit: Option<u32>,
-}
-
-type St = Arc<Shared>;
-
-/// The exposition is streamed in pieces of this size: 10,000 operations make 34 MB of text, which
-/// would otherwise sit in memory once per scrape.
-const SCRAPE_CHUNK: usize = 256 * 1024;
-/// A scraper that reads nothing for this long is dropped: the encoder holds each metric family's
-/// read lock while it writes that family, and a new series (an operation's first run) waits for it.
-const SCRAPE_STALL: Duration = Duration::from_secs(30);
-
-async fn metrics(State(sh): State<St>, headers: axum::http::HeaderMap) -> Response {
-    let om = crate::metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let content_type = if om { crate::metrics::OPENMETRICS_CONTENT_TYPE } else { crate::metrics::TEXT_CONTENT_TYPE };
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
-    tokio::task::spawn_blocking(move || {
-        sh.metrics.encode_chunked(om, SCRAPE_CHUNK, |mut piece| {
-            let stalled = Instant::now() + SCRAPE_STALL;
-            loop {
-                match tx.try_send(piece) {
-                    Ok(()) => return true,
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(p)) if Instant::now() < stalled => {
-                        piece = p;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(_) => return false,
-                }
-            }
-        })
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
-    });
-    ([(header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(body)).into_response()
-}
-
-async fn operations(State(sh): State<St>) -> Response {
-    let Ok(ops) = sh.ops.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    let store = sh.store.lock().ok();
-    let now = Instant::now();
-    let list: Vec<OpSummary> = ops
-        .values()
-        .map(|o| OpSummary {
-            id: o.def.id,
-            r#type: o.def.spec.op.kind().name(),
-            target: o.def.spec.target_label(),
-            tag: o.def.tag.clone(),
-            state: o.schedule.state(),
-            runs: o.schedule.runs,
-            busies: o.schedule.busies,
-            stored: store.as_ref().and_then(|s| s.count(o.def.id).ok()).unwrap_or(0),
-            frequency_s: o.def.schedule.frequency.as_secs_f64(),
-            successes: o.successes,
-            failures: o.failures,
-            life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
-            time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
-        })
-        .collect();
-    Json(list).into_response()
-}
-
-async fn latest(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response {
-    match sh.store.lock().ok().and_then(|s| s.latest(id).ok()).flatten() {
-        Some(r) => Json(r.report).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no run of operation {id} yet\n")).into_response(),
-    }
-}
-
-async fn history(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Query<HistoryQuery>) -> Response {
-    let limit = q.limit.unwrap_or(100).min(10_000);
-    match sh.store.lock().ok().and_then(|s| s.history(id, limit).ok()) {
-        Some(v) => Json(v).into_response(),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-async fn aggregated(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response {
-    if !sh.ops.lock().is_ok_and(|o| o.contains_key(&id)) {
-        return (StatusCode::NOT_FOUND, format!("no operation {id}\n")).into_response();
-    }
-    match sh.store.lock().ok().and_then(|s| s.aggregates(id).ok()) {
-        Some(v) => Json(v).into_response(),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-async fn events(State(sh): State<St>, Query(q): Query<HistoryQuery>) -> Response {
-    let limit = q.limit.unwrap_or(100).min(10_000);
-    match sh.store.lock().ok().and_then(|s| s.events(limit).ok()) {
-        Some(v) => Json(v).into_response(),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-async fn responder_status(State(sh): State<St>) -> Response {
-    match &sh.responder {
-        Some(r) => match r.status_async().await {
-            Some(s) => Json(s).into_response(),
-            None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        },
-        None => (StatusCode::NOT_FOUND, "this agent runs no responder\n").into_response(),
-    }
-}
-
-async fn store_status(State(sh): State<St>) -> Response {
-    let path = sh.cfg.lock().map(|c| c.store.clone()).unwrap_or_default();
-    let Ok(h) = sh.store_health.lock() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    Json(StoreStatus {
-        path,
-        writable: !h.failing,
-        write_errors: h.write_errors,
-        last_error: h.last_error.clone(),
-        last_error_ns: h.last_error_ns,
-    })
-    .into_response()
-}
-
-fn serve(sh: Arc<Shared>, listener: std::net::TcpListener, stop: tokio::sync::oneshot::Receiver<()>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-    rt.block_on(async move {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-        let app = Router::new()
-            .route("/metrics", get(metrics))
-            .route("/-/healthy", get(healthy))
-            .route("/-/reload", axum::routing::post(reload_handler).put(reload_handler))
-            .route("/api/v1/operations", get(operations))
-            .route("/api/v1/operations/{id}/latest", get(latest))
-            .route("/api/v1/operations/{id}/history", get(history))
-            .route("/api/v1/operations/{id}/aggregated", get(aggregated))
-            .route("/api/v1/responder", get(responder_status))
-            .route("/api/v1/store", get(store_status))
-            .route("/api/v1/events", get(events))
-            .route("/api/v1/tracks", get(tracks))
-            .route("/api/v1/routes", get(routes))
-            .with_state(sh);
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.await;
-            })
-            .await;
-    });
 }
 
 #[cfg(test)]

@@ -4,11 +4,14 @@
 //! - [`runner`]: a validated operation specification and one run of it (shared by `ipsla probe`
 //!   and the agent).
 //! - [`alert`]: `[[alert]]` sinks (webhook, exec hook) for reaction and track transitions.
+//! - [`api`]: the JSON documents of the HTTP API, served by the agent and read by `ipsla show`.
 
 pub mod alert;
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod group;
+mod http;
 pub mod metrics;
 pub mod ops;
 pub mod report;

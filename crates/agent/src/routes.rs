@@ -137,7 +137,7 @@ pub fn wanted(defs: &[RouteDef], up: &BTreeMap<u32, bool>) -> BTreeSet<RouteSpec
 }
 
 /// What `/api/v1/routes` shows.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct RouteStatus {
     /// Protocol number of our routes.
     pub protocol: u8,
@@ -152,7 +152,7 @@ pub struct RouteStatus {
 }
 
 /// One configured route.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct RouteState {
     /// `ip route` form.
     pub route: String,

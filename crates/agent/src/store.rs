@@ -77,7 +77,7 @@ pub struct Store {
 }
 
 /// One stored run.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRun {
     /// Operation number.
     pub op: u32,
@@ -90,7 +90,7 @@ pub struct StoredRun {
 }
 
 /// One stored event.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
     /// Operation number (kind "reaction") or track number (kind "track").
     pub op: u32,

@@ -6,11 +6,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use ipsla_agent::report::{self, Report};
-use ipsla_agent::store::{AccUs, HourAggregate, JitterAggregate};
+use ipsla_agent::api::{AccUs, HourAggregate, JitterAggregate, OpSummary, Report, StatusReport, TrackSummary};
+use ipsla_agent::report;
 use ipsla_core::ops::ReturnCode;
-use ipsla_net::responder::StatusReport;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -44,37 +42,6 @@ enum ShowCommand {
     },
     /// The agent's responder (IOS `show ip sla responder`).
     Responder,
-}
-
-/// One entry of `/api/v1/operations`.
-#[derive(Debug, Clone, Deserialize)]
-struct OpSummary {
-    id: u32,
-    r#type: String,
-    #[serde(default)]
-    successes: u64,
-    #[serde(default)]
-    failures: u64,
-    time_to_live_s: Option<f64>,
-}
-
-/// One entry of `/api/v1/tracks`.
-#[derive(Debug, Clone, Deserialize)]
-struct TrackSummary {
-    id: u32,
-    up: bool,
-    changes: u64,
-    tracks: String,
-    operation: Option<u32>,
-    #[serde(default)]
-    members: Vec<u32>,
-    #[serde(default)]
-    delay_up_s: f64,
-    #[serde(default)]
-    delay_down_s: f64,
-    last_change_s_ago: Option<f64>,
-    latest_return_code: Option<ReturnCode>,
-    latest_rtt_ms: Option<f64>,
 }
 
 /// A tiny HTTP/1.1 GET client for the agent's API (hyper, already in the tree through axum).
@@ -480,7 +447,21 @@ mod tests {
                                 {"lower_ms":20,"upper_ms":null,"count":2}],"jitter":null}"#,
         )
         .unwrap();
-        let o = OpSummary { id: 2, r#type: "udp-echo".into(), successes: 9, failures: 2, time_to_live_s: None };
+        let o = OpSummary {
+            id: 2,
+            r#type: "udp-echo".into(),
+            target: "127.0.0.1:7".into(),
+            tag: String::new(),
+            state: ipsla_core::schedule::OperState::Active,
+            runs: 11,
+            busies: 0,
+            stored: 11,
+            frequency_s: 60.0,
+            successes: 9,
+            failures: 2,
+            life_s: None,
+            time_to_live_s: None,
+        };
         let t = aggregated_text(&o, None, &[hour]);
         assert!(
             t.starts_with(

@@ -82,7 +82,7 @@ impl Default for ScheduleConfig {
 }
 
 /// Where an operation is in its life (CISCO-RTTMON-MIB `rttMonCtrlOperState`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OperState {
     /// Configured, not running.
