@@ -10,6 +10,7 @@ pub mod alert;
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod engine;
 pub mod group;
 mod http;
 pub mod metrics;
