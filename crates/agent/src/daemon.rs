@@ -10,27 +10,27 @@
 use crate::alert::{AlertDef, AlertEvent, AlertFile, Alerts};
 use crate::api::{OpSummary, StoreStatus};
 use crate::config::{ConfigError, ResponderFile, Result as CfgResult, check_range, parse_duration, parse_size};
+use crate::engine::{Engine, Job, Output};
 use crate::metrics::Metrics;
 use crate::ops::OperationDef;
 use crate::report::{Context, Report};
 use crate::runner;
 use crate::store::{RunRecord, Store, StoredEvent};
-use crate::tracks::{Changed, TrackDef, TrackFile, TrackSet, TrackStatus};
-use ipsla_core::due::DueQueue;
+use crate::tracks::{TrackDef, TrackFile, TrackStatus};
 use ipsla_core::ratelimit::RejectLog;
-use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
-use ipsla_core::schedule::{Due, Schedule, ScheduleConfig};
+use ipsla_core::reaction::Action;
+use ipsla_net::clock::wall_now;
 use ipsla_net::privilege::{self, Plan, Privilege, Report as PrivilegeReport};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, bind_responder};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// The embedded default: the responder on loopback and one operation of each UDP/TCP/ICMP kind
 /// against it, so that `ipsla agent` shows the whole system working.
@@ -180,15 +180,6 @@ pub enum AgentError {
     Privilege(#[from] ipsla_net::privilege::PrivilegeError),
 }
 
-struct OpState {
-    def: OperationDef,
-    schedule: Schedule,
-    sequence: u32,
-    reactions: Vec<Reaction>,
-    successes: u64,
-    failures: u64,
-}
-
 /// Re-reads the configuration for a reload (the file and the command-line overrides).
 pub type Loader = Box<dyn Fn() -> Result<AgentConfig, String> + Send + Sync>;
 
@@ -199,7 +190,7 @@ impl Shared {
     pub(crate) fn healthy(&self) -> bool {
         let now = self.started.elapsed().as_millis() as u64;
         let beat = self.heartbeat_ms.load(Ordering::Relaxed);
-        !self.stop.load(Ordering::SeqCst) && now.saturating_sub(beat) < HEARTBEAT_STALE.as_millis() as u64
+        !self.stop.is_cancelled() && now.saturating_sub(beat) < HEARTBEAT_STALE.as_millis() as u64
     }
 }
 
@@ -208,21 +199,21 @@ impl Shared {
 pub(crate) struct Shared {
     cfg: Mutex<AgentConfig>,
     loader: Mutex<Option<Loader>>,
-    ops: Mutex<BTreeMap<u32, OpState>>,
-    tracks: Mutex<TrackSet>,
+    /// The bookkeeping: schedules, reactions, tracks ([`Engine`], sans-IO).
+    engine: Mutex<Engine>,
     store: Mutex<Store>,
     metrics: Metrics,
     responder: Option<RunningResponder>,
     failover: Mutex<Option<crate::routes::Failover>>,
-    stop: AtomicBool,
+    /// Cancelled by [`Agent::stop`]: the scheduler ends, HTTP shuts down gracefully.
+    stop: CancellationToken,
+    /// Wakes the scheduler after a change outside it (a finished run, a reload).
+    wake: Notify,
     alerts: Alerts,
     /// When the agent started; the heartbeat counts milliseconds from it.
     started: Instant,
     /// Set by every pass of the scheduler loop (see [`Agent::healthy`]).
     heartbeat_ms: AtomicU64,
-    /// Set when operations or their schedules change outside the scheduler (reload, trigger):
-    /// its queue is rebuilt from every schedule on the next pass.
-    ops_changed: AtomicBool,
     store_health: Mutex<StoreHealth>,
 }
 
@@ -297,15 +288,15 @@ impl Shared {
 
     /// Whether operation `id` is configured.
     pub(crate) fn has_operation(&self, id: u32) -> bool {
-        self.ops.lock().is_ok_and(|o| o.contains_key(&id))
+        self.engine.lock().is_ok_and(|e| e.op(id).is_some())
     }
 
     /// Every operation as `/api/v1/operations` lists it, in id order.
     pub(crate) fn op_summaries(&self, now: Instant) -> Option<Vec<OpSummary>> {
-        let ops = self.ops.lock().ok()?;
+        let engine = self.engine.lock().ok()?;
         let store = self.store.lock().ok();
-        let list = ops
-            .values()
+        let list = engine
+            .ops()
             .map(|o| OpSummary {
                 id: o.def.id,
                 r#type: o.def.spec.op.kind().name().to_string(),
@@ -327,7 +318,7 @@ impl Shared {
 
     /// Every track's state.
     pub(crate) fn track_status(&self) -> Option<Vec<TrackStatus>> {
-        self.tracks.lock().ok().map(|t| t.status())
+        self.engine.lock().ok().map(|e| e.track_status())
     }
 
     /// The route failover's status; `None` when the agent manages no routes.
@@ -357,9 +348,12 @@ const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
 /// A running agent.
 pub struct Agent {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// The scheduler, the HTTP server and the runs (on its blocking pool).
+    runtime: tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// One permit per worker: a run holds one.
+    workers: Arc<Semaphore>,
     http: SocketAddr,
-    http_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -369,7 +363,7 @@ impl std::fmt::Debug for Agent {
 }
 
 fn wall_ns() -> i64 {
-    ipsla_net::clock::wall_now().as_nanos() as i64
+    wall_now().as_nanos() as i64
 }
 
 impl Agent {
@@ -421,48 +415,43 @@ impl Agent {
         let report = plan.map(|p| privilege::enter(&p)).transpose()?;
         let responder = bound.map(|b| b.spawn()).transpose()?;
         let now = Instant::now();
-        let ops = cfg.operations.iter().map(|d| (d.id, OpState::new(d, now))).collect();
-        let track_set = TrackSet::new(cfg.tracks.clone());
+        let engine = Engine::new(&cfg.operations, cfg.tracks.clone(), now, wall_now(), rand::random());
         let failover = if cfg.routes.is_empty() {
             None
         } else {
-            Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, track_states(&track_set))?)
+            Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, engine.track_states())?)
         };
         let metrics = Metrics::new();
         let alerts = Alerts::start(cfg.alerts.clone(), &metrics)?;
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg.clone()),
             loader: Mutex::new(None),
-            ops: Mutex::new(ops),
-            tracks: Mutex::new(track_set),
+            engine: Mutex::new(engine),
             store: Mutex::new(store),
             metrics,
             responder,
             failover: Mutex::new(failover),
-            stop: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            wake: Notify::new(),
             alerts,
             started: now,
             heartbeat_ms: AtomicU64::new(0),
-            ops_changed: AtomicBool::new(true),
             store_health: Mutex::new(StoreHealth::default()),
         });
-        let mut threads = Vec::new();
-        let (jobs_tx, jobs_rx) = mpsc::channel::<u32>();
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        for w in 0..cfg.workers {
-            let (sh, rx) = (shared.clone(), jobs_rx.clone());
-            threads.push(std::thread::Builder::new().name(format!("ipsla-run-{w}")).spawn(move || worker(sh, rx))?);
-        }
-        let sh = shared.clone();
-        threads.push(std::thread::Builder::new().name("ipsla-schedule".into()).spawn(move || scheduler(sh, jobs_tx))?);
-        let (http_stop, stop_rx) = tokio::sync::oneshot::channel();
-        let sh = shared.clone();
-        threads.push(
-            std::thread::Builder::new()
-                .name("ipsla-http".into())
-                .spawn(move || crate::http::serve(sh, listener, stop_rx))?,
-        );
-        Ok((Agent { shared, threads, http, http_stop: Some(http_stop) }, report))
+        // a run blocks its thread (the pacer holds the probe schedule): runs go to the blocking
+        // pool, at most `workers` at a time
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(cfg.workers + 2) // the runs, a scheduler turn, a prune
+            .thread_name("ipsla-agent")
+            .enable_all()
+            .build()?;
+        let workers = Arc::new(Semaphore::new(cfg.workers));
+        let tasks = vec![
+            runtime.spawn(scheduler(shared.clone(), workers.clone())),
+            runtime.spawn(crate::http::serve(shared.clone(), listener, shared.stop.clone())),
+        ];
+        Ok((Agent { shared, runtime, tasks, workers, http }, report))
     }
 
     /// The bound HTTP address.
@@ -498,41 +487,21 @@ impl Agent {
 
     /// Stops scheduling, lets running operations finish, stops HTTP and the responder, then gives
     /// the alert sinks up to 5 s to deliver what is queued.
-    pub fn stop(mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(s) = self.http_stop.take() {
-            let _ = s.send(());
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        self.shared.stop.cancel();
+        let n = self.shared.cfg.lock().map(|c| c.workers).unwrap_or(1) as u32;
+        self.runtime.block_on(async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+            // every permit back: no run is going
+            let _ = self.workers.acquire_many(n).await;
+        });
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
         if let Some(mut f) = self.shared.failover.lock().ok().and_then(|mut f| f.take()) {
             f.stop();
         }
         self.shared.alerts.stop(Duration::from_secs(5));
-    }
-}
-
-/// Every track's state, for the route failover.
-fn track_states(t: &TrackSet) -> BTreeMap<u32, bool> {
-    t.states().into_iter().map(|(id, up, _, _)| (id, up)).collect()
-}
-
-impl OpState {
-    fn new(d: &OperationDef, now: Instant) -> OpState {
-        let wall = ipsla_net::clock::wall_now();
-        OpState {
-            def: d.clone(),
-            schedule: Schedule::new(
-                now,
-                ScheduleConfig { start: d.schedule.start.resolve(wall), ..d.schedule },
-                rand::random(),
-            ),
-            sequence: rand::random::<u8>().into(),
-            reactions: d.reactions.iter().map(|r| Reaction::new(*r)).collect(),
-            successes: 0,
-            failures: 0,
-        }
     }
 }
 
@@ -558,43 +527,22 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         }
     }
     let now = Instant::now();
-    if let Ok(mut ops) = sh.ops.lock() {
-        let mut next = BTreeMap::new();
-        for d in &new.operations {
-            match ops.remove(&d.id) {
-                Some(o) if o.def == *d => {
-                    sum.kept.push(d.id);
-                    next.insert(d.id, o);
-                }
-                Some(o) => {
-                    sum.changed.push(d.id);
-                    sh.metrics.forget(&o.def);
-                    next.insert(d.id, OpState::new(d, now));
-                }
-                None => {
-                    sum.added.push(d.id);
-                    next.insert(d.id, OpState::new(d, now));
-                }
-            }
-        }
-        for (id, o) in ops.iter() {
-            sum.removed.push(*id);
-            sh.metrics.forget(&o.def);
-        }
-        *ops = next;
-        sh.ops_changed.store(true, Ordering::SeqCst);
+    let Ok(mut engine) = sh.engine.lock() else { return sum };
+    let (ops, outputs) = engine.reload(now, wall_now(), &new.operations, new.tracks.clone());
+    let states = engine.track_states();
+    drop(engine);
+    for d in &ops.forgotten {
+        sh.metrics.forget(d);
     }
-    sum.tracks_changed = cur.tracks != new.tracks;
-    if sum.tracks_changed {
-        let changes = sh.tracks.lock().map(|mut t| {
-            for old in cur.tracks.iter().filter(|o| !new.tracks.iter().any(|n| n.id == o.id)) {
-                sh.metrics.forget_track(old.id);
-            }
-            *t = t.redefine(new.tracks.clone());
-            t.evaluate(now)
-        });
-        publish_tracks(sh, changes.unwrap_or_default());
+    if ops.tracks_changed {
+        for old in cur.tracks.iter().filter(|o| !new.tracks.iter().any(|n| n.id == o.id)) {
+            sh.metrics.forget_track(old.id);
+        }
     }
+    (sum.kept, sum.changed, sum.added, sum.removed, sum.tracks_changed) =
+        (ops.kept, ops.changed, ops.added, ops.removed, ops.tracks_changed);
+    carry_out(sh, outputs);
+    sh.wake.notify_one();
     sum.routes_changed = cur.routes != new.routes || cur.route_protocol != new.route_protocol;
     if sum.routes_changed
         && let Ok(mut f) = sh.failover.lock()
@@ -602,9 +550,8 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         if let Some(mut old) = f.take() {
             old.stop();
         }
-        let states = sh.tracks.lock().map(|t| track_states(&t)).unwrap_or_default();
         if !new.routes.is_empty() {
-            match crate::routes::Failover::start(new.routes.clone(), new.route_protocol, states) {
+            match crate::routes::Failover::start(new.routes.clone(), new.route_protocol, states.clone()) {
                 Ok(n) => *f = Some(n),
                 Err(e) => tracing::error!(error = %e, "route failover could not restart"),
             }
@@ -640,206 +587,161 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     sum
 }
 
-fn scheduler(sh: Arc<Shared>, jobs: mpsc::Sender<u32>) {
+/// How often the scheduler turns when nothing is due: the heartbeat `/-/healthy` watches.
+const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
+
+/// The driver of the [`Engine`]: starts the due runs, carries out what the engine decides, and
+/// sleeps until the next due time, a wake-up (a finished run, a reload) or the stop.
+async fn scheduler(sh: Arc<Shared>, workers: Arc<Semaphore>) {
     let mut last_prune = Instant::now();
-    // only the operations that are due are polled; a full pass rebuilds the queue after outside
-    // changes, and once a second in case a change was not flagged
-    let mut queue = DueQueue::new();
-    let mut last_full = Instant::now();
-    while !sh.stop.load(Ordering::SeqCst) {
+    loop {
         sh.heartbeat_ms.store(sh.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut next = now + Duration::from_millis(200);
-        if let Ok(mut ops) = sh.ops.lock() {
-            let full = sh.ops_changed.swap(false, Ordering::SeqCst) || now >= last_full + Duration::from_secs(1);
-            let due: Vec<u32> = if full {
-                last_full = now;
-                ops.keys().copied().collect()
-            } else {
-                queue.pop_due(now)
-            };
-            for id in due {
-                let Some(o) = ops.get_mut(&id) else { continue };
-                match o.schedule.poll(now, rand::random()) {
-                    Due::Run => {
-                        let _ = jobs.send(id);
-                    }
-                    Due::Busy => tracing::info!(op = id, "busy: the previous run is still going, this one is skipped"),
-                    Due::Nothing => {}
-                }
-                if !full {
-                    queue.push(id, o.schedule.poll_timeout());
-                }
-            }
-            if full {
-                queue.rebuild(ops.iter().map(|(id, o)| (*id, o.schedule.poll_timeout())));
-            }
-            if let Some(t) = queue.next() {
-                next = next.min(t);
-            }
+        // the engine's lock and the effects (store, alerts) are blocking work: off the async threads
+        let turn = sh.clone();
+        let Ok(Some((jobs, next))) = tokio::task::spawn_blocking(move || step(&turn, Instant::now())).await else {
+            return;
+        };
+        for job in jobs {
+            let (sh, workers) = (sh.clone(), workers.clone());
+            tokio::spawn(async move {
+                // a due run waits for a free worker, as it waited for a free thread
+                let Ok(permit) = workers.acquire_owned().await else { return };
+                let rt = tokio::runtime::Handle::current();
+                let _ = tokio::task::spawn_blocking(move || {
+                    run_job(&sh, job, &rt);
+                    drop(permit);
+                })
+                .await;
+            });
         }
-        let changes = sh.tracks.lock().map(|mut t| {
-            if let Some(d) = t.poll_timeout() {
-                next = next.min(d);
-            }
-            t.evaluate(now)
-        });
-        publish_tracks(&sh, changes.unwrap_or_default());
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();
-            let hours: BTreeMap<u32, u8> =
-                sh.ops.lock().map(|o| o.iter().map(|(id, o)| (*id, o.def.history.hours)).collect()).unwrap_or_default();
-            let retention = sh.cfg.lock().map(|c| c.retention).unwrap_or(Duration::from_secs(7 * 86_400));
-            if let Ok(s) = sh.store.lock() {
-                match s.prune(wall_ns(), retention) {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned runs older than the retention"),
-                    Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
-                    _ => {}
-                }
-                match s.prune_aggregates(wall_ns(), &hours).and_then(|_| s.enforce_max_size()) {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(deleted = n, "pruned the oldest runs to keep the store under its size")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
-                    _ => {}
-                }
-            }
+            let sh = sh.clone();
+            tokio::task::spawn_blocking(move || prune(&sh));
         }
-        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
-    }
-}
-
-fn worker(sh: Arc<Shared>, jobs: Arc<Mutex<mpsc::Receiver<u32>>>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-    loop {
-        let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            rx.recv_timeout(Duration::from_millis(200))
-        };
-        let id = match job {
-            Ok(id) => id,
-            Err(mpsc::RecvTimeoutError::Timeout) if !sh.stop.load(Ordering::SeqCst) => continue,
-            Err(_) => return,
-        };
-        let Some((def, seq)) = sh.ops.lock().ok().and_then(|mut ops| {
-            ops.get_mut(&id).map(|o| {
-                o.sequence = o.sequence.wrapping_add(1);
-                (o.def.clone(), o.sequence)
-            })
-        }) else {
-            continue;
-        };
-        let start = ipsla_net::clock::wall_now();
-        let mut success = None;
-        match runner::run(&def.spec, seq, &rt) {
-            Ok(out) => {
-                if let Some(why) = &out.failure {
-                    tracing::warn!(op = id, reason = %why, "the operation's control phase failed");
-                }
-                let ctx = Context::of(&def.spec, id, start, out.clock.clone(), false);
-                let report = Report::new(ctx, &out.result);
-                let json = serde_json::to_string(&report).unwrap_or_default();
-                let record = RunRecord {
-                    op: id,
-                    start_ns: start.as_nanos() as i64,
-                    result: &out.result,
-                    jitter: def.spec.op.kind().jitter(),
-                    report: &json,
-                    history: def.history,
-                };
-                success = Some(out.result.return_code == ipsla_core::ops::ReturnCode::Ok);
-                // committed before it is published: a run visible anywhere is durable
-                sh.write_store("a completed run", |s| s.insert_run(&record));
-                sh.metrics.observe(&def, &out.result);
-                react(&sh, &def, &out.result);
-                let changes = sh
-                    .tracks
-                    .lock()
-                    .map(|mut t| t.on_result(Instant::now(), id, out.result.return_code))
-                    .unwrap_or_default();
-                publish_tracks(&sh, changes);
-            }
-            Err(e) => tracing::warn!(op = id, error = %e, "run could not start"),
-        }
-        if let Ok(mut ops) = sh.ops.lock()
-            && let Some(o) = ops.get_mut(&id)
-        {
-            o.schedule.finished();
-            match success {
-                Some(true) => o.successes += 1,
-                Some(false) => o.failures += 1,
-                None => {}
-            }
+        let wait = next.map_or(HEARTBEAT_TICK, |n| n.saturating_duration_since(Instant::now()).min(HEARTBEAT_TICK));
+        tokio::select! {
+            _ = sh.stop.cancelled() => return,
+            _ = sh.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// Feeds a run to the operation's reactions: transitions are logged as IOS syslog lines, stored,
-/// exported, and their triggers start the target operations.
-fn react(sh: &Shared, def: &OperationDef, r: &ipsla_core::ops::OperationResult) {
-    let events: Vec<ReactionEvent> = match sh.ops.lock() {
-        Ok(mut ops) => ops
-            .get_mut(&def.id)
-            .map(|o| o.reactions.iter_mut().filter_map(|x| x.observe(r)).collect())
-            .unwrap_or_default(),
-        Err(_) => return,
+/// One turn of the engine: the runs due at `now` and the next due time; what else happened is
+/// carried out.
+fn step(sh: &Shared, now: Instant) -> Option<(Vec<Job>, Option<Instant>)> {
+    let mut engine = sh.engine.lock().ok()?;
+    let (jobs, mut outputs) = engine.poll_due(now);
+    outputs.extend(engine.handle_timeout(now));
+    let next = engine.poll_timeout();
+    drop(engine);
+    carry_out(sh, outputs);
+    Some((jobs, next))
+}
+
+/// Drops runs older than the retention and hours older than each operation's history.
+fn prune(sh: &Shared) {
+    let hours: BTreeMap<u32, u8> =
+        sh.engine.lock().map(|e| e.ops().map(|o| (o.def.id, o.def.history.hours)).collect()).unwrap_or_default();
+    let retention = sh.cfg.lock().map(|c| c.retention).unwrap_or(Duration::from_secs(7 * 86_400));
+    if let Ok(s) = sh.store.lock() {
+        match s.prune(wall_ns(), retention) {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned runs older than the retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
+            _ => {}
+        }
+        match s.prune_aggregates(wall_ns(), &hours).and_then(|_| s.enforce_max_size()) {
+            Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned the oldest runs to keep the store under its size"),
+            Err(e) => tracing::warn!(error = %e, "pruning the store failed"),
+            _ => {}
+        }
+    }
+}
+
+/// One run, on a blocking thread: run, store (committed before it is published), export, then
+/// hand the result to the engine and carry out what follows.
+fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
+    let id = job.id;
+    let Some(def) = sh.engine.lock().ok().and_then(|e| e.op(id).map(|o| o.def.clone())) else { return };
+    let start = wall_now();
+    let outcome = runner::run(&def.spec, job.sequence, rt);
+    let outputs = match &outcome {
+        Ok(out) => {
+            if let Some(why) = &out.failure {
+                tracing::warn!(op = id, reason = %why, "the operation's control phase failed");
+            }
+            let report = Report::new(Context::of(&def.spec, id, start, out.clock.clone(), false), &out.result);
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            let record = RunRecord {
+                op: id,
+                start_ns: start.as_nanos() as i64,
+                result: &out.result,
+                jitter: def.spec.op.kind().jitter(),
+                report: &json,
+                history: def.history,
+            };
+            sh.write_store("a completed run", |s| s.insert_run(&record));
+            sh.metrics.observe(&def, &out.result);
+            sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)))
+        }
+        Err(e) => {
+            tracing::warn!(op = id, error = %e, "run could not start");
+            sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, None))
+        }
     };
-    for e in events {
-        let text = e.syslog(def.id);
-        if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
-            tracing::warn!(target: "ipsla::reaction", op = def.id, value = e.value, "{text}");
-            sh.alerts.send(AlertEvent::reaction(def.id, &e, wall_ns()));
-        }
-        sh.metrics.reaction(def.id, e.element.keyword(), e.occurred);
-        let stored = StoredEvent {
-            op: def.id,
-            time_ns: wall_ns(),
-            kind: "reaction".into(),
-            element: e.element.keyword().into(),
-            occurred: e.occurred,
-            value: Some(e.value),
-            text,
-        };
-        sh.write_store("an event", |s| s.insert_event(&stored));
-        if e.occurred
-            && matches!(e.action, Action::Trigger | Action::AlertAndTrigger)
-            && let Ok(mut ops) = sh.ops.lock()
-        {
-            let now = Instant::now();
-            for t in &def.triggers {
-                if let Some(o) = ops.get_mut(t) {
-                    o.schedule.trigger(now);
-                    tracing::info!(op = def.id, target = t, "reaction triggered operation");
-                }
-            }
-            sh.ops_changed.store(true, Ordering::SeqCst);
-        }
-    }
+    carry_out(sh, outputs.unwrap_or_default());
+    sh.wake.notify_one();
 }
 
-/// Logs, stores and exports track changes, and hands the new states to the route failover.
-fn publish_tracks(sh: &Shared, changes: Vec<Changed>) {
-    if !changes.is_empty()
-        && let Ok(f) = sh.failover.lock()
-        && let Some(f) = f.as_ref()
-        && let Some(states) = sh.tracks.lock().ok().map(|t| track_states(&t))
-    {
-        f.update(states);
-    }
-    for c in changes {
-        tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
-        sh.metrics.track(c.id, c.up);
-        sh.alerts.send(AlertEvent::track(&c, wall_ns()));
-        let e = StoredEvent {
-            op: c.id,
-            time_ns: wall_ns(),
-            kind: "track".into(),
-            element: "state".into(),
-            occurred: !c.up,
-            value: Some(if c.up { 1.0 } else { 0.0 }),
-            text: c.text,
-        };
-        sh.write_store("an event", |s| s.insert_event(&e));
+/// Carries out the engine's decisions: logs (IOS syslog lines), stored events, metrics, alerts,
+/// the route failover.
+fn carry_out(sh: &Shared, outputs: Vec<Output>) {
+    for o in outputs {
+        match o {
+            Output::Busy { op } => tracing::info!(op, "busy: the previous run is still going, this one is skipped"),
+            Output::Reaction { op, event: e } => {
+                let text = e.syslog(op);
+                if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
+                    tracing::warn!(target: "ipsla::reaction", op, value = e.value, "{text}");
+                    sh.alerts.send(AlertEvent::reaction(op, &e, wall_ns()));
+                }
+                sh.metrics.reaction(op, e.element.keyword(), e.occurred);
+                let stored = StoredEvent {
+                    op,
+                    time_ns: wall_ns(),
+                    kind: "reaction".into(),
+                    element: e.element.keyword().into(),
+                    occurred: e.occurred,
+                    value: Some(e.value),
+                    text,
+                };
+                sh.write_store("an event", |s| s.insert_event(&stored));
+            }
+            Output::Triggered { by, op } => tracing::info!(op = by, target = op, "reaction triggered operation"),
+            Output::Track(c) => {
+                tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
+                sh.metrics.track(c.id, c.up);
+                sh.alerts.send(AlertEvent::track(&c, wall_ns()));
+                let e = StoredEvent {
+                    op: c.id,
+                    time_ns: wall_ns(),
+                    kind: "track".into(),
+                    element: "state".into(),
+                    occurred: !c.up,
+                    value: Some(if c.up { 1.0 } else { 0.0 }),
+                    text: c.text,
+                };
+                sh.write_store("an event", |s| s.insert_event(&e));
+            }
+            Output::TrackStates(states) => {
+                if let Ok(f) = sh.failover.lock()
+                    && let Some(f) = f.as_ref()
+                {
+                    f.update(states);
+                }
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The agent's HTTP server: `/metrics` (streamed), `/-/healthy`, `/-/reload` and the JSON API,
 //! whose documents are the types of [`crate::api`].
 //!
-//! It runs on its own thread with a current-thread tokio runtime ([`serve`]) and reads the agent
+//! It runs as a task on the agent's runtime ([`serve`], stopped by the agent's cancellation) and reads the agent
 //! only through the `pub(crate)` methods of the daemon's shared state; anything that blocks (a
 //! reload, encoding a scrape) runs on the runtime's blocking pool.
 
@@ -25,10 +25,9 @@ const SCRAPE_CHUNK: usize = 256 * 1024;
 /// read lock while it writes that family, and a new series (an operation's first run) waits for it.
 const SCRAPE_STALL: Duration = Duration::from_secs(30);
 
-/// Serves until `stop` fires; the listener is already bound (non-blocking).
-pub(crate) fn serve(sh: St, listener: std::net::TcpListener, stop: tokio::sync::oneshot::Receiver<()>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-    rt.block_on(async move {
+/// Serves until `stop` is cancelled; the listener is already bound (non-blocking).
+pub(crate) async fn serve(sh: St, listener: std::net::TcpListener, stop: tokio_util::sync::CancellationToken) {
+    {
         let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
         let app = Router::new()
             .route("/metrics", get(metrics))
@@ -44,12 +43,8 @@ pub(crate) fn serve(sh: St, listener: std::net::TcpListener, stop: tokio::sync::
             .route("/api/v1/tracks", get(tracks))
             .route("/api/v1/routes", get(routes))
             .with_state(sh);
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.await;
-            })
-            .await;
-    });
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    }
 }
 
 /// `OK` while the scheduler turns (the watchdog's test); 503 when it has stalled or is stopping.

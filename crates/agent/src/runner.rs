@@ -176,7 +176,7 @@ pub(crate) fn sock<T>(what: &'static str, r: std::io::Result<T>) -> Result<T, Ru
 
 /// Runs `spec` once with control sequence `sequence`, on the calling thread (tcp-connect and
 /// twamp use `rt` for their TCP connections).
-pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Runtime) -> Result<RunOutcome, RunError> {
+pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Handle) -> Result<RunOutcome, RunError> {
     spec.op.run(spec, sequence, rt)
 }
 

@@ -4,11 +4,12 @@
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use ipsla_agent::engine::Engine;
+use ipsla_agent::ops::OperationDef;
 use ipsla_agent::ops::{self, Flag, Key, Kind, Namer, Ty};
 use ipsla_agent::report::{self, Context, Report};
-use ipsla_agent::runner::{self, OperationSpec, RunOutcome};
+use ipsla_agent::runner::{self, RunOutcome};
 use ipsla_core::ops::ReturnCode;
-use ipsla_core::schedule::{Due, Schedule, ScheduleConfig, StartTime};
 use ipsla_core::stats::Acc;
 use ipsla_net::clock::wall_now;
 use std::io::IsTerminal;
@@ -133,9 +134,8 @@ impl clap::Args for ProbeArgs {
 
 /// A validated operation plus how often to run it and how to print it.
 struct Plan {
-    spec: OperationSpec,
+    def: OperationDef,
     count: u32,
-    frequency: Duration,
     json: bool,
     samples: bool,
 }
@@ -167,63 +167,53 @@ fn plan(args: ProbeArgs) -> Result<Plan> {
     let kind = ops::find(args.kind).ok_or_else(|| anyhow!("no operation {}", args.kind))?;
     let keys = ops::all_keys(kind);
     let t = table(&args)?;
-    let def = ops::common::validate(&t, Namer::Cli(&keys), 1)?;
+    let mut def = ops::common::validate(&t, Namer::Cli(&keys), 1)?;
     if args.count == 0 {
         bail!("--count: 0 is out of range; allowed 1 or more");
     }
     // the agent's frequency when given (same checks); otherwise, like ping, one run a second (or
     // one per train, when sending it takes longer): a run that waits for its timeout skips slots
-    let frequency = if t.contains_key("frequency") {
-        def.schedule.frequency
-    } else {
-        def.spec.op.train().map_or(Duration::ZERO, |(_, d)| d).max(Duration::from_secs(1))
-    };
-    Ok(Plan { spec: def.spec, count: args.count, frequency, json: args.json, samples: args.samples })
+    if !t.contains_key("frequency") {
+        def.schedule.frequency = def.spec.op.train().map_or(Duration::ZERO, |(_, d)| d).max(Duration::from_secs(1));
+    }
+    Ok(Plan { def, count: args.count, json: args.json, samples: args.samples })
 }
 
 pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
     let p = plan(args)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // a worker thread drives TCP (tcp-connect, TWAMP-Control) while a run blocks this one
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let mut successes = 0u32;
     let mut failures = 0u32;
     let mut all_rtt = Acc::default();
     let (mut sent, mut received) = (0u64, 0u64);
-    // IOS: one control sequence per control message, rising over the operation's life.
-    let first_seq = (wall_now().as_millis() as u32) & 0xff;
-    let progress_plan = p.spec.op.train();
+    let spec = p.def.spec.clone();
+    let progress_plan = spec.op.train();
     let show_progress =
         !p.json && std::io::stderr().is_terminal() && progress_plan.is_some_and(|(_, d)| d > Duration::from_secs(2));
-    // the agent's scheduler: the same frequency grid, a run that overruns skips its slot
-    let cfg = ScheduleConfig {
-        frequency: p.frequency,
-        random_frequency: None,
-        life: None,
-        start: StartTime::Now,
-        ageout: None,
-        recurring: false,
-    };
-    let mut schedule = Schedule::new(Instant::now(), cfg, rand::random());
+    // the agent's engine with this one operation: the same schedule grid (a run that overruns
+    // skips its slot), sequences and reactions
+    let mut engine = Engine::new(std::slice::from_ref(&p.def), Vec::new(), Instant::now(), wall_now(), rand::random());
     let mut run = 0;
     while run < p.count {
-        match schedule.poll(Instant::now(), rand::random()) {
-            Due::Run => run += 1,
-            Due::Busy | Due::Nothing => {
-                let next = schedule.poll_timeout().unwrap_or_else(Instant::now);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                continue;
-            }
-        }
+        let (jobs, _) = engine.poll_due(Instant::now());
+        let Some(job) = jobs.into_iter().next() else {
+            let next = engine.poll_timeout().unwrap_or_else(Instant::now);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            continue;
+        };
+        run += 1;
         let start_wall = wall_now();
         let progress = show_progress.then(|| spawn_progress(progress_plan.unwrap_or_default()));
-        let outcome = runner::run(&p.spec, first_seq.wrapping_add(run - 1), &rt);
-        schedule.finished();
+        let outcome = runner::run(&spec, job.sequence, rt.handle());
+        engine.handle_result(Instant::now(), job.id, outcome.as_ref().ok().map(|o| &o.result));
         if let Some(stop) = progress {
             let _ = stop.send(());
             eprint!("\r\x1b[K");
         }
         let RunOutcome { result: r, clock: cs, failure } = outcome?;
         if let Some(why) = failure {
-            eprintln!("ipsla probe {}: {why}", p.spec.op.kind().name());
+            eprintln!("ipsla probe {}: {why}", spec.op.kind().name());
         }
         if matches!(r.return_code, ReturnCode::Ok) {
             successes += 1;
@@ -233,7 +223,7 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         all_rtt.merge(&r.stats.rtt);
         sent += u64::from(r.stats.sent);
         received += u64::from(r.stats.received);
-        let report = Report::new(Context::of(&p.spec, run, start_wall, cs, p.samples), &r);
+        let report = Report::new(Context::of(&spec, run, start_wall, cs, p.samples), &r);
         if p.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -242,7 +232,7 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         }
     }
     if !p.json {
-        print!("{}", report::ping_summary(&p.spec.target.to_string(), sent, received, &all_rtt));
+        print!("{}", report::ping_summary(&spec.target.to_string(), sent, received, &all_rtt));
     }
     Ok(if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }

@@ -30,7 +30,7 @@ fn a_stuck_scheduler_is_unhealthy() {
     assert!(agent.healthy());
     assert_eq!(healthy_status(agent.http_addr()), 200);
     {
-        let _held = agent.shared.ops.lock().unwrap();
+        let _held = agent.shared.engine.lock().unwrap();
         wait_until("unhealthy", HEARTBEAT_STALE * 3, || !agent.healthy());
         assert_eq!(healthy_status(agent.http_addr()), 503, "/-/healthy says what the watchdog sees");
     }

@@ -65,7 +65,7 @@ impl Kind for IcmpEchoKind {
     }
     fn build(&self, f: &Fields, _base: &Base) -> Result<Box<dyn Operation>> {
         Ok(Box::new(IcmpEcho {
-            size: f.int::<usize>("request_data_size")?.unwrap_or(28).min(16_384),
+            size: f.range("request_data_size", 28, 0, 16_384)?,
             pattern: pattern(f, "data_pattern")?,
         }))
     }
@@ -82,7 +82,7 @@ impl Operation for IcmpEcho {
         &self,
         spec: &OperationSpec,
         sequence: u32,
-        _rt: &tokio::runtime::Runtime,
+        _rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError> {
         let t = spec.target;
         let ident = ident(sequence);

@@ -66,7 +66,7 @@ impl Operation for IcmpJitter {
         &self,
         spec: &OperationSpec,
         sequence: u32,
-        _rt: &tokio::runtime::Runtime,
+        _rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError> {
         let (sync, mut clock) = self.clock.check();
         let t = spec.target;

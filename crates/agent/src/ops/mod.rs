@@ -132,7 +132,7 @@ pub trait Operation: DynEq + std::fmt::Debug + Send + Sync {
         &self,
         spec: &OperationSpec,
         sequence: u32,
-        rt: &tokio::runtime::Runtime,
+        rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError>;
 }
 

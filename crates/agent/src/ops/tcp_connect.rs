@@ -50,7 +50,7 @@ impl Operation for TcpConnect {
         &self,
         spec: &OperationSpec,
         sequence: u32,
-        rt: &tokio::runtime::Runtime,
+        rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError> {
         let t = spec.target;
         // the control socket never takes the measurement's source port

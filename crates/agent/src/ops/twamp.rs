@@ -177,7 +177,7 @@ impl Operation for Twamp {
         &self,
         spec: &OperationSpec,
         _sequence: u32,
-        rt: &tokio::runtime::Runtime,
+        rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError> {
         let (sync, mut clock) = self.clock.check();
         let opts = TwampOptions {

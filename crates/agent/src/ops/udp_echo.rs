@@ -46,7 +46,7 @@ impl Kind for UdpEchoKind {
     }
     fn build(&self, f: &Fields, _base: &Base) -> Result<Box<dyn Operation>> {
         Ok(Box::new(UdpEcho {
-            size: f.int::<usize>("request_data_size")?.unwrap_or(16).clamp(4, 16_384),
+            size: f.range("request_data_size", 16, 4, 16_384)?,
             pattern: pattern(f, "data_pattern")?,
             control: IpSlaControl::from_fields(f)?,
         }))
@@ -64,7 +64,7 @@ impl Operation for UdpEcho {
         &self,
         spec: &OperationSpec,
         sequence: u32,
-        _rt: &tokio::runtime::Runtime,
+        _rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError> {
         let t = spec.target;
         let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
