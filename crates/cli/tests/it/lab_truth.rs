@@ -498,6 +498,8 @@ fn twamp_loss_both_ways_and_reply_duplicates() {
     let d = probe(&s, &[&args[..], &["--clock-sync", "assume"]].concat());
     assert_eq!(d["operation"], "twamp", "{d}");
     s.link.drain(Duration::from_secs(1));
+    // what the reflector itself counted, for a failure's reader (see docs/testing.md)
+    eprintln!("reflector: {:?}", s._responder.status().map(|st| st.twamp_stats.reflector));
     let t = truth(&s.link, 300, Format::Stamp, TWAMP_TEST_PORT);
     assert_matches_log("twamp", &d, &t, false);
 }

@@ -259,3 +259,32 @@ impl Alert {
         self
     }
 }
+
+#[test]
+fn renders_a_file_the_agent_accepts() {
+    let cfg = AgentToml::new()
+        .http(0)
+        .store(Path::new("/tmp/ipsla-builder-test.db"))
+        .workers(2)
+        .responder(Responder::loopback(1967))
+        .operation(
+            Op::new("udp-echo", "127.0.0.1")
+                .id(1)
+                .key("port", 5000u16)
+                .key("tag", r#"edge "A" \ site"#)
+                .reaction(Reaction::immediate("connectionLoss", "alert")),
+        )
+        .operation(Op::new("icmp-echo", "127.0.0.1").id(2).key("frequency", "10s"))
+        .track(Track::of(1, 1).key("mode", "state"))
+        .track(Track::list(5, "and", &[1]))
+        .alert(Alert::exec(&["true"]).key("events", vec!["reaction"]));
+    let text = cfg.render();
+    assert!(text.contains("[[operation.reaction]]") && text.contains("[[track]]"), "{text}");
+    let file = ipsla_agent::daemon::AgentFile::parse(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    assert_eq!((file.operation.len(), file.track.len(), file.alert.len()), (2, 2, 1), "{text}");
+    assert_eq!(file.agent.workers, Some(2));
+    let valid = file.validate().unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    assert_eq!(valid.http.port(), 0);
+    assert_eq!(valid.operations.len(), 2);
+    assert!(valid.responder.is_some());
+}
