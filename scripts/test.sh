@@ -67,6 +67,7 @@ cargo build --release -p ipsla -p ipsla-bench
 ./target/release/echo_capacity 1 64 >/dev/null
 ./target/release/anchors 1 >/dev/null
 ./target/release/agent_scale 200 10 >/dev/null
+./target/release/lab_error 30 >/dev/null # a few seconds as root; says "skipped" without
 
 if [ "${FUZZ_SECONDS:-20}" != "0" ] && low_disk; then
   echo "less than 5 GiB free: removing target/release before the fuzz build"

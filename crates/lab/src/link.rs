@@ -162,6 +162,10 @@ pub struct Record {
     pub head: Vec<u8>,
     /// For a duplicate copy: the record of the original.
     pub duplicate_of: Option<u64>,
+    /// When queued: the time the impairment scheduled its delivery (ingress + sampled delay,
+    /// after the rate limit). The forwarder writes it at that time or later, never earlier: what
+    /// the impairment asked for, independent of how busy the machine is.
+    pub release: Option<Duration>,
 }
 
 impl Record {
@@ -169,6 +173,18 @@ impl Record {
     pub fn held(&self) -> Option<Duration> {
         match self.fate {
             Fate::Delivered { egress } => egress.checked_sub(self.ingress),
+            _ => None,
+        }
+    }
+    /// The delay the impairment scheduled (release − ingress), when queued.
+    pub fn planned(&self) -> Option<Duration> {
+        self.release.and_then(|r| r.checked_sub(self.ingress))
+    }
+    /// How late the forwarder wrote it (egress − release), when delivered: never negative; small
+    /// on a quiet machine, larger under load.
+    pub fn late(&self) -> Option<Duration> {
+        match self.fate {
+            Fate::Delivered { egress } => egress.checked_sub(self.release?),
             _ => None,
         }
     }
@@ -407,6 +423,7 @@ fn forward(shared: Arc<Shared>, mut a: Tun, mut b: Tun, seed: u64) {
                     len: n,
                     head: head.clone(),
                     duplicate_of: None,
+                    release: None,
                 });
                 if fate != Fate::Queued {
                     continue;
@@ -419,6 +436,9 @@ fn forward(shared: Arc<Shared>, mut a: Tun, mut b: Tun, seed: u64) {
                 if let Some(rate) = imp.rate_bps.filter(|r| *r > 0) {
                     release = release.max(st.next_free);
                     st.next_free = release + Duration::from_nanos(n as u64 * 8 * 1_000_000_000 / rate);
+                }
+                if let Some(r) = log.last_mut() {
+                    r.release = Some(release);
                 }
                 let dup = scripted_dup || (imp.duplicate > 0.0 && st.rng.random_bool(imp.duplicate.clamp(0.0, 1.0)));
                 order += 1;
@@ -436,6 +456,7 @@ fn forward(shared: Arc<Shared>, mut a: Tun, mut b: Tun, seed: u64) {
                         len: n,
                         head,
                         duplicate_of: Some(id),
+                        release: Some(release + Duration::from_micros(1)),
                     });
                     order += 1;
                     heap.push(Reverse(Queued {

@@ -7,9 +7,10 @@
 //! the TWAMP-Control port half-open or dribble a byte at a time. Meanwhile a udp-jitter operation
 //! (v1 control) and a TWAMP session from 127.0.0.1 must lose nothing, the responder must stay up
 //! with bounded memory, and every datagram it read must be counted once, by reason.
-mod common;
 
-use common::{Killed, free_tcp, free_udp, ipsla, responder_status, wait_tcp, wait_udp};
+use crate::common::{
+    Killed, PATIENCE, free_tcp, free_udp, ipsla, n, one_at_a_time, responder_status, wait_for, wait_tcp, wait_udp,
+};
 use ipsla_wire::cisco::control_v1::{ControlV1Repr, MeasurementRepr, Operation};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -21,12 +22,9 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const FLOOD: u64 = 1_000_000;
-/// The tests of this file load the machine; they run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Ceiling on the flood's rate: above what one responder thread parses, so its sockets overflow
 /// now and then, below what would starve the legitimate operations of CPU on a 2-core machine.
 const FLOOD_PPS: f64 = 100_000.0;
-const FLOOD_DEADLINE: Duration = Duration::from_secs(90);
 const FLOOD_SOURCES: u8 = 16;
 const PER_SOURCE_SESSIONS: u64 = 5;
 const TCP_SOURCES: u8 = 8;
@@ -165,7 +163,6 @@ fn flood(ports: &Ports) -> [u64; 4] {
             }
             let due = Duration::from_secs_f64((n + 1) as f64 / FLOOD_PPS);
             let elapsed = start.elapsed();
-            assert!(elapsed < FLOOD_DEADLINE, "flood: {n} datagrams in {elapsed:?}");
             if due > elapsed {
                 std::thread::sleep(due - elapsed);
             }
@@ -193,10 +190,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
     l.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// A TCP connection to the TWAMP port from `src`, with the greeting's Modes (0 = refused).
 fn twamp_connection(src: Ipv4Addr, port: u16) -> (TcpStream, u32) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -209,12 +202,15 @@ fn twamp_connection(src: Ipv4Addr, port: u16) -> (TcpStream, u32) {
     (t, u32::from_be_bytes(greeting[12..16].try_into().unwrap()))
 }
 
-/// Whether the server has closed `t` (a read sees the end or a reset), waiting at most `until`.
-fn closed_by_server(t: &mut TcpStream, until: Instant) -> bool {
-    let left = until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    t.set_read_timeout(Some(left)).unwrap();
+/// Whether the server has closed `t` (a read sees the end or a reset) within `limit`.
+fn closed_by_server(t: &mut TcpStream, limit: Duration) -> bool {
+    t.set_read_timeout(Some(limit)).unwrap();
     let mut b = [0u8; 64];
-    matches!(t.read(&mut b), Ok(0) | Err(_)) && Instant::now() < until + Duration::from_millis(100)
+    match t.read(&mut b) {
+        Ok(0) => true,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        Ok(_) => false,
+    }
 }
 
 fn json(out: &Output) -> Value {
@@ -264,7 +260,7 @@ fn start_responder(dir: &Path, p: &Ports) -> (Killed, PathBuf) {
 
 #[test]
 fn responder_measures_through_a_flood() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports { v1: free_udp(), v2: free_udp(), stamp: free_udp(), light: free_udp(), twamp: free_tcp() };
     let (mut responder, sock) = start_responder(dir.path(), &ports);
@@ -280,10 +276,7 @@ fn responder_measures_through_a_flood() {
             let (mut t, modes) = twamp_connection(Ipv4Addr::new(127, 0, 1, 2 + s), ports.twamp);
             if modes == 0 {
                 refused += 1;
-                assert!(
-                    closed_by_server(&mut t, Instant::now() + Duration::from_secs(5)),
-                    "a refused connection stays open"
-                );
+                assert!(closed_by_server(&mut t, PATIENCE), "a refused connection stays open");
             } else {
                 held.push(t);
             }
@@ -349,7 +342,16 @@ fn responder_measures_through_a_flood() {
     assert_eq!(hung_up, TCP_SOURCES as usize * TCP_CAP_PER_SOURCE, "half-open or slow connections left open");
 
     // drained: every datagram sent is either read (and counted once, by reason) or a kernel drop
-    std::thread::sleep(Duration::from_millis(500));
+    let drained = |st: &Value| {
+        let s = &st["stats"];
+        let r = |k: &str| n(&s["rejects"][k]);
+        let read =
+            n(&s["control_v1"]) + n(&s["control_v2"]) + r("not_allowed") + r("rate_limited") + r("unknown_version");
+        read + kernel_drops(ports.v1) + kernel_drops(ports.v2) > sent[0] + sent[1]
+            && n(&st["stamp_stats"]["received"]) + kernel_drops(ports.stamp) >= sent[2]
+            && n(&st["twamp_stats"]["light"]["received"]) + kernel_drops(ports.light) >= sent[3]
+    };
+    wait_for("the responder to read what was sent", PATIENCE, || drained(&responder_status(&sock)));
     let st = responder_status(&sock);
     let peak = status_kib(pid, "VmHWM:");
     eprintln!("responder peak RSS {peak} KiB; status {st}");
@@ -393,7 +395,7 @@ fn responder_measures_through_a_flood() {
 /// 125 MiB here; the sockets share one per thread).
 #[test]
 fn sessions_do_not_cost_a_receive_buffer_each() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _machine = one_at_a_time();
     const SESSIONS: u16 = 2000;
     let dir = tempfile::tempdir().unwrap();
     let (v1, sock) = (free_udp(), dir.path().join("status.sock"));
@@ -442,11 +444,8 @@ fn sessions_do_not_cost_a_receive_buffer_each() {
         let s = &responder_status(&sock)["stats"];
         n(&s["probes_answered"]) + s["probe_drops"].as_object().unwrap().values().map(n).sum::<u64>()
     };
-    let start = Instant::now();
     let sessions = opened.len() as u64;
-    while handled() < sessions && start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("every datagram handled", PATIENCE, || handled() >= sessions);
     assert_eq!(handled(), sessions);
     let after = status_kib(pid, "VmRSS:");
     eprintln!("responder RSS with {sessions} sessions: {before} KiB; after a 60 kB datagram to each: {after} KiB");

@@ -1,11 +1,11 @@
 //! `ipsla probe` end to end over loopback: every operation against `ipsla responder` (in-process,
 //! on ephemeral control ports) and the ICMP operations against the kernel.
 
+use crate::common::{free_udp as free_port, ipsla, is_root};
 use ipsla_core::responder::{PermanentKind, ResponderConfig};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use serde_json::Value;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 
 fn responder(core: ResponderConfig, permanent: Vec<(PermanentKind, SocketAddr)>) -> RunningResponder {
     spawn_responder(ResponderOptions {
@@ -19,13 +19,9 @@ fn responder(core: ResponderConfig, permanent: Vec<(PermanentKind, SocketAddr)>)
     .unwrap()
 }
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Runs `ipsla probe ARGS --json` and returns (exit code, one JSON document per run).
 fn probe(args: &[&str]) -> (i32, Vec<Value>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).arg("probe").args(args).arg("--json").output().unwrap();
+    let out = ipsla().arg("probe").args(args).arg("--json").output().unwrap();
     let docs = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -35,18 +31,6 @@ fn probe(args: &[&str]) -> (i32, Vec<Value>) {
         panic!("usage error: {}", String::from_utf8_lossy(&out.stderr));
     }
     (out.status.code().unwrap(), docs)
-}
-
-fn is_root() -> bool {
-    nix_uid() == 0
-}
-
-fn nix_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:").and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()))
-        .unwrap()
 }
 
 #[test]
@@ -109,17 +93,18 @@ fn udp_jitter_us_one_way_with_assumed_sync() {
     assert_eq!(d["precision"], "us");
     assert_eq!(d["received"], 30);
     let ow = &d["one_way_us"];
-    // one host, one clock: both directions are well under 10 ms and not negative beyond the
-    // responder's T3 calibration error (T3 is its userspace reading plus the learned delay until
-    // the kernel stamps the reply, so a reply that left faster than average reads slightly early)
+    // one host, one clock: neither direction is negative beyond the responder's T3 calibration
+    // error (T3 is its userspace reading plus the learned delay until the kernel stamps the reply,
+    // so a reply that left faster than average reads slightly early), and none is as long as a
+    // second (a unit or clock error: how long a loaded machine takes is not bounded here)
     for dir in ["sd", "ds"] {
         assert_eq!(ow[dir]["count"], 30);
         let (min, max) = (ow[dir]["min"].as_f64().unwrap(), ow[dir]["max"].as_f64().unwrap());
-        assert!(min >= -5.0 && max < 10_000.0, "{dir}: {min}..{max}");
+        assert!(min >= -5.0 && max < 1_000_000.0, "{dir}: {min}..{max}");
     }
     let rtt = &d["rtt_us"];
     // the same calibration error bounds how far below 0 a loopback RTT (true value ~1 µs) can read
-    assert!(rtt["min"].as_f64().unwrap() > -5.0 && rtt["p50"].as_f64().unwrap() < 10_000.0, "{rtt}");
+    assert!(rtt["min"].as_f64().unwrap() > -5.0 && rtt["p50"].as_f64().unwrap() < 1_000_000.0, "{rtt}");
     // RTT with processing removed = SD + DS for each packet, so the sums agree
     let sum = ow["sd"]["sum"].as_f64().unwrap() + ow["ds"]["sum"].as_f64().unwrap();
     assert!((sum - rtt["sum"].as_f64().unwrap()).abs() < 0.1, "{sum} vs {}", rtt["sum"]);
@@ -323,9 +308,12 @@ fn icmp_jitter_to_the_kernel() {
     let d = &docs[0];
     assert_eq!((d["sent"].as_u64(), d["received"].as_u64()), (Some(10), Some(10)));
     assert_eq!(d["precision"], "ms");
-    // the kernel's timestamps are in whole ms and the path is local: every delay is 0 or 1 ms
-    assert!(d["rtt_us"]["max"].as_f64().unwrap() <= 1000.0, "{}", d["rtt_us"]);
-    assert!(d["one_way_us"]["sd"]["max"].as_f64().unwrap() <= 1000.0);
+    // the kernel's timestamps are in whole ms and the path is local: no delay is negative, none
+    // near a second (a unit error; how late a loaded machine answers is not bounded here)
+    for v in [&d["rtt_us"], &d["one_way_us"]["sd"]] {
+        let (min, max) = (v["min"].as_f64().unwrap(), v["max"].as_f64().unwrap());
+        assert!(min >= 0.0 && max < 1_000_000.0, "{v}");
+    }
 }
 
 #[test]

@@ -6,31 +6,13 @@
 //! Skipped, with the reason printed, when `prometheus` is not on PATH (`scripts/test.sh` installs
 //! it with apt).
 
-mod common;
-
-use common::{Killed, free_tcp, free_udp, get, urlencode};
+use crate::common::{
+    AgentToml, InProcess, Killed, Op, Responder, free_tcp, free_udp, get, on_path, urlencode, wait_some,
+};
 use serde_json::Value;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn on_path(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-/// Polls `f` every 250 ms until it returns Some, for at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t.elapsed() < limit, "gave up after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
+use std::time::Duration;
 
 fn api(port: u16, path: &str) -> Option<Value> {
     let (code, body) = get(port, path)?;
@@ -48,39 +30,6 @@ fn value(sample: &Value) -> f64 {
     sample["value"][1].as_str().unwrap().parse().unwrap()
 }
 
-fn agent_config(dir: &Path, http: u16, v1: u16, echo: u16) -> std::path::PathBuf {
-    let p = dir.join("agent.toml");
-    std::fs::write(
-        &p,
-        format!(
-            r#"
-[agent]
-http = "127.0.0.1:{http}"
-store = "{store}"
-workers = 2
-
-[responder]
-listen = ["127.0.0.1"]
-v1_port = {v1}
-v2 = false
-
-[[operation]]
-id = 7
-type = "udp-echo"
-target = "127.0.0.1"
-port = {echo}
-control_port = {v1}
-timeout = "200ms"
-frequency = "1s"
-tag = 'edge "A" \ site'
-"#,
-            store = dir.join("runs.db").display(),
-        ),
-    )
-    .unwrap();
-    p
-}
-
 #[test]
 fn prometheus_scrapes_the_agent() {
     let Some(prometheus) = on_path("prometheus") else {
@@ -88,17 +37,25 @@ fn prometheus_scrapes_the_agent() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (http, v1, echo, web) = (free_tcp(), free_udp(), free_udp(), free_tcp());
-    let cfg = agent_config(dir.path(), http, v1, echo);
-    let _agent = Killed(
-        Command::new(env!("CARGO_BIN_EXE_ipsla"))
-            .args(["agent", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (v1, echo, web) = (free_udp(), free_udp(), free_tcp());
+    // the agent in-process: what is scraped is its /metrics, not its process
+    let agent = InProcess::start(
+        &AgentToml::new()
+            .http(0)
+            .store(&dir.path().join("runs.db"))
+            .workers(2)
+            .responder(Responder::loopback(v1))
+            .operation(
+                Op::new("udp-echo", "127.0.0.1")
+                    .id(7)
+                    .key("port", echo)
+                    .key("control_port", v1)
+                    .key("timeout", "200ms")
+                    .key("frequency", "1s")
+                    .key("tag", r#"edge "A" \ site"#),
+            ),
     );
-    wait_for(Duration::from_secs(10), "the agent's /-/healthy", || get(http, "/-/healthy").filter(|(c, _)| *c == 200));
+    let http = agent.http();
 
     let prom_cfg = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -124,7 +81,7 @@ fn prometheus_scrapes_the_agent() {
 
     // a scrape after the first runs: the RTT histogram of operation 7 has observations
     let rtt = r#"ipsla_rtt_seconds_count{job="ipsla",op="7",type="udp-echo"}"#;
-    let counts = wait_for(Duration::from_secs(60), "a scraped RTT histogram", || {
+    let counts = wait_some("a scraped RTT histogram", Duration::from_secs(120), || {
         query(web, rtt).filter(|r| value(&r[0]) >= 1.0)
     });
     assert_eq!(counts.len(), 1, "{counts:?}");
@@ -151,7 +108,7 @@ fn prometheus_scrapes_the_agent() {
     let t = &targets["data"]["activeTargets"][0];
     assert_eq!(t["health"], "up", "{t}\n{}", prom_log());
     assert_eq!(t["lastError"], "", "{t}");
-    let meta = wait_for(Duration::from_secs(10), "metric metadata", || {
+    let meta = wait_some("metric metadata", Duration::from_secs(60), || {
         api(web, "/api/v1/metadata").filter(|m| m["data"]["ipsla_rtt_seconds"].is_array())
     });
     assert_eq!(meta["data"]["ipsla_rtt_seconds"][0]["type"], "histogram");

@@ -2,9 +2,7 @@
 //! stamp-suite 1.0.0 (crates.io) in both directions. The interop tests skip, saying why, when the
 //! `stamp-suite` binary is not installed (scripts/test.sh installs it).
 
-mod common;
-
-use common::{Killed, free_udp as free_udp_port, ipsla, responder_status as status, wait_udp};
+use crate::common::{Killed, free_udp as free_udp_port, ipsla, responder_status as status, wait_udp};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -75,7 +73,9 @@ fn assert_clean(d: &Value, n: u64) {
     assert_eq!((loss["sd"].as_u64(), loss["ds"].as_u64(), loss["mia"].as_u64()), (Some(0), Some(0), Some(0)));
     assert_eq!(d["rtt_us"]["count"], n);
     let (min, max) = (d["rtt_us"]["min"].as_f64().unwrap(), d["rtt_us"]["max"].as_f64().unwrap());
-    assert!(min >= 0.0 && max < 100_000.0, "loopback RTT {min}..{max} µs");
+    // gross errors only (a unit or clock mix-up): a loaded machine may take any time up to the
+    // probe's timeout
+    assert!(min >= 0.0 && max < 2_000_000.0, "loopback RTT {min}..{max} µs");
     assert_eq!(d["jitter_us"]["sd"]["count"], n - 1);
 }
 

@@ -2,25 +2,11 @@
 //! udp-jitter operation that live 2.5 s (so that every count is final before it is checked), a
 //! track; the text must carry the numbers the HTTP API reports.
 
-mod common;
-
-use common::{Killed, free_tcp, free_udp, get};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn api(port: u16, path: &str) -> serde_json::Value {
-    let (code, body) = get(port, path).unwrap();
-    assert_eq!(code, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
+use crate::common::{AgentToml, InProcess, Op, PATIENCE, Responder, Track, api, free_tcp, free_udp, ipsla, wait_some};
+use std::process::Output;
 
 fn show(http: u16, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipsla"))
-        .arg("show")
-        .args(args)
-        .args(["--agent", &format!("http://127.0.0.1:{http}")])
-        .output()
-        .unwrap()
+    ipsla().arg("show").args(args).args(["--agent", &format!("http://127.0.0.1:{http}")]).output().unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -28,96 +14,48 @@ fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-fn start(dir: &std::path::Path, http: u16, v1: u16) -> Killed {
-    let cfg = dir.join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[agent]
-http = "127.0.0.1:{http}"
-store = "{store}"
-workers = 2
-
-[responder]
-listen = ["127.0.0.1"]
-v1_port = {v1}
-v2 = false
-
-[[operation]]
-id = 1
-type = "udp-echo"
-target = "127.0.0.1"
-port = {echo}
-control_port = {v1}
-timeout = "300ms"
-frequency = "1s"
-life = "2500ms"
-distributions = 3
-distribution_interval = 5
-
-[[operation]]
-id = 2
-type = "udp-jitter"
-target = "127.0.0.1"
-port = {jitter}
-control_port = {v1}
-packets = 5
-interval = "10ms"
-timeout = "300ms"
-frequency = "1s"
-life = "2500ms"
-
-[[track]]
-id = 1
-operation = 1
-delay_down = "5s"
-"#,
-            store = dir.join("runs.db").display(),
-            echo = free_udp(),
-            jitter = free_udp(),
-        ),
+/// The agent in-process (what `show` reads is its API, not its process).
+fn start(dir: &std::path::Path, v1: u16) -> InProcess {
+    let op = |kind: &str, id: u32| {
+        Op::new(kind, "127.0.0.1")
+            .id(id)
+            .key("port", free_udp())
+            .key("control_port", v1)
+            .key("timeout", "300ms")
+            .key("frequency", "1s")
+            .key("life", "2500ms")
+    };
+    InProcess::start(
+        &AgentToml::new()
+            .http(0)
+            .store(&dir.join("runs.db"))
+            .workers(2)
+            .responder(Responder::loopback(v1))
+            .operation(op("udp-echo", 1).key("distributions", 3).key("distribution_interval", 5))
+            .operation(op("udp-jitter", 2).key("packets", 5).key("interval", "10ms"))
+            .track(Track::of(1, 1).key("delay_down", "5s")),
     )
-    .unwrap();
-    let k = Killed(
-        Command::new(env!("CARGO_BIN_EXE_ipsla"))
-            .args(["agent", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t = Instant::now();
-    while get(http, "/-/healthy").is_none_or(|(c, _)| c != 200) {
-        assert!(t.elapsed() < Duration::from_secs(10), "agent did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    k
 }
 
 /// Waits until both operations' lives have ended and their last runs are stored: from then on
 /// nothing changes.
 fn settled(http: u16) -> serde_json::Value {
-    let t = Instant::now();
-    loop {
+    wait_some("both operations to finish", PATIENCE, || {
         let ops = api(http, "/api/v1/operations");
         let done = ops.as_array().unwrap().iter().all(|o| {
             o["state"] == "inactive"
                 && o["runs"].as_u64() == Some(o["successes"].as_u64().unwrap() + o["failures"].as_u64().unwrap())
         });
-        if done {
-            return ops;
-        }
-        assert!(t.elapsed() < Duration::from_secs(15), "operations did not finish: {ops}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        done.then_some(ops)
+    })
 }
 
 #[test]
 fn show_commands_print_what_the_agent_knows() {
     let dir = tempfile::tempdir().unwrap();
-    let (http, v1) = (free_tcp(), free_udp());
-    let _agent = start(dir.path(), http, v1);
+    let v1 = free_udp();
+    let agent = start(dir.path(), v1);
+    let http = agent.http();
     let ops = settled(http);
     let (ok1, ok2) = (ops[0]["successes"].as_u64().unwrap(), ops[1]["successes"].as_u64().unwrap());
     assert!(ok1 >= 2 && ok2 >= 2, "{ops}");
@@ -155,7 +93,10 @@ fn show_commands_print_what_the_agent_knows() {
     assert_eq!(hour_runs, ok1, "every run is in the aggregates: {rows}");
     let row = rows.as_array().unwrap().last().unwrap();
     let n = row["completion_us"]["count"].as_u64().unwrap();
-    assert_eq!(row["distribution"][0]["count"].as_u64(), Some(n), "loopback RTTs are under 5 ms: {row}");
+    // the buckets the API reports (how many RTTs fall in 0-4 ms depends on the machine's load)
+    let buckets: Vec<u64> =
+        row["distribution"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).collect();
+    assert_eq!((buckets.len(), buckets.iter().sum::<u64>()), (3, n), "every completion in one bucket: {row}");
     let t = stdout(&show(http, &["statistics", "1", "--aggregated"]));
     assert!(
         t.starts_with(
@@ -165,12 +106,15 @@ fn show_commands_print_what_the_agent_knows() {
     );
     assert!(t.contains(&format!("Number of successes: {}\nNumber of failures: 0\n", row["ok"])), "{t}");
     assert!(t.contains(&format!("        Number Of RTT: {n}\t\tRTT Min/Avg/Max: ")), "{t}");
-    assert!(
-        t.contains(&format!(
-            "        Bucket Range: 0-4 ms\n        Number of Completions: {n}\n        Percent of Total Completions for this Range: 100 %\n        Bucket Range: 5-9 ms\n        Number of Completions: 0\n"
-        )),
-        "{t}"
-    );
+    for (range, count) in ["0-4 ms", "5-9 ms", "10-Inf ms"].iter().zip(&buckets) {
+        assert!(
+            t.contains(&format!(
+                "        Bucket Range: {range}\n        Number of Completions: {count}\n        Percent of Total Completions for this Range: {} %\n",
+                count * 100 / n
+            )),
+            "{range}: {t}"
+        );
+    }
     assert!(t.contains("        Bucket Range: 10-Inf ms\n"), "{t}");
     let j2 = api(http, "/api/v1/operations/2/aggregated");
     let jit = &j2.as_array().unwrap().last().unwrap()["jitter"];
@@ -189,7 +133,8 @@ fn show_commands_print_what_the_agent_knows() {
 
     // show track
     let t = stdout(&show(http, &["track", "1"]));
-    assert!(t.starts_with("Track 1\n  IP SLA 1 state\n  State is Up\n    1 change, last change 00:00:0"), "{t}");
+    // (the change was at the first run: seconds ago, minutes on a very busy machine)
+    assert!(t.starts_with("Track 1\n  IP SLA 1 state\n  State is Up\n    1 change, last change 00:0"), "{t}");
     let tj: serde_json::Value = serde_json::from_str(&stdout(&show(http, &["track", "1", "--json"]))).unwrap();
     let rtt_ms = tj["latest_rtt_ms"].as_f64().unwrap().floor();
     assert!(

@@ -3,9 +3,7 @@
 //! negotiation failures as both ends report them, and TWAMP-Light both ways. (tshark's decode
 //! of our client and server is in twamp_server.rs.)
 
-mod common;
-
-use common::{Killed, free_tcp, free_udp, ipsla, responder_status as status, wait_tcp, wait_udp};
+use crate::common::{Killed, free_tcp, free_udp, ipsla, responder_status as status, wait_tcp, wait_udp};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -75,7 +73,9 @@ fn assert_clean(d: &Value, n: u64) {
     assert_eq!((loss["sd"].as_u64(), loss["ds"].as_u64(), loss["mia"].as_u64()), (Some(0), Some(0), Some(0)));
     assert_eq!(d["rtt_us"]["count"], n);
     let (min, max) = (d["rtt_us"]["min"].as_f64().unwrap(), d["rtt_us"]["max"].as_f64().unwrap());
-    assert!(min >= 0.0 && max < 100_000.0, "loopback RTT {min}..{max} µs");
+    // gross errors only (a unit or clock mix-up): a loaded machine may take any time up to the
+    // probe's timeout
+    assert!(min >= 0.0 && max < 2_000_000.0, "loopback RTT {min}..{max} µs");
     assert_eq!(d["jitter_us"]["sd"]["count"], n - 1, "one-way jitter from the reflector's T2/T3");
 }
 

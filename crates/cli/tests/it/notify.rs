@@ -3,13 +3,11 @@
 //! READY=1 once bound, WATCHDOG=1 every half `WATCHDOG_USEC`, RELOADING=1 and READY=1 around a
 //! SIGHUP, STOPPING=1 on SIGTERM; and logs fit for journald (no ANSI colours, no second timestamp).
 
-mod common;
-
-use common::{Killed, free_tcp, free_udp, get};
+use crate::common::{AgentToml, Killed, Op, PATIENCE, Responder, free_tcp, free_udp, get, ipsla, signal, wait_exit};
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The notification socket a service manager would hold.
@@ -46,41 +44,28 @@ fn until(sock: &UnixDatagram, line: &str, limit: Duration) -> (String, Vec<Strin
     panic!("no {line} within {limit:?}; got {before:?}");
 }
 
-fn signal(child: &std::process::Child, sig: &str) {
-    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
-}
-
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(t.elapsed() < limit, "did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn agent_notifies_ready_watchdog_reload_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = notify_socket(dir.path());
     let (http, v1) = (free_tcp(), free_udp());
     let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[agent]\nhttp = \"127.0.0.1:{http}\"\nstore = \"{}\"\nworkers = 1\n\n\
-             [responder]\nlisten = [\"127.0.0.1\"]\nv1_port = {v1}\nv2 = false\n\n\
-             [[operation]]\nid = 1\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\nport = {}\n\
-             control_port = {v1}\ntimeout = \"200ms\"\nfrequency = \"1s\"\n",
-            dir.path().join("runs.db").display(),
-            free_udp(),
-        ),
-    )
-    .unwrap();
+    AgentToml::new()
+        .http(http)
+        .store(&dir.path().join("runs.db"))
+        .workers(1)
+        .responder(Responder::loopback(v1))
+        .operation(
+            Op::new("udp-echo", "127.0.0.1")
+                .id(1)
+                .key("port", free_udp())
+                .key("control_port", v1)
+                .key("timeout", "200ms")
+                .key("frequency", "1s"),
+        )
+        .write(&cfg);
     let mut agent = Killed(
-        Command::new(env!("CARGO_BIN_EXE_ipsla"))
+        ipsla()
             .args(["agent", "--config"])
             .arg(&cfg)
             .env("NOTIFY_SOCKET", &path)
@@ -92,7 +77,7 @@ fn agent_notifies_ready_watchdog_reload_and_stopping() {
             .unwrap(),
     );
 
-    let (ready, before) = until(&sock, "READY=1", Duration::from_secs(10));
+    let (ready, before) = until(&sock, "READY=1", PATIENCE);
     assert!(before.is_empty(), "READY=1 is the first message: {before:?}");
     assert!(ready.contains("\nSTATUS=1 operations; metrics at http://127.0.0.1:"), "{ready:?}");
     // READY=1 comes after the listener is bound: the HTTP API answers at once
@@ -100,20 +85,20 @@ fn agent_notifies_ready_watchdog_reload_and_stopping() {
 
     // a 2 s watchdog is fed every second; two feeds within a bounded wait
     for _ in 0..2 {
-        let (m, before) = until(&sock, "WATCHDOG=1", Duration::from_secs(5));
+        let (m, before) = until(&sock, "WATCHDOG=1", PATIENCE);
         assert_eq!(m, "WATCHDOG=1\n");
         assert!(before.is_empty(), "{before:?}");
     }
 
     signal(&agent.0, "-HUP");
-    let (m, _) = until(&sock, "RELOADING=1", Duration::from_secs(5));
+    let (m, _) = until(&sock, "RELOADING=1", PATIENCE);
     assert!(m.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{m:?}");
-    let (m, _) = until(&sock, "READY=1", Duration::from_secs(5));
+    let (m, _) = until(&sock, "READY=1", PATIENCE);
     assert!(m.contains("STATUS=1 operations"), "{m:?}");
 
     signal(&agent.0, "-TERM");
-    until(&sock, "STOPPING=1", Duration::from_secs(5));
-    assert!(wait_exit(&mut agent.0, Duration::from_secs(10)).success());
+    until(&sock, "STOPPING=1", PATIENCE);
+    assert!(wait_exit(&mut agent.0).success());
     // journald stamps lines itself and shows escape codes as they are: neither in the log
     let mut log = String::new();
     agent.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
@@ -128,12 +113,11 @@ fn agent_without_a_watchdog_sends_no_watchdog() {
     let (sock, path) = notify_socket(dir.path());
     let http = free_tcp();
     let mut agent = Killed(
-        Command::new(env!("CARGO_BIN_EXE_ipsla"))
+        ipsla()
             .args(["agent", "--http", &format!("127.0.0.1:{http}"), "--config"])
             .arg({
                 let p = dir.path().join("empty.toml");
-                std::fs::write(&p, format!("[agent]\nstore = \"{}\"\n", dir.path().join("a.db").display())).unwrap();
-                p
+                AgentToml::new().store(&dir.path().join("a.db")).write(&p)
             })
             .env("NOTIFY_SOCKET", &path)
             .env("WATCHDOG_USEC", "2000000")
@@ -143,11 +127,11 @@ fn agent_without_a_watchdog_sends_no_watchdog() {
             .spawn()
             .unwrap(),
     );
-    until(&sock, "READY=1", Duration::from_secs(10));
+    until(&sock, "READY=1", PATIENCE);
     signal(&agent.0, "-TERM");
-    let (_, before) = until(&sock, "STOPPING=1", Duration::from_secs(5));
+    let (_, before) = until(&sock, "STOPPING=1", PATIENCE);
     assert!(before.is_empty(), "nothing between READY and STOPPING: {before:?}");
-    assert!(wait_exit(&mut agent.0, Duration::from_secs(10)).success());
+    assert!(wait_exit(&mut agent.0).success());
 }
 
 #[test]
@@ -156,7 +140,7 @@ fn responder_notifies_ready_and_stopping() {
     let (sock, path) = notify_socket(dir.path());
     let v1 = free_udp();
     let mut responder = Killed(
-        Command::new(env!("CARGO_BIN_EXE_ipsla"))
+        ipsla()
             .args(["responder", "--listen", "127.0.0.1", "--no-v2", "--v1-port", &v1.to_string(), "--status-socket"])
             .arg(dir.path().join("status.sock"))
             .env("NOTIFY_SOCKET", &path)
@@ -164,10 +148,10 @@ fn responder_notifies_ready_and_stopping() {
             .spawn()
             .unwrap(),
     );
-    let (ready, before) = until(&sock, "READY=1", Duration::from_secs(10));
+    let (ready, before) = until(&sock, "READY=1", PATIENCE);
     assert!(before.is_empty(), "{before:?}");
     assert!(ready.contains(&format!("STATUS=listening: v1 [127.0.0.1:{v1}], v2 []")), "{ready:?}");
     signal(&responder.0, "-TERM");
-    until(&sock, "STOPPING=1", Duration::from_secs(5));
-    assert!(wait_exit(&mut responder.0, Duration::from_secs(10)).success());
+    until(&sock, "STOPPING=1", PATIENCE);
+    assert!(wait_exit(&mut responder.0).success());
 }

@@ -4,9 +4,7 @@
 //! every negotiation failure, the connection limit, TWAMP-Light, the status output, and a tshark
 //! capture that must decode every message (skipped, saying so, when tshark is absent).
 
-mod common;
-
-use common::{Killed, ipsla};
+use crate::common::{Killed, PATIENCE, free_tcp, free_udp, ipsla, wall};
 use ipsla_core::twamp::KeyFile;
 use ipsla_core::twamp::server::ServerConfig;
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
@@ -23,13 +21,9 @@ use ipsla_wire::twamp::{Accept, Modes, SecurityMode, Sid, TypeP};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const SECRET: &[u8] = b"testsecret";
-
-fn wall() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
-}
 
 fn responder(cfg: ServerConfig, light: bool, light_stateful: bool) -> RunningResponder {
     let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -223,12 +217,8 @@ fn exchange(udp: &UdpSocket, to: SocketAddr, layout: TestLayout, crypto: Option<
     }
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    crate::common::wait_for(what, PATIENCE, ok)
 }
 
 fn session(addr: SocketAddr, mode: Modes, n: u32) -> StoppedSession {
@@ -435,8 +425,8 @@ fn binary_flags_and_status() {
     let keys = dir.path().join("twamp.pfs");
     std::fs::write(&keys, format!("alice {}\n", hex::encode(SECRET))).unwrap();
     let sock = dir.path().join("status.sock");
-    let port = common::free_tcp();
-    let light = common::free_udp();
+    let port = free_tcp();
+    let light = free_udp();
     let _child = Killed(
         ipsla()
             .args(["responder", "--no-v1", "--no-v2", "--twamp", &format!("127.0.0.1:{port}")])
@@ -511,18 +501,14 @@ fn tshark_decodes_our_client_and_server() {
     // dumpcap says "Capturing on" a moment before its capture runs
     std::thread::sleep(Duration::from_secs(2));
     // our control-client and Session-Sender against our server
-    let probe = Command::new(env!("CARGO_BIN_EXE_ipsla"))
+    let probe = ipsla()
         .args(["probe", "twamp", "127.0.0.1", "--port", &addr.port().to_string(), "--packets", "3"])
         .args(["--interval", "10ms", "--timeout", "2s", "--json"])
         .output()
         .unwrap();
     let d: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap_or_default();
     assert_eq!(d["received"], 3, "{d} {}", String::from_utf8_lossy(&probe.stderr));
-    let start = Instant::now();
-    while cap.0.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(60), "tshark did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::common::wait_exit(&mut cap.0);
     let decode = |extra: &[&str]| {
         let out = Command::new(tshark)
             .arg("-r")

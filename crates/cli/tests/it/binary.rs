@@ -1,38 +1,15 @@
 //! The real `ipsla` binary: start-up, status, config errors, clean shutdown.
 
+use crate::common::{Killed, PATIENCE, free_udp, ipsla, signal, wait_exit, wait_for};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn ipsla() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ipsla"))
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_socket(path: &std::path::Path) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "responder did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use std::process::Stdio;
+use std::time::Duration;
 
 #[test]
 fn responder_serves_status_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("status.sock");
-    let (v1, v2) = (free_udp_port(), free_udp_port());
+    let (v1, v2) = (free_udp(), free_udp());
     let child = ipsla()
         .args(["responder", "--listen", "127.0.0.1", "--v1-port", &v1.to_string(), "--v2-port", &v2.to_string()])
         .arg("--status-socket")
@@ -41,7 +18,7 @@ fn responder_serves_status_and_stops_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let mut child = Killed(child);
-    wait_for_socket(&sock);
+    wait_for("the status socket", PATIENCE, || sock.exists());
 
     // one IOS udp-jitter control request (g729a capture, target rewritten to 127.0.0.1)
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -58,9 +35,7 @@ fn responder_serves_status_and_stops_cleanly_on_sigterm() {
         &hex::decode(concat!("01720018", "00000000", "00040010", "00000000", "7f000001", "7d001518")).unwrap()[..]
     );
 
-    let out = ipsla().args(["responder", "--status", "--json", "--status-socket"]).arg(&sock).output().unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = crate::common::responder_status(&sock);
     assert_eq!(v["stats"]["control_v1"], 1);
     assert_eq!(v["sessions"][0]["port"]["port"], 32000);
     assert_eq!(v["sessions"][0]["kind"], "udp-jitter");
@@ -72,16 +47,8 @@ fn responder_serves_status_and_stops_cleanly_on_sigterm() {
     let port = c.local_addr().unwrap().port();
     assert!(text.contains(&format!("udp 127.0.0.1:32000 <- 127.0.0.1:{port} udp-jitter")), "{text}");
 
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    signal(&child.0, "-TERM");
+    let status = wait_exit(&mut child.0);
     assert!(status.success(), "clean exit: {status}");
     // the measurement port is released with the process
     assert!(UdpSocket::bind(("127.0.0.1", 32000)).is_ok());

@@ -8,10 +8,8 @@
 //! answers TWAMP-Light senders, reference §5.2) and against a reflector that sends twampy's
 //! 38-octet replies.
 
-mod common;
-
-use common::{Killed, free_udp, ipsla};
-use ipsla_wire::time::{ErrorEstimate, NtpTimestamp};
+use crate::common::{Killed, free_udp, ipsla, wait_udp, wall_ntp as wall};
+use ipsla_wire::time::ErrorEstimate;
 use ipsla_wire::twamp::control::{
     AcceptSessionRepr, RequestTwSession, RequestTwSessionRepr, SERVER_START_ENCRYPTED, ServerGreetingRepr,
     ServerStartRepr, SetUpResponse, SetUpResponseRepr, StartAckRepr, StartSessions, StopSessions, StopSessionsRepr,
@@ -29,15 +27,11 @@ use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const PASSPHRASE: &[u8] = b"testsecret";
 const CHALLENGE: [u8; 16] = [0x7a; 16];
 const SALT: [u8; 16] = [0x2f; 16];
-
-fn wall() -> NtpTimestamp {
-    NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap())
-}
 
 /// What the in-test server saw.
 #[derive(Debug, Default)]
@@ -357,15 +351,6 @@ fn no_server_is_no_connection() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to 127.0.0.1"));
 }
 
-/// Waits until something is bound to the UDP port (our bind attempt fails), at most 10 s.
-fn wait_bound(port: u16) {
-    let start = Instant::now();
-    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn light_against_the_stamp_reflector() {
     for (stateful_refl, stateful_probe) in [(false, false), (true, true)] {
@@ -376,7 +361,7 @@ fn light_against_the_stamp_reflector() {
             cmd.arg("--stamp-stateful");
         }
         let _r = Killed(cmd.stderr(Stdio::null()).spawn().unwrap());
-        wait_bound(port);
+        wait_udp(port);
         let extra: &[&str] = if stateful_probe { &["--stateful"] } else { &[] };
         let d = json(&run_probe("twamp-light", port, extra));
         assert_clean(&d, "twamp-light");

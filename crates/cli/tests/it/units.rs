@@ -6,6 +6,7 @@
 //! points at the binary under test instead of /usr/local/bin/ipsla. Skipped, with the reason
 //! printed, when `systemd-analyze` is missing (apt package `systemd`).
 
+use crate::common::{AgentToml, ipsla, on_path};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,11 +14,6 @@ const UNITS: [&str; 2] = ["ipsla-agent.service", "ipsla-responder.service"];
 
 fn dist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist")
-}
-
-fn systemd_analyze() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("systemd-analyze")).find(|p| p.is_file())
 }
 
 /// The unit's text with ExecStart pointing at the binary under test, written into `dir`.
@@ -61,20 +57,20 @@ fn agent_command_line_is_accepted() {
     let agent = std::fs::read_to_string(dist().join("ipsla-agent.service")).unwrap();
     let exec = key(&agent, "ExecStart")[0];
     let cfg = dir.path().join("agent.toml");
-    std::fs::write(&cfg, "[agent]\nstore = \"/var/lib/ipsla/agent.db\"\n").unwrap();
+    AgentToml::new().store(Path::new("/var/lib/ipsla/agent.db")).write(&cfg);
     let args: Vec<String> = exec
         .split_whitespace()
         .skip(1)
         .map(|a| if a == "/etc/ipsla/agent.toml" { cfg.display().to_string() } else { a.to_string() })
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).args(&args).arg("--check").output().unwrap();
+    let out = ipsla().args(&args).arg("--check").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(": 0 operations, responder off"));
 }
 
 #[test]
 fn systemd_analyze_accepts_the_units() {
-    let Some(analyze) = systemd_analyze() else {
+    let Some(analyze) = on_path("systemd-analyze") else {
         eprintln!("skipped: no systemd-analyze on PATH (apt-get install systemd)");
         return;
     };

@@ -1,37 +1,14 @@
 //! Faults around a running `ipsla agent`: its responder killed in the middle of an operation and
 //! restarted, and a store that fills up (a small tmpfs, root only) while operations and alerts go
-//! on. (A SIGKILL of the agent itself is in tests/agent.rs.)
-mod common;
+//! on. (A SIGKILL of the agent itself is in agent.rs.)
 
-use common::{Killed, free_tcp, free_udp, get, ipsla, responder_status, wait_udp};
+use crate::common::{
+    AgentToml, Alert, Killed, Op, PATIENCE, Reaction, Responder, agent_process, api as json, free_tcp, free_udp, get,
+    ipsla, n, responder_status, wait_for, wait_udp,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-fn json(http: u16, path: &str) -> Value {
-    let (code, body) = get(http, path).unwrap_or_else(|| panic!("GET {path}: no answer"));
-    assert_eq!(code, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn agent(cfg: &Path, http: u16) -> Killed {
-    let k = Killed(ipsla().args(["agent", "--config"]).arg(cfg).stderr(Stdio::null()).spawn().unwrap());
-    wait_for("the agent", Duration::from_secs(10), || get(http, "/-/healthy").is_some_and(|(c, _)| c == 200));
-    k
-}
 
 fn responder(v1: u16, status: &Path) -> Killed {
     let k = Killed(
@@ -52,36 +29,43 @@ fn responder_killed_mid_operation_then_back() {
     let (http, v1, port) = (free_tcp(), free_udp(), free_udp());
     let status = dir.path().join("responder.sock");
     let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[agent]\nhttp = \"127.0.0.1:{http}\"\nstore = \"{}\"\n\n\
-             [[operation]]\nid = 1\ntype = \"udp-jitter\"\ntarget = \"127.0.0.1\"\nport = {port}\n\
-             control_port = {v1}\npackets = 50\ninterval = \"20ms\"\nprecision = \"us\"\n\
-             timeout = \"300ms\"\nfrequency = \"2s\"\n",
-            dir.path().join("runs.db").display()
-        ),
-    )
-    .unwrap();
+    AgentToml::new()
+        .http(http)
+        .store(&dir.path().join("runs.db"))
+        .operation(
+            Op::new("udp-jitter", "127.0.0.1")
+                .id(1)
+                .key("port", port)
+                .key("control_port", v1)
+                .key("packets", 50)
+                .key("interval", "20ms")
+                .key("precision", "us")
+                .key("timeout", "300ms")
+                .key("frequency", "2s"),
+        )
+        .write(&cfg);
     let mut r = responder(v1, &status);
-    let _agent = agent(&cfg, http);
+    let _agent = agent_process(&cfg, http);
     let latest = || json(http, "/api/v1/operations/1/latest");
-    wait_for("a first complete run", Duration::from_secs(10), || {
+    wait_for("a first complete run", PATIENCE, || {
         get(http, "/api/v1/operations/1/latest").is_some_and(|(c, _)| c == 200) && latest()["received"] == 50
     });
     // SIGKILL the responder while the next run's session has answered a few probes
-    wait_for("a run in progress", Duration::from_secs(10), || {
+    wait_for("a run in progress", PATIENCE, || {
         responder_status(&status)["sessions"]
             .as_array()
             .is_some_and(|s| s.iter().any(|s| (5..30).contains(&n(&s["probes"]))))
     });
     r.0.kill().unwrap();
     let _ = r.0.wait();
-    // the responder is away for one whole cycle, then back on the same port
-    std::thread::sleep(Duration::from_millis(2500));
-    let _r = responder(v1, &status);
+    // the responder is away for at least one whole cycle (a run that found no responder), then
+    // back on the same port
     let history = || json(http, "/api/v1/operations/1/history?limit=50");
-    wait_for("a complete run after the restart", Duration::from_secs(15), || {
+    wait_for("a run without a responder", PATIENCE, || {
+        history().as_array().unwrap().iter().any(|x| x["return_code"] == "no_connection")
+    });
+    let _r = responder(v1, &status);
+    wait_for("a complete run after the restart", PATIENCE, || {
         let h = history();
         let runs = h.as_array().unwrap();
         runs.iter().any(|x| x["return_code"] == "no_connection")
@@ -159,68 +143,37 @@ fn full_store_measuring_and_alerting_go_on() {
     let (http, v1, echo, far_v1, far_echo) = (free_tcp(), free_udp(), free_udp(), free_udp(), free_udp());
     let alerts = dir.path().join("alerts.log");
     let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[agent]
-http = "127.0.0.1:{http}"
-store = "{store}"
-
-[responder]
-listen = ["127.0.0.1"]
-v1_port = {v1}
-v2 = false
-
-[[operation]]
-id = 1
-type = "udp-echo"
-target = "127.0.0.1"
-port = {echo}
-control_port = {v1}
-timeout = "200ms"
-frequency = "1s"
-
-[[operation]]
-id = 2
-type = "udp-echo"
-target = "127.0.0.1"
-port = {far_echo}
-control_port = {far_v1}
-timeout = "200ms"
-frequency = "1s"
-
-[[operation.reaction]]
-element = "connectionLoss"
-threshold_type = "immediate"
-action = "alert"
-
-[[alert]]
-type = "exec"
-command = ["sh", "-c", "cat >> {alerts}"]
-events = ["reaction"]
-"#,
-            store = fs.0.join("runs.db").display(),
-            alerts = alerts.display(),
-        ),
-    )
-    .unwrap();
+    let echo_op = |id: u32, port: u16, control: u16| {
+        Op::new("udp-echo", "127.0.0.1")
+            .id(id)
+            .key("port", port)
+            .key("control_port", control)
+            .key("timeout", "200ms")
+            .key("frequency", "1s")
+    };
+    AgentToml::new()
+        .http(http)
+        .store(&fs.0.join("runs.db"))
+        .responder(Responder::loopback(v1))
+        .operation(echo_op(1, echo, v1))
+        .operation(echo_op(2, far_echo, far_v1).reaction(Reaction::immediate("connectionLoss", "alert")))
+        .alert(Alert::exec(&["sh", "-c", &format!("cat >> {}", alerts.display())]).key("events", vec!["reaction"]))
+        .write(&cfg);
     let far = responder(far_v1, &dir.path().join("far.sock"));
-    let _agent = agent(&cfg, http);
+    let _agent = agent_process(&cfg, http);
     let ops = || json(http, "/api/v1/operations");
     let stored = || ops().as_array().unwrap().iter().map(|o| n(&o["stored"])).sum::<u64>();
     let runs = || ops().as_array().unwrap().iter().map(|o| n(&o["runs"])).sum::<u64>();
-    wait_for("stored runs", Duration::from_secs(10), || stored() >= 4);
+    wait_for("stored runs", PATIENCE, || stored() >= 4);
     assert_eq!(json(http, "/api/v1/store")["writable"], true);
 
     // the disk fills up: the store refuses, the agent says so, and measuring goes on
     fill(&fs.0.join("filler"));
-    wait_for("the store to refuse a run", Duration::from_secs(10), || json(http, "/api/v1/store")["writable"] == false);
+    wait_for("the store to refuse a run", PATIENCE, || json(http, "/api/v1/store")["writable"] == false);
     let (runs_full, stored_full) = (runs(), stored());
-    std::thread::sleep(Duration::from_millis(2200));
-    assert!(runs() >= runs_full + 4, "measuring goes on: {} runs after {runs_full}", runs());
+    wait_for("four more runs", PATIENCE, || runs() >= runs_full + 4);
+    wait_for("four refused writes", PATIENCE, || n(&json(http, "/api/v1/store")["write_errors"]) >= 4);
     let st = json(http, "/api/v1/store");
-    assert!(n(&st["write_errors"]) >= 4, "{st}");
     assert!(st["last_error"].as_str().unwrap().contains("full"), "the error says why: {st}");
     assert_eq!(metric(http, "ipsla_store_writable"), 0.0);
     assert!(metric(http, "ipsla_store_write_errors_total") >= 4.0);
@@ -229,15 +182,13 @@ events = ["reaction"]
 
     // and alerting goes on: the far responder goes away, the reaction fires, the hook runs
     drop(far);
-    wait_for("the connectionLoss alert", Duration::from_secs(10), || {
+    wait_for("the connectionLoss alert", PATIENCE, || {
         std::fs::read_to_string(&alerts).is_ok_and(|a| a.contains("connectionLoss"))
     });
 
     // space again: the next runs are stored
     std::fs::remove_file(fs.0.join("filler")).unwrap();
-    wait_for("the store to take runs again", Duration::from_secs(10), || {
-        json(http, "/api/v1/store")["writable"] == true
-    });
-    wait_for("runs stored again", Duration::from_secs(10), || stored() > stored_full + 2);
+    wait_for("the store to take runs again", PATIENCE, || json(http, "/api/v1/store")["writable"] == true);
+    wait_for("runs stored again", PATIENCE, || stored() > stored_full + 2);
     assert_eq!(metric(http, "ipsla_store_writable"), 1.0);
 }

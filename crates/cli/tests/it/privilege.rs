@@ -2,19 +2,9 @@
 //! every thread as `nobody` with no capability left, and still answers on that port. Needs root
 //! (skipped, saying why, without it).
 
-mod common;
-
-use common::Killed;
+use crate::common::{AgentToml, Killed, Op, PATIENCE, Responder, free_tcp, free_udp, get, ipsla, is_root, wait_for};
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
+use std::process::Stdio;
 
 /// A free UDP port below 1024 on 127.0.0.1.
 fn privileged_port() -> u16 {
@@ -41,7 +31,7 @@ fn responder_runs_as_nobody_without_capabilities() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = privileged_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ipsla"))
+    let child = ipsla()
         .args(["responder", "--no-v1", "--no-v2", "--stamp", &format!("127.0.0.1:{port}"), "--user", "nobody"])
         .arg("--status-socket")
         .arg(dir.path().join("s.sock"))
@@ -52,14 +42,10 @@ fn responder_runs_as_nobody_without_capabilities() {
     let _k = Killed(child);
     // wait until it has bound and started its thread (the user switch happens first, the last
     // capability goes once the listeners are bound)
-    let start = Instant::now();
-    let settled = || {
+    wait_for("the responder to drop its last capability", PATIENCE, || {
         let eff = per_thread(pid, "CapEff:");
         eff.len() >= 2 && eff.iter().all(|c| c == "0000000000000000")
-    };
-    while !settled() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
     assert!(per_thread(pid, "Uid:").iter().all(|u| u.split_whitespace().all(|id| id == "65534")));
     assert!(per_thread(pid, "Gid:").iter().all(|g| g.split_whitespace().all(|id| id == "65534")));
     for f in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"] {
@@ -69,7 +55,7 @@ fn responder_runs_as_nobody_without_capabilities() {
     assert!(per_thread(pid, "CapBnd:").iter().all(|c| u64::from_str_radix(c, 16).unwrap() & !(1 << 10) == 0));
     assert!(per_thread(pid, "NoNewPrivs:").iter().all(|c| c == "1"));
     // and it still answers on the port it bound as root
-    let out = Command::new(env!("CARGO_BIN_EXE_ipsla"))
+    let out = ipsla()
         .args(["probe", "stamp", "127.0.0.1", "--port", &port.to_string(), "--packets", "3", "--interval", "10ms"])
         .args(["--timeout", "2s", "--json"])
         .output()
@@ -80,7 +66,7 @@ fn responder_runs_as_nobody_without_capabilities() {
 
 #[test]
 fn unknown_user_is_refused_by_name() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ipsla"))
+    let out = ipsla()
         .args(["responder", "--no-v1", "--no-v2", "--stamp", "127.0.0.1:0", "--user", "no-such-user-ipsla"])
         .output()
         .unwrap();
@@ -103,40 +89,28 @@ fn agent_runs_as_nobody_with_only_what_its_operations_need() {
     // the store's directory belongs to the service user, as systemd's StateDirectory would make it
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
-    Command::new("chown").args(["65534:65534"]).arg(&state).status().unwrap();
-    let (twamp, http, v1, echo) = (privileged_tcp_port(), common::free_tcp(), common::free_udp(), common::free_udp());
+    std::process::Command::new("chown").args(["65534:65534"]).arg(&state).status().unwrap();
+    let (twamp, http, v1, echo) = (privileged_tcp_port(), free_tcp(), free_udp(), free_udp());
     let cfg = dir.path().join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[agent]\nhttp = \"127.0.0.1:{http}\"\nstore = \"{}\"\n\n\
-             [responder]\nlisten = [\"127.0.0.1\"]\nv1_port = {v1}\nv2 = false\ntwamp = [\"127.0.0.1:{twamp}\"]\n\n\
-             [[operation]]\nid = 1\ntype = \"icmp-echo\"\ntarget = \"127.0.0.1\"\ntimeout = \"500ms\"\nfrequency = \"1s\"\n\n\
-             [[operation]]\nid = 2\ntype = \"twamp\"\ntarget = \"127.0.0.1\"\nport = {twamp}\npackets = 3\n\
-             interval = \"10ms\"\ntimeout = \"500ms\"\nfrequency = \"1s\"\n\n\
-             [[operation]]\nid = 3\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\nport = {echo}\ncontrol_port = {v1}\n\
-             timeout = \"500ms\"\nfrequency = \"1s\"\n",
-            state.join("runs.db").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ipsla"))
-        .args(["agent", "--user", "nobody", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let op = |id: u32, kind: &str| Op::new(kind, "127.0.0.1").id(id).key("timeout", "500ms").key("frequency", "1s");
+    AgentToml::new()
+        .http(http)
+        .store(&state.join("runs.db"))
+        .responder(Responder::loopback(v1).key("twamp", vec![format!("127.0.0.1:{twamp}")]))
+        .operation(op(1, "icmp-echo"))
+        .operation(op(2, "twamp").key("port", twamp).key("packets", 3).key("interval", "10ms"))
+        .operation(op(3, "udp-echo").key("port", echo).key("control_port", v1))
+        .write(&cfg);
+    let child =
+        ipsla().args(["agent", "--user", "nobody", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
     let pid = child.id();
     let _k = Killed(child);
-    let start = Instant::now();
     let stored = |id: u32| {
-        common::get(http, &format!("/api/v1/operations/{id}/latest"))
+        get(http, &format!("/api/v1/operations/{id}/latest"))
             .filter(|(c, _)| *c == 200)
             .map(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).unwrap())
     };
-    while [1, 2, 3].iter().any(|id| stored(*id).is_none()) && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("a run of each operation", PATIENCE, || [1, 2, 3].iter().all(|id| stored(*id).is_some()));
     for id in [1, 2, 3] {
         let l = stored(id).unwrap_or_else(|| panic!("operation {id} has no run"));
         assert_eq!(l["return_code"], "ok", "operation {id} as nobody: {l}");
