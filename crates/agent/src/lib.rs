@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! `ipsla-agent`: the daemon's library.
 //!
 //! - [`config`]: TOML configuration, validated; every error names the key and what it accepts.

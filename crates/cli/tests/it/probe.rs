@@ -409,7 +409,7 @@ fn userspace_fallback_still_measures() {
 #[test]
 fn flag_errors_name_the_flag() {
     let err = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ipsla")).arg("probe").args(args).output().unwrap();
+        let out = ipsla().arg("probe").args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         String::from_utf8(out.stderr).unwrap()
     };
