@@ -88,6 +88,24 @@ pub(super) fn sender(
     }
 }
 
+/// One run of a Session-Sender without a control phase (stamp, twamp-light) on `socket`.
+pub(super) fn run_sender(
+    spec: &OperationSpec,
+    socket: &std::net::UdpSocket,
+    train: (u32, Duration),
+    format: SenderFormat,
+    stateful: bool,
+    clock_sync: &ClockSync,
+) -> RunOutcome {
+    let (sync, mut clock) = clock_sync.check();
+    let cfg = sender(spec, train, format, stateful, sync);
+    // No control phase: port 0 never matches a reply's source, so every reply is a probe reply.
+    let pacer = Pacer::for_interval(train.1);
+    let mut result = run_udp(&mut StampOp::new(Instant::now(), cfg, spec.port), socket, spec.target, 0, &pacer);
+    clock_sync.apply(&mut result, &mut clock);
+    RunOutcome { result, clock, failure: None }
+}
+
 impl Kind for StampKind {
     fn name(&self) -> &'static str {
         "stamp"
@@ -141,16 +159,9 @@ impl Operation for Stamp {
         _sequence: u32,
         _rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError> {
-        let (sync, mut clock) = self.clock.check();
-        let t = spec.target;
-        let (s, _, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
+        let (s, _, _) = sock("opening the probe socket", udp_socket(spec.target, &spec.sockets))?;
         let format =
             SenderFormat::Stamp(StampFormat { ssid: self.ssid, key: self.key.clone(), tlvs: self.tlvs.clone() });
-        let cfg = sender(spec, (self.packets, self.interval), format, false, sync);
-        // No control phase: port 0 never matches a reply's source, so every reply is a probe reply.
-        let pacer = Pacer::for_interval(self.interval);
-        let mut result = run_udp(&mut StampOp::new(Instant::now(), cfg, spec.port), &s, t, 0, &pacer);
-        self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: None })
+        Ok(run_sender(spec, &s, (self.packets, self.interval), format, false, &self.clock))
     }
 }

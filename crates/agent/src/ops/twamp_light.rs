@@ -6,13 +6,11 @@ use super::twamp::MODE;
 use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
 use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
-use ipsla_core::ops::stamp::{SenderFormat, StampOp, TwampFormat};
+use ipsla_core::ops::stamp::{SenderFormat, TwampFormat};
 use ipsla_core::twamp::client::MAX_PADDING;
-use ipsla_net::pacer::Pacer;
-use ipsla_net::probe::run_udp;
 use ipsla_net::twamp::client::sender_socket;
 use ipsla_wire::twamp::test::SYMMETRIC_PADDING_OPEN;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(super) static KIND: TwampLightKind = TwampLightKind;
 
@@ -96,14 +94,8 @@ impl Operation for TwampLight {
         _sequence: u32,
         _rt: &tokio::runtime::Handle,
     ) -> std::result::Result<RunOutcome, RunError> {
-        let (sync, mut clock) = self.clock.check();
-        let t = spec.target;
-        let (s, _) = sock("opening the probe socket", sender_socket(t, &spec.sockets))?;
+        let (s, _) = sock("opening the probe socket", sender_socket(spec.target, &spec.sockets))?;
         let format = SenderFormat::Twamp(Box::new(TwampFormat::light(self.padding as usize)));
-        let cfg = super::stamp::sender(spec, (self.packets, self.interval), format, self.stateful, sync);
-        let pacer = Pacer::for_interval(self.interval);
-        let mut result = run_udp(&mut StampOp::new(Instant::now(), cfg, spec.port), &s, t, 0, &pacer);
-        self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: None })
+        Ok(super::stamp::run_sender(spec, &s, (self.packets, self.interval), format, self.stateful, &self.clock))
     }
 }
