@@ -1,11 +1,13 @@
-//! The agent: the responder, scheduled operations on a pool of worker threads, the SQLite history,
+//! The agent: the responder, scheduled operations, the SQLite history,
 //! and HTTP (`/metrics`, the JSON API, `/-/healthy`: [`crate::http`], reading the state through
 //! the `pub(crate)` methods of `Shared`).
 //!
-//! Threads: one scheduler (wakes at the next due time of any operation), `workers` runners (each
-//! run blocks its thread: the pacer holds the probe schedule), one HTTP thread with a tokio
-//! runtime, and the responder's own thread. A completed run is committed to the store before it
-//! is published, so a killed agent loses no completed run.
+//! The bookkeeping is the sans-IO [`crate::engine`]; this module drives it on one tokio runtime
+//! stopped by one cancellation token: a scheduler task (wakes at the engine's next due time, a
+//! finished run or a reload), runs on the blocking pool, at most `workers` at a time (each run
+//! blocks its thread: the pacer holds the probe schedule), and the HTTP task; the responder keeps
+//! its own thread. A completed run is committed to the store before it is published, so a killed
+//! agent loses no completed run.
 
 use crate::alert::{AlertDef, AlertEvent, AlertFile, Alerts};
 use crate::api::{OpSummary, StoreStatus};
@@ -340,9 +342,9 @@ impl Shared {
     }
 }
 
-/// How long the scheduler may go without a pass before the agent counts as unhealthy. A pass
-/// takes at most 200 ms plus the locks it waits for; seconds without one mean a stuck lock or a
-/// dead thread.
+/// How long the scheduler may go without a pass before the agent counts as unhealthy. It passes
+/// at least once a second (`HEARTBEAT_TICK`) plus the locks it waits for; seconds without one
+/// mean a stuck lock or a dead task.
 const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
 
 /// A running agent.

@@ -264,14 +264,6 @@ impl Engine {
         (sum, out)
     }
 
-    /// Starts a pending operation now, as a trigger would.
-    pub fn trigger(&mut self, now: Instant, id: u32) -> bool {
-        let Some(o) = self.ops.get_mut(&id) else { return false };
-        o.schedule.trigger(now);
-        self.rebuild_queue();
-        true
-    }
-
     /// The operations, in id order.
     pub fn ops(&self) -> impl Iterator<Item = &OpState> {
         self.ops.values()

@@ -125,7 +125,7 @@ pub struct OperationDef {
     pub spec: OperationSpec,
     /// When.
     pub schedule: ScheduleConfig,
-    /// Whether `frequency` was written (a group refuses schedule keys on its members).
+    /// The schedule keys written on the operation (a group refuses them on its members).
     pub schedule_keys: Vec<&'static str>,
     /// Threshold reactions.
     pub reactions: Vec<ReactionConfig>,
