@@ -18,7 +18,7 @@ fn config(dir: &Path, http: u16, v1: u16) -> AgentToml {
             .id(id)
             .key("port", echo)
             .key("control_port", v1)
-            .key("timeout", "200ms")
+            .key("timeout", "500ms")
             .key("frequency", "1s")
     };
     AgentToml::new()
@@ -67,6 +67,7 @@ fn wait_runs(http: u16, runs: u64, stored: u64) -> Value {
 
 #[test]
 fn runs_are_scheduled_stored_and_exported() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let agent = InProcess::start(&config(dir.path(), 0, free_udp()));
     let http = agent.http();
@@ -117,6 +118,7 @@ fn runs_are_scheduled_stored_and_exported() {
 
 #[test]
 fn sigkill_loses_no_completed_run() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (http, v1) = (free_tcp(), free_udp());
     let cfg = config(dir.path(), http, v1).write(&dir.path().join("agent.toml"));
@@ -136,6 +138,7 @@ fn sigkill_loses_no_completed_run() {
 
 #[test]
 fn config_errors_name_the_key() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
     std::fs::write(&p, "[[operation]]\ntype = \"udp-jitter\"\ntarget = \"127.0.0.1\"\ninterval = \"fast\"\n").unwrap();
@@ -169,6 +172,7 @@ fn with_echo_ops(mut cfg: AgentToml, ids_timeouts: &[(u32, &str)], echo: u16, v1
 
 #[test]
 fn reload_keeps_unchanged_operations_and_refuses_a_bad_file() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (http, v1, echo) = (free_tcp(), free_udp(), free_udp());
     let head = AgentToml::new().http(http).store(&dir.path().join("runs.db")).responder(Responder::loopback(v1));
@@ -218,6 +222,7 @@ fn reload_keeps_unchanged_operations_and_refuses_a_bad_file() {
 /// refuses nothing, one against a closed port (connectionLoss reaction, its track goes down).
 #[test]
 fn twamp_and_stamp_served_and_scheduled() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (twamp, stamp, dead) = (free_tcp(), free_udp(), free_tcp());
     let op = |kind: &str, id: u32, port: u16, packets: u32, timeout: &str| {

@@ -154,6 +154,7 @@ fn log_lines(log: &Path, needles: &[&str]) -> usize {
 
 #[test]
 fn authentication_attacks_are_refused_counted_and_logged_at_a_bounded_rate() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let r = start(dir.path());
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 #[test]
 fn responder_serves_status_and_stops_cleanly_on_sigterm() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("status.sock");
     let (v1, v2) = (free_udp(), free_udp());
@@ -56,6 +57,7 @@ fn responder_serves_status_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn config_errors_name_the_key() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("r.toml");
     std::fs::write(&cfg, "[responder]\nport_range = \"70000-80000\"\n").unwrap();
@@ -72,6 +74,7 @@ fn config_errors_name_the_key() {
 
 #[test]
 fn status_without_a_responder_says_so() {
+    let _machine = crate::common::shared();
     let out = ipsla().args(["responder", "--status", "--status-socket", "/nonexistent/ipsla.sock"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("no responder answers"));

@@ -6,7 +6,7 @@
 //! are printed, not asserted); restoring it moves it back. Packets are checked on the lab links,
 //! not only in the routing table. Needs root.
 
-use crate::common::{AgentToml, Op, PATIENCE, Route, Track, ipsla, one_at_a_time, wait_some};
+use crate::common::{AgentToml, Op, PATIENCE, Route, Track, alone, ipsla, wait_some};
 use ipsla_lab::{Host, Impairment, Lab, Link, LinkConfig};
 use std::net::UdpSocket;
 use std::process::Stdio;
@@ -51,7 +51,7 @@ fn which_link(a: &Host, links: [&Link; 2]) -> [bool; 2] {
 
 #[test]
 fn the_route_follows_the_track_to_the_backup_and_back() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     if !ipsla_lab::available() {
         eprintln!("skipped: the lab needs root, /dev/net/tun and iproute2");
         return;

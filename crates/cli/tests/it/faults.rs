@@ -25,6 +25,7 @@ fn responder(v1: u16, status: &Path) -> Killed {
 
 #[test]
 fn responder_killed_mid_operation_then_back() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (http, v1, port) = (free_tcp(), free_udp(), free_udp());
     let status = dir.path().join("responder.sock");
@@ -40,7 +41,7 @@ fn responder_killed_mid_operation_then_back() {
                 .key("packets", 50)
                 .key("interval", "20ms")
                 .key("precision", "us")
-                .key("timeout", "300ms")
+                .key("timeout", "600ms")
                 .key("frequency", "2s"),
         )
         .write(&cfg);
@@ -135,6 +136,7 @@ fn metric(http: u16, name: &str) -> f64 {
 
 #[test]
 fn full_store_measuring_and_alerting_go_on() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let Some(fs) = Tmpfs::mount(&dir.path().join("small"), "8m") else {
         eprintln!("SKIPPED: mounting a tmpfs needs root");

@@ -9,7 +9,7 @@
 //! with bounded memory, and every datagram it read must be counted once, by reason.
 
 use crate::common::{
-    Killed, PATIENCE, free_tcp, free_udp, ipsla, n, one_at_a_time, responder_status, wait_for, wait_tcp, wait_udp,
+    Killed, PATIENCE, alone, free_tcp, free_udp, ipsla, n, responder_status, wait_for, wait_tcp, wait_udp,
 };
 use ipsla_wire::cisco::control_v1::{ControlV1Repr, MeasurementRepr, Operation};
 use rand::rngs::StdRng;
@@ -260,7 +260,7 @@ fn start_responder(dir: &Path, p: &Ports) -> (Killed, PathBuf) {
 
 #[test]
 fn responder_measures_through_a_flood() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports { v1: free_udp(), v2: free_udp(), stamp: free_udp(), light: free_udp(), twamp: free_tcp() };
     let (mut responder, sock) = start_responder(dir.path(), &ports);
@@ -395,7 +395,7 @@ fn responder_measures_through_a_flood() {
 /// 125 MiB here; the sockets share one per thread).
 #[test]
 fn sessions_do_not_cost_a_receive_buffer_each() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     const SESSIONS: u16 = 2000;
     let dir = tempfile::tempdir().unwrap();
     let (v1, sock) = (free_udp(), dir.path().join("status.sock"));

@@ -6,7 +6,7 @@
 //! bench/src/bin/lab_error.rs, recorded in bench/RESULTS.md. Needs root; skipped (with a message)
 //! without it.
 
-use crate::common::{PATIENCE, ipsla, one_at_a_time, wait_for};
+use crate::common::{PATIENCE, alone, ipsla, wait_for};
 use ipsla_core::responder::ResponderConfig;
 use ipsla_lab::{Delay, DelayDist, Dir, DropReason, Fate, Host, Impairment, Lab, Link, LinkConfig, Loss, Record};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
@@ -240,7 +240,7 @@ fn loss_scenario() -> LinkConfig {
 
 #[test]
 fn udp_jitter_loss_both_ways_and_reply_duplicates() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let Some(s) = setup("loss", loss_scenario()) else { return };
     for precision in ["us", "ms"] {
         s.link.clear_log();
@@ -289,7 +289,7 @@ fn assert_matches_log(precision: &str, d: &Value, t: &Truth, whole_ms: bool) {
 
 #[test]
 fn udp_jitter_reordering_and_probe_duplicates() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let cfg = LinkConfig {
         a_to_b: Impairment {
             delay: Delay { base: MS, ..Delay::default() },
@@ -319,7 +319,7 @@ fn udp_jitter_reordering_and_probe_duplicates() {
 
 #[test]
 fn voice_scores_fall_as_impairment_rises() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let Some(s) = setup("voice", LinkConfig::default()) else { return };
     let addr = s.link.b_addr().to_string();
     let mut last = (5.0, 0);
@@ -365,7 +365,7 @@ fn single(s: &Setup, args: &[&str]) -> (Value, Vec<Record>) {
 
 #[test]
 fn echo_icmp_and_tcp_rtts_match_the_link() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let imp = |ms: u32| Impairment::delay(MS * ms);
     let Some(s) = setup("single", LinkConfig { a_to_b: imp(4), b_to_a: imp(3), seed: 5 }) else { return };
     let addr = s.link.b_addr().to_string();
@@ -404,7 +404,7 @@ fn echo_icmp_and_tcp_rtts_match_the_link() {
 
 #[test]
 fn icmp_jitter_losses_match_the_link() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let imp = Impairment {
         delay: Delay { base: 2 * MS, ..Delay::default() },
         loss: Loss::Bernoulli(0.1),
@@ -428,7 +428,7 @@ fn icmp_jitter_losses_match_the_link() {
 
 #[test]
 fn link_down_mid_run_is_counted() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let Some(s) = setup("down", LinkConfig::symmetric(Impairment::delay(MS), 1)) else { return };
     let addr = s.link.b_addr().to_string();
     let link = s.link.clone();
@@ -459,7 +459,7 @@ fn link_down_mid_run_is_counted() {
 /// sequence numbers split the losses into SD and DS exactly as the Cisco responder's counter does.
 #[test]
 fn stamp_stateful_loss_both_ways_and_reply_duplicates() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let Some(s) = setup_with("stamp", loss_scenario(), |ip| ResponderOptions {
         stamp: vec![SocketAddr::new(ip, STAMP_PORT)],
         stamp_stateful: true,
@@ -480,7 +480,7 @@ fn stamp_stateful_loss_both_ways_and_reply_duplicates() {
 /// over TWAMP-Control, and the Session-Reflector's own sequence numbers split the losses.
 #[test]
 fn twamp_loss_both_ways_and_reply_duplicates() {
-    let _machine = one_at_a_time();
+    let _machine = alone();
     let Some(s) = setup_with("twamp", loss_scenario(), |ip| ResponderOptions {
         twamp: vec![SocketAddr::new(ip, STAMP_PORT)],
         // one test port, so that the link log can tell the test packets apart

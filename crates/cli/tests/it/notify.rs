@@ -46,6 +46,7 @@ fn until(sock: &UnixDatagram, line: &str, limit: Duration) -> (String, Vec<Strin
 
 #[test]
 fn agent_notifies_ready_watchdog_reload_and_stopping() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = notify_socket(dir.path());
     let (http, v1) = (free_tcp(), free_udp());
@@ -109,6 +110,7 @@ fn agent_notifies_ready_watchdog_reload_and_stopping() {
 
 #[test]
 fn agent_without_a_watchdog_sends_no_watchdog() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = notify_socket(dir.path());
     let http = free_tcp();
@@ -136,6 +138,7 @@ fn agent_without_a_watchdog_sends_no_watchdog() {
 
 #[test]
 fn responder_notifies_ready_and_stopping() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = notify_socket(dir.path());
     let v1 = free_udp();

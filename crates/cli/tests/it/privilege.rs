@@ -25,6 +25,7 @@ fn per_thread(pid: u32, field: &str) -> Vec<String> {
 
 #[test]
 fn responder_runs_as_nobody_without_capabilities() {
+    let _machine = crate::common::shared();
     if !is_root() {
         eprintln!("SKIPPED: switching user needs root");
         return;
@@ -66,6 +67,7 @@ fn responder_runs_as_nobody_without_capabilities() {
 
 #[test]
 fn unknown_user_is_refused_by_name() {
+    let _machine = crate::common::shared();
     let out = ipsla()
         .args(["responder", "--no-v1", "--no-v2", "--stamp", "127.0.0.1:0", "--user", "no-such-user-ipsla"])
         .output()
@@ -81,6 +83,7 @@ fn unknown_user_is_refused_by_name() {
 /// stored.
 #[test]
 fn agent_runs_as_nobody_with_only_what_its_operations_need() {
+    let _machine = crate::common::shared();
     if !is_root() {
         eprintln!("SKIPPED: switching user needs root");
         return;

@@ -35,6 +35,7 @@ fn probe(args: &[&str]) -> (i32, Vec<Value>) {
 
 #[test]
 fn udp_jitter_v1_ms_against_responder() {
+    let _machine = crate::common::shared();
     let r = responder(ResponderConfig::default(), vec![]);
     let ctl = r.control_v1_addrs()[0].port().to_string();
     let port = free_port().to_string();
@@ -69,6 +70,7 @@ fn udp_jitter_v1_ms_against_responder() {
 
 #[test]
 fn udp_jitter_us_one_way_with_assumed_sync() {
+    let _machine = crate::common::shared();
     let r = responder(ResponderConfig::default(), vec![]);
     let ctl = r.control_v1_addrs()[0].port().to_string();
     let port = free_port().to_string();
@@ -112,6 +114,7 @@ fn udp_jitter_us_one_way_with_assumed_sync() {
 
 #[test]
 fn udp_jitter_v2_authenticated_and_wrong_key() {
+    let _machine = crate::common::shared();
     let mut core = ResponderConfig::default();
     core.keys.insert(5, b"tr0ub4dor".to_vec());
     core.require_auth = true;
@@ -158,6 +161,7 @@ fn udp_jitter_v2_authenticated_and_wrong_key() {
 
 #[test]
 fn control_none_against_permanent_ports() {
+    let _machine = crate::common::shared();
     let (jp, ep, tp) = (free_port(), free_port(), free_port());
     let lo = |p| SocketAddr::from(([127, 0, 0, 1], p));
     let _r = responder(
@@ -187,6 +191,7 @@ fn control_none_against_permanent_ports() {
 
 #[test]
 fn udp_echo_and_tcp_connect_with_v1_control() {
+    let _machine = crate::common::shared();
     let r = responder(ResponderConfig::default(), vec![]);
     let ctl = r.control_v1_addrs()[0].port().to_string();
     let (code, docs) = probe(&[
@@ -215,6 +220,7 @@ fn udp_echo_and_tcp_connect_with_v1_control() {
 
 #[test]
 fn failures_give_cisco_return_codes() {
+    let _machine = crate::common::shared();
     // nobody answers control: No connection
     let dead = free_port().to_string();
     let (code, docs) =
@@ -255,6 +261,7 @@ fn failures_give_cisco_return_codes() {
 
 #[test]
 fn codec_run_scores_voice() {
+    let _machine = crate::common::shared();
     let r = responder(ResponderConfig::default(), vec![]);
     let ctl = r.control_v1_addrs()[0].port().to_string();
     let (code, docs) = probe(&[
@@ -282,6 +289,7 @@ fn codec_run_scores_voice() {
 
 #[test]
 fn icmp_echo_to_the_kernel() {
+    let _machine = crate::common::shared();
     if !is_root() && std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap().trim() == "1\t0" {
         eprintln!("skipped: needs root or net.ipv4.ping_group_range");
         return;
@@ -298,6 +306,7 @@ fn icmp_echo_to_the_kernel() {
 
 #[test]
 fn icmp_jitter_to_the_kernel() {
+    let _machine = crate::common::shared();
     if !is_root() {
         eprintln!("skipped: icmp-jitter needs a raw socket (root or CAP_NET_RAW)");
         return;
@@ -318,6 +327,7 @@ fn icmp_jitter_to_the_kernel() {
 
 #[test]
 fn udp_jitter_over_ipv6_and_vrf_device() {
+    let _machine = crate::common::shared();
     if UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("skipped: no IPv6 loopback");
         return;
@@ -370,6 +380,7 @@ fn udp_jitter_over_ipv6_and_vrf_device() {
 
 #[test]
 fn userspace_fallback_still_measures() {
+    let _machine = crate::common::shared();
     let r = spawn_responder(ResponderOptions {
         listen: vec!["127.0.0.1".parse().unwrap()],
         v1_port: 0,
@@ -408,6 +419,7 @@ fn userspace_fallback_still_measures() {
 /// The flags are the configuration keys: the same checks, errors naming the flag, exit status 2.
 #[test]
 fn flag_errors_name_the_flag() {
+    let _machine = crate::common::shared();
     let err = |args: &[&str]| {
         let out = ipsla().arg("probe").args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -32,6 +32,7 @@ fn value(sample: &Value) -> f64 {
 
 #[test]
 fn prometheus_scrapes_the_agent() {
+    let _machine = crate::common::shared();
     let Some(prometheus) = on_path("prometheus") else {
         eprintln!("skipped: no `prometheus` on PATH (apt-get install prometheus)");
         return;

@@ -52,6 +52,7 @@ fn settled(http: u16) -> serde_json::Value {
 
 #[test]
 fn show_commands_print_what_the_agent_knows() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let v1 = free_udp();
     let agent = start(dir.path(), v1);

@@ -83,6 +83,7 @@ const TLVS: &str = "extra-padding=32,timestamp-info,cos,location,direct-measurem
 
 #[test]
 fn loopback_unauthenticated_with_tlvs() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let (_r, port, sock) = our_reflector(dir.path(), &["--stamp-stateful"]);
     let d = probe(port, 20, &["--tlv", TLVS, "--dscp", "46"]);
@@ -94,6 +95,7 @@ fn loopback_unauthenticated_with_tlvs() {
 
 #[test]
 fn loopback_authenticated() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path());
     let key = key.to_str().unwrap();
@@ -121,6 +123,7 @@ fn suite_reflector(bin: &Path, port: u16, extra: &[&str]) -> Killed {
 
 #[test]
 fn our_sender_to_stamp_suite_reflector() {
+    let _machine = crate::common::shared();
     let Some(bin) = stamp_suite() else { return };
     // stateful: its own sequence numbers, and our TLVs
     let port = free_udp_port();
@@ -156,6 +159,7 @@ fn assert_suite_clean(out: &str, n: u32) {
 
 #[test]
 fn stamp_suite_sender_to_our_reflector() {
+    let _machine = crate::common::shared();
     let Some(bin) = stamp_suite() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (_r, port, sock) = our_reflector(dir.path(), &["--stamp-stateful"]);
@@ -186,6 +190,7 @@ fn stamp_suite_sender_to_our_reflector() {
 /// reflector has none to return.
 #[test]
 fn twamp_light_interop_with_stamp_suite() {
+    let _machine = crate::common::shared();
     let Some(bin) = stamp_suite() else { return };
     for stateful in [false, true] {
         let port = free_udp_port();

@@ -81,6 +81,7 @@ fn assert_clean(d: &Value, n: u64) {
 
 #[test]
 fn every_security_mode_end_to_end() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path(), "open,auth,encrypted,mixed");
     let keys = key_file(dir.path(), "client.keys", "testsecret");
@@ -96,6 +97,7 @@ fn every_security_mode_end_to_end() {
 
 #[test]
 fn negotiation_failures() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     // wrong secret: the Token does not carry our challenge; Server-Start Accept = 1
     let s = server(dir.path(), "auth");
@@ -114,6 +116,7 @@ fn negotiation_failures() {
 
 #[test]
 fn twamp_light_stateless_and_stateful() {
+    let _machine = crate::common::shared();
     for (flags, stateful) in [(&[][..], false), (&["--twamp-light-stateful"][..], true)] {
         let port = free_udp();
         let _r = Killed(

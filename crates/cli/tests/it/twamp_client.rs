@@ -253,6 +253,7 @@ fn assert_clean(d: &Value, op: &str) {
 
 #[test]
 fn open_mode_session() {
+    let _machine = crate::common::shared();
     let srv = server(Modes(0x0f), PASSPHRASE);
     let out = run_probe("twamp", srv.port, &[]);
     let d = json(&out);
@@ -273,6 +274,7 @@ fn open_mode_session() {
 
 #[test]
 fn protected_modes_verify_at_the_server() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let kf = key_file(dir.path());
     for (mode, bit, size, test_hmacs) in [("auth", 2, 112, 5), ("encrypted", 4, 112, 5), ("mixed", 8, 41, 0)] {
@@ -292,6 +294,7 @@ fn protected_modes_verify_at_the_server() {
 
 #[test]
 fn open_only_server_refuses_auth() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let kf = key_file(dir.path());
     let srv = server(Modes::UNAUTHENTICATED, PASSPHRASE);
@@ -313,6 +316,7 @@ fn open_only_server_refuses_auth() {
 
 #[test]
 fn wrong_secret_is_an_auth_failure() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let kf = key_file(dir.path());
     let srv = server(Modes(0x07), b"another secret");
@@ -331,6 +335,7 @@ fn wrong_secret_is_an_auth_failure() {
 
 #[test]
 fn refused_session_is_an_error() {
+    let _machine = crate::common::shared();
     let srv = server_answering(Modes(0x01), PASSPHRASE, Accept::TemporaryResourceLimitation);
     let out = run_probe("twamp", srv.port, &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -344,6 +349,7 @@ fn refused_session_is_an_error() {
 
 #[test]
 fn no_server_is_no_connection() {
+    let _machine = crate::common::shared();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // closed again
     let out = run_probe("twamp", port, &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -353,6 +359,7 @@ fn no_server_is_no_connection() {
 
 #[test]
 fn light_against_the_stamp_reflector() {
+    let _machine = crate::common::shared();
     for (stateful_refl, stateful_probe) in [(false, false), (true, true)] {
         let port = free_udp();
         let mut cmd = ipsla();
@@ -371,6 +378,7 @@ fn light_against_the_stamp_reflector() {
 
 #[test]
 fn light_with_short_replies() {
+    let _machine = crate::common::shared();
     // twampy's reflector: 38-octet replies, no MBZ and no Sender TTL, its Seq a copy of ours
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = udp.local_addr().unwrap().port();
@@ -417,6 +425,7 @@ fn light_with_short_replies() {
 
 #[test]
 fn usage_errors() {
+    let _machine = crate::common::shared();
     let out = ipsla().args(["probe", "twamp", "127.0.0.1", "--mode", "auth"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(

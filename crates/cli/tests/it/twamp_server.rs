@@ -243,6 +243,7 @@ struct StoppedSession {
 
 #[test]
 fn open_mode_session_on_loopback() {
+    let _machine = crate::common::shared();
     let r = responder(ServerConfig::default(), false, false);
     let addr = r.twamp_addrs()[0];
     let s = session(addr, Modes::UNAUTHENTICATED, 5);
@@ -261,6 +262,7 @@ fn open_mode_session_on_loopback() {
 
 #[test]
 fn stopped_session_outlives_its_connection() {
+    let _machine = crate::common::shared();
     // twping closes the control connection right after Stop-Sessions; packets still in flight
     // are reflected for the session's Timeout (30 s here), a session never stopped ends at once.
     let r = responder(ServerConfig::default(), false, false);
@@ -281,6 +283,7 @@ fn stopped_session_outlives_its_connection() {
 
 #[test]
 fn authenticated_and_encrypted_sessions() {
+    let _machine = crate::common::shared();
     let r = responder(secure_config(Modes(0xf)), false, false);
     let addr = r.twamp_addrs()[0];
     let a = session(addr, Modes::AUTHENTICATED, 4);
@@ -298,6 +301,7 @@ fn authenticated_and_encrypted_sessions() {
 
 #[test]
 fn forged_test_packets_in_protected_sessions_are_dropped() {
+    let _machine = crate::common::shared();
     for mode in [Modes::AUTHENTICATED, Modes::ENCRYPTED] {
         let r = responder(secure_config(mode), false, false);
         let mut c = Ctl::up(r.twamp_addrs()[0], mode, "alice", SECRET);
@@ -349,6 +353,7 @@ fn forged_test_packets_in_protected_sessions_are_dropped() {
 
 #[test]
 fn negotiation_failures_have_their_accept_values() {
+    let _machine = crate::common::shared();
     // server open only, client asks for authenticated mode
     let open = responder(ServerConfig::default(), false, false);
     assert!(matches!(
@@ -367,6 +372,7 @@ fn negotiation_failures_have_their_accept_values() {
 
 #[test]
 fn connection_limit_greets_with_modes_zero() {
+    let _machine = crate::common::shared();
     let r = responder(ServerConfig { max_connections: 1, ..ServerConfig::default() }, false, false);
     let addr = r.twamp_addrs()[0];
     let first = Ctl::up(addr, Modes::UNAUTHENTICATED, "", b"");
@@ -405,6 +411,7 @@ fn light_exchange(to: SocketAddr, seqs: &[u32], len: usize) -> Vec<(usize, u32, 
 
 #[test]
 fn twamp_light_reflectors() {
+    let _machine = crate::common::shared();
     let stateless = responder(ServerConfig::default(), true, false);
     let to = stateless.twamp_light_addrs()[0];
     // twampy sends 14 octets: answered with 41; the sequence is the sender's
@@ -421,6 +428,7 @@ fn twamp_light_reflectors() {
 
 #[test]
 fn binary_flags_and_status() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("twamp.pfs");
     std::fs::write(&keys, format!("alice {}\n", hex::encode(SECRET))).unwrap();
@@ -459,6 +467,7 @@ fn binary_flags_and_status() {
 
 #[test]
 fn tshark_decodes_our_client_and_server() {
+    let _machine = crate::common::shared();
     let tshark = std::path::Path::new("/usr/bin/tshark");
     if !tshark.exists() {
         eprintln!("SKIPPED: /usr/bin/tshark is not installed");
@@ -548,6 +557,7 @@ fn tshark_decodes_our_client_and_server() {
 /// ports): otherwise one v1 source, which has no key to show, could hold every TWAMP test port.
 #[test]
 fn ip_sla_control_cannot_take_the_twamp_test_ports() {
+    let _machine = crate::common::shared();
     use ipsla_wire::cisco::control_v1::{ControlV1Repr, MeasurementRepr, Operation};
     let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let r = spawn_responder(ResponderOptions {
@@ -589,6 +599,7 @@ fn ip_sla_control_cannot_take_the_twamp_test_ports() {
 /// Modes 0: every authenticated set-up costs a key derivation on the responder thread.
 #[test]
 fn reconnecting_too_fast_is_refused() {
+    let _machine = crate::common::shared();
     let r = responder(ServerConfig { connection_rate: 1.0, ..ServerConfig::default() }, false, false);
     let addr = r.twamp_addrs()[0];
     let mut held = Vec::new();

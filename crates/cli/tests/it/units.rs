@@ -31,6 +31,7 @@ fn key<'a>(text: &'a str, k: &str) -> Vec<&'a str> {
 
 #[test]
 fn units_declare_notify_watchdog_and_least_privilege() {
+    let _machine = crate::common::shared();
     let agent = std::fs::read_to_string(dist().join("ipsla-agent.service")).unwrap();
     assert_eq!(key(&agent, "Type"), ["notify"]);
     assert_eq!(key(&agent, "ExecStart"), ["/usr/local/bin/ipsla agent --config /etc/ipsla/agent.toml"]);
@@ -53,6 +54,7 @@ fn units_declare_notify_watchdog_and_least_privilege() {
 
 #[test]
 fn agent_command_line_is_accepted() {
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let agent = std::fs::read_to_string(dist().join("ipsla-agent.service")).unwrap();
     let exec = key(&agent, "ExecStart")[0];
@@ -70,6 +72,7 @@ fn agent_command_line_is_accepted() {
 
 #[test]
 fn systemd_analyze_accepts_the_units() {
+    let _machine = crate::common::shared();
     let Some(analyze) = on_path("systemd-analyze") else {
         eprintln!("skipped: no systemd-analyze on PATH (apt-get install systemd)");
         return;

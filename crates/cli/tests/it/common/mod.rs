@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A child process killed and reaped when the test ends, whether it passed or panicked.
@@ -127,12 +127,20 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// Tests that load the machine (the flood) or spin a core (every lab link) run one at a time.
-static MACHINE: Mutex<()> = Mutex::new(());
+/// Tests that load the machine (the flood, every lab link, the failover namespaces) run alone;
+/// every other test shares it with the rest. Without this, a test with a 300 ms control timeout
+/// beside a flood of 100,000 datagrams/s on a 2-core machine can time out for real.
+static MACHINE: RwLock<()> = RwLock::new(());
 
-/// Held for the duration of a test that must not share the machine with another heavy one.
-pub fn one_at_a_time() -> MutexGuard<'static, ()> {
-    MACHINE.lock().unwrap_or_else(|e| e.into_inner())
+/// Held for the whole of a test that loads the machine: no other test runs meanwhile.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held for the whole of every other test (`machine_use_is_declared` checks that each test
+/// takes one or the other): it runs beside other sharing tests, never beside one that runs alone.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `GET path` on `http`, which must answer 200 with JSON.
@@ -191,4 +199,31 @@ pub fn responder_status(sock: &std::path::Path) -> serde_json::Value {
     let out = ipsla().args(["responder", "--status", "--json", "--status-socket"]).arg(sock).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Every test in the modules beside `common` takes the machine `alone()` or `shared()` as its
+/// first statement: one that forgot would run beside the flood again.
+#[test]
+fn machine_use_is_declared() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    let mut undeclared = Vec::new();
+    let mut tests = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, _) in lines.iter().enumerate().filter(|(_, l)| l.trim() == "#[test]") {
+            tests += 1;
+            let sig = lines[i + 1..].iter().position(|l| l.trim_start().starts_with("fn ")).map(|k| i + 1 + k).unwrap();
+            let first = lines.get(sig + 1).copied().unwrap_or_default();
+            if !(first.contains("common::shared()") || first.contains("alone()")) {
+                undeclared.push(format!("{}:{}: {}", path.display(), sig + 1, lines[sig].trim()));
+            }
+        }
+    }
+    assert!(tests >= 70, "found only {tests} tests under {}", dir.display());
+    assert!(undeclared.is_empty(), "tests that take neither alone() nor shared():\n{}", undeclared.join("\n"));
 }
