@@ -7,6 +7,9 @@
 //! others. Every event ends up counted exactly once per sink that wants it, as sent, failed (after
 //! its retries) or dropped, in `ipsla_alerts_total{sink,result}`.
 //!
+//! Webhooks speak HTTP/1.1 over TCP, or over TLS (rustls) for `https://` URLs: the server's
+//! certificate is checked against the platform's trusted roots, or against `ca_file` (PEM) when set.
+//!
 //! ```toml
 //! [[alert]]
 //! type = "webhook"
@@ -22,6 +25,8 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use ipsla_core::reaction::ReactionEvent;
 use prometheus_client::metrics::counter::Counter;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,8 +60,10 @@ pub struct AlertFile {
     pub events: Option<Vec<String>>,
     /// Per attempt (webhook, default 5s) or for the whole run (exec, default 10s).
     pub timeout: Option<String>,
-    /// Webhook: `http://HOST[:PORT][/PATH]`.
+    /// Webhook: `http://HOST[:PORT][/PATH]` or `https://...`.
     pub url: Option<String>,
+    /// Webhook over https: PEM file of the CA certificates to trust instead of the platform's.
+    pub ca_file: Option<String>,
     /// Webhook: attempts after the first (default 3).
     pub retries: Option<u32>,
     /// Webhook: wait before the first retry, doubling after each (default 1s).
@@ -106,6 +113,77 @@ pub struct WebhookDef {
     pub backoff: Duration,
     /// Extra headers (override the defaults of the same name).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// TLS for an `https://` URL.
+    pub tls: Option<Tls>,
+}
+
+/// A webhook's TLS client: the roots it trusts and the name it expects in the certificate.
+#[derive(Clone)]
+pub struct Tls {
+    /// `ca_file` as written; `None` trusts the platform's roots.
+    pub ca_file: Option<String>,
+    /// The trusted roots, as loaded (compared on reload: a changed file is a changed sink).
+    roots: Vec<CertificateDer<'static>>,
+    server_name: ServerName<'static>,
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl PartialEq for Tls {
+    fn eq(&self, o: &Self) -> bool {
+        self.ca_file == o.ca_file && self.roots == o.roots && self.server_name == o.server_name
+    }
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca_file", &self.ca_file)
+            .field("roots", &self.roots.len())
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl Tls {
+    /// Loads the roots (`ca_file`, else the platform's) for a connection to `host`. `key` names
+    /// the `ca_file` key in errors.
+    fn new(key: &str, host: &str, ca_file: Option<&str>) -> Result<Tls> {
+        let roots: Vec<CertificateDer<'static>> = match ca_file {
+            Some(path) => {
+                let certs: std::result::Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| ConfigError(format!("{key}: cannot read \"{path}\": {e}")))?
+                    .collect();
+                let certs = certs.map_err(|e| ConfigError(format!("{key}: \"{path}\" is not PEM: {e}")))?;
+                if certs.is_empty() {
+                    return Err(ConfigError(format!(
+                        "{key}: \"{path}\" holds no certificate (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)"
+                    )));
+                }
+                certs
+            }
+            None => rustls_native_certs::load_native_certs().certs,
+        };
+        let mut store = rustls::RootCertStore::empty();
+        let (added, _ignored) = store.add_parsable_certificates(roots.iter().cloned());
+        if added == 0 {
+            return Err(ConfigError(match ca_file {
+                Some(path) => format!("{key}: no usable CA certificate in \"{path}\""),
+                None => format!(
+                    "{key}: not set, and the platform has no trusted CA certificates (install the \
+                     ca-certificates package, or set {key} to a PEM file)"
+                ),
+            }));
+        }
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|_| ConfigError(format!("{key}: \"{host}\" is not a name a certificate can be checked for")))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError(format!("{key}: TLS: {e}")))?
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        Ok(Tls { ca_file: ca_file.map(str::to_string), roots, server_name, config: Arc::new(config) })
+    }
 }
 
 /// A validated exec hook.
@@ -121,7 +199,7 @@ pub struct ExecDef {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkDef {
     /// HTTP POST.
-    Webhook(WebhookDef),
+    Webhook(Box<WebhookDef>),
     /// A program.
     Exec(ExecDef),
 }
@@ -137,19 +215,28 @@ pub struct AlertDef {
     pub sink: SinkDef,
 }
 
-fn parse_url(key: &str, s: &str) -> Result<(String, u16, String, String)> {
+/// A webhook URL's parts.
+struct Url {
+    https: bool,
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+fn parse_url(key: &str, s: &str) -> Result<Url> {
     let bad = |why: &str| {
         ConfigError(format!(
-            "{key}: \"{s}\" {why}; expected http://HOST[:PORT][/PATH], e.g. \"http://127.0.0.1:9000/ipsla\""
+            "{key}: \"{s}\" {why}; expected http[s]://HOST[:PORT][/PATH], e.g. \"http://127.0.0.1:9000/ipsla\""
         ))
     };
     let uri: Uri = s.parse().map_err(|e| bad(&format!("is not a URL ({e})")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("uses https, which is not supported (no TLS); allowed scheme: http")),
-        Some(other) => return Err(bad(&format!("has scheme {other}; allowed scheme: http"))),
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(other) => return Err(bad(&format!("has scheme {other}; allowed schemes: http, https"))),
         None => return Err(bad("has no scheme")),
-    }
+    };
     let auth = uri.authority().ok_or_else(|| bad("has no host"))?;
     if auth.as_str().contains('@') {
         return Err(bad("has user info, which is not supported (set an Authorization header instead)"));
@@ -160,6 +247,7 @@ fn parse_url(key: &str, s: &str) -> Result<(String, u16, String, String)> {
         return Err(bad("has no host"));
     }
     let port = match auth.as_str()[raw_host.len()..].strip_prefix(':') {
+        None if https => 443,
         None => 80,
         Some(p) => {
             p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("has a bad port; allowed 1 to 65535"))?
@@ -167,7 +255,7 @@ fn parse_url(key: &str, s: &str) -> Result<(String, u16, String, String)> {
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let path = if path.is_empty() { "/" } else { path };
-    Ok((host.to_string(), port, auth.as_str().to_string(), path.to_string()))
+    Ok(Url { https, host: host.to_string(), port, authority: auth.as_str().to_string(), path: path.to_string() })
 }
 
 /// Finds `program` as `execvp` would: a path when it contains `/`, else the first executable of
@@ -224,9 +312,17 @@ impl AlertFile {
             "webhook" => {
                 only("command", self.command.is_some(), "exec")?;
                 let url = self.url.as_deref().ok_or_else(|| {
-                    ConfigError(format!("{}: required for type = \"webhook\" (http://HOST[:PORT][/PATH])", k("url")))
+                    ConfigError(format!("{}: required for type = \"webhook\" (http[s]://HOST[:PORT][/PATH])", k("url")))
                 })?;
-                let (host, port, authority, path) = parse_url(&k("url"), url)?;
+                let u = parse_url(&k("url"), url)?;
+                if !u.https && self.ca_file.is_some() {
+                    return Err(ConfigError(format!(
+                        "{}: only for https:// URLs ({} is {url})",
+                        k("ca_file"),
+                        k("url")
+                    )));
+                }
+                let tls = u.https.then(|| Tls::new(&k("ca_file"), &u.host, self.ca_file.as_deref())).transpose()?;
                 let mut headers = Vec::new();
                 for (n, v) in self.headers.iter().flatten() {
                     let hk = k(&format!("headers.{n}"));
@@ -240,12 +336,12 @@ impl AlertFile {
                     })?;
                     headers.push((name, value));
                 }
-                SinkDef::Webhook(WebhookDef {
+                SinkDef::Webhook(Box::new(WebhookDef {
                     url: url.to_string(),
-                    host,
-                    port,
-                    authority,
-                    path,
+                    host: u.host,
+                    port: u.port,
+                    authority: u.authority,
+                    path: u.path,
                     timeout: timeout(Duration::from_secs(5))?,
                     retries: check_range(&k("retries"), self.retries.unwrap_or(3), 0, 10)?,
                     backoff: match &self.backoff {
@@ -253,10 +349,12 @@ impl AlertFile {
                         None => Duration::from_secs(1),
                     },
                     headers,
-                })
+                    tls,
+                }))
             }
             "exec" => {
                 only("url", self.url.is_some(), "webhook")?;
+                only("ca_file", self.ca_file.is_some(), "webhook")?;
                 only("retries", self.retries.is_some(), "webhook")?;
                 only("backoff", self.backoff.is_some(), "webhook")?;
                 only("headers", self.headers.is_some(), "webhook")?;
@@ -613,9 +711,22 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<StatusCode, String> {
-    let addrs =
-        tokio::net::lookup_host((w.host.as_str(), w.port)).await.map_err(|e| format!("resolving {}: {e}", w.host))?;
+/// Why an attempt failed, and whether another attempt may go better.
+struct Failure {
+    why: String,
+    retry: bool,
+}
+
+impl Failure {
+    fn transient(why: String) -> Self {
+        Failure { why, retry: true }
+    }
+}
+
+async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<StatusCode, Failure> {
+    let addrs = tokio::net::lookup_host((w.host.as_str(), w.port))
+        .await
+        .map_err(|e| Failure::transient(format!("resolving {}: {e}", w.host)))?;
     let mut last = format!("{} resolves to no address", w.host);
     let mut stream = None;
     for a in addrs {
@@ -627,10 +738,41 @@ async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<StatusCode, St
             Err(e) => last = format!("connecting to {a}: {e}"),
         }
     }
-    let stream = stream.ok_or(last)?;
+    let stream = stream.ok_or(Failure::transient(last))?;
+    let Some(tls) = &w.tls else { return request(w, stream, body).await };
+    let peer = stream.peer_addr().map_or_else(|_| w.host.clone(), |a| a.to_string());
+    let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(tls.server_name.clone(), stream)
+        .await
+        .map_err(|e| {
+            // a certificate the roots do not vouch for stays so: not retried
+            let rejected = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).is_some_and(|r| {
+                matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+            });
+            let trust = match &tls.ca_file {
+                Some(f) => format!("the CA certificates in {f}"),
+                None => "the platform's trusted CA certificates (set ca_file to trust another CA)".into(),
+            };
+            Failure {
+                why: if rejected {
+                    format!("TLS with {peer}: the server's certificate for {} is not accepted by {trust}: {e}", w.host)
+                } else {
+                    format!("TLS with {peer}: {e}")
+                },
+                retry: !rejected,
+            }
+        })?;
+    request(w, stream, body).await
+}
+
+/// Sends the POST over an established connection (TCP or TLS).
+async fn request<S>(w: &WebhookDef, stream: S, body: Bytes) -> std::result::Result<StatusCode, Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| format!("HTTP handshake: {e}"))?;
+        .map_err(|e| Failure::transient(format!("HTTP handshake: {e}")))?;
     let _conn = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
@@ -639,11 +781,11 @@ async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<StatusCode, St
         .header(CONTENT_TYPE, "application/json")
         .header(USER_AGENT, concat!("ipsla/", env!("CARGO_PKG_VERSION")))
         .body(Full::new(body))
-        .map_err(|e| format!("building the request: {e}"))?;
+        .map_err(|e| Failure { why: format!("building the request: {e}"), retry: false })?;
     for (n, v) in &w.headers {
         req.headers_mut().insert(n.clone(), v.clone());
     }
-    let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
+    let resp = sender.send_request(req).await.map_err(|e| Failure::transient(format!("HTTP: {e}")))?;
     Ok(resp.status())
 }
 
@@ -661,9 +803,9 @@ async fn webhook(name: &str, w: &WebhookDef, ev: &AlertEvent) -> bool {
                 why = format!("HTTP {status}");
                 status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
             }
-            Ok(Err(e)) => {
-                why = e;
-                true
+            Ok(Err(f)) => {
+                why = f.why;
+                f.retry
             }
             Err(_) => {
                 why = format!("no answer within {}", humantime::format_duration(w.timeout));
@@ -812,10 +954,10 @@ mod tests {
     fn errors_name_the_key_and_the_allowed_values() {
         let e = err("[[alert]]\ntype = \"email\"");
         assert!(e.contains("alert[0].type: \"email\"") && e.contains("allowed: webhook, exec"), "{e}");
-        let e = err("[[alert]]\ntype = \"webhook\"\nurl = \"https://example.org/\"");
-        assert!(e.starts_with("alert[0].url:") && e.contains("allowed scheme: http"), "{e}");
+        let e = err("[[alert]]\ntype = \"webhook\"\nurl = \"ftp://example.org/\"");
+        assert!(e.starts_with("alert[0].url:") && e.contains("has scheme ftp; allowed schemes: http, https"), "{e}");
         let e = err("[[alert]]\ntype = \"webhook\"\nurl = \"127.0.0.1:9000\"");
-        assert!(e.starts_with("alert[0].url:") && e.contains("http://HOST[:PORT][/PATH]"), "{e}");
+        assert!(e.starts_with("alert[0].url:") && e.contains("http[s]://HOST[:PORT][/PATH]"), "{e}");
         let e = err("[[alert]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:0/\"");
         assert!(e.starts_with("alert[0].url:") && e.contains("allowed 1 to 65535"), "{e}");
         let e = err("[[alert]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:70000/\"");

@@ -389,3 +389,161 @@ backoff = "10ms"
     agent.stop();
     assert_eq!(rx.count(), 1);
 }
+
+/// A test CA and a certificate it signed for 127.0.0.1: (CA PEM, server config).
+fn tls_server_config() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    (ca.pem(), Arc::new(config))
+}
+
+/// An HTTPS receiver on 127.0.0.1:0 answering every POST with 200: the TCP connections it
+/// accepted and the bodies it read over TLS.
+struct TlsReceiver {
+    addr: SocketAddr,
+    connections: Arc<Mutex<usize>>,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TlsReceiver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request (headers, then Content-Length bytes) and answers 200.
+async fn answer_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).map(|v| v.trim().parse().unwrap())?;
+    while buf.len() < end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await.ok()?;
+    s.shutdown().await.ok()?;
+    Some(buf[end..end + len].to_vec())
+}
+
+fn tls_receiver(config: Arc<rustls::ServerConfig>) -> TlsReceiver {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (connections, bodies) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let (c, b) = (connections.clone(), bodies.clone());
+    let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            loop {
+                let stream = tokio::select! {
+                    _ = &mut stop_rx => break,
+                    a = listener.accept() => a.unwrap().0,
+                };
+                *c.lock().unwrap() += 1;
+                // a client that refuses our certificate ends the handshake: nothing to read
+                let Ok(tls) = acceptor.accept(stream).await else { continue };
+                if let Some(body) = answer_one(tls).await {
+                    b.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                }
+            }
+        });
+    });
+    TlsReceiver { addr, connections, bodies, stop: Some(stop), thread: Some(thread) }
+}
+
+#[test]
+fn webhook_over_https_trusts_its_ca_file_and_refuses_other_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, config) = tls_server_config();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let trusted = tls_receiver(config.clone());
+    let untrusted = tls_receiver(config);
+    let a = Alerts::start(
+        defs(&format!(
+            "[[alert]]\ntype = \"webhook\"\nname = \"tls\"\nurl = \"https://{}/hook\"\nca_file = \"{}\"\n\
+             [[alert]]\ntype = \"webhook\"\nname = \"platform-roots\"\nurl = \"https://{}/hook\"\nbackoff = \"10ms\"\nretries = 2",
+            trusted.addr,
+            ca_file.display(),
+            untrusted.addr
+        )),
+        &Metrics::new(),
+    )
+    .unwrap();
+    a.send(rtt_event(7));
+    a.stop(STOP);
+    let got = trusted.bodies.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0]["kind"].as_str(), got[0]["id"].as_u64()), (Some("reaction"), Some(7)), "{}", got[0]);
+    // the platform's roots do not know the test CA: one handshake, refused, not retried
+    assert_eq!(*untrusted.connections.lock().unwrap(), 1);
+    assert!(untrusted.bodies.lock().unwrap().is_empty());
+    assert_eq!(
+        counts(&a),
+        [SinkCounts { sent: 1, failed: 0, dropped: 0 }, SinkCounts { sent: 0, failed: 1, dropped: 0 }]
+    );
+}
+
+#[test]
+fn webhook_tls_settings_are_checked_at_load() {
+    #[derive(serde::Deserialize)]
+    struct F {
+        alert: Vec<AlertFile>,
+    }
+    let err = |text: &str| {
+        let f: F = toml::from_str(text).unwrap();
+        ipsla_agent::alert::validate(&f.alert).unwrap_err().to_string()
+    };
+    let e = err("[[alert]]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nca_file = \"/x.pem\"");
+    assert_eq!(e, "alert[0].ca_file: only for https:// URLs (alert[0].url is http://127.0.0.1:9/)");
+    let e = err("[[alert]]\ntype = \"webhook\"\nurl = \"https://127.0.0.1:9/\"\nca_file = \"/nonexistent/ca.pem\"");
+    assert!(e.starts_with("alert[0].ca_file: cannot read \"/nonexistent/ca.pem\": "), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let e = err(&format!(
+        "[[alert]]\ntype = \"webhook\"\nurl = \"https://127.0.0.1:9/\"\nca_file = \"{}\"",
+        empty.display()
+    ));
+    assert!(e.contains("holds no certificate"), "{e}");
+    let e = err("[[alert]]\ntype = \"exec\"\ncommand = [\"sh\"]\nca_file = \"/x.pem\"");
+    assert_eq!(e, "alert[0].ca_file: only for type = \"webhook\"");
+}
