@@ -8,6 +8,7 @@
 //! | `GET /api/v1/operations/{id}/latest` | [`Report`] (the stored run, as `ipsla probe --json` prints it) |
 //! | `GET /api/v1/operations/{id}/history?limit=N` | `[`[`StoredRun`]`]`, newest first |
 //! | `GET /api/v1/operations/{id}/aggregated` | `[`[`HourAggregate`]`]`, oldest first |
+//! | `GET /api/v1/operations/{id}/configuration` | [`OperationConfiguration`] |
 //! | `GET /api/v1/responder` | [`StatusReport`] |
 //! | `GET /api/v1/store` | [`StoreStatus`] |
 //! | `GET /api/v1/events?limit=N` | `[`[`StoredEvent`]`]`, newest first |
@@ -153,4 +154,28 @@ impl LimitQuery {
     pub fn limit(&self) -> u32 {
         self.limit.unwrap_or(100).min(10_000)
     }
+}
+
+/// `GET /api/v1/operations/{id}/configuration`: the operation as the agent runs it, defaults
+/// included, in the words and order of IOS `show ip sla configuration`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationConfiguration {
+    /// Operation number.
+    pub id: u32,
+    /// Operation type.
+    pub r#type: String,
+    /// The lines, in order.
+    pub lines: Vec<ConfigLine>,
+}
+
+/// One line of an [`OperationConfiguration`]: `label: value`, or a heading (no value) whose
+/// lines follow one level deeper.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigLine {
+    /// IOS's label (`Operation timeout (milliseconds)`).
+    pub label: String,
+    /// The value as IOS prints it; `None` for a heading (`Schedule`).
+    pub value: Option<String>,
+    /// 0 at the top, 1 under a heading.
+    pub level: u8,
 }

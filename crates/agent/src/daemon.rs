@@ -293,6 +293,11 @@ impl Shared {
         self.engine.lock().is_ok_and(|e| e.op(id).is_some())
     }
 
+    /// Operation `id`'s configuration as it runs; `None` when there is no such operation.
+    pub(crate) fn op_configuration(&self, id: u32) -> Option<crate::api::OperationConfiguration> {
+        self.engine.lock().ok()?.op(id).map(|d| d.def.configuration())
+    }
+
     /// Every operation as `/api/v1/operations` lists it, in id order.
     pub(crate) fn op_summaries(&self, now: Instant) -> Option<Vec<OpSummary>> {
         let engine = self.engine.lock().ok()?;

@@ -37,6 +37,7 @@ pub(crate) async fn serve(sh: St, listener: std::net::TcpListener, stop: tokio_u
             .route("/api/v1/operations/{id}/latest", get(latest))
             .route("/api/v1/operations/{id}/history", get(history))
             .route("/api/v1/operations/{id}/aggregated", get(aggregated))
+            .route("/api/v1/operations/{id}/configuration", get(configuration))
             .route("/api/v1/responder", get(responder_status))
             .route("/api/v1/store", get(store_status))
             .route("/api/v1/events", get(events))
@@ -121,6 +122,13 @@ async fn aggregated(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response
     match sh.read_store(|s| s.aggregates(id)) {
         Some(v) => Json(v).into_response(),
         None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn configuration(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response {
+    match sh.op_configuration(id) {
+        Some(c) => Json(c).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no operation {id}\n")).into_response(),
     }
 }
 

@@ -382,13 +382,17 @@ impl Unit {
     }
 }
 
-/// An RFC 3339 time as IOS prints it: `10:00:00 UTC 2024-09-01`.
+/// An RFC 3339 time as IOS prints it: `10:00:00 UTC Fri Jan 15 2027` (text that is not RFC 3339
+/// is kept as it is).
 pub fn ios_time(start: &str) -> String {
-    // "2024-09-01T10:00:00.123456Z" -> "10:00:00 UTC 2024-09-01"
-    match start.split_once('T') {
-        Some((date, rest)) => format!("{} UTC {date}", &rest[..8.min(rest.len())]),
-        None => start.to_string(),
-    }
+    use time::format_description::well_known::Rfc3339;
+    let ios = time::macros::format_description!(
+        "[hour]:[minute]:[second] UTC [weekday repr:short] [month repr:short] [day padding:none] [year]"
+    );
+    time::OffsetDateTime::parse(start, &Rfc3339)
+        .ok()
+        .and_then(|t| t.to_offset(time::UtcOffset::UTC).format(&ios).ok())
+        .unwrap_or_else(|| start.to_string())
 }
 
 /// The text of one run, laid out like IOS `show ip sla statistics`, then our additions.
@@ -606,7 +610,7 @@ mod tests {
         assert_eq!(text(&back, 4, 1), text(&report, 4, 1));
         let t = text_with_life(&back, 4, 1, Some("Forever"));
         assert!(t.contains("        Latest RTT: 2 milliseconds\n"), "{t}");
-        assert!(t.contains("Latest operation start time: 08:00:00 UTC 2027-01-15\n"), "{t}");
+        assert!(t.contains("Latest operation start time: 08:00:00 UTC Fri Jan 15 2027\n"), "{t}");
         assert!(t.contains("Number of failures: 1\nOperation time to live: Forever\n"), "{t}");
         assert!(t.contains("        Loss Source to Destination: 1\n"), "{t}");
         let odd: Report =

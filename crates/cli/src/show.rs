@@ -1,12 +1,15 @@
 //! `ipsla show ...`: what a running agent knows, read from its HTTP API and printed the way IOS
-//! prints `show ip sla statistics [aggregated]`, `show track` and `show ip sla responder`
-//! (`--json`: the API's JSON, pretty-printed).
+//! prints `show ip sla summary`, `show ip sla statistics [aggregated]`, `show ip sla
+//! configuration`, `show track` and `show ip sla responder` (`--json`: the API's JSON,
+//! pretty-printed).
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use ipsla_agent::api::{AccUs, HourAggregate, JitterAggregate, OpSummary, Report, StatusReport, TrackSummary};
+use ipsla_agent::api::{
+    AccUs, HourAggregate, JitterAggregate, OpSummary, OperationConfiguration, Report, StatusReport, TrackSummary,
+};
 use ipsla_agent::report;
 use ipsla_core::ops::ReturnCode;
 use serde::de::DeserializeOwned;
@@ -27,6 +30,9 @@ pub struct ShowArgs {
 
 #[derive(Debug, Subcommand)]
 enum ShowCommand {
+    /// One line per operation: state, type, destination, latest RTT, return code and when it
+    /// last ran (IOS `show ip sla summary`).
+    Summary,
     /// Latest statistics of one operation or all (IOS `show ip sla statistics [N] [aggregated]`).
     Statistics {
         /// Operation number (default: all).
@@ -34,6 +40,12 @@ enum ShowCommand {
         /// Hourly aggregates and distribution buckets instead of the latest run.
         #[arg(long)]
         aggregated: bool,
+    },
+    /// The configuration of one operation or all, defaults included (IOS `show ip sla
+    /// configuration [N]`).
+    Configuration {
+        /// Operation number (default: all).
+        id: Option<u32>,
     },
     /// Tracks and their states (IOS `show track [N]`).
     Track {
@@ -103,7 +115,9 @@ fn pretty(v: &impl serde::Serialize) -> Result<String> {
 pub fn main(args: ShowArgs) -> Result<()> {
     let api = Api::new(&args.agent)?;
     let out = match args.what {
+        ShowCommand::Summary => summary(&api, args.json)?,
         ShowCommand::Statistics { id, aggregated } => statistics(&api, id, aggregated, args.json)?,
+        ShowCommand::Configuration { id } => configuration(&api, id, args.json)?,
         ShowCommand::Track { id } => track(&api, id, args.json)?,
         ShowCommand::Responder => {
             let r: serde_json::Value = api
@@ -131,6 +145,100 @@ fn operations(api: &Api, id: Option<u32>) -> Result<Vec<OpSummary>> {
             None => bail!("operation {n} is not configured on the agent at {}", api.url),
         },
     }
+}
+
+/// IOS `show ip sla summary`: the latest run of every operation, one line each.
+fn summary(api: &Api, json: bool) -> Result<String> {
+    let ops = operations(api, None)?;
+    let mut rows = Vec::new();
+    for o in ops {
+        let latest: Option<serde_json::Value> = api.json(&format!("/api/v1/operations/{}/latest", o.id))?;
+        rows.push((o, latest));
+    }
+    if json {
+        let v: Vec<serde_json::Value> =
+            rows.iter().map(|(o, l)| serde_json::json!({"operation": o, "latest": l})).collect();
+        return pretty(&v);
+    }
+    Ok(summary_text(&rows, std::time::SystemTime::now()))
+}
+
+/// The summary table at `now`.
+fn summary_text(rows: &[(OpSummary, Option<serde_json::Value>)], now: std::time::SystemTime) -> String {
+    let mut t = String::from(
+        "IPSLAs Latest Operation Summary\nCodes: * active, ^ inactive, ~ pending\n\
+         All Stats are in milliseconds. Stats with u are in microseconds\n\n\
+         ID           Type        Destination       Stats       Return      Last\n\
+         \x20                                                      Code        Run\n\
+         -----------------------------------------------------------------------\n",
+    );
+    for (o, latest) in rows {
+        let code = match o.state {
+            ipsla_core::schedule::OperState::Active => '*',
+            ipsla_core::schedule::OperState::Pending => '~',
+            _ => '^',
+        };
+        let destination =
+            o.target.parse::<std::net::SocketAddr>().map_or_else(|_| o.target.clone(), |a| a.ip().to_string());
+        let (stats, ret, last) = match latest {
+            None => ("-".to_string(), "Unknown".to_string(), "-".to_string()),
+            Some(l) => {
+                // a run without an RTT sample (a failure) has no statistic: "-", as IOS prints it
+                let avg = l["rtt_us"]["avg"].as_f64().filter(|_| l["rtt_us"]["count"].as_u64().unwrap_or(0) > 0);
+                let stats = match (avg, l["precision"].as_str()) {
+                    (Some(us), Some("us")) => format!("RTT={}u", us.round() as u64),
+                    (Some(us), _) => format!("RTT={}", (us / 1000.0).round() as u64),
+                    (None, _) => "-".into(),
+                };
+                let ret = serde_json::from_value::<ReturnCode>(l["return_code"].clone())
+                    .map_or_else(|_| "Unknown".to_string(), |c| c.cisco_text().to_string());
+                let last = l["start"]
+                    .as_str()
+                    .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
+                    .and_then(|t| now.duration_since(t).ok())
+                    .map_or_else(
+                        || "-".to_string(),
+                        |d| match d.as_secs() {
+                            1 => "1 second ago".to_string(),
+                            n => format!("{n} seconds ago"),
+                        },
+                    );
+                (stats, ret, last)
+            }
+        };
+        let cell = |s: &str, w: usize| format!("{s:<w$} ", w = w - 1);
+        t += &cell(&format!("{code}{}", o.id), 13);
+        t += &cell(&o.r#type, 12);
+        t += &cell(&destination, 18);
+        t += &cell(&stats, 12);
+        t += &cell(&ret, 12);
+        t += &last;
+        t.push('\n');
+    }
+    t
+}
+
+/// IOS `show ip sla configuration [N]`.
+fn configuration(api: &Api, id: Option<u32>, json: bool) -> Result<String> {
+    let mut all = Vec::new();
+    for o in operations(api, id)? {
+        let c: OperationConfiguration = api
+            .json(&format!("/api/v1/operations/{}/configuration", o.id))?
+            .ok_or_else(|| anyhow!("operation {} was removed from the agent at {} meanwhile", o.id, api.url))?;
+        all.push(c);
+    }
+    if json {
+        return match (id, all.as_slice()) {
+            (Some(_), [one]) => pretty(one),
+            _ => pretty(&all),
+        };
+    }
+    let mut t = String::from("IP SLAs Infrastructure Engine-III\n");
+    for c in &all {
+        t += &ipsla_agent::ops::configuration::text(c);
+        t.push('\n');
+    }
+    Ok(t)
 }
 
 fn time_to_live(o: &OpSummary) -> String {
@@ -465,7 +573,7 @@ mod tests {
         let t = aggregated_text(&o, None, &[hour]);
         assert!(
             t.starts_with(
-                "Round Trip Time (RTT) for Index 2\nType of operation: udp-echo\nStart Time Index: 08:00:00 UTC 2027-01-15\n\
+                "Round Trip Time (RTT) for Index 2\nType of operation: udp-echo\nStart Time Index: 08:00:00 UTC Fri Jan 15 2027\n\
                  Number of successes: 3\nNumber of failures: 2\n        Failures by return code: Over threshold 1, Timeout 1\n\
                  RTT Values:\n        Number Of RTT: 4\t\tRTT Min/Avg/Max: 5/73/250 milliseconds\n"
             ),
@@ -474,6 +582,41 @@ mod tests {
         assert!(t.contains("Distribution Statistics:\n        Number of Completions/Sum of Latency: 4/295 milliseconds\n        Sum of Latency squared: 63375 milliseconds squared\n"), "{t}");
         assert!(t.contains("        Bucket Range: 10-19 ms\n        Number of Completions: 1\n        Percent of Total Completions for this Range: 25 %\n"), "{t}");
         assert!(t.contains("        Bucket Range: 20-Inf ms\n        Number of Completions: 2\n        Percent of Total Completions for this Range: 50 %\n"), "{t}");
+    }
+
+    #[test]
+    fn summary_like_ios_with_failures_as_dashes() {
+        let op = |id: u32, kind: &str, target: &str, state: &str| -> OpSummary {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "type": kind, "target": target, "tag": "", "state": state, "runs": 1, "busies": 0,
+                "stored": 1, "frequency_s": 60.0, "life_s": null, "time_to_live_s": null
+            }))
+            .unwrap()
+        };
+        let start = "2027-01-15T08:00:00.000000Z";
+        let now = humantime::parse_rfc3339("2027-01-15T08:00:42Z").unwrap();
+        let run = |code: &str, count: u64, avg: Option<f64>, precision: &str| {
+            serde_json::json!({"return_code": code, "precision": precision, "start": start,
+                               "rtt_us": {"count": count, "avg": avg}})
+        };
+        let rows = vec![
+            (op(1, "udp-jitter", "10.0.0.2:5000", "active"), Some(run("ok", 10, Some(1480.0), "ms"))),
+            (op(2, "udp-jitter", "[2001:db8::2]:5000", "active"), Some(run("ok", 10, Some(900.4), "us"))),
+            // a failed run has no RTT: a dash, never 0
+            (op(3, "icmp-echo", "10.0.0.3", "active"), Some(run("timeout", 0, None, "us"))),
+            (op(4, "udp-echo", "10.0.0.4:7", "pending"), None),
+        ];
+        let t = summary_text(&rows, now);
+        let body: Vec<&str> = t.lines().skip(7).collect();
+        assert_eq!(
+            body,
+            [
+                "*1           udp-jitter  10.0.0.2          RTT=1       OK          42 seconds ago",
+                "*2           udp-jitter  2001:db8::2       RTT=900u    OK          42 seconds ago",
+                "*3           icmp-echo   10.0.0.3          -           Timeout     42 seconds ago",
+                "~4           udp-echo    10.0.0.4          -           Unknown     -",
+            ]
+        );
     }
 
     #[test]

@@ -75,6 +75,10 @@ impl Operation for IcmpEcho {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
     }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.push(("Request size (ARR data portion)", self.size.to_string()));
+        out.push(("Data pattern", hex::encode(&self.pattern)));
+    }
     fn icmp(&self) -> bool {
         true
     }

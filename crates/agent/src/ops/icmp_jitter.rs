@@ -2,6 +2,7 @@
 //! delay and jitter without a responder (raw socket).
 
 use super::common::{CLOCK, ClockSync, TRAIN, train};
+use super::configuration::train_line;
 use super::icmp_echo::{ident, no_control};
 use super::{Base, Fields, Key, Kind, Operation};
 use crate::config::Result;
@@ -55,6 +56,10 @@ impl Kind for IcmpJitterKind {
 impl Operation for IcmpJitter {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
+    }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.push(train_line(self.interval, self.packets));
+        self.clock.describe(out);
     }
     fn train(&self) -> Option<(u32, Duration)> {
         Some((self.packets, self.interval * self.packets))

@@ -7,6 +7,7 @@
 //! [`Operation`]: the kind-specific part of an [`OperationSpec`], which knows how to run once.
 
 pub mod common;
+pub mod configuration;
 pub mod fields;
 mod icmp_echo;
 mod icmp_jitter;
@@ -127,6 +128,9 @@ pub trait Operation: DynEq + std::fmt::Debug + Send + Sync {
     fn icmp(&self) -> bool {
         false
     }
+    /// Its own lines of `show ip sla configuration`, after the common ones (IOS's words where
+    /// IOS has the setting): see [`configuration`].
+    fn describe(&self, _out: &mut Vec<(&'static str, String)>) {}
     /// Runs once with control sequence `sequence`, on the calling thread (TCP and TWAMP use `rt`).
     fn run(
         &self,

@@ -2,6 +2,7 @@
 //! control phase.
 
 use super::common::{CLOCK, ClockSync, TRAIN, train};
+use super::configuration::train_line;
 use super::{Base, Fields, Flag, Key, Kind, Operation, Ty};
 use crate::config::{ConfigError, Result};
 use crate::runner::{OperationSpec, RunError, RunOutcome, host_error_estimate, sock};
@@ -149,6 +150,14 @@ impl Kind for StampKind {
 impl Operation for Stamp {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
+    }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.push(train_line(self.interval, self.packets));
+        out.push(("Session-Sender Identifier (SSID)", self.ssid.to_string()));
+        out.push(("Authentication", if self.key.is_some() { "HMAC-SHA-256" } else { "none" }.into()));
+        let tlvs: Vec<String> = self.tlvs.iter().map(|t| format!("{t:?}")).collect();
+        out.push(("TLVs", if tlvs.is_empty() { "none".into() } else { tlvs.join(", ") }));
+        self.clock.describe(out);
     }
     fn train(&self) -> Option<(u32, Duration)> {
         Some((self.packets, self.interval * self.packets))

@@ -43,6 +43,9 @@ impl Operation for TcpConnect {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
     }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        self.control.describe(out);
+    }
     fn control_label(&self) -> &'static str {
         self.control.label()
     }

@@ -269,6 +269,13 @@ fn the_registry_is_consistent() {
         assert_eq!(d.spec.op.kind().name(), kind.name());
         assert_eq!(d.spec.port, kind.default_port().unwrap_or(0));
         assert_eq!(d.spec.op.train().is_some(), kind.jitter(), "{}", kind.name());
+        // its configuration names it, and a train kind says its train as IOS does
+        let c = d.configuration();
+        let value = |label: &str| c.lines.iter().find(|l| l.label == label).and_then(|l| l.value.clone());
+        assert_eq!(value("Type of operation to perform").as_deref(), Some(kind.name()));
+        assert_eq!(value("Target port/Source port").is_some(), kind.default_port().is_some(), "{}", kind.name());
+        let train = value("Packet Interval (milliseconds)/Number of packets");
+        assert_eq!(train.is_some(), kind.jitter(), "{}: {c:?}", kind.name());
     }
 }
 

@@ -3,6 +3,7 @@
 //! udp-jitter's statistics.
 
 use super::common::{CLOCK, ClockSync, TRAIN, train};
+use super::configuration::train_line;
 use super::{Base, Fields, Flag, Key, Kind, Operation, Ty};
 use crate::config::Result;
 use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
@@ -166,6 +167,12 @@ impl Kind for TwampKind {
 impl Operation for Twamp {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
+    }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.push(train_line(self.interval, self.packets));
+        out.push(("TWAMP mode", format!("{:?}", self.mode)));
+        out.push(("Padding (octets)", self.padding.map_or("default".into(), |p| p.to_string())));
+        self.clock.describe(out);
     }
     fn train(&self) -> Option<(u32, Duration)> {
         Some((self.packets, self.interval * self.packets))

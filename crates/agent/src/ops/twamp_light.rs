@@ -2,6 +2,7 @@
 //! reflector port, no control; STAMP reflectors answer it too.
 
 use super::common::{CLOCK, ClockSync, TRAIN, train};
+use super::configuration::train_line;
 use super::twamp::MODE;
 use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
@@ -84,6 +85,12 @@ impl Kind for TwampLightKind {
 impl Operation for TwampLight {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
+    }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.push(train_line(self.interval, self.packets));
+        out.push(("Padding (octets)", self.padding.to_string()));
+        out.push(("Reflector", if self.stateful { "stateful" } else { "stateless" }.into()));
+        self.clock.describe(out);
     }
     fn train(&self) -> Option<(u32, Duration)> {
         Some((self.packets, self.interval * self.packets))

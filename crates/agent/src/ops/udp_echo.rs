@@ -57,6 +57,11 @@ impl Operation for UdpEcho {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
     }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.push(("Request size (ARR data portion)", self.size.to_string()));
+        out.push(("Data pattern", hex::encode(&self.pattern)));
+        self.control.describe(out);
+    }
     fn control_label(&self) -> &'static str {
         self.control.label()
     }

@@ -2,6 +2,7 @@
 //! control phase, optionally emulating a voice codec (ICPIF and MOS).
 
 use super::common::{CLOCK, ClockSync, IPSLA_CONTROL, IpSlaControl, TRAIN, pattern, train};
+use super::configuration::train_line;
 use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
 use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
@@ -102,6 +103,32 @@ impl Kind for UdpJitterKind {
 impl Operation for UdpJitter {
     fn kind(&self) -> &'static dyn Kind {
         &KIND
+    }
+    fn describe(&self, out: &mut Vec<(&'static str, String)>) {
+        out.push(("Request size (ARR data portion)", self.size.to_string()));
+        out.push(train_line(self.interval, self.packets));
+        let precision = match self.precision {
+            Precision::Ms => "milliseconds",
+            Precision::Us => "microseconds",
+        };
+        out.push(("Operation Stats Precision", precision.into()));
+        out.push(("Data pattern", hex::encode(&self.pattern)));
+        if let Some(v) = &self.voice {
+            let codec = match v.codec {
+                Codec::G711alaw => "g711alaw",
+                Codec::G711ulaw => "g711ulaw",
+                Codec::G729a => "g729a",
+            };
+            out.push(("Codec Type", codec.into()));
+            out.push(("Advantage Factor", v.advantage.to_string()));
+            let model = match v.model {
+                MosModel::EModel => "e-model",
+                MosModel::CiscoCompat => "cisco-compat",
+            };
+            out.push(("MOS model", model.into()));
+        }
+        self.clock.describe(out);
+        self.control.describe(out);
     }
     fn train(&self) -> Option<(u32, Duration)> {
         Some((self.packets, self.interval * self.packets))

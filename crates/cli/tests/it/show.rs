@@ -2,7 +2,13 @@
 //! udp-jitter operation that live 2.5 s (so that every count is final before it is checked), a
 //! track; the text must carry the numbers the HTTP API reports.
 
-use crate::common::{AgentToml, InProcess, Op, PATIENCE, Responder, Track, api, free_tcp, free_udp, ipsla, wait_some};
+use crate::common::{
+    AgentToml, InProcess, Op, PATIENCE, Responder, Track, api, free_tcp, free_udp, get, ipsla, wait_some,
+};
+
+fn get_status(http: u16, path: &str) -> u16 {
+    get(http, path).expect("the agent answers").0
+}
 use std::process::Output;
 
 fn show(http: u16, args: &[&str]) -> Output {
@@ -131,6 +137,56 @@ fn show_commands_print_what_the_agent_knows() {
     let aj: serde_json::Value =
         serde_json::from_str(&stdout(&show(http, &["statistics", "--aggregated", "--json"]))).unwrap();
     assert_eq!(aj.as_array().unwrap().len(), rows.as_array().unwrap().len() + j2.as_array().unwrap().len());
+
+    // show summary: one line each, their lives over (^)
+    let t = stdout(&show(http, &["summary"]));
+    assert!(
+        t.starts_with(
+            "IPSLAs Latest Operation Summary\nCodes: * active, ^ inactive, ~ pending\n\
+             All Stats are in milliseconds. Stats with u are in microseconds\n\n\
+             ID           Type        Destination       Stats       Return      Last\n"
+        ),
+        "{t}"
+    );
+    for (id, kind) in [(1, "udp-echo"), (2, "udp-jitter")] {
+        let l = api(http, &format!("/api/v1/operations/{id}/latest"));
+        let avg = l["rtt_us"]["avg"].as_f64().unwrap();
+        // µs-precision runs (udp-echo's kernel stamps) in µs with IOS's "u", the others in ms
+        let rtt = match l["precision"].as_str().unwrap() {
+            "us" => format!("RTT={}u", avg.round() as u64),
+            _ => format!("RTT={}", (avg / 1000.0).round() as u64),
+        };
+        let line = format!("\n^{id:<12}{kind:<12}127.0.0.1         {rtt:<12}OK          ");
+        assert!(t.contains(&line), "{line:?} in {t}");
+    }
+    assert!(t.ends_with(" seconds ago\n") || t.ends_with(" second ago\n"), "{t}");
+
+    // show configuration: what runs, defaults included, IOS's words
+    let c = api(http, "/api/v1/operations/2/configuration");
+    let t = stdout(&show(http, &["configuration", "2"]));
+    let port =
+        c["lines"].as_array().unwrap().iter().find(|l| l["label"] == "Target port/Source port").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    for line in [
+        "IP SLAs Infrastructure Engine-III\nEntry number: 2\nOwner: \nTag: \nOperation timeout (milliseconds): 300\n\
+         Type of operation to perform: udp-jitter\nTarget address/Source address: 127.0.0.1/0.0.0.0\n"
+            .to_string(),
+        format!("\nTarget port/Source port: {port}\nType Of Service parameter: 0x0\n"),
+        "\nPacket Interval (milliseconds)/Number of packets: 10/5\nOperation Stats Precision: milliseconds\n".into(),
+        format!("\nControl Packets: enabled\nControl protocol/port: v1/{v1}\n"),
+        "\nSchedule:\n   Operation frequency (seconds): 1\n".into(),
+        "\n   Life (seconds): 2.5\n".into(),
+        "\nThreshold (milliseconds): 5000\n".into(),
+    ] {
+        assert!(t.contains(&line), "{line:?} in {t}");
+    }
+    assert!(port.ends_with("/0") && port != "0/0", "{port}");
+    assert_eq!(c["lines"][0], serde_json::json!({"label": "Entry number", "value": "2", "level": 0}));
+    let both = stdout(&show(http, &["configuration"]));
+    assert!(both.contains("\nEntry number: 1\n") && both.contains("\nEntry number: 2\n"), "{both}");
+    assert_eq!(get_status(http, "/api/v1/operations/9/configuration"), 404);
 
     // show track
     let t = stdout(&show(http, &["track", "1"]));
