@@ -11,6 +11,7 @@ pub mod configuration;
 pub mod fields;
 mod icmp_echo;
 mod icmp_jitter;
+pub mod reference;
 mod stamp;
 mod tcp_connect;
 mod twamp;

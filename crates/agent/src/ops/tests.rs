@@ -287,3 +287,19 @@ fn a_reload_compares_the_kind_specific_part() {
     let echo = check("type = \"udp-echo\"\ntarget = \"127.0.0.1\"", "operation[1]", 1).unwrap();
     assert_ne!(a.spec, echo.spec);
 }
+
+/// docs/operation-keys.md is what the registry says; `IPSLA_BLESS=1` rewrites it.
+#[test]
+fn the_key_reference_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operation-keys.md");
+    let want = super::reference::markdown();
+    if std::env::var_os("IPSLA_BLESS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} differs from the registry: run `IPSLA_BLESS=1 cargo test -p ipsla-agent the_key_reference_is_current` and commit it",
+        path.display()
+    );
+}
