@@ -2,7 +2,7 @@
 //! of the event as JSON, retried with exponential backoff) or to an exec hook (a program that gets
 //! the event as JSON on stdin and in `IPSLA_*` environment variables).
 //!
-//! One thread runs every sink. Each sink has its own bounded queue: [`Alerts::send`] never waits
+//! Every sink is a task on the agent's runtime. Each sink has its own bounded queue: [`Alerts::send`] never waits
 //! (a full queue drops the event and counts it), and a slow or failing sink does not delay the
 //! others. Every event ends up counted exactly once per sink that wants it, as sent, failed (after
 //! its retries) or dropped, in `ipsla_alerts_total{sink,result}`.
@@ -32,9 +32,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -527,16 +527,16 @@ impl SinkState {
 struct Running {
     queues: Vec<mpsc::Sender<Arc<AlertEvent>>>,
     stop: oneshot::Sender<Instant>,
-    thread: JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Closes the queues, lets the thread deliver until `within` has passed, joins it, and counts
-    /// what was left as dropped.
-    fn finish(self, sinks: &[Arc<SinkState>], within: Duration) {
+    /// Closes the queues, lets the sinks deliver until `within` has passed, waits for them, and
+    /// counts what was left as dropped.
+    async fn finish(self, sinks: &[Arc<SinkState>], within: Duration) {
         drop(self.queues);
         let _ = self.stop.send(Instant::now() + within);
-        let _ = self.thread.join();
+        let _ = self.task.await;
         for s in sinks {
             let left = s.queued.swap(0, Ordering::SeqCst);
             if left > 0 {
@@ -547,7 +547,7 @@ impl Running {
     }
 }
 
-/// One configuration's sinks and, until stopped, their thread.
+/// One configuration's sinks and, until stopped, their tasks.
 #[derive(Default)]
 struct Inner {
     sinks: Vec<Arc<SinkState>>,
@@ -555,7 +555,7 @@ struct Inner {
 }
 
 impl Inner {
-    fn launch(defs: Vec<AlertDef>, metrics: &Metrics, capacity: usize) -> std::io::Result<Inner> {
+    fn launch(rt: &Handle, defs: Vec<AlertDef>, metrics: &Metrics, capacity: usize) -> Inner {
         let mut sinks = Vec::new();
         let mut queues = Vec::new();
         let mut work = Vec::new();
@@ -575,17 +575,17 @@ impl Inner {
             work.push((s, d.sink, rx));
         }
         if work.is_empty() {
-            return Ok(Inner { sinks, running: None });
+            return Inner { sinks, running: None };
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (stop, stop_rx) = oneshot::channel();
-        let thread = std::thread::Builder::new().name("ipsla-alert".into()).spawn(move || run(rt, work, stop_rx))?;
-        Ok(Inner { sinks, running: Some(Running { queues, stop, thread }) })
+        let task = rt.spawn(run(work, stop_rx));
+        Inner { sinks, running: Some(Running { queues, stop, task }) }
     }
 }
 
 /// The running sinks.
 pub struct Alerts {
+    rt: Handle,
     inner: Mutex<Inner>,
 }
 
@@ -598,14 +598,14 @@ impl std::fmt::Debug for Alerts {
 }
 
 impl Alerts {
-    /// Starts the sinks on one thread (none when `defs` is empty), counting into `metrics`.
-    pub fn start(defs: Vec<AlertDef>, metrics: &Metrics) -> std::io::Result<Alerts> {
-        Self::with_capacity(defs, metrics, QUEUE)
+    /// Starts the sinks as tasks on `rt` (none when `defs` is empty), counting into `metrics`.
+    pub fn start(rt: &Handle, defs: Vec<AlertDef>, metrics: &Metrics) -> Alerts {
+        Self::with_capacity(rt, defs, metrics, QUEUE)
     }
 
     /// [`Alerts::start`] with `capacity` events per sink queue.
-    pub fn with_capacity(defs: Vec<AlertDef>, metrics: &Metrics, capacity: usize) -> std::io::Result<Alerts> {
-        Ok(Alerts { inner: Mutex::new(Inner::launch(defs, metrics, capacity)?) })
+    pub fn with_capacity(rt: &Handle, defs: Vec<AlertDef>, metrics: &Metrics, capacity: usize) -> Alerts {
+        Alerts { rt: rt.clone(), inner: Mutex::new(Inner::launch(rt, defs, metrics, capacity)) }
     }
 
     /// Queues `ev` for every sink that wants its kind; never blocks. A full queue drops it (counted,
@@ -623,40 +623,39 @@ impl Alerts {
                 s.queued.fetch_sub(1, Ordering::SeqCst);
                 s.drop_one(match e {
                     TrySendError::Full(_) => "the queue is full (the sink is slower than the events)",
-                    TrySendError::Closed(_) => "the alert thread has stopped",
+                    TrySendError::Closed(_) => "the alert sinks have stopped",
                 });
             }
         }
     }
 
     /// Replaces the sinks with `defs` (a reload): new events go to the new sinks at once, while
-    /// the old ones deliver what they hold for up to `within` on a thread of their own. Counters
-    /// continue for sinks whose name stays. On error (no thread for the new sinks) the old ones stay.
-    pub fn reconfigure(&self, defs: Vec<AlertDef>, metrics: &Metrics, within: Duration) -> std::io::Result<()> {
-        let new = Inner::launch(defs, metrics, QUEUE)?;
-        let Ok(mut inner) = self.inner.lock() else { return Ok(()) };
+    /// the old ones deliver what they hold for up to `within`. Counters continue for sinks whose
+    /// name stays.
+    pub fn reconfigure(&self, defs: Vec<AlertDef>, metrics: &Metrics, within: Duration) {
+        let new = Inner::launch(&self.rt, defs, metrics, QUEUE);
+        let Ok(mut inner) = self.inner.lock() else { return };
         let old = std::mem::replace(&mut *inner, new);
         drop(inner);
         if let Some(r) = old.running {
             let sinks = old.sinks;
-            // without a thread of their own the old sinks still get their short grace (see run)
-            let spawned =
-                std::thread::Builder::new().name("ipsla-alert-old".into()).spawn(move || r.finish(&sinks, within));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "the previous alert sinks drain without being waited for");
-            }
+            self.rt.spawn(async move { r.finish(&sinks, within).await });
         }
-        Ok(())
     }
 
     /// Stops accepting events, delivers what is queued until `within` has passed (what is left
-    /// then is counted as dropped), and joins the thread. Later calls do nothing.
-    pub fn stop(&self, within: Duration) {
+    /// then is counted as dropped), and waits for the sinks. Later calls do nothing.
+    pub async fn stopped(&self, within: Duration) {
         let Some((r, sinks)) = self.inner.lock().ok().and_then(|mut i| Some((i.running.take()?, i.sinks.clone())))
         else {
             return;
         };
-        r.finish(&sinks, within);
+        r.finish(&sinks, within).await;
+    }
+
+    /// [`Alerts::stopped`], from a thread outside the runtime.
+    pub fn stop(&self, within: Duration) {
+        self.rt.block_on(self.stopped(within));
     }
 
     /// Each sink's name and counts.
@@ -674,18 +673,16 @@ impl Alerts {
 
 type Work = Vec<(Arc<SinkState>, SinkDef, mpsc::Receiver<Arc<AlertEvent>>)>;
 
-fn run(rt: tokio::runtime::Runtime, work: Work, stop: oneshot::Receiver<Instant>) {
-    rt.block_on(async move {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (s, def, rx) in work {
-            tasks.spawn(sink_loop(s, def, rx));
-        }
-        // the queues are closed before the deadline arrives, so each loop ends once it is empty;
-        // without a stop() (the Alerts was dropped) there is a short grace
-        let deadline = stop.await.unwrap_or_else(|_| Instant::now() + Duration::from_secs(2));
-        let _ = tokio::time::timeout_at(deadline.into(), async { while tasks.join_next().await.is_some() {} }).await;
-    });
-    // dropping the runtime cancels what is still running; exec children are killed on drop
+async fn run(work: Work, stop: oneshot::Receiver<Instant>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (s, def, rx) in work {
+        tasks.spawn(sink_loop(s, def, rx));
+    }
+    // the queues are closed before the deadline arrives, so each loop ends once it is empty;
+    // without a stop() (the Alerts was dropped) there is a short grace
+    let deadline = stop.await.unwrap_or_else(|_| Instant::now() + Duration::from_secs(2));
+    let _ = tokio::time::timeout_at(deadline.into(), async { while tasks.join_next().await.is_some() {} }).await;
+    // dropping the set aborts what is still running; exec children are killed on drop
 }
 
 async fn sink_loop(s: Arc<SinkState>, def: SinkDef, mut rx: mpsc::Receiver<Arc<AlertEvent>>) {

@@ -5,8 +5,9 @@
 //! The bookkeeping is the sans-IO [`crate::engine`]; this module drives it on one tokio runtime
 //! stopped by one cancellation token: a scheduler task (wakes at the engine's next due time, a
 //! finished run or a reload), runs on the blocking pool, at most `workers` at a time (each run
-//! blocks its thread: the pacer holds the probe schedule), and the HTTP task; the responder keeps
-//! its own thread. A completed run is committed to the store before it is published, so a killed
+//! blocks its thread: the pacer holds the probe schedule), the HTTP task, the alert sinks and the
+//! route failover; the responder keeps its own thread on purpose (it owns its sessions without
+//! locks on the probe path). A completed run is committed to the store before it is published, so a killed
 //! agent loses no completed run.
 
 use crate::alert::{AlertDef, AlertEvent, AlertFile, Alerts};
@@ -207,6 +208,8 @@ pub(crate) struct Shared {
     metrics: Metrics,
     responder: Option<RunningResponder>,
     failover: Mutex<Option<crate::routes::Failover>>,
+    /// The agent's runtime (the failover task starts on it at a reload).
+    rt: tokio::runtime::Handle,
     /// Cancelled by [`Agent::stop`]: the scheduler ends, HTTP shuts down gracefully.
     stop: CancellationToken,
     /// Wakes the scheduler after a change outside it (a finished run, a reload).
@@ -423,28 +426,6 @@ impl Agent {
         let responder = bound.map(|b| b.spawn()).transpose()?;
         let now = Instant::now();
         let engine = Engine::new(&cfg.operations, cfg.tracks.clone(), now, wall_now(), rand::random());
-        let failover = if cfg.routes.is_empty() {
-            None
-        } else {
-            Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, engine.track_states())?)
-        };
-        let metrics = Metrics::new();
-        let alerts = Alerts::start(cfg.alerts.clone(), &metrics)?;
-        let shared = Arc::new(Shared {
-            cfg: Mutex::new(cfg.clone()),
-            loader: Mutex::new(None),
-            engine: Mutex::new(engine),
-            store: Mutex::new(store),
-            metrics,
-            responder,
-            failover: Mutex::new(failover),
-            stop: CancellationToken::new(),
-            wake: Notify::new(),
-            alerts,
-            started: now,
-            heartbeat_ms: AtomicU64::new(0),
-            store_health: Mutex::new(StoreHealth::default()),
-        });
         // a run blocks its thread (the pacer holds the probe schedule): runs go to the blocking
         // pool, at most `workers` at a time
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -453,6 +434,29 @@ impl Agent {
             .thread_name("ipsla-agent")
             .enable_all()
             .build()?;
+        let stop = CancellationToken::new();
+        let failover = (!cfg.routes.is_empty()).then(|| {
+            let (routes, up) = (cfg.routes.clone(), engine.track_states());
+            crate::routes::Failover::start(runtime.handle(), routes, cfg.route_protocol, up, &stop, None)
+        });
+        let metrics = Metrics::new();
+        let alerts = Alerts::start(runtime.handle(), cfg.alerts.clone(), &metrics);
+        let shared = Arc::new(Shared {
+            cfg: Mutex::new(cfg.clone()),
+            loader: Mutex::new(None),
+            engine: Mutex::new(engine),
+            store: Mutex::new(store),
+            metrics,
+            responder,
+            failover: Mutex::new(failover),
+            rt: runtime.handle().clone(),
+            stop,
+            wake: Notify::new(),
+            alerts,
+            started: now,
+            heartbeat_ms: AtomicU64::new(0),
+            store_health: Mutex::new(StoreHealth::default()),
+        });
         let workers = Arc::new(Semaphore::new(cfg.workers));
         let tasks = vec![
             runtime.spawn(scheduler(shared.clone(), workers.clone())),
@@ -503,12 +507,13 @@ impl Agent {
             }
             // every permit back: no run is going
             let _ = self.workers.acquire_many(n).await;
+            let failover = self.shared.failover.lock().ok().and_then(|mut f| f.take());
+            if let Some(f) = failover {
+                f.stopped().await;
+            }
+            self.shared.alerts.stopped(Duration::from_secs(5)).await;
         });
         self.runtime.shutdown_timeout(Duration::from_secs(5));
-        if let Some(mut f) = self.shared.failover.lock().ok().and_then(|mut f| f.take()) {
-            f.stop();
-        }
-        self.shared.alerts.stop(Duration::from_secs(5));
     }
 }
 
@@ -554,21 +559,18 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     if sum.routes_changed
         && let Ok(mut f) = sh.failover.lock()
     {
-        if let Some(mut old) = f.take() {
-            old.stop();
-        }
-        if !new.routes.is_empty() {
-            match crate::routes::Failover::start(new.routes.clone(), new.route_protocol, states.clone()) {
-                Ok(n) => *f = Some(n),
-                Err(e) => tracing::error!(error = %e, "route failover could not restart"),
-            }
-        }
+        let old = f.take();
+        *f = if new.routes.is_empty() {
+            drop(old); // cancelled: it ends at its next await
+            None
+        } else {
+            let (routes, up) = (new.routes.clone(), states.clone());
+            Some(crate::routes::Failover::start(&sh.rt, routes, new.route_protocol, up, &sh.stop, old))
+        };
     }
     sum.alerts_changed = cur.alerts != new.alerts;
-    if sum.alerts_changed
-        && let Err(e) = sh.alerts.reconfigure(new.alerts.clone(), &sh.metrics, Duration::from_secs(5))
-    {
-        tracing::error!(error = %e, "alert sinks could not restart; the previous ones stay");
+    if sum.alerts_changed {
+        sh.alerts.reconfigure(new.alerts.clone(), &sh.metrics, Duration::from_secs(5));
     }
     if cur.store_max_size != new.store_max_size
         && let Ok(mut s) = sh.store.lock()

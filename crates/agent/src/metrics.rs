@@ -308,7 +308,7 @@ impl Metrics {
     }
 
     /// The counter of one alert sink's outcome (`ipsla_alerts_total{sink,result}`); it shares its
-    /// value with the registry, so the alert thread counts without going through `Metrics`.
+    /// value with the registry, so the alert sinks count without going through `Metrics`.
     pub fn alert_counter(&self, sink: &str, result: &str) -> Counter {
         self.alerts.get_or_create(&AlertLabels { sink: sink.into(), result: result.into() }).clone()
     }

@@ -5,7 +5,7 @@
 //! A route with `track = N` is installed while track N is up and withdrawn while it is down; a
 //! route without `track` is always installed (the floating backup: give it a higher metric).
 //! Routes carry the agent's own protocol number (`[agent] route_protocol`, default 167), and one
-//! thread keeps the kernel's table equal to what the tracks want: at start (removing what an
+//! task on the agent's runtime keeps the kernel's table equal to what the tracks want: at start (removing what an
 //! earlier run left and no longer applies), on every track change, and every 10 s (a route the
 //! kernel flushed with its interface, or one deleted by hand, comes back).
 //!
@@ -19,10 +19,10 @@ use ipsla_net::route::{RouteSpec, RouteTable};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Default `rtm_protocol` of our routes (`ip route show proto 167`).
 pub const DEFAULT_PROTOCOL: u8 = 167;
@@ -162,30 +162,44 @@ pub struct RouteState {
     pub wanted: bool,
 }
 
-/// The failover thread.
+/// The failover task, on the agent's runtime.
 #[derive(Debug)]
 pub struct Failover {
-    tx: Option<mpsc::Sender<BTreeMap<u32, bool>>>,
+    tx: watch::Sender<BTreeMap<u32, bool>>,
     status: Arc<Mutex<RouteStatus>>,
-    thread: Option<JoinHandle<()>>,
+    /// Cancelled on drop (a reload replaces the failover) or with the agent's token.
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Failover {
-    /// Starts the thread; it reconciles at once with `up` (the tracks' states now).
-    pub fn start(defs: Vec<RouteDef>, protocol: u8, up: BTreeMap<u32, bool>) -> std::io::Result<Failover> {
-        let (tx, rx) = mpsc::channel();
+    /// Starts the task on `rt`; it reconciles at once with `up` (the tracks' states now) and ends
+    /// when `stop` is cancelled or the failover is dropped. `previous` (the failover a reload
+    /// replaces) is stopped and waited for first, so that two never edit the table at once.
+    pub fn start(
+        rt: &tokio::runtime::Handle,
+        defs: Vec<RouteDef>,
+        protocol: u8,
+        up: BTreeMap<u32, bool>,
+        stop: &CancellationToken,
+        previous: Option<Failover>,
+    ) -> Failover {
+        let (tx, rx) = watch::channel(up);
         let status = Arc::new(Mutex::new(RouteStatus { protocol, ..RouteStatus::default() }));
-        let st = status.clone();
-        let thread =
-            std::thread::Builder::new().name("ipsla-routes".into()).spawn(move || run(defs, protocol, up, rx, st))?;
-        Ok(Failover { tx: Some(tx), status, thread: Some(thread) })
+        let stop = stop.child_token();
+        let (st, token) = (status.clone(), stop.clone());
+        let task = rt.spawn(async move {
+            if let Some(p) = previous {
+                p.stopped().await;
+            }
+            run(defs, protocol, rx, st, token).await
+        });
+        Failover { tx, status, stop, task: Some(task) }
     }
 
-    /// New track states (all of them).
+    /// New track states (all of them); a burst of updates is reconciled once, with the newest.
     pub fn update(&self, up: BTreeMap<u32, bool>) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(up);
-        }
+        let _ = self.tx.send(up);
     }
 
     /// The status after the last reconcile.
@@ -193,40 +207,37 @@ impl Failover {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Stops the thread (routes stay as they are).
-    pub fn stop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Stops the task and waits for it (routes stay as they are).
+    pub async fn stopped(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
         }
     }
 }
 
 impl Drop for Failover {
     fn drop(&mut self) {
-        self.stop();
+        self.stop.cancel();
     }
 }
 
-fn run(
+async fn run(
     defs: Vec<RouteDef>,
     protocol: u8,
-    mut up: BTreeMap<u32, bool>,
-    rx: mpsc::Receiver<BTreeMap<u32, bool>>,
+    mut rx: watch::Receiver<BTreeMap<u32, bool>>,
     status: Arc<Mutex<RouteStatus>>,
+    stop: CancellationToken,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return tracing::error!(error = %e, "route failover cannot start"),
-    };
-    let table = match rt.block_on(async { RouteTable::open(protocol) }) {
+    let table = match RouteTable::open(protocol) {
         Ok(t) => t,
         Err(e) => return tracing::error!(error = %e, "route failover cannot open netlink; routes are not managed"),
     };
     let mut last_errors: Vec<String> = Vec::new();
     loop {
+        let up = rx.borrow_and_update().clone();
         let want = wanted(&defs, &up);
-        let done = rt.block_on(table.reconcile(&want));
+        let done = table.reconcile(&want).await;
         for r in &done.added {
             tracing::warn!(target: "ipsla::route", "route installed: {r} proto {protocol}");
         }
@@ -245,7 +256,7 @@ fn run(
             }
             last_errors = done.errors.clone();
         }
-        let installed = rt.block_on(table.list()).unwrap_or_default();
+        let installed = table.list().await.unwrap_or_default();
         if let Ok(mut s) = status.lock() {
             s.routes = defs
                 .iter()
@@ -255,16 +266,10 @@ fn run(
             s.errors = done.errors;
             s.reconciles += 1;
         }
-        match rx.recv_timeout(RECHECK) {
-            Ok(mut u) => {
-                // take the newest of a burst of updates
-                while let Ok(n) = rx.try_recv() {
-                    u = n;
-                }
-                up = u;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(RECHECK) => {}
         }
     }
 }

@@ -124,18 +124,25 @@ fn counts(a: &Alerts) -> Vec<SinkCounts> {
 
 const STOP: Duration = Duration::from_secs(20);
 
+/// The runtime the sinks run on (the agent's, in the agent).
+fn rt() -> &'static tokio::runtime::Handle {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+        .handle()
+}
+
 #[test]
 fn webhook_retries_5xx_then_delivers_once() {
     let rx = receiver(&[503, 503, 200], None);
     let metrics = Metrics::new();
     let a = Alerts::start(
+        rt(),
         defs(&format!(
             "[[alert]]\ntype = \"webhook\"\nname = \"noc\"\nurl = \"{}\"\nbackoff = \"10ms\"\nheaders = {{ X-Token = \"t0k\" }}",
             rx.url()
         )),
         &metrics,
-    )
-    .unwrap();
+    );
     a.send(rtt_event(1));
     a.stop(STOP);
     assert_eq!(rx.count(), 3, "two 503s retried, then the 200");
@@ -164,6 +171,7 @@ fn webhook_4xx_is_not_retried_and_retries_are_bounded() {
     let always_500 = receiver(&[500], None);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let a = Alerts::start(
+        rt(),
         defs(&format!(
             "[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\nbackoff = \"10ms\"\n\
              [[alert]]\ntype = \"webhook\"\nurl = \"{}\"\nbackoff = \"10ms\"\nretries = 2\n\
@@ -172,8 +180,7 @@ fn webhook_4xx_is_not_retried_and_retries_are_bounded() {
             always_500.url()
         )),
         &Metrics::new(),
-    )
-    .unwrap();
+    );
     a.send(rtt_event(2));
     a.stop(STOP);
     assert_eq!(bad_request.count(), 1, "a 400 is the receiver's final word");
@@ -187,11 +194,11 @@ fn a_full_queue_drops_without_blocking_and_counts() {
     let gate = Arc::new(Semaphore::new(0));
     let rx = receiver(&[200], Some(gate.clone()));
     let a = Alerts::with_capacity(
+        rt(),
         defs(&format!("[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"10m\"", rx.url())),
         &Metrics::new(),
         2,
-    )
-    .unwrap();
+    );
     a.send(rtt_event(1));
     rx.wait_for(1); // the sink is now stuck in event 1's request; its queue holds 2 more
     for op in 2..=6 {
@@ -210,14 +217,14 @@ fn the_events_filter_picks_kinds() {
     let tracks = receiver(&[200], None);
     let all = receiver(&[200], None);
     let a = Alerts::start(
+        rt(),
         defs(&format!(
             "[[alert]]\ntype = \"webhook\"\nurl = \"{}\"\nevents = [\"track\"]\n[[alert]]\ntype = \"webhook\"\nurl = \"{}\"",
             tracks.url(),
             all.url()
         )),
         &Metrics::new(),
-    )
-    .unwrap();
+    );
     a.send(rtt_event(1));
     let c = Changed { id: 5, up: false, text: "%TRACK-6-STATE: 5 ip sla 1 state Up -> Down".into() };
     a.send(AlertEvent::track(&c, 0));
@@ -235,9 +242,9 @@ fn reconfigure_moves_new_events_to_the_new_sinks() {
     let new = receiver(&[200], None);
     let metrics = Metrics::new();
     let hook = |r: &Receiver| defs(&format!("[[alert]]\ntype = \"webhook\"\nname = \"noc\"\nurl = \"{}\"", r.url()));
-    let a = Alerts::start(hook(&old), &metrics).unwrap();
+    let a = Alerts::start(rt(), hook(&old), &metrics);
     a.send(rtt_event(1));
-    a.reconfigure(hook(&new), &metrics, STOP).unwrap();
+    a.reconfigure(hook(&new), &metrics, STOP);
     a.send(rtt_event(2));
     a.stop(STOP);
     old.wait_for(1); // the old sink drains on a thread of its own
@@ -260,6 +267,7 @@ fn exec_hook_gets_the_event_on_stdin_and_in_the_environment() {
         f = file.display()
     );
     let a = Alerts::start(
+        rt(),
         vec![AlertDef {
             name: "hook".into(),
             events: ipsla_agent::alert::EventFilter { reaction: true, track: true },
@@ -269,8 +277,7 @@ fn exec_hook_gets_the_event_on_stdin_and_in_the_environment() {
             }),
         }],
         &Metrics::new(),
-    )
-    .unwrap();
+    );
     a.send(rtt_event(7));
     a.stop(STOP);
     assert_eq!(counts(&a), [SinkCounts { sent: 1, failed: 0, dropped: 0 }]);
@@ -288,13 +295,13 @@ fn exec_hook_gets_the_event_on_stdin_and_in_the_environment() {
 #[test]
 fn exec_hook_failures_and_timeout_kill() {
     let a = Alerts::start(
+        rt(),
         defs(
             "[[alert]]\ntype = \"exec\"\ncommand = [\"sh\", \"-c\", \"echo oops >&2; exit 3\"]\n\
              [[alert]]\ntype = \"exec\"\ncommand = [\"sleep\", \"30\"]\ntimeout = \"200ms\"",
         ),
         &Metrics::new(),
-    )
-    .unwrap();
+    );
     a.send(rtt_event(1));
     a.stop(STOP);
     // failed, not dropped: the sleeping hook was killed at its timeout, long before the deadline
@@ -498,6 +505,7 @@ fn webhook_over_https_trusts_its_ca_file_and_refuses_other_certificates() {
     let trusted = tls_receiver(config.clone());
     let untrusted = tls_receiver(config);
     let a = Alerts::start(
+        rt(),
         defs(&format!(
             "[[alert]]\ntype = \"webhook\"\nname = \"tls\"\nurl = \"https://{}/hook\"\nca_file = \"{}\"\n\
              [[alert]]\ntype = \"webhook\"\nname = \"platform-roots\"\nurl = \"https://{}/hook\"\nbackoff = \"10ms\"\nretries = 2",
@@ -506,8 +514,7 @@ fn webhook_over_https_trusts_its_ca_file_and_refuses_other_certificates() {
             untrusted.addr
         )),
         &Metrics::new(),
-    )
-    .unwrap();
+    );
     a.send(rtt_event(7));
     a.stop(STOP);
     let got = trusted.bodies.lock().unwrap().clone();
