@@ -43,6 +43,7 @@ pub(crate) async fn serve(sh: St, listener: std::net::TcpListener, stop: tokio_u
             .route("/api/v1/events", get(events))
             .route("/api/v1/tracks", get(tracks))
             .route("/api/v1/routes", get(routes))
+            .merge(crate::web::routes())
             .with_state(sh);
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     }
@@ -157,9 +158,15 @@ async fn store_status(State(sh): State<St>) -> Response {
 }
 
 async fn tracks(State(sh): State<St>) -> Response {
-    let Some(status) = sh.track_status() else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
+    match track_summaries(&sh) {
+        Some(v) => Json(v).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Every track as `/api/v1/tracks` (and the overview page) shows it.
+pub(crate) fn track_summaries(sh: &Shared) -> Option<Vec<TrackSummary>> {
+    let status = sh.track_status()?;
     let (now, wall) = (Instant::now(), ipsla_net::clock::wall_now());
     let v: Vec<TrackSummary> = status
         .into_iter()
@@ -188,7 +195,7 @@ async fn tracks(State(sh): State<St>) -> Response {
             }
         })
         .collect();
-    Json(v).into_response()
+    Some(v)
 }
 
 async fn routes(State(sh): State<St>) -> Response {

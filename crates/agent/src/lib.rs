@@ -21,3 +21,4 @@ pub mod routes;
 pub mod runner;
 pub mod store;
 pub mod tracks;
+mod web;

@@ -89,6 +89,36 @@ pub struct StoredRun {
     pub report: serde_json::Value,
 }
 
+/// The runs of one time column of a plot ([`Store::plot_columns`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotColumn {
+    /// Start of the column, ns since the Unix epoch.
+    pub start_ns: i64,
+    /// Runs that started in it.
+    pub runs: u64,
+    /// Of those, runs that measured an RTT.
+    pub measured: u64,
+    /// Smallest RTT of those runs, µs (`None` when none measured).
+    pub min_us: Option<f64>,
+    /// Average of their median RTTs, µs.
+    pub p50_us: Option<f64>,
+    /// Largest of their 90th percentiles, µs.
+    pub p90_us: Option<f64>,
+    /// Largest RTT, µs.
+    pub max_us: Option<f64>,
+    /// Probes sent by all its runs.
+    pub sent: u64,
+    /// Replies received.
+    pub received: u64,
+}
+
+impl PlotColumn {
+    /// Lost probes, percent of those sent; `None` when none was sent.
+    pub fn loss_pct(&self) -> Option<f64> {
+        (self.sent > 0).then(|| 100.0 * self.sent.saturating_sub(self.received) as f64 / self.sent as f64)
+    }
+}
+
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
@@ -594,6 +624,43 @@ impl Store {
         st.query_map(params![op, limit], Self::row)?.collect()
     }
 
+    /// `op`'s runs since `since_ns`, in columns `width_ns` wide (oldest first; a column without
+    /// runs is absent): what a plot draws. Only runs that measured an RTT give RTT values, so a
+    /// failed run adds to `runs`, never a 0 to the delays.
+    pub fn plot_columns(&self, op: u32, since_ns: i64, width_ns: i64) -> rusqlite::Result<Vec<PlotColumn>> {
+        let mut st = self.conn.prepare(
+            "WITH r AS (
+                 SELECT start_ns / ?3 AS k,
+                        CASE WHEN json_extract(report, '$.rtt_us.count') > 0 THEN 1 END AS m,
+                        json_extract(report, '$.rtt_us') AS rtt,
+                        json_extract(report, '$.sent') AS sent,
+                        json_extract(report, '$.received') AS received
+                 FROM runs WHERE op = ?1 AND start_ns >= ?2)
+             SELECT k, COUNT(*), COUNT(m),
+                    MIN(CASE WHEN m THEN json_extract(rtt, '$.min') END),
+                    AVG(CASE WHEN m THEN json_extract(rtt, '$.p50') END),
+                    MAX(CASE WHEN m THEN json_extract(rtt, '$.p90') END),
+                    MAX(CASE WHEN m THEN json_extract(rtt, '$.max') END),
+                    TOTAL(sent), TOTAL(received)
+             FROM r GROUP BY k ORDER BY k",
+        )?;
+        st.query_map(params![op, since_ns, width_ns.max(1)], |r| {
+            let k: i64 = r.get(0)?;
+            Ok(PlotColumn {
+                start_ns: k * width_ns.max(1),
+                runs: r.get::<_, i64>(1)? as u64,
+                measured: r.get::<_, i64>(2)? as u64,
+                min_us: r.get(3)?,
+                p50_us: r.get(4)?,
+                p90_us: r.get(5)?,
+                max_us: r.get(6)?,
+                sent: r.get::<_, f64>(7)? as u64,
+                received: r.get::<_, f64>(8)? as u64,
+            })
+        })?
+        .collect()
+    }
+
     /// Number of runs stored for `op`.
     pub fn count(&self, op: u32) -> rusqlite::Result<u64> {
         self.conn
@@ -640,6 +707,32 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plot_columns_take_delays_only_from_runs_that_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db")).unwrap();
+        let run = |min: f64, p50: f64, p90: f64, max: f64, count: u32, sent: u32, received: u32| {
+            format!(
+                r#"{{"rtt_us":{{"count":{count},"min":{min},"p50":{p50},"p90":{p90},"max":{max}}},"sent":{sent},"received":{received}}}"#
+            )
+        };
+        // column 0 (0-9 s): two measured runs; column 1 (10-19 s): a failed run whose document
+        // carries zeros, which must not become delays; column 3: one run; column 2: none
+        s.insert(1, SEC, "ok", Some(2.0), &run(1.0, 2.0, 3.0, 4.0, 10, 10, 10)).unwrap();
+        s.insert(1, 5 * SEC, "ok", Some(4.0), &run(3.0, 4.0, 8.0, 9.0, 10, 10, 9)).unwrap();
+        s.insert(1, 12 * SEC, "timeout", None, &run(0.0, 0.0, 0.0, 0.0, 0, 10, 0)).unwrap();
+        s.insert(1, 31 * SEC, "ok", Some(5.0), &run(5.0, 5.0, 5.0, 5.0, 1, 1, 1)).unwrap();
+        s.insert(2, 2 * SEC, "ok", Some(1.0), &run(1.0, 1.0, 1.0, 1.0, 1, 1, 1)).unwrap();
+        let c = s.plot_columns(1, 0, 10 * SEC).unwrap();
+        assert_eq!(c.iter().map(|c| c.start_ns).collect::<Vec<_>>(), [0, 10 * SEC, 30 * SEC]);
+        assert_eq!((c[0].runs, c[0].measured, c[0].sent, c[0].received), (2, 2, 20, 19));
+        assert_eq!((c[0].min_us, c[0].p50_us, c[0].p90_us, c[0].max_us), (Some(1.0), Some(3.0), Some(8.0), Some(9.0)));
+        assert_eq!(c[0].loss_pct(), Some(5.0));
+        assert_eq!((c[1].runs, c[1].measured, c[1].min_us, c[1].p50_us, c[1].max_us), (1, 0, None, None, None));
+        assert_eq!(c[1].loss_pct(), Some(100.0));
+        assert_eq!(s.plot_columns(1, 20 * SEC, 10 * SEC).unwrap().len(), 1, "since 20 s: the last column only");
+    }
 
     #[test]
     fn insert_latest_history_prune() {

@@ -23,3 +23,4 @@ mod twamp;
 mod twamp_client;
 mod twamp_server;
 mod units;
+mod web;

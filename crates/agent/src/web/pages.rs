@@ -1,0 +1,199 @@
+//! The agent's pages, rendered on the server with maud: no external asset, no CDN, no account.
+//! Each page polls its own `?part=main` every few seconds and swaps the main element in place
+//! (`web/app.js`), so it updates without a reload.
+
+use super::plot::Range;
+use crate::api::{OpSummary, OperationConfiguration, RouteStatus, StoredEvent, StoredRun, TrackSummary};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+const STYLE: &str = include_str!("style.css");
+const SCRIPT: &str = include_str!("app.js");
+
+/// A whole page around `main`.
+pub fn page(title: &str, main: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header { a href="/" { "ipsla" } " " span.host { (title) } }
+                main #main { (main) }
+                script { (PreEscaped(SCRIPT)) }
+            }
+        }
+    }
+}
+
+/// What the latest run says, in words and a class for its colour.
+pub struct Latest {
+    /// `ok`, `over` or `failed`.
+    pub class: &'static str,
+    /// The return code as IOS prints it.
+    pub code: String,
+    /// The latest average RTT, or why there is none.
+    pub rtt: String,
+    /// Loss percentage, or a dash.
+    pub loss: String,
+    /// MOS, or a dash.
+    pub mos: String,
+}
+
+impl Latest {
+    /// From a stored run (`None`: not run yet).
+    pub fn of(run: Option<&StoredRun>) -> Latest {
+        let Some(r) = run else {
+            return Latest {
+                class: "none",
+                code: "not run yet".into(),
+                rtt: "—".into(),
+                loss: "—".into(),
+                mos: "—".into(),
+            };
+        };
+        let d = &r.report;
+        let code = serde_json::from_value::<ipsla_core::ops::ReturnCode>(d["return_code"].clone())
+            .map_or_else(|_| r.return_code.clone(), |c| c.cisco_text().to_string());
+        let class = match r.return_code.as_str() {
+            "ok" => "ok",
+            "over_threshold" => "over",
+            _ => "failed",
+        };
+        let measured = d["rtt_us"]["count"].as_u64().unwrap_or(0) > 0;
+        // in the run's precision: a ms-precision run knows whole milliseconds only
+        let rtt = match (d["rtt_us"]["avg"].as_f64().filter(|_| measured), d["precision"].as_str()) {
+            (Some(us), Some("ms")) => format!("{:.0} ms", us / 1000.0),
+            (Some(us), _) => format!("{:.3} ms", us / 1000.0),
+            (None, _) => format!("none ({})", code.to_lowercase()),
+        };
+        let (sent, received) = (d["sent"].as_u64().unwrap_or(0), d["received"].as_u64().unwrap_or(0));
+        let loss = if sent > 0 {
+            format!("{:.1} %", 100.0 * sent.saturating_sub(received) as f64 / sent as f64)
+        } else {
+            "—".into()
+        };
+        let mos = d["voice"]["mos"].as_f64().map_or("—".into(), |m| format!("{m:.2}"));
+        Latest { class, code, rtt, loss, mos }
+    }
+}
+
+/// Everything the overview shows.
+pub struct Overview {
+    /// Operations with their latest run.
+    pub ops: Vec<(OpSummary, Latest)>,
+    /// Tracks.
+    pub tracks: Vec<TrackSummary>,
+    /// Routes, when the agent manages some.
+    pub routes: Option<RouteStatus>,
+    /// The responder's status as JSON, when the agent runs one.
+    pub responder: Option<serde_json::Value>,
+    /// Recent events, newest first.
+    pub events: Vec<StoredEvent>,
+}
+
+/// `/`'s main element.
+pub fn overview(o: &Overview) -> Markup {
+    html! {
+        section {
+            h2 { "Operations" }
+            @if o.ops.is_empty() {
+                p.empty { "No operation is configured: add [[operation]] tables to the agent's file (docs/operation-keys.md)." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "id" } th { "type" } th { "target" } th { "tag" } th { "state" } th { "last return code" }
+                                 th { "RTT" } th { "loss" } th { "MOS" } th { "last 6 h" } } }
+                    tbody { @for (op, l) in &o.ops {
+                        tr.(l.class) {
+                            td { a href={ "/operations/" (op.id) } { (op.id) } }
+                            td { (op.r#type) } td { (op.target) } td { (op.tag) }
+                            td { (format!("{:?}", op.state).to_lowercase()) }
+                            td.code { (l.code) } td { (l.rtt) } td { (l.loss) } td { (l.mos) }
+                            td { a href={ "/operations/" (op.id) } {
+                                img.spark alt={ "RTT of operation " (op.id) " over 6 hours" }
+                                    src={ "/operations/" (op.id) "/plot.svg?range=6h&size=spark" };
+                            } }
+                        }
+                    } }
+                } }
+            }
+        }
+        @if !o.tracks.is_empty() {
+            section {
+                h2 { "Tracks" }
+                div.scroll { table {
+                    thead { tr { th { "track" } th { "follows" } th { "state" } th { "changes" } th { "last change" } } }
+                    tbody { @for t in &o.tracks {
+                        tr.(if t.up { "ok" } else { "failed" }) {
+                            td { (t.id) } td { (t.tracks) } td.code { (if t.up { "Up" } else { "Down" }) }
+                            td { (t.changes) } td { (t.last_change.clone().unwrap_or_else(|| "never".into())) }
+                        }
+                    } }
+                } }
+            }
+        }
+        @if let Some(r) = &o.routes {
+            section {
+                h2 { "Routes" }
+                ul { @for s in &r.routes {
+                    li { (s.route) " — " (if s.wanted { "wanted" } else { "withdrawn" })
+                         @if let Some(t) = s.track { " (track " (t) ")" } }
+                } }
+                p { (r.installed.len()) " installed with protocol " (r.protocol) }
+            }
+        }
+        @if let Some(r) = &o.responder {
+            section {
+                h2 { "Responder" }
+                p { (r["sessions"].as_array().map_or(0, Vec::len)) " sessions, up " (r["uptime_s"]) " s" }
+                div.scroll { table.counters { tbody {
+                    @if let Some(stats) = r["stats"].as_object() { @for (k, v) in stats { @if v.is_number() {
+                        tr { td { (k) } td { (v) } }
+                    } } }
+                } } }
+            }
+        }
+        section {
+            h2 { "Recent events" }
+            @if o.events.is_empty() { p.empty { "None yet." } }
+            ul.events { @for e in &o.events {
+                li { span.time { (rfc3339_ms(e.time_ns)) } " " (e.text) }
+            } }
+        }
+    }
+}
+
+/// An operation's page: the plot with its ranges, the last runs and the configuration.
+pub fn operation(op: &OpSummary, range: Range, runs: &[StoredRun], config: Option<&OperationConfiguration>) -> Markup {
+    html! {
+        h2 { "Operation " (op.id) ": " (op.r#type) " to " (op.target) @if !op.tag.is_empty() { " — " (op.tag) } }
+        nav.ranges { @for r in Range::ALL {
+            @if r == range { strong { (r.name()) } } @else { a href={ "?range=" (r.name()) } { (r.name()) } }
+        } }
+        figure {
+            img.plot alt={ "RTT of operation " (op.id) " over " (range.name()) }
+                src={ "/operations/" (op.id) "/plot.svg?range=" (range.name()) };
+            figcaption { "As an image: " code { "/operations/" (op.id) "/plot.svg?range=" (range.name()) } }
+        }
+        h3 { "Last runs" }
+        div.scroll { table {
+            thead { tr { th { "start" } th { "return code" } th { "RTT" } th { "loss" } th { "MOS" } } }
+            tbody { @for r in runs {
+                @let l = Latest::of(Some(r));
+                tr.(l.class) { td { (rfc3339_ms(r.start_ns)) } td.code { (l.code) } td { (l.rtt) } td { (l.loss) } td { (l.mos) } }
+            } }
+        } }
+        @if let Some(c) = config {
+            h3 { "Configuration" }
+            pre.config { (crate::ops::configuration::text(c)) }
+        }
+    }
+}
+
+fn rfc3339_ms(ns: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
