@@ -12,8 +12,9 @@
 //! the caller declares the clocks synchronised.
 //!
 //! All values are nanoseconds (`i64`); reports convert to µs. Loss direction comes from the
-//! responder's receive counter: for a reply carrying sender sequence `s` and responder sequence
-//! `r`, `s − r` probes before it never reached the responder.
+//! responder's receive counter: of the probes sent before the last reply, as many reached the
+//! responder as it handed out counter values, whether it saw them in the order they were sent
+//! or not; the rest never reached it.
 
 use serde::{Deserialize, Serialize};
 
@@ -297,10 +298,18 @@ fn add_jitter(d: &mut DirJitter, j: i64) {
     d.interarrival += (j.abs() as f64 - d.interarrival) / 16.0;
 }
 
-/// Splits the losses by direction using the responder counter of every reply that reached us,
-/// late ones included (they did reach the responder). `dup_rseqs` are the counters carried by
-/// duplicate replies: a probe duplicated on the way out advanced the counter without being a
-/// different probe, so those values are not "seen" probes of a gap.
+/// Splits the losses before the last reply by direction from the responder counters of every
+/// reply that reached us, late ones included (they did reach the responder). `dup_rseqs` are the
+/// counters carried by duplicate replies: a probe duplicated on the way out advanced the counter
+/// without being a different probe, so those values are no probe's.
+///
+/// The split depends on the *set* of counter values seen, never on which reply carried which
+/// value nor on the order replies were handled in: the responder numbers probes in the order it
+/// receives them, which is not the order they were sent once the network reorders them (a
+/// sender that fell behind its schedule sends a burst, and a few hundred µs of jitter shuffles
+/// it). Every value up to the largest counter seen that no reply carried went to a probe that
+/// reached the responder and whose reply was lost (DS); the other losses before the last reply
+/// never reached it (SD).
 fn loss(st: &mut JitterStats, arrivals: &[Sample], dup_rseqs: &[u32], responder_counts: bool) {
     let sent = st.sent;
     let mut got: Vec<Sample> = arrivals.iter().filter(|s| s.seq >= 1 && s.seq <= sent).copied().collect();
@@ -312,53 +321,82 @@ fn loss(st: &mut JitterStats, arrivals: &[Sample], dup_rseqs: &[u32], responder_
         return;
     };
     st.tail_drop = sent - last.seq;
+    st.loss_mia = lost_total;
     if !responder_counts {
-        st.loss_mia = lost_total;
         return;
     }
-    // Walk the gaps between consecutive replies: in a gap of g missing probes between replies
-    // (s1, r1) and (s2, r2), the responder saw (r2 − r1 − 1) of them, so g − that many were lost
-    // on the way there and the rest on the way back. Counters that went backwards (the responder
-    // restarted, or reordering) make the split unknowable: those gaps go to MIA.
+    let mut counters: Vec<u32> = got.iter().map(|s| s.responder_seq).collect();
+    counters.sort_unstable();
+    if counters[0] == 0 || counters.windows(2).any(|w| w[0] == w[1]) {
+        // Not a count of this run's probes (a responder that restarted, or no counter): the
+        // direction of every loss is unknown.
+        return;
+    }
+    let mut copies: Vec<u32> =
+        dup_rseqs.iter().copied().filter(|d| *d > 0 && counters.binary_search(d).is_err()).collect();
+    copies.sort_unstable();
+    copies.dedup();
+    // Pair the k-th reply in sender order with the k-th smallest counter: `gaps[k]` probes are
+    // missing before that reply, `seen[k]` counter values (copies' aside) below that counter.
+    let mut gaps: Vec<u64> = Vec::with_capacity(got.len());
+    let mut seen: Vec<u64> = Vec::with_capacity(got.len());
+    let (mut prev_seq, mut prev_counter) = (0u32, 0u32);
+    for (s, &c) in got.iter().zip(&counters) {
+        let copies_between = copies.partition_point(|&d| d < c) - copies.partition_point(|&d| d <= prev_counter);
+        gaps.push(u64::from(s.seq.saturating_sub(prev_seq).saturating_sub(1)));
+        seen.push(u64::from(c - prev_counter - 1) - copies_between as u64);
+        (prev_seq, prev_counter) = (s.seq, c);
+    }
+    // Counter values below the smallest seen are this run's only if they fit the probes before the
+    // first reply. More means the counter did not start with this run (a stateful STAMP session
+    // kept from an earlier one): those probes' direction is unknown. (A probe that overtook the
+    // first one and lost its reply looks the same, and is counted SD.)
+    let mut mia = u64::from(st.tail_drop);
+    if seen[0] > gaps[0] {
+        mia += gaps[0];
+        (gaps[0], seen[0]) = (0, 0);
+    }
+    let (gap_total, seen_total): (u64, u64) = (gaps.iter().sum(), seen.iter().sum());
+    if seen_total > gap_total + u64::from(st.tail_drop) {
+        // More values went unanswered than there were probes to take them.
+        return;
+    }
+    // Which gap a DS loss belongs to is only known up to the reordering: a value that does not
+    // fit its own gap was taken by a probe that overtook or fell behind, so it moves to the next
+    // gaps with room, then to earlier ones. Values left over went to probes after the last reply.
+    let mut ds: Vec<u64> = vec![0; gaps.len()];
+    let mut carry = 0u64;
+    for k in 0..gaps.len() {
+        let want = seen[k] + carry;
+        ds[k] = want.min(gaps[k]);
+        carry = want - ds[k];
+    }
+    for k in (0..gaps.len()).rev() {
+        let take = carry.min(gaps[k] - ds[k]);
+        ds[k] += take;
+        carry -= take;
+    }
     let mut sd_lost = vec![false; sent as usize];
     let mut ds_lost = vec![false; sent as usize];
-    let mut prev = (0u32, 0u32);
-    let mut split_sd = 0u32;
-    let mut split_ds = 0u32;
-    let mut mia = 0u32;
-    for s in &got {
-        let gap = s.seq.saturating_sub(prev.0).saturating_sub(1);
-        if gap > 0 {
-            // duplicate counters strictly between the two replies' (sorted: two binary searches)
-            let lo = dup_rseqs.partition_point(|&d| d <= prev.1);
-            let hi = dup_rseqs.partition_point(|&d| d < s.responder_seq);
-            let dups = hi.saturating_sub(lo) as u32;
-            let seen_by_responder =
-                prev.1.checked_add(1).and_then(|p| s.responder_seq.checked_sub(p)).and_then(|x| x.checked_sub(dups));
-            match seen_by_responder {
-                Some(seen) if seen <= gap => {
-                    let sd = gap - seen;
-                    // Assume the SD losses came first in the gap; only counts and period lengths
-                    // matter, not which packet was which.
-                    for k in 0..gap {
-                        let idx = (prev.0 + k) as usize;
-                        if k < sd {
-                            sd_lost[idx] = true;
-                        } else {
-                            ds_lost[idx] = true;
-                        }
-                    }
-                    split_sd += sd;
-                    split_ds += seen;
-                }
-                _ => mia += gap,
+    let mut prev_seq = 0u32;
+    for (k, s) in got.iter().enumerate() {
+        // Assume the SD losses came first in the gap; only counts and period lengths matter,
+        // not which packet was which.
+        let sd = gaps[k] - ds[k];
+        for i in 0..gaps[k] {
+            let idx = (u64::from(prev_seq) + i) as usize;
+            if i < sd {
+                sd_lost[idx] = true;
+            } else {
+                ds_lost[idx] = true;
             }
         }
-        prev = (s.seq, s.responder_seq.max(prev.1));
+        prev_seq = s.seq;
     }
-    st.loss_sd = split_sd;
-    st.loss_ds = split_ds;
-    st.loss_mia = mia + (sent - last.seq);
+    let ds_total: u64 = ds.iter().sum();
+    st.loss_sd = (gap_total - ds_total) as u32;
+    st.loss_ds = ds_total as u32;
+    st.loss_mia = mia as u32;
     st.periods_sd = periods(&sd_lost);
     st.periods_ds = periods(&ds_lost);
 }

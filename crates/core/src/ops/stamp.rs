@@ -634,6 +634,82 @@ mod tests {
     }
 
     #[test]
+    fn sender_behind_schedule_bursts_reordered_on_the_way_out_split_loss() {
+        // A loaded sender (the lab's `stress-ng --cpu 2` case): it runs only at 0, 35, 42, 150,
+        // 156 and 400 ms, so probes 1-3 (due 10, 20, 30 ms) leave together at 35 ms and probes
+        // 5-9 (due 50-90 ms) together at 150 ms. Out delays of 2.9-3.3 ms reorder each burst, and
+        // the stateful reflector numbers probes as they arrive: 0, 2, 3, 1, 4, 8, 6, 9, 5 get
+        // counters 0-8; probe 7 is lost on the way out, the replies of 2 and 6 on the way back.
+        // Replies take 2 ms and wait in the socket for the sender's next turn: 4's reply is
+        // handled at 150 ms, 108 ms after it was sent (late, timeout 100 ms).
+        let us = Duration::from_micros;
+        let out_delay = |seq: u32| match seq {
+            1 => Some(us(3300)),
+            2 | 6 => Some(us(3000)),
+            3 | 9 => Some(us(3100)),
+            5 => Some(us(3200)),
+            7 => None,
+            8 => Some(us(2900)),
+            _ => Some(us(3000)),
+        };
+        let reply_lost = |seq: u32| seq == 2 || seq == 6;
+        let t0 = Instant::now();
+        let wall0 = Duration::from_secs(1_700_000_000);
+        let mut c = cfg(None, vec![]);
+        (c.packets, c.timeout) = (10, Duration::from_millis(100));
+        let mut op = StampOp::new(t0, c, 862);
+        let mut refl = StampReflector::new(ReflectorConfig { stateful: true, ..ReflectorConfig::default() });
+        let mut buf = vec![0u8; 4096];
+        let mut at_reflector: Vec<(Duration, u32, Vec<u8>)> = Vec::new();
+        let mut replies: Vec<(Duration, Vec<u8>)> = Vec::new();
+        for wake_ms in [0, 35, 42, 150, 156, 400] {
+            let since = Duration::from_millis(wake_ms);
+            let now = t0 + since;
+            // the reflector's work up to now, in the order probes reached it
+            at_reflector.sort_by_key(|p| p.0);
+            let (due, later): (Vec<_>, Vec<_>) = at_reflector.drain(..).partition(|p| p.0 <= since);
+            at_reflector = later;
+            for (arrival, seq, pkt) in due {
+                let info = crate::stamp::Received {
+                    rx: RxTime { wall: wall0 + arrival, kernel: true },
+                    src: "127.0.0.1:5000".parse().unwrap(),
+                    dst: "127.0.0.1:862".parse().unwrap(),
+                    ttl: Some(64),
+                    tos: None,
+                    error_estimate: ErrorEstimate::UNSYNCED_DEFAULT,
+                    sync_source: SyncSource::LocalFreeRunning,
+                };
+                let mut out = vec![0u8; 4096];
+                let rep = refl.handle(t0 + arrival, &info, &pkt, &mut out).expect("reflected");
+                refl.transmit(&rep, &mut out, wall0 + arrival + us(50));
+                if !reply_lost(seq) {
+                    replies.push((arrival + us(2050), out[..rep.len].to_vec()));
+                }
+            }
+            // the replies waiting in the socket, in the order they arrived, with their kernel stamps
+            replies.sort_by_key(|r| r.0);
+            let (due, later): (Vec<_>, Vec<_>) = replies.drain(..).partition(|r| r.0 <= since);
+            replies = later;
+            for (arrival, bytes) in due {
+                op.handle_datagram(now, Peer::Probe, RxTime { wall: wall0 + arrival, kernel: true }, &bytes);
+            }
+            while let Some(tx) = op.poll_transmit(now, wall0 + since, &mut buf) {
+                if let Some(d) = out_delay(tx.seq - 1) {
+                    at_reflector.push((since + d, tx.seq - 1, buf[..tx.len].to_vec()));
+                }
+            }
+            if op.poll_timeout().is_some_and(|d| d <= now) {
+                op.handle_timeout(now);
+            }
+        }
+        assert!(op.is_done());
+        let st = op.result().stats;
+        assert_eq!((st.sent, st.received, st.late), (10, 6, 1));
+        assert_eq!(st.out_of_sequence, 2, "1 after 3, 5 after 9: as the reflector sent them");
+        assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (1, 2, 0), "7 out; 2 and 6 back");
+    }
+
+    #[test]
     fn authenticated_with_tlvs() {
         let key = b"k3y".to_vec();
         let tlvs = vec![

@@ -165,6 +165,27 @@ fn duplicated_on_the_way_out_does_not_hide_an_sd_loss() {
 }
 
 #[test]
+fn a_counter_kept_from_an_earlier_run_still_splits() {
+    // A stateful STAMP session outlives a run when the source port is fixed: the counter goes on
+    // from the last run's 300. Scenario A's gaps split as before.
+    let shifted: Vec<Sample> =
+        scenario_a().into_iter().map(|x| Sample { responder_seq: x.responder_seq + 300, ..x }).collect();
+    let st = compute(10, &shifted, cfg(false));
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (1, 1, 1));
+    // without probe 1's reply, the 300 earlier values cannot be told from probe 1's fate: MIA
+    let st = compute(10, &shifted[1..], cfg(false));
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (1, 1, 2));
+}
+
+#[test]
+fn a_responder_that_restarts_its_counter_leaves_the_direction_unknown() {
+    // counters 1, 2, then from 1 again after probe 3 (lost on the way out): one value twice
+    let arrivals = vec![s(1, 1, 10, 5, 5), s(2, 2, 10, 5, 5), s(4, 1, 10, 5, 5), s(6, 3, 10, 5, 5)];
+    let st = compute(6, &arrivals, cfg(false));
+    assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (0, 0, 2));
+}
+
+#[test]
 fn hostile_counters_do_not_panic() {
     // Found in review: a responder counter of u32::MAX overflowed the gap walk.
     let arrivals = vec![s(1, u32::MAX, 10, 5, 5), s(3, 1, 10, 5, 5), s(2, 0, 10, 5, 5)];
@@ -217,5 +238,57 @@ proptest! {
             prop_assert_eq!(st.jitter_sd.count(), u64::from(st.received) - 1);
             prop_assert_eq!(st.jitter_ds.count(), u64::from(st.received) - 1);
         }
+    }
+
+    /// The same fates with the probes reordered on the way out (the responder numbers them in the
+    /// order it receives them; neighbours swapped, as a sender that fell behind and sent a burst
+    /// sees them) and the replies handled in any order: the split is still the truth. The first
+    /// and the last probe are answered and stay in place, so that no loss is ambiguous (one that
+    /// overtook the first reply or fell behind the last cannot be placed by any counter).
+    #[test]
+    fn loss_split_ignores_reordering_and_handling_order(
+        (fates, swaps, handling) in proptest::collection::vec(prop_oneof![
+            6 => Just(Fate::Ok), 2 => Just(Fate::LostOut), 2 => Just(Fate::LostBack), 1 => Just(Fate::Late)], 0..120)
+            .prop_flat_map(|middle| {
+                let n = middle.len() + 2;
+                let fates: Vec<Fate> =
+                    std::iter::once(Fate::Ok).chain(middle).chain(std::iter::once(Fate::Ok)).collect();
+                let handling: Vec<usize> = (0..n).collect();
+                (Just(fates), proptest::collection::vec(any::<bool>(), n), Just(handling).prop_shuffle())
+            })
+    ) {
+        let sent = fates.len() as u32;
+        // arrival order at the responder: probe i and i + 1 swap when swaps[i] and neither moved yet
+        let mut order: Vec<usize> = (0..fates.len()).collect();
+        let mut i = 1;
+        while i + 2 < fates.len() {
+            if swaps[i] {
+                order.swap(i, i + 1);
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        let mut counter = vec![0u32; fates.len()];
+        let mut r = 0;
+        for &p in &order {
+            if !matches!(fates[p], Fate::LostOut) {
+                r += 1;
+                counter[p] = r;
+            }
+        }
+        let arrivals: Vec<Sample> = handling
+            .iter()
+            .filter(|&&p| matches!(fates[p], Fate::Ok | Fate::Late))
+            .map(|&p| Sample { late: matches!(fates[p], Fate::Late), ..s(p as u32 + 1, counter[p], 100, 50, 50) })
+            .collect();
+        let st = compute(sent, &arrivals, cfg(false));
+        let truth_out = fates.iter().filter(|f| matches!(f, Fate::LostOut)).count() as u32;
+        let truth_back = fates.iter().filter(|f| matches!(f, Fate::LostBack)).count() as u32;
+        prop_assert_eq!((st.loss_sd, st.loss_ds, st.loss_mia), (truth_out, truth_back, 0));
+        prop_assert_eq!(
+            (st.periods_sd.count == 0, st.periods_ds.count == 0),
+            (truth_out == 0, truth_back == 0)
+        );
     }
 }
