@@ -424,6 +424,9 @@ impl Agent {
             Some(crate::routes::Failover::start(cfg.routes.clone(), cfg.route_protocol, engine.track_states())?)
         };
         let metrics = Metrics::new();
+        for d in &cfg.operations {
+            metrics.declare(d);
+        }
         let alerts = Alerts::start(cfg.alerts.clone(), &metrics)?;
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg.clone()),
@@ -535,6 +538,9 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     drop(engine);
     for d in &ops.forgotten {
         sh.metrics.forget(d);
+    }
+    for d in new.operations.iter().filter(|d| ops.changed.contains(&d.id) || ops.added.contains(&d.id)) {
+        sh.metrics.declare(d);
     }
     if ops.tracks_changed {
         for old in cur.tracks.iter().filter(|o| !new.tracks.iter().any(|n| n.id == o.id)) {

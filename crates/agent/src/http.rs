@@ -71,6 +71,11 @@ async fn reload(State(sh): State<St>) -> Response {
 async fn metrics(State(sh): State<St>, headers: axum::http::HeaderMap) -> Response {
     let om = crate::metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let content_type = if om { crate::metrics::OPENMETRICS_CONTENT_TYPE } else { crate::metrics::TEXT_CONTENT_TYPE };
+    if let Some(r) = sh.responder()
+        && let Some(status) = r.status_async().await
+    {
+        sh.metrics().responder(&status);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
     tokio::task::spawn_blocking(move || {
         sh.metrics().encode_chunked(om, SCRAPE_CHUNK, |mut piece| {
