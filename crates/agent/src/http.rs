@@ -191,6 +191,6 @@ async fn tracks(State(sh): State<St>) -> Response {
 async fn routes(State(sh): State<St>) -> Response {
     match sh.route_status() {
         Some(s) => Json(s).into_response(),
-        None => (StatusCode::NOT_FOUND, "this agent manages no routes\n").into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -192,6 +192,12 @@ fn a_black_holed_target_is_no_number_anywhere() {
     let common: Vec<&String> = a.iter().filter(|x| b.contains(x)).collect();
     assert_eq!(common, b.iter().filter(|x| a.contains(x)).collect::<Vec<_>>());
     crate::prometheus::promtool_check(&again);
+
+    // the API's times are RFC 3339; no route configured is an empty list, not a missing page
+    let st = api(http, "/api/v1/responder");
+    let seen = st["stats"]["recent_sources"][0][1].as_str().unwrap_or_else(|| panic!("{st}"));
+    assert!(humantime::parse_rfc3339(seen).is_ok(), "{seen}");
+    assert_eq!(api(http, "/api/v1/routes")["routes"], serde_json::json!([]));
 }
 
 #[test]
