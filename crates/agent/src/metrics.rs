@@ -485,13 +485,15 @@ impl Metrics {
         latest(&self.rtt_latest, s.rtt.mean().map(|ns| ns / 1e9));
         latest(&self.loss_ratio, (s.sent > 0).then(|| s.loss_ratio()));
         self.sent.get_or_create(&l).inc_by(u64::from(s.sent));
-        self.lost.get_or_create(&dir("sd")).inc_by(u64::from(s.loss_sd));
-        self.lost.get_or_create(&dir("ds")).inc_by(u64::from(s.loss_ds));
         self.lost.get_or_create(&dir("unknown")).inc_by(u64::from(s.loss_mia));
         self.late.get_or_create(&l).inc_by(u64::from(s.late));
-        self.out_of_sequence.get_or_create(&l).inc_by(u64::from(s.out_of_sequence));
         self.duplicates.get_or_create(&l).inc_by(u64::from(s.duplicates));
+        // a train of probes (the registry's jitter kinds) has loss by direction, an order and
+        // jitter; a single probe has none of them, and exports no 0 that would claim otherwise
         if def.spec.op.kind().jitter() {
+            self.lost.get_or_create(&dir("sd")).inc_by(u64::from(s.loss_sd));
+            self.lost.get_or_create(&dir("ds")).inc_by(u64::from(s.loss_ds));
+            self.out_of_sequence.get_or_create(&l).inc_by(u64::from(s.out_of_sequence));
             for (d, j) in [("sd", &s.jitter_sd), ("ds", &s.jitter_ds)] {
                 match j.mean() {
                     Some(ns) => {
@@ -909,6 +911,20 @@ target = "127.0.0.1"
         assert_eq!(
             family(&t, "ipsla_packets_late_total"),
             [r#"ipsla_packets_late_total{op="1"} 0"#, r#"ipsla_packets_late_total{op="2"} 0"#]
+        );
+        // loss by direction and order only where a train of probes measures them
+        assert_eq!(
+            family(&t, "ipsla_packets_lost_total"),
+            [
+                r#"ipsla_packets_lost_total{op="1",direction="unknown"} 0"#,
+                r#"ipsla_packets_lost_total{op="2",direction="ds"} 0"#,
+                r#"ipsla_packets_lost_total{op="2",direction="sd"} 0"#,
+                r#"ipsla_packets_lost_total{op="2",direction="unknown"} 0"#
+            ]
+        );
+        assert_eq!(
+            family(&t, "ipsla_packets_out_of_sequence_total"),
+            [r#"ipsla_packets_out_of_sequence_total{op="2"} 0"#]
         );
 
         // both targets black-holed: no latest RTT, no jitter, loss 1 (all sent, none back)
