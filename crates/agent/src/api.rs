@@ -117,6 +117,8 @@ pub struct StoreStatus {
     pub write_errors: u64,
     /// The last refusal: what was written and the error.
     pub last_error: Option<String>,
+    /// When, RFC 3339 UTC with ms.
+    pub last_error_time: Option<String>,
     /// When, ns since the Unix epoch.
     pub last_error_ns: Option<i64>,
 }

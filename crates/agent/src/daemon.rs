@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::ops::OperationDef;
 use crate::report::{Context, Report};
 use crate::runner;
-use crate::store::{RunRecord, Store, StoredEvent};
+use crate::store::{EventSubject, RunRecord, Store, StoredEvent};
 use crate::tracks::{TrackDef, TrackFile, TrackStatus};
 use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::reaction::Action;
@@ -332,8 +332,14 @@ impl Shared {
     }
 
     /// The route failover's status; `None` when the agent manages no routes.
+    /// The routes' status; with no `[[route]]`, the same document with no route in it (none is
+    /// an answer, not a missing page).
     pub(crate) fn route_status(&self) -> Option<crate::routes::RouteStatus> {
-        self.failover.lock().ok().and_then(|f| f.as_ref().map(|f| f.status()))
+        let f = self.failover.lock().ok()?;
+        Some(match f.as_ref() {
+            Some(f) => f.status(),
+            None => crate::routes::RouteStatus { protocol: self.cfg.lock().ok()?.route_protocol, ..Default::default() },
+        })
     }
 
     /// Whether the store takes writes (`/api/v1/store`).
@@ -345,6 +351,7 @@ impl Shared {
             writable: !h.failing,
             write_errors: h.write_errors,
             last_error: h.last_error.clone(),
+            last_error_time: h.last_error_ns.map(|ns| crate::store::rfc3339_ns(ns, humantime::format_rfc3339_millis)),
             last_error_ns: h.last_error_ns,
         })
     }
@@ -440,6 +447,9 @@ impl Agent {
             crate::routes::Failover::start(runtime.handle(), routes, cfg.route_protocol, up, &stop, None)
         });
         let metrics = Metrics::new();
+        for d in &cfg.operations {
+            metrics.declare(d);
+        }
         let alerts = Alerts::start(runtime.handle(), cfg.alerts.clone(), &metrics);
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg.clone()),
@@ -545,6 +555,9 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     drop(engine);
     for d in &ops.forgotten {
         sh.metrics.forget(d);
+    }
+    for d in new.operations.iter().filter(|d| ops.changed.contains(&d.id) || ops.added.contains(&d.id)) {
+        sh.metrics.declare(d);
     }
     if ops.tracks_changed {
         for old in cur.tracks.iter().filter(|o| !new.tracks.iter().any(|n| n.id == o.id)) {
@@ -716,15 +729,14 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
                     sh.alerts.send(AlertEvent::reaction(op, &e, wall_ns()));
                 }
                 sh.metrics.reaction(op, e.element.keyword(), e.occurred);
-                let stored = StoredEvent {
-                    op,
-                    time_ns: wall_ns(),
-                    kind: "reaction".into(),
-                    element: e.element.keyword().into(),
-                    occurred: e.occurred,
-                    value: Some(e.value),
+                let stored = StoredEvent::new(
+                    EventSubject::Operation(op),
+                    wall_ns(),
+                    e.element.keyword(),
+                    e.occurred,
+                    Some(e.value),
                     text,
-                };
+                );
                 sh.write_store("an event", |s| s.insert_event(&stored));
             }
             Output::Triggered { by, op } => tracing::info!(op = by, target = op, "reaction triggered operation"),
@@ -732,15 +744,8 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
                 tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
                 sh.metrics.track(c.id, c.up);
                 sh.alerts.send(AlertEvent::track(&c, wall_ns()));
-                let e = StoredEvent {
-                    op: c.id,
-                    time_ns: wall_ns(),
-                    kind: "track".into(),
-                    element: "state".into(),
-                    occurred: !c.up,
-                    value: Some(if c.up { 1.0 } else { 0.0 }),
-                    text: c.text,
-                };
+                let value = Some(if c.up { 1.0 } else { 0.0 });
+                let e = StoredEvent::new(EventSubject::Track(c.id), wall_ns(), "state", !c.up, value, c.text);
                 sh.write_store("an event", |s| s.insert_event(&e));
             }
             Output::TrackStates(states) => {

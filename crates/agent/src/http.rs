@@ -73,6 +73,11 @@ async fn reload(State(sh): State<St>) -> Response {
 async fn metrics(State(sh): State<St>, headers: axum::http::HeaderMap) -> Response {
     let om = crate::metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let content_type = if om { crate::metrics::OPENMETRICS_CONTENT_TYPE } else { crate::metrics::TEXT_CONTENT_TYPE };
+    if let Some(r) = sh.responder()
+        && let Some(status) = r.status_async().await
+    {
+        sh.metrics().responder(&status);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
     tokio::task::spawn_blocking(move || {
         sh.metrics().encode_chunked(om, SCRAPE_CHUNK, |mut piece| {
@@ -201,6 +206,6 @@ pub(crate) fn track_summaries(sh: &Shared) -> Option<Vec<TrackSummary>> {
 async fn routes(State(sh): State<St>) -> Response {
     match sh.route_status() {
         Some(s) => Json(s).into_response(),
-        None => (StatusCode::NOT_FOUND, "this agent manages no routes\n").into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

@@ -1,22 +1,47 @@
-//! Prometheus metrics of the operations (names and labels per ip-sla-features §3.1), encoded in
-//! the text exposition format.
+//! Prometheus metrics of the operations (names per ip-sla-features §3.1), of the agent's
+//! responder and of the agent itself, encoded in the text exposition format.
+//!
+//! Identity is told once: `ipsla_operation_info{op,type,target,tag} 1` carries an operation's
+//! descriptive labels and every other per-operation family carries only `op` (join with
+//! `* on(op) group_left(type,target,tag) ipsla_operation_info`, as blackbox and snmp exporters
+//! do), so a tag edit does not split every series in two.
+//!
+//! A missing value is never a number: a run without a reply exports no latest RTT, a run without
+//! jitter samples no jitter, a run without a voice score no MOS; the series is removed (absent)
+//! rather than set to NaN, which would poison every aggregation over operations (`avg`, `sum`)
+//! and compare false silently. `ipsla_operation_return_code` says why. A kind that measures no
+//! jitter ([`crate::ops::Kind::jitter`]) never exports a jitter family.
+//!
+//! Series are kept sorted by their labels ([`Sorted`]), so two scrapes list them in the same
+//! order whatever was added or removed in between.
 
 use crate::ops::OperationDef;
 use ipsla_core::ops::{OperationResult, ReturnCode};
-use prometheus_client::encoding::EncodeLabelSet;
+use ipsla_core::responder::{ProbeReject, Reject};
+use ipsla_net::responder::StatusReport;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 // Label values that repeat across operations are `&'static str` and the operation number is a
 // number: 10,000 operations hold about 200,000 label sets, and each String was a heap allocation.
 
-/// Labels of every per-operation metric.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of every per-operation metric but `ipsla_operation_info`: the operation number.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct OpLabels {
+    /// Operation number.
+    pub op: u32,
+}
+
+/// Labels of `ipsla_operation_info`: what the operation is.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct InfoLabels {
     /// Operation number.
     pub op: u32,
     /// Operation type.
@@ -28,7 +53,7 @@ pub struct OpLabels {
 }
 
 /// Labels with a direction (sd = source to destination, ds = back, unknown).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct DirLabels {
     /// Operation number.
     pub op: u32,
@@ -37,12 +62,33 @@ pub struct DirLabels {
 }
 
 /// Labels with a return code.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct CodeLabels {
     /// Operation number.
     pub op: u32,
     /// Cisco return code, as the JSON API writes it.
     pub code: &'static str,
+}
+
+/// Labels of `ipsla_build_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version (`ipsla --version`).
+    pub version: &'static str,
+}
+
+/// A label with one word: a responder's control version, or why it refused something.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The word.
+    pub reason: &'static str,
+}
+
+/// Labels of the responder's control-message counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct VersionLabels {
+    /// v1 | v2
+    pub version: &'static str,
 }
 
 fn delay_histogram() -> Histogram {
@@ -52,25 +98,143 @@ fn delay_histogram() -> Histogram {
 
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// A metric family whose series are kept, and encoded, in label order (prometheus-client's
+/// `Family` is a hash map: its order changes as series come and go). A family without series
+/// is left out of the exposition altogether.
+#[derive(Debug)]
+pub struct Sorted<S, M> {
+    series: Arc<RwLock<BTreeMap<S, M>>>,
+    new: fn() -> M,
+}
+
+impl<S, M> Clone for Sorted<S, M> {
+    fn clone(&self) -> Self {
+        Sorted { series: self.series.clone(), new: self.new }
+    }
+}
+
+impl<S: Ord + Clone, M: Clone> Sorted<S, M> {
+    fn new(new: fn() -> M) -> Self {
+        Sorted { series: Arc::default(), new }
+    }
+
+    /// The series of `labels`, created if absent; the handle shares its value with the family.
+    pub fn get_or_create(&self, labels: &S) -> M {
+        if let Some(m) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(labels) {
+            return m.clone();
+        }
+        let mut w = self.series.write().unwrap_or_else(|e| e.into_inner());
+        w.entry(labels.clone()).or_insert_with(self.new).clone()
+    }
+
+    /// Drops the series of `labels`.
+    pub fn remove(&self, labels: &S) {
+        self.series.write().unwrap_or_else(|e| e.into_inner()).remove(labels);
+    }
+
+    /// Drops every series `keep` refuses.
+    fn retain(&self, mut keep: impl FnMut(&S) -> bool) {
+        self.series.write().unwrap_or_else(|e| e.into_inner()).retain(|s, _| keep(s));
+    }
+}
+
+impl<S, M: TypedMetric> TypedMetric for Sorted<S, M> {
+    const TYPE: MetricType = M::TYPE;
+}
+
+impl<S: EncodeLabelSet, M: EncodeMetric + TypedMetric> EncodeMetric for Sorted<S, M> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        for (labels, m) in series.iter() {
+            m.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.series.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+/// A metric without labels that is left out of the exposition until it is first set: the
+/// responder's counters exist only on an agent that runs one.
+#[derive(Debug, Clone, Default)]
+pub struct Present<M> {
+    metric: M,
+    shown: Arc<AtomicBool>,
+}
+
+impl<M> Present<M> {
+    fn show(&self) -> &M {
+        self.shown.store(true, Ordering::Relaxed);
+        &self.metric
+    }
+}
+
+impl<M: TypedMetric> TypedMetric for Present<M> {
+    const TYPE: MetricType = M::TYPE;
+}
+
+impl<M: EncodeMetric + TypedMetric> EncodeMetric for Present<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.metric.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.shown.load(Ordering::Relaxed)
+    }
+}
+
+/// The responder's families, filled from its status at each scrape.
+#[derive(Debug, Default)]
+struct ResponderMetrics {
+    sessions: Present<Gauge>,
+    sessions_opened: Present<Counter>,
+    control: Sorted<VersionLabels, Counter>,
+    accepted: Present<Counter>,
+    rejected: Sorted<ReasonLabels, Counter>,
+    answered: Present<Counter>,
+    dropped: Sorted<ReasonLabels, Counter>,
+}
+
+impl<S: Ord + Clone, M: Clone + Default> Default for Sorted<S, M> {
+    fn default() -> Self {
+        Sorted::new(M::default)
+    }
+}
+
 /// The registry and its metric families.
 pub struct Metrics {
     registry: Registry,
-    success: Family<OpLabels, Gauge>,
-    runs: Family<OpLabels, Counter>,
-    return_code: Family<CodeLabels, Gauge>,
-    rtt: Family<OpLabels, Histogram, fn() -> Histogram>,
-    rtt_latest: Family<OpLabels, FGauge>,
-    one_way: Family<DirLabels, Histogram, fn() -> Histogram>,
-    ipdv: Family<OpLabels, Histogram, fn() -> Histogram>,
-    sent: Family<OpLabels, Counter>,
-    lost: Family<DirLabels, Counter>,
-    loss_ratio: Family<OpLabels, FGauge>,
-    mos: Family<OpLabels, FGauge>,
-    icpif: Family<OpLabels, Gauge>,
-    jitter_avg: Family<DirLabels, FGauge>,
-    reaction_active: Family<ReactLabels, Gauge>,
-    track_state: Family<TrackLabels, Gauge>,
-    alerts: Family<AlertLabels, Counter>,
+    info: Sorted<InfoLabels, Gauge>,
+    success: Sorted<OpLabels, Gauge>,
+    runs: Sorted<OpLabels, Counter>,
+    return_code: Sorted<CodeLabels, Gauge>,
+    rtt: Sorted<OpLabels, Histogram>,
+    rtt_latest: Sorted<OpLabels, FGauge>,
+    one_way: Sorted<DirLabels, Histogram>,
+    ipdv: Sorted<OpLabels, Histogram>,
+    sent: Sorted<OpLabels, Counter>,
+    lost: Sorted<DirLabels, Counter>,
+    late: Sorted<OpLabels, Counter>,
+    out_of_sequence: Sorted<OpLabels, Counter>,
+    duplicates: Sorted<OpLabels, Counter>,
+    loss_ratio: Sorted<OpLabels, FGauge>,
+    mos: Sorted<OpLabels, FGauge>,
+    icpif: Sorted<OpLabels, Gauge>,
+    jitter_avg: Sorted<DirLabels, FGauge>,
+    reaction_active: Sorted<ReactLabels, Gauge>,
+    track_state: Sorted<TrackLabels, Gauge>,
+    alerts: Sorted<AlertLabels, Counter>,
+    responder: ResponderMetrics,
     store_errors: Counter,
     store_writable: Gauge,
     /// Length of the last exposition, to allocate the next one at once.
@@ -78,7 +242,7 @@ pub struct Metrics {
 }
 
 /// Labels of an alert sink's outcome counter.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct AlertLabels {
     /// Sink name (`[[alert]]` `name`).
     pub sink: String,
@@ -87,17 +251,17 @@ pub struct AlertLabels {
 }
 
 /// Labels of a track.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct TrackLabels {
     /// Track number.
-    pub track: String,
+    pub track: u32,
 }
 
 /// Labels of a reaction.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ReactLabels {
     /// Operation number.
-    pub op: String,
+    pub op: u32,
     /// Element keyword.
     pub element: String,
 }
@@ -140,8 +304,8 @@ fn code_name(c: ReturnCode) -> &'static str {
     }
 }
 
-fn op_labels(def: &OperationDef) -> OpLabels {
-    OpLabels { op: def.id, r#type: def.spec.op.kind().name(), target: def.spec.target_label(), tag: def.tag.clone() }
+fn info_labels(def: &OperationDef) -> InfoLabels {
+    InfoLabels { op: def.id, r#type: def.spec.op.kind().name(), target: def.spec.target_label(), tag: def.tag.clone() }
 }
 
 impl Default for Metrics {
@@ -155,32 +319,49 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ipsla");
         let m = Metrics {
-            success: Family::default(),
-            runs: Family::default(),
-            return_code: Family::default(),
-            rtt: Family::new_with_constructor(delay_histogram),
-            rtt_latest: Family::default(),
-            one_way: Family::new_with_constructor(delay_histogram),
-            ipdv: Family::new_with_constructor(delay_histogram),
-            sent: Family::default(),
-            lost: Family::default(),
-            loss_ratio: Family::default(),
-            mos: Family::default(),
-            icpif: Family::default(),
-            jitter_avg: Family::default(),
-            reaction_active: Family::default(),
-            track_state: Family::default(),
-            alerts: Family::default(),
+            info: Sorted::default(),
+            success: Sorted::default(),
+            runs: Sorted::default(),
+            return_code: Sorted::default(),
+            rtt: Sorted::new(delay_histogram),
+            rtt_latest: Sorted::default(),
+            one_way: Sorted::new(delay_histogram),
+            ipdv: Sorted::new(delay_histogram),
+            sent: Sorted::default(),
+            lost: Sorted::default(),
+            late: Sorted::default(),
+            out_of_sequence: Sorted::default(),
+            duplicates: Sorted::default(),
+            loss_ratio: Sorted::default(),
+            mos: Sorted::default(),
+            icpif: Sorted::default(),
+            jitter_avg: Sorted::default(),
+            reaction_active: Sorted::default(),
+            track_state: Sorted::default(),
+            alerts: Sorted::default(),
+            responder: ResponderMetrics::default(),
             store_errors: Counter::default(),
             store_writable: Gauge::default(),
             registry: Registry::default(),
             last_len: AtomicUsize::new(0),
         };
+        let build: Sorted<BuildLabels, Gauge> = Sorted::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "Always 1; the agent's version as a label", build);
+        registry.register(
+            "operation_info",
+            "Always 1 for a configured operation; its type, target and tag as labels (join on op)",
+            m.info.clone(),
+        );
         registry.register("operation_success", "1 when the latest run returned OK", m.success.clone());
         registry.register("operations", "Runs completed", m.runs.clone());
         registry.register("operation_return_code", "1 for the latest run's Cisco return code", m.return_code.clone());
         registry.register("rtt_seconds", "Round-trip time per probe, responder processing removed", m.rtt.clone());
-        registry.register("rtt_latest_seconds", "Average RTT of the latest run", m.rtt_latest.clone());
+        registry.register(
+            "rtt_latest_seconds",
+            "Average RTT of the latest run; absent when it had no reply (see operation_return_code)",
+            m.rtt_latest.clone(),
+        );
         registry.register(
             "one_way_delay_seconds",
             "One-way delay per probe (clocks synchronised only)",
@@ -189,12 +370,23 @@ impl Metrics {
         registry.register("ipdv_seconds", "|RTT(i) - RTT(i-1)| between consecutive probes", m.ipdv.clone());
         registry.register("packets_sent", "Probes sent", m.sent.clone());
         registry.register("packets_lost", "Probes lost, by direction", m.lost.clone());
-        registry.register("loss_ratio", "Loss ratio of the latest run", m.loss_ratio.clone());
-        registry.register("mos", "Mean Opinion Score of the latest run (codec operations)", m.mos.clone());
-        registry.register("icpif", "ICPIF of the latest run (codec operations)", m.icpif.clone());
+        registry.register("packets_late", "Replies after the timeout (not lost)", m.late.clone());
+        registry.register(
+            "packets_out_of_sequence",
+            "Replies whose sequence went backwards in arrival order",
+            m.out_of_sequence.clone(),
+        );
+        registry.register("packets_duplicate", "Extra copies of replies already received", m.duplicates.clone());
+        registry.register(
+            "loss_ratio",
+            "Loss ratio of the latest run; absent when it sent nothing",
+            m.loss_ratio.clone(),
+        );
+        registry.register("mos", "Mean Opinion Score of the latest run (codec operations with replies)", m.mos.clone());
+        registry.register("icpif", "ICPIF of the latest run (codec operations with replies)", m.icpif.clone());
         registry.register(
             "jitter_average_seconds",
-            "Average jitter of the latest run, by direction",
+            "Average jitter of the latest run, by direction (jitter operations; absent under two replies)",
             m.jitter_avg.clone(),
         );
         registry.register("track_state", "1 while a track is up", m.track_state.clone());
@@ -204,6 +396,30 @@ impl Metrics {
             m.reaction_active.clone(),
         );
         registry.register("alerts", "Events handed to alert sinks, by outcome", m.alerts.clone());
+        let r = &m.responder;
+        registry.register("responder_sessions", "Responder sessions open now", r.sessions.clone());
+        registry.register("responder_sessions_opened", "Responder sessions opened", r.sessions_opened.clone());
+        registry.register(
+            "responder_control_messages",
+            "IP SLA control messages received by the responder, by version",
+            r.control.clone(),
+        );
+        registry.register(
+            "responder_control_accepted",
+            "Control messages that opened or refreshed a session",
+            r.accepted.clone(),
+        );
+        registry.register(
+            "responder_control_rejected",
+            "Control messages the responder refused, by reason",
+            r.rejected.clone(),
+        );
+        registry.register("responder_probes_answered", "Probes the responder answered", r.answered.clone());
+        registry.register(
+            "responder_probes_dropped",
+            "Probes the responder did not answer, by reason",
+            r.dropped.clone(),
+        );
         registry.register("store_write_errors", "Runs and events the store refused", m.store_errors.clone());
         registry.register(
             "store_writable",
@@ -225,9 +441,19 @@ impl Metrics {
         self.store_writable.set(1);
     }
 
+    /// A configured operation (at start, or added or redefined by a reload): its info series,
+    /// and each of its reactions at 0, so that a reaction is visible (and alertable on) before
+    /// its first transition.
+    pub fn declare(&self, def: &OperationDef) {
+        self.info.get_or_create(&info_labels(def)).set(1);
+        for r in &def.reactions {
+            self.reaction_active.get_or_create(&ReactLabels { op: def.id, element: r.element.keyword().into() });
+        }
+    }
+
     /// Records one completed run.
     pub fn observe(&self, def: &OperationDef, r: &OperationResult) {
-        let l = op_labels(def);
+        let l = OpLabels { op: def.id };
         let dir = |d: &'static str| DirLabels { op: l.op, direction: d };
         self.runs.get_or_create(&l).inc();
         self.success.get_or_create(&l).set(i64::from(r.return_code == ReturnCode::Ok));
@@ -249,68 +475,112 @@ impl Metrics {
             }
             prev = Some(x.rtt);
         }
-        self.rtt_latest.get_or_create(&l).set(s.rtt.avg() / 1e9);
+        // the latest-value gauges: absent, not 0, when the run has no value for them
+        let latest = |g: &Sorted<OpLabels, FGauge>, v: Option<f64>| match v {
+            Some(v) => {
+                g.get_or_create(&l).set(v);
+            }
+            None => g.remove(&l),
+        };
+        latest(&self.rtt_latest, s.rtt.mean().map(|ns| ns / 1e9));
+        latest(&self.loss_ratio, (s.sent > 0).then(|| s.loss_ratio()));
         self.sent.get_or_create(&l).inc_by(u64::from(s.sent));
-        self.lost.get_or_create(&dir("sd")).inc_by(u64::from(s.loss_sd));
-        self.lost.get_or_create(&dir("ds")).inc_by(u64::from(s.loss_ds));
         self.lost.get_or_create(&dir("unknown")).inc_by(u64::from(s.loss_mia));
-        self.loss_ratio.get_or_create(&l).set(s.loss_ratio());
-        self.jitter_avg.get_or_create(&dir("sd")).set(s.jitter_sd.avg() / 1e9);
-        self.jitter_avg.get_or_create(&dir("ds")).set(s.jitter_ds.avg() / 1e9);
-        if let Some(v) = r.voice {
-            self.mos.get_or_create(&l).set(v.mos);
-            self.icpif.get_or_create(&l).set(i64::from(v.icpif));
+        self.late.get_or_create(&l).inc_by(u64::from(s.late));
+        self.duplicates.get_or_create(&l).inc_by(u64::from(s.duplicates));
+        // a train of probes (the registry's jitter kinds) has loss by direction, an order and
+        // jitter; a single probe has none of them, and exports no 0 that would claim otherwise
+        if def.spec.op.kind().jitter() {
+            self.lost.get_or_create(&dir("sd")).inc_by(u64::from(s.loss_sd));
+            self.lost.get_or_create(&dir("ds")).inc_by(u64::from(s.loss_ds));
+            self.out_of_sequence.get_or_create(&l).inc_by(u64::from(s.out_of_sequence));
+            for (d, j) in [("sd", &s.jitter_sd), ("ds", &s.jitter_ds)] {
+                match j.mean() {
+                    Some(ns) => {
+                        self.jitter_avg.get_or_create(&dir(d)).set(ns / 1e9);
+                    }
+                    None => self.jitter_avg.remove(&dir(d)),
+                }
+            }
+        }
+        match r.voice {
+            Some(v) => {
+                self.mos.get_or_create(&l).set(v.mos);
+                self.icpif.get_or_create(&l).set(i64::from(v.icpif));
+            }
+            None => {
+                self.mos.remove(&l);
+                self.icpif.remove(&l);
+            }
         }
     }
 
     /// Drops every series of an operation (removed or redefined by a reload), so that nothing
     /// stale is exported.
     pub fn forget(&self, def: &OperationDef) {
-        let l = op_labels(def);
-        self.runs.remove(&l);
-        self.success.remove(&l);
-        self.rtt.remove(&l);
-        self.rtt_latest.remove(&l);
-        self.ipdv.remove(&l);
-        self.sent.remove(&l);
-        self.loss_ratio.remove(&l);
-        self.mos.remove(&l);
-        self.icpif.remove(&l);
-        for c in CODES {
-            self.return_code.remove(&CodeLabels { op: l.op, code: code_name(c) });
+        let (op, l) = (def.id, OpLabels { op: def.id });
+        self.info.retain(|x| x.op != op);
+        for f in [&self.success, &self.icpif] {
+            f.remove(&l);
         }
-        for d in ["sd", "ds", "unknown"] {
-            let dl = DirLabels { op: l.op, direction: d };
-            self.one_way.remove(&dl);
-            self.lost.remove(&dl);
-            self.jitter_avg.remove(&dl);
+        for f in [&self.runs, &self.sent, &self.late, &self.out_of_sequence, &self.duplicates] {
+            f.remove(&l);
         }
-        for r in &def.reactions {
-            self.reaction_active.remove(&ReactLabels { op: l.op.to_string(), element: r.element.keyword().into() });
+        for f in [&self.rtt, &self.ipdv] {
+            f.remove(&l);
         }
+        for f in [&self.rtt_latest, &self.loss_ratio, &self.mos] {
+            f.remove(&l);
+        }
+        self.return_code.retain(|x| x.op != op);
+        self.one_way.retain(|x| x.op != op);
+        self.lost.retain(|x| x.op != op);
+        self.jitter_avg.retain(|x| x.op != op);
+        self.reaction_active.retain(|x| x.op != op);
     }
 
     /// Records a reaction's state.
     pub fn reaction(&self, op: u32, element: &str, occurred: bool) {
-        self.reaction_active
-            .get_or_create(&ReactLabels { op: op.to_string(), element: element.into() })
-            .set(i64::from(occurred));
+        self.reaction_active.get_or_create(&ReactLabels { op, element: element.into() }).set(i64::from(occurred));
     }
 
     /// Drops a track's series (removed by a reload).
     pub fn forget_track(&self, id: u32) {
-        self.track_state.remove(&TrackLabels { track: id.to_string() });
+        self.track_state.remove(&TrackLabels { track: id });
     }
 
     /// Records a track's state.
     pub fn track(&self, id: u32, up: bool) {
-        self.track_state.get_or_create(&TrackLabels { track: id.to_string() }).set(i64::from(up));
+        self.track_state.get_or_create(&TrackLabels { track: id }).set(i64::from(up));
+    }
+
+    /// The responder's counters, from its status (called before each scrape). Every reason is
+    /// exported, at 0 until it happens, so that a rate over it exists from the start.
+    pub fn responder(&self, s: &StatusReport) {
+        let r = &self.responder;
+        let set = |c: &Counter, v: u64| {
+            c.inner().store(v, Ordering::Relaxed);
+        };
+        r.sessions.show().set(i64::try_from(s.sessions.len()).unwrap_or(i64::MAX));
+        set(r.sessions_opened.show(), s.stats.sessions_opened);
+        set(&r.control.get_or_create(&VersionLabels { version: "v1" }), s.stats.control_v1);
+        set(&r.control.get_or_create(&VersionLabels { version: "v2" }), s.stats.control_v2);
+        set(r.accepted.show(), s.stats.control_accepted);
+        for why in Reject::ALL {
+            let n = s.stats.rejects.get(&why).copied().unwrap_or(0);
+            set(&r.rejected.get_or_create(&ReasonLabels { reason: why.name() }), n);
+        }
+        set(r.answered.show(), s.stats.probes_answered);
+        for why in ProbeReject::ALL {
+            let n = s.stats.probe_drops.get(&why).copied().unwrap_or(0);
+            set(&r.dropped.get_or_create(&ReasonLabels { reason: why.name() }), n);
+        }
     }
 
     /// The counter of one alert sink's outcome (`ipsla_alerts_total{sink,result}`); it shares its
     /// value with the registry, so the alert sinks count without going through `Metrics`.
     pub fn alert_counter(&self, sink: &str, result: &str) -> Counter {
-        self.alerts.get_or_create(&AlertLabels { sink: sink.into(), result: result.into() }).clone()
+        self.alerts.get_or_create(&AlertLabels { sink: sink.into(), result: result.into() })
     }
 
     /// The exposition in OpenMetrics 1.0 text (what `prometheus-client` writes), to be served as
@@ -548,6 +818,159 @@ mod tests {
             sent < 3
         }));
         assert_eq!(sent, 3);
+    }
+
+    fn defs(toml: &str) -> Vec<OperationDef> {
+        crate::daemon::AgentFile::parse(toml).unwrap().validate().unwrap().operations
+    }
+
+    fn run(code: ReturnCode, rtts_ms: &[i64]) -> OperationResult {
+        use ipsla_core::stats::{Sample, StatsConfig, compute};
+        let samples: Vec<Sample> = (1..)
+            .zip(rtts_ms)
+            .map(|(seq, &ms)| Sample {
+                seq,
+                responder_seq: seq,
+                rtt: ms * 1_000_000,
+                sd: ms * 500_000 + i64::from(seq) * 100_000,
+                ds: ms * 500_000,
+                late: false,
+                duplicate: false,
+            })
+            .collect();
+        let cfg = StatsConfig { threshold: 5_000_000_000, clock_sync: false, responder_counts: true };
+        OperationResult {
+            return_code: code,
+            stats: compute(rtts_ms.len().max(1) as u32, &samples, cfg),
+            voice: None,
+            precision: ipsla_core::ops::Precision::Us,
+            stamps: Default::default(),
+            unexpected: 0,
+            samples,
+            send_span_ns: 0,
+        }
+    }
+
+    /// The lines of family `name` (its samples, in order).
+    fn family<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])).collect()
+    }
+
+    const ECHO_AND_JITTER: &str = r#"
+[[operation]]
+id = 1
+type = "udp-echo"
+target = "127.0.0.1"
+tag = "edge"
+[[operation.reaction]]
+element = "rtt"
+threshold_type = "immediate"
+[[operation]]
+id = 2
+type = "udp-jitter"
+target = "127.0.0.1"
+"#;
+
+    #[test]
+    fn a_failed_run_exports_no_value_and_a_kind_only_what_it_measures() {
+        let m = Metrics::new();
+        let d = defs(ECHO_AND_JITTER);
+        for def in &d {
+            m.declare(def);
+        }
+        let t = m.encode_text();
+        assert_eq!(
+            family(&t, "ipsla_operation_info"),
+            [
+                r#"ipsla_operation_info{op="1",type="udp-echo",target="127.0.0.1:16384",tag="edge"} 1"#,
+                r#"ipsla_operation_info{op="2",type="udp-jitter",target="127.0.0.1:16384",tag=""} 1"#
+            ]
+        );
+        assert_eq!(
+            family(&t, "ipsla_build_info"),
+            [format!("ipsla_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))]
+        );
+        assert_eq!(family(&t, "ipsla_reaction_active"), [r#"ipsla_reaction_active{op="1",element="rtt"} 0"#]);
+        assert!(!t.contains("ipsla_rtt_latest_seconds") && !t.contains("ipsla_responder_"), "{t}");
+
+        m.observe(&d[0], &run(ReturnCode::Ok, &[2]));
+        m.observe(&d[1], &run(ReturnCode::Ok, &[2, 4, 3]));
+        let t = m.encode_text();
+        assert_eq!(
+            family(&t, "ipsla_rtt_latest_seconds"),
+            [r#"ipsla_rtt_latest_seconds{op="1"} 0.002"#, r#"ipsla_rtt_latest_seconds{op="2"} 0.003"#]
+        );
+        // udp-echo measures no jitter: only operation 2 has the family
+        assert_eq!(
+            family(&t, "ipsla_jitter_average_seconds"),
+            [
+                r#"ipsla_jitter_average_seconds{op="2",direction="ds"} 0.00075"#,
+                r#"ipsla_jitter_average_seconds{op="2",direction="sd"} 0.00075"#
+            ]
+        );
+        assert_eq!(
+            family(&t, "ipsla_packets_late_total"),
+            [r#"ipsla_packets_late_total{op="1"} 0"#, r#"ipsla_packets_late_total{op="2"} 0"#]
+        );
+        // loss by direction and order only where a train of probes measures them
+        assert_eq!(
+            family(&t, "ipsla_packets_lost_total"),
+            [
+                r#"ipsla_packets_lost_total{op="1",direction="unknown"} 0"#,
+                r#"ipsla_packets_lost_total{op="2",direction="ds"} 0"#,
+                r#"ipsla_packets_lost_total{op="2",direction="sd"} 0"#,
+                r#"ipsla_packets_lost_total{op="2",direction="unknown"} 0"#
+            ]
+        );
+        assert_eq!(
+            family(&t, "ipsla_packets_out_of_sequence_total"),
+            [r#"ipsla_packets_out_of_sequence_total{op="2"} 0"#]
+        );
+
+        // both targets black-holed: no latest RTT, no jitter, loss 1 (all sent, none back)
+        m.observe(&d[0], &run(ReturnCode::Timeout, &[]));
+        m.observe(&d[1], &run(ReturnCode::Timeout, &[]));
+        let t = m.encode_text();
+        assert_eq!(family(&t, "ipsla_rtt_latest_seconds"), Vec::<&str>::new(), "{t}");
+        assert!(!t.contains("ipsla_jitter_average_seconds"), "{t}");
+        assert_eq!(
+            family(&t, "ipsla_loss_ratio"),
+            [r#"ipsla_loss_ratio{op="1"} 1.0"#, r#"ipsla_loss_ratio{op="2"} 1.0"#]
+        );
+        assert!(t.contains("\nipsla_operation_return_code{op=\"2\",code=\"timeout\"} 1\n"), "{t}");
+    }
+
+    #[test]
+    fn series_keep_their_order_between_scrapes() {
+        let m = Metrics::new();
+        let d = defs(
+            &[7, 3, 12, 1, 5]
+                .map(|id| format!("[[operation]]\nid = {id}\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\n"))
+                .concat(),
+        );
+        for def in &d {
+            m.declare(def);
+            m.observe(def, &run(ReturnCode::Ok, &[1]));
+        }
+        let ops = |t: &str| -> Vec<String> {
+            family(t, "ipsla_operations_total").iter().map(|l| l.split('"').nth(1).unwrap().to_string()).collect()
+        };
+        let first = m.encode_text();
+        assert_eq!(ops(&first), ["1", "3", "5", "7", "12"]);
+        // one forgotten and declared again (a reload), others come and go: same order
+        m.forget(&d[1]);
+        m.declare(&d[1]);
+        m.observe(&d[1], &run(ReturnCode::Ok, &[1]));
+        for id in 100..200 {
+            m.track(id, true);
+        }
+        let again = m.encode_text();
+        assert_eq!(ops(&again), ["1", "3", "5", "7", "12"]);
+        let tracks: Vec<&str> = family(&again, "ipsla_track_state");
+        assert_eq!(
+            (tracks.len(), tracks[0], tracks[99]),
+            (100, r#"ipsla_track_state{track="100"} 1"#, r#"ipsla_track_state{track="199"} 1"#)
+        );
     }
 
     #[test]

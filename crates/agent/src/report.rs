@@ -50,30 +50,33 @@ fn usf(ns: f64) -> f64 {
     (ns / 1000.0 * 1000.0).round() / 1000.0
 }
 
-/// Min / avg / max / percentiles of a delay, µs.
+/// Min / avg / max / percentiles of a delay, µs. Every value but the count and the sums is null
+/// while `count` is 0: no sample is no delay, not a delay of 0.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Delay {
     pub count: u64,
-    pub min: f64,
-    pub avg: f64,
-    pub max: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
+    pub min: Option<f64>,
+    pub avg: Option<f64>,
+    pub max: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
     pub sum: f64,
     pub sum2: f64,
 }
 
 impl Delay {
-    fn new(a: &Acc, p: &Percentiles) -> Self {
+    fn new(a: &Acc, p: Option<&Percentiles>) -> Self {
+        let mm = a.min_max();
+        let p = Pct::new(p);
         Delay {
             count: a.count,
-            min: us(a.min),
-            avg: usf(a.avg()),
-            max: us(a.max),
-            p50: us(p.p50),
-            p90: us(p.p90),
-            p99: us(p.p99),
+            min: mm.map(|m| us(m.0)),
+            avg: a.mean().map(usf),
+            max: mm.map(|m| us(m.1)),
+            p50: p.p50,
+            p90: p.p90,
+            p99: p.p99,
             sum: usf(a.sum as f64),
             // µs², as the MIB's Sum2 is in the unit squared
             sum2: (a.sum2 as f64 / 1e6).round(),
@@ -81,12 +84,18 @@ impl Delay {
     }
 }
 
-/// Percentiles, µs.
+/// Percentiles, µs; null without a sample.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Pct {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl Pct {
+    fn new(p: Option<&Percentiles>) -> Self {
+        Pct { p50: p.map(|p| us(p.p50)), p90: p.map(|p| us(p.p90)), p99: p.map(|p| us(p.p99)) }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,44 +104,54 @@ pub struct OneWay {
     pub ds: Delay,
 }
 
+/// Jitter of one direction, µs; min, max and avg are null while their count is 0.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Jitter1 {
     pub count: u64,
-    pub avg: f64,
+    pub avg: Option<f64>,
     pub pos_count: u64,
-    pub pos_min: f64,
-    pub pos_max: f64,
+    pub pos_min: Option<f64>,
+    pub pos_max: Option<f64>,
     pub pos_sum: f64,
     pub neg_count: u64,
-    pub neg_min: f64,
-    pub neg_max: f64,
+    pub neg_min: Option<f64>,
+    pub neg_max: Option<f64>,
     pub neg_sum: f64,
 }
 
 impl Jitter1 {
     fn new(j: &DirJitter) -> Self {
+        let (pos, neg) = (j.positive.min_max(), j.negative.min_max());
         Jitter1 {
             count: j.count(),
-            avg: usf(j.avg()),
+            avg: j.mean().map(usf),
             pos_count: j.positive.count,
-            pos_min: us(j.positive.min),
-            pos_max: us(j.positive.max),
+            pos_min: pos.map(|m| us(m.0)),
+            pos_max: pos.map(|m| us(m.1)),
             pos_sum: usf(j.positive.sum as f64),
             neg_count: j.negative.count,
-            neg_min: us(j.negative.min),
-            neg_max: us(j.negative.max),
+            neg_min: neg.map(|m| us(m.0)),
+            neg_max: neg.map(|m| us(m.1)),
             neg_sum: usf(j.negative.sum as f64),
         }
     }
+
+    /// Smallest and largest |jitter| over both signs; `None` without a sample.
+    fn min_max(&self) -> Option<(f64, f64)> {
+        let both = [self.pos_min.zip(self.pos_max), self.neg_min.zip(self.neg_max)];
+        both.into_iter().flatten().reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+    }
 }
 
+/// Jitter, µs: null averages without a sample (fewer than two replies, or a kind that measures
+/// no jitter).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JitterReport {
     pub sd: Jitter1,
     pub ds: Jitter1,
-    pub avg: f64,
-    pub iaj_sd: f64,
-    pub iaj_ds: f64,
+    pub avg: Option<f64>,
+    pub iaj_sd: Option<f64>,
+    pub iaj_ds: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,7 +163,8 @@ pub struct Loss {
     pub out_of_sequence: u32,
     pub duplicates: u32,
     pub tail_drop: u32,
-    pub ratio: f64,
+    /// Null when nothing was sent (a run that could not start).
+    pub ratio: Option<f64>,
     pub periods_sd: LossPeriods,
     pub periods_ds: LossPeriods,
 }
@@ -179,16 +199,18 @@ pub struct Stamps {
     pub tx_kernel_minus_user_us: DeltaJson,
 }
 
+/// Null `avg` and `max` while `count` is 0 (no packet had both stamps).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeltaJson {
     pub count: u64,
-    pub avg: f64,
-    pub max: f64,
+    pub avg: Option<f64>,
+    pub max: Option<f64>,
 }
 
 impl DeltaJson {
     fn new(d: &ipsla_core::ops::DeltaStats) -> Self {
-        DeltaJson { count: d.count, avg: usf(d.avg_ns()), max: us(d.max_ns) }
+        let some = d.count > 0;
+        DeltaJson { count: d.count, avg: some.then(|| usf(d.avg_ns())), max: some.then(|| us(d.max_ns)) }
     }
 }
 
@@ -277,11 +299,11 @@ impl Context {
 impl Report {
     pub fn new(ctx: Context, r: &OperationResult) -> Self {
         let s: &JitterStats = &r.stats;
-        let pct = |p: &Percentiles| Pct { p50: us(p.p50), p90: us(p.p90), p99: us(p.p99) };
-        let one_way = match (s.one_way_sd, s.one_way_ds, s.one_way_pct) {
-            (Some(sd), Some(ds), Some((psd, pds))) => {
-                Some(OneWay { sd: Delay::new(&sd, &psd), ds: Delay::new(&ds, &pds) })
-            }
+        let one_way = match (s.one_way_sd, s.one_way_ds) {
+            (Some(sd), Some(ds)) => Some(OneWay {
+                sd: Delay::new(&sd, s.one_way_pct.as_ref().map(|p| &p.0)),
+                ds: Delay::new(&ds, s.one_way_pct.as_ref().map(|p| &p.1)),
+            }),
             _ => None,
         };
         Report {
@@ -296,17 +318,17 @@ impl Report {
             sent: s.sent,
             received: s.received,
             send_span_us: us(r.send_span_ns as i64),
-            rtt_us: Delay::new(&s.rtt, &s.rtt_pct),
+            rtt_us: Delay::new(&s.rtt, s.rtt_pct.as_ref()),
             one_way_us: one_way,
             clock_sync: ctx.clock_sync,
             jitter_us: JitterReport {
                 sd: Jitter1::new(&s.jitter_sd),
                 ds: Jitter1::new(&s.jitter_ds),
-                avg: usf(s.jitter_avg()),
-                iaj_sd: usf(s.jitter_sd.interarrival),
-                iaj_ds: usf(s.jitter_ds.interarrival),
+                avg: s.jitter_mean().map(usf),
+                iaj_sd: s.jitter_sd.interarrival().map(usf),
+                iaj_ds: s.jitter_ds.interarrival().map(usf),
             },
-            ipdv_us: pct(&s.ipdv_pct),
+            ipdv_us: Pct::new(s.ipdv_pct.as_ref()),
             loss: Loss {
                 sd: s.loss_sd,
                 ds: s.loss_ds,
@@ -315,7 +337,7 @@ impl Report {
                 out_of_sequence: s.out_of_sequence,
                 duplicates: s.duplicates,
                 tail_drop: s.tail_drop,
-                ratio: s.loss_ratio(),
+                ratio: (s.sent > 0).then(|| s.loss_ratio()),
                 periods_sd: s.periods_sd,
                 periods_ds: s.periods_ds,
             },
@@ -377,8 +399,31 @@ impl Unit {
             Precision::Us => format!("{us:.3}"),
         }
     }
-    fn mam(&self, min: f64, avg: f64, max: f64) -> String {
-        format!("{}/{}/{}", self.v(min), self.v(avg), self.v(max))
+    /// `min/avg/max unit`, or words when there was no sample.
+    fn mam(&self, min: Option<f64>, avg: Option<f64>, max: Option<f64>) -> String {
+        match (min, avg, max) {
+            (Some(a), Some(b), Some(c)) => format!("{}/{}/{} {}", self.v(a), self.v(b), self.v(c), self.name()),
+            _ => NO_SAMPLES.into(),
+        }
+    }
+}
+
+/// What the text says where a statistic has no sample to be computed from.
+const NO_SAMPLES: &str = "none (no samples)";
+
+/// Why a run has no RTT, in words: its return code, or that no reply came in time.
+fn no_rtt(r: &Report) -> String {
+    match r.return_code {
+        ReturnCode::Ok | ReturnCode::OverThreshold => "no reply in time".into(),
+        c => c.cisco_text().to_lowercase(),
+    }
+}
+
+/// `p50/p90/p99` in µs, or `None` without a sample.
+fn pct_text(p: &Pct) -> Option<String> {
+    match (p.p50, p.p90, p.p99) {
+        (Some(a), Some(b), Some(c)) => Some(format!("{a:.3}/{b:.3}/{c:.3} microseconds")),
+        _ => None,
     }
 }
 
@@ -408,12 +453,14 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
     let w = &mut o;
     let _ = writeln!(w, "IPSLA operation id: {}", r.run);
     let _ = writeln!(w, "Type of operation: {}", r.operation);
-    let _ = writeln!(
-        w,
-        "        Latest RTT: {} {}",
-        if r.rtt_us.count > 0 { u.v(r.rtt_us.avg) } else { "NoConnection/Busy/Timeout".into() },
-        u.name()
-    );
+    match r.rtt_us.avg {
+        Some(avg) => {
+            let _ = writeln!(w, "        Latest RTT: {} {}", u.v(avg), u.name());
+        }
+        None => {
+            let _ = writeln!(w, "        Latest RTT: none ({})", no_rtt(r));
+        }
+    }
     let _ = writeln!(w, "Latest operation start time: {}", ios_time(&r.start));
     let _ = writeln!(w, "Latest operation return code: {}", r.return_code.cisco_text());
     let jittery = crate::ops::find(r.operation).is_some_and(|k| k.jitter());
@@ -421,10 +468,9 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
         let _ = writeln!(w, "RTT Values:");
         let _ = writeln!(
             w,
-            "        Number Of RTT: {}\t\tRTT Min/Avg/Max: {} {}",
+            "        Number Of RTT: {}\t\tRTT Min/Avg/Max: {}",
             r.rtt_us.count,
             u.mam(r.rtt_us.min, r.rtt_us.avg, r.rtt_us.max),
-            u.name()
         );
         let _ = writeln!(w, "Latency one-way time:");
         match &r.one_way_us {
@@ -432,15 +478,13 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
                 let _ = writeln!(w, "        Number of Latency one-way Samples: {}", ow.sd.count);
                 let _ = writeln!(
                     w,
-                    "        Source to Destination Latency one way Min/Avg/Max: {} {}",
+                    "        Source to Destination Latency one way Min/Avg/Max: {}",
                     u.mam(ow.sd.min, ow.sd.avg, ow.sd.max),
-                    u.name()
                 );
                 let _ = writeln!(
                     w,
-                    "        Destination to Source Latency one way Min/Avg/Max: {} {}",
+                    "        Destination to Source Latency one way Min/Avg/Max: {}",
                     u.mam(ow.ds.min, ow.ds.avg, ow.ds.max),
-                    u.name()
                 );
             }
             None => {
@@ -453,28 +497,23 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
             }
         }
         let j = &r.jitter_us;
-        let minmax = |x: &Jitter1| {
-            let (mut mn, mut mx) = (f64::MAX, 0f64);
-            if x.pos_count > 0 {
-                mn = mn.min(x.pos_min);
-                mx = mx.max(x.pos_max);
-            }
-            if x.neg_count > 0 {
-                mn = mn.min(x.neg_min);
-                mx = mx.max(x.neg_max);
-            }
-            if x.count == 0 { (0.0, 0.0) } else { (mn, mx) }
-        };
         let _ = writeln!(w, "Jitter Time:");
         let _ = writeln!(w, "        Number of SD Jitter Samples: {}", j.sd.count);
         let _ = writeln!(w, "        Number of DS Jitter Samples: {}", j.ds.count);
-        let (a, b) = minmax(&j.sd);
-        let _ = writeln!(w, "        Source to Destination Jitter Min/Avg/Max: {} {}", u.mam(a, j.sd.avg, b), u.name());
-        let (a, b) = minmax(&j.ds);
-        let _ = writeln!(w, "        Destination to Source Jitter Min/Avg/Max: {} {}", u.mam(a, j.ds.avg, b), u.name());
+        for (name, x) in [("Source to Destination", &j.sd), ("Destination to Source", &j.ds)] {
+            let mm = x.min_max();
+            let _ =
+                writeln!(w, "        {name} Jitter Min/Avg/Max: {}", u.mam(mm.map(|m| m.0), x.avg, mm.map(|m| m.1)));
+        }
         let _ = writeln!(w, "Over Threshold:");
-        let pct = (u64::from(r.over_threshold) * 100).checked_div(r.rtt_us.count).unwrap_or(0);
-        let _ = writeln!(w, "        Number Of RTT Over Threshold: {} ({}%)", r.over_threshold, pct);
+        match (u64::from(r.over_threshold) * 100).checked_div(r.rtt_us.count) {
+            Some(pct) => {
+                let _ = writeln!(w, "        Number Of RTT Over Threshold: {} ({pct}%)", r.over_threshold);
+            }
+            None => {
+                let _ = writeln!(w, "        Number Of RTT Over Threshold: {} (no samples)", r.over_threshold);
+            }
+        }
         let l = &r.loss;
         let _ = writeln!(w, "Packet Loss Values:");
         for (name, n, p) in
@@ -489,7 +528,9 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
         let _ = writeln!(w, "        Out Of Sequence: {}\tTail Drop: {}", l.out_of_sequence, l.tail_drop);
         let _ = writeln!(w, "        Packet Late Arrival: {}\tPacket Skipped: 0", l.late);
         let _ = writeln!(w, "Voice Score Values:");
-        let (icpif, mos) = r.voice.as_ref().map_or((0, "0".to_string()), |v| (v.icpif, format!("{:.2}", v.mos)));
+        let none = "none (needs a codec and a reply)";
+        let (icpif, mos) =
+            r.voice.as_ref().map_or((none.into(), none.into()), |v| (v.icpif.to_string(), format!("{:.2}", v.mos)));
         let _ = writeln!(w, "        Calculated Planning Impairment Factor (ICPIF): {icpif}");
         let _ = writeln!(w, "        Mean Opinion Score (MOS): {mos}");
     }
@@ -500,29 +541,29 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
     }
     // Beyond IOS: what it does not print.
     let _ = writeln!(w, "Additional statistics (ipsla):");
-    let d = &r.rtt_us;
-    let _ = writeln!(w, "        RTT p50/p90/p99: {:.3}/{:.3}/{:.3} microseconds", d.p50, d.p90, d.p99);
+    let pct_line = |w: &mut String, what: &str, d: &Delay| match pct_text(&Pct { p50: d.p50, p90: d.p90, p99: d.p99 }) {
+        Some(t) => writeln!(w, "        {what} p50/p90/p99: {t}"),
+        None => writeln!(w, "        {what} percentiles: no samples"),
+    };
+    let _ = pct_line(w, "RTT", &r.rtt_us);
     if let Some(ow) = &r.one_way_us {
-        let _ = writeln!(
-            w,
-            "        One-way SD p50/p90/p99: {:.3}/{:.3}/{:.3} microseconds",
-            ow.sd.p50, ow.sd.p90, ow.sd.p99
-        );
-        let _ = writeln!(
-            w,
-            "        One-way DS p50/p90/p99: {:.3}/{:.3}/{:.3} microseconds",
-            ow.ds.p50, ow.ds.p90, ow.ds.p99
-        );
+        let _ = pct_line(w, "One-way SD", &ow.sd);
+        let _ = pct_line(w, "One-way DS", &ow.ds);
     }
     if jittery {
         let j = &r.jitter_us;
-        let _ = writeln!(
-            w,
-            "        IPDV p50/p90/p99: {:.3}/{:.3}/{:.3} microseconds",
-            r.ipdv_us.p50, r.ipdv_us.p90, r.ipdv_us.p99
-        );
-        let _ =
-            writeln!(w, "        Interarrival jitter (RFC 3550) SD/DS: {:.3}/{:.3} microseconds", j.iaj_sd, j.iaj_ds);
+        match pct_text(&r.ipdv_us) {
+            Some(t) => writeln!(w, "        IPDV p50/p90/p99: {t}"),
+            None => writeln!(w, "        IPDV percentiles: no samples (fewer than two replies)"),
+        }
+        .ok();
+        match (j.iaj_sd, j.iaj_ds) {
+            (Some(a), Some(b)) => {
+                writeln!(w, "        Interarrival jitter (RFC 3550) SD/DS: {a:.3}/{b:.3} microseconds")
+            }
+            _ => writeln!(w, "        Interarrival jitter (RFC 3550): no samples (fewer than two replies)"),
+        }
+        .ok();
         let _ = writeln!(w, "        Loss unknown direction (MIA): {}  Duplicates: {}", r.loss.mia, r.loss.duplicates);
     }
     if let Some(v) = &r.voice {
@@ -538,13 +579,15 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
         "        Timestamps: receive {} (kernel {}, user {}), send {} (kernel {}, user {})",
         ts.rx, ts.rx_kernel, ts.rx_user, ts.tx, ts.tx_kernel, ts.tx_user
     );
+    let delta = |d: &DeltaJson| match (d.avg, d.max) {
+        (Some(a), Some(m)) => format!("avg {a:.3} max {m:.3} microseconds"),
+        _ => "none (no packet with both stamps)".into(),
+    };
     let _ = writeln!(
         w,
-        "        Userspace - kernel stamp: receive avg {:.3} max {:.3} microseconds, send avg {:.3} max {:.3} microseconds",
-        ts.rx_user_minus_kernel_us.avg,
-        ts.rx_user_minus_kernel_us.max,
-        ts.tx_kernel_minus_user_us.avg,
-        ts.tx_kernel_minus_user_us.max
+        "        Userspace - kernel stamp: receive {}, send {}",
+        delta(&ts.rx_user_minus_kernel_us),
+        delta(&ts.tx_kernel_minus_user_us)
     );
     let _ = writeln!(w, "        Clock sync: {} ({})", r.clock_sync.mode, r.clock_sync.state);
     o

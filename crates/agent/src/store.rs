@@ -81,6 +81,8 @@ pub struct Store {
 pub struct StoredRun {
     /// Operation number.
     pub op: u32,
+    /// Start, RFC 3339 UTC with µs (as the run document's `start`).
+    pub start: String,
     /// Start, ns since the Unix epoch.
     pub start_ns: i64,
     /// Return code.
@@ -119,11 +121,16 @@ impl PlotColumn {
     }
 }
 
-/// One stored event.
+/// One stored event. Its subject is named by its own key: `op` for a reaction, `track` for a
+/// track, the other null (a track number is not an operation number).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
-    /// Operation number (kind "reaction") or track number (kind "track").
-    pub op: u32,
+    /// Operation number (kind "reaction"), else null.
+    pub op: Option<u32>,
+    /// Track number (kind "track"), else null.
+    pub track: Option<u32>,
+    /// When, RFC 3339 UTC with ms.
+    pub time: String,
     /// When, ns since the Unix epoch.
     pub time_ns: i64,
     /// "reaction" or "track".
@@ -136,6 +143,53 @@ pub struct StoredEvent {
     pub value: Option<f64>,
     /// The log line.
     pub text: String,
+}
+
+impl StoredEvent {
+    /// An event about `subject` at `time_ns` (ns since the Unix epoch).
+    pub fn new(
+        subject: EventSubject,
+        time_ns: i64,
+        element: &str,
+        occurred: bool,
+        value: Option<f64>,
+        text: String,
+    ) -> Self {
+        let (op, track, kind) = match subject {
+            EventSubject::Operation(id) => (Some(id), None, "reaction"),
+            EventSubject::Track(id) => (None, Some(id), "track"),
+        };
+        StoredEvent {
+            op,
+            track,
+            time: rfc3339_ns(time_ns, humantime::format_rfc3339_millis),
+            time_ns,
+            kind: kind.into(),
+            element: element.into(),
+            occurred,
+            value,
+            text,
+        }
+    }
+
+    /// The operation or track number, as the store's `op` column keeps either.
+    fn subject(&self) -> u32 {
+        self.op.or(self.track).unwrap_or(0)
+    }
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSubject {
+    /// A reaction of this operation.
+    Operation(u32),
+    /// This track.
+    Track(u32),
+}
+
+/// ns since the Unix epoch as RFC 3339 UTC, with `format`'s resolution.
+pub fn rfc3339_ns<T: std::fmt::Display>(ns: i64, format: fn(std::time::SystemTime) -> T) -> String {
+    format(UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)).to_string()
 }
 
 fn r3(v: f64) -> f64 {
@@ -597,9 +651,11 @@ impl Store {
 
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRun> {
         let text: String = r.get(3)?;
+        let start_ns: i64 = r.get(1)?;
         Ok(StoredRun {
             op: r.get(0)?,
-            start_ns: r.get(1)?,
+            start: rfc3339_ns(start_ns, humantime::format_rfc3339_micros),
+            start_ns,
             return_code: r.get(2)?,
             report: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         })
@@ -679,7 +735,7 @@ impl Store {
     pub fn insert_event(&self, e: &StoredEvent) -> rusqlite::Result<()> {
         self.conn.execute(
             "INSERT INTO events (op, time_ns, kind, element, occurred, value, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![e.op, e.time_ns, e.kind, e.element, e.occurred, e.value, e.text],
+            params![e.subject(), e.time_ns, e.kind, e.element, e.occurred, e.value, e.text],
         )?;
         Ok(())
     }
@@ -690,15 +746,9 @@ impl Store {
             .conn
             .prepare("SELECT op, time_ns, kind, element, occurred, value, text FROM events ORDER BY time_ns DESC, id DESC LIMIT ?1")?;
         st.query_map(params![limit], |r| {
-            Ok(StoredEvent {
-                op: r.get(0)?,
-                time_ns: r.get(1)?,
-                kind: r.get(2)?,
-                element: r.get(3)?,
-                occurred: r.get(4)?,
-                value: r.get(5)?,
-                text: r.get(6)?,
-            })
+            let (id, kind): (u32, String) = (r.get(0)?, r.get(2)?);
+            let subject = if kind == "track" { EventSubject::Track(id) } else { EventSubject::Operation(id) };
+            Ok(StoredEvent::new(subject, r.get(1)?, &r.get::<_, String>(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
         })?
         .collect()
     }

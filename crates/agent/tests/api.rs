@@ -167,11 +167,21 @@ members = [1, 2]
     let history: Vec<StoredRun> = round_trip("history", &get(addr, "/api/v1/operations/7/history?limit=2"));
     assert!(!history.is_empty() && history.len() <= 2, "{history:?}");
     assert_eq!(history[0].return_code, "timeout");
+    assert_eq!(history[0].start, history[0].report["start"], "the run's start, RFC 3339");
     assert_eq!(keys(&history[0]), doc_fields("agent.md", "### `GET /api/v1/operations/{id}/history"));
 
     let events: Vec<StoredEvent> = round_trip("events", &get(addr, "/api/v1/events"));
-    assert!(events.iter().any(|e| e.kind == "reaction" && e.op == 7 && e.element == "timeout"), "{events:?}");
-    assert!(events.iter().any(|e| e.kind == "track" && e.op == 2 && !e.occurred), "{events:?}");
+    assert!(events.iter().any(|e| e.kind == "reaction" && e.op == Some(7) && e.element == "timeout"), "{events:?}");
+    // a track event names its track as `track`, not as an operation
+    let track = events.iter().find(|e| e.text.starts_with("%TRACK-6-STATE: 2 ")).unwrap();
+    assert_eq!((&*track.kind, track.op, track.track, track.occurred), ("track", None, Some(2), false), "{events:?}");
+    let raw: Value = serde_json::from_str(&get(addr, "/api/v1/events")).unwrap();
+    let t = raw.as_array().unwrap().iter().find(|e| e["kind"] == "track" && e["track"] == 2).unwrap();
+    assert_eq!(t["op"], Value::Null, "{t}");
+    // RFC 3339 beside the ns, the same instant
+    let at = humantime::parse_rfc3339(t["time"].as_str().unwrap()).unwrap();
+    let ns = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    assert_eq!(ns / 1_000_000, t["time_ns"].as_i64().unwrap() / 1_000_000, "{t}");
     assert_eq!(keys(&events[0]), doc_fields("agent.md", "### `GET /api/v1/events"));
 
     let hours: Vec<HourAggregate> = round_trip("aggregated", &get(addr, "/api/v1/operations/8/aggregated"));
@@ -188,7 +198,10 @@ members = [1, 2]
     assert_eq!((sum.kept.as_slice(), sum.needs_restart.len()), ([7, 8].as_slice(), 0));
     assert_eq!(keys(&sum), doc_fields("agent.md", "### `POST /-/reload`"));
 
-    assert_eq!(request(addr, "GET", "/api/v1/routes").0, 404, "no [[route]]");
+    // no [[route]]: the same document, with no route in it
+    let none: ipsla_agent::api::RouteStatus = round_trip("no routes", &get(addr, "/api/v1/routes"));
+    assert_eq!((none.routes.len(), none.installed.len(), none.errors.len()), (0, 0, 0), "{none:?}");
+    assert!(get(addr, "/api/v1/routes").contains(r#""routes":[]"#));
     let routes = ipsla_agent::api::RouteStatus {
         protocol: 167,
         routes: vec![ipsla_agent::api::RouteState {

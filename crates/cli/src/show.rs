@@ -290,7 +290,7 @@ fn statistics(api: &Api, id: Option<u32>, aggregated: bool, json: bool) -> Resul
             None => {
                 let _ = write!(
                     t,
-                    "IPSLA operation id: {}\nType of operation: {}\n        Latest RTT: NoConnection/Busy/Timeout\n\
+                    "IPSLA operation id: {}\nType of operation: {}\n        Latest RTT: none (no run yet)\n\
                      Latest operation start time: Unknown\nLatest operation return code: Unknown\n\
                      Number of successes: {}\nNumber of failures: {}\nOperation time to live: {}\n",
                     o.id,
@@ -322,8 +322,12 @@ impl Unit {
     fn v2(&self, us2: f64) -> String {
         if self.us { format!("{us2:.3}") } else { format!("{}", (us2 / 1e6).floor() as i64) }
     }
+    /// `min/avg/max unit`, or words when the hour had no sample (never 0/0/0, a perfect delay).
     fn mam(&self, a: &AccUs) -> String {
-        format!("{}/{}/{}", self.v(a.min.unwrap_or(0.0)), self.v(a.avg.unwrap_or(0.0)), self.v(a.max.unwrap_or(0.0)))
+        match (a.min, a.avg, a.max) {
+            (Some(mn), Some(avg), Some(mx)) => format!("{}/{}/{} {}", self.v(mn), self.v(avg), self.v(mx), self.name()),
+            _ => "none (no samples)".into(),
+        }
     }
 }
 
@@ -371,7 +375,7 @@ fn aggregated_text(o: &OpSummary, latest: Option<&Report>, hours: &[HourAggregat
         }
         let rtt = h.jitter.as_ref().map_or(&h.completion_us, |j| &j.rtt_us);
         let _ = writeln!(w, "RTT Values:");
-        let _ = writeln!(w, "        Number Of RTT: {}\t\tRTT Min/Avg/Max: {} {}", rtt.count, u.mam(rtt), u.name());
+        let _ = writeln!(w, "        Number Of RTT: {}\t\tRTT Min/Avg/Max: {}", rtt.count, u.mam(rtt));
         if let Some(j) = &h.jitter {
             jitter_text(w, &u, j);
         }
@@ -399,27 +403,17 @@ fn aggregated_text(o: &OpSummary, latest: Option<&Report>, hours: &[HourAggregat
 fn jitter_text(w: &mut String, u: &Unit, j: &JitterAggregate) {
     let _ = writeln!(w, "Latency one-way time:");
     let _ = writeln!(w, "        Number of Latency one-way Samples: {}", j.one_way_sd_us.count);
-    let _ = writeln!(
-        w,
-        "        Source to Destination Latency one way Min/Avg/Max: {} {}",
-        u.mam(&j.one_way_sd_us),
-        u.name()
-    );
-    let _ = writeln!(
-        w,
-        "        Destination to Source Latency one way Min/Avg/Max: {} {}",
-        u.mam(&j.one_way_ds_us),
-        u.name()
-    );
+    let _ = writeln!(w, "        Source to Destination Latency one way Min/Avg/Max: {}", u.mam(&j.one_way_sd_us),);
+    let _ = writeln!(w, "        Destination to Source Latency one way Min/Avg/Max: {}", u.mam(&j.one_way_ds_us),);
     let (sd, ds) = (both(&j.jitter_sd_pos_us, &j.jitter_sd_neg_us), both(&j.jitter_ds_pos_us, &j.jitter_ds_neg_us));
     let _ = writeln!(w, "Jitter Time:");
     let _ = writeln!(w, "        Number of SD Jitter Samples: {}", sd.count);
     let _ = writeln!(w, "        Number of DS Jitter Samples: {}", ds.count);
-    let _ = writeln!(w, "        Source to Destination Jitter Min/Avg/Max: {} {}", u.mam(&sd), u.name());
-    let _ = writeln!(w, "        Destination to Source Jitter Min/Avg/Max: {} {}", u.mam(&ds), u.name());
+    let _ = writeln!(w, "        Source to Destination Jitter Min/Avg/Max: {}", u.mam(&sd));
+    let _ = writeln!(w, "        Destination to Source Jitter Min/Avg/Max: {}", u.mam(&ds));
     let _ = writeln!(w, "Over Threshold:");
-    let pct = (j.over_threshold * 100).checked_div(j.rtt_us.count).unwrap_or(0);
-    let _ = writeln!(w, "        Number Of RTT Over Threshold: {} ({pct}%)", j.over_threshold);
+    let pct = (j.over_threshold * 100).checked_div(j.rtt_us.count).map_or("no samples".into(), |p| format!("{p}%"));
+    let _ = writeln!(w, "        Number Of RTT Over Threshold: {} ({pct})", j.over_threshold);
     let _ = writeln!(w, "Packet Loss Values:");
     let _ = writeln!(w, "        Loss Source to Destination: {}", j.loss_sd);
     let _ = writeln!(w, "        Loss Destination to Source: {}", j.loss_ds);
@@ -427,15 +421,17 @@ fn jitter_text(w: &mut String, u: &Unit, j: &JitterAggregate) {
     let _ = writeln!(w, "        Out Of Sequence: {}\tPacket Late Arrival: {}", j.out_of_sequence, j.late);
     let _ = writeln!(w, "        Packets sent: {}\tReceived: {}", j.sent, j.received);
     let _ = writeln!(w, "Voice Score Values:");
-    let opt = |v: Option<u32>| v.map_or("0".into(), |v| v.to_string());
-    let mos = |v: Option<f64>| v.map_or("0".into(), |v| format!("{v:.2}"));
-    let _ = writeln!(
-        w,
-        "        Calculated Planning Impairment Factor (ICPIF) Min/Max: {}/{}",
-        opt(j.icpif_min),
-        opt(j.icpif_max)
-    );
-    let _ = writeln!(w, "        Mean Opinion Score (MOS) Min/Max: {}/{}", mos(j.mos_min), mos(j.mos_max));
+    let none = "none (needs a codec and a reply)";
+    match (j.icpif_min.zip(j.icpif_max), j.mos_min.zip(j.mos_max)) {
+        (Some((imin, imax)), Some((mmin, mmax))) => {
+            let _ = writeln!(w, "        Calculated Planning Impairment Factor (ICPIF) Min/Max: {imin}/{imax}");
+            let _ = writeln!(w, "        Mean Opinion Score (MOS) Min/Max: {mmin:.2}/{mmax:.2}");
+        }
+        _ => {
+            let _ = writeln!(w, "        Calculated Planning Impairment Factor (ICPIF) Min/Max: {none}");
+            let _ = writeln!(w, "        Mean Opinion Score (MOS) Min/Max: {none}");
+        }
+    }
 }
 
 /// `00:01:02` under a day, `1d02h` beyond (as IOS prints elapsed times).

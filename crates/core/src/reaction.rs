@@ -129,27 +129,29 @@ impl Element {
         }
     }
 
-    /// The element's value in a result (`None` when the run has none, e.g. MOS without a codec or
-    /// one-way delay without synchronised clocks).
+    /// The element's value in a result (`None` when the run has none, e.g. MOS without a codec,
+    /// one-way delay without synchronised clocks, jitter with fewer than two replies). A run
+    /// without a value leaves the reaction as it is: an outage must not read as a jitter of 0
+    /// that clears a jitter alarm.
     pub fn value(self, r: &OperationResult) -> Option<f64> {
         let s = &r.stats;
         let ms = |ns: f64| ns / 1e6;
         let flag = |b: bool| Some(if b { 1.0 } else { 0.0 });
         match self {
-            Element::Rtt => (s.rtt.count > 0).then(|| ms(s.rtt.avg())),
-            Element::JitterAvg => Some(ms(s.jitter_avg())),
-            Element::JitterSdAvg => Some(ms(s.jitter_sd.avg())),
-            Element::JitterDsAvg => Some(ms(s.jitter_ds.avg())),
+            Element::Rtt => s.rtt.mean().map(ms),
+            Element::JitterAvg => s.jitter_mean().map(ms),
+            Element::JitterSdAvg => s.jitter_sd.mean().map(ms),
+            Element::JitterDsAvg => s.jitter_ds.mean().map(ms),
             Element::PacketLossSd => Some(f64::from(s.loss_sd)),
             Element::PacketLossDs => Some(f64::from(s.loss_ds)),
             Element::PacketMia => Some(f64::from(s.loss_mia)),
             Element::PacketLateArrival => Some(f64::from(s.late)),
             Element::PacketOutOfSequence => Some(f64::from(s.out_of_sequence)),
-            Element::PacketLossPercent => Some(s.loss_ratio() * 100.0),
+            Element::PacketLossPercent => (s.sent > 0).then(|| s.loss_ratio() * 100.0),
             Element::Mos => r.voice.map(|v| (v.mos * 100.0).round()),
             Element::Icpif => r.voice.map(|v| f64::from(v.icpif)),
-            Element::LatencySdAvg => s.one_way_sd.map(|a| ms(a.avg())),
-            Element::LatencyDsAvg => s.one_way_ds.map(|a| ms(a.avg())),
+            Element::LatencySdAvg => s.one_way_sd.and_then(|a| a.mean()).map(ms),
+            Element::LatencyDsAvg => s.one_way_ds.and_then(|a| a.mean()).map(ms),
             Element::Timeout => flag(r.return_code == ReturnCode::Timeout),
             Element::ConnectionLoss => flag(matches!(r.return_code, ReturnCode::NoConnection | ReturnCode::Error)),
             Element::VerifyError => flag(r.return_code == ReturnCode::VerifyError),
@@ -434,6 +436,44 @@ mod tests {
         assert_eq!(e.syslog(1), "%RTT-3-IPSLATHRESHOLD: IP SLAs(1): Threshold Occurred for timeout");
         let e = ReactionEvent { element: Element::JitterDsAvg, occurred: true, value: 1.0, action: Action::Alert };
         assert_eq!(e.syslog(10), "%RTT-3-IPSLATHRESHOLD: IP SLAs(10): Threshold exceeded for jitterDSAvg");
+    }
+
+    #[test]
+    fn a_run_without_jitter_samples_leaves_a_jitter_alarm_standing() {
+        use crate::ops::{OperationResult, Precision};
+        use crate::stats::JitterStats;
+        let run = |jitter_ns: Option<i64>| {
+            let mut stats = JitterStats { sent: 10, ..Default::default() };
+            if let Some(j) = jitter_ns {
+                stats.received = 10;
+                stats.rtt.add(1_000_000);
+                stats.jitter_sd.positive.add(j);
+                stats.jitter_ds.positive.add(j);
+            }
+            OperationResult {
+                return_code: if jitter_ns.is_some() { ReturnCode::Ok } else { ReturnCode::Timeout },
+                stats,
+                voice: None,
+                precision: Precision::Us,
+                stamps: Default::default(),
+                unexpected: 0,
+                samples: Vec::new(),
+                send_span_ns: 0,
+            }
+        };
+        let mut r = Reaction::new(ReactionConfig {
+            element: Element::JitterAvg,
+            threshold_type: ThresholdType::Immediate,
+            rising: 10.0,
+            falling: 5.0,
+            action: Action::Alert,
+        });
+        assert_eq!(r.observe(&run(Some(20_000_000))).map(|e| e.occurred), Some(true));
+        // the target goes dark: no jitter, not a jitter of 0 that would clear the alarm
+        let dark = run(None);
+        assert_eq!((Element::JitterAvg.value(&dark), Element::Rtt.value(&dark)), (None, None));
+        assert_eq!(r.observe(&dark), None);
+        assert_eq!(r.observe(&run(Some(1_000_000))).map(|e| e.occurred), Some(false));
     }
 
     #[test]

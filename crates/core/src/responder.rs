@@ -325,8 +325,37 @@ pub struct ResponderStats {
     pub rx_stamps_kernel: u64,
     /// Probes whose T2 came from a userspace reading.
     pub rx_stamps_user: u64,
-    /// Last control sources, newest last: (address, wall time, accepted or the reject reason).
+    /// Last control sources, newest last: (address, wall time since the Unix epoch, accepted or
+    /// the reject reason). The time is an RFC 3339 string in JSON, as every time the API serves.
+    #[serde(with = "recent_rfc3339")]
     pub recent_sources: VecDeque<(IpAddr, Duration, Option<Reject>)>,
+}
+
+/// `recent_sources` with each time as RFC 3339 UTC (µs), not serde's `{"secs","nanos"}`.
+mod recent_rfc3339 {
+    use super::Reject;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::VecDeque;
+    use std::net::IpAddr;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    type Entry = (IpAddr, Duration, Option<Reject>);
+
+    pub(super) fn serialize<S: Serializer>(v: &VecDeque<Entry>, s: S) -> Result<S::Ok, S::Error> {
+        let text = |t: &Duration| humantime::format_rfc3339_micros(UNIX_EPOCH + *t).to_string();
+        s.collect_seq(v.iter().map(|(ip, t, why)| (ip, text(t), why)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<Entry>, D::Error> {
+        let raw: Vec<(IpAddr, String, Option<Reject>)> = Vec::deserialize(d)?;
+        raw.into_iter()
+            .map(|(ip, t, why)| {
+                let at = humantime::parse_rfc3339(&t).map_err(serde::de::Error::custom)?;
+                let since = at.duration_since(UNIX_EPOCH).map_err(serde::de::Error::custom)?;
+                Ok((ip, since, why))
+            })
+            .collect()
+    }
 }
 
 const RECENT_SOURCES: usize = 10;

@@ -67,9 +67,18 @@ impl Acc {
         self.sum += i128::from(v);
         self.sum2 += i128::from(v) * i128::from(v);
     }
-    /// Mean (0 when empty).
+    /// Mean, 0 when empty: the MIB's `Sum / NumOf` as IOS compares it with a threshold. What is
+    /// shown or exported uses [`Acc::mean`], which says "no value" instead.
     pub fn avg(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.sum as f64 / self.count as f64 }
+        self.mean().unwrap_or(0.0)
+    }
+    /// Mean; `None` without a value.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum as f64 / self.count as f64)
+    }
+    /// (min, max); `None` without a value (the fields then hold 0, which is not a measurement).
+    pub fn min_max(&self) -> Option<(i64, i64)> {
+        (self.count > 0).then_some((self.min, self.max))
     }
     /// Merges another accumulator (for aggregates).
     pub fn merge(&mut self, o: &Acc) {
@@ -105,10 +114,19 @@ impl DirJitter {
     pub fn count(&self) -> u64 {
         self.positive.count + self.negative.count
     }
-    /// Average of |jitter| over positive and negative together (MIB `AvgSDJ` / `AvgDSJ`).
+    /// Average of |jitter| over positive and negative together (MIB `AvgSDJ` / `AvgDSJ`), 0
+    /// without a sample as the MIB holds it; [`DirJitter::mean`] says "no value" instead.
     pub fn avg(&self) -> f64 {
+        self.mean().unwrap_or(0.0)
+    }
+    /// Average of |jitter|; `None` without a sample (fewer than two replies).
+    pub fn mean(&self) -> Option<f64> {
         let n = self.count();
-        if n == 0 { 0.0 } else { (self.positive.sum + self.negative.sum) as f64 / n as f64 }
+        (n > 0).then(|| (self.positive.sum + self.negative.sum) as f64 / n as f64)
+    }
+    /// RFC 3550 interarrival jitter; `None` without a sample.
+    pub fn interarrival(&self) -> Option<f64> {
+        (self.count() > 0).then_some(self.interarrival)
     }
 }
 
@@ -139,17 +157,18 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Nearest-rank percentiles of `v` (sorted in place); zeros when empty.
-    pub fn of(v: &mut [i64]) -> Self {
+    /// Nearest-rank percentiles of `v` (sorted in place); `None` when empty: there is no median
+    /// of nothing, and a 0 would read as a perfect delay.
+    pub fn of(v: &mut [i64]) -> Option<Self> {
         if v.is_empty() {
-            return Percentiles::default();
+            return None;
         }
         v.sort_unstable();
         let rank = |p: f64| {
             let k = ((p / 100.0) * v.len() as f64).ceil() as usize;
             v[k.clamp(1, v.len()) - 1]
         };
-        Percentiles { p50: rank(50.0), p90: rank(90.0), p99: rank(99.0) }
+        Some(Percentiles { p50: rank(50.0), p90: rank(90.0), p99: rank(99.0) })
     }
 }
 
@@ -162,22 +181,23 @@ pub struct JitterStats {
     pub received: u32,
     /// RTT with processing removed.
     pub rtt: Acc,
-    /// RTT percentiles.
-    pub rtt_pct: Percentiles,
+    /// RTT percentiles; `None` without a reply in time.
+    pub rtt_pct: Option<Percentiles>,
     /// RTTs over the operation threshold.
     pub over_threshold: u32,
     /// One-way SD (T2 − T1), present only with synchronised clocks.
     pub one_way_sd: Option<Acc>,
     /// One-way DS (T4 − T3), present only with synchronised clocks.
     pub one_way_ds: Option<Acc>,
-    /// One-way percentiles SD, DS.
+    /// One-way percentiles SD, DS; `None` without synchronised clocks or without a reply.
     pub one_way_pct: Option<(Percentiles, Percentiles)>,
     /// Jitter SD.
     pub jitter_sd: DirJitter,
     /// Jitter DS.
     pub jitter_ds: DirJitter,
-    /// Percentiles of |IPDV| of the round trip between consecutive packets.
-    pub ipdv_pct: Percentiles,
+    /// Percentiles of |IPDV| of the round trip between consecutive packets; `None` with fewer
+    /// than two replies.
+    pub ipdv_pct: Option<Percentiles>,
     /// Lost on the way to the responder.
     pub loss_sd: u32,
     /// Reached the responder, reply lost on the way back.
@@ -199,17 +219,19 @@ pub struct JitterStats {
 }
 
 impl JitterStats {
-    /// Average jitter over both directions (MIB `AvgJitter`).
+    /// Average jitter over both directions (MIB `AvgJitter`), 0 without a sample as the MIB
+    /// holds it; [`JitterStats::jitter_mean`] says "no value" instead.
     pub fn jitter_avg(&self) -> f64 {
+        self.jitter_mean().unwrap_or(0.0)
+    }
+    /// Average jitter over both directions; `None` without a sample (fewer than two replies).
+    pub fn jitter_mean(&self) -> Option<f64> {
         let n = self.jitter_sd.count() + self.jitter_ds.count();
-        if n == 0 {
-            return 0.0;
-        }
         let s = self.jitter_sd.positive.sum
             + self.jitter_sd.negative.sum
             + self.jitter_ds.positive.sum
             + self.jitter_ds.negative.sum;
-        s as f64 / n as f64
+        (n > 0).then(|| s as f64 / n as f64)
     }
     /// Packet loss ratio (lost / sent), 0..1, counting every direction.
     pub fn loss_ratio(&self) -> f64 {
@@ -271,7 +293,7 @@ pub fn compute(sent: u32, all: &[Sample], cfg: StatsConfig) -> JitterStats {
     if cfg.clock_sync {
         st.one_way_sd = Some(sd_acc);
         st.one_way_ds = Some(ds_acc);
-        st.one_way_pct = Some((Percentiles::of(&mut sds), Percentiles::of(&mut dss)));
+        st.one_way_pct = Percentiles::of(&mut sds).zip(Percentiles::of(&mut dss));
     }
     // Jitter between consecutive received packets, in sequence order (so that a reordered pair
     // does not count twice); the interarrival jitter follows RFC 3550 §6.4.1, J += (|D| − J) / 16.

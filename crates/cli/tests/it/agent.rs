@@ -103,7 +103,12 @@ fn runs_are_scheduled_stored_and_exported() {
     assert_eq!(latest["received"], 5);
     assert_eq!(latest["timestamps"]["rx"], "kernel");
     let (_, metrics) = get(http, "/metrics").unwrap();
-    assert!(metrics.contains(r#"ipsla_operation_success{op="2",type="udp-jitter",target="#), "{metrics}");
+    assert!(metrics.contains("\nipsla_operation_success{op=\"2\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(r#"ipsla_operation_info{op="2",type="udp-jitter",target="127.0.0.1:"#)
+            && metrics.contains(r#"",tag="five probes"} 1"#),
+        "{metrics}"
+    );
     let runs_line =
         metrics.lines().find(|l| l.starts_with(r#"ipsla_operations_total{op="1""#)).expect("ipsla_operations_total");
     let runs: f64 = runs_line.rsplit(' ').next().unwrap().parse().unwrap();
@@ -114,6 +119,85 @@ fn runs_are_scheduled_stored_and_exported() {
     assert_eq!(get(http, "/api/v1/operations/9/latest").unwrap().0, 404);
     assert!(n(&api(http, "/api/v1/responder")["stats"]["control_v1"]) >= 4);
     assert_eq!(api(http, "/api/v1/operations/1/history?limit=2").as_array().unwrap().len(), 2);
+}
+
+/// A udp-echo target black-holed (nothing listens on its port) beside one that answers: the
+/// failed runs are no number anywhere: the stored run served by /api, `ipsla show` reading it
+/// back, and /metrics, whose exposition a real parser accepts.
+#[test]
+fn a_black_holed_target_is_no_number_anywhere() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, echo, hole) = (free_udp(), free_udp(), free_udp());
+    let cfg = with_echo_ops(
+        AgentToml::new().http(0).store(&dir.path().join("runs.db")).responder(Responder::loopback(v1)),
+        &[(1, "500ms")],
+        echo,
+        v1,
+    )
+    .operation(
+        Op::new("udp-echo", "127.0.0.1")
+            .id(2)
+            .key("port", hole)
+            .key("control", "none")
+            .key("timeout", "200ms")
+            .key("frequency", "1s")
+            .reaction(Reaction::immediate("rtt", "alert")),
+    );
+    let agent = InProcess::start(&cfg);
+    let http = agent.http();
+    wait_for("a stored run of each operation", PATIENCE, || {
+        operations(http).as_array().is_some_and(|a| a.iter().all(|o| n(&o["stored"]) >= 1))
+    });
+
+    let latest = api(http, "/api/v1/operations/2/latest");
+    assert_eq!((&latest["return_code"], &latest["received"]), (&Value::from("timeout"), &Value::from(0)));
+    for k in ["min", "avg", "max", "p50", "p90", "p99"] {
+        assert_eq!(latest["rtt_us"][k], Value::Null, "rtt_us.{k}: {latest}");
+    }
+    assert_eq!(latest["jitter_us"]["avg"], Value::Null, "{latest}");
+    let history = api(http, "/api/v1/operations/2/history?limit=1");
+    assert_eq!(history[0]["report"]["rtt_us"]["avg"], Value::Null, "{history}");
+    let show =
+        ipsla().args(["show", "statistics", "2", "--agent", &format!("http://127.0.0.1:{http}")]).output().unwrap();
+    let text = String::from_utf8(show.stdout).unwrap();
+    assert!(text.contains("\n        Latest RTT: none (timeout)\n"), "{text}");
+    assert!(text.contains("\n        RTT percentiles: no samples\n"), "{text}");
+
+    let (_, m) = get(http, "/metrics").unwrap();
+    let has = |line: &str| m.lines().any(|l| l == line);
+    assert!(has(r#"ipsla_operation_return_code{op="2",code="timeout"} 1"#), "{m}");
+    assert!(m.lines().any(|l| l.starts_with(r#"ipsla_rtt_latest_seconds{op="1"} "#)), "{m}");
+    assert!(!m.contains(r#"ipsla_rtt_latest_seconds{op="2"}"#), "no latest RTT for a run without a reply: {m}");
+    assert!(!m.contains("ipsla_jitter_average_seconds"), "udp-echo measures no jitter: {m}");
+    assert!(
+        has(&format!(r#"ipsla_operation_info{{op="2",type="udp-echo",target="127.0.0.1:{hole}",tag=""}} 1"#)),
+        "{m}"
+    );
+    // the reaction never fired, and is there at 0
+    assert!(has(r#"ipsla_reaction_active{op="2",element="rtt"} 0"#), "{m}");
+    assert!(has(&format!(r#"ipsla_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))), "{m}");
+    // the agent's responder: operation 1's control messages, every rejection reason at 0
+    let v1_msgs = m.lines().find_map(|l| l.strip_prefix(r#"ipsla_responder_control_messages_total{version="v1"} "#));
+    assert!(v1_msgs.is_some_and(|v| v.parse::<u64>().unwrap() >= 1), "{m}");
+    assert!(has(r#"ipsla_responder_control_rejected_total{reason="not_allowed"} 0"#), "{m}");
+    assert!(m.lines().any(|l| l.starts_with("ipsla_responder_probes_answered_total ")), "{m}");
+    assert!(has(r#"ipsla_packets_duplicate_total{op="2"} 0"#) && has(r#"ipsla_packets_late_total{op="2"} 0"#), "{m}");
+    // the same series, in the same order, on the next scrape
+    let order = |m: &str| -> Vec<String> {
+        m.lines().filter(|l| !l.starts_with('#')).map(|l| l.rsplit_once(' ').unwrap().0.to_string()).collect()
+    };
+    let again = get(http, "/metrics").unwrap().1;
+    let (a, b) = (order(&m), order(&again));
+    let common: Vec<&String> = a.iter().filter(|x| b.contains(x)).collect();
+    assert_eq!(common, b.iter().filter(|x| a.contains(x)).collect::<Vec<_>>());
+    crate::prometheus::promtool_check(&again);
+
+    // the API's times are RFC 3339; no route configured is an empty list, not a missing page
+    let st = api(http, "/api/v1/responder");
+    let seen = st["stats"]["recent_sources"][0][1].as_str().unwrap_or_else(|| panic!("{st}"));
+    assert!(humantime::parse_rfc3339(seen).is_ok(), "{seen}");
+    assert_eq!(api(http, "/api/v1/routes")["routes"], serde_json::json!([]));
 }
 
 #[test]

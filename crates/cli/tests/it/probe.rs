@@ -259,6 +259,58 @@ fn failures_give_cisco_return_codes() {
     assert_eq!(docs[0]["loss"]["mia"], 4);
 }
 
+/// A target nobody answers: every delay, percentile and jitter is null in JSON and "none" in
+/// words in the text, never 0 (which an outage would otherwise draw as a perfect run).
+#[test]
+fn a_run_without_replies_shows_no_numbers() {
+    let _machine = crate::common::shared();
+    let hole = free_port().to_string();
+    let args = ["127.0.0.1", "--port", &hole, "--control", "none", "--timeout", "200ms"];
+    let (code, docs) = probe(&[&["udp-echo"][..], &args].concat());
+    assert_eq!((code, &docs[0]["return_code"]), (1, &Value::from("timeout")));
+    let none = serde_json::json!({"count": 0, "min": null, "avg": null, "max": null, "p50": null, "p90": null,
+        "p99": null, "sum": 0.0, "sum2": 0.0});
+    assert_eq!(docs[0]["rtt_us"], none);
+    assert_eq!(docs[0]["ipdv_us"], serde_json::json!({"p50": null, "p90": null, "p99": null}));
+    assert_eq!(
+        docs[0]["timestamps"]["rx_user_minus_kernel_us"],
+        serde_json::json!({"count": 0, "avg": null, "max": null})
+    );
+    assert_eq!(docs[0]["loss"]["ratio"], 1.0);
+
+    let (code, docs) = probe(&[&["udp-jitter"][..], &args, &["--packets", "4", "--interval", "1ms"]].concat());
+    assert_eq!((code, &docs[0]["received"]), (1, &Value::from(0)));
+    let j = &docs[0]["jitter_us"];
+    assert_eq!((&j["avg"], &j["iaj_sd"], &j["iaj_ds"]), (&Value::Null, &Value::Null, &Value::Null), "{j}");
+    assert_eq!(
+        j["sd"],
+        serde_json::json!({"count": 0, "avg": null, "pos_count": 0, "pos_min": null, "pos_max": null,
+            "pos_sum": 0.0, "neg_count": 0, "neg_min": null, "neg_max": null, "neg_sum": 0.0})
+    );
+
+    let text = |kind: &str, extra: &[&str]| {
+        let out = ipsla().arg("probe").arg(kind).args(args).args(extra).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let t = text("udp-echo", &[]);
+    assert!(t.contains("\n        Latest RTT: none (timeout)\n"), "{t}");
+    assert!(t.contains("\n        RTT percentiles: no samples\n"), "{t}");
+    assert!(t.contains("Userspace - kernel stamp: receive none (no packet with both stamps), send "), "{t}");
+    let t = text("udp-jitter", &["--packets", "4", "--interval", "1ms"]);
+    for line in [
+        "        Number Of RTT: 0\t\tRTT Min/Avg/Max: none (no samples)\n",
+        "        Source to Destination Jitter Min/Avg/Max: none (no samples)\n",
+        "        Destination to Source Jitter Min/Avg/Max: none (no samples)\n",
+        "        Number Of RTT Over Threshold: 0 (no samples)\n",
+        "        Mean Opinion Score (MOS): none (needs a codec and a reply)\n",
+        "        IPDV percentiles: no samples (fewer than two replies)\n",
+        "        Interarrival jitter (RFC 3550): no samples (fewer than two replies)\n",
+    ] {
+        assert!(t.contains(line), "{line:?} in\n{t}");
+    }
+    assert!(!t.contains("0.000") && !t.contains(" 0/0/0 "), "{t}");
+}
+
 #[test]
 fn codec_run_scores_voice() {
     let _machine = crate::common::shared();

@@ -81,12 +81,20 @@ fn prometheus_scrapes_the_agent() {
     let prom_log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
 
     // a scrape after the first runs: the RTT histogram of operation 7 has observations
-    let rtt = r#"ipsla_rtt_seconds_count{job="ipsla",op="7",type="udp-echo"}"#;
+    let rtt = r#"ipsla_rtt_seconds_count{job="ipsla",op="7"}"#;
     let counts = wait_some("a scraped RTT histogram", Duration::from_secs(120), || {
         query(web, rtt).filter(|r| value(&r[0]) >= 1.0)
     });
     assert_eq!(counts.len(), 1, "{counts:?}");
-    let labels = &counts[0]["metric"];
+    // the families carry `op`; type, target and tag come from the info metric, joined on op
+    let joined = query(
+        web,
+        r#"ipsla_rtt_seconds_count{op="7"} * on(instance, op) group_left(type, target, tag) ipsla_operation_info"#,
+    )
+    .unwrap();
+    assert!(joined.len() == 1 && value(&joined[0]) >= 1.0, "{joined:?}");
+    let labels = &joined[0]["metric"];
+    assert_eq!(labels["type"], "udp-echo");
     assert_eq!(labels["target"], format!("127.0.0.1:{echo}"));
     assert_eq!(labels["tag"], r#"edge "A" \ site"#, "label escaping survives the round trip");
     assert_eq!(labels["instance"], format!("127.0.0.1:{http}"));
@@ -118,19 +126,27 @@ fn prometheus_scrapes_the_agent() {
     let log = prom_log();
     // a scraper without OpenMetrics gets the classic text format, which promtool (same package)
     // lints: counter families named as their `_total` samples, each with help
-    if let Some(promtool) = on_path("promtool") {
-        let text = get(http, "/metrics").unwrap().1;
-        let mut lint = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        lint.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        let out = lint.wait_with_output().unwrap();
-        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
-    }
+    promtool_check(&get(http, "/metrics").unwrap().1);
     assert!(!log.lines().any(|l| l.contains("level=warn") && l.contains("scrape")), "{log}");
+}
+
+/// `promtool check metrics` (package `prometheus`, which `scripts/test.sh` installs) on a classic
+/// text exposition: no error and no lint (counters named `_total`, help on every family, no
+/// non-base units). Skipped, with the reason printed, when promtool is not on PATH.
+pub fn promtool_check(text: &str) {
+    let Some(promtool) = on_path("promtool") else {
+        eprintln!("promtool check skipped: no `promtool` on PATH (apt-get install prometheus)");
+        return;
+    };
+    let mut lint = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lint.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = lint.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
 }

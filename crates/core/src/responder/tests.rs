@@ -669,3 +669,14 @@ fn v1_jitter_sessions_are_told_apart_by_control_port() {
     let mut p = g729a_probe(1, 0);
     assert!(matches!(w.probe(1, udp(16384), "127.0.0.1:40009".parse().unwrap(), &mut p), ProbeResult::Reply { .. }));
 }
+
+#[test]
+fn recent_sources_carry_rfc3339_times() {
+    let mut stats = ResponderStats::default();
+    let at = Duration::from_micros(1_800_000_000_000_042);
+    stats.recent_sources.push_back(("192.0.2.7".parse().unwrap(), at, Some(Reject::NotAllowed)));
+    let v = serde_json::to_value(&stats).unwrap();
+    assert_eq!(v["recent_sources"], serde_json::json!([["192.0.2.7", "2027-01-15T08:00:00.000042Z", "not_allowed"]]));
+    let back: ResponderStats = serde_json::from_value(v).unwrap();
+    assert_eq!(back.recent_sources, stats.recent_sources);
+}

@@ -37,9 +37,9 @@ fn rtt_threshold_and_percentiles() {
     assert_eq!(st.rtt.sum2, 16_920_000 * i128::from(US) * i128::from(US));
     assert_eq!(st.rtt.avg(), 1_400_000.0);
     assert_eq!(st.over_threshold, 1);
-    assert_eq!(st.rtt_pct, Percentiles { p50: 1100 * US, p90: 3000 * US, p99: 3000 * US });
+    assert_eq!(st.rtt_pct, Some(Percentiles { p50: 1100 * US, p90: 3000 * US, p99: 3000 * US }));
     // |ΔRTT| in sequence order: 200, 300, 600, 400, 0, 1900
-    assert_eq!(st.ipdv_pct, Percentiles { p50: 300 * US, p90: 1900 * US, p99: 1900 * US });
+    assert_eq!(st.ipdv_pct, Some(Percentiles { p50: 300 * US, p90: 1900 * US, p99: 1900 * US }));
 }
 
 #[test]
@@ -143,6 +143,16 @@ fn nothing_answered_is_all_mia() {
     assert_eq!((st.received, st.loss_mia, st.tail_drop), (0, 10, 10));
     assert_eq!(st.rtt.count, 0);
     assert_eq!(st.one_way_sd.unwrap().count, 0);
+    // nothing measured: no mean, no percentile, no jitter, rather than zeros that read as perfect
+    assert_eq!(
+        (st.rtt.mean(), st.rtt.min_max(), st.rtt_pct, st.ipdv_pct, st.one_way_pct),
+        (None, None, None, None, None)
+    );
+    assert_eq!((st.jitter_mean(), st.jitter_sd.mean(), st.jitter_ds.interarrival()), (None, None, None));
+    // one reply: an RTT, but no difference between two packets
+    let one = compute(10, &scenario_a()[..1], cfg(false));
+    assert_eq!((one.rtt.mean(), one.rtt_pct.map(|p| p.p50)), (Some(1_000_000.0), Some(1_000_000)));
+    assert_eq!((one.ipdv_pct, one.jitter_mean()), (None, None));
 }
 
 #[test]
