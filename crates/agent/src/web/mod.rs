@@ -82,7 +82,7 @@ async fn overview(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response 
     let o = pages::Overview {
         ops,
         tracks: crate::http::track_summaries(&sh).unwrap_or_default(),
-        routes: sh.route_status(),
+        routes: sh.route_status().filter(|r| !r.routes.is_empty()),
         responder,
         events: sh.read_store(|s| s.events(10)).unwrap_or_default(),
     };
