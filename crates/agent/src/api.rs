@@ -72,6 +72,9 @@ pub struct OpSummary {
     pub life_s: Option<f64>,
     /// What is left of it, s (IOS "Operation time to live"); null = forever.
     pub time_to_live_s: Option<f64>,
+    /// The elements of its reactions whose condition holds now (`["rtt"]`).
+    #[serde(default)]
+    pub active_reactions: Vec<String>,
 }
 
 /// One entry of `GET /api/v1/tracks`.

@@ -321,6 +321,7 @@ impl Shared {
                 failures: o.failures,
                 life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
                 time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
+                active_reactions: o.active_reactions().into_iter().map(String::from).collect(),
             })
             .collect();
         Some(list)

@@ -33,6 +33,13 @@ pub struct OpState {
     pub failures: u64,
 }
 
+impl OpState {
+    /// The elements of its reactions whose condition holds now (`rtt`, `packetLossSD`, ...).
+    pub fn active_reactions(&self) -> Vec<&'static str> {
+        self.reactions.iter().filter(|r| r.occurred()).map(|r| r.config().element.keyword()).collect()
+    }
+}
+
 /// A run to start now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {

@@ -91,23 +91,81 @@ pub struct StoredRun {
     pub report: serde_json::Value,
 }
 
+/// What a plot draws from each stored run (its document's fields, docs/json-schema.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlotSeries {
+    /// Round-trip time, µs: `rtt_us` (min, p50, p90, max).
+    Rtt,
+    /// One-way delay source to destination, µs: `one_way_us.sd` (only with synchronised clocks).
+    OneWaySd,
+    /// One-way delay destination to source, µs: `one_way_us.ds`.
+    OneWayDs,
+    /// IPDV between consecutive replies, µs: `ipdv_us` (p50 to p99; it has no min or max).
+    Ipdv,
+    /// MOS of codec runs: `voice.mos`.
+    Mos,
+}
+
+impl PlotSeries {
+    /// The condition that a run measured it, and the JSON paths of (low, middle, 90th, high).
+    fn paths(self) -> [&'static str; 5] {
+        match self {
+            PlotSeries::Rtt => [
+                "json_extract(report, '$.rtt_us.count') > 0",
+                "$.rtt_us.min",
+                "$.rtt_us.p50",
+                "$.rtt_us.p90",
+                "$.rtt_us.max",
+            ],
+            PlotSeries::OneWaySd => [
+                "json_extract(report, '$.one_way_us.sd.count') > 0",
+                "$.one_way_us.sd.min",
+                "$.one_way_us.sd.p50",
+                "$.one_way_us.sd.p90",
+                "$.one_way_us.sd.max",
+            ],
+            PlotSeries::OneWayDs => [
+                "json_extract(report, '$.one_way_us.ds.count') > 0",
+                "$.one_way_us.ds.min",
+                "$.one_way_us.ds.p50",
+                "$.one_way_us.ds.p90",
+                "$.one_way_us.ds.max",
+            ],
+            PlotSeries::Ipdv => [
+                "json_extract(report, '$.ipdv_us.p50') IS NOT NULL",
+                "$.ipdv_us.p50",
+                "$.ipdv_us.p50",
+                "$.ipdv_us.p90",
+                "$.ipdv_us.p99",
+            ],
+            PlotSeries::Mos => [
+                "json_extract(report, '$.voice.mos') IS NOT NULL",
+                "$.voice.mos",
+                "$.voice.mos",
+                "$.voice.mos",
+                "$.voice.mos",
+            ],
+        }
+    }
+}
+
 /// The runs of one time column of a plot ([`Store::plot_columns`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlotColumn {
     /// Start of the column, ns since the Unix epoch.
     pub start_ns: i64,
     /// Runs that started in it.
     pub runs: u64,
-    /// Of those, runs that measured an RTT.
+    /// Of those, runs that measured the series.
     pub measured: u64,
-    /// Smallest RTT of those runs, µs (`None` when none measured).
-    pub min_us: Option<f64>,
-    /// Average of their median RTTs, µs.
-    pub p50_us: Option<f64>,
-    /// Largest of their 90th percentiles, µs.
-    pub p90_us: Option<f64>,
-    /// Largest RTT, µs.
-    pub max_us: Option<f64>,
+    /// Smallest value of those runs (`None` when none measured); µs for delays.
+    pub min: Option<f64>,
+    /// Average of their medians (MOS: of their values).
+    pub mid: Option<f64>,
+    /// Largest of their 90th percentiles.
+    pub p90: Option<f64>,
+    /// Largest value (IPDV: the largest 99th percentile).
+    pub max: Option<f64>,
     /// Probes sent by all its runs.
     pub sent: u64,
     /// Replies received.
@@ -681,35 +739,44 @@ impl Store {
     }
 
     /// `op`'s runs since `since_ns`, in columns `width_ns` wide (oldest first; a column without
-    /// runs is absent): what a plot draws. Only runs that measured an RTT give RTT values, so a
-    /// failed run adds to `runs`, never a 0 to the delays.
-    pub fn plot_columns(&self, op: u32, since_ns: i64, width_ns: i64) -> rusqlite::Result<Vec<PlotColumn>> {
-        let mut st = self.conn.prepare(
+    /// runs is absent), for one plotted `series`. Only runs that measured the series give values,
+    /// so a failed run adds to `runs`, never a 0 to the delays.
+    pub fn plot_columns(
+        &self,
+        op: u32,
+        since_ns: i64,
+        width_ns: i64,
+        series: PlotSeries,
+    ) -> rusqlite::Result<Vec<PlotColumn>> {
+        let [measured, min, mid, p90, max] = series.paths();
+        // the paths are constants of PlotSeries, never user input
+        let sql = format!(
             "WITH r AS (
                  SELECT start_ns / ?3 AS k,
-                        CASE WHEN json_extract(report, '$.rtt_us.count') > 0 THEN 1 END AS m,
-                        json_extract(report, '$.rtt_us') AS rtt,
+                        CASE WHEN {measured} THEN 1 END AS m,
+                        json_extract(report, '{min}') AS lo, json_extract(report, '{mid}') AS mid,
+                        json_extract(report, '{p90}') AS p90, json_extract(report, '{max}') AS hi,
                         json_extract(report, '$.sent') AS sent,
                         json_extract(report, '$.received') AS received
                  FROM runs WHERE op = ?1 AND start_ns >= ?2)
              SELECT k, COUNT(*), COUNT(m),
-                    MIN(CASE WHEN m THEN json_extract(rtt, '$.min') END),
-                    AVG(CASE WHEN m THEN json_extract(rtt, '$.p50') END),
-                    MAX(CASE WHEN m THEN json_extract(rtt, '$.p90') END),
-                    MAX(CASE WHEN m THEN json_extract(rtt, '$.max') END),
+                    MIN(CASE WHEN m THEN lo END), AVG(CASE WHEN m THEN mid END),
+                    MAX(CASE WHEN m THEN p90 END), MAX(CASE WHEN m THEN hi END),
                     TOTAL(sent), TOTAL(received)
-             FROM r GROUP BY k ORDER BY k",
-        )?;
-        st.query_map(params![op, since_ns, width_ns.max(1)], |r| {
+             FROM r GROUP BY k ORDER BY k"
+        );
+        let width_ns = width_ns.max(1);
+        let mut st = self.conn.prepare(&sql)?;
+        st.query_map(params![op, since_ns, width_ns], |r| {
             let k: i64 = r.get(0)?;
             Ok(PlotColumn {
-                start_ns: k * width_ns.max(1),
+                start_ns: k * width_ns,
                 runs: r.get::<_, i64>(1)? as u64,
                 measured: r.get::<_, i64>(2)? as u64,
-                min_us: r.get(3)?,
-                p50_us: r.get(4)?,
-                p90_us: r.get(5)?,
-                max_us: r.get(6)?,
+                min: r.get(3)?,
+                mid: r.get(4)?,
+                p90: r.get(5)?,
+                max: r.get(6)?,
                 sent: r.get::<_, f64>(7)? as u64,
                 received: r.get::<_, f64>(8)? as u64,
             })
@@ -774,14 +841,21 @@ mod tests {
         s.insert(1, 12 * SEC, "timeout", None, &run(0.0, 0.0, 0.0, 0.0, 0, 10, 0)).unwrap();
         s.insert(1, 31 * SEC, "ok", Some(5.0), &run(5.0, 5.0, 5.0, 5.0, 1, 1, 1)).unwrap();
         s.insert(2, 2 * SEC, "ok", Some(1.0), &run(1.0, 1.0, 1.0, 1.0, 1, 1, 1)).unwrap();
-        let c = s.plot_columns(1, 0, 10 * SEC).unwrap();
+        let c = s.plot_columns(1, 0, 10 * SEC, PlotSeries::Rtt).unwrap();
         assert_eq!(c.iter().map(|c| c.start_ns).collect::<Vec<_>>(), [0, 10 * SEC, 30 * SEC]);
         assert_eq!((c[0].runs, c[0].measured, c[0].sent, c[0].received), (2, 2, 20, 19));
-        assert_eq!((c[0].min_us, c[0].p50_us, c[0].p90_us, c[0].max_us), (Some(1.0), Some(3.0), Some(8.0), Some(9.0)));
+        assert_eq!((c[0].min, c[0].mid, c[0].p90, c[0].max), (Some(1.0), Some(3.0), Some(8.0), Some(9.0)));
         assert_eq!(c[0].loss_pct(), Some(5.0));
-        assert_eq!((c[1].runs, c[1].measured, c[1].min_us, c[1].p50_us, c[1].max_us), (1, 0, None, None, None));
+        assert_eq!((c[1].runs, c[1].measured, c[1].min, c[1].mid, c[1].max), (1, 0, None, None, None));
         assert_eq!(c[1].loss_pct(), Some(100.0));
-        assert_eq!(s.plot_columns(1, 20 * SEC, 10 * SEC).unwrap().len(), 1, "since 20 s: the last column only");
+        assert_eq!(
+            s.plot_columns(1, 20 * SEC, 10 * SEC, PlotSeries::Rtt).unwrap().len(),
+            1,
+            "since 20 s: the last one"
+        );
+        // no run carried one-way delays: every column is there, none measured it
+        let ow = s.plot_columns(1, 0, 10 * SEC, PlotSeries::OneWaySd).unwrap();
+        assert_eq!(ow.iter().map(|c| (c.runs, c.measured)).collect::<Vec<_>>(), [(2, 0), (1, 0), (1, 0)]);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<St> {
         .route("/", get(overview))
         .route("/operations/{id}", get(operation))
         .route("/operations/{id}/plot.svg", get(plot_svg))
+        .route("/operations/{id}/plot.json", get(plot_json))
 }
 
 /// `?part=main` (the page's main element only, for its refresh), `?range=`, `?size=spark`.
@@ -37,9 +38,21 @@ struct PageQuery {
     part: Option<String>,
     range: Option<String>,
     size: Option<String>,
+    what: Option<String>,
 }
 
 impl PageQuery {
+    /// The series asked for (default rtt).
+    fn series(&self) -> Result<crate::store::PlotSeries, String> {
+        match self.what.as_deref() {
+            None => Ok(crate::store::PlotSeries::Rtt),
+            Some(w) => plot::SERIES.iter().find(|(n, _)| *n == w).map(|(_, s)| *s).ok_or_else(|| {
+                let names: Vec<&str> = plot::SERIES.iter().map(|(n, _)| *n).collect();
+                format!("what={w} is not a series; use {}\n", names.join(", "))
+            }),
+        }
+    }
+
     /// The range asked for (default 24h), or why the request is refused.
     fn range(&self) -> Result<Range, String> {
         match self.range.as_deref() {
@@ -99,14 +112,49 @@ async fn operation(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Qu
     };
     let runs = sh.read_store(|s| s.history(id, 20)).unwrap_or_default();
     let config = sh.op_configuration(id);
-    respond(&q, &format!("operation {id}"), pages::operation(&op, range, &runs, config.as_ref()))
+    // the jitter family has IPDV and one-way delays; a codec adds MOS
+    let mut series = Vec::new();
+    if crate::ops::find(&op.r#type).is_some_and(|k| k.jitter()) {
+        series.extend([
+            ("ipdv", "IPDV between consecutive replies"),
+            ("sd", "One-way delay, source to destination (synchronised clocks only)"),
+            ("ds", "One-way delay, destination to source (synchronised clocks only)"),
+        ]);
+    }
+    if config.as_ref().is_some_and(|c| c.lines.iter().any(|l| l.label == "Codec Type")) {
+        series.push(("mos", "MOS"));
+    }
+    respond(&q, &format!("operation {id}"), pages::operation(&op, range, &series, &runs, config.as_ref()))
+}
+
+/// What one plot draws.
+struct Plot {
+    cols: Vec<crate::store::PlotColumn>,
+    series: crate::store::PlotSeries,
+    range: Range,
+    title: String,
+    now: f64,
+}
+
+/// The plot `q` asks for, or the status and words of a refusal.
+fn columns(sh: &Shared, id: u32, q: &PageQuery, size: Size) -> Result<Plot, (StatusCode, String)> {
+    let range = q.range().map_err(|why| (StatusCode::BAD_REQUEST, why))?;
+    let series = q.series().map_err(|why| (StatusCode::BAD_REQUEST, why))?;
+    let Some(op) = sh.op_summaries(Instant::now()).and_then(|v| v.into_iter().find(|o| o.id == id)) else {
+        return Err((StatusCode::NOT_FOUND, format!("no operation {id}\n")));
+    };
+    let now = now_s();
+    let width = plot::column_width(range, size);
+    let since_ns = ((now - range.span().as_secs_f64()) * 1e9) as i64;
+    let cols = sh
+        .read_store(|s| s.plot_columns(id, since_ns, width.as_nanos() as i64, series))
+        .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read\n".to_string()))?;
+    let what = plot::SERIES.iter().find(|(_, s)| *s == series).map_or("rtt", |(n, _)| *n);
+    let title = format!("operation {id}: {} to {}, {what}, {} (UTC)", op.r#type, op.target, range.name());
+    Ok(Plot { cols, series, range, title, now })
 }
 
 async fn plot_svg(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Query<PageQuery>) -> Response {
-    let range = match q.range() {
-        Ok(r) => r,
-        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
-    };
     let size = match q.size.as_deref() {
         None | Some("full") => Size::Full,
         Some("spark") => Size::Spark,
@@ -114,16 +162,19 @@ async fn plot_svg(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Que
             return (StatusCode::BAD_REQUEST, format!("size={s} is not a size; use full or spark\n")).into_response();
         }
     };
-    let Some(op) = sh.op_summaries(Instant::now()).and_then(|v| v.into_iter().find(|o| o.id == id)) else {
-        return (StatusCode::NOT_FOUND, format!("no operation {id}\n")).into_response();
-    };
-    let now = now_s();
-    let width = plot::column_width(range, size);
-    let since_ns = ((now - range.span().as_secs_f64()) * 1e9) as i64;
-    let Some(cols) = sh.read_store(|s| s.plot_columns(id, since_ns, width.as_nanos() as i64)) else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let title = format!("operation {id}: {} to {}, {}", op.r#type, op.target, range.name());
-    let svg = plot::svg(&cols, range, size, now, &title);
-    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg).into_response()
+    match columns(&sh, id, &q, size) {
+        Ok(p) => {
+            let svg = plot::svg(&p.cols, p.series, p.range, size, p.now, &p.title);
+            ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The columns a full-size plot draws, as JSON: what the picture is made of.
+async fn plot_json(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Query<PageQuery>) -> Response {
+    match columns(&sh, id, &q, Size::Full) {
+        Ok(p) => axum::Json(p.cols).into_response(),
+        Err(e) => e.into_response(),
+    }
 }

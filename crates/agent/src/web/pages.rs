@@ -104,14 +104,15 @@ pub fn overview(o: &Overview) -> Markup {
                 p.empty { "No operation is configured: add [[operation]] tables to the agent's file (docs/operation-keys.md)." }
             } @else {
                 div.scroll { table {
-                    thead { tr { th { "id" } th { "type" } th { "target" } th { "tag" } th { "state" } th { "last return code" }
-                                 th { "RTT" } th { "loss" } th { "MOS" } th { "last 6 h" } } }
+                    thead { tr { th { "id" } th { "last return code" } th { "RTT" } th { "loss" } th { "MOS" }
+                                 th { "type" } th { "target" } th { "tag" } th { "state" } th { "reactions" } th { "last 6 h" } } }
                     tbody { @for (op, l) in &o.ops {
                         tr.(l.class) {
                             td { a href={ "/operations/" (op.id) } { (op.id) } }
+                            td.code { (l.code) } td { (l.rtt) } td { (l.loss) } td { (l.mos) }
                             td { (op.r#type) } td { (op.target) } td { (op.tag) }
                             td { (format!("{:?}", op.state).to_lowercase()) }
-                            td.code { (l.code) } td { (l.rtt) } td { (l.loss) } td { (l.mos) }
+                            td.reactions { @if op.active_reactions.is_empty() { "—" } @else { (op.active_reactions.join(", ")) } }
                             td { a href={ "/operations/" (op.id) } {
                                 img.spark alt={ "RTT of operation " (op.id) " over 6 hours" }
                                     src={ "/operations/" (op.id) "/plot.svg?range=6h&size=spark" };
@@ -167,7 +168,13 @@ pub fn overview(o: &Overview) -> Markup {
 }
 
 /// An operation's page: the plot with its ranges, the last runs and the configuration.
-pub fn operation(op: &OpSummary, range: Range, runs: &[StoredRun], config: Option<&OperationConfiguration>) -> Markup {
+pub fn operation(
+    op: &OpSummary,
+    range: Range,
+    series: &[(&str, &str)],
+    runs: &[StoredRun],
+    config: Option<&OperationConfiguration>,
+) -> Markup {
     html! {
         h2 { "Operation " (op.id) ": " (op.r#type) " to " (op.target) @if !op.tag.is_empty() { " — " (op.tag) } }
         nav.ranges { @for r in Range::ALL {
@@ -177,6 +184,13 @@ pub fn operation(op: &OpSummary, range: Range, runs: &[StoredRun], config: Optio
             img.plot alt={ "RTT of operation " (op.id) " over " (range.name()) }
                 src={ "/operations/" (op.id) "/plot.svg?range=" (range.name()) };
             figcaption { "As an image: " code { "/operations/" (op.id) "/plot.svg?range=" (range.name()) } }
+        }
+        @for (what, caption) in series {
+            figure {
+                img.plot alt={ (caption) " of operation " (op.id) " over " (range.name()) }
+                    src={ "/operations/" (op.id) "/plot.svg?range=" (range.name()) "&what=" (what) };
+                figcaption { (caption) }
+            }
         }
         h3 { "Last runs" }
         div.scroll { table {

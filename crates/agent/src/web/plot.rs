@@ -3,7 +3,7 @@
 //! percentile, and the median as a bar coloured by the column's loss. A column whose runs all
 //! failed is shaded red from top to bottom: a gap in the delays, never a 0.
 
-use crate::store::PlotColumn;
+use crate::store::{PlotColumn, PlotSeries};
 use plotters::prelude::*;
 use std::time::Duration;
 
@@ -47,6 +47,55 @@ impl Range {
             Range::H24 => 24 * 3600,
             Range::D7 => 7 * 86_400,
         })
+    }
+}
+
+/// The `what` query parameter's words for each series.
+pub const SERIES: [(&str, PlotSeries); 5] = [
+    ("rtt", PlotSeries::Rtt),
+    ("ipdv", PlotSeries::Ipdv),
+    ("sd", PlotSeries::OneWaySd),
+    ("ds", PlotSeries::OneWayDs),
+    ("mos", PlotSeries::Mos),
+];
+
+/// How a series is drawn: its axis label, the factor from stored values to the axis, and what
+/// an empty column means.
+struct Look {
+    axis: &'static str,
+    scale: f64,
+    /// A fixed axis (MOS 1 to 5) instead of one fitted to the values.
+    fixed: Option<(f64, f64)>,
+    /// A run without a value failed (RTT); otherwise it just did not measure this (one-way
+    /// delays without synchronised clocks, MOS without a codec).
+    missing_is_failure: bool,
+    /// Said when no column has a value.
+    none: &'static str,
+}
+
+fn look(s: PlotSeries) -> Look {
+    let delay = |axis, none| Look { axis, scale: 1e-3, fixed: None, missing_is_failure: false, none };
+    match s {
+        PlotSeries::Rtt => Look {
+            missing_is_failure: true,
+            ..delay("RTT (ms)", "no RTT in this range: every run failed (shaded red)")
+        },
+        PlotSeries::Ipdv => delay("IPDV (ms)", "no IPDV in this range: it needs two replies in a run"),
+        PlotSeries::OneWaySd => delay(
+            "one-way source→destination (ms)",
+            "no one-way delay in this range: the clocks are not declared synchronised",
+        ),
+        PlotSeries::OneWayDs => delay(
+            "one-way destination→source (ms)",
+            "no one-way delay in this range: the clocks are not declared synchronised",
+        ),
+        PlotSeries::Mos => Look {
+            axis: "MOS",
+            scale: 1.0,
+            fixed: Some((1.0, 5.0)),
+            missing_is_failure: false,
+            none: "no MOS in this range: it needs a codec and replies",
+        },
     }
 }
 
@@ -98,18 +147,19 @@ pub fn column_width(range: Range, size: Size) -> Duration {
     range.span() / size.columns()
 }
 
-/// `cols` (from [`crate::store::Store::plot_columns`] with [`column_width`]) drawn for the range
-/// ending at `now_s` (seconds since the Unix epoch). `title` heads a full-size plot.
-pub fn svg(cols: &[PlotColumn], range: Range, size: Size, now_s: f64, title: &str) -> String {
+/// `cols` of `series` (from [`crate::store::Store::plot_columns`] with [`column_width`]) drawn
+/// for the range ending at `now_s` (seconds since the Unix epoch). `title` heads a full-size plot.
+pub fn svg(cols: &[PlotColumn], series: PlotSeries, range: Range, size: Size, now_s: f64, title: &str) -> String {
     let mut out = String::new();
     // drawing into a String cannot fail for I/O reasons; a plotting error leaves what was drawn
-    let _ = draw(&mut out, cols, range, size, now_s, title);
+    let _ = draw(&mut out, cols, &look(series), range, size, now_s, title);
     out
 }
 
 fn draw(
     out: &mut String,
     cols: &[PlotColumn],
+    look: &Look,
     range: Range,
     size: Size,
     now_s: f64,
@@ -120,17 +170,24 @@ fn draw(
     root.fill(&WHITE)?;
     let from_s = now_s - range.span().as_secs_f64();
     let width_s = column_width(range, size).as_secs_f64();
-    let ms = |us: Option<f64>| us.map(|v| v / 1000.0);
-    let top = cols.iter().filter_map(|c| ms(c.p90_us).or(ms(c.max_us))).fold(0.0f64, f64::max);
-    let y_max = if top > 0.0 { top * 1.3 } else { 1.0 };
+    // delays under a millisecond (a LAN, loopback) read better in µs
+    let top_ms = cols.iter().filter_map(|c| c.p90.or(c.max)).fold(0.0f64, f64::max) * look.scale;
+    let (scale, axis) = if look.fixed.is_none() && top_ms > 0.0 && top_ms < 1.0 {
+        (look.scale * 1000.0, look.axis.replace("(ms)", "(µs)"))
+    } else {
+        (look.scale, look.axis.to_string())
+    };
+    let ms = |v: Option<f64>| v.map(|v| v * scale);
+    let top = cols.iter().filter_map(|c| ms(c.p90).or(ms(c.max))).fold(0.0f64, f64::max);
+    let (y_min, y_max) = look.fixed.unwrap_or((0.0, if top > 0.0 { top * 1.3 } else { 1.0 }));
     let mut chart = match size {
         Size::Full => ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(28)
             .y_label_area_size(56)
-            .build_cartesian_2d(from_s..now_s, 0.0..y_max)?,
-        Size::Spark => ChartBuilder::on(&root).margin(1).build_cartesian_2d(from_s..now_s, 0.0..y_max)?,
+            .build_cartesian_2d(from_s..now_s, y_min..y_max)?,
+        Size::Spark => ChartBuilder::on(&root).margin(1).build_cartesian_2d(from_s..now_s, y_min..y_max)?,
     };
     if size == Size::Full {
         let label = move |x: &f64| time_label(*x, range);
@@ -139,8 +196,7 @@ fn draw(
             .x_labels(7)
             .y_labels(6)
             .x_label_formatter(&label)
-            .y_desc("RTT (ms)")
-            .x_desc("UTC")
+            .y_desc(axis.as_str())
             .light_line_style(RGBColor(0xf0, 0xf0, 0xf0))
             .draw()?;
     }
@@ -149,31 +205,32 @@ fn draw(
         (x0, (x0 + width_s).min(now_s))
     };
     // failed columns first, full height
-    chart.draw_series(cols.iter().filter(|c| c.runs > 0 && c.measured == 0).map(|c| {
+    let failed = cols.iter().filter(|c| look.missing_is_failure && c.runs > 0 && c.measured == 0);
+    chart.draw_series(failed.map(|c| {
         let (x0, x1) = x_of(c);
-        Rectangle::new([(x0, 0.0), (x1, y_max)], FAILED.filled())
+        Rectangle::new([(x0, y_min), (x1, y_max)], FAILED.filled())
     }))?;
-    let clip = |v: f64| v.min(y_max);
+    let clip = |v: f64| v.clamp(y_min, y_max);
     let measured = || cols.iter().filter(|c| c.measured > 0);
     chart.draw_series(measured().filter_map(|c| {
         let (x0, x1) = x_of(c);
-        Some(Rectangle::new([(x0, ms(c.min_us)?), (x1, clip(ms(c.max_us)?))], SMOKE_OUTER.filled()))
+        Some(Rectangle::new([(x0, clip(ms(c.min)?)), (x1, clip(ms(c.max)?))], SMOKE_OUTER.filled()))
     }))?;
     chart.draw_series(measured().filter_map(|c| {
         let (x0, x1) = x_of(c);
-        Some(Rectangle::new([(x0, ms(c.min_us)?), (x1, clip(ms(c.p90_us)?))], SMOKE_INNER.filled()))
+        Some(Rectangle::new([(x0, clip(ms(c.min)?)), (x1, clip(ms(c.p90)?))], SMOKE_INNER.filled()))
     }))?;
-    let bar = y_max / f64::from(h) * if size == Size::Full { 2.0 } else { 1.5 };
+    let bar = (y_max - y_min) / f64::from(h) * if size == Size::Full { 2.0 } else { 1.5 };
     chart.draw_series(measured().filter_map(|c| {
         let (x0, x1) = x_of(c);
-        let m = clip(ms(c.p50_us)?);
+        let m = clip(ms(c.mid)?);
         Some(Rectangle::new([(x0, m - bar), (x1, m + bar)], loss_colour(c.loss_pct()).filled()))
     }))?;
     if size == Size::Full {
         let legend = if cols.is_empty() {
             "no runs in this range".to_string()
         } else if cols.iter().all(|c| c.measured == 0) {
-            "no RTT in this range: every run failed (shaded red)".to_string()
+            look.none.to_string()
         } else {
             "median coloured by loss: 0% green, ≤2% cyan, ≤5% blue, ≤10% violet, ≤20% magenta, more red; \
              failed runs shaded red"
@@ -211,10 +268,10 @@ mod tests {
             start_ns: start_s * 1_000_000_000,
             runs,
             measured,
-            min_us: rtt.map(|r| r.0),
-            p50_us: rtt.map(|r| r.1),
-            p90_us: rtt.map(|r| r.2),
-            max_us: rtt.map(|r| r.3),
+            min: rtt.map(|r| r.0),
+            mid: rtt.map(|r| r.1),
+            p90: rtt.map(|r| r.2),
+            max: rtt.map(|r| r.3),
             sent,
             received,
         }
@@ -237,7 +294,7 @@ mod tests {
             col(base + 11 * w, 1, 0, None, 10, 0),
             col(base + 12 * w, 2, 2, Some((950.0, 1050.0, 1200.0, 2000.0)), 20, 19),
         ];
-        let svg = svg(&cols, Range::H1, Size::Full, now, "t");
+        let svg = svg(&cols, PlotSeries::Rtt, Range::H1, Size::Full, now, "t");
         assert!(svg.starts_with("<svg width=\"800\" height=\"300\""), "{svg}");
         assert_eq!(rects(&svg, FAILED).len(), 1, "one failed column");
         assert_eq!(rects(&svg, SMOKE_OUTER).len(), 2, "smoke only where RTTs were measured");
@@ -252,14 +309,18 @@ mod tests {
     fn an_outage_says_so_in_words() {
         let now = 1_800_000_000.0;
         let cols = vec![col(now as i64 - 600, 3, 0, None, 3, 0)];
-        let svg = svg(&cols, Range::H1, Size::Full, now, "t");
+        let svg = svg(&cols, PlotSeries::Rtt, Range::H1, Size::Full, now, "t");
         assert!(svg.contains("no RTT in this range: every run failed (shaded red)"), "{svg}");
         assert_eq!(rects(&svg, SMOKE_OUTER).len(), 0);
-        let empty = super::svg(&[], Range::H24, Size::Full, now, "t");
+        let empty = super::svg(&[], PlotSeries::Rtt, Range::H24, Size::Full, now, "t");
         assert!(empty.contains("no runs in this range"), "{empty}");
-        let spark = super::svg(&cols, Range::H6, Size::Spark, now, "t");
+        let spark = super::svg(&cols, PlotSeries::Rtt, Range::H6, Size::Spark, now, "t");
         assert!(spark.starts_with("<svg width=\"160\" height=\"28\""), "{spark}");
         assert!(!spark.contains("<text"), "a sparkline has no labels: {spark}");
+        // a column without one-way delays is not a failure: no red, and the reason in words
+        let ow = super::svg(&cols, PlotSeries::OneWaySd, Range::H1, Size::Full, now, "t");
+        assert_eq!(rects(&ow, FAILED).len(), 0, "{ow}");
+        assert!(ow.contains("the clocks are not declared synchronised"), "{ow}");
     }
 
     #[test]

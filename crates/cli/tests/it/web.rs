@@ -33,8 +33,11 @@ fn pages_show_every_operation_and_a_failure_as_a_failure() {
                     .key("packets", 5)
                     .key("interval", "10ms")
                     .key("precision", "us")
+                    .key("codec", "g711alaw")
+                    .key("clock_sync", "assume")
                     .key("timeout", "300ms")
                     .key("frequency", "1s")
+                    .key("life", "5s")
                     .key("tag", "core <b>link</b>"),
             )
             // nothing answers there: every run times out
@@ -44,21 +47,32 @@ fn pages_show_every_operation_and_a_failure_as_a_failure() {
                     .key("port", free_udp())
                     .key("control", "none")
                     .key("timeout", "200ms")
-                    .key("frequency", "1s"),
+                    .key("frequency", "1s")
+                    .key("life", "5s"),
             ),
     );
     let http = agent.http();
-    wait_some("two stored runs of each operation", PATIENCE, || {
+    // both lives end after a few runs: from then on the store does not change
+    wait_some("both operations to finish", PATIENCE, || {
         let (_, body) = get(http, "/api/v1/operations")?;
         let ops: serde_json::Value = serde_json::from_str(&body).ok()?;
-        ops.as_array()?.iter().all(|o| o["stored"].as_u64() >= Some(2)).then_some(())
+        let done = |o: &serde_json::Value| o["state"] == "inactive" && o["stored"].as_u64() >= Some(2);
+        ops.as_array()?.iter().all(|o| done(o) && o["stored"] == o["runs"]).then_some(())
     });
 
     let home = page(http, "/");
     assert!(home.starts_with("<!DOCTYPE html><html lang=\"en\">"), "{home}");
-    assert!(home.contains(r#"<tr class="ok"><td><a href="/operations/1">1</a></td><td>udp-jitter</td>"#), "{home}");
-    assert!(home.contains(r#"<tr class="failed"><td><a href="/operations/2">2</a></td><td>udp-echo</td>"#), "{home}");
-    assert!(home.contains(r#"<td class="code">Timeout</td><td>none (timeout)</td><td>100.0 %</td>"#), "{home}");
+    // the code, RTT and loss first (what a phone shows without scrolling), then what it is
+    assert!(
+        home.contains(r#"<tr class="ok"><td><a href="/operations/1">1</a></td><td class="code">OK</td>"#),
+        "{home}"
+    );
+    assert!(
+        home.contains(
+            r#"<tr class="failed"><td><a href="/operations/2">2</a></td><td class="code">Timeout</td><td>none (timeout)</td><td>100.0 %</td><td>—</td><td>udp-echo</td>"#
+        ),
+        "{home}"
+    );
     // the tag is text, not markup
     assert!(home.contains("core &lt;b&gt;link&lt;/b&gt;") && !home.contains("<b>link"), "{home}");
     assert!(home.contains(r#"src="/operations/1/plot.svg?range=6h&amp;size=spark""#), "{home}");
@@ -74,6 +88,46 @@ fn pages_show_every_operation_and_a_failure_as_a_failure() {
     assert!(op.contains(r#"<strong>1h</strong><a href="?range=6h">6h</a>"#), "{op}");
     assert!(op.contains("Entry number: 1\nOwner: \nTag: core &lt;b&gt;link&lt;/b&gt;\n"), "{op}");
     assert!(op.contains("Packet Interval (milliseconds)/Number of packets: 10/5\n"), "{op}");
+    // the jitter family's plots, and MOS for a codec
+    for what in ["ipdv", "sd", "ds", "mos"] {
+        assert!(op.contains(&format!("src=\"/operations/1/plot.svg?range=1h&amp;what={what}\"")), "{what}: {op}");
+    }
+    assert!(!page(http, "/operations/2").contains("what=ipdv"), "udp-echo has no IPDV");
+
+    // what the plot draws is what the store holds: its columns, rebuilt from the stored runs
+    let width_ns: i64 = 3600 * 1_000_000_000 / 240;
+    let cols: serde_json::Value = serde_json::from_str(&page(http, "/operations/1/plot.json?range=1h")).unwrap();
+    let runs: serde_json::Value = serde_json::from_str(&page(http, "/api/v1/operations/1/history?limit=100")).unwrap();
+    let mut want: std::collections::BTreeMap<i64, (u64, f64, f64, u64, u64)> = Default::default();
+    for r in runs.as_array().unwrap() {
+        let d = &r["report"];
+        let e = want.entry(r["start_ns"].as_i64().unwrap() / width_ns * width_ns).or_insert((0, f64::MAX, 0.0, 0, 0));
+        e.0 += 1;
+        e.1 = e.1.min(d["rtt_us"]["min"].as_f64().unwrap());
+        e.2 = e.2.max(d["rtt_us"]["max"].as_f64().unwrap());
+        e.3 += d["sent"].as_u64().unwrap();
+        e.4 += d["received"].as_u64().unwrap();
+    }
+    let got: std::collections::BTreeMap<i64, (u64, f64, f64, u64, u64)> = cols
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let f = |k: &str| c[k].as_f64().unwrap();
+            let n = |k: &str| c[k].as_u64().unwrap();
+            (c["start_ns"].as_i64().unwrap(), (n("runs"), f("min"), f("max"), n("sent"), n("received")))
+        })
+        .collect();
+    assert_eq!(got, want);
+    let mos: serde_json::Value =
+        serde_json::from_str(&page(http, "/operations/1/plot.json?range=1h&what=mos")).unwrap();
+    let latest = serde_json::from_str::<serde_json::Value>(&page(http, "/api/v1/operations/1/latest")).unwrap();
+    let last = mos.as_array().unwrap().last().unwrap();
+    if last["runs"] == 1 {
+        assert_eq!(last["mid"], latest["voice"]["mos"], "{last}");
+    }
+    let (code, body) = get(http, "/operations/1/plot.svg?what=loss").unwrap();
+    assert_eq!((code, body.as_str()), (400, "what=loss is not a series; use rtt, ipdv, sd, ds, mos\n"));
 
     let svg = page(http, "/operations/2/plot.svg?range=1h");
     assert!(svg.starts_with("<svg width=\"800\" height=\"300\""), "{svg}");
@@ -100,19 +154,28 @@ fn pages_show_every_operation_and_a_failure_as_a_failure() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "chromium {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "chromium {args:?}: {log}");
+        (String::from_utf8_lossy(&out.stdout).to_string(), log)
     };
     // the refresh script runs in the browser: after its 10 s interval (virtual time) the main
     // element was replaced from ?part=main
     let url = format!("http://127.0.0.1:{http}/");
-    let dom = browser(&["--virtual-time-budget=15000", "--dump-dom", &url]);
+    let (dom, log) = browser(&["--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000", "--dump-dom", &url]);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "the page wrote to the console: {console:?}");
     assert!(dom.contains(" data-refreshed=\""), "{dom}");
     assert!(!dom.contains(" data-stale=\""), "a refresh failed: {dom}");
     assert!(dom.contains(r#"<a href="/operations/2">2</a>"#), "{dom}");
-    // a phone-width screenshot: the page renders at 390 px
-    let shot = dir.path().join("phone.png");
+    // screenshots a person can look at (under target/tmp): the operation page, and the overview
+    // at phone width (390 px)
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web");
+    std::fs::create_dir_all(&out).unwrap();
+    let op_url = format!("http://127.0.0.1:{http}/operations/1?range=1h");
+    browser(&["--window-size=1000,1800", &format!("--screenshot={}", out.join("operation.png").display()), &op_url]);
+    let shot = out.join("overview-phone.png");
     browser(&["--window-size=390,844", &format!("--screenshot={}", shot.display()), &url]);
+    eprintln!("screenshots in {}", out.display());
     let png = std::fs::read(&shot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 390, "width from the IHDR chunk");
