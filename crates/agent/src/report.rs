@@ -267,6 +267,17 @@ pub struct Report {
     pub unexpected: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples: Option<Vec<SampleJson>>,
+    /// With `--samples`: every probe no reply answered, with its send time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<Vec<LostJson>>,
+}
+
+/// A probe no reply answered, with `--samples`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LostJson {
+    pub seq: u32,
+    /// When it left (T1), RFC 3339 UTC with ns.
+    pub t1: Option<String>,
 }
 
 /// Everything that is not in the operation result.
@@ -394,6 +405,7 @@ impl Report {
                     })
                     .collect()
             }),
+            lost: ctx.samples.then(|| r.lost.iter().map(|l| LostJson { seq: l.seq, t1: rfc3339_ns(l.t1) }).collect()),
         }
     }
 }
@@ -627,6 +639,7 @@ mod tests {
             unexpected: 0,
             samples: Vec::new(),
             send_span_ns: 40_000_000,
+            lost: Vec::new(),
         };
         let ctx = Context {
             operation: "udp-jitter",

@@ -635,6 +635,29 @@ fn samples_carry_the_four_times() {
         assert!((t4 - t3 - ns("ds_us")).abs() <= 3, "{s}");
         assert!(((t4 - t1) - (t3 - t2) - ns("rtt_us")).abs() <= 5, "{s}");
     }
+    assert_eq!(docs[0]["lost"], serde_json::json!([]), "every probe answered");
+    // nothing answers: no sample, every probe in `lost` with its send time, in order
+    let silent = free_port().to_string();
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &silent,
+        "--no-control",
+        "--packets",
+        "3",
+        "--interval",
+        "10ms",
+        "--timeout",
+        "300ms",
+        "--samples",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(docs[0]["samples"], serde_json::json!([]));
+    let lost = docs[0]["lost"].as_array().unwrap();
+    assert_eq!(lost.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let t1: Vec<i128> = lost.iter().map(|l| epoch_ns(&l["t1"])).collect();
+    assert!(t1[0] > after && t1[0] < t1[1] && t1[1] < t1[2], "{lost:?}");
     // udp-echo: no responder times in the protocol, so none in the document
     let (code, docs) = probe(&["udp-echo", "127.0.0.1", "--port", &port, "--control-port", &ctl, "--samples"]);
     assert_eq!(code, 0);

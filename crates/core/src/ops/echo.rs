@@ -131,7 +131,7 @@ impl EchoOp {
         self.events.expire_all();
         self.result = Some(OperationResult::single(
             self.failure,
-            self.sent_at.is_some(),
+            self.sent_at.map(|_| self.t1_kernel.unwrap_or(self.t1)),
             self.sample,
             self.duplicates,
             self.cfg.threshold,

@@ -14,8 +14,8 @@
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
 use super::{
-    Events, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit, VoiceConfig,
-    earliest,
+    Events, LostProbe, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit,
+    VoiceConfig, earliest,
 };
 use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
@@ -255,6 +255,13 @@ impl JitterOp {
                 (Some(a), Some(b)) => (b.at - a.at).as_nanos() as u64,
                 _ => 0,
             },
+            lost: self
+                .sent
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.answered)
+                .map(|(i, s)| LostProbe { seq: i as u32 + 1, t1: s.t1_kernel.unwrap_or(s.t1_wall).as_nanos() as i64 })
+                .collect(),
         });
         self.phase = Phase::Done;
     }

@@ -293,6 +293,19 @@ pub struct OperationResult {
     pub samples: Vec<Sample>,
     /// Time from the first probe sent to the last, ns (what a schedule actually took).
     pub send_span_ns: u64,
+    /// Every probe sent that no reply answered, in sequence order, with its send time: with
+    /// `samples`, the whole timeline of a run.
+    #[serde(default)]
+    pub lost: Vec<LostProbe>,
+}
+
+/// A probe no reply answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostProbe {
+    /// Sender sequence.
+    pub seq: u32,
+    /// T1, ns since the Unix epoch, as [`Sample::t1`].
+    pub t1: i64,
 }
 
 impl OperationResult {
@@ -307,6 +320,7 @@ impl OperationResult {
             unexpected,
             samples: Vec::new(),
             send_span_ns: 0,
+            lost: Vec::new(),
         }
     }
 
@@ -314,7 +328,7 @@ impl OperationResult {
     /// (plus `duplicates` further copies), over-threshold when that sample is, timeout without it.
     pub(crate) fn single(
         failure: Option<ReturnCode>,
-        sent: bool,
+        sent: Option<Duration>,
         sample: Option<Sample>,
         duplicates: u32,
         threshold: Duration,
@@ -328,7 +342,7 @@ impl OperationResult {
         };
         let mut arrivals: Vec<Sample> = sample.into_iter().collect();
         arrivals.extend(sample.map(|s| Sample { duplicate: true, ..s }).into_iter().cycle().take(duplicates as usize));
-        let stats = crate::stats::compute(u32::from(sent), &arrivals, cfg);
+        let stats = crate::stats::compute(u32::from(sent.is_some()), &arrivals, cfg);
         let return_code = match failure {
             Some(c) => c,
             None if stats.received == 0 => ReturnCode::Timeout,
@@ -344,6 +358,10 @@ impl OperationResult {
             unexpected,
             samples: arrivals,
             send_span_ns: 0,
+            lost: match (sent, sample) {
+                (Some(t1), None) => vec![LostProbe { seq: 1, t1: t1.as_nanos() as i64 }],
+                _ => Vec::new(),
+            },
         }
     }
 }

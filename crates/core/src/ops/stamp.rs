@@ -20,7 +20,8 @@
 //! used and counted in [`StampReplyInfo::short_replies`].
 
 use super::{
-    Events, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit, earliest,
+    Events, LostProbe, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit,
+    earliest,
 };
 use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
@@ -354,6 +355,13 @@ impl StampOp {
                 (Some(a), Some(b)) => (b.at - a.at).as_nanos() as u64,
                 _ => 0,
             },
+            lost: self
+                .sent
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.answered)
+                .map(|(i, s)| LostProbe { seq: i as u32 + 1, t1: s.t1_kernel.unwrap_or(s.t1_wall).as_nanos() as i64 })
+                .collect(),
         });
         self.done = true;
     }

@@ -36,7 +36,8 @@ pub struct TcpConnectOp {
     cfg: TcpConfig,
     phase: Phase,
     port: u16,
-    sent: bool,
+    /// When the connect was asked for (T1).
+    sent: Option<Duration>,
     sample: Option<Sample>,
     failure: Option<ReturnCode>,
     stamps: StampSources,
@@ -52,7 +53,7 @@ impl TcpConnectOp {
             port: cfg.request.port,
             cfg,
             phase: Phase::Control(Box::new(control)),
-            sent: false,
+            sent: None,
             sample: None,
             failure: None,
             stamps: StampSources::default(),
@@ -93,7 +94,7 @@ impl Operation for TcpConnectOp {
                 c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len, seq: 0 })
             }
             Phase::Connect => {
-                self.sent = true;
+                self.sent = Some(wall);
                 self.phase = Phase::Wait { deadline: now + self.cfg.timeout, t1: wall };
                 self.events.sent(1, wall, now + self.cfg.timeout);
                 Some(Transmit { peer: Peer::Connect, len: 0, seq: 0 })

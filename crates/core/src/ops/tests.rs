@@ -292,6 +292,8 @@ fn events_follow_each_probe_as_it_happens() {
     let ProbeEvent::Reply { sample: r3, .. } = events[7] else { panic!("{:?}", events[7]) };
     assert_eq!((r3.t1, r3.t2, r3.t3, r3.t4), (at(65), Some(at(95)), Some(at(96)), at(111)));
     assert_eq!(op.result().samples[2], r3);
+    // and the probe no reply answered keeps its send time
+    assert_eq!(op.result().lost, vec![LostProbe { seq: 4, t1: at(85) }]);
 }
 
 #[test]

@@ -87,6 +87,7 @@ impl TwampOutcome {
                 unexpected: 0,
                 samples: Vec::new(),
                 send_span_ns: 0,
+                lost: Vec::new(),
             },
             failure: Some(why),
             mode,
