@@ -17,13 +17,14 @@ use crate::engine::{Engine, Job, Output};
 use crate::metrics::Metrics;
 use crate::ops::OperationDef;
 use crate::report::{Context, Report};
-use crate::runner;
+use crate::runner::{self, RunContext, RunError};
 use crate::store::{EventSubject, RunRecord, Store, StoredEvent};
 use crate::tracks::{TrackDef, TrackFile, TrackStatus};
 use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::reaction::Action;
 use ipsla_net::clock::wall_now;
 use ipsla_net::privilege::{self, Plan, Privilege, Report as PrivilegeReport};
+use ipsla_net::probe::Hooks;
 use ipsla_net::responder::{ResponderOptions, RunningResponder, bind_responder};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -507,8 +508,9 @@ impl Agent {
         reload_from_source(&self.shared)
     }
 
-    /// Stops scheduling, lets running operations finish, stops HTTP and the responder, then gives
-    /// the alert sinks up to 5 s to deliver what is queued.
+    /// Stops scheduling, cancels the runs in flight (each ends within
+    /// [`ipsla_net::probe::CANCEL_POLL`] and is not stored, see `run_job`), stops HTTP and the
+    /// responder, then gives the alert sinks up to 5 s to deliver what is queued.
     pub fn stop(self) {
         self.shared.stop.cancel();
         let n = self.shared.cfg.lock().map(|c| c.workers).unwrap_or(1) as u32;
@@ -683,18 +685,27 @@ fn prune(sh: &Shared) {
 }
 
 /// One run, on a blocking thread: run, store (committed before it is published), export, then
-/// hand the result to the engine and carry out what follows.
+/// hand the result to the engine and carry out what follows. The agent's stop cancels a run in
+/// flight: it ends within [`ipsla_net::probe::CANCEL_POLL`] and is neither stored nor exported
+/// (its unsent and unanswered probes would read as loss), only logged.
 fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
     let id = job.id;
     let Some(def) = sh.engine.lock().ok().and_then(|e| e.op(id).map(|o| o.def.clone())) else { return };
     let start = wall_now();
-    let outcome = runner::run(&def.spec, job.sequence, rt);
+    let stop = || sh.stop.is_cancelled();
+    let hooks = Hooks { events: None, cancelled: Some(&stop) };
+    let outcome = runner::run(&def.spec, &RunContext { sequence: job.sequence, rt, hooks });
     let outputs = match &outcome {
+        Err(RunError::Cancelled) => {
+            tracing::info!(op = id, run = job.run, "run cancelled: the agent is stopping; it is not stored");
+            return;
+        }
         Ok(out) => {
             if let Some(why) = &out.failure {
                 tracing::warn!(op = id, reason = %why, "the operation's control phase failed");
             }
-            let report = Report::new(Context::of(&def.spec, id, start, out.clock.clone(), false), &out.result);
+            let ctx = Context::of(&def.spec, id, job.run, start, out.clock.clone(), false);
+            let report = Report::new(ctx, &out.result);
             let json = serde_json::to_string(&report).unwrap_or_default();
             let record = RunRecord {
                 op: id,

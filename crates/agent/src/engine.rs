@@ -47,6 +47,8 @@ pub struct Job {
     pub id: u32,
     /// Its control sequence for this run.
     pub sequence: u32,
+    /// The run's number: 1 for the operation's first run, counting every run started.
+    pub run: u32,
 }
 
 /// What the driver carries out (log, store, export, alert, install routes).
@@ -158,7 +160,8 @@ impl Engine {
             match o.schedule.poll(now, r) {
                 Due::Run => {
                     o.sequence = o.sequence.wrapping_add(1);
-                    jobs.push(Job { id, sequence: o.sequence });
+                    let run = u32::try_from(o.schedule.runs).unwrap_or(u32::MAX);
+                    jobs.push(Job { id, sequence: o.sequence, run });
                 }
                 Due::Busy => out.push(Output::Busy { op: id }),
                 Due::Nothing => {}

@@ -836,6 +836,10 @@ mod tests {
                 ds: ms * 500_000,
                 late: false,
                 duplicate: false,
+                t1: 0,
+                t2: None,
+                t3: None,
+                t4: ms * 1_000_000,
             })
             .collect();
         let cfg = StatsConfig { threshold: 5_000_000_000, clock_sync: false, responder_counts: true };
@@ -847,6 +851,7 @@ mod tests {
             stamps: Default::default(),
             unexpected: 0,
             samples,
+            lost: Vec::new(),
             send_span_ns: 0,
         }
     }

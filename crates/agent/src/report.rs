@@ -235,6 +235,25 @@ pub struct SampleJson {
     pub ds_us: f64,
     pub late: bool,
     pub duplicate: bool,
+    /// When the probe left (T1), RFC 3339 UTC with ns, on our clock.
+    #[serde(default)]
+    pub t1: Option<String>,
+    /// When the responder received it (T2), on its clock; null when the protocol does not say
+    /// (udp-echo, icmp-echo, tcp-connect).
+    #[serde(default)]
+    pub t2: Option<String>,
+    /// When the responder sent the reply (T3), on its clock; null as T2.
+    #[serde(default)]
+    pub t3: Option<String>,
+    /// When the reply reached us (T4), on our clock.
+    #[serde(default)]
+    pub t4: Option<String>,
+}
+
+/// A time in ns since the Unix epoch as RFC 3339 UTC with ns; `None` before the epoch.
+fn rfc3339_ns(ns: i64) -> Option<String> {
+    let ns = u64::try_from(ns).ok()?;
+    Some(humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string())
 }
 
 /// One run of one operation.
@@ -244,6 +263,10 @@ pub struct Report {
     #[serde(deserialize_with = "word")]
     pub operation: Word,
     pub target: String,
+    /// The operation's id (IOS `ip sla N`); absent from documents stored before it was added,
+    /// whose `run` held it.
+    #[serde(default)]
+    pub id: Option<u32>,
     pub run: u32,
     pub start: String,
     pub return_code: ReturnCode,
@@ -266,12 +289,24 @@ pub struct Report {
     pub unexpected: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples: Option<Vec<SampleJson>>,
+    /// With `--samples`: every probe no reply answered, with its send time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<Vec<LostJson>>,
+}
+
+/// A probe no reply answered, with `--samples`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LostJson {
+    pub seq: u32,
+    /// When it left (T1), RFC 3339 UTC with ns.
+    pub t1: Option<String>,
 }
 
 /// Everything that is not in the operation result.
 pub struct Context {
     pub operation: &'static str,
     pub target: String,
+    pub id: u32,
     pub run: u32,
     pub start: Duration,
     pub control: &'static str,
@@ -281,11 +316,20 @@ pub struct Context {
 }
 
 impl Context {
-    /// The context of run `run` of `spec`, started at `start` (since the Unix epoch).
-    pub fn of(spec: &OperationSpec, run: u32, start: Duration, clock_sync: ClockSync, samples: bool) -> Context {
+    /// The context of run `run` of operation `id` (`spec`), started at `start` (since the Unix
+    /// epoch).
+    pub fn of(
+        spec: &OperationSpec,
+        id: u32,
+        run: u32,
+        start: Duration,
+        clock_sync: ClockSync,
+        samples: bool,
+    ) -> Context {
         Context {
             operation: spec.op.kind().name(),
             target: spec.target_label(),
+            id,
             run,
             start,
             control: spec.control_label(),
@@ -310,6 +354,7 @@ impl Report {
             schema: SCHEMA_VERSION,
             operation: ctx.operation,
             target: ctx.target,
+            id: Some(ctx.id),
             run: ctx.run,
             start: humantime::format_rfc3339_micros(UNIX_EPOCH + ctx.start).to_string(),
             return_code: r.return_code,
@@ -375,9 +420,14 @@ impl Report {
                         ds_us: us(x.ds),
                         late: x.late,
                         duplicate: x.duplicate,
+                        t1: rfc3339_ns(x.t1),
+                        t2: x.t2.and_then(rfc3339_ns),
+                        t3: x.t3.and_then(rfc3339_ns),
+                        t4: rfc3339_ns(x.t4),
                     })
                     .collect()
             }),
+            lost: ctx.samples.then(|| r.lost.iter().map(|l| LostJson { seq: l.seq, t1: rfc3339_ns(l.t1) }).collect()),
         }
     }
 }
@@ -451,7 +501,7 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
     let u = Unit(r.precision);
     let mut o = String::new();
     let w = &mut o;
-    let _ = writeln!(w, "IPSLA operation id: {}", r.run);
+    let _ = writeln!(w, "IPSLA operation id: {}", r.id.unwrap_or(r.run));
     let _ = writeln!(w, "Type of operation: {}", r.operation);
     match r.rtt_us.avg {
         Some(avg) => {
@@ -636,11 +686,13 @@ mod tests {
             unexpected: 0,
             samples: Vec::new(),
             send_span_ns: 40_000_000,
+            lost: Vec::new(),
         };
         let ctx = Context {
             operation: "udp-jitter",
             target: "127.0.0.1:5000".into(),
-            run: 7,
+            id: 7,
+            run: 3,
             start: Duration::from_secs(1_800_000_000),
             control: "v1",
             clock_sync: ClockSync { mode: "ntp", state: "out_of_sync", est_error_us: Some(40) },
@@ -652,6 +704,8 @@ mod tests {
         assert_eq!((back.operation, back.control, back.clock_sync.state), ("udp-jitter", "v1", "out_of_sync"));
         assert_eq!(text(&back, 4, 1), text(&report, 4, 1));
         let t = text_with_life(&back, 4, 1, Some("Forever"));
+        assert!(t.starts_with("IPSLA operation id: 7\n"), "the operation's id, not the run's number: {t}");
+        assert_eq!((back.id, back.run), (Some(7), 3));
         assert!(t.contains("        Latest RTT: 2 milliseconds\n"), "{t}");
         assert!(t.contains("Latest operation start time: 08:00:00 UTC Fri Jan 15 2027\n"), "{t}");
         assert!(t.contains("Number of failures: 1\nOperation time to live: Forever\n"), "{t}");

@@ -6,7 +6,7 @@
 use crate::ops::Operation;
 use ipsla_core::ops::OperationResult;
 use ipsla_net::clock::kernel_clock_state;
-use ipsla_net::probe::SocketOptions;
+use ipsla_net::probe::{Cancelled, Hooks, SocketOptions};
 use ipsla_wire::time::ErrorEstimate;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
@@ -66,9 +66,12 @@ pub struct OperationSpec {
     pub threshold: Duration,
 }
 
-/// Why a run could not start.
+/// Why a run has no result: it could not start, or its caller cancelled it.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// Cancelled before it finished ([`Hooks::cancelled`]): a stopping agent, Ctrl-C.
+    #[error("cancelled before it finished")]
+    Cancelled,
     /// A socket could not be opened or configured.
     #[error("{what}: {source}")]
     Socket {
@@ -77,6 +80,23 @@ pub enum RunError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl From<Cancelled> for RunError {
+    fn from(_: Cancelled) -> Self {
+        RunError::Cancelled
+    }
+}
+
+/// What one run gets besides its operation.
+#[derive(Debug, Clone, Copy)]
+pub struct RunContext<'a> {
+    /// The control sequence of this run.
+    pub sequence: u32,
+    /// Drives TCP (tcp-connect, TWAMP-Control) while the run blocks its thread.
+    pub rt: &'a tokio::runtime::Handle,
+    /// Live per-probe events and cancellation.
+    pub hooks: Hooks<'a>,
 }
 
 /// One finished run.
@@ -174,10 +194,9 @@ pub(crate) fn sock<T>(what: &'static str, r: std::io::Result<T>) -> Result<T, Ru
     r.map_err(|source| RunError::Socket { what, source })
 }
 
-/// Runs `spec` once with control sequence `sequence`, on the calling thread (tcp-connect and
-/// twamp use `rt` for their TCP connections).
-pub fn run(spec: &OperationSpec, sequence: u32, rt: &tokio::runtime::Handle) -> Result<RunOutcome, RunError> {
-    spec.op.run(spec, sequence, rt)
+/// Runs `spec` once on the calling thread (see [`RunContext`]).
+pub fn run(spec: &OperationSpec, ctx: &RunContext<'_>) -> Result<RunOutcome, RunError> {
+    spec.op.run(spec, ctx)
 }
 
 /// This host's clock as an Error Estimate (RFC 4656 §4.1.2): the kernel's estimated error when

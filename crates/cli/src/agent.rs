@@ -117,7 +117,22 @@ pub fn main(args: AgentArgs) -> Result<()> {
         })
     })?;
     crate::notify::stopping();
-    tracing::info!("shutting down: letting running operations finish");
-    agent.stop();
-    Ok(())
+    tracing::info!("shutting down: cancelling the runs in flight (a second SIGINT or SIGTERM exits at once)");
+    let (stopped, done) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        agent.stop();
+        let _ = stopped.send(());
+    });
+    rt.block_on(async {
+        tokio::select! {
+            _ = done => Ok(()),
+            _ = term.recv() => Err(()),
+            _ = int.recv() => Err(()),
+        }
+    })
+    .or_else(|()| {
+        // the store commits each run as it is written: nothing completed is lost by not waiting
+        tracing::warn!("second signal: exiting without waiting for the agent to stop");
+        std::process::exit(1)
+    })
 }

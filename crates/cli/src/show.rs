@@ -565,6 +565,7 @@ mod tests {
             failures: 2,
             life_s: None,
             time_to_live_s: None,
+            active_reactions: Vec::new(),
         };
         let t = aggregated_text(&o, None, &[hour]);
         assert!(

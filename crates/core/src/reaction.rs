@@ -458,6 +458,7 @@ mod tests {
                 stamps: Default::default(),
                 unexpected: 0,
                 samples: Vec::new(),
+                lost: Vec::new(),
                 send_span_ns: 0,
             }
         };

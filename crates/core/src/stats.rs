@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One reply as the statistics see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
     /// Sender sequence, 1..=sent.
     pub seq: u32,
@@ -36,6 +36,23 @@ pub struct Sample {
     /// A further copy of a reply already received: counted as a duplicate; its responder counter
     /// still tells that the responder saw an extra packet.
     pub duplicate: bool,
+    /// T1, when the probe left: ns since the Unix epoch on our clock (the kernel's transmit stamp
+    /// when it came back, else the reading before the send call).
+    #[serde(default)]
+    pub t1: i64,
+    /// T2, when the responder received the probe: ns since the epoch on the responder's clock
+    /// (so it carries the offset between the clocks); `None` when the protocol does not carry it
+    /// (udp-echo, icmp-echo, tcp-connect).
+    #[serde(default)]
+    pub t2: Option<i64>,
+    /// T3, when the responder sent the reply (type 2 and ICMP Timestamp: T2 plus the processing
+    /// time it reports); `None` as for T2.
+    #[serde(default)]
+    pub t3: Option<i64>,
+    /// T4, when the reply reached us: ns since the epoch (the kernel's receive stamp when the
+    /// socket delivered one).
+    #[serde(default)]
+    pub t4: i64,
 }
 
 /// Count / min / max / sum / sum of squares, like the MIB's `NumOf`, `MinOf`, `MaxOf`, `SumOf`,

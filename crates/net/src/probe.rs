@@ -4,12 +4,16 @@
 //! Send times (T1) are read from the wall clock immediately before the send call; receive times
 //! (T4) are the kernel's stamps when the socket delivers them. Timers use tokio's (millisecond
 //! resolution); the precise send scheduler comes with the measurement-truth work.
+//!
+//! A caller may watch a run and stop it ([`Hooks`]): every per-probe event the operation reports
+//! is handed to `events` as soon as the driver sees it, and `cancelled` is asked at least every
+//! [`CANCEL_POLL`], so that a stopping agent or a Ctrl-C does not wait for a train to end.
 
 use crate::clock::wall_now;
 use crate::pacer::{Pacer, Wake};
 use crate::socket::{self, RxStampMode};
 use ipsla_core::io::RxTime;
-use ipsla_core::ops::{DeltaStats, Operation, OperationResult, Peer};
+use ipsla_core::ops::{DeltaStats, Operation, OperationResult, Peer, ProbeEvent};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,6 +35,61 @@ pub struct SocketOptions {
     /// Ask for kernel receive stamps.
     pub kernel_timestamps: bool,
 }
+
+/// How often a cancellable run asks whether it should stop, at most: its waits end by then.
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// What the caller of a run adds to it; both optional.
+#[derive(Clone, Copy, Default)]
+pub struct Hooks<'a> {
+    /// Receives every per-probe event of the operation, on the thread that drives it, as soon as
+    /// the driver has it.
+    pub events: Option<&'a (dyn Fn(&ProbeEvent) + Sync)>,
+    /// True once the run should stop: the driver returns [`Cancelled`] instead of a result.
+    pub cancelled: Option<&'a (dyn Fn() -> bool + Sync)>,
+}
+
+impl std::fmt::Debug for Hooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("events", &self.events.is_some())
+            .field("cancelled", &self.cancelled.is_some())
+            .finish()
+    }
+}
+
+impl Hooks<'_> {
+    /// Hands every queued event of `op` to the sink (or drops them).
+    pub fn forward(&self, op: &mut dyn Operation) {
+        while let Some(e) = op.poll_event() {
+            if let Some(f) = self.events {
+                f(&e);
+            }
+        }
+    }
+
+    /// Whether the caller asked the run to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.is_some_and(|c| c())
+    }
+
+    /// `deadline`, brought forward to [`CANCEL_POLL`] from now when the run can be cancelled.
+    pub fn wait_until(&self, deadline: Option<Instant>) -> Option<Instant> {
+        match self.cancelled {
+            None => deadline,
+            Some(_) => {
+                let poll = Instant::now() + CANCEL_POLL;
+                Some(deadline.map_or(poll, |d| d.min(poll)))
+            }
+        }
+    }
+}
+
+/// A run its caller stopped before it finished ([`Hooks::cancelled`]): no result, since the
+/// probes not yet sent or answered would read as loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the run was cancelled before it finished")]
+pub struct Cancelled;
 
 fn unspecified(target: IpAddr) -> IpAddr {
     if target.is_ipv6() { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) }
@@ -123,9 +182,10 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
     op: &mut dyn Operation,
     sock: &S,
     pacer: &Pacer,
+    hooks: Hooks<'_>,
     mut send: impl FnMut(&[u8], Peer, u16) -> io::Result<usize>,
     accept: impl Fn(&socket::Received, &[u8]) -> Option<(Peer, std::ops::Range<usize>)>,
-) -> OperationResult {
+) -> Result<OperationResult, Cancelled> {
     let mut out = vec![0u8; 65_536];
     let mut buf = vec![0u8; 65_536];
     let mut cmsg = socket::cmsg_buffer();
@@ -140,10 +200,14 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
             }
             stamps.drain(sock, op);
         }
+        hooks.forward(op);
         if op.is_done() {
-            return stamps.finish(op.result());
+            return Ok(stamps.finish(op.result()));
         }
-        if pacer.wait(sock, op.poll_timeout()) == Wake::Readable {
+        if hooks.is_cancelled() {
+            return Err(Cancelled);
+        }
+        if pacer.wait(sock, hooks.wait_until(op.poll_timeout())) == Wake::Readable {
             // bounded: at most this many datagrams per wake-up, then back to the schedule
             for _ in 0..256 {
                 let r = match socket::recv_stamped(sock, &mut buf, &mut cmsg) {
@@ -161,6 +225,7 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
         if op.poll_timeout().is_some_and(|d| d <= now) {
             op.handle_timeout(now);
         }
+        hooks.forward(op);
     }
 }
 
@@ -173,12 +238,14 @@ pub fn run_udp(
     target: IpAddr,
     control_port: u16,
     pacer: &Pacer,
-) -> OperationResult {
+    hooks: Hooks<'_>,
+) -> Result<OperationResult, Cancelled> {
     let control = SocketAddr::new(target, control_port);
     pump(
         op,
         sock,
         pacer,
+        hooks,
         |b, peer, port| {
             let to = if peer == Peer::Control { control } else { SocketAddr::new(target, port) };
             sock.send_to(b, to)
@@ -199,12 +266,13 @@ pub async fn run_tcp(
     target: IpAddr,
     control_port: u16,
     o: &SocketOptions,
-) -> OperationResult {
+    hooks: Hooks<'_>,
+) -> Result<OperationResult, Cancelled> {
     let control_sock = match UdpSocket::from_std(control_sock) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "control socket unusable");
-            return op.result();
+            return Ok(op.result());
         }
     };
     let mut out = vec![0u8; 2048];
@@ -218,6 +286,7 @@ pub async fn run_tcp(
                     let r = connect(to, o).await;
                     let rx = RxTime { wall: wall_now(), kernel: false };
                     op.handle_connected(Instant::now(), rx, r.is_ok());
+                    hooks.forward(op);
                     if let Ok(stream) = r {
                         // The responder closes first (tcp_connect capture); wait briefly for its FIN.
                         let mut b = [0u8; 16];
@@ -239,10 +308,15 @@ pub async fn run_tcp(
                 }
             }
         }
+        hooks.forward(op);
         if op.is_done() {
-            return op.result();
+            return Ok(op.result());
+        }
+        if hooks.is_cancelled() {
+            return Err(Cancelled);
         }
         let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let wake = hooks.wait_until(Some(deadline)).unwrap_or(deadline);
         tokio::select! {
             r = control_sock.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r
@@ -251,7 +325,12 @@ pub async fn run_tcp(
                     op.handle_datagram(Instant::now(), Peer::Control, RxTime { wall: wall_now(), kernel: false }, &buf[..n]);
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => op.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    op.handle_timeout(now);
+                }
+            }
         }
     }
 }
@@ -313,7 +392,8 @@ pub fn run_icmp(
     target: IpAddr,
     ident: u16,
     pacer: &Pacer,
-) -> OperationResult {
+    hooks: Hooks<'_>,
+) -> Result<OperationResult, Cancelled> {
     use ipsla_wire::icmp;
     let to: socket2::SockAddr = SocketAddr::new(target, 0).into();
     let raw = sock.raw;
@@ -321,6 +401,7 @@ pub fn run_icmp(
         op,
         &sock.sock,
         pacer,
+        hooks,
         |b, _, _| sock.sock.send_to(b, &to),
         |r, data| {
             if r.src.ip() != target {

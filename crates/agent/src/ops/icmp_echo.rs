@@ -3,7 +3,7 @@
 use super::common::pattern;
 use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest};
 use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
 use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
@@ -82,13 +82,9 @@ impl Operation for IcmpEcho {
     fn icmp(&self) -> bool {
         true
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        sequence: u32,
-        _rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let t = spec.target;
+        let sequence = ctx.sequence;
         let ident = ident(sequence);
         let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, false))?;
         let cfg = EchoConfig {
@@ -101,7 +97,8 @@ impl Operation for IcmpEcho {
             timeout: spec.timeout,
             threshold: spec.threshold,
         };
-        let result = run_icmp(&mut EchoOp::new(Instant::now(), cfg), &s, t, ident, &Pacer::new(DEFAULT_SPIN));
+        let mut op = EchoOp::new(Instant::now(), cfg);
+        let result = run_icmp(&mut op, &s, t, ident, &Pacer::new(DEFAULT_SPIN), ctx.hooks)?;
         Ok(RunOutcome::without_clock(result))
     }
 }

@@ -6,7 +6,7 @@ use super::configuration::train_line;
 use super::icmp_echo::{ident, no_control};
 use super::{Base, Fields, Key, Kind, Operation};
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::control::{ControlMode, ControlOp};
 use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp};
 use ipsla_net::pacer::Pacer;
@@ -67,20 +67,15 @@ impl Operation for IcmpJitter {
     fn icmp(&self) -> bool {
         true
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        sequence: u32,
-        _rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let (sync, mut clock) = self.clock.check();
         let t = spec.target;
-        let ident = ident(sequence);
+        let ident = ident(ctx.sequence);
         let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, true))?;
         let cfg = JitterConfig {
             control: ControlMode::None,
             request: no_control(spec, ControlOp::UdpJitter),
-            sequence,
+            sequence: ctx.sequence,
             packets: self.packets,
             interval: self.interval,
             size: 0,
@@ -92,7 +87,7 @@ impl Operation for IcmpJitter {
             pattern: Vec::new(),
         };
         let pacer = Pacer::for_interval(self.interval);
-        let mut result = run_icmp(&mut JitterOp::new(Instant::now(), cfg), &s, t, ident, &pacer);
+        let mut result = run_icmp(&mut JitterOp::new(Instant::now(), cfg), &s, t, ident, &pacer, ctx.hooks)?;
         self.clock.apply(&mut result, &mut clock);
         Ok(RunOutcome { result, clock, failure: None })
     }

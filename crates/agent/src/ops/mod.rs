@@ -31,7 +31,7 @@ pub use udp_echo::UdpEcho;
 pub use udp_jitter::UdpJitter;
 
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome};
 use ipsla_core::ops::VoiceConfig;
 use std::any::Any;
 use std::time::Duration;
@@ -132,13 +132,9 @@ pub trait Operation: DynEq + std::fmt::Debug + Send + Sync {
     /// Its own lines of `show ip sla configuration`, after the common ones (IOS's words where
     /// IOS has the setting): see [`configuration`].
     fn describe(&self, _out: &mut Vec<(&'static str, String)>) {}
-    /// Runs once with control sequence `sequence`, on the calling thread (TCP and TWAMP use `rt`).
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        sequence: u32,
-        rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError>;
+    /// Runs once on the calling thread with the control sequence, runtime (TCP and TWAMP) and
+    /// hooks (live events, cancellation) of `ctx`.
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError>;
 }
 
 /// Every key some kind takes, with the kinds that take it (for "only X and Y take Z").

@@ -5,7 +5,7 @@ use super::common::{CLOCK, ClockSync, TRAIN, train};
 use super::configuration::train_line;
 use super::{Base, Fields, Flag, Key, Kind, Operation, Ty};
 use crate::config::{ConfigError, Result};
-use crate::runner::{OperationSpec, RunError, RunOutcome, host_error_estimate, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, host_error_estimate, sock};
 use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampFormat, StampOp, TlvRequest};
 use ipsla_net::pacer::Pacer;
 use ipsla_net::probe::{run_udp, udp_socket};
@@ -97,14 +97,16 @@ pub(super) fn run_sender(
     format: SenderFormat,
     stateful: bool,
     clock_sync: &ClockSync,
-) -> RunOutcome {
+    ctx: &RunContext<'_>,
+) -> std::result::Result<RunOutcome, RunError> {
     let (sync, mut clock) = clock_sync.check();
     let cfg = sender(spec, train, format, stateful, sync);
     // No control phase: port 0 never matches a reply's source, so every reply is a probe reply.
     let pacer = Pacer::for_interval(train.1);
-    let mut result = run_udp(&mut StampOp::new(Instant::now(), cfg, spec.port), socket, spec.target, 0, &pacer);
+    let mut op = StampOp::new(Instant::now(), cfg, spec.port);
+    let mut result = run_udp(&mut op, socket, spec.target, 0, &pacer, ctx.hooks)?;
     clock_sync.apply(&mut result, &mut clock);
-    RunOutcome { result, clock, failure: None }
+    Ok(RunOutcome { result, clock, failure: None })
 }
 
 impl Kind for StampKind {
@@ -162,15 +164,10 @@ impl Operation for Stamp {
     fn train(&self) -> Option<(u32, Duration)> {
         Some((self.packets, self.interval * self.packets))
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        _sequence: u32,
-        _rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let (s, _, _) = sock("opening the probe socket", udp_socket(spec.target, &spec.sockets))?;
         let format =
             SenderFormat::Stamp(StampFormat { ssid: self.ssid, key: self.key.clone(), tlvs: self.tlvs.clone() });
-        Ok(run_sender(spec, &s, (self.packets, self.interval), format, false, &self.clock))
+        run_sender(spec, &s, (self.packets, self.interval), format, false, &self.clock, ctx)
     }
 }

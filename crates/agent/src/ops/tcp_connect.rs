@@ -4,7 +4,7 @@
 use super::common::{IPSLA_CONTROL, IpSlaControl};
 use super::{Base, Fields, Key, Kind, Operation};
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::control::ControlOp;
 use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
 use ipsla_net::probe::{SocketOptions, run_tcp, udp_socket};
@@ -49,12 +49,7 @@ impl Operation for TcpConnect {
     fn control_label(&self) -> &'static str {
         self.control.label()
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        sequence: u32,
-        rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let t = spec.target;
         // the control socket never takes the measurement's source port
         let ctl_opts = SocketOptions { source_port: 0, ..spec.sockets.clone() };
@@ -62,12 +57,12 @@ impl Operation for TcpConnect {
         let cfg = TcpConfig {
             control: self.control.mode.clone(),
             request: self.control.request(spec, ControlOp::TcpConnect, spec.timeout, local),
-            sequence,
+            sequence: ctx.sequence,
             timeout: spec.timeout,
             threshold: spec.threshold,
         };
         let mut op = TcpConnectOp::new(Instant::now(), cfg);
-        let result = rt.block_on(run_tcp(&mut op, s, t, self.control.port, &spec.sockets));
+        let result = ctx.rt.block_on(run_tcp(&mut op, s, t, self.control.port, &spec.sockets, ctx.hooks))?;
         Ok(RunOutcome::without_clock(result))
     }
 }

@@ -6,7 +6,7 @@ use super::common::{CLOCK, ClockSync, TRAIN, train};
 use super::configuration::train_line;
 use super::{Base, Fields, Flag, Key, Kind, Operation, Ty};
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::stamp::{SenderFormat, TwampFormat};
 use ipsla_core::twamp::KeyFile;
 use ipsla_core::twamp::client::{ConfigError as ClientConfigError, DEFAULT_SESSION_TIMEOUT, MAX_PADDING, Secret};
@@ -180,12 +180,7 @@ impl Operation for Twamp {
     fn control_label(&self) -> &'static str {
         "twamp"
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        _sequence: u32,
-        rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let (sync, mut clock) = self.clock.check();
         let opts = TwampOptions {
             allowed: self.mode.bit(),
@@ -207,8 +202,11 @@ impl Operation for Twamp {
         };
         let out = sock(
             "opening the Session-Sender socket",
-            rt.block_on(run_twamp(SocketAddr::new(spec.target, spec.port), &opts)),
+            ctx.rt.block_on(run_twamp(SocketAddr::new(spec.target, spec.port), &opts, ctx.hooks)),
         )?;
+        if out.cancelled {
+            return Err(RunError::Cancelled);
+        }
         let mut result = out.result;
         self.clock.apply(&mut result, &mut clock);
         Ok(RunOutcome { result, clock, failure: out.failure })

@@ -6,7 +6,7 @@ use super::configuration::train_line;
 use super::twamp::MODE;
 use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::stamp::{SenderFormat, TwampFormat};
 use ipsla_core::twamp::client::MAX_PADDING;
 use ipsla_net::twamp::client::sender_socket;
@@ -95,14 +95,9 @@ impl Operation for TwampLight {
     fn train(&self) -> Option<(u32, Duration)> {
         Some((self.packets, self.interval * self.packets))
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        _sequence: u32,
-        _rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let (s, _) = sock("opening the probe socket", sender_socket(spec.target, &spec.sockets))?;
         let format = SenderFormat::Twamp(Box::new(TwampFormat::light(self.padding as usize)));
-        Ok(super::stamp::run_sender(spec, &s, (self.packets, self.interval), format, self.stateful, &self.clock))
+        super::stamp::run_sender(spec, &s, (self.packets, self.interval), format, self.stateful, &self.clock, ctx)
     }
 }

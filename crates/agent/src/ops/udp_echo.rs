@@ -4,7 +4,7 @@
 use super::common::{IPSLA_CONTROL, IpSlaControl, pattern};
 use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::control::ControlOp;
 use ipsla_core::ops::echo::{EchoConfig, EchoFormat, EchoOp};
 use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
@@ -65,26 +65,21 @@ impl Operation for UdpEcho {
     fn control_label(&self) -> &'static str {
         self.control.label()
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        sequence: u32,
-        _rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let t = spec.target;
         let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
         let cfg = EchoConfig {
             format: EchoFormat::Udp,
             control: self.control.mode.clone(),
             request: self.control.request(spec, ControlOp::UdpEcho, spec.timeout, local),
-            sequence,
+            sequence: ctx.sequence,
             size: self.size,
             pattern: self.pattern.clone(),
             timeout: spec.timeout,
             threshold: spec.threshold,
         };
-        let result =
-            run_udp(&mut EchoOp::new(Instant::now(), cfg), &s, t, self.control.port, &Pacer::new(DEFAULT_SPIN));
+        let mut op = EchoOp::new(Instant::now(), cfg);
+        let result = run_udp(&mut op, &s, t, self.control.port, &Pacer::new(DEFAULT_SPIN), ctx.hooks)?;
         Ok(RunOutcome::without_clock(result))
     }
 }

@@ -5,7 +5,7 @@ use super::common::{CLOCK, ClockSync, IPSLA_CONTROL, IpSlaControl, TRAIN, patter
 use super::configuration::train_line;
 use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
-use crate::runner::{OperationSpec, RunError, RunOutcome, sock};
+use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::control::ControlOp;
 use ipsla_core::ops::jitter::{JitterConfig, JitterFormat, JitterOp};
 use ipsla_core::ops::{Precision, VoiceConfig};
@@ -139,12 +139,7 @@ impl Operation for UdpJitter {
     fn control_label(&self) -> &'static str {
         self.control.label()
     }
-    fn run(
-        &self,
-        spec: &OperationSpec,
-        sequence: u32,
-        _rt: &tokio::runtime::Handle,
-    ) -> std::result::Result<RunOutcome, RunError> {
+    fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let (sync, mut clock) = self.clock.check();
         let t = spec.target;
         let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
@@ -152,7 +147,7 @@ impl Operation for UdpJitter {
         let cfg = JitterConfig {
             control: self.control.mode.clone(),
             request: self.control.request(spec, ControlOp::UdpJitter, duration, local),
-            sequence,
+            sequence: ctx.sequence,
             packets: self.packets,
             interval: self.interval,
             size: self.size,
@@ -164,7 +159,8 @@ impl Operation for UdpJitter {
             pattern: self.pattern.clone(),
         };
         let pacer = Pacer::for_interval(self.interval);
-        let mut result = run_udp(&mut JitterOp::new(Instant::now(), cfg), &s, t, self.control.port, &pacer);
+        let mut op = JitterOp::new(Instant::now(), cfg);
+        let mut result = run_udp(&mut op, &s, t, self.control.port, &pacer, ctx.hooks)?;
         self.clock.apply(&mut result, &mut clock);
         Ok(RunOutcome { result, clock, failure: None })
     }

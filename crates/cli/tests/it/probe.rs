@@ -495,3 +495,225 @@ fn flag_errors_name_the_flag() {
         "ipsla: --tos: --tos and --dscp set the same byte; set one of them\n"
     );
 }
+
+/// `ipsla probe ARGS` with text output: (exit code, stdout, stderr).
+fn probe_text(args: &[&str]) -> (i32, String, String) {
+    let out = ipsla().arg("probe").args(args).output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap(), text(out.stdout), text(out.stderr))
+}
+
+/// The sequence numbers of the live lines starting with `prefix`, in order.
+fn live_seqs(text: &str, prefix: &str) -> Vec<u32> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| {
+            let seq = l.split_whitespace().find_map(|w| w.strip_prefix("seq=")).unwrap_or_else(|| panic!("{l}"));
+            seq.parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn verbose_prints_a_line_per_reply_as_it_happens() {
+    let _machine = crate::common::shared();
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let args =
+        ["udp-jitter", "127.0.0.1", "--port", &port, "--control-port", &ctl, "--packets", "20", "--interval", "5ms"];
+    let (code, out, _) = probe_text(&[&args[..], &["--verbose"]].concat());
+    assert_eq!(code, 0, "{out}");
+    let target = format!("reply from 127.0.0.1:{port}: run=1 ");
+    assert_eq!(live_seqs(&out, &target), (1..=20).collect::<Vec<_>>(), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("reply from") || l.starts_with("no reply")).count(), 20);
+    // the second reply on carries the IPDV to the one before it; the first has none to carry
+    let first = out.lines().find(|l| l.contains(" seq=1 ")).unwrap();
+    assert!(!first.contains("ipdv"), "{first}");
+    assert!(out.lines().find(|l| l.contains(" seq=2 ")).unwrap().contains(" ipdv="), "{out}");
+    // the live lines come before the run's statistics
+    let stats_at = out.find("IPSLA operation id: 1\n").expect("the statistics");
+    assert!(out.find(&target).unwrap() < stats_at, "{out}");
+    // --quiet, and stdout not a terminal without --verbose: only the statistics
+    for quiet in [&["-q"][..], &[]] {
+        let (code, out, _) = probe_text(&[&args[..], quiet].concat());
+        assert_eq!((code, live_seqs(&out, "reply from").len()), (0, 0), "{out}");
+        assert!(out.contains("20 packets transmitted, 20 received"), "{out}");
+    }
+    // --json --verbose: stdout holds only the document, the lines go to stderr
+    let (code, out, err) = probe_text(&[&args[..], &["--json", "--verbose"]].concat());
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let doc: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(doc["received"], 20);
+    assert_eq!(live_seqs(&err, &target), (1..=20).collect::<Vec<_>>(), "{err}");
+}
+
+#[test]
+fn verbose_prints_a_line_per_loss() {
+    let _machine = crate::common::shared();
+    // nothing listens on the port: every probe is lost, each said once when its timeout passes
+    let port = free_port().to_string();
+    let args = ["udp-jitter", "127.0.0.1", "--port", &port, "--no-control", "--packets", "5"];
+    let (code, out, _) = probe_text(&[&args[..], &["--interval", "10ms", "--timeout", "300ms", "-v"]].concat());
+    assert_eq!(code, 1, "every run timed out: {out}");
+    let lost = format!("no reply from 127.0.0.1:{port}: run=1 ");
+    assert_eq!(live_seqs(&out, &lost), vec![1, 2, 3, 4, 5], "{out}");
+    assert_eq!(live_seqs(&out, "reply from").len(), 0, "{out}");
+    assert!(out.lines().filter(|l| l.starts_with(&lost)).all(|l| l.ends_with(" lost (timeout)")), "{out}");
+
+    // a reflector that answers every probe but the third (echoing it: same T1, as a reply must)
+    let refl = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = refl.local_addr().unwrap().port().to_string();
+    let echo = std::thread::spawn(move || {
+        refl.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 2048];
+        for _ in 0..5 {
+            let Ok((n, from)) = refl.recv_from(&mut buf) else { return };
+            let seq = ipsla_wire::cisco::probe::Type2::new_checked(&buf[..n]).unwrap().sender_seq();
+            if seq != 3 {
+                refl.send_to(&buf[..n], from).unwrap();
+            }
+        }
+    });
+    let args = ["udp-jitter", "127.0.0.1", "--port", &port, "--no-control", "--packets", "5"];
+    let (_, out, _) = probe_text(&[&args[..], &["--interval", "10ms", "--timeout", "300ms", "-v"]].concat());
+    echo.join().unwrap();
+    let run = |p: &str| format!("{p} from 127.0.0.1:{port}: run=1 ");
+    assert_eq!(live_seqs(&out, &run("reply")), vec![1, 2, 4, 5], "{out}");
+    assert_eq!(live_seqs(&out, &run("no reply")), vec![3], "{out}");
+    assert!(out.contains("5 packets transmitted, 4 received, 20% packet loss"), "{out}");
+}
+
+#[test]
+fn forever_runs_until_sigint_then_prints_the_summary() {
+    let _machine = crate::common::shared();
+    use std::io::BufRead;
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let child = ipsla()
+        .args(["probe", "udp-echo", "127.0.0.1", "--port", &port, "--control-port", &ctl, "--forever", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = crate::common::Killed(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut lines = Vec::new();
+    while live_seqs(&lines.join("\n"), "reply from").len() < 2 {
+        lines.push(rx.recv_timeout(crate::common::PATIENCE).expect("a live line"));
+    }
+    crate::common::signal(&child.0, "-INT");
+    let status = crate::common::wait_exit(&mut child.0);
+    lines.extend(rx.iter());
+    let out = lines.join("\n");
+    assert_eq!(status.code(), Some(0), "{out}");
+    let replies = live_seqs(&out, "reply from").len();
+    assert!(replies >= 2, "{out}");
+    // every reply shown is in the summary; a run cut short by Ctrl-C may add a probe sent
+    let summary = out.lines().find(|l| l.contains(" packets transmitted, ")).expect("the summary");
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let (sent, received): (usize, usize) = (words[0].parse().unwrap(), words[3].parse().unwrap());
+    assert_eq!(received, replies, "{out}");
+    assert!(sent == replies || sent == replies + 1, "{out}");
+    assert_eq!(out.matches("IPSLA operation id: 1\n").count(), out.matches("IPSLA operation id").count(), "{out}");
+    assert!(out.contains("--- 127.0.0.1 ipsla statistics ---"), "{out}");
+}
+
+#[test]
+fn run_numbers_and_operation_id_differ() {
+    let _machine = crate::common::shared();
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let args = ["udp-echo", "127.0.0.1", "--port", &port, "--control-port", &ctl, "-c", "2"];
+    let (code, out, _) = probe_text(&args);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.matches("IPSLA operation id: 1\n").count(), 2, "{out}");
+    assert!(!out.contains("IPSLA operation id: 2"), "{out}");
+    let (code, docs) = probe(&args);
+    assert_eq!(code, 0);
+    let ids: Vec<(u64, u64)> = docs.iter().map(|d| (d["id"].as_u64().unwrap(), d["run"].as_u64().unwrap())).collect();
+    assert_eq!(ids, vec![(1, 1), (1, 2)]);
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 time.
+fn epoch_ns(v: &Value) -> i128 {
+    let t = humantime::parse_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).unwrap();
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128
+}
+
+#[test]
+fn samples_carry_the_four_times() {
+    let _machine = crate::common::shared();
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let port = free_port().to_string();
+    let before = crate::common::wall().as_nanos() as i128;
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--control-port",
+        &ctl,
+        "--precision",
+        "us",
+        "--packets",
+        "5",
+        "--interval",
+        "10ms",
+        "--samples",
+    ]);
+    let after = crate::common::wall().as_nanos() as i128;
+    assert_eq!(code, 0);
+    let samples = docs[0]["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 5);
+    let mut last_t1 = before;
+    for s in samples {
+        let [t1, t2, t3, t4] = ["t1", "t2", "t3", "t4"].map(|k| epoch_ns(&s[k]));
+        assert!(last_t1 <= t1 && t4 <= after, "{s}");
+        last_t1 = t1;
+        // the times are the ones the delays come from: the delays are differences of NTP
+        // timestamps (units of 2^-32 s, each difference truncated to the ns), so a few ns apart
+        let ns = |k: &str| (s[k].as_f64().unwrap() * 1000.0).round() as i128;
+        assert!((t2 - t1 - ns("sd_us")).abs() <= 3, "{s}");
+        assert!((t4 - t3 - ns("ds_us")).abs() <= 3, "{s}");
+        assert!(((t4 - t1) - (t3 - t2) - ns("rtt_us")).abs() <= 5, "{s}");
+    }
+    assert_eq!(docs[0]["lost"], serde_json::json!([]), "every probe answered");
+    // nothing answers: no sample, every probe in `lost` with its send time, in order
+    let silent = free_port().to_string();
+    let (code, docs) = probe(&[
+        "udp-jitter",
+        "127.0.0.1",
+        "--port",
+        &silent,
+        "--no-control",
+        "--packets",
+        "3",
+        "--interval",
+        "10ms",
+        "--timeout",
+        "300ms",
+        "--samples",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(docs[0]["samples"], serde_json::json!([]));
+    let lost = docs[0]["lost"].as_array().unwrap();
+    assert_eq!(lost.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let t1: Vec<i128> = lost.iter().map(|l| epoch_ns(&l["t1"])).collect();
+    assert!(t1[0] > after && t1[0] < t1[1] && t1[1] < t1[2], "{lost:?}");
+    // udp-echo: no responder times in the protocol, so none in the document
+    let (code, docs) = probe(&["udp-echo", "127.0.0.1", "--port", &port, "--control-port", &ctl, "--samples"]);
+    assert_eq!(code, 0);
+    let s = &docs[0]["samples"][0];
+    assert!(s["t2"].is_null() && s["t3"].is_null(), "{s}");
+    assert_eq!(epoch_ns(&s["t4"]) - epoch_ns(&s["t1"]), (s["rtt_us"].as_f64().unwrap() * 1000.0).round() as i128);
+}

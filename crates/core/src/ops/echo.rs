@@ -7,7 +7,7 @@
 //! must carry the same sequence and payload.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit};
+use super::{Events, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit};
 use crate::io::RxTime;
 use crate::stats::Sample;
 use ipsla_wire::cisco::probe::{self, ProbeType};
@@ -75,6 +75,7 @@ pub struct EchoOp {
     duplicates: u32,
     stamps: StampSources,
     result: Option<OperationResult>,
+    events: Events,
 }
 
 impl EchoOp {
@@ -109,6 +110,7 @@ impl EchoOp {
             duplicates: 0,
             stamps: StampSources::default(),
             result: None,
+            events: Events::default(),
         }
     }
 
@@ -126,9 +128,10 @@ impl EchoOp {
     }
 
     fn finish(&mut self) {
+        self.events.expire_all();
         self.result = Some(OperationResult::single(
             self.failure,
-            self.sent_at.is_some(),
+            self.sent_at.map(|_| self.t1_kernel.unwrap_or(self.t1)),
             self.sample,
             self.duplicates,
             self.cfg.threshold,
@@ -160,6 +163,7 @@ impl Operation for EchoOp {
                 };
                 self.t1 = wall;
                 self.sent_at = Some(now);
+                self.events.sent(1, wall, now + self.cfg.timeout);
                 self.phase = Phase::Wait { port, deadline: now + self.cfg.timeout };
                 Some(Transmit { peer: Peer::Probe, len, seq: 1 })
             }
@@ -174,8 +178,9 @@ impl Operation for EchoOp {
                 self.advance_control();
             }
             (Peer::Probe, Phase::Wait { .. }) => {
-                if self.sample.is_some() {
+                if let Some(s) = self.sample {
                     self.duplicates += 1;
+                    self.events.reply(Sample { duplicate: true, t4: rx.wall.as_nanos() as i64, ..s }, false);
                     return;
                 }
                 let matches = match self.cfg.format {
@@ -202,8 +207,15 @@ impl Operation for EchoOp {
                 let t1 = self.t1_kernel.unwrap_or(self.t1);
                 let rtt = rx.wall.as_nanos() as i64 - t1.as_nanos() as i64;
                 self.failure = None;
-                self.sample =
-                    Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false, duplicate: false });
+                let sample = Sample {
+                    seq: 1,
+                    rtt,
+                    t1: t1.as_nanos() as i64,
+                    t4: rx.wall.as_nanos() as i64,
+                    ..Sample::default()
+                };
+                self.sample = Some(sample);
+                self.events.reply(sample, false);
                 self.finish();
             }
             _ => {}
@@ -249,5 +261,9 @@ impl Operation for EchoOp {
 
     fn result(&self) -> OperationResult {
         self.result.clone().unwrap_or_else(|| OperationResult::pending(Precision::Us, self.stamps, self.unexpected))
+    }
+
+    fn poll_event(&mut self) -> Option<ProbeEvent> {
+        self.events.poll()
     }
 }

@@ -13,7 +13,10 @@
 //! loss is MIA.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit, VoiceConfig};
+use super::{
+    Events, LostProbe, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit,
+    VoiceConfig, earliest,
+};
 use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
 use crate::voice;
@@ -128,6 +131,7 @@ pub struct JitterOp {
     failure: Option<ReturnCode>,
     result: Option<OperationResult>,
     port: u16,
+    events: Events,
 }
 
 impl JitterOp {
@@ -152,6 +156,7 @@ impl JitterOp {
             failure: None,
             result: None,
             port: cfg_port,
+            events: Events::default(),
         }
     }
 
@@ -209,10 +214,12 @@ impl JitterOp {
 
     fn record(&mut self, now: Instant, wall: Duration, t1_wire: u64, len: usize) -> usize {
         self.sent.push(Sent { at: now, t1_wire, t1_wall: wall, t1_kernel: None, answered: false });
+        self.events.sent(self.sent.len() as u32, wall, now + self.cfg.timeout);
         len
     }
 
     fn finish(&mut self) {
+        self.events.expire_all();
         let cfg = StatsConfig {
             threshold: self.cfg.threshold.as_nanos() as i64,
             clock_sync: self.cfg.clock_sync,
@@ -248,6 +255,13 @@ impl JitterOp {
                 (Some(a), Some(b)) => (b.at - a.at).as_nanos() as u64,
                 _ => 0,
             },
+            lost: self
+                .sent
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.answered)
+                .map(|(i, s)| LostProbe { seq: i as u32 + 1, t1: s.t1_kernel.unwrap_or(s.t1_wall).as_nanos() as i64 })
+                .collect(),
         });
         self.phase = Phase::Done;
     }
@@ -312,7 +326,9 @@ impl JitterOp {
             self.stamps.note_tx(sent.t1_kernel.is_some());
         }
         let late = now.saturating_duration_since(sent.at) > self.cfg.timeout;
-        let (rtt, sd, ds) = match reply {
+        let t1_ns = sent.t1_kernel.unwrap_or(sent.t1_wall).as_nanos() as i64;
+        let t4_ns = rx.wall.as_nanos() as i64;
+        let (rtt, sd, ds, t2_ns, t3_ns) = match reply {
             Reply::Ms(r) => {
                 // Whole ms, as IOS computes. T1 is the kernel's transmit stamp when we have it:
                 // the value written on the wire was read before the send call, and a thread
@@ -321,10 +337,15 @@ impl JitterOp {
                 let t4 = ms_since_midnight(rx.wall);
                 let p = i64::from(r.processing_ms);
                 let ms = 1_000_000i64;
+                // T2 on the epoch: the whole ms of T1 plus the wrapped difference, so that a
+                // responder past midnight lands on the next day
+                let t2_ns = t1_ns - t1_ns.rem_euclid(ms) + i64::from(ms_diff(r.t2, t1)) * ms;
                 (
                     (i64::from(ms_diff(t4, t1)) - p) * ms,
                     i64::from(ms_diff(r.t2, t1)) * ms,
                     (i64::from(ms_diff(t4, r.t2)) - p) * ms,
+                    t2_ns,
+                    t2_ns + p * ms,
                 )
             }
             Reply::Us(r) => {
@@ -333,10 +354,30 @@ impl JitterOp {
                 // T1 from our own clock: the kernel's transmit stamp when we have it (the wire
                 // copy is the earlier userspace reading, rounded to 2^-32 s).
                 let t1 = NtpTimestamp::from_unix(sent.t1_kernel.unwrap_or(sent.t1_wall));
-                (t4.diff_nanos(t1) - t3.diff_nanos(t2), t2.diff_nanos(t1), t4.diff_nanos(t3))
+                (
+                    t4.diff_nanos(t1) - t3.diff_nanos(t2),
+                    t2.diff_nanos(t1),
+                    t4.diff_nanos(t3),
+                    t1_ns + t2.diff_nanos(t1),
+                    t1_ns + t3.diff_nanos(t1),
+                )
             }
         };
-        self.arrivals.push(Sample { seq, responder_seq, rtt, sd, ds, late, duplicate });
+        let sample = Sample {
+            seq,
+            responder_seq,
+            rtt,
+            sd,
+            ds,
+            late,
+            duplicate,
+            t1: t1_ns,
+            t2: Some(t2_ns),
+            t3: Some(t3_ns),
+            t4: t4_ns,
+        };
+        self.arrivals.push(sample);
+        self.events.reply(sample, self.cfg.clock_sync);
     }
 }
 
@@ -349,6 +390,7 @@ enum Reply {
 impl Operation for JitterOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control(now);
+        self.events.expire(now);
         match &mut self.phase {
             Phase::Control(c) => {
                 c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len, seq: 0 })
@@ -395,13 +437,16 @@ impl Operation for JitterOp {
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Control(c) => c.poll_timeout(),
-            Phase::Probing { start, .. } => Some(*start + self.cfg.interval * self.sent.len() as u32),
-            Phase::Draining { until } => Some(*until),
+            Phase::Probing { start, .. } => {
+                earliest(Some(*start + self.cfg.interval * self.sent.len() as u32), self.events.next_deadline())
+            }
+            Phase::Draining { until } => earliest(Some(*until), self.events.next_deadline()),
             Phase::Done => None,
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.events.expire(now);
         match &mut self.phase {
             Phase::Control(c) => {
                 c.handle_timeout(now);
@@ -424,5 +469,9 @@ impl Operation for JitterOp {
         self.result
             .clone()
             .unwrap_or_else(|| OperationResult::pending(self.cfg.format.precision(), self.stamps, self.unexpected))
+    }
+
+    fn poll_event(&mut self) -> Option<ProbeEvent> {
+        self.events.poll()
     }
 }

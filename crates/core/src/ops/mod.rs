@@ -6,7 +6,9 @@
 //! - [`Operation::handle_datagram`]`(now, from, rx, bytes)` → a datagram arrived from the control
 //!   or probe peer, with its receive time;
 //! - [`Operation::poll_timeout`] / [`Operation::handle_timeout`] → timers;
-//! - [`Operation::result`] once [`Operation::is_done`].
+//! - [`Operation::result`] once [`Operation::is_done`];
+//! - [`Operation::poll_event`] → what happened to each probe as it happened ([`ProbeEvent`]:
+//!   sent, answered, lost), for a driver that shows a run live; the statistics never need them.
 //!
 //! The driver (`ipsla-net`) owns the sockets and clocks; tests drive the same machines on a fake
 //! timeline with scripted loss, delay, reordering and duplication.
@@ -18,10 +20,113 @@ pub mod stamp;
 pub mod tcp;
 
 use crate::io::RxTime;
-use crate::stats::JitterStats;
+use crate::stats::{JitterStats, Sample};
 use crate::voice::{Codec, MosModel, VoiceScore};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// What happened to one probe, at the moment it happened (ping's and irtt's per-reply lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeEvent {
+    /// Probe `seq` was handed to the driver to send, at `t1` (wall clock, since the epoch).
+    Sent {
+        /// Sender sequence, from 1.
+        seq: u32,
+        /// Our clock when the probe was written.
+        t1: Duration,
+    },
+    /// A reply to probe `sample.seq` (late and duplicate replies are flagged in the sample).
+    Reply {
+        /// The reply as the statistics see it.
+        sample: Sample,
+        /// The clocks were declared synchronised: `sample.sd` and `sample.ds` are one-way delays
+        /// (otherwise they include the offset between the clocks).
+        one_way: bool,
+    },
+    /// No reply to probe `seq` within the timeout (a reply after it is a late `Reply`).
+    Lost {
+        /// Sender sequence.
+        seq: u32,
+    },
+}
+
+/// The per-probe events of one run, queued until the driver polls them, and the deadline of
+/// every probe still waiting for its reply. Probes are sent in sequence order with rising
+/// deadlines, so the waiting ones are a queue from `front_seq`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Events {
+    queue: VecDeque<ProbeEvent>,
+    /// (reply deadline, answered) of each probe from `front_seq` on.
+    waiting: VecDeque<(Instant, bool)>,
+    front_seq: u32,
+}
+
+impl Events {
+    /// Probe `seq` (one more than the last) left at `t1` and waits for its reply until `deadline`.
+    pub(crate) fn sent(&mut self, seq: u32, t1: Duration, deadline: Instant) {
+        if self.waiting.is_empty() {
+            self.front_seq = seq;
+        }
+        self.waiting.push_back((deadline, false));
+        self.queue.push_back(ProbeEvent::Sent { seq, t1 });
+    }
+
+    /// A reply arrived.
+    pub(crate) fn reply(&mut self, sample: Sample, one_way: bool) {
+        if let Some(i) = sample.seq.checked_sub(self.front_seq)
+            && let Some(w) = self.waiting.get_mut(i as usize)
+        {
+            w.1 = true;
+        }
+        while self.waiting.front().is_some_and(|w| w.1) {
+            self.waiting.pop_front();
+            self.front_seq += 1;
+        }
+        self.queue.push_back(ProbeEvent::Reply { sample, one_way });
+    }
+
+    /// Every probe whose deadline has passed by `now` without a reply is lost.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, answered)) = self.waiting.front() {
+            if !answered && deadline > now {
+                break;
+            }
+            if !answered {
+                self.queue.push_back(ProbeEvent::Lost { seq: self.front_seq });
+            }
+            self.waiting.pop_front();
+            self.front_seq += 1;
+        }
+    }
+
+    /// The run is over: every probe still waiting is lost.
+    pub(crate) fn expire_all(&mut self) {
+        while let Some((_, answered)) = self.waiting.pop_front() {
+            if !answered {
+                self.queue.push_back(ProbeEvent::Lost { seq: self.front_seq });
+            }
+            self.front_seq += 1;
+        }
+    }
+
+    /// When the next waiting probe is lost, if nothing answers it.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.waiting.iter().find(|w| !w.1).map(|w| w.0)
+    }
+
+    pub(crate) fn poll(&mut self) -> Option<ProbeEvent> {
+        self.queue.pop_front()
+    }
+}
+
+/// The earlier of two optional instants.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// Which peer a datagram goes to or came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,9 +290,22 @@ pub struct OperationResult {
     /// Replies that matched no probe we sent (wrong T1, unknown sequence, wrong type).
     pub unexpected: u32,
     /// Every reply, in arrival order (late ones and duplicates flagged).
-    pub samples: Vec<crate::stats::Sample>,
+    pub samples: Vec<Sample>,
     /// Time from the first probe sent to the last, ns (what a schedule actually took).
     pub send_span_ns: u64,
+    /// Every probe sent that no reply answered, in sequence order, with its send time: with
+    /// `samples`, the whole timeline of a run.
+    #[serde(default)]
+    pub lost: Vec<LostProbe>,
+}
+
+/// A probe no reply answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostProbe {
+    /// Sender sequence.
+    pub seq: u32,
+    /// T1, ns since the Unix epoch, as [`Sample::t1`].
+    pub t1: i64,
 }
 
 impl OperationResult {
@@ -202,6 +320,7 @@ impl OperationResult {
             unexpected,
             samples: Vec::new(),
             send_span_ns: 0,
+            lost: Vec::new(),
         }
     }
 
@@ -209,8 +328,8 @@ impl OperationResult {
     /// (plus `duplicates` further copies), over-threshold when that sample is, timeout without it.
     pub(crate) fn single(
         failure: Option<ReturnCode>,
-        sent: bool,
-        sample: Option<crate::stats::Sample>,
+        sent: Option<Duration>,
+        sample: Option<Sample>,
         duplicates: u32,
         threshold: Duration,
         stamps: StampSources,
@@ -221,11 +340,9 @@ impl OperationResult {
             clock_sync: false,
             responder_counts: false,
         };
-        let mut arrivals: Vec<crate::stats::Sample> = sample.into_iter().collect();
-        arrivals.extend(
-            sample.map(|s| crate::stats::Sample { duplicate: true, ..s }).into_iter().cycle().take(duplicates as usize),
-        );
-        let stats = crate::stats::compute(u32::from(sent), &arrivals, cfg);
+        let mut arrivals: Vec<Sample> = sample.into_iter().collect();
+        arrivals.extend(sample.map(|s| Sample { duplicate: true, ..s }).into_iter().cycle().take(duplicates as usize));
+        let stats = crate::stats::compute(u32::from(sent.is_some()), &arrivals, cfg);
         let return_code = match failure {
             Some(c) => c,
             None if stats.received == 0 => ReturnCode::Timeout,
@@ -241,6 +358,10 @@ impl OperationResult {
             unexpected,
             samples: arrivals,
             send_span_ns: 0,
+            lost: match (sent, sample) {
+                (Some(t1), None) => vec![LostProbe { seq: 1, t1: t1.as_nanos() as i64 }],
+                _ => Vec::new(),
+            },
         }
     }
 }
@@ -265,6 +386,11 @@ pub trait Operation {
     fn is_done(&self) -> bool;
     /// The result (meaningful once done).
     fn result(&self) -> OperationResult;
+    /// The next per-probe event, oldest first. A driver polls them after every call above; one
+    /// that does not leaves at most three per probe queued.
+    fn poll_event(&mut self) -> Option<ProbeEvent> {
+        None
+    }
 }
 
 #[cfg(test)]

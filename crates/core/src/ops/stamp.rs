@@ -19,7 +19,10 @@
 //! §4.3, "Session-Sender"). TWAMP-Light replies of 38 octets without a Sender TTL (twampy) are
 //! used and counted in [`StampReplyInfo::short_replies`].
 
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit};
+use super::{
+    Events, LostProbe, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit,
+    earliest,
+};
 use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
 use crate::twamp::client::AcceptedSession;
@@ -206,6 +209,7 @@ pub struct StampOp {
     info: StampReplyInfo,
     result: Option<OperationResult>,
     port: u16,
+    events: Events,
 }
 
 impl StampOp {
@@ -229,6 +233,7 @@ impl StampOp {
             info: StampReplyInfo::default(),
             result: None,
             port,
+            events: Events::default(),
         }
     }
 
@@ -297,7 +302,8 @@ impl StampOp {
         let (t2, t3) = (r.t2, r.t3);
         let t4 = NtpTimestamp::from_unix(rx.wall);
         let rtt = t4.diff_nanos(t1) - t3.diff_nanos(t2);
-        self.arrivals.push(Sample {
+        let t1_ns = sent.t1_kernel.unwrap_or(sent.t1_wall).as_nanos() as i64;
+        let sample = Sample {
             seq: r.sender_sequence + 1,
             responder_seq: 0,
             rtt,
@@ -305,11 +311,18 @@ impl StampOp {
             ds: t4.diff_nanos(t3),
             late,
             duplicate,
-        });
+            t1: t1_ns,
+            t2: Some(t1_ns + t2.diff_nanos(t1)),
+            t3: Some(t1_ns + t3.diff_nanos(t1)),
+            t4: rx.wall.as_nanos() as i64,
+        };
+        self.arrivals.push(sample);
+        self.events.reply(sample, self.cfg.clock_sync);
         self.reflector_seqs.push(r.sequence);
     }
 
     fn finish(&mut self) {
+        self.events.expire_all();
         let counts = self.cfg.stateful || self.stateful_seen;
         let mut arrivals = self.arrivals.clone();
         if counts {
@@ -342,6 +355,13 @@ impl StampOp {
                 (Some(a), Some(b)) => (b.at - a.at).as_nanos() as u64,
                 _ => 0,
             },
+            lost: self
+                .sent
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.answered)
+                .map(|(i, s)| LostProbe { seq: i as u32 + 1, t1: s.t1_kernel.unwrap_or(s.t1_wall).as_nanos() as i64 })
+                .collect(),
         });
         self.done = true;
     }
@@ -485,6 +505,7 @@ fn twamp_reply(f: &TwampFormat, bytes: &[u8]) -> Result<Reply, Reject> {
 
 impl Operation for StampOp {
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
+        self.events.expire(now);
         if self.done || self.drain_until.is_some() {
             return None;
         }
@@ -495,6 +516,7 @@ impl Operation for StampOp {
         let t1 = NtpTimestamp::from_unix(wall);
         let len = self.write_packet(i, t1, buf)?;
         self.sent.push(Sent { at: now, t1_wire: t1, t1_wall: wall, t1_kernel: None, answered: false });
+        self.events.sent(i + 1, wall, now + self.cfg.timeout);
         if self.sent.len() as u32 == self.cfg.packets {
             self.drain_until = Some(now + self.cfg.timeout);
         }
@@ -521,10 +543,14 @@ impl Operation for StampOp {
         if self.done {
             return None;
         }
-        Some(self.drain_until.unwrap_or(self.start + self.cfg.interval * self.sent.len() as u32))
+        earliest(
+            Some(self.drain_until.unwrap_or(self.start + self.cfg.interval * self.sent.len() as u32)),
+            self.events.next_deadline(),
+        )
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.events.expire(now);
         if self.drain_until.is_some_and(|u| now >= u) && !self.done {
             self.finish();
         }
@@ -540,6 +566,10 @@ impl Operation for StampOp {
 
     fn result(&self) -> OperationResult {
         self.result.clone().unwrap_or_else(|| OperationResult::pending(Precision::Us, self.stamps, self.unexpected))
+    }
+
+    fn poll_event(&mut self) -> Option<ProbeEvent> {
+        self.events.poll()
     }
 }
 

@@ -2,7 +2,7 @@
 //! time the handshake took, from the connect call to its completion (IP SLA's definition).
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit};
+use super::{Events, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit};
 use crate::io::RxTime;
 use crate::stats::Sample;
 use std::time::{Duration, Instant};
@@ -36,11 +36,13 @@ pub struct TcpConnectOp {
     cfg: TcpConfig,
     phase: Phase,
     port: u16,
-    sent: bool,
+    /// When the connect was asked for (T1).
+    sent: Option<Duration>,
     sample: Option<Sample>,
     failure: Option<ReturnCode>,
     stamps: StampSources,
     result: Option<OperationResult>,
+    events: Events,
 }
 
 impl TcpConnectOp {
@@ -51,11 +53,12 @@ impl TcpConnectOp {
             port: cfg.request.port,
             cfg,
             phase: Phase::Control(Box::new(control)),
-            sent: false,
+            sent: None,
             sample: None,
             failure: None,
             stamps: StampSources::default(),
             result: None,
+            events: Events::default(),
         }
     }
 
@@ -76,6 +79,7 @@ impl TcpConnectOp {
     }
 
     fn finish(&mut self) {
+        self.events.expire_all();
         self.result =
             Some(OperationResult::single(self.failure, self.sent, self.sample, 0, self.cfg.threshold, self.stamps, 0));
         self.phase = Phase::Done;
@@ -90,8 +94,9 @@ impl Operation for TcpConnectOp {
                 c.poll_transmit(now, wall, buf).map(|len| Transmit { peer: Peer::Control, len, seq: 0 })
             }
             Phase::Connect => {
-                self.sent = true;
+                self.sent = Some(wall);
                 self.phase = Phase::Wait { deadline: now + self.cfg.timeout, t1: wall };
+                self.events.sent(1, wall, now + self.cfg.timeout);
                 Some(Transmit { peer: Peer::Connect, len: 0, seq: 0 })
             }
             Phase::Wait { .. } | Phase::Done => None,
@@ -110,7 +115,10 @@ impl Operation for TcpConnectOp {
         if ok {
             let rtt = rx.wall.as_nanos() as i64 - t1.as_nanos() as i64;
             self.stamps.note_rx(false);
-            self.sample = Some(Sample { seq: 1, responder_seq: 0, rtt, sd: 0, ds: 0, late: false, duplicate: false });
+            let sample =
+                Sample { seq: 1, rtt, t1: t1.as_nanos() as i64, t4: rx.wall.as_nanos() as i64, ..Sample::default() };
+            self.sample = Some(sample);
+            self.events.reply(sample, false);
         } else {
             // Refused or unreachable: IOS reports "No connection".
             self.failure = Some(ReturnCode::NoConnection);
@@ -147,5 +155,9 @@ impl Operation for TcpConnectOp {
 
     fn result(&self) -> OperationResult {
         self.result.clone().unwrap_or_else(|| OperationResult::pending(Precision::Us, self.stamps, 0))
+    }
+
+    fn poll_event(&mut self) -> Option<ProbeEvent> {
+        self.events.poll()
     }
 }

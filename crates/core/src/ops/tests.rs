@@ -265,6 +265,37 @@ fn ms_jitter_hand_computed() {
     assert_eq!(sim.control_sent, vec![want]);
 }
 
+/// Scenario A's events, in the order a live display gets them: each probe sent, each reply as it
+/// arrives with its four times (T2 on the responder's clock, T3 = T2 + its 1 ms processing), and
+/// probe 4 lost once its 5 s timeout has passed, after the others' replies.
+#[test]
+fn events_follow_each_probe_as_it_happens() {
+    let mut sim = Sim::new(scenario_a());
+    let mut op = JitterOp::new(sim.t0, jitter_cfg(5, Precision::Ms, true));
+    sim.run(&mut op);
+    let events: Vec<ProbeEvent> = std::iter::from_fn(|| op.poll_event()).collect();
+    let words: Vec<String> = events
+        .iter()
+        .map(|e| match e {
+            ProbeEvent::Sent { seq, .. } => format!("S{seq}"),
+            ProbeEvent::Reply { sample, one_way: true } => format!("R{}", sample.seq),
+            ProbeEvent::Reply { sample, one_way: false } => format!("R{}?", sample.seq),
+            ProbeEvent::Lost { seq } => format!("L{seq}"),
+        })
+        .collect();
+    assert_eq!(words.join(" "), "S1 S2 R1 S3 R2 S4 S5 R3 R5 L4");
+    let at = |ms: i64| sim.wall0.as_nanos() as i64 + ms * 1_000_000;
+    let ProbeEvent::Reply { sample: r1, .. } = events[2] else { panic!("{:?}", events[2]) };
+    assert_eq!((r1.t1, r1.t2, r1.t3, r1.t4), (at(25), Some(at(35)), Some(at(36)), at(51)));
+    assert_eq!(events[0], ProbeEvent::Sent { seq: 1, t1: sim.wall0 + 25 * MS });
+    // the result's samples carry the same times
+    let ProbeEvent::Reply { sample: r3, .. } = events[7] else { panic!("{:?}", events[7]) };
+    assert_eq!((r3.t1, r3.t2, r3.t3, r3.t4), (at(65), Some(at(95)), Some(at(96)), at(111)));
+    assert_eq!(op.result().samples[2], r3);
+    // and the probe no reply answered keeps its send time
+    assert_eq!(op.result().lost, vec![LostProbe { seq: 4, t1: at(85) }]);
+}
+
 #[test]
 fn ms_jitter_across_midnight() {
     // Same scenario, starting 50 ms before midnight: T1..T4 wrap, the statistics do not.

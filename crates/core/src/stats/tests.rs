@@ -7,7 +7,7 @@ use proptest::prelude::*;
 const US: i64 = 1000;
 
 fn s(seq: u32, responder_seq: u32, rtt_us: i64, sd_us: i64, ds_us: i64) -> Sample {
-    Sample { seq, responder_seq, rtt: rtt_us * US, sd: sd_us * US, ds: ds_us * US, late: false, duplicate: false }
+    Sample { seq, responder_seq, rtt: rtt_us * US, sd: sd_us * US, ds: ds_us * US, ..Sample::default() }
 }
 
 fn cfg(sync: bool) -> StatsConfig {

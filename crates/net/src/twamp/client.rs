@@ -15,7 +15,7 @@
 //! `Error`.
 
 use crate::pacer::Pacer;
-use crate::probe::{SocketOptions, connect, run_udp, udp_socket};
+use crate::probe::{Hooks, SocketOptions, connect, run_udp, udp_socket};
 use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampOp, StampReplyInfo, TwampFormat};
 use ipsla_core::ops::{OperationResult, Precision, ReturnCode, StampSources};
 use ipsla_core::stats::JitterStats;
@@ -70,6 +70,8 @@ pub struct TwampOutcome {
     pub session: Option<AcceptedSession>,
     /// Reply details (Sender TTL, short replies, bad HMACs).
     pub reply_info: StampReplyInfo,
+    /// The caller cancelled the test session ([`Hooks::cancelled`]): `result` is meaningless.
+    pub cancelled: bool,
 }
 
 impl TwampOutcome {
@@ -85,11 +87,13 @@ impl TwampOutcome {
                 unexpected: 0,
                 samples: Vec::new(),
                 send_span_ns: 0,
+                lost: Vec::new(),
             },
             failure: Some(why),
             mode,
             session: None,
             reply_info: StampReplyInfo::default(),
+            cancelled: false,
         }
     }
 }
@@ -194,7 +198,8 @@ async fn control_phase(client: &mut ControlClient, stream: &mut TcpStream, limit
 /// One TWAMP measurement against the server at `target` (its control address, TCP 862 by
 /// default). `Err` only for a local failure (the UDP socket cannot be opened); everything the
 /// network or the server does ends in the outcome's return code.
-pub async fn run_twamp(target: SocketAddr, opts: &TwampOptions) -> io::Result<TwampOutcome> {
+/// `hooks` watch and may cancel the test session (the control phase is bounded by its timeout).
+pub async fn run_twamp(target: SocketAddr, opts: &TwampOptions, hooks: Hooks<'_>) -> io::Result<TwampOutcome> {
     let (udp, local) = sender_socket(target.ip(), &opts.sockets)?;
     let tcp_opts = SocketOptions { source_port: 0, kernel_timestamps: false, ..opts.sockets.clone() };
     let mut stream = match tokio::time::timeout(opts.control_timeout, connect(target, &tcp_opts)).await {
@@ -239,14 +244,15 @@ pub async fn run_twamp(target: SocketAddr, opts: &TwampOptions) -> io::Result<Tw
     let mut op = StampOp::new(Instant::now(), sender, accepted.port);
     // No UDP control peer: port 0 never matches a reply's source, so every reply from the
     // target is a test reply.
-    let result = run_udp(&mut op, &udp, target.ip(), 0, &Pacer::for_interval(interval));
+    let run = run_udp(&mut op, &udp, target.ip(), 0, &Pacer::for_interval(interval), hooks);
     client.stop(Accept::Ok);
     if let Err(e) = flush(&mut client, &mut stream, opts.control_timeout).await {
         tracing::debug!(error = %e, "Stop-Sessions not delivered");
     }
     let _ = tokio::time::timeout(opts.control_timeout, stream.shutdown()).await;
     Ok(TwampOutcome {
-        result,
+        cancelled: run.is_err(),
+        result: run.unwrap_or_else(|_| ipsla_core::ops::Operation::result(&op)),
         failure: None,
         mode: Some(accepted.mode),
         reply_info: op.reply_info(),
