@@ -12,6 +12,7 @@ mod binary;
 mod failover;
 mod faults;
 mod flood;
+mod grafana;
 mod lab_truth;
 mod notify;
 mod privilege;

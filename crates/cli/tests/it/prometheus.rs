@@ -6,39 +6,17 @@
 //! Skipped, with the reason printed, when `prometheus` is not on PATH (`scripts/test.sh` installs
 //! it with apt).
 
-use crate::common::{
-    AgentToml, InProcess, Killed, Op, Responder, free_tcp, free_udp, get, on_path, urlencode, wait_some,
-};
-use serde_json::Value;
+use crate::common::prom::value;
+use crate::common::{AgentToml, InProcess, Op, Prometheus, Responder, free_udp, get, on_path, wait_some};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn api(port: u16, path: &str) -> Option<Value> {
-    let (code, body) = get(port, path)?;
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
-}
-
-/// The instant-query result vector of `q`, once it is not empty.
-fn query(port: u16, q: &str) -> Option<Vec<Value>> {
-    let v = api(port, &format!("/api/v1/query?query={}", urlencode(q)))?;
-    let r = v["data"]["result"].as_array()?.clone();
-    (!r.is_empty()).then_some(r)
-}
-
-fn value(sample: &Value) -> f64 {
-    sample["value"][1].as_str().unwrap().parse().unwrap()
-}
-
 #[test]
 fn prometheus_scrapes_the_agent() {
     let _machine = crate::common::shared();
-    let Some(prometheus) = on_path("prometheus") else {
-        eprintln!("skipped: no `prometheus` on PATH (apt-get install prometheus)");
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
-    let (v1, echo, web) = (free_udp(), free_udp(), free_tcp());
+    let (v1, echo) = (free_udp(), free_udp());
     // the agent in-process: what is scraped is its /metrics, not its process
     let agent = InProcess::start(
         &AgentToml::new()
@@ -58,40 +36,21 @@ fn prometheus_scrapes_the_agent() {
     );
     let http = agent.http();
 
-    let prom_cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: ipsla\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{http}']\n"
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prom = Killed(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", prom_cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let prom_log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
-
+    let Some(prom) = Prometheus::start(dir.path(), http, &[]) else {
+        return;
+    };
     // a scrape after the first runs: the RTT histogram of operation 7 has observations
     let rtt = r#"ipsla_rtt_seconds_count{job="ipsla",op="7"}"#;
     let counts = wait_some("a scraped RTT histogram", Duration::from_secs(120), || {
-        query(web, rtt).filter(|r| value(&r[0]) >= 1.0)
+        prom.query(rtt).filter(|r| value(&r[0]) >= 1.0)
     });
     assert_eq!(counts.len(), 1, "{counts:?}");
     // the families carry `op`; type, target and tag come from the info metric, joined on op
-    let joined = query(
-        web,
-        r#"ipsla_rtt_seconds_count{op="7"} * on(instance, op) group_left(type, target, tag) ipsla_operation_info"#,
-    )
-    .unwrap();
+    let joined = prom
+        .query(
+            r#"ipsla_rtt_seconds_count{op="7"} * on(instance, op) group_left(type, target, tag) ipsla_operation_info"#,
+        )
+        .unwrap();
     assert!(joined.len() == 1 && value(&joined[0]) >= 1.0, "{joined:?}");
     let labels = &joined[0]["metric"];
     assert_eq!(labels["type"], "udp-echo");
@@ -99,31 +58,31 @@ fn prometheus_scrapes_the_agent() {
     assert_eq!(labels["tag"], r#"edge "A" \ site"#, "label escaping survives the round trip");
     assert_eq!(labels["instance"], format!("127.0.0.1:{http}"));
 
-    let up = query(web, r#"up{job="ipsla"}"#).unwrap();
+    let up = prom.query(r#"up{job="ipsla"}"#).unwrap();
     assert_eq!(value(&up[0]), 1.0);
-    let ok = query(web, r#"ipsla_operation_return_code{op="7",code="ok"}"#).unwrap();
+    let ok = prom.query(r#"ipsla_operation_return_code{op="7",code="ok"}"#).unwrap();
     assert_eq!(value(&ok[0]), 1.0, "loopback echo succeeds");
-    let timeout = query(web, r#"ipsla_operation_return_code{op="7",code="timeout"}"#).unwrap();
+    let timeout = prom.query(r#"ipsla_operation_return_code{op="7",code="timeout"}"#).unwrap();
     assert_eq!(value(&timeout[0]), 0.0);
     // one probe per run, so the histogram counts exactly the runs (one query: one scrape)
-    let diff = query(web, r#"ipsla_operations_total{op="7"} - ipsla_rtt_seconds_count{op="7"}"#).unwrap();
+    let diff = prom.query(r#"ipsla_operations_total{op="7"} - ipsla_rtt_seconds_count{op="7"}"#).unwrap();
     assert_eq!(value(&diff[0]), 0.0, "{diff:?}");
     let diff =
-        query(web, r#"ipsla_rtt_seconds_bucket{op="7",le="+Inf"} - ignoring(le) ipsla_rtt_seconds_count"#).unwrap();
+        prom.query(r#"ipsla_rtt_seconds_bucket{op="7",le="+Inf"} - ignoring(le) ipsla_rtt_seconds_count"#).unwrap();
     assert_eq!(value(&diff[0]), 0.0, "{diff:?}");
 
     // the scrape itself: healthy, no parse error, and the families typed as we declared them
-    let targets = api(web, "/api/v1/targets").unwrap();
+    let targets = prom.api("/api/v1/targets").unwrap();
     let t = &targets["data"]["activeTargets"][0];
-    assert_eq!(t["health"], "up", "{t}\n{}", prom_log());
+    assert_eq!(t["health"], "up", "{t}\n{}", prom.log());
     assert_eq!(t["lastError"], "", "{t}");
     let meta = wait_some("metric metadata", Duration::from_secs(60), || {
-        api(web, "/api/v1/metadata").filter(|m| m["data"]["ipsla_rtt_seconds"].is_array())
+        prom.api("/api/v1/metadata").filter(|m| m["data"]["ipsla_rtt_seconds"].is_array())
     });
     assert_eq!(meta["data"]["ipsla_rtt_seconds"][0]["type"], "histogram");
     assert_eq!(meta["data"]["ipsla_operations"][0]["type"], "counter");
     assert_eq!(meta["data"]["ipsla_operation_success"][0]["type"], "gauge");
-    let log = prom_log();
+    let log = prom.log();
     // a scraper without OpenMetrics gets the classic text format, which promtool (same package)
     // lints: counter families named as their `_total` samples, each with help
     promtool_check(&get(http, "/metrics").unwrap().1);

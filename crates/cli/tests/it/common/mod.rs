@@ -1,10 +1,13 @@
 //! Helpers shared by every module, each defined once: free loopback ports, a child process
 //! killed on drop, a minimal HTTP/1.0 client, waiting for a condition, the wall clock, the
-//! responder's status, an agent (process or in-process) and the typed config builder.
+//! responder's status, an agent (process or in-process), the typed config builder and a real
+//! Prometheus scraping an agent.
 
 pub mod config;
+pub mod prom;
 
 pub use config::{AgentToml, Alert, Op, Reaction, Responder, Route, Track};
+pub use prom::Prometheus;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -1,0 +1,99 @@
+//! A real Prometheus (the `prometheus` binary, package `prometheus`, which `scripts/test.sh`
+//! installs) scraping one agent on loopback every second, optionally with rule files, and its HTTP
+//! API: instant queries, targets, rules, alerts.
+
+use super::{Killed, PATIENCE, free_tcp, get, on_path, urlencode, wait_for};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The job name the agent is scraped under (the one `dist/prometheus/ipsla-rules.yml` expects).
+pub const JOB: &str = "ipsla";
+
+/// A `prometheus` process, killed on drop, with its TSDB and log in a test's directory.
+pub struct Prometheus {
+    /// The port of its web UI and HTTP API on 127.0.0.1.
+    pub web: u16,
+    log: PathBuf,
+    _process: Killed,
+}
+
+impl Prometheus {
+    /// Prometheus scraping `127.0.0.1:agent_http` (job [`JOB`]) and evaluating `rules` every
+    /// second, its files under `dir`; None (the reason printed) when `prometheus` is not on PATH.
+    pub fn start(dir: &Path, agent_http: u16, rules: &[&Path]) -> Option<Prometheus> {
+        let Some(prometheus) = on_path("prometheus") else {
+            eprintln!("skipped: no `prometheus` on PATH (apt-get install prometheus)");
+            return None;
+        };
+        let web = free_tcp();
+        let rule_files = match rules {
+            [] => String::new(),
+            _ => {
+                "rule_files:\n".to_string()
+                    + &rules.iter().map(|r| format!("  - '{}'\n", r.display())).collect::<String>()
+            }
+        };
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{rule_files}\
+                 scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{agent_http}']\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.join("prometheus.log");
+        let mut process = Killed(
+            Command::new(prometheus)
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        // a config it refuses ends the process: say why rather than time out on its API later
+        wait_for("prometheus to be ready", PATIENCE, || {
+            if let Some(status) = process.0.try_wait().unwrap() {
+                panic!("prometheus exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            get(web, "/-/ready").is_some_and(|(c, _)| c == 200)
+        });
+        Some(Prometheus { web, log, _process: process })
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on its API: the JSON body when it answered 200.
+    pub fn api(&self, path: &str) -> Option<Value> {
+        let (code, body) = get(self.web, path)?;
+        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    }
+
+    /// An instant query: Ok(the result vector, possibly empty), or Err(Prometheus's error, e.g.
+    /// a parse error) when it refused the expression. Err("no answer") before it listens.
+    pub fn try_query(&self, q: &str) -> Result<Vec<Value>, String> {
+        let (code, body) =
+            get(self.web, &format!("/api/v1/query?query={}", urlencode(q))).ok_or_else(|| "no answer".to_string())?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {code}: {e}: {body}"))?;
+        match v["data"]["result"].as_array() {
+            Some(r) if code == 200 => Ok(r.clone()),
+            _ => Err(format!("HTTP {code}: {} {}", v["errorType"], v["error"])),
+        }
+    }
+
+    /// The instant-query result vector of `q`, once it is not empty.
+    pub fn query(&self, q: &str) -> Option<Vec<Value>> {
+        self.try_query(q).ok().filter(|r| !r.is_empty())
+    }
+}
+
+/// The value of one sample of an instant-query result.
+pub fn value(sample: &Value) -> f64 {
+    sample["value"][1].as_str().unwrap().parse().unwrap()
+}
