@@ -20,10 +20,10 @@
 //! (default 300; scripts/test.sh smoke-runs it with 30).
 
 use ipsla_core::responder::ResponderConfig;
-use ipsla_lab::{Delay, DelayDist, Dir, Fate, Host, Impairment, Lab, Link, LinkConfig, Loss, Record};
+use ipsla_lab::{Dir, Format, Host, Impairment, Lab, Link, LinkConfig, Record, egress, loss_scenario, truth};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -53,23 +53,6 @@ fn summary(v: &[f64]) -> String {
         min,
         v.len()
     )
-}
-
-fn loss_scenario() -> LinkConfig {
-    LinkConfig {
-        a_to_b: Impairment {
-            delay: Delay { base: 3 * MS, jitter: Duration::from_micros(300), dist: DelayDist::Uniform },
-            loss: Loss::Bernoulli(0.06),
-            ..Impairment::default()
-        },
-        b_to_a: Impairment {
-            delay: Delay { base: 2 * MS, ..Delay::default() },
-            loss: Loss::GilbertElliott { p: 0.03, r: 0.4, loss_good: 0.0, loss_bad: 0.7 },
-            duplicate: 0.04,
-            ..Impairment::default()
-        },
-        seed: 2024,
-    }
 }
 
 struct Setup {
@@ -111,54 +94,10 @@ fn probe(s: &Setup, args: &[&str]) -> Value {
     serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or(Value::Null)
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Format {
-    CiscoUs,
-    CiscoMs,
-    Stamp,
-}
-
-fn seq_of(r: &Record, f: Format, reply: bool) -> Option<u32> {
-    let h = &r.head;
-    let be32 = |at: usize| (h.len() >= at + 4).then(|| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
-    match f {
-        Format::CiscoUs => (h.len() >= 54 && h[1] == 3).then(|| u32::from(u16::from_be_bytes([h[52], h[53]]))),
-        Format::CiscoMs => (h.len() >= 14 && h[1] == 2).then(|| u32::from(u16::from_be_bytes([h[12], h[13]]))),
-        Format::Stamp => be32(if reply { 24 } else { 0 }).map(|s| s.wrapping_add(1)),
-    }
-}
-
-fn egress(r: &Record) -> Duration {
-    match r.fate {
-        Fate::Delivered { egress } => egress,
-        _ => Duration::MAX,
-    }
-}
-
 /// Per sequence: the link's hold A→B and B→A of the first delivered copies, µs.
-fn held(link: &Link, f: Format, port: u16) -> BTreeMap<u32, (f64, f64)> {
-    let recs = link.records();
-    let udp = |r: &&Record, dir: Dir, sport: bool| {
-        r.dir == dir
-            && r.delivered()
-            && r.tuple.is_some_and(|t| t.proto == 17 && (if sport { t.sport } else { t.dport }) == port)
-    };
-    let out: Vec<&Record> = recs.iter().filter(|r| udp(r, Dir::AtoB, false)).collect();
-    let mut back: Vec<&Record> = recs.iter().filter(|r| udp(r, Dir::BtoA, true)).collect();
-    back.sort_by_key(|r| egress(r));
-    let mut m = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    for r in back {
-        let Some(s) = seq_of(r, f, true) else { continue };
-        if !seen.insert(s) {
-            continue;
-        }
-        let o = out.iter().filter(|p| seq_of(p, f, false) == Some(s)).min_by_key(|p| egress(p));
-        if let (Some(ho), Some(hb)) = (o.and_then(|o| o.held()), r.held()) {
-            m.insert(s, (ho.as_secs_f64() * 1e6, hb.as_secs_f64() * 1e6));
-        }
-    }
-    m
+fn held(link: &Link, f: Format, port: u16, n: u32) -> BTreeMap<u32, (f64, f64)> {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    truth(link, n, f, port).held.into_iter().map(|(s, (ab, ba))| (s, (us(ab), us(ba)))).collect()
 }
 
 /// Signed errors (measured − hold) of SD, DS and RTT, µs.
@@ -270,7 +209,7 @@ fn main() {
         s.link.clear_log();
         let d = probe(&s, &args);
         s.link.drain(Duration::from_secs(1));
-        let e = errors(&d, &held(&s.link, f, port));
+        let e = errors(&d, &held(&s.link, f, port, n));
         for (what, v) in ["SD ", "DS ", "RTT"].iter().zip(&e) {
             println!("{name:14} {what} − link hold {}", summary(v));
         }

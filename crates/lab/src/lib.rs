@@ -37,11 +37,13 @@
 mod link;
 mod netns;
 mod packet;
+mod truth;
 mod tun;
 
 pub use link::{Delay, DelayDist, Dir, DropReason, Fate, Impairment, Link, LinkConfig, Loss, Record, host_cpus};
 pub use netns::{ChildGuard, Host, Lab};
 pub use packet::{FiveTuple, parse_ip};
+pub use truth::{Format, Truth, egress, loss_scenario, seq_of, truth};
 
 /// Wall-clock time since the Unix epoch (CLOCK_REALTIME).
 pub fn wall_now() -> std::time::Duration {

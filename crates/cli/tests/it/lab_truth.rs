@@ -8,7 +8,10 @@
 
 use crate::common::{PATIENCE, alone, ipsla, wait_for};
 use ipsla_core::responder::ResponderConfig;
-use ipsla_lab::{Delay, DelayDist, Dir, DropReason, Fate, Host, Impairment, Lab, Link, LinkConfig, Loss, Record};
+use ipsla_lab::{
+    Delay, Dir, DropReason, Fate, Format, Host, Impairment, Lab, Link, LinkConfig, Loss, Record, Truth, loss_scenario,
+    truth,
+};
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,96 +65,6 @@ fn probe(s: &Setup, args: &[&str]) -> Value {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.code() != Some(2), "usage error: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_str(text.lines().next().unwrap_or("null")).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-/// The test packet format on the link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    /// IP SLA probe type 3 (µs).
-    CiscoUs,
-    /// IP SLA probe type 2 (ms).
-    CiscoMs,
-    /// STAMP or unauthenticated TWAMP-Test: the sender's Sequence Number at octet 0, the
-    /// reflector's copy of it at octet 24; the probe numbers samples from 1.
-    Stamp,
-}
-
-impl Format {
-    fn of(precision: &str) -> Self {
-        if precision == "us" { Format::CiscoUs } else { Format::CiscoMs }
-    }
-}
-
-/// The sender sequence of a probe or reply, as the probe reports it, from the payload head the
-/// lab logged.
-fn seq_of(r: &Record, f: Format, reply: bool) -> Option<u32> {
-    let h = &r.head;
-    let be32 = |at: usize| (h.len() >= at + 4).then(|| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
-    match f {
-        Format::CiscoUs => (h.len() >= 54 && h[1] == 3).then(|| u32::from(u16::from_be_bytes([h[52], h[53]]))),
-        Format::CiscoMs => (h.len() >= 14 && h[1] == 2).then(|| u32::from(u16::from_be_bytes([h[12], h[13]]))),
-        Format::Stamp => be32(if reply { 24 } else { 0 }).map(|s| s.wrapping_add(1)),
-    }
-}
-
-fn egress(r: &Record) -> Duration {
-    match r.fate {
-        Fate::Delivered { egress } => egress,
-        _ => Duration::MAX,
-    }
-}
-
-/// What the log says the probe must report.
-#[derive(Debug, Default, PartialEq)]
-struct Truth {
-    received: u32,
-    sd: u32,
-    ds: u32,
-    mia: u32,
-    duplicates: u32,
-    out_of_sequence: u32,
-    /// Per sequence: link hold A→B and B→A of the first delivered copies.
-    held: BTreeMap<u32, (Duration, Duration)>,
-}
-
-fn truth(link: &Link, n: u32, f: Format, port: u16) -> Truth {
-    let recs = link.records();
-    let probes: Vec<&Record> = recs
-        .iter()
-        .filter(|r| r.dir == Dir::AtoB && r.tuple.is_some_and(|t| t.proto == 17 && t.dport == port))
-        .collect();
-    let replies: Vec<&Record> = recs
-        .iter()
-        .filter(|r| r.dir == Dir::BtoA && r.tuple.is_some_and(|t| t.proto == 17 && t.sport == port))
-        .collect();
-    let out_ok: BTreeSet<u32> = probes.iter().filter(|r| r.delivered()).filter_map(|r| seq_of(r, f, false)).collect();
-    let mut back: Vec<&Record> = replies.iter().copied().filter(|r| r.delivered()).collect();
-    back.sort_by_key(|r| egress(r));
-    let mut t = Truth::default();
-    let mut seen = BTreeSet::new();
-    let mut highest = 0;
-    for r in &back {
-        let Some(s) = seq_of(r, f, true) else { continue };
-        if !seen.insert(s) {
-            t.duplicates += 1;
-            continue;
-        }
-        if s < highest {
-            t.out_of_sequence += 1;
-        }
-        highest = highest.max(s);
-        let out = probes.iter().filter(|p| p.delivered() && seq_of(p, f, false) == Some(s)).min_by_key(|p| egress(p));
-        if let (Some(o), Some(ho)) = (out, out.and_then(|o| o.held())) {
-            let _ = o;
-            t.held.insert(s, (ho, r.held().unwrap()));
-        }
-    }
-    t.received = seen.len() as u32;
-    let last = seen.iter().max().copied().unwrap_or(0);
-    t.sd = (1..last).filter(|s| !out_ok.contains(s)).count() as u32;
-    t.ds = (1..last).filter(|s| out_ok.contains(s) && !seen.contains(s)).count() as u32;
-    t.mia = n - last;
-    t
 }
 
 fn counts(d: &Value) -> Truth {
@@ -221,22 +134,6 @@ fn floor(whole_ms: bool) -> f64 {
 }
 
 /// Jittered delay and random loss out, bursty loss and duplicates back.
-fn loss_scenario() -> LinkConfig {
-    LinkConfig {
-        a_to_b: Impairment {
-            delay: Delay { base: 3 * MS, jitter: Duration::from_micros(300), dist: DelayDist::Uniform },
-            loss: Loss::Bernoulli(0.06),
-            ..Impairment::default()
-        },
-        b_to_a: Impairment {
-            delay: Delay { base: 2 * MS, ..Delay::default() },
-            loss: Loss::GilbertElliott { p: 0.03, r: 0.4, loss_good: 0.0, loss_bad: 0.7 },
-            duplicate: 0.04,
-            ..Impairment::default()
-        },
-        seed: 2024,
-    }
-}
 
 #[test]
 fn udp_jitter_loss_both_ways_and_reply_duplicates() {
