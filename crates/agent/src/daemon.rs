@@ -670,8 +670,8 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
     let outcome = runner::run(&def.spec, job.sequence, rt);
     let outputs = match &outcome {
         Ok(out) => {
-            if let Some(why) = &out.failure {
-                tracing::warn!(op = id, reason = %why, "the operation's control phase failed");
+            if let Some(why) = &out.result.cause {
+                tracing::warn!(op = id, reason = %why, "the operation failed");
             }
             let report = Report::new(Context::of(&def.spec, id, start, out.clock.clone(), false), &out.result);
             let json = serde_json::to_string(&report).unwrap_or_default();

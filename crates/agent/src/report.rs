@@ -225,6 +225,10 @@ pub struct Report {
     pub run: u32,
     pub start: String,
     pub return_code: ReturnCode,
+    /// Why the run failed, in words naming the address and what to check; `null` when it did
+    /// not, or when there is no more to say than the return code.
+    #[serde(default)]
+    pub reason: Option<String>,
     #[serde(deserialize_with = "word")]
     pub control: Word,
     pub precision: Precision,
@@ -291,6 +295,7 @@ impl Report {
             run: ctx.run,
             start: humantime::format_rfc3339_micros(UNIX_EPOCH + ctx.start).to_string(),
             return_code: r.return_code,
+            reason: r.cause.as_ref().map(|c| c.to_string()),
             control: ctx.control,
             precision: r.precision,
             sent: s.sent,
@@ -412,6 +417,9 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
     );
     let _ = writeln!(w, "Latest operation start time: {}", ios_time(&r.start));
     let _ = writeln!(w, "Latest operation return code: {}", r.return_code.cisco_text());
+    if let Some(why) = &r.reason {
+        let _ = writeln!(w, "Latest operation failure reason: {why}");
+    }
     let jittery = crate::ops::find(r.operation).is_some_and(|k| k.jitter());
     if jittery {
         let _ = writeln!(w, "RTT Values:");
@@ -589,6 +597,7 @@ mod tests {
             unexpected: 0,
             samples: Vec::new(),
             send_span_ns: 40_000_000,
+            cause: None,
         };
         let ctx = Context {
             operation: "udp-jitter",

@@ -682,6 +682,7 @@ mod tests {
             unexpected: 0,
             samples: Vec::new(),
             send_span_ns: 0,
+            cause: None,
         }
     }
 

@@ -211,8 +211,8 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
             let _ = stop.send(());
             eprint!("\r\x1b[K");
         }
-        let RunOutcome { result: r, clock: cs, failure } = outcome?;
-        if let Some(why) = failure {
+        let RunOutcome { result: r, clock: cs } = outcome?;
+        if let Some(why) = &r.cause {
             eprintln!("ipsla probe {}: {why}", spec.op.kind().name());
         }
         if matches!(r.return_code, ReturnCode::Ok) {

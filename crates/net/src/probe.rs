@@ -59,6 +59,8 @@ pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(std::net::Ud
     apply(&SockRef::from(&s), target, o)?;
     s.bind(&local.into())?;
     let mode = if o.kernel_timestamps { socket::enable_timestamps(&s, true) } else { RxStampMode::User };
+    // a closed control or probe port then ends the wait with a reason instead of a timeout
+    socket::enable_icmp_errors(&s, local.is_ipv6())?;
     let std: std::net::UdpSocket = s.into();
     let mut local = std.local_addr()?;
     if local.ip().is_unspecified() {
@@ -92,17 +94,27 @@ impl Stamps {
         self.sends.push((seq, user_t1));
     }
     /// Collects every queued transmit stamp (non-blocking; loopback and TUN queue them before
-    /// the send call returns) and hands probe stamps to the operation.
+    /// the send call returns) and hands probe stamps to the operation, then the ICMP port
+    /// unreachables queued beside them.
     fn drain(&mut self, fd: &impl std::os::fd::AsRawFd, op: &mut dyn Operation) {
         let Stamps { sends, cmsg, tx_delta, .. } = self;
-        socket::drain_tx_stamps(fd, cmsg, |t| {
-            if let Some(&(seq, user)) = sends.get(t.id as usize) {
-                tx_delta.add(t.wall.as_nanos() as i64 - user.as_nanos() as i64);
-                if seq > 0 {
-                    op.handle_tx_stamp(seq, t.wall);
+        let mut refused = Vec::new();
+        socket::drain_errqueue(
+            fd,
+            cmsg,
+            |t| {
+                if let Some(&(seq, user)) = sends.get(t.id as usize) {
+                    tx_delta.add(t.wall.as_nanos() as i64 - user.as_nanos() as i64);
+                    if seq > 0 {
+                        op.handle_tx_stamp(seq, t.wall);
+                    }
                 }
-            }
-        });
+            },
+            |to| refused.push(to),
+        );
+        for to in refused {
+            op.handle_refused(Instant::now(), to);
+        }
     }
     fn received(&mut self, r: &socket::Received) {
         if r.rx.kernel {
@@ -148,7 +160,11 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
             for _ in 0..256 {
                 let r = match socket::recv_stamped(sock, &mut buf, &mut cmsg) {
                     Ok(r) => r,
-                    Err(_) => break,
+                    Err(_) => {
+                        // an ICMP error (IP_RECVERR) fails one receive and waits on the error queue
+                        stamps.drain(sock, op);
+                        break;
+                    }
                 };
                 if let Some((peer, range)) = accept(&r, &buf[..r.len]) {
                     stamps.drain(sock, op);
@@ -245,10 +261,16 @@ pub async fn run_tcp(
         let deadline = op.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
             r = control_sock.recv_from(&mut buf) => {
-                if let Ok((n, from)) = r
-                    && from == control
-                {
-                    op.handle_datagram(Instant::now(), Peer::Control, RxTime { wall: wall_now(), kernel: false }, &buf[..n]);
+                match r {
+                    Ok((n, from)) if from == control => {
+                        op.handle_datagram(Instant::now(), Peer::Control, RxTime { wall: wall_now(), kernel: false }, &buf[..n]);
+                    }
+                    // IP_RECVERR: the control port answered with ICMP port unreachable
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        socket::drain_errqueue(&control_sock, &mut socket::errqueue_cmsg_buffer(), |_| {}, |_| {});
+                        op.handle_refused(Instant::now(), control);
+                    }
+                    _ => {}
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => op.handle_timeout(Instant::now()),

@@ -27,6 +27,7 @@ fn result(code: ReturnCode, rtt_ms: i64) -> OperationResult {
         unexpected: 0,
         samples: Vec::new(),
         send_span_ns: 0,
+        cause: None,
     }
 }
 

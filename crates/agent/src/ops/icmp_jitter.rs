@@ -89,6 +89,6 @@ impl Operation for IcmpJitter {
         let pacer = Pacer::for_interval(self.interval);
         let mut result = run_icmp(&mut JitterOp::new(Instant::now(), cfg), &s, t, ident, &pacer);
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: None })
+        Ok(RunOutcome { result, clock })
     }
 }

@@ -103,7 +103,7 @@ pub(super) fn run_sender(
     let pacer = Pacer::for_interval(train.1);
     let mut result = run_udp(&mut StampOp::new(Instant::now(), cfg, spec.port), socket, spec.target, 0, &pacer);
     clock_sync.apply(&mut result, &mut clock);
-    RunOutcome { result, clock, failure: None }
+    RunOutcome { result, clock }
 }
 
 impl Kind for StampKind {

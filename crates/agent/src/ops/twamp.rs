@@ -204,6 +204,6 @@ impl Operation for Twamp {
         )?;
         let mut result = out.result;
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: out.failure })
+        Ok(RunOutcome { result, clock })
     }
 }

@@ -139,6 +139,6 @@ impl Operation for UdpJitter {
         let pacer = Pacer::for_interval(self.interval);
         let mut result = run_udp(&mut JitterOp::new(Instant::now(), cfg), &s, t, self.control.port, &pacer);
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: None })
+        Ok(RunOutcome { result, clock })
     }
 }

@@ -277,3 +277,34 @@ fn twamp_and_stamp_served_and_scheduled() {
     assert!(r["twamp_stats"]["server"]["sessions_accepted"].as_u64().unwrap() >= 2, "{r}");
     assert!(r["stamp_stats"]["replied"].as_u64().unwrap() >= 20, "{r}");
 }
+
+#[test]
+fn a_failed_run_is_stored_with_its_reason() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_udp();
+    let cfg = AgentToml::new().http(0).store(&dir.path().join("runs.db")).operation(
+        Op::new("udp-jitter", "127.0.0.1")
+            .id(1)
+            .key("control_port", dead)
+            .key("timeout", "300ms")
+            .key("frequency", "1s"),
+    );
+    let agent = InProcess::start(&cfg);
+    let http = agent.http();
+    let latest = wait_some("a stored run", PATIENCE, || {
+        get(http, "/api/v1/operations/1/latest").filter(|(c, _)| *c == 200).map(|(_, b)| b)
+    });
+    let latest: Value = serde_json::from_str(&latest).unwrap();
+    assert_eq!(latest["return_code"], "no_connection");
+    assert_eq!(
+        latest["reason"],
+        format!("connection refused (ICMP port unreachable) from 127.0.0.1:{dead}: no responder listens there")
+            .as_str()
+    );
+    // `ipsla show statistics` renders the stored document with it
+    let out =
+        ipsla().args(["show", "statistics", "1", "--agent"]).arg(format!("http://127.0.0.1:{http}")).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Latest operation failure reason: connection refused (ICMP port unreachable)"), "{text}");
+}

@@ -259,6 +259,63 @@ fn failures_give_cisco_return_codes() {
     assert_eq!(docs[0]["loss"]["mia"], 4);
 }
 
+/// Runs `ipsla probe ARGS --json` and returns (the one document, stderr).
+fn probe_failing(args: &[&str]) -> (Value, String) {
+    let out = ipsla().arg("probe").args(args).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc = serde_json::from_slice(&out.stdout).unwrap();
+    (doc, String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn a_closed_control_port_is_named_as_refused() {
+    let _machine = crate::common::shared();
+    let dead = free_port();
+    let (doc, stderr) = probe_failing(&["udp-jitter", "127.0.0.1", "--control-port", &dead.to_string()]);
+    let why = format!("connection refused (ICMP port unreachable) from 127.0.0.1:{dead}: no responder listens there");
+    assert_eq!(doc["return_code"], "no_connection");
+    assert_eq!(doc["reason"], why.as_str());
+    assert_eq!(stderr, format!("ipsla probe udp-jitter: {why}\n"));
+    // the text report says it too, under the return code
+    let out = ipsla().args(["probe", "udp-echo", "127.0.0.1", "--control-port", &dead.to_string()]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "Latest operation return code: No connection\nLatest operation failure reason: {why}\n"
+        )),
+        "{text}"
+    );
+    // without control, the refused probes explain the timeout
+    let port = free_port();
+    let (doc, _) = probe_failing(&["udp-echo", "127.0.0.1", "--port", &port.to_string(), "--control", "none"]);
+    assert_eq!(doc["return_code"], "timeout");
+    assert_eq!(
+        doc["reason"],
+        format!("connection refused (ICMP port unreachable) from 127.0.0.1:{port}: no responder listens there")
+            .as_str()
+    );
+}
+
+#[test]
+fn a_silent_control_port_is_named_with_what_was_sent() {
+    let _machine = crate::common::shared();
+    // something holds the port and never answers (a firewall that drops looks the same)
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (doc, stderr) =
+        probe_failing(&["udp-jitter", "127.0.0.1", "--control-port", &port.to_string(), "--timeout", "300ms"]);
+    let why = format!(
+        "no answer from 127.0.0.1:{port} to 3 control requests in 300 ms: is a responder running there and allowed through?"
+    );
+    assert_eq!(doc["return_code"], "no_connection");
+    assert_eq!(doc["reason"], why.as_str());
+    assert_eq!(stderr, format!("ipsla probe udp-jitter: {why}\n"));
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let requests = std::iter::from_fn(|| silent.recv(&mut buf).ok()).count();
+    assert_eq!(requests, 3, "the three control requests the reason counts");
+}
+
 #[test]
 fn codec_run_scores_voice() {
     let _machine = crate::common::shared();

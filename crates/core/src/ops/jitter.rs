@@ -13,7 +13,7 @@
 //! loss is MIA.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit, VoiceConfig};
+use super::{Cause, Operation, OperationResult, Peer, Precision, ReturnCode, StampSources, Transmit, VoiceConfig};
 use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
 use crate::voice;
@@ -126,6 +126,7 @@ pub struct JitterOp {
     unexpected: u32,
     stamps: StampSources,
     failure: Option<ReturnCode>,
+    cause: Option<Cause>,
     result: Option<OperationResult>,
     port: u16,
 }
@@ -150,6 +151,7 @@ impl JitterOp {
             unexpected: 0,
             stamps: StampSources::default(),
             failure: None,
+            cause: None,
             result: None,
             port: cfg_port,
         }
@@ -164,6 +166,7 @@ impl JitterOp {
                 }
                 Some(Err(code)) => {
                     self.failure = Some(code);
+                    self.cause = c.cause();
                     self.finish();
                 }
                 None => {}
@@ -247,6 +250,12 @@ impl JitterOp {
             send_span_ns: match (self.sent.first(), self.sent.last()) {
                 (Some(a), Some(b)) => (b.at - a.at).as_nanos() as u64,
                 _ => 0,
+            },
+            // a refusal during probing explains a run with no reply, not one that got replies
+            cause: if matches!(return_code, ReturnCode::Ok | ReturnCode::OverThreshold) {
+                None
+            } else {
+                self.cause.clone()
             },
         });
         self.phase = Phase::Done;
@@ -383,6 +392,19 @@ impl Operation for JitterOp {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn handle_refused(&mut self, now: Instant, to: std::net::SocketAddr) {
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_refused(to);
+                self.advance_control(now);
+            }
+            Phase::Probing { .. } | Phase::Draining { .. } => {
+                self.cause.get_or_insert(Cause::Refused { to });
+            }
+            Phase::Done => {}
         }
     }
 

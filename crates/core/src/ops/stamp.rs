@@ -206,6 +206,8 @@ pub struct StampOp {
     info: StampReplyInfo,
     result: Option<OperationResult>,
     port: u16,
+    /// Where the kernel reported a test packet refused (ICMP port unreachable).
+    refused: Option<std::net::SocketAddr>,
 }
 
 impl StampOp {
@@ -229,6 +231,7 @@ impl StampOp {
             info: StampReplyInfo::default(),
             result: None,
             port,
+            refused: None,
         }
     }
 
@@ -330,6 +333,7 @@ impl StampOp {
         } else {
             ReturnCode::Ok
         };
+        let cause = self.refused.filter(|_| st.received == 0).map(|to| super::Cause::Refused { to });
         self.result = Some(OperationResult {
             return_code,
             stats: st,
@@ -342,6 +346,7 @@ impl StampOp {
                 (Some(a), Some(b)) => (b.at - a.at).as_nanos() as u64,
                 _ => 0,
             },
+            cause,
         });
         self.done = true;
     }
@@ -484,6 +489,10 @@ fn twamp_reply(f: &TwampFormat, bytes: &[u8]) -> Result<Reply, Reject> {
 }
 
 impl Operation for StampOp {
+    fn handle_refused(&mut self, _now: Instant, to: std::net::SocketAddr) {
+        self.refused.get_or_insert(to);
+    }
+
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         if self.done || self.drain_until.is_some() {
             return None;

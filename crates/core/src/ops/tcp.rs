@@ -39,6 +39,7 @@ pub struct TcpConnectOp {
     sent: bool,
     sample: Option<Sample>,
     failure: Option<ReturnCode>,
+    cause: Option<super::Cause>,
     stamps: StampSources,
     result: Option<OperationResult>,
 }
@@ -54,6 +55,7 @@ impl TcpConnectOp {
             sent: false,
             sample: None,
             failure: None,
+            cause: None,
             stamps: StampSources::default(),
             result: None,
         }
@@ -68,6 +70,7 @@ impl TcpConnectOp {
                 }
                 Some(Err(code)) => {
                     self.failure = Some(code);
+                    self.cause = c.cause();
                     self.finish();
                 }
                 None => {}
@@ -76,13 +79,22 @@ impl TcpConnectOp {
     }
 
     fn finish(&mut self) {
-        self.result =
-            Some(OperationResult::single(self.failure, self.sent, self.sample, 0, self.cfg.threshold, self.stamps, 0));
+        let mut r =
+            OperationResult::single(self.failure, self.sent, self.sample, 0, self.cfg.threshold, self.stamps, 0);
+        r.cause = self.cause.clone();
+        self.result = Some(r);
         self.phase = Phase::Done;
     }
 }
 
 impl Operation for TcpConnectOp {
+    fn handle_refused(&mut self, _now: Instant, to: std::net::SocketAddr) {
+        if let Phase::Control(c) = &mut self.phase {
+            c.handle_refused(to);
+            self.advance_control();
+        }
+    }
+
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control();
         match &mut self.phase {
