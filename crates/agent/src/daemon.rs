@@ -169,16 +169,16 @@ impl AgentFile {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// Store.
-    #[error("store: {0}")]
+    #[error("opening the store")]
     Store(#[from] rusqlite::Error),
     /// Responder.
-    #[error("responder: {0}")]
+    #[error("starting the responder")]
     Responder(#[from] ipsla_net::NetError),
     /// Sockets, threads.
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// Giving up privileges.
-    #[error("dropping privileges: {0}")]
+    #[error("dropping privileges")]
     Privilege(#[from] ipsla_net::privilege::PrivilegeError),
 }
 
@@ -555,7 +555,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         if !new.routes.is_empty() {
             match crate::routes::Failover::start(new.routes.clone(), new.route_protocol, states.clone()) {
                 Ok(n) => *f = Some(n),
-                Err(e) => tracing::error!(error = %e, "route failover could not restart"),
+                Err(e) => tracing::error!(error = %ipsla_core::error::Chain(&e), "route failover could not restart"),
             }
         }
     }
@@ -688,7 +688,7 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
             sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)))
         }
         Err(e) => {
-            tracing::warn!(op = id, error = %e, "run could not start");
+            tracing::warn!(op = id, error = %ipsla_core::error::Chain(e), "run could not start");
             sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, None))
         }
     };

@@ -70,7 +70,7 @@ pub struct OperationSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// A socket could not be opened or configured.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Socket {
         /// Which socket.
         what: &'static str,

@@ -28,7 +28,7 @@ pub mod twamp;
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// A listening socket could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind {addr}")]
     Bind {
         /// What we tried to bind.
         addr: std::net::SocketAddr,

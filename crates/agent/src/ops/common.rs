@@ -498,6 +498,21 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
             f.error("tos", format!("{} and {} set the same byte; set one of them", f.short("tos"), f.short("dscp")))
         );
     }
+    let source_ip = f.addr("source_ip")?;
+    if let Some(src) = source_ip
+        && src.is_ipv6() != target.is_ipv6()
+    {
+        let family = |a: IpAddr| if a.is_ipv6() { "IPv6" } else { "IPv4" };
+        return Err(f.error(
+            "source_ip",
+            format!(
+                "{src} is {} but the target {target} is {}; give an {} source address or leave it out",
+                family(src),
+                family(target),
+                family(target)
+            ),
+        ));
+    }
     let base = Base { target, timeout, dscp };
     let op = kind.build(&f, &base)?;
     let spec = OperationSpec {
@@ -508,7 +523,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
             None => 0,
         },
         sockets: SocketOptions {
-            source_ip: f.addr("source_ip")?,
+            source_ip,
             source_port: f.int("source_port")?.unwrap_or(0),
             tos: tos.or(dscp.map(|d| d << 2)),
             vrf: f.text("vrf")?.map(str::to_string),

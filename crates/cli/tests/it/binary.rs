@@ -79,3 +79,34 @@ fn status_without_a_responder_says_so() {
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr).unwrap().contains("no responder answers"));
 }
+
+/// Every cause of an error is printed once: a library error says what failed at its own layer and
+/// leaves the cause to `source()`, and the binary prints the chain (docs/architecture.md).
+#[test]
+fn each_cause_is_printed_once() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let v1 = taken.local_addr().unwrap().port();
+    let out = ipsla()
+        .args(["responder", "--listen", "127.0.0.1", "--no-v2", "--v1-port", &v1.to_string(), "--status-socket"])
+        .arg(dir.path().join("status.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("ipsla: starting the responder: cannot bind 127.0.0.1:{v1}: Address already in use (os error 98)\n")
+    );
+    let out = ipsla().args(["probe", "udp-echo", "127.0.0.1", "--vrf", "nosuchdev"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "ipsla: opening the probe socket: binding to device nosuchdev: No such device (os error 19)\n"
+    );
+    let out = ipsla().args(["probe", "udp-echo", "127.0.0.1", "--source-ip", "::1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "ipsla: --source-ip: ::1 is IPv6 but the target 127.0.0.1 is IPv4; give an IPv4 source address or leave it out\n"
+    );
+}
