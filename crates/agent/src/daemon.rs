@@ -168,9 +168,22 @@ impl AgentFile {
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// Store.
-    #[error("opening the store")]
-    Store(#[from] rusqlite::Error),
+    /// The store could not be opened.
+    #[error("opening the store {} (agent.store)", path.display())]
+    Store {
+        /// The SQLite file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The HTTP address could not be bound.
+    #[error("cannot serve HTTP on {addr} (agent.http)")]
+    Http {
+        /// The address of `agent.http`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Responder.
     #[error("starting the responder")]
     Responder(#[from] ipsla_net::NetError),
@@ -408,10 +421,12 @@ impl Agent {
     }
 
     fn start_inner(cfg: AgentConfig, plan: Option<Plan>) -> Result<(Agent, Option<PrivilegeReport>), AgentError> {
-        let mut store = Store::open(&cfg.store)?;
+        let mut store =
+            Store::open(&cfg.store).map_err(|source| AgentError::Store { path: cfg.store.clone(), source })?;
         store.set_max_size(Some(cfg.store_max_size));
         let bound = cfg.responder.clone().map(bind_responder).transpose()?;
-        let listener = std::net::TcpListener::bind(cfg.http)?;
+        let listener =
+            std::net::TcpListener::bind(cfg.http).map_err(|source| AgentError::Http { addr: cfg.http, source })?;
         listener.set_nonblocking(true)?;
         let http = listener.local_addr()?;
         let report = plan.map(|p| privilege::enter(&p)).transpose()?;

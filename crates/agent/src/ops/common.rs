@@ -54,7 +54,7 @@ pub const COMMON: &[Key] = &[
     Key::new(
         "frequency",
         Ty::Duration,
-        "Time between the starts of two runs, 1s-7d, not shorter than timeout + packets × interval (agent default 60s; probe default 1s or one train)",
+        "Time between the starts of two runs, 1s-7d (a bare number is seconds, as IOS), not shorter than timeout + packets × interval (agent default 60s; probe default 1s or one train)",
     ),
     Key::new("life", Ty::Duration, "How long the operation runs, or \"forever\" (default)").config_only(),
     Key::new("start", Ty::Text, START_HELP).config_only(),
@@ -533,7 +533,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
         threshold,
     };
     let frequency = frequency(&f, &spec)?;
-    let life = match f.text("life")? {
+    let life = match f.duration_text("life")? {
         None | Some("forever") => None,
         Some(s) => Some(parse_duration(&f.key("life"), s, Duration::from_secs(1), Duration::from_secs(2_147_483_647))?),
     };
@@ -543,7 +543,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
         life,
         start: start_time(&f.key("start"), f.text("start")?.unwrap_or("now"))?,
         ageout: f
-            .text("ageout")?
+            .duration_text("ageout")?
             .map(|s| parse_duration(&f.key("ageout"), s, Duration::ZERO, Duration::from_secs(2_073_600)))
             .transpose()?,
         recurring: f.bool("recurring")?.unwrap_or(false),
@@ -585,8 +585,12 @@ pub fn frequency(f: &Fields, spec: &OperationSpec) -> Result<Option<Duration>> {
     if !f.is_set("frequency") {
         return Ok(None);
     }
-    let frequency =
-        f.duration("frequency", Duration::from_secs(60), Duration::from_secs(1), Duration::from_secs(604_800))?;
+    let frequency = f.seconds_or_duration(
+        "frequency",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        Duration::from_secs(604_800),
+    )?;
     let min = spec.min_frequency();
     if frequency < min {
         return Err(f.error(

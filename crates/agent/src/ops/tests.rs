@@ -26,6 +26,17 @@ fn op(extra: &str) -> Result<OperationDef> {
 }
 
 #[test]
+fn a_bare_frequency_is_seconds_and_other_bare_durations_say_how_to_write_them() {
+    assert_eq!(op("frequency = 10").unwrap().schedule.frequency, Duration::from_secs(10), "IOS frequency 10");
+    assert_eq!(op("frequency = \"10s\"").unwrap().schedule.frequency, Duration::from_secs(10));
+    let e = |extra: &str| op(extra).unwrap_err().to_string();
+    assert_eq!(e("frequency = 0"), "operation[1].frequency: 0s is out of range; allowed 1s to 7days");
+    assert_eq!(e("timeout = 5000"), "operation[1].timeout = 5000: write a duration with its unit, e.g. \"5000ms\"");
+    assert_eq!(e("interval = \"20\""), "operation[1].interval = 20: write a duration with its unit, e.g. \"20ms\"");
+    assert_eq!(e("life = 3600"), "operation[1].life = 3600: write a duration with its unit, e.g. \"3600s\"");
+}
+
+#[test]
 fn defaults_are_ios_defaults() {
     let d = op("").unwrap();
     let j = downcast::<UdpJitter>(&d);

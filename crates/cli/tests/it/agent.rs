@@ -308,3 +308,50 @@ fn a_failed_run_is_stored_with_its_reason() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Latest operation failure reason: connection refused (ICMP port unreachable)"), "{text}");
 }
+
+/// Start-up and configuration errors name the subject: the address and the key or flag it came
+/// from, and how to write the value.
+#[test]
+fn start_errors_name_the_address_and_the_key_or_flag() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap();
+    let p = dir.path().join("agent.toml");
+    let store = dir.path().join("runs.db");
+    std::fs::write(&p, format!("[agent]\nhttp = \"{http}\"\nstore = \"{}\"\n", store.display())).unwrap();
+    let out = ipsla().args(["agent", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: starting the agent: cannot serve HTTP on {http} (agent.http in {}): Address already in use (os error 98)\n",
+            p.display()
+        )
+    );
+    let out = ipsla().args(["agent", "--config"]).arg(&p).args(["--http", &http.to_string()]).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: starting the agent: cannot serve HTTP on {http} (--http): Address already in use (os error 98)\n"
+        )
+    );
+    // IOS's `frequency 10` is seconds; a bare number for another duration says how to write it
+    std::fs::write(&p, "[[operation]]\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\nfrequency = 10\n").unwrap();
+    let out = ipsla().args(["agent", "--check", "--config"]).arg(&p).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&p, "[[operation]]\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\ntimeout = 5000\n").unwrap();
+    let out = ipsla().args(["agent", "--check", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: in {}: operation[0].timeout = 5000: write a duration with its unit, e.g. \"5000ms\"\n",
+            p.display()
+        )
+    );
+    let out = ipsla().args(["probe", "udp-jitter", "127.0.0.1", "--interval", "5"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "ipsla: --interval 5: write a duration with its unit, e.g. \"5ms\"\n"
+    );
+}
