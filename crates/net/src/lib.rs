@@ -35,6 +35,20 @@ pub enum NetError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The status socket could not be created.
+    #[error("cannot create the status socket {}", path.display())]
+    StatusSocket {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// Another running responder answers on the status socket: one socket, one instance.
+    #[error("the status socket {} belongs to a running responder", path.display())]
+    StatusSocketInUse {
+        /// Its path.
+        path: std::path::PathBuf,
+    },
     /// Any other I/O failure.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -124,6 +124,9 @@ pub struct StatusReport {
     pub rx_timestamps: RxStampMode,
     /// Seconds since start.
     pub uptime_s: u64,
+    /// The responder's process id (0 from a version that did not say).
+    #[serde(default)]
+    pub pid: u32,
     /// Counters.
     pub stats: ResponderStats,
     /// Active sessions.
@@ -164,6 +167,8 @@ pub struct RunningResponder {
     shutdown: CancellationToken,
     status_tx: mpsc::UnboundedSender<oneshot::Sender<StatusReport>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The status socket's path and inode, removed at stop if it is still ours.
+    status_socket: Option<(std::path::PathBuf, u64)>,
 }
 
 impl RunningResponder {
@@ -212,6 +217,13 @@ impl RunningResponder {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some((path, ino)) = self.status_socket.take() {
+            use std::os::unix::fs::MetadataExt;
+            // not a socket another responder has since put there
+            if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 }
 
@@ -219,6 +231,27 @@ impl Drop for RunningResponder {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+/// Binds the status socket at `path`, one responder per socket: a socket another responder
+/// answers on is refused, a stale one (nothing answers) replaced. Returns it and its inode, so
+/// that only this socket file is removed at exit.
+fn bind_status_socket(path: &std::path::Path) -> Result<(std::os::unix::net::UnixListener, u64), NetError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let err = |source| NetError::StatusSocket { path: path.to_path_buf(), source };
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(NetError::StatusSocketInUse { path: path.to_path_buf() });
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+    // the status names control sources and sessions: owner and group only
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    let ino = std::fs::metadata(path).map_err(err)?.ino();
+    Ok((l, ino))
 }
 
 fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::UdpSocket>, NetError> {
@@ -363,17 +396,11 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         }
     }
     let status_listener = match &opts.status_socket {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            let l = std::os::unix::net::UnixListener::bind(path)?;
-            // the status names control sources and sessions: owner and group only
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-            l.set_nonblocking(true)?;
-            Some(l)
-        }
+        Some(path) => Some(bind_status_socket(path)?),
         None => None,
     };
+    let status_socket = status_listener.as_ref().map(|(_, ino)| (opts.status_socket.clone().unwrap_or_default(), *ino));
+    let status_listener = status_listener.map(|(l, _)| l);
     let shutdown = CancellationToken::new();
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let ctx = ThreadCtx {
@@ -406,6 +433,7 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         shutdown,
         status_tx,
         thread: None,
+        status_socket,
     };
     Ok(BoundResponder { ctx, running })
 }
@@ -618,6 +646,7 @@ fn report(
         permanent: s.responder.permanent_ports(),
         rx_timestamps: s.binder.rx_mode,
         uptime_s: now.duration_since(started).as_secs(),
+        pid: std::process::id(),
         stats: s.responder.stats().clone(),
         sessions: s.responder.sessions(now),
         fd_limit,

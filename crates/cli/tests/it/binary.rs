@@ -110,3 +110,60 @@ fn each_cause_is_printed_once() {
         "ipsla: --source-ip: ::1 is IPv6 but the target 127.0.0.1 is IPv4; give an IPv4 source address or leave it out\n"
     );
 }
+
+/// One responder per status socket: a second one on the same socket is refused and names the
+/// first; the socket is removed when a responder stops (SIGTERM, SIGINT); the default is one
+/// socket per instance in the runtime directory, where `--status` finds it.
+#[test]
+fn one_responder_per_status_socket_removed_at_exit() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("status.sock");
+    let start = |v1: u16, extra: &[&str]| {
+        let mut c = ipsla();
+        c.args(["responder", "--listen", "127.0.0.1", "--no-v2", "--v1-port", &v1.to_string()])
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .stderr(Stdio::null());
+        c
+    };
+    let v1 = free_udp();
+    let mut first = Killed(start(v1, &["--status-socket", sock.to_str().unwrap()]).spawn().unwrap());
+    wait_for("the status socket", PATIENCE, || sock.exists());
+    let out = start(free_udp(), &["--status-socket", sock.to_str().unwrap()]).stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: starting the responder: the status socket {} (--status-socket) belongs to the responder with pid {} \
+             (v1 127.0.0.1:{v1}): stop it, or give this one another --status-socket\n",
+            sock.display(),
+            first.0.id()
+        )
+    );
+    assert_eq!(crate::common::responder_status(&sock)["control_v1"][0], format!("127.0.0.1:{v1}"), "still the first");
+    signal(&first.0, "-TERM");
+    assert!(wait_exit(&mut first.0).success());
+    assert!(!sock.exists(), "removed at exit");
+
+    // the default: this instance's own socket in $XDG_RUNTIME_DIR, found by --status
+    let v1 = free_udp();
+    let mut second = Killed(start(v1, &[]).spawn().unwrap());
+    let own = dir.path().join(format!("ipsla-responder.{}.sock", second.0.id()));
+    wait_for("the default status socket", PATIENCE, || own.exists());
+    let out = ipsla().args(["responder", "--status", "--json"]).env("XDG_RUNTIME_DIR", dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["control_v1"][0], format!("127.0.0.1:{v1}"));
+    assert_eq!(status["pid"], second.0.id());
+    signal(&second.0, "-INT");
+    assert!(wait_exit(&mut second.0).success());
+    assert!(!own.exists(), "removed at exit");
+
+    let out = start(free_udp(), &["--status-socket", "/dev/null/status.sock"]).stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "ipsla: starting the responder: cannot create the status socket /dev/null/status.sock (--status-socket): \
+         Not a directory (os error 20)\n"
+    );
+}
