@@ -53,17 +53,17 @@ fn load(config: Option<&PathBuf>, http: Option<&String>, store: Option<&PathBuf>
 
 pub fn main(args: AgentArgs) -> Result<()> {
     if args.print_default {
-        print!("{DEFAULT_CONFIG}");
+        crate::out::print(DEFAULT_CONFIG)?;
         return Ok(());
     }
     let (cfg, source) = load(args.config.as_ref(), args.http.as_ref(), args.store.as_ref())?;
     if args.check {
-        println!(
+        crate::out::println(format_args!(
             "{source}: {} operations, responder {}, {} alert sinks",
             cfg.operations.len(),
             if cfg.responder.is_some() { "on" } else { "off" },
             cfg.alerts.len()
-        );
+        ))?;
         return Ok(());
     }
     // what the log lines need, so that the configuration is not kept twice (the agent has one)

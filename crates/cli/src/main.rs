@@ -5,6 +5,7 @@
 
 mod agent;
 mod notify;
+mod out;
 mod probe;
 mod responder;
 mod show;
@@ -55,8 +56,9 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if out::is_broken_pipe(&e) => std::process::ExitCode::from(out::BROKEN_PIPE_STATUS),
         Err(e) => {
-            eprintln!("ipsla: {e:#}");
+            out::eprintln(format_args!("ipsla: {e:#}"));
             std::process::ExitCode::from(2)
         }
     }

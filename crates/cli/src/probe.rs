@@ -209,11 +209,11 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         engine.handle_result(Instant::now(), job.id, outcome.as_ref().ok().map(|o| &o.result));
         if let Some(stop) = progress {
             let _ = stop.send(());
-            eprint!("\r\x1b[K");
+            crate::out::eprint("\r\x1b[K");
         }
         let RunOutcome { result: r, clock: cs } = outcome?;
         if let Some(why) = &r.cause {
-            eprintln!("ipsla probe {}: {why}", spec.op.kind().name());
+            crate::out::eprintln(format_args!("ipsla probe {}: {why}", spec.op.kind().name()));
         }
         if matches!(r.return_code, ReturnCode::Ok) {
             successes += 1;
@@ -225,14 +225,13 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         received += u64::from(r.stats.received);
         let report = Report::new(Context::of(&spec, run, start_wall, cs, p.samples), &r);
         if p.json {
-            println!("{}", serde_json::to_string(&report)?);
+            crate::out::println(serde_json::to_string(&report)?)?;
         } else {
-            print!("{}", report::text(&report, successes, failures));
-            println!();
+            crate::out::println(report::text(&report, successes, failures))?;
         }
     }
     if !p.json {
-        print!("{}", report::ping_summary(&spec.target.to_string(), sent, received, &all_rtt));
+        crate::out::print(report::ping_summary(&spec.target.to_string(), sent, received, &all_rtt))?;
     }
     Ok(if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }
@@ -243,11 +242,11 @@ fn spawn_progress((packets, expected): (u32, Duration)) -> std::sync::mpsc::Send
         let start = Instant::now();
         while rx.recv_timeout(Duration::from_millis(250)).is_err() {
             let frac = (start.elapsed().as_secs_f64() / expected.as_secs_f64().max(1e-9)).min(1.0);
-            eprint!(
+            crate::out::eprint(format_args!(
                 "\r{:>6}/{packets} probes sent ({:.0} s)",
                 (frac * f64::from(packets)) as u32,
                 start.elapsed().as_secs_f64()
-            );
+            ));
         }
     });
     tx

@@ -225,9 +225,9 @@ pub fn main(args: ResponderArgs) -> Result<()> {
             None => find_status()?,
         };
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            crate::out::println(serde_json::to_string_pretty(&report)?)?;
         } else {
-            print!("{}", format_status(&report));
+            crate::out::print(format_status(&report))?;
         }
         return Ok(());
     }
@@ -295,7 +295,7 @@ pub fn main(args: ResponderArgs) -> Result<()> {
                 _ = int.recv() => break,
                 _ = usr1.recv() => {
                     if let Some(r) = running.status_async().await {
-                        eprint!("{}", format_status(&r));
+                        crate::out::eprint(format_status(&r));
                     }
                 }
             }

@@ -117,7 +117,7 @@ pub fn main(args: ShowArgs) -> Result<()> {
             }
         }
     };
-    print!("{out}");
+    crate::out::print(out)?;
     Ok(())
 }
 

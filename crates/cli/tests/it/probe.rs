@@ -500,3 +500,34 @@ fn flag_errors_name_the_flag() {
         "ipsla: --tos: --tos and --dscp set the same byte; set one of them\n"
     );
 }
+
+/// `ipsla probe ... | head -1`: the reader goes away, the probe stops quietly with the status a
+/// shell shows for SIGPIPE, instead of panicking on the next line it prints.
+#[test]
+fn a_closed_stdout_ends_the_probe_quietly() {
+    let _machine = crate::common::shared();
+    use std::io::BufRead;
+    // a port that never answers: every run prints a timeout report and nothing on stderr
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let args = ["probe", "udp-echo", "127.0.0.1", "--control", "none", "--port", &port, "--timeout", "10ms"];
+    for json in [false, true] {
+        let mut child = crate::common::Killed(
+            ipsla()
+                .args(args)
+                .args(["--count", "100"])
+                .args(json.then_some("--json"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut first = String::new();
+        std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with(if json { "{\"schema\":1," } else { "IPSLA operation id: 1" }), "{first}");
+        // the reader is dropped here: the next run's report meets a closed pipe
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!((child.0.wait().unwrap().code(), err), (Some(141), String::new()), "json: {json}");
+    }
+}
