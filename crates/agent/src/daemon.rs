@@ -711,6 +711,14 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
     sh.wake.notify_one();
 }
 
+/// The level a reaction's IOS line is logged at: a threshold crossed (or a timeout, a connection
+/// loss) is a warning to act on; the same reaction clearing is information. The IOS text stays
+/// as IOS writes it, so a clear reads "exceeded" for an element where lower is worse (mos: the
+/// score went back above its threshold); the `state` field says which it is.
+fn reaction_level(e: &ipsla_core::reaction::ReactionEvent) -> tracing::Level {
+    if e.occurred { tracing::Level::WARN } else { tracing::Level::INFO }
+}
+
 /// Carries out the engine's decisions: logs (IOS syslog lines), stored events, metrics, alerts,
 /// the route failover.
 fn carry_out(sh: &Shared, outputs: Vec<Output>) {
@@ -720,7 +728,11 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
             Output::Reaction { op, event: e } => {
                 let text = e.syslog(op);
                 if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
-                    tracing::warn!(target: "ipsla::reaction", op, value = e.value, "{text}");
+                    if reaction_level(&e) == tracing::Level::WARN {
+                        tracing::warn!(target: "ipsla::reaction", op, value = e.value, state = "occurred", "{text}");
+                    } else {
+                        tracing::info!(target: "ipsla::reaction", op, value = e.value, state = "cleared", "{text}");
+                    }
                     sh.alerts.send(AlertEvent::reaction(op, &e, wall_ns()));
                 }
                 sh.metrics.reaction(op, e.element.keyword(), e.occurred);
@@ -737,7 +749,8 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
             }
             Output::Triggered { by, op } => tracing::info!(op = by, target = op, "reaction triggered operation"),
             Output::Track(c) => {
-                tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
+                // %TRACK-6-STATE: IOS severity 6, informational, either way
+                tracing::info!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
                 sh.metrics.track(c.id, c.up);
                 sh.alerts.send(AlertEvent::track(&c, wall_ns()));
                 let e = StoredEvent {
@@ -764,3 +777,17 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
 
 #[cfg(test)]
 mod health_tests;
+
+#[cfg(test)]
+mod log_level_tests {
+    use ipsla_core::reaction::{Action, Element, ReactionEvent};
+
+    #[test]
+    fn a_reaction_clear_is_information_and_its_occurrence_a_warning() {
+        let mos = |occurred| ReactionEvent { element: Element::Mos, occurred, value: 4.1, action: Action::Alert };
+        assert_eq!(super::reaction_level(&mos(true)), tracing::Level::WARN);
+        // IOS words the MOS clear "exceeded" (the score is back above its threshold): still a clear
+        assert_eq!(mos(false).syslog(5), "%RTT-3-IPSLATHRESHOLD: IP SLAs(5): Threshold exceeded for mos");
+        assert_eq!(super::reaction_level(&mos(false)), tracing::Level::INFO);
+    }
+}

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ipnet::IpNet;
 use ipsla_agent::config::{self, ResponderFile};
-use ipsla_core::responder::Reject;
+use ipsla_core::responder::{PermanentKind, Reject};
 use ipsla_net::NetError;
 use ipsla_net::privilege::{self, Plan};
 use ipsla_net::responder::{ResponderOptions, StatusReport, bind_responder};
@@ -244,6 +244,7 @@ pub fn main(args: ResponderArgs) -> Result<()> {
         }
         _ => "the default; choose another with --status-socket".to_string(),
     };
+    let status_socket = opts.status_socket.clone().unwrap_or_default();
     let bound = bind_responder(opts)
         .map_err(|e| match e {
             NetError::StatusSocket { path, source } => anyhow::Error::new(source)
@@ -272,10 +273,29 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     tracing::info!(uid = dropped.uid, run = ?dropped.run, bounding_narrowed = dropped.bounding_narrowed, "privileges dropped");
     let running = bound.spawn().context("starting the responder")?;
     privilege::after_bind().context("dropping privileges after binding")?;
-    tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
-    if !running.twamp_addrs().is_empty() || !running.twamp_light_addrs().is_empty() {
-        tracing::info!(control = ?running.twamp_addrs(), light = ?running.twamp_light_addrs(), "TWAMP listening");
-    }
+    // every listener in one line: what an operator checks first when a sender gets no answer
+    let list = |v: &[SocketAddr]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    let permanent = |kind: PermanentKind| {
+        list(&running.permanent_addrs().iter().filter(|(k, _)| *k == kind).map(|(_, a)| *a).collect::<Vec<_>>())
+    };
+    tracing::info!(
+        v1 = %list(running.control_v1_addrs()),
+        v2 = %list(running.control_v2_addrs()),
+        udp_echo = %permanent(PermanentKind::UdpEcho),
+        udp_jitter = %permanent(PermanentKind::UdpJitter),
+        tcp_connect = %permanent(PermanentKind::TcpConnect),
+        stamp = %list(running.stamp_addrs()),
+        twamp = %list(running.twamp_addrs()),
+        twamp_light = %list(running.twamp_light_addrs()),
+        status_socket = %status_socket.display(),
+        "responder listening"
+    );
     // handlers before READY=1: a SIGTERM right after it must stop us cleanly, not by default action
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut term, mut int, mut usr1) = {

@@ -161,6 +161,7 @@ pub struct StatusReport {
 pub struct RunningResponder {
     control_v1: Vec<SocketAddr>,
     control_v2: Vec<SocketAddr>,
+    permanent: Vec<(PermanentKind, SocketAddr)>,
     stamp: Vec<SocketAddr>,
     twamp: Vec<SocketAddr>,
     twamp_light: Vec<SocketAddr>,
@@ -179,6 +180,10 @@ impl RunningResponder {
     /// Bound v2 control addresses.
     pub fn control_v2_addrs(&self) -> &[SocketAddr] {
         &self.control_v2
+    }
+    /// Bound permanent ports (udp-echo, udp-jitter, tcp-connect answered without control).
+    pub fn permanent_addrs(&self) -> &[(PermanentKind, SocketAddr)] {
+        &self.permanent
     }
     /// Bound STAMP reflector addresses.
     pub fn stamp_addrs(&self) -> &[SocketAddr] {
@@ -363,6 +368,10 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         .map_err(|source| NetError::Bind { addr: *addr, source })?;
         permanent.push((*kind, sock));
     }
+    let permanent_addrs: Vec<(PermanentKind, SocketAddr)> = permanent
+        .iter()
+        .filter_map(|(k, s)| s.local_addr().ok().and_then(|a| a.as_socket()).map(|a| (*k, a)))
+        .collect();
     let stamp = bind_reflectors(&opts.stamp, opts.kernel_timestamps)?;
     let stamp_addrs: Vec<SocketAddr> = stamp.iter().filter_map(|s| s.local_addr().ok()).collect();
     let mut twamp_cfg = opts.twamp_config.clone();
@@ -427,6 +436,7 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     let running = RunningResponder {
         control_v1,
         control_v2,
+        permanent: permanent_addrs,
         stamp: stamp_addrs,
         twamp: twamp_addrs,
         twamp_light: twamp_light_addrs,

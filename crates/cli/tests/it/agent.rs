@@ -355,3 +355,50 @@ fn start_errors_name_the_address_and_the_key_or_flag() {
         "ipsla: --interval 5: write a duration with its unit, e.g. \"5ms\"\n"
     );
 }
+
+/// The agent's log levels follow IOS severities: `%TRACK-6-STATE` (6, informational) at INFO.
+#[test]
+fn a_track_change_is_logged_at_info() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, http) = (free_udp(), free_tcp());
+    let cfg = AgentToml::new()
+        .http(http)
+        .store(&dir.path().join("runs.db"))
+        .responder(Responder::loopback(v1))
+        .operation(
+            Op::new("udp-echo", "127.0.0.1")
+                .id(1)
+                .key("port", free_udp())
+                .key("control_port", v1)
+                .key("timeout", "500ms")
+                .key("frequency", "1s"),
+        )
+        .track(Track::of(1, 1).key("mode", "reachability"));
+    let p = dir.path().join("agent.toml");
+    std::fs::write(&p, cfg.render()).unwrap();
+    let mut agent = crate::common::Killed(
+        ipsla()
+            .args(["agent", "--config"])
+            .arg(&p)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = agent.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("%TRACK-6-STATE") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(PATIENCE).expect("a %TRACK-6-STATE line");
+    assert!(
+        line.contains(" INFO ipsla::track: %TRACK-6-STATE: 1 ip sla 1 reachability Down -> Up track=1 up=true"),
+        "{line}"
+    );
+}

@@ -167,3 +167,37 @@ fn one_responder_per_status_socket_removed_at_exit() {
          Not a directory (os error 20)\n"
     );
 }
+
+/// The start-up line names every listener, so that an operator sees at once what answers where.
+#[test]
+fn the_start_up_line_lists_every_listener() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("status.sock");
+    let (v1, v2, echo, jitter, stamp, light) = (free_udp(), free_udp(), free_udp(), free_udp(), free_udp(), free_udp());
+    let (tcp, twamp) = (crate::common::free_tcp(), crate::common::free_tcp());
+    let at = |p: u16| format!("127.0.0.1:{p}");
+    let mut child = Killed(
+        ipsla()
+            .args(["responder", "--listen", "127.0.0.1", "--v1-port", &v1.to_string(), "--v2-port", &v2.to_string()])
+            .args(["--udp-echo", &at(echo), "--udp-jitter", &at(jitter), "--tcp-connect", &at(tcp)])
+            .args(["--stamp", &at(stamp), "--twamp", &at(twamp), "--twamp-light", &at(light), "--status-socket"])
+            .arg(&sock)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find(|l| l.contains("responder listening"))
+        .expect("the start-up line");
+    let expected = format!(
+        "INFO ipsla::responder: responder listening v1=127.0.0.1:{v1} v2=127.0.0.1:{v2} udp_echo=127.0.0.1:{echo} \
+         udp_jitter=127.0.0.1:{jitter} tcp_connect=127.0.0.1:{tcp} stamp=127.0.0.1:{stamp} twamp=127.0.0.1:{twamp} \
+         twamp_light=127.0.0.1:{light} status_socket={}",
+        sock.display()
+    );
+    assert!(line.ends_with(&expected), "{line}\n{expected}");
+}
