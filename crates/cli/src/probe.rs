@@ -34,6 +34,7 @@ const PROBE_ONLY: &[&str] = &["target", "count", "json", "samples"];
 fn kind_command(kind: &'static dyn Kind) -> Command {
     let mut c = Command::new(kind.name())
         .about(kind.about())
+        .after_help(format!("Example:\n  {}", kind.example()))
         .arg(Arg::new("target").required(true).value_name("TARGET").help("Target host (name or address)"));
     for key in ops::all_keys(kind) {
         let Some(flag) = key.flag_name() else { continue };

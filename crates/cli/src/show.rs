@@ -28,6 +28,7 @@ pub struct ShowArgs {
 #[derive(Debug, Subcommand)]
 enum ShowCommand {
     /// Latest statistics of one operation or all (IOS `show ip sla statistics [N] [aggregated]`).
+    #[command(after_help = "Example:\n  ipsla show statistics 10 --aggregated")]
     Statistics {
         /// Operation number (default: all).
         id: Option<u32>,
@@ -36,11 +37,13 @@ enum ShowCommand {
         aggregated: bool,
     },
     /// Tracks and their states (IOS `show track [N]`).
+    #[command(after_help = "Example:\n  ipsla show track 1 --json")]
     Track {
         /// Track number (default: all).
         id: Option<u32>,
     },
     /// The agent's responder (IOS `show ip sla responder`).
+    #[command(after_help = "Example:\n  ipsla show responder --agent http://192.0.2.5:9167")]
     Responder,
 }
 

@@ -29,11 +29,6 @@ pub const COMMON: &[Key] = &[
     Key::new("type", Ty::Text, "The operation kind").config_only(),
     Key::new("target", Ty::Text, "Target host (name or address)").config_only(),
     Key::new("tag", Ty::Text, "Free text shown with the operation").config_only(),
-    Key::new(
-        "port",
-        Ty::Int,
-        "Destination port of the measurement (default 16384; stamp and twamp-light 862; twamp: the TWAMP-Control TCP port, 862; udp-echo to a standard echo service: 7 with control none)",
-    ),
     Key::new("source_ip", Ty::Addr, "Source address"),
     Key::new("source_port", Ty::Int, "Source port (0 = any)"),
     Key::new("tos", Ty::Int, "IPv4 ToS / IPv6 traffic class byte, 0-255"),
@@ -441,11 +436,7 @@ fn check_keys(f: &Fields, table: &toml::Table, kind: &dyn Kind) -> Result<()> {
         if mine.iter().any(|k| k.name == key) {
             continue;
         }
-        let mut who = takers(key);
-        if COMMON.iter().any(|k| k.name == key) {
-            // `port`: every kind with a port
-            who = REGISTRY.iter().filter(|k| k.default_port().is_some()).map(|k| k.name()).collect();
-        }
+        let who = takers(key);
         if who.is_empty() {
             let every: Vec<&str> = COMMON
                 .iter()

@@ -34,6 +34,9 @@ impl Kind for IcmpJitterKind {
     fn about(&self) -> &'static str {
         "ICMP Timestamp stream: RTT, one-way and jitter without a responder (raw socket)"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe icmp-jitter 192.0.2.10 --packets 50 --interval 20ms      (any host that answers ICMP Timestamp; needs CAP_NET_RAW)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
         &[TRAIN, CLOCK]
     }

@@ -280,6 +280,17 @@ fn the_registry_is_consistent() {
         assert_eq!(d.spec.op.kind().name(), kind.name());
         assert_eq!(d.spec.port, kind.default_port().unwrap_or(0));
         assert_eq!(d.spec.op.train().is_some(), kind.jitter(), "{}", kind.name());
+        // a kind with a port says what listens there, and its default, in its own words
+        let port = keys.iter().find(|k| k.name == "port");
+        assert_eq!(port.is_some(), kind.default_port().is_some(), "{}: a port key iff a default port", kind.name());
+        if let (Some(p), Some(d)) = (port, kind.default_port()) {
+            assert!(
+                p.help.contains(&format!("default {d}")),
+                "{}: --port help names its default: {}",
+                kind.name(),
+                p.help
+            );
+        }
     }
 }
 

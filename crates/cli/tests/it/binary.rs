@@ -201,3 +201,48 @@ fn the_start_up_line_lists_every_listener() {
     );
     assert!(line.ends_with(&expected), "{line}\n{expected}");
 }
+
+/// `--help` of every subcommand and of every operation kind ends with an example, and each
+/// example's flags parse (clap stops at the first unknown flag or value, before `--help`).
+#[test]
+fn every_subcommand_shows_an_example_that_parses() {
+    let _machine = crate::common::shared();
+    let mut commands: Vec<Vec<String>> = ["responder", "probe", "agent", "show", "show statistics", "show track"]
+        .iter()
+        .map(|c| c.split(' ').map(String::from).collect())
+        .collect();
+    commands.extend(ipsla_agent::ops::REGISTRY.iter().map(|k| vec!["probe".to_string(), k.name().to_string()]));
+    for c in commands {
+        let out = ipsla().args(&c).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{c:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let (_, examples) = help.split_once("\nExample:\n").unwrap_or_else(|| panic!("{c:?} has no example:\n{help}"));
+        for line in examples.lines().filter(|l| !l.trim().is_empty()) {
+            let line = line.trim().split("      (").next().unwrap();
+            let args: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(&args[..1 + c.len()].join(" "), &format!("ipsla {}", c.join(" ")), "{c:?}: {line}");
+            let out = ipsla().args(&args[1..]).arg("--help").output().unwrap();
+            assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// Each kind's `--port` says what listens there: the text is the kind's own.
+#[test]
+fn port_help_is_the_kinds_own() {
+    let _machine = crate::common::shared();
+    let port_help = |kind: &str| {
+        let help = String::from_utf8(ipsla().args(["probe", kind, "--help"]).output().unwrap().stdout).unwrap();
+        help.lines()
+            .find(|l| l.trim_start().starts_with("--port"))
+            .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(port_help("stamp").as_deref(), Some("UDP port of the STAMP Session-Reflector (default 862, RFC 8762)"));
+    assert_eq!(
+        port_help("twamp").as_deref(),
+        Some(
+            "TCP port of the TWAMP-Control server (default 862, RFC 5357); the test session's UDP ports are negotiated"
+        )
+    );
+    assert_eq!(port_help("icmp-echo"), None, "ICMP has no port");
+}
