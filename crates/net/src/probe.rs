@@ -233,6 +233,9 @@ pub async fn run_tcp(
                     let to = SocketAddr::new(target, op.probe_port());
                     let r = connect(to, o).await;
                     let rx = RxTime { wall: wall_now(), kernel: false };
+                    if r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
+                        op.handle_refused(Instant::now(), to);
+                    }
                     op.handle_connected(Instant::now(), rx, r.is_ok());
                     if let Ok(stream) = r {
                         // The responder closes first (tcp_connect capture); wait briefly for its FIN.
@@ -309,10 +312,12 @@ impl IcmpSocket {
             Some(s) => (s, false),
             None => (
                 Socket::new(domain, Type::RAW, Some(proto)).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("opening a raw ICMP socket: {e} (needs CAP_NET_RAW; icmp-echo can also use a datagram socket if net.ipv4.ping_group_range includes your group)"),
-                    )
+                    let why = if need_raw {
+                        "ICMP Timestamp needs a raw socket, which needs CAP_NET_RAW (run as root or give the binary cap_net_raw)"
+                    } else {
+                        "a raw socket needs CAP_NET_RAW, and datagram ICMP sockets are not allowed for your group (add it to net.ipv4.ping_group_range, or give the binary cap_net_raw)"
+                    };
+                    io::Error::new(e.kind(), format!("{why}: {e}"))
                 })?,
                 true,
             ),

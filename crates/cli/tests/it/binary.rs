@@ -246,3 +246,45 @@ fn port_help_is_the_kinds_own() {
     );
     assert_eq!(port_help("icmp-echo"), None, "ICMP has no port");
 }
+
+/// Run as nobody: a probe that needs a privilege it lacks says which and how to get it; a status
+/// socket it may not create is named with its flag.
+#[test]
+fn what_nobody_may_not_do_is_named_with_how_to_allow_it() {
+    let _machine = crate::common::shared();
+    let Some(setpriv) = crate::common::on_path("setpriv").filter(|_| crate::common::is_root()) else {
+        eprintln!("skipped: needs root and setpriv to run the probe as nobody");
+        return;
+    };
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_ipsla"))
+        .args(["probe", "icmp-jitter", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "ipsla: opening the ICMP socket: ICMP Timestamp needs a raw socket, which needs CAP_NET_RAW (run as root or \
+         give the binary cap_net_raw): Operation not permitted (os error 1)\n"
+    );
+    // a responder as nobody, its status socket in root's directory: the path and the flag
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("status.sock");
+    let out = std::process::Command::new(crate::common::on_path("setpriv").unwrap())
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ipsla"))
+        .args(["responder", "--no-v1", "--no-v2", "--status-socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: starting the responder: cannot create the status socket {} (--status-socket): Permission denied \
+             (os error 13)\n",
+            sock.display()
+        )
+    );
+}

@@ -239,6 +239,11 @@ fn failures_give_cisco_return_codes() {
         "1s",
     ]);
     assert_eq!((code, &docs[0]["return_code"]), (1, &Value::from("no_connection")));
+    let to = docs[0]["target"].as_str().unwrap();
+    assert_eq!(
+        docs[0]["reason"],
+        format!("connection refused (TCP reset) by {to}: nothing listens on that port").as_str()
+    );
     // probes to a port nobody answers without control: Timeout, everything lost
     let (code, docs) = probe(&[
         "udp-jitter",

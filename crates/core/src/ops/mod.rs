@@ -152,6 +152,11 @@ pub enum Cause {
         /// Where the refused datagram went.
         to: SocketAddr,
     },
+    /// The TCP handshake to `to` was refused (a reset): nothing listens on that port.
+    ConnectRefused {
+        /// Where the connection went.
+        to: SocketAddr,
+    },
     /// The responder at `to` answered the control request with a refusal (its code).
     ControlRejected {
         /// The responder's control address.
@@ -179,6 +184,9 @@ impl fmt::Display for Cause {
             }
             Cause::Refused { to } => {
                 write!(f, "connection refused (ICMP port unreachable) from {to}: no responder listens there")
+            }
+            Cause::ConnectRefused { to } => {
+                write!(f, "connection refused (TCP reset) by {to}: nothing listens on that port")
             }
             Cause::ControlRejected { to } => write!(
                 f,

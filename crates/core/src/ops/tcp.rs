@@ -89,9 +89,14 @@ impl TcpConnectOp {
 
 impl Operation for TcpConnectOp {
     fn handle_refused(&mut self, _now: Instant, to: std::net::SocketAddr) {
-        if let Phase::Control(c) = &mut self.phase {
-            c.handle_refused(to);
-            self.advance_control();
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_refused(to);
+                self.advance_control();
+            }
+            // the handshake was answered with a reset; handle_connected(false) follows
+            Phase::Wait { .. } => self.cause = Some(super::Cause::ConnectRefused { to }),
+            Phase::Connect | Phase::Done => {}
         }
     }
 
