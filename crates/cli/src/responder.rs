@@ -5,9 +5,9 @@ use clap::Args;
 use ipnet::IpNet;
 use ipsla_agent::config::{self, ResponderFile};
 use ipsla_core::responder::{PermanentKind, Reject};
-use ipsla_net::NetError;
 use ipsla_net::privilege::{self, Plan};
 use ipsla_net::responder::{ResponderOptions, StatusReport, bind_responder};
+use ipsla_net::{Listener, NetError};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -266,6 +266,15 @@ pub fn main(args: ResponderArgs) -> Result<()> {
                     path.display()
                 )
             }
+            NetError::Bind { listener, addr, source } => {
+                let hint = match source.kind() {
+                    std::io::ErrorKind::AddrInUse => "; another responder or the agent listens there",
+                    std::io::ErrorKind::AddrNotAvailable => "; no interface of this host has that address",
+                    std::io::ErrorKind::PermissionDenied => "; a port below 1024 needs CAP_NET_BIND_SERVICE",
+                    _ => "",
+                };
+                anyhow::anyhow!("cannot bind the {listener} {addr} ({}): {source}{hint}", listener_flag(listener))
+            }
             e => anyhow::Error::new(e),
         })
         .context("starting the responder")?;
@@ -326,6 +335,20 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     tracing::info!("shutting down");
     running.stop();
     Ok(())
+}
+
+/// The flags (and `[responder]` keys, spelt the same with underscores) that set a listener.
+fn listener_flag(l: Listener) -> &'static str {
+    match l {
+        Listener::ControlV1 => "--v1-port, --listen",
+        Listener::ControlV2 => "--v2-port, --listen",
+        Listener::Permanent(PermanentKind::UdpEcho) => "--udp-echo",
+        Listener::Permanent(PermanentKind::UdpJitter) => "--udp-jitter",
+        Listener::Permanent(PermanentKind::TcpConnect) => "--tcp-connect",
+        Listener::Stamp => "--stamp",
+        Listener::Twamp => "--twamp",
+        Listener::TwampLight => "--twamp-light",
+    }
 }
 
 /// The status of the one responder among the default sockets that answers.

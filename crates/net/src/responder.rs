@@ -8,11 +8,11 @@
 //! control sockets on the caller's thread (so bind errors surface at once, and tests can use port
 //! 0), then hands them to that thread.
 
-use crate::NetError;
 use crate::clock::wall_now;
 use crate::reflect::{HostClock, ReplySender, SharedCalibration, T3Calibration, bind_in_range, send_reply};
 use crate::socket::{self, RxStampMode};
 use crate::twamp::server::{TwampServer, TwampStatus};
+use crate::{Listener, NetError};
 use ipsla_core::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_core::ops::DeltaStats;
 use ipsla_core::ratelimit::RejectLog;
@@ -259,7 +259,7 @@ fn bind_status_socket(path: &std::path::Path) -> Result<(std::os::unix::net::Uni
     Ok((l, ino))
 }
 
-fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::UdpSocket>, NetError> {
+fn bind_control(listener: Listener, addr: SocketAddr, optional: bool) -> Result<Option<std::net::UdpSocket>, NetError> {
     match socket::bind_udp(addr) {
         Ok(s) => {
             // Keeps kernel stamping switched on host-wide for as long as we run: the kernel enables
@@ -272,17 +272,21 @@ fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::Udp
             tracing::warn!(%addr, error = %e, "not listening on this address");
             Ok(None)
         }
-        Err(source) => Err(NetError::Bind { addr, source }),
+        Err(source) => Err(NetError::Bind { listener, addr, source }),
     }
 }
 
 /// Binds reflector sockets (STAMP, TWAMP-Light): kernel receive and transmit stamps (T2, and the
 /// T3 calibration), the received TTL and ToS.
-fn bind_reflectors(addrs: &[SocketAddr], kernel_ts: bool) -> Result<Vec<std::net::UdpSocket>, NetError> {
+fn bind_reflectors(
+    listener: Listener,
+    addrs: &[SocketAddr],
+    kernel_ts: bool,
+) -> Result<Vec<std::net::UdpSocket>, NetError> {
     addrs
         .iter()
         .map(|addr| {
-            let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { addr: *addr, source })?;
+            let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { listener, addr: *addr, source })?;
             if kernel_ts {
                 socket::enable_timestamps(&s, true);
             }
@@ -352,10 +356,10 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     for ip in &listen {
         let optional = defaults && ip.is_ipv6();
         if opts.v1_enabled {
-            v1.extend(bind_control(SocketAddr::new(*ip, opts.v1_port), optional)?);
+            v1.extend(bind_control(Listener::ControlV1, SocketAddr::new(*ip, opts.v1_port), optional)?);
         }
         if opts.v2_enabled {
-            v2.extend(bind_control(SocketAddr::new(*ip, opts.v2_port), optional)?);
+            v2.extend(bind_control(Listener::ControlV2, SocketAddr::new(*ip, opts.v2_port), optional)?);
         }
     }
     let mut core = opts.core.clone();
@@ -365,14 +369,14 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
             PermanentKind::TcpConnect => socket::bind_tcp(*addr, 1024),
             _ => socket::bind_udp(*addr),
         }
-        .map_err(|source| NetError::Bind { addr: *addr, source })?;
+        .map_err(|source| NetError::Bind { listener: Listener::Permanent(*kind), addr: *addr, source })?;
         permanent.push((*kind, sock));
     }
     let permanent_addrs: Vec<(PermanentKind, SocketAddr)> = permanent
         .iter()
         .filter_map(|(k, s)| s.local_addr().ok().and_then(|a| a.as_socket()).map(|a| (*k, a)))
         .collect();
-    let stamp = bind_reflectors(&opts.stamp, opts.kernel_timestamps)?;
+    let stamp = bind_reflectors(Listener::Stamp, &opts.stamp, opts.kernel_timestamps)?;
     let stamp_addrs: Vec<SocketAddr> = stamp.iter().filter_map(|s| s.local_addr().ok()).collect();
     let mut twamp_cfg = opts.twamp_config.clone();
     twamp_cfg.start_time = wall_now();
@@ -381,11 +385,15 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     }
     let mut twamp = Vec::new();
     for addr in &opts.twamp {
-        let s = socket::bind_tcp(*addr, 128).map_err(|source| NetError::Bind { addr: *addr, source })?;
+        let s = socket::bind_tcp(*addr, 128).map_err(|source| NetError::Bind {
+            listener: Listener::Twamp,
+            addr: *addr,
+            source,
+        })?;
         twamp.push(std::net::TcpListener::from(s));
     }
     let twamp_addrs: Vec<SocketAddr> = twamp.iter().filter_map(|s| s.local_addr().ok()).collect();
-    let twamp_light = bind_reflectors(&opts.twamp_light, opts.kernel_timestamps)?;
+    let twamp_light = bind_reflectors(Listener::TwampLight, &opts.twamp_light, opts.kernel_timestamps)?;
     let twamp_light_addrs: Vec<SocketAddr> = twamp_light.iter().filter_map(|s| s.local_addr().ok()).collect();
     let stamp_cfg =
         ReflectorConfig { stateful: opts.stamp_stateful, key: opts.stamp_key.clone(), ..ReflectorConfig::default() };

@@ -96,7 +96,10 @@ fn each_cause_is_printed_once() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        format!("ipsla: starting the responder: cannot bind 127.0.0.1:{v1}: Address already in use (os error 98)\n")
+        format!(
+            "ipsla: starting the responder: cannot bind the v1 control port 127.0.0.1:{v1} (--v1-port, --listen): \
+             Address already in use (os error 98); another responder or the agent listens there\n"
+        )
     );
     let out = ipsla().args(["probe", "udp-echo", "127.0.0.1", "--vrf", "nosuchdev"]).output().unwrap();
     assert_eq!(
