@@ -45,8 +45,14 @@ fn apply(s: &SockRef<'_>, target: IpAddr, o: &SocketOptions) -> io::Result<()> {
         }
     }
     if let Some(dev) = &o.vrf {
-        s.bind_device(Some(dev.as_bytes()))
-            .map_err(|e| io::Error::new(e.kind(), format!("binding to device {dev}: {e}")))?;
+        s.bind_device(Some(dev.as_bytes())).map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENODEV) => " (the vrf key, --vrf: `ip link show type vrf` lists the VRFs)",
+                Some(libc::EPERM) => " (binding to a device needs CAP_NET_RAW)",
+                _ => "",
+            };
+            io::Error::new(e.kind(), format!("binding to device {dev}: {e}{hint}"))
+        })?;
     }
     Ok(())
 }

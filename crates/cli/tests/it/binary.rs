@@ -104,7 +104,8 @@ fn each_cause_is_printed_once() {
     let out = ipsla().args(["probe", "udp-echo", "127.0.0.1", "--vrf", "nosuchdev"]).output().unwrap();
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "ipsla: opening the probe socket: binding to device nosuchdev: No such device (os error 19)\n"
+        "ipsla: opening the probe socket: binding to device nosuchdev: No such device (os error 19) (the vrf key, \
+         --vrf: `ip link show type vrf` lists the VRFs)\n"
     );
     let out = ipsla().args(["probe", "udp-echo", "127.0.0.1", "--source-ip", "::1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
