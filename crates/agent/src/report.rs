@@ -556,10 +556,13 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
 
 /// The closing lines in `ping` format, so that scripts that parse ping keep working.
 pub fn ping_summary(target: &str, sent: u64, received: u64, rtts: &Acc) -> String {
-    let loss = if sent == 0 { 0.0 } else { (sent - received) as f64 * 100.0 / sent as f64 };
-    let mut o = format!(
-        "--- {target} ipsla statistics ---\n{sent} packets transmitted, {received} received, {loss:.0}% packet loss\n"
-    );
+    // no probe sent (a control phase that failed): no loss ratio to give, and no 0% either
+    let loss = if sent == 0 {
+        "packet loss unknown (nothing was sent)".to_string()
+    } else {
+        format!("{:.0}% packet loss", (sent - received) as f64 * 100.0 / sent as f64)
+    };
+    let mut o = format!("--- {target} ipsla statistics ---\n{sent} packets transmitted, {received} received, {loss}\n");
     if rtts.count > 0 {
         let n = rtts.count as f64;
         let avg = rtts.sum as f64 / n;

@@ -290,6 +290,7 @@ fn a_closed_control_port_is_named_as_refused() {
         )),
         "{text}"
     );
+    assert!(text.ends_with("0 packets transmitted, 0 received, packet loss unknown (nothing was sent)\n"), "{text}");
     // without control, the refused probes explain the timeout
     let port = free_port();
     let (doc, _) = probe_failing(&["udp-echo", "127.0.0.1", "--port", &port.to_string(), "--control", "none"]);
