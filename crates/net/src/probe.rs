@@ -166,6 +166,7 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
             for _ in 0..256 {
                 let r = match socket::recv_stamped(sock, &mut buf, &mut cmsg) {
                     Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         // an ICMP error (IP_RECVERR) fails one receive and waits on the error queue
                         stamps.drain(sock, op);
