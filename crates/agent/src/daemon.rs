@@ -170,17 +170,30 @@ impl AgentFile {
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// Store.
-    #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    /// The store could not be opened.
+    #[error("opening the store {} (agent.store)", path.display())]
+    Store {
+        /// The SQLite file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The HTTP address could not be bound.
+    #[error("cannot serve HTTP on {addr} (agent.http)")]
+    Http {
+        /// The address of `agent.http`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Responder.
-    #[error("responder: {0}")]
+    #[error("starting the responder")]
     Responder(#[from] ipsla_net::NetError),
     /// Sockets, threads.
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// Giving up privileges.
-    #[error("dropping privileges: {0}")]
+    #[error("dropping privileges")]
     Privilege(#[from] ipsla_net::privilege::PrivilegeError),
 }
 
@@ -425,10 +438,12 @@ impl Agent {
     }
 
     fn start_inner(cfg: AgentConfig, plan: Option<Plan>) -> Result<(Agent, Option<PrivilegeReport>), AgentError> {
-        let mut store = Store::open(&cfg.store)?;
+        let mut store =
+            Store::open(&cfg.store).map_err(|source| AgentError::Store { path: cfg.store.clone(), source })?;
         store.set_max_size(Some(cfg.store_max_size));
         let bound = cfg.responder.clone().map(bind_responder).transpose()?;
-        let listener = std::net::TcpListener::bind(cfg.http)?;
+        let listener =
+            std::net::TcpListener::bind(cfg.http).map_err(|source| AgentError::Http { addr: cfg.http, source })?;
         listener.set_nonblocking(true)?;
         let http = listener.local_addr()?;
         let report = plan.map(|p| privilege::enter(&p)).transpose()?;
@@ -701,8 +716,8 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
             return;
         }
         Ok(out) => {
-            if let Some(why) = &out.failure {
-                tracing::warn!(op = id, reason = %why, "the operation's control phase failed");
+            if let Some(why) = &out.result.cause {
+                tracing::warn!(op = id, reason = %why, "the operation failed");
             }
             let ctx = Context::of(&def.spec, id, job.run, start, out.clock.clone(), false);
             let report = Report::new(ctx, &out.result);
@@ -720,12 +735,20 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
             sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)))
         }
         Err(e) => {
-            tracing::warn!(op = id, error = %e, "run could not start");
+            tracing::warn!(op = id, error = %ipsla_core::error::Chain(e), "run could not start");
             sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, None))
         }
     };
     carry_out(sh, outputs.unwrap_or_default());
     sh.wake.notify_one();
+}
+
+/// The level a reaction's IOS line is logged at: a threshold crossed (or a timeout, a connection
+/// loss) is a warning to act on; the same reaction clearing is information. The IOS text stays
+/// as IOS writes it, so a clear reads "exceeded" for an element where lower is worse (mos: the
+/// score went back above its threshold); the `state` field says which it is.
+fn reaction_level(e: &ipsla_core::reaction::ReactionEvent) -> tracing::Level {
+    if e.occurred { tracing::Level::WARN } else { tracing::Level::INFO }
 }
 
 /// Carries out the engine's decisions: logs (IOS syslog lines), stored events, metrics, alerts,
@@ -737,7 +760,11 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
             Output::Reaction { op, event: e } => {
                 let text = e.syslog(op);
                 if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
-                    tracing::warn!(target: "ipsla::reaction", op, value = e.value, "{text}");
+                    if reaction_level(&e) == tracing::Level::WARN {
+                        tracing::warn!(target: "ipsla::reaction", op, value = e.value, state = "occurred", "{text}");
+                    } else {
+                        tracing::info!(target: "ipsla::reaction", op, value = e.value, state = "cleared", "{text}");
+                    }
                     sh.alerts.send(AlertEvent::reaction(op, &e, wall_ns()));
                 }
                 sh.metrics.reaction(op, e.element.keyword(), e.occurred);
@@ -753,7 +780,8 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
             }
             Output::Triggered { by, op } => tracing::info!(op = by, target = op, "reaction triggered operation"),
             Output::Track(c) => {
-                tracing::warn!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
+                // %TRACK-6-STATE: IOS severity 6, informational, either way
+                tracing::info!(target: "ipsla::track", track = c.id, up = c.up, "{}", c.text);
                 sh.metrics.track(c.id, c.up);
                 sh.alerts.send(AlertEvent::track(&c, wall_ns()));
                 let value = Some(if c.up { 1.0 } else { 0.0 });
@@ -773,3 +801,17 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
 
 #[cfg(test)]
 mod health_tests;
+
+#[cfg(test)]
+mod log_level_tests {
+    use ipsla_core::reaction::{Action, Element, ReactionEvent};
+
+    #[test]
+    fn a_reaction_clear_is_information_and_its_occurrence_a_warning() {
+        let mos = |occurred| ReactionEvent { element: Element::Mos, occurred, value: 4.1, action: Action::Alert };
+        assert_eq!(super::reaction_level(&mos(true)), tracing::Level::WARN);
+        // IOS words the MOS clear "exceeded" (the score is back above its threshold): still a clear
+        assert_eq!(mos(false).syslog(5), "%RTT-3-IPSLATHRESHOLD: IP SLAs(5): Threshold exceeded for mos");
+        assert_eq!(super::reaction_level(&mos(false)), tracing::Level::INFO);
+    }
+}

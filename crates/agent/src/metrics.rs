@@ -852,6 +852,7 @@ mod tests {
             unexpected: 0,
             samples,
             lost: Vec::new(),
+            cause: None,
             send_span_ns: 0,
         }
     }

@@ -270,6 +270,10 @@ pub struct Report {
     pub run: u32,
     pub start: String,
     pub return_code: ReturnCode,
+    /// Why the run failed, in words naming the address and what to check; `null` when it did
+    /// not, or when there is no more to say than the return code.
+    #[serde(default)]
+    pub reason: Option<String>,
     #[serde(deserialize_with = "word")]
     pub control: Word,
     pub precision: Precision,
@@ -358,6 +362,7 @@ impl Report {
             run: ctx.run,
             start: humantime::format_rfc3339_micros(UNIX_EPOCH + ctx.start).to_string(),
             return_code: r.return_code,
+            reason: r.cause.as_ref().map(|c| c.to_string()),
             control: ctx.control,
             precision: r.precision,
             sent: s.sent,
@@ -513,6 +518,9 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
     }
     let _ = writeln!(w, "Latest operation start time: {}", ios_time(&r.start));
     let _ = writeln!(w, "Latest operation return code: {}", r.return_code.cisco_text());
+    if let Some(why) = &r.reason {
+        let _ = writeln!(w, "Latest operation failure reason: {why}");
+    }
     let jittery = crate::ops::find(r.operation).is_some_and(|k| k.jitter());
     if jittery {
         let _ = writeln!(w, "RTT Values:");
@@ -645,10 +653,13 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
 
 /// The closing lines in `ping` format, so that scripts that parse ping keep working.
 pub fn ping_summary(target: &str, sent: u64, received: u64, rtts: &Acc) -> String {
-    let loss = if sent == 0 { 0.0 } else { (sent - received) as f64 * 100.0 / sent as f64 };
-    let mut o = format!(
-        "--- {target} ipsla statistics ---\n{sent} packets transmitted, {received} received, {loss:.0}% packet loss\n"
-    );
+    // no probe sent (a control phase that failed): no loss ratio to give, and no 0% either
+    let loss = if sent == 0 {
+        "packet loss unknown (nothing was sent)".to_string()
+    } else {
+        format!("{:.0}% packet loss", (sent - received) as f64 * 100.0 / sent as f64)
+    };
+    let mut o = format!("--- {target} ipsla statistics ---\n{sent} packets transmitted, {received} received, {loss}\n");
     if rtts.count > 0 {
         let n = rtts.count as f64;
         let avg = rtts.sum as f64 / n;
@@ -687,6 +698,7 @@ mod tests {
             samples: Vec::new(),
             send_span_ns: 40_000_000,
             lost: Vec::new(),
+            cause: None,
         };
         let ctx = Context {
             operation: "udp-jitter",

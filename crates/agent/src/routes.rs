@@ -231,7 +231,10 @@ async fn run(
 ) {
     let table = match RouteTable::open(protocol) {
         Ok(t) => t,
-        Err(e) => return tracing::error!(error = %e, "route failover cannot open netlink; routes are not managed"),
+        Err(e) => {
+            let e = ipsla_core::error::Chain(&e);
+            return tracing::error!(error = %e, "route failover cannot open netlink; routes are not managed");
+        }
     };
     let mut last_errors: Vec<String> = Vec::new();
     loop {

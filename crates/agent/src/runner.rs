@@ -73,7 +73,7 @@ pub enum RunError {
     #[error("cancelled before it finished")]
     Cancelled,
     /// A socket could not be opened or configured.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Socket {
         /// Which socket.
         what: &'static str,
@@ -104,11 +104,8 @@ pub struct RunContext<'a> {
 pub struct RunOutcome {
     /// The operation's result.
     pub result: OperationResult,
-    /// The clock check made before it.
+    /// The clock check made before it. (Why a run failed travels in `result.cause`.)
     pub clock: ClockCheck,
-    /// Why a control phase failed, in words (TWAMP: refused mode, wrong secret, ...), for the
-    /// operator; the return code says it to programs.
-    pub failure: Option<String>,
 }
 
 impl PartialEq for OperationSpec {
@@ -122,7 +119,7 @@ impl PartialEq for OperationSpec {
 impl RunOutcome {
     /// The outcome of a kind without one-way delays (no clock check).
     pub fn without_clock(result: OperationResult) -> RunOutcome {
-        RunOutcome { result, clock: clock_check(ClockSyncMode::None, Tolerance::AbsUs(0)).1, failure: None }
+        RunOutcome { result, clock: clock_check(ClockSyncMode::None, Tolerance::AbsUs(0)).1 }
     }
 }
 

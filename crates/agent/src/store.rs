@@ -900,6 +900,7 @@ mod tests {
             samples: Vec::new(),
             send_span_ns: 0,
             lost: Vec::new(),
+            cause: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ipsla_agent::daemon::{Agent, AgentConfig, AgentFile, DEFAULT_CONFIG};
+use ipsla_agent::daemon::{Agent, AgentConfig, AgentError, AgentFile, DEFAULT_CONFIG};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -53,22 +53,39 @@ fn load(config: Option<&PathBuf>, http: Option<&String>, store: Option<&PathBuf>
 
 pub fn main(args: AgentArgs) -> Result<()> {
     if args.print_default {
-        print!("{DEFAULT_CONFIG}");
+        crate::out::print(DEFAULT_CONFIG)?;
         return Ok(());
     }
     let (cfg, source) = load(args.config.as_ref(), args.http.as_ref(), args.store.as_ref())?;
     if args.check {
-        println!(
+        crate::out::println(format_args!(
             "{source}: {} operations, responder {}, {} alert sinks",
             cfg.operations.len(),
             if cfg.responder.is_some() { "on" } else { "off" },
             cfg.alerts.len()
-        );
+        ))?;
         return Ok(());
     }
     // what the log lines need, so that the configuration is not kept twice (the agent has one)
     let (store_path, operations, responder) = (cfg.store.clone(), cfg.operations.len(), cfg.responder.is_some());
-    let (agent, dropped) = Agent::start_unprivileged(cfg, args.user.clone()).context("starting the agent")?;
+    let source_name = &source;
+    // the library names the key; the flag, when it overrode the key, is named here
+    let (agent, dropped) = Agent::start_unprivileged(cfg, args.user.clone())
+        .map_err(|e| match e {
+            AgentError::Http { addr, source } if args.http.is_some() => {
+                anyhow::Error::new(source).context(format!("cannot serve HTTP on {addr} (--http)"))
+            }
+            AgentError::Http { addr, source } => {
+                anyhow::Error::new(source).context(format!("cannot serve HTTP on {addr} (agent.http in {source_name})"))
+            }
+            AgentError::Store { path, source } if args.store.is_some() => {
+                anyhow::Error::new(source).context(format!("opening the store {} (--store)", path.display()))
+            }
+            AgentError::Store { path, source } => anyhow::Error::new(source)
+                .context(format!("opening the store {} (agent.store in {source_name})", path.display())),
+            e => anyhow::Error::new(e),
+        })
+        .context("starting the agent")?;
     tracing::info!(uid = dropped.uid, run = ?dropped.run, bounding_narrowed = dropped.bounding_narrowed, "privileges dropped");
     let AgentArgs { config, http, store, .. } = args;
     agent.set_loader(Box::new(move || {

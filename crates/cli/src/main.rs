@@ -5,6 +5,7 @@
 
 mod agent;
 mod notify;
+mod out;
 mod probe;
 mod responder;
 mod show;
@@ -22,12 +23,23 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Answer IP SLA control messages and probes (like IOS `ip sla responder`).
+    #[command(
+        after_help = "Example:\n  ipsla responder --listen 192.0.2.1 --udp-echo 192.0.2.1:7 --stamp 192.0.2.1:862      \
+                            (v1 and v2 control, a permanent udp-echo port, a STAMP reflector)\n  \
+                            ipsla responder --status      (the running responder's sessions and counters)"
+    )]
     Responder(Box<responder::ResponderArgs>),
     /// Run one operation against a responder (or any host, for ICMP) and print its statistics.
+    #[command(after_help = "Example:\n  ipsla probe udp-jitter 192.0.2.10 --count 5      \
+                            (each operation kind has its own flags and example: ipsla probe KIND --help)")]
     Probe(Box<probe::ProbeArgs>),
     /// The daemon: scheduled operations, the responder, SQLite history, Prometheus and JSON over HTTP.
+    #[command(after_help = "Example:\n  ipsla agent --config /etc/ipsla/agent.toml --check      \
+                            (validate; every key is in examples/agent.toml)\n  \
+                            ipsla agent --config /etc/ipsla/agent.toml --http 127.0.0.1:9167")]
     Agent(Box<agent::AgentArgs>),
     /// Ask a running agent (IOS `show ip sla statistics`, `show track`, `show ip sla responder`).
+    #[command(after_help = "Example:\n  ipsla show statistics 10 --agent http://192.0.2.5:9167")]
     Show(Box<show::ShowArgs>),
 }
 
@@ -55,8 +67,9 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if out::is_broken_pipe(&e) => std::process::ExitCode::from(out::BROKEN_PIPE_STATUS),
         Err(e) => {
-            eprintln!("ipsla: {e:#}");
+            out::eprintln(format_args!("ipsla: {e:#}"));
             std::process::ExitCode::from(2)
         }
     }

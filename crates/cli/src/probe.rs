@@ -44,6 +44,7 @@ const PROBE_ONLY: &[&str] = &["target", "count", "json", "samples", "forever", "
 fn kind_command(kind: &'static dyn Kind) -> Command {
     let mut c = Command::new(kind.name())
         .about(kind.about())
+        .after_help(format!("Example:\n  {}", kind.example()))
         .arg(Arg::new("target").required(true).value_name("TARGET").help("Target host (name or address)"));
     for key in ops::all_keys(kind) {
         let Some(flag) = key.flag_name() else { continue };
@@ -272,7 +273,7 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         live.start(job.run);
         let outcome = runner::run(&spec, &ctx(job.sequence));
         live.end();
-        let RunOutcome { result: r, clock: cs, failure } = match outcome {
+        let RunOutcome { result: r, clock: cs } = match outcome {
             Err(RunError::Cancelled) => {
                 // Ctrl-C: what this run saw so far counts in the summary, as in ping
                 let (s, n, rtt) = live.tally();
@@ -284,8 +285,8 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
             o => o?,
         };
         engine.handle_result(Instant::now(), job.id, Some(&r));
-        if let Some(why) = failure {
-            eprintln!("ipsla probe {}: {why}", spec.op.kind().name());
+        if let Some(why) = &r.cause {
+            crate::out::eprintln(format_args!("ipsla probe {}: {why}", spec.op.kind().name()));
         }
         if matches!(r.return_code, ReturnCode::Ok) {
             successes += 1;
@@ -297,14 +298,13 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         received += u64::from(r.stats.received);
         let report = Report::new(Context::of(&spec, p.def.id, job.run, start_wall, cs, p.samples), &r);
         if p.json {
-            println!("{}", serde_json::to_string(&report)?);
+            crate::out::println(serde_json::to_string(&report)?)?;
         } else {
-            print!("{}", report::text(&report, successes, failures));
-            println!();
+            crate::out::println(report::text(&report, successes, failures))?;
         }
     }
     if !p.json {
-        print!("{}", report::ping_summary(&spec.target.to_string(), sent, received, &all_rtt));
+        crate::out::print(report::ping_summary(&spec.target.to_string(), sent, received, &all_rtt))?;
     }
     Ok(if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }
@@ -347,7 +347,7 @@ impl Live {
 
     fn end(&self) {
         if self.progress.is_some() {
-            eprint!("\r\x1b[K");
+            crate::out::eprint("\r\x1b[K");
         }
     }
 
@@ -394,11 +394,11 @@ impl Live {
         let redraw = self.progress.is_some()
             && (line.is_some() || s.drawn.is_none_or(|t| t.elapsed() > Duration::from_millis(200)));
         if redraw {
-            eprint!("\r\x1b[K");
+            crate::out::eprint("\r\x1b[K");
         }
         if let (true, Some(l)) = (self.lines, line) {
             if self.to_stderr {
-                eprintln!("{l}");
+                crate::out::eprintln(format_args!("{l}"));
             } else {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{l}");
@@ -406,7 +406,10 @@ impl Live {
             }
         }
         if let (true, Some(packets)) = (redraw, self.progress) {
-            eprint!("{:>6}/{packets} probes sent, {} replies, {} lost", s.sent, s.received, s.lost);
+            crate::out::eprint(format_args!(
+                "{:>6}/{packets} probes sent, {} replies, {} lost",
+                s.sent, s.received, s.lost
+            ));
             s.drawn = Some(Instant::now());
         }
     }

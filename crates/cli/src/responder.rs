@@ -4,16 +4,53 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ipnet::IpNet;
 use ipsla_agent::config::{self, ResponderFile};
-use ipsla_core::responder::Reject;
+use ipsla_core::responder::{PermanentKind, Reject};
 use ipsla_net::privilege::{self, Plan};
 use ipsla_net::responder::{ResponderOptions, StatusReport, bind_responder};
+use ipsla_net::{Listener, NetError};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Default place of the status socket.
-pub const DEFAULT_STATUS_SOCKET: &str = "/tmp/ipsla-responder.sock";
+/// The status socket of the systemd unit (dist/ipsla-responder.service), which `--status` also
+/// looks at by default.
+pub const UNIT_STATUS_SOCKET: &str = "/run/ipsla-responder/status.sock";
+
+/// Where a responder puts its status socket by default: the user's runtime directory
+/// (`$XDG_RUNTIME_DIR`), `/run/ipsla` for root, else the temporary directory.
+fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None if nix::unistd::geteuid().is_root() => PathBuf::from("/run/ipsla"),
+        None => std::env::temp_dir(),
+    }
+}
+
+/// The default status socket of this instance: one per process, so that two responders on a
+/// host never share one (`--status` finds them by their names).
+fn default_status_socket() -> PathBuf {
+    runtime_dir().join(format!("ipsla-responder.{}.sock", std::process::id()))
+}
+
+/// The status sockets `--status` tries without `--status-socket`: this user's per-instance
+/// sockets in the runtime directory, then the systemd unit's.
+fn default_status_sockets() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(runtime_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ipsla-responder.") && n.ends_with(".sock"))
+        })
+        .collect();
+    found.sort();
+    found.push(PathBuf::from(UNIT_STATUS_SOCKET));
+    found
+}
 
 #[derive(Debug, Args)]
 pub struct ResponderArgs {
@@ -113,7 +150,9 @@ pub struct ResponderArgs {
     /// Needs root. Without it, a root responder still drops every capability it does not need.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
-    /// Unix socket serving the status (default /tmp/ipsla-responder.sock).
+    /// Unix socket serving the status, one per responder, removed at exit (default:
+    /// ipsla-responder.PID.sock in $XDG_RUNTIME_DIR, /run/ipsla for root, else /tmp; --status
+    /// finds it there).
     #[arg(long, value_name = "PATH")]
     status_socket: Option<PathBuf>,
     /// Print the status of the running responder (via its status socket) and exit.
@@ -165,18 +204,30 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         ..ResponderFile::default()
     };
     let mut opts = file.overlay(flags).options()?;
-    opts.status_socket = Some(opts.status_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)));
+    if opts.status_socket.is_none() {
+        let path = default_status_socket();
+        if let Some(dir) = path.parent()
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("creating {} for the status socket (or give --status-socket)", dir.display())
+            })?;
+        }
+        opts.status_socket = Some(path);
+    }
     Ok(opts)
 }
 
 pub fn main(args: ResponderArgs) -> Result<()> {
     if args.status {
-        let path = args.status_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET));
-        let report = query_status(&path)?;
+        let report = match &args.status_socket {
+            Some(path) => query_status(path)?,
+            None => find_status()?,
+        };
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            crate::out::println(serde_json::to_string_pretty(&report)?)?;
         } else {
-            print!("{}", format_status(&report));
+            crate::out::print(format_status(&report))?;
         }
         return Ok(());
     }
@@ -185,15 +236,75 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     let plan = Plan { user: args.user.clone(), bind: Vec::new(), run: opts.run_privileges() };
     // bind as we are, drop to the user and the capabilities still needed while this is the only
     // thread (capabilities are per thread), then start
-    let bound = bind_responder(opts).context("starting the responder")?;
+    // where the path came from, for the errors about it
+    let flag = match (&args.status_socket, &args.config) {
+        (Some(_), _) => "--status-socket".to_string(),
+        (None, Some(file)) if opts.status_socket != Some(default_status_socket()) => {
+            format!("status_socket in {}", file.display())
+        }
+        _ => "the default; choose another with --status-socket".to_string(),
+    };
+    let status_socket = opts.status_socket.clone().unwrap_or_default();
+    let bound = bind_responder(opts)
+        .map_err(|e| match e {
+            NetError::StatusSocket { path, source } => anyhow::Error::new(source)
+                .context(format!("cannot create the status socket {} ({flag})", path.display())),
+            NetError::StatusSocketInUse { path } => {
+                let who = query_status(&path).map_or_else(
+                    |_| "another responder".to_string(),
+                    |r| {
+                        let v1: Vec<String> = r.control_v1.iter().map(|a| a.to_string()).collect();
+                        format!(
+                            "the responder with pid {} (v1 {})",
+                            r.pid,
+                            if v1.is_empty() { "-".into() } else { v1.join(", ") }
+                        )
+                    },
+                );
+                anyhow::anyhow!(
+                    "the status socket {} ({flag}) belongs to {who}: stop it, or give this one another --status-socket",
+                    path.display()
+                )
+            }
+            NetError::Bind { listener, addr, source } => {
+                let hint = match source.kind() {
+                    std::io::ErrorKind::AddrInUse => "; another responder or the agent listens there",
+                    std::io::ErrorKind::AddrNotAvailable => "; no interface of this host has that address",
+                    std::io::ErrorKind::PermissionDenied => "; a port below 1024 needs CAP_NET_BIND_SERVICE",
+                    _ => "",
+                };
+                anyhow::anyhow!("cannot bind the {listener} {addr} ({}): {source}{hint}", listener_flag(listener))
+            }
+            e => anyhow::Error::new(e),
+        })
+        .context("starting the responder")?;
     let dropped = privilege::enter(&plan).context("dropping privileges")?;
     tracing::info!(uid = dropped.uid, run = ?dropped.run, bounding_narrowed = dropped.bounding_narrowed, "privileges dropped");
     let running = bound.spawn().context("starting the responder")?;
     privilege::after_bind().context("dropping privileges after binding")?;
-    tracing::info!(v1 = ?running.control_v1_addrs(), v2 = ?running.control_v2_addrs(), "IP SLA responder listening");
-    if !running.twamp_addrs().is_empty() || !running.twamp_light_addrs().is_empty() {
-        tracing::info!(control = ?running.twamp_addrs(), light = ?running.twamp_light_addrs(), "TWAMP listening");
-    }
+    // every listener in one line: what an operator checks first when a sender gets no answer
+    let list = |v: &[SocketAddr]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    let permanent = |kind: PermanentKind| {
+        list(&running.permanent_addrs().iter().filter(|(k, _)| *k == kind).map(|(_, a)| *a).collect::<Vec<_>>())
+    };
+    tracing::info!(
+        v1 = %list(running.control_v1_addrs()),
+        v2 = %list(running.control_v2_addrs()),
+        udp_echo = %permanent(PermanentKind::UdpEcho),
+        udp_jitter = %permanent(PermanentKind::UdpJitter),
+        tcp_connect = %permanent(PermanentKind::TcpConnect),
+        stamp = %list(running.stamp_addrs()),
+        twamp = %list(running.twamp_addrs()),
+        twamp_light = %list(running.twamp_light_addrs()),
+        status_socket = %status_socket.display(),
+        "responder listening"
+    );
     // handlers before READY=1: a SIGTERM right after it must stop us cleanly, not by default action
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (mut term, mut int, mut usr1) = {
@@ -213,7 +324,7 @@ pub fn main(args: ResponderArgs) -> Result<()> {
                 _ = int.recv() => break,
                 _ = usr1.recv() => {
                     if let Some(r) = running.status_async().await {
-                        eprint!("{}", format_status(&r));
+                        crate::out::eprint(format_status(&r));
                     }
                 }
             }
@@ -224,6 +335,38 @@ pub fn main(args: ResponderArgs) -> Result<()> {
     tracing::info!("shutting down");
     running.stop();
     Ok(())
+}
+
+/// The flags (and `[responder]` keys, spelt the same with underscores) that set a listener.
+fn listener_flag(l: Listener) -> &'static str {
+    match l {
+        Listener::ControlV1 => "--v1-port, --listen",
+        Listener::ControlV2 => "--v2-port, --listen",
+        Listener::Permanent(PermanentKind::UdpEcho) => "--udp-echo",
+        Listener::Permanent(PermanentKind::UdpJitter) => "--udp-jitter",
+        Listener::Permanent(PermanentKind::TcpConnect) => "--tcp-connect",
+        Listener::Stamp => "--stamp",
+        Listener::Twamp => "--twamp",
+        Listener::TwampLight => "--twamp-light",
+    }
+}
+
+/// The status of the one responder among the default sockets that answers.
+fn find_status() -> Result<StatusReport> {
+    let candidates = default_status_sockets();
+    let mut answering: Vec<(PathBuf, StatusReport)> =
+        candidates.iter().filter_map(|p| query_status(p).ok().map(|r| (p.clone(), r))).collect();
+    match answering.len() {
+        1 => Ok(answering.remove(0).1),
+        0 => anyhow::bail!(
+            "no responder answers on {} (is it running? give its --status-socket)",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        _ => anyhow::bail!(
+            "several responders run: {}; choose one with --status-socket",
+            answering.iter().map(|(p, r)| format!("{} (pid {})", p.display(), r.pid)).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 fn query_status(path: &std::path::Path) -> Result<StatusReport> {

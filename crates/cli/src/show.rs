@@ -34,6 +34,7 @@ enum ShowCommand {
     /// last ran (IOS `show ip sla summary`).
     Summary,
     /// Latest statistics of one operation or all (IOS `show ip sla statistics [N] [aggregated]`).
+    #[command(after_help = "Example:\n  ipsla show statistics 10 --aggregated")]
     Statistics {
         /// Operation number (default: all).
         id: Option<u32>,
@@ -48,11 +49,13 @@ enum ShowCommand {
         id: Option<u32>,
     },
     /// Tracks and their states (IOS `show track [N]`).
+    #[command(after_help = "Example:\n  ipsla show track 1 --json")]
     Track {
         /// Track number (default: all).
         id: Option<u32>,
     },
     /// The agent's responder (IOS `show ip sla responder`).
+    #[command(after_help = "Example:\n  ipsla show responder --agent http://192.0.2.5:9167")]
     Responder,
 }
 
@@ -131,7 +134,7 @@ pub fn main(args: ShowArgs) -> Result<()> {
             }
         }
     };
-    print!("{out}");
+    crate::out::print(out)?;
     Ok(())
 }
 

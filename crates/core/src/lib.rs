@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod due;
+pub mod error;
 pub mod io;
 pub mod ops;
 pub mod ratelimit;

@@ -459,6 +459,7 @@ mod tests {
                 unexpected: 0,
                 samples: Vec::new(),
                 lost: Vec::new(),
+                cause: None,
                 send_span_ns: 0,
             }
         };

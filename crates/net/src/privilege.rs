@@ -89,7 +89,7 @@ pub enum PrivilegeError {
     #[error("privileges must be dropped before any thread is started ({0} threads run)")]
     Threads(usize),
     /// A system call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Sys {
         /// What was being done.
         what: &'static str,
@@ -185,7 +185,7 @@ pub fn after_bind() -> Result<(), PrivilegeError> {
 /// not called). Long-lived threads call it first thing.
 pub fn restrict_current_thread() {
     if let Err(e) = restrict(RUN_SET.get()) {
-        tracing::warn!(error = %e, "could not drop this thread's capabilities");
+        tracing::warn!(error = %ipsla_core::error::Chain(&e), "could not drop this thread's capabilities");
     }
 }
 

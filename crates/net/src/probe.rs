@@ -104,8 +104,14 @@ fn apply(s: &SockRef<'_>, target: IpAddr, o: &SocketOptions) -> io::Result<()> {
         }
     }
     if let Some(dev) = &o.vrf {
-        s.bind_device(Some(dev.as_bytes()))
-            .map_err(|e| io::Error::new(e.kind(), format!("binding to device {dev}: {e}")))?;
+        s.bind_device(Some(dev.as_bytes())).map_err(|e| {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENODEV) => " (the vrf key, --vrf: `ip link show type vrf` lists the VRFs)",
+                Some(libc::EPERM) => " (binding to a device needs CAP_NET_RAW)",
+                _ => "",
+            };
+            io::Error::new(e.kind(), format!("binding to device {dev}: {e}{hint}"))
+        })?;
     }
     Ok(())
 }
@@ -118,6 +124,8 @@ pub fn udp_socket(target: IpAddr, o: &SocketOptions) -> io::Result<(std::net::Ud
     apply(&SockRef::from(&s), target, o)?;
     s.bind(&local.into())?;
     let mode = if o.kernel_timestamps { socket::enable_timestamps(&s, true) } else { RxStampMode::User };
+    // a closed control or probe port then ends the wait with a reason instead of a timeout
+    socket::enable_icmp_errors(&s, local.is_ipv6())?;
     let std: std::net::UdpSocket = s.into();
     let mut local = std.local_addr()?;
     if local.ip().is_unspecified() {
@@ -151,17 +159,27 @@ impl Stamps {
         self.sends.push((seq, user_t1));
     }
     /// Collects every queued transmit stamp (non-blocking; loopback and TUN queue them before
-    /// the send call returns) and hands probe stamps to the operation.
+    /// the send call returns) and hands probe stamps to the operation, then the ICMP port
+    /// unreachables queued beside them.
     fn drain(&mut self, fd: &impl std::os::fd::AsRawFd, op: &mut dyn Operation) {
         let Stamps { sends, cmsg, tx_delta, .. } = self;
-        socket::drain_tx_stamps(fd, cmsg, |t| {
-            if let Some(&(seq, user)) = sends.get(t.id as usize) {
-                tx_delta.add(t.wall.as_nanos() as i64 - user.as_nanos() as i64);
-                if seq > 0 {
-                    op.handle_tx_stamp(seq, t.wall);
+        let mut refused = Vec::new();
+        socket::drain_errqueue(
+            fd,
+            cmsg,
+            |t| {
+                if let Some(&(seq, user)) = sends.get(t.id as usize) {
+                    tx_delta.add(t.wall.as_nanos() as i64 - user.as_nanos() as i64);
+                    if seq > 0 {
+                        op.handle_tx_stamp(seq, t.wall);
+                    }
                 }
-            }
-        });
+            },
+            |to| refused.push(to),
+        );
+        for to in refused {
+            op.handle_refused(Instant::now(), to);
+        }
     }
     fn received(&mut self, r: &socket::Received) {
         if r.rx.kernel {
@@ -212,7 +230,12 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
             for _ in 0..256 {
                 let r = match socket::recv_stamped(sock, &mut buf, &mut cmsg) {
                     Ok(r) => r,
-                    Err(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        // an ICMP error (IP_RECVERR) fails one receive and waits on the error queue
+                        stamps.drain(sock, op);
+                        break;
+                    }
                 };
                 if let Some((peer, range)) = accept(&r, &buf[..r.len]) {
                     stamps.drain(sock, op);
@@ -285,6 +308,9 @@ pub async fn run_tcp(
                     let to = SocketAddr::new(target, op.probe_port());
                     let r = connect(to, o).await;
                     let rx = RxTime { wall: wall_now(), kernel: false };
+                    if r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
+                        op.handle_refused(Instant::now(), to);
+                    }
                     op.handle_connected(Instant::now(), rx, r.is_ok());
                     hooks.forward(op);
                     if let Ok(stream) = r {
@@ -319,10 +345,16 @@ pub async fn run_tcp(
         let wake = hooks.wait_until(Some(deadline)).unwrap_or(deadline);
         tokio::select! {
             r = control_sock.recv_from(&mut buf) => {
-                if let Ok((n, from)) = r
-                    && from == control
-                {
-                    op.handle_datagram(Instant::now(), Peer::Control, RxTime { wall: wall_now(), kernel: false }, &buf[..n]);
+                match r {
+                    Ok((n, from)) if from == control => {
+                        op.handle_datagram(Instant::now(), Peer::Control, RxTime { wall: wall_now(), kernel: false }, &buf[..n]);
+                    }
+                    // IP_RECVERR: the control port answered with ICMP port unreachable
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        socket::drain_errqueue(&control_sock, &mut socket::errqueue_cmsg_buffer(), |_| {}, |_| {});
+                        op.handle_refused(Instant::now(), control);
+                    }
+                    _ => {}
                 }
             }
             _ = tokio::time::sleep_until(wake.into()) => {
@@ -366,10 +398,12 @@ impl IcmpSocket {
             Some(s) => (s, false),
             None => (
                 Socket::new(domain, Type::RAW, Some(proto)).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("opening a raw ICMP socket: {e} (needs CAP_NET_RAW; icmp-echo can also use a datagram socket if net.ipv4.ping_group_range includes your group)"),
-                    )
+                    let why = if need_raw {
+                        "ICMP Timestamp needs a raw socket, which needs CAP_NET_RAW (run as root or give the binary cap_net_raw)"
+                    } else {
+                        "a raw socket needs CAP_NET_RAW, and datagram ICMP sockets are not allowed for your group (add it to net.ipv4.ping_group_range, or give the binary cap_net_raw)"
+                    };
+                    io::Error::new(e.kind(), format!("{why}: {e}"))
                 })?,
                 true,
             ),

@@ -8,11 +8,11 @@
 //! control sockets on the caller's thread (so bind errors surface at once, and tests can use port
 //! 0), then hands them to that thread.
 
-use crate::NetError;
 use crate::clock::wall_now;
 use crate::reflect::{HostClock, ReplySender, SharedCalibration, T3Calibration, bind_in_range, send_reply};
 use crate::socket::{self, RxStampMode};
 use crate::twamp::server::{TwampServer, TwampStatus};
+use crate::{Listener, NetError};
 use ipsla_core::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_core::ops::DeltaStats;
 use ipsla_core::ratelimit::RejectLog;
@@ -124,6 +124,9 @@ pub struct StatusReport {
     pub rx_timestamps: RxStampMode,
     /// Seconds since start.
     pub uptime_s: u64,
+    /// The responder's process id (0 from a version that did not say).
+    #[serde(default)]
+    pub pid: u32,
     /// Counters.
     pub stats: ResponderStats,
     /// Active sessions.
@@ -158,12 +161,15 @@ pub struct StatusReport {
 pub struct RunningResponder {
     control_v1: Vec<SocketAddr>,
     control_v2: Vec<SocketAddr>,
+    permanent: Vec<(PermanentKind, SocketAddr)>,
     stamp: Vec<SocketAddr>,
     twamp: Vec<SocketAddr>,
     twamp_light: Vec<SocketAddr>,
     shutdown: CancellationToken,
     status_tx: mpsc::UnboundedSender<oneshot::Sender<StatusReport>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The status socket's path and inode, removed at stop if it is still ours.
+    status_socket: Option<(std::path::PathBuf, u64)>,
 }
 
 impl RunningResponder {
@@ -174,6 +180,10 @@ impl RunningResponder {
     /// Bound v2 control addresses.
     pub fn control_v2_addrs(&self) -> &[SocketAddr] {
         &self.control_v2
+    }
+    /// Bound permanent ports (udp-echo, udp-jitter, tcp-connect answered without control).
+    pub fn permanent_addrs(&self) -> &[(PermanentKind, SocketAddr)] {
+        &self.permanent
     }
     /// Bound STAMP reflector addresses.
     pub fn stamp_addrs(&self) -> &[SocketAddr] {
@@ -212,6 +222,13 @@ impl RunningResponder {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some((path, ino)) = self.status_socket.take() {
+            use std::os::unix::fs::MetadataExt;
+            // not a socket another responder has since put there
+            if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 }
 
@@ -221,7 +238,28 @@ impl Drop for RunningResponder {
     }
 }
 
-fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::UdpSocket>, NetError> {
+/// Binds the status socket at `path`, one responder per socket: a socket another responder
+/// answers on is refused, a stale one (nothing answers) replaced. Returns it and its inode, so
+/// that only this socket file is removed at exit.
+fn bind_status_socket(path: &std::path::Path) -> Result<(std::os::unix::net::UnixListener, u64), NetError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let err = |source| NetError::StatusSocket { path: path.to_path_buf(), source };
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(NetError::StatusSocketInUse { path: path.to_path_buf() });
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let l = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+    // the status names control sources and sessions: owner and group only
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    let ino = std::fs::metadata(path).map_err(err)?.ino();
+    Ok((l, ino))
+}
+
+fn bind_control(listener: Listener, addr: SocketAddr, optional: bool) -> Result<Option<std::net::UdpSocket>, NetError> {
     match socket::bind_udp(addr) {
         Ok(s) => {
             // Keeps kernel stamping switched on host-wide for as long as we run: the kernel enables
@@ -234,17 +272,21 @@ fn bind_control(addr: SocketAddr, optional: bool) -> Result<Option<std::net::Udp
             tracing::warn!(%addr, error = %e, "not listening on this address");
             Ok(None)
         }
-        Err(source) => Err(NetError::Bind { addr, source }),
+        Err(source) => Err(NetError::Bind { listener, addr, source }),
     }
 }
 
 /// Binds reflector sockets (STAMP, TWAMP-Light): kernel receive and transmit stamps (T2, and the
 /// T3 calibration), the received TTL and ToS.
-fn bind_reflectors(addrs: &[SocketAddr], kernel_ts: bool) -> Result<Vec<std::net::UdpSocket>, NetError> {
+fn bind_reflectors(
+    listener: Listener,
+    addrs: &[SocketAddr],
+    kernel_ts: bool,
+) -> Result<Vec<std::net::UdpSocket>, NetError> {
     addrs
         .iter()
         .map(|addr| {
-            let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { addr: *addr, source })?;
+            let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { listener, addr: *addr, source })?;
             if kernel_ts {
                 socket::enable_timestamps(&s, true);
             }
@@ -314,10 +356,10 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     for ip in &listen {
         let optional = defaults && ip.is_ipv6();
         if opts.v1_enabled {
-            v1.extend(bind_control(SocketAddr::new(*ip, opts.v1_port), optional)?);
+            v1.extend(bind_control(Listener::ControlV1, SocketAddr::new(*ip, opts.v1_port), optional)?);
         }
         if opts.v2_enabled {
-            v2.extend(bind_control(SocketAddr::new(*ip, opts.v2_port), optional)?);
+            v2.extend(bind_control(Listener::ControlV2, SocketAddr::new(*ip, opts.v2_port), optional)?);
         }
     }
     let mut core = opts.core.clone();
@@ -327,10 +369,14 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
             PermanentKind::TcpConnect => socket::bind_tcp(*addr, 1024),
             _ => socket::bind_udp(*addr),
         }
-        .map_err(|source| NetError::Bind { addr: *addr, source })?;
+        .map_err(|source| NetError::Bind { listener: Listener::Permanent(*kind), addr: *addr, source })?;
         permanent.push((*kind, sock));
     }
-    let stamp = bind_reflectors(&opts.stamp, opts.kernel_timestamps)?;
+    let permanent_addrs: Vec<(PermanentKind, SocketAddr)> = permanent
+        .iter()
+        .filter_map(|(k, s)| s.local_addr().ok().and_then(|a| a.as_socket()).map(|a| (*k, a)))
+        .collect();
+    let stamp = bind_reflectors(Listener::Stamp, &opts.stamp, opts.kernel_timestamps)?;
     let stamp_addrs: Vec<SocketAddr> = stamp.iter().filter_map(|s| s.local_addr().ok()).collect();
     let mut twamp_cfg = opts.twamp_config.clone();
     twamp_cfg.start_time = wall_now();
@@ -339,11 +385,15 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     }
     let mut twamp = Vec::new();
     for addr in &opts.twamp {
-        let s = socket::bind_tcp(*addr, 128).map_err(|source| NetError::Bind { addr: *addr, source })?;
+        let s = socket::bind_tcp(*addr, 128).map_err(|source| NetError::Bind {
+            listener: Listener::Twamp,
+            addr: *addr,
+            source,
+        })?;
         twamp.push(std::net::TcpListener::from(s));
     }
     let twamp_addrs: Vec<SocketAddr> = twamp.iter().filter_map(|s| s.local_addr().ok()).collect();
-    let twamp_light = bind_reflectors(&opts.twamp_light, opts.kernel_timestamps)?;
+    let twamp_light = bind_reflectors(Listener::TwampLight, &opts.twamp_light, opts.kernel_timestamps)?;
     let twamp_light_addrs: Vec<SocketAddr> = twamp_light.iter().filter_map(|s| s.local_addr().ok()).collect();
     let stamp_cfg =
         ReflectorConfig { stateful: opts.stamp_stateful, key: opts.stamp_key.clone(), ..ReflectorConfig::default() };
@@ -363,17 +413,11 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         }
     }
     let status_listener = match &opts.status_socket {
-        Some(path) => {
-            let _ = std::fs::remove_file(path);
-            let l = std::os::unix::net::UnixListener::bind(path)?;
-            // the status names control sources and sessions: owner and group only
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-            l.set_nonblocking(true)?;
-            Some(l)
-        }
+        Some(path) => Some(bind_status_socket(path)?),
         None => None,
     };
+    let status_socket = status_listener.as_ref().map(|(_, ino)| (opts.status_socket.clone().unwrap_or_default(), *ino));
+    let status_listener = status_listener.map(|(l, _)| l);
     let shutdown = CancellationToken::new();
     let (status_tx, status_rx) = mpsc::unbounded_channel();
     let ctx = ThreadCtx {
@@ -400,12 +444,14 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     let running = RunningResponder {
         control_v1,
         control_v2,
+        permanent: permanent_addrs,
         stamp: stamp_addrs,
         twamp: twamp_addrs,
         twamp_light: twamp_light_addrs,
         shutdown,
         status_tx,
         thread: None,
+        status_socket,
     };
     Ok(BoundResponder { ctx, running })
 }
@@ -618,6 +664,7 @@ fn report(
         permanent: s.responder.permanent_ports(),
         rx_timestamps: s.binder.rx_mode,
         uptime_s: now.duration_since(started).as_secs(),
+        pid: std::process::id(),
         stats: s.responder.stats().clone(),
         sessions: s.responder.sessions(now),
         fd_limit,

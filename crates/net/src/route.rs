@@ -32,7 +32,7 @@ pub struct RouteSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// Opening the netlink socket.
-    #[error("netlink socket: {0}")]
+    #[error("opening a netlink socket")]
     Socket(#[from] std::io::Error),
     /// The interface does not exist.
     #[error("no interface named {0}")]

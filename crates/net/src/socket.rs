@@ -119,7 +119,32 @@ pub fn errqueue_cmsg_buffer() -> Vec<u8> {
 
 /// Reads every transmit stamp queued on `fd` without blocking.
 #[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
-pub fn drain_tx_stamps(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl FnMut(TxStamp)) {
+pub fn drain_tx_stamps(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, each: impl FnMut(TxStamp)) {
+    drain_errqueue(fd, cmsg, each, |_| {});
+}
+
+/// Asks the kernel to report ICMP errors for what `fd` sends, on its error queue, even though
+/// the socket is not connected (`IP_RECVERR` / `IPV6_RECVERR`): without it an unconnected UDP
+/// socket never learns that a port was unreachable. [`drain_errqueue`] reads them.
+pub fn enable_icmp_errors(fd: &impl AsFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        socket::setsockopt(fd, sockopt::Ipv6RecvErr, &true)?;
+    } else {
+        socket::setsockopt(fd, sockopt::Ipv4RecvErr, &true)?;
+    }
+    Ok(())
+}
+
+/// Reads everything queued on `fd`'s error queue without blocking: transmit stamps go to
+/// `stamp`; an ICMP port unreachable (with [`enable_icmp_errors`]) goes to `refused` with the
+/// destination of the datagram it refused.
+#[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
+pub fn drain_errqueue(
+    fd: &impl AsRawFd,
+    cmsg: &mut Vec<u8>,
+    mut stamp: impl FnMut(TxStamp),
+    mut refused: impl FnMut(SocketAddr),
+) {
     let mut data = [0u8; 64];
     // bounded: a socket cannot have more stamps queued than sends in flight
     for _ in 0..1024 {
@@ -132,7 +157,7 @@ pub fn drain_tx_stamps(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl FnM
         ) else {
             return;
         };
-        let (mut wall, mut id) = (None, None);
+        let (mut wall, mut id, mut unreachable) = (None, None, false);
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
                 match c {
@@ -144,13 +169,31 @@ pub fn drain_tx_stamps(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl FnM
                     {
                         id = Some(e.ee_data);
                     }
+                    ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
+                        if matches!(e.ee_origin, libc::SO_EE_ORIGIN_ICMP | libc::SO_EE_ORIGIN_ICMP6)
+                            && e.ee_errno == libc::ECONNREFUSED as u32 =>
+                    {
+                        unreachable = true;
+                    }
                     _ => {}
                 }
             }
         }
         if let (Some(wall), Some(id)) = (wall, id) {
-            each(TxStamp { id, wall });
+            stamp(TxStamp { id, wall });
         }
+        // msg_name is the destination of the datagram the ICMP error is about (ip(7), IP_RECVERR)
+        if unreachable && let Some(to) = msg.address.and_then(|a| sockaddr_to_std(&a)) {
+            refused(to);
+        }
+    }
+}
+
+fn sockaddr_to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        Some(SocketAddr::V4(std::net::SocketAddrV4::from(*v4)))
+    } else {
+        a.as_sockaddr_in6().map(|v6| SocketAddr::V6(std::net::SocketAddrV6::from(*v6)))
     }
 }
 

@@ -28,6 +28,7 @@ fn result(code: ReturnCode, rtt_ms: i64) -> OperationResult {
         samples: Vec::new(),
         send_span_ns: 0,
         lost: Vec::new(),
+        cause: None,
     }
 }
 

@@ -29,11 +29,6 @@ pub const COMMON: &[Key] = &[
     Key::new("type", Ty::Text, "The operation kind").config_only(),
     Key::new("target", Ty::Text, "Target host (name or address)").config_only(),
     Key::new("tag", Ty::Text, "Free text shown with the operation").config_only(),
-    Key::new(
-        "port",
-        Ty::Int,
-        "Destination port of the measurement (default 16384; stamp and twamp-light 862; twamp: the TWAMP-Control TCP port, 862; udp-echo to a standard echo service: 7 with control none)",
-    ),
     Key::new("source_ip", Ty::Addr, "Source address"),
     Key::new("source_port", Ty::Int, "Source port (0 = any)"),
     Key::new("tos", Ty::Int, "IPv4 ToS / IPv6 traffic class byte, 0-255"),
@@ -54,7 +49,7 @@ pub const COMMON: &[Key] = &[
     Key::new(
         "frequency",
         Ty::Duration,
-        "Time between the starts of two runs, 1s-7d, not shorter than timeout + packets × interval (agent default 60s; probe default 1s or one train)",
+        "Time between the starts of two runs, 1s-7d (a bare number is seconds, as IOS), not shorter than timeout + packets × interval (agent default 60s; probe default 1s or one train)",
     ),
     Key::new("life", Ty::Duration, "How long the operation runs, or \"forever\" (default)").config_only(),
     Key::new("start", Ty::Text, START_HELP).config_only(),
@@ -441,11 +436,7 @@ fn check_keys(f: &Fields, table: &toml::Table, kind: &dyn Kind) -> Result<()> {
         if mine.iter().any(|k| k.name == key) {
             continue;
         }
-        let mut who = takers(key);
-        if COMMON.iter().any(|k| k.name == key) {
-            // `port`: every kind with a port
-            who = REGISTRY.iter().filter(|k| k.default_port().is_some()).map(|k| k.name()).collect();
-        }
+        let who = takers(key);
         if who.is_empty() {
             let every: Vec<&str> = COMMON
                 .iter()
@@ -498,6 +489,21 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
             f.error("tos", format!("{} and {} set the same byte; set one of them", f.short("tos"), f.short("dscp")))
         );
     }
+    let source_ip = f.addr("source_ip")?;
+    if let Some(src) = source_ip
+        && src.is_ipv6() != target.is_ipv6()
+    {
+        let family = |a: IpAddr| if a.is_ipv6() { "IPv6" } else { "IPv4" };
+        return Err(f.error(
+            "source_ip",
+            format!(
+                "{src} is {} but the target {target} is {}; give an {} source address or leave it out",
+                family(src),
+                family(target),
+                family(target)
+            ),
+        ));
+    }
     let base = Base { target, timeout, dscp };
     let op = kind.build(&f, &base)?;
     let spec = OperationSpec {
@@ -508,7 +514,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
             None => 0,
         },
         sockets: SocketOptions {
-            source_ip: f.addr("source_ip")?,
+            source_ip,
             source_port: f.int("source_port")?.unwrap_or(0),
             tos: tos.or(dscp.map(|d| d << 2)),
             vrf: f.text("vrf")?.map(str::to_string),
@@ -518,7 +524,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
         threshold,
     };
     let frequency = frequency(&f, &spec)?;
-    let life = match f.text("life")? {
+    let life = match f.duration_text("life")? {
         None | Some("forever") => None,
         Some(s) => Some(parse_duration(&f.key("life"), s, Duration::from_secs(1), Duration::from_secs(2_147_483_647))?),
     };
@@ -528,7 +534,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
         life,
         start: start_time(&f.key("start"), f.text("start")?.unwrap_or("now"))?,
         ageout: f
-            .text("ageout")?
+            .duration_text("ageout")?
             .map(|s| parse_duration(&f.key("ageout"), s, Duration::ZERO, Duration::from_secs(2_073_600)))
             .transpose()?,
         recurring: f.bool("recurring")?.unwrap_or(false),
@@ -570,8 +576,12 @@ pub fn frequency(f: &Fields, spec: &OperationSpec) -> Result<Option<Duration>> {
     if !f.is_set("frequency") {
         return Ok(None);
     }
-    let frequency =
-        f.duration("frequency", Duration::from_secs(60), Duration::from_secs(1), Duration::from_secs(604_800))?;
+    let frequency = f.seconds_or_duration(
+        "frequency",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        Duration::from_secs(604_800),
+    )?;
     let min = spec.min_frequency();
     if frequency < min {
         return Err(f.error(

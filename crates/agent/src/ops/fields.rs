@@ -113,6 +113,15 @@ impl Namer<'_> {
         }
     }
 
+    /// The key and the value as the user wrote them (`operation[2].timeout = 5000`,
+    /// `--timeout 5000`).
+    pub fn assignment(&self, key: &str, value: impl std::fmt::Display) -> String {
+        match self {
+            Namer::Config(_) => format!("{} = {value}", self.name(key)),
+            Namer::Cli(_) => format!("{} {value}", self.name(key)),
+        }
+    }
+
     /// The key as the user wrote it.
     pub fn name(&self, key: &str) -> String {
         match self {
@@ -130,6 +139,11 @@ impl Namer<'_> {
 pub struct Fields<'a> {
     table: &'a toml::Table,
     namer: Namer<'a>,
+}
+
+fn is_number(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn type_error(key: String, v: &toml::Value, expected: &str) -> ConfigError {
@@ -230,11 +244,44 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
-    /// A duration with a default, within `[min, max]`.
+    /// A duration with a default, within `[min, max]`: text with its unit (`"20ms"`, `"5s"`).
     pub fn duration(&self, name: &str, default: Duration, min: Duration, max: Duration) -> Result<Duration> {
-        match self.text(name)? {
+        match self.duration_text(name)? {
             Some(s) => parse_duration(&self.key(name), s, min, max),
             None => Ok(default),
+        }
+    }
+
+    /// The text of a duration key. A bare number is refused with how to write it: its unit is
+    /// not guessed (IOS counts timeout, threshold and interval in ms, most others in seconds).
+    pub fn duration_text(&self, name: &str) -> Result<Option<&'a str>> {
+        let bare = |n: &dyn std::fmt::Display| {
+            let unit = if matches!(name, "timeout" | "threshold" | "interval") { "ms" } else { "s" };
+            ConfigError(format!(
+                "{}: write a duration with its unit, e.g. \"{n}{unit}\"",
+                self.namer.assignment(name, n)
+            ))
+        };
+        match self.table.get(name) {
+            Some(toml::Value::Integer(n)) => Err(bare(n)),
+            Some(toml::Value::String(s)) if is_number(s) => Err(bare(s)),
+            _ => self.text(name),
+        }
+    }
+
+    /// IOS `frequency`: a bare integer is seconds, its unit in IOS (`frequency = 10`); text is a
+    /// duration with its unit.
+    pub fn seconds_or_duration(&self, name: &str, default: Duration, min: Duration, max: Duration) -> Result<Duration> {
+        let seconds = match self.table.get(name) {
+            Some(toml::Value::Integer(n)) => Some(n.to_string()),
+            Some(toml::Value::String(s)) if is_number(s) => Some(s.clone()),
+            _ => None,
+        };
+        match seconds {
+            Some(n) if !n.starts_with('-') => parse_duration(&self.key(name), &format!("{n}s"), min, max),
+            Some(n) => Err(self
+                .error(name, format!("{n} is out of range; allowed {} to {} seconds", min.as_secs(), max.as_secs()))),
+            None => self.duration(name, default, min, max),
         }
     }
 
@@ -287,7 +334,7 @@ mod tests {
         );
         assert_eq!(
             f.duration("interval", Duration::ZERO, Duration::ZERO, Duration::MAX).unwrap_err().to_string(),
-            "operation[3].interval: 5 is not a string"
+            "operation[3].interval = 5: write a duration with its unit, e.g. \"5ms\""
         );
         assert_eq!(f.bool("flag").unwrap_err().to_string(), "operation[3].flag: \"yes\" is not true or false");
         let keys = [&Key::new("stamp_key_file", Ty::Path, "").flag(Flag::Named("auth-key-file"))];

@@ -57,6 +57,9 @@ impl Kind for IcmpEchoKind {
     fn about(&self) -> &'static str {
         "One ICMP echo (datagram ICMP socket, raw socket fallback)"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe icmp-echo 192.0.2.10 --count 5 --json      (any host; one JSON document per run)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
         &[KEYS]
     }

@@ -35,6 +35,9 @@ impl Kind for IcmpJitterKind {
     fn about(&self) -> &'static str {
         "ICMP Timestamp stream: RTT, one-way and jitter without a responder (raw socket)"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe icmp-jitter 192.0.2.10 --packets 50 --interval 20ms      (any host that answers ICMP Timestamp; needs CAP_NET_RAW)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
         &[TRAIN, CLOCK]
     }
@@ -89,6 +92,6 @@ impl Operation for IcmpJitter {
         let pacer = Pacer::for_interval(self.interval);
         let mut result = run_icmp(&mut JitterOp::new(Instant::now(), cfg), &s, t, ident, &pacer, ctx.hooks)?;
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: None })
+        Ok(RunOutcome { result, clock })
     }
 }

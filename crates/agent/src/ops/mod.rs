@@ -64,6 +64,9 @@ pub trait Kind: Sync {
     fn name(&self) -> &'static str;
     /// One line for `ipsla probe --help`.
     fn about(&self) -> &'static str;
+    /// An `ipsla probe` command line for this kind's `--help`, with what it measures in
+    /// parentheses after it.
+    fn example(&self) -> &'static str;
     /// Its keys beyond [`common::COMMON`], in groups ([`common::TRAIN`], ...).
     fn keys(&self) -> &'static [&'static [Key]];
     /// The measurement port when `port` is not set; `None`: the kind has no port (ICMP).
@@ -154,8 +157,7 @@ pub fn and_list(v: &[&str]) -> String {
 /// All keys of `kind`: the common ones, then its own.
 pub fn all_keys(kind: &dyn Kind) -> Vec<&'static Key> {
     let own = kind.keys().iter().flat_map(|g| g.iter());
-    let common = common::COMMON.iter().filter(|k| k.name != "port" || kind.default_port().is_some());
-    common.chain(own).collect()
+    common::COMMON.iter().chain(own).collect()
 }
 
 #[cfg(test)]

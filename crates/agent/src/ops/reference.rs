@@ -57,7 +57,7 @@ pub fn markdown() -> String {
     t.push_str("## Every type\n\n");
     let common: Vec<&Key> = COMMON.iter().collect();
     table(&mut t, &common);
-    t.push_str("\n`port` is taken by every type that has one (not the ICMP types).\n");
+    t.push_str("\n`port` is each type's own key, with its own default (the ICMP types have none).\n");
     for kind in REGISTRY {
         let _ = write!(t, "\n## {}\n\n{}.", kind.name(), kind.about());
         match kind.default_port() {

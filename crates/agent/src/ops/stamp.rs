@@ -11,6 +11,9 @@ use ipsla_net::pacer::Pacer;
 use ipsla_net::probe::{run_udp, udp_socket};
 use std::time::{Duration, Instant};
 
+/// `port`: what listens there depends on the kind, so each kind says it (`--port` help).
+const PORT: &[Key] = &[Key::new("port", Ty::Int, "UDP port of the STAMP Session-Reflector (default 862, RFC 8762)")];
+
 pub(super) static KIND: StampKind = StampKind;
 
 const KEYS: &[Key] = &[
@@ -106,7 +109,7 @@ pub(super) fn run_sender(
     let mut op = StampOp::new(Instant::now(), cfg, spec.port);
     let mut result = run_udp(&mut op, socket, spec.target, 0, &pacer, ctx.hooks)?;
     clock_sync.apply(&mut result, &mut clock);
-    Ok(RunOutcome { result, clock, failure: None })
+    Ok(RunOutcome { result, clock })
 }
 
 impl Kind for StampKind {
@@ -116,8 +119,11 @@ impl Kind for StampKind {
     fn about(&self) -> &'static str {
         "STAMP Session-Sender (RFC 8762, RFC 8972 TLVs) to a STAMP reflector (default port 862)"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe stamp 192.0.2.10 --packets 100 --interval 10ms      (a STAMP reflector on UDP 862)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
-        &[TRAIN, CLOCK, KEYS]
+        &[PORT, TRAIN, CLOCK, KEYS]
     }
     fn default_port(&self) -> Option<u16> {
         Some(ipsla_core::stamp::DEFAULT_PORT)

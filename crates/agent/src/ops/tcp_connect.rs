@@ -2,13 +2,20 @@
 //! listening port).
 
 use super::common::{IPSLA_CONTROL, IpSlaControl};
-use super::{Base, Fields, Key, Kind, Operation};
+use super::{Base, Fields, Key, Kind, Operation, Ty};
 use crate::config::Result;
 use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, sock};
 use ipsla_core::ops::control::ControlOp;
 use ipsla_core::ops::tcp::{TcpConfig, TcpConnectOp};
 use ipsla_net::probe::{SocketOptions, run_tcp, udp_socket};
 use std::time::Instant;
+
+/// `port`: what listens there depends on the kind, so each kind says it (`--port` help).
+const PORT: &[Key] = &[Key::new(
+    "port",
+    Ty::Int,
+    "TCP port to connect to: the control message asks an IP SLA responder to listen on it (default 16384); with --control none, any listening service (e.g. 22, 443)",
+)];
 
 pub(super) static KIND: TcpConnectKind = TcpConnectKind;
 
@@ -28,8 +35,11 @@ impl Kind for TcpConnectKind {
     fn about(&self) -> &'static str {
         "TCP handshake time"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe tcp-connect 192.0.2.10 --no-control --port 443      (any TCP service: the handshake time)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
-        &[IPSLA_CONTROL]
+        &[PORT, IPSLA_CONTROL]
     }
     fn default_port(&self) -> Option<u16> {
         Some(16384)

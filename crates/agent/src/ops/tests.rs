@@ -26,6 +26,17 @@ fn op(extra: &str) -> Result<OperationDef> {
 }
 
 #[test]
+fn a_bare_frequency_is_seconds_and_other_bare_durations_say_how_to_write_them() {
+    assert_eq!(op("frequency = 10").unwrap().schedule.frequency, Duration::from_secs(10), "IOS frequency 10");
+    assert_eq!(op("frequency = \"10s\"").unwrap().schedule.frequency, Duration::from_secs(10));
+    let e = |extra: &str| op(extra).unwrap_err().to_string();
+    assert_eq!(e("frequency = 0"), "operation[1].frequency: 0s is out of range; allowed 1s to 7days");
+    assert_eq!(e("timeout = 5000"), "operation[1].timeout = 5000: write a duration with its unit, e.g. \"5000ms\"");
+    assert_eq!(e("interval = \"20\""), "operation[1].interval = 20: write a duration with its unit, e.g. \"20ms\"");
+    assert_eq!(e("life = 3600"), "operation[1].life = 3600: write a duration with its unit, e.g. \"3600s\"");
+}
+
+#[test]
 fn defaults_are_ios_defaults() {
     let d = op("").unwrap();
     let j = downcast::<UdpJitter>(&d);
@@ -276,6 +287,17 @@ fn the_registry_is_consistent() {
         assert_eq!(value("Target port/Source port").is_some(), kind.default_port().is_some(), "{}", kind.name());
         let train = value("Packet Interval (milliseconds)/Number of packets");
         assert_eq!(train.is_some(), kind.jitter(), "{}: {c:?}", kind.name());
+        // a kind with a port says what listens there, and its default, in its own words
+        let port = keys.iter().find(|k| k.name == "port");
+        assert_eq!(port.is_some(), kind.default_port().is_some(), "{}: a port key iff a default port", kind.name());
+        if let (Some(p), Some(d)) = (port, kind.default_port()) {
+            assert!(
+                p.help.contains(&format!("default {d}")),
+                "{}: --port help names its default: {}",
+                kind.name(),
+                p.help
+            );
+        }
     }
 }
 

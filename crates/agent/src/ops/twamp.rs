@@ -15,6 +15,13 @@ use ipsla_wire::twamp::SecurityMode;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// `port`: what listens there depends on the kind, so each kind says it (`--port` help).
+const PORT: &[Key] = &[Key::new(
+    "port",
+    Ty::Int,
+    "TCP port of the TWAMP-Control server (default 862, RFC 5357); the test session's UDP ports are negotiated",
+)];
+
 pub(super) static KIND: TwampKind = TwampKind;
 
 /// The security mode key (twamp and twamp-light).
@@ -90,8 +97,11 @@ impl Kind for TwampKind {
     fn about(&self) -> &'static str {
         "TWAMP (RFC 5357): TWAMP-Control to the server (TCP, --port, default 862), then one TWAMP-Test session (open, authenticated, encrypted or mixed mode)"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe twamp 192.0.2.10 --mode auth --key-id alice --secret-file /etc/ipsla/twamp-keys      (a TWAMP server on TCP 862)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
-        &[TRAIN, CLOCK, KEYS]
+        &[PORT, TRAIN, CLOCK, KEYS]
     }
     fn default_port(&self) -> Option<u16> {
         Some(ipsla_wire::twamp::CONTROL_PORT)
@@ -209,6 +219,6 @@ impl Operation for Twamp {
         }
         let mut result = out.result;
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: out.failure })
+        Ok(RunOutcome { result, clock })
     }
 }

@@ -13,6 +13,10 @@ use ipsla_net::twamp::client::sender_socket;
 use ipsla_wire::twamp::test::SYMMETRIC_PADDING_OPEN;
 use std::time::Duration;
 
+/// `port`: what listens there depends on the kind, so each kind says it (`--port` help).
+const PORT: &[Key] =
+    &[Key::new("port", Ty::Int, "UDP port of the TWAMP-Light reflector (default 862, RFC 5357 Appendix I)")];
+
 pub(super) static KIND: TwampLightKind = TwampLightKind;
 
 const KEYS: &[Key] = &[
@@ -49,8 +53,11 @@ impl Kind for TwampLightKind {
     fn about(&self) -> &'static str {
         "TWAMP-Light Session-Sender (RFC 5357 Appendix I): TWAMP-Test packets to a reflector (UDP, default port 862), no control; STAMP reflectors answer it too"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe twamp-light 192.0.2.10 --packets 100 --interval 10ms      (a TWAMP-Light or STAMP reflector on UDP 862)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
-        &[TRAIN, CLOCK, KEYS]
+        &[PORT, TRAIN, CLOCK, KEYS]
     }
     fn default_port(&self) -> Option<u16> {
         Some(ipsla_wire::twamp::TEST_PORT)

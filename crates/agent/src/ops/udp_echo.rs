@@ -11,6 +11,13 @@ use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
 use ipsla_net::probe::{run_udp, udp_socket};
 use std::time::Instant;
 
+/// `port`: what listens there depends on the kind, so each kind says it (`--port` help).
+const PORT: &[Key] = &[Key::new(
+    "port",
+    Ty::Int,
+    "Port the probe goes to: the control message asks an IP SLA responder to open it (default 16384); with --control none, a permanent udp-echo port or any UDP echo service (7)",
+)];
+
 pub(super) static KIND: UdpEchoKind = UdpEchoKind;
 
 const KEYS: &[Key] = &[
@@ -38,8 +45,11 @@ impl Kind for UdpEchoKind {
     fn about(&self) -> &'static str {
         "One UDP echo (IP SLA probe type 1)"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe udp-echo 192.0.2.10 --no-control --port 7      (any UDP echo service)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
-        &[IPSLA_CONTROL, KEYS]
+        &[PORT, IPSLA_CONTROL, KEYS]
     }
     fn default_port(&self) -> Option<u16> {
         Some(16384)

@@ -14,6 +14,13 @@ use ipsla_net::pacer::Pacer;
 use ipsla_net::probe::{run_udp, udp_socket};
 use std::time::{Duration, Instant};
 
+/// `port`: what listens there depends on the kind, so each kind says it (`--port` help).
+const PORT: &[Key] = &[Key::new(
+    "port",
+    Ty::Int,
+    "Responder port the probes go to: the control message asks an IP SLA responder to open it for the run (default 16384, as IOS); with --control none, a permanent udp-jitter port (IOS ip sla responder udp-jitter)",
+)];
+
 pub(super) static KIND: UdpJitterKind = UdpJitterKind;
 
 const KEYS: &[Key] = &[
@@ -59,8 +66,11 @@ impl Kind for UdpJitterKind {
     fn about(&self) -> &'static str {
         "UDP jitter (IP SLA probe type 2, or 3 with --precision us), optionally emulating a codec"
     }
+    fn example(&self) -> &'static str {
+        "ipsla probe udp-jitter 192.0.2.10 --codec g711ulaw --count 5      (an IOS or ipsla responder; G.711 call quality, five runs a second apart)"
+    }
     fn keys(&self) -> &'static [&'static [Key]] {
-        &[IPSLA_CONTROL, TRAIN, CLOCK, KEYS]
+        &[PORT, IPSLA_CONTROL, TRAIN, CLOCK, KEYS]
     }
     fn default_port(&self) -> Option<u16> {
         Some(16384)
@@ -162,6 +172,6 @@ impl Operation for UdpJitter {
         let mut op = JitterOp::new(Instant::now(), cfg);
         let mut result = run_udp(&mut op, &s, t, self.control.port, &pacer, ctx.hooks)?;
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock, failure: None })
+        Ok(RunOutcome { result, clock })
     }
 }

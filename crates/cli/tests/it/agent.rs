@@ -408,3 +408,128 @@ fn twamp_and_stamp_served_and_scheduled() {
     assert!(r["twamp_stats"]["server"]["sessions_accepted"].as_u64().unwrap() >= 2, "{r}");
     assert!(r["stamp_stats"]["replied"].as_u64().unwrap() >= 20, "{r}");
 }
+
+#[test]
+fn a_failed_run_is_stored_with_its_reason() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_udp();
+    let cfg = AgentToml::new().http(0).store(&dir.path().join("runs.db")).operation(
+        Op::new("udp-jitter", "127.0.0.1")
+            .id(1)
+            .key("control_port", dead)
+            .key("timeout", "300ms")
+            .key("frequency", "1s"),
+    );
+    let agent = InProcess::start(&cfg);
+    let http = agent.http();
+    let latest = wait_some("a stored run", PATIENCE, || {
+        get(http, "/api/v1/operations/1/latest").filter(|(c, _)| *c == 200).map(|(_, b)| b)
+    });
+    let latest: Value = serde_json::from_str(&latest).unwrap();
+    assert_eq!(latest["return_code"], "no_connection");
+    assert_eq!(
+        latest["reason"],
+        format!("connection refused (ICMP port unreachable) from 127.0.0.1:{dead}: no responder listens there")
+            .as_str()
+    );
+    // `ipsla show statistics` renders the stored document with it
+    let out =
+        ipsla().args(["show", "statistics", "1", "--agent"]).arg(format!("http://127.0.0.1:{http}")).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Latest operation failure reason: connection refused (ICMP port unreachable)"), "{text}");
+}
+
+/// Start-up and configuration errors name the subject: the address and the key or flag it came
+/// from, and how to write the value.
+#[test]
+fn start_errors_name_the_address_and_the_key_or_flag() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap();
+    let p = dir.path().join("agent.toml");
+    let store = dir.path().join("runs.db");
+    std::fs::write(&p, format!("[agent]\nhttp = \"{http}\"\nstore = \"{}\"\n", store.display())).unwrap();
+    let out = ipsla().args(["agent", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: starting the agent: cannot serve HTTP on {http} (agent.http in {}): Address already in use (os error 98)\n",
+            p.display()
+        )
+    );
+    let out = ipsla().args(["agent", "--config"]).arg(&p).args(["--http", &http.to_string()]).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: starting the agent: cannot serve HTTP on {http} (--http): Address already in use (os error 98)\n"
+        )
+    );
+    // IOS's `frequency 10` is seconds; a bare number for another duration says how to write it
+    std::fs::write(&p, "[[operation]]\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\nfrequency = 10\n").unwrap();
+    let out = ipsla().args(["agent", "--check", "--config"]).arg(&p).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&p, "[[operation]]\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\ntimeout = 5000\n").unwrap();
+    let out = ipsla().args(["agent", "--check", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!(
+            "ipsla: in {}: operation[0].timeout = 5000: write a duration with its unit, e.g. \"5000ms\"\n",
+            p.display()
+        )
+    );
+    let out = ipsla().args(["probe", "udp-jitter", "127.0.0.1", "--interval", "5"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "ipsla: --interval 5: write a duration with its unit, e.g. \"5ms\"\n"
+    );
+}
+
+/// The agent's log levels follow IOS severities: `%TRACK-6-STATE` (6, informational) at INFO.
+#[test]
+fn a_track_change_is_logged_at_info() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, http) = (free_udp(), free_tcp());
+    let cfg = AgentToml::new()
+        .http(http)
+        .store(&dir.path().join("runs.db"))
+        .responder(Responder::loopback(v1))
+        .operation(
+            Op::new("udp-echo", "127.0.0.1")
+                .id(1)
+                .key("port", free_udp())
+                .key("control_port", v1)
+                .key("timeout", "500ms")
+                .key("frequency", "1s"),
+        )
+        .track(Track::of(1, 1).key("mode", "reachability"));
+    let p = dir.path().join("agent.toml");
+    std::fs::write(&p, cfg.render()).unwrap();
+    let mut agent = crate::common::Killed(
+        ipsla()
+            .args(["agent", "--config"])
+            .arg(&p)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = agent.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("%TRACK-6-STATE") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(PATIENCE).expect("a %TRACK-6-STATE line");
+    assert!(
+        line.contains(" INFO ipsla::track: %TRACK-6-STATE: 1 ip sla 1 reachability Down -> Up track=1 up=true"),
+        "{line}"
+    );
+}

@@ -239,6 +239,11 @@ fn failures_give_cisco_return_codes() {
         "1s",
     ]);
     assert_eq!((code, &docs[0]["return_code"]), (1, &Value::from("no_connection")));
+    let to = docs[0]["target"].as_str().unwrap();
+    assert_eq!(
+        docs[0]["reason"],
+        format!("connection refused (TCP reset) by {to}: nothing listens on that port").as_str()
+    );
     // probes to a port nobody answers without control: Timeout, everything lost
     let (code, docs) = probe(&[
         "udp-jitter",
@@ -309,6 +314,64 @@ fn a_run_without_replies_shows_no_numbers() {
         assert!(t.contains(line), "{line:?} in\n{t}");
     }
     assert!(!t.contains("0.000") && !t.contains(" 0/0/0 "), "{t}");
+}
+
+/// Runs `ipsla probe ARGS --json` and returns (the one document, stderr).
+fn probe_failing(args: &[&str]) -> (Value, String) {
+    let out = ipsla().arg("probe").args(args).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc = serde_json::from_slice(&out.stdout).unwrap();
+    (doc, String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn a_closed_control_port_is_named_as_refused() {
+    let _machine = crate::common::shared();
+    let dead = free_port();
+    let (doc, stderr) = probe_failing(&["udp-jitter", "127.0.0.1", "--control-port", &dead.to_string()]);
+    let why = format!("connection refused (ICMP port unreachable) from 127.0.0.1:{dead}: no responder listens there");
+    assert_eq!(doc["return_code"], "no_connection");
+    assert_eq!(doc["reason"], why.as_str());
+    assert_eq!(stderr, format!("ipsla probe udp-jitter: {why}\n"));
+    // the text report says it too, under the return code
+    let out = ipsla().args(["probe", "udp-echo", "127.0.0.1", "--control-port", &dead.to_string()]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "Latest operation return code: No connection\nLatest operation failure reason: {why}\n"
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("0 packets transmitted, 0 received, packet loss unknown (nothing was sent)\n"), "{text}");
+    // without control, the refused probes explain the timeout
+    let port = free_port();
+    let (doc, _) = probe_failing(&["udp-echo", "127.0.0.1", "--port", &port.to_string(), "--control", "none"]);
+    assert_eq!(doc["return_code"], "timeout");
+    assert_eq!(
+        doc["reason"],
+        format!("connection refused (ICMP port unreachable) from 127.0.0.1:{port}: no responder listens there")
+            .as_str()
+    );
+}
+
+#[test]
+fn a_silent_control_port_is_named_with_what_was_sent() {
+    let _machine = crate::common::shared();
+    // something holds the port and never answers (a firewall that drops looks the same)
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (doc, stderr) =
+        probe_failing(&["udp-jitter", "127.0.0.1", "--control-port", &port.to_string(), "--timeout", "300ms"]);
+    let why = format!(
+        "no answer from 127.0.0.1:{port} to 3 control requests in 300 ms: is a responder running there and allowed through?"
+    );
+    assert_eq!(doc["return_code"], "no_connection");
+    assert_eq!(doc["reason"], why.as_str());
+    assert_eq!(stderr, format!("ipsla probe udp-jitter: {why}\n"));
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let requests = std::iter::from_fn(|| silent.recv(&mut buf).ok()).count();
+    assert_eq!(requests, 3, "the three control requests the reason counts");
 }
 
 #[test]
@@ -716,4 +779,35 @@ fn samples_carry_the_four_times() {
     let s = &docs[0]["samples"][0];
     assert!(s["t2"].is_null() && s["t3"].is_null(), "{s}");
     assert_eq!(epoch_ns(&s["t4"]) - epoch_ns(&s["t1"]), (s["rtt_us"].as_f64().unwrap() * 1000.0).round() as i128);
+}
+
+/// `ipsla probe ... | head -1`: the reader goes away, the probe stops quietly with the status a
+/// shell shows for SIGPIPE, instead of panicking on the next line it prints.
+#[test]
+fn a_closed_stdout_ends_the_probe_quietly() {
+    let _machine = crate::common::shared();
+    use std::io::BufRead;
+    // a port that never answers: every run prints a timeout report and nothing on stderr
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let args = ["probe", "udp-echo", "127.0.0.1", "--control", "none", "--port", &port, "--timeout", "10ms"];
+    for json in [false, true] {
+        let mut child = crate::common::Killed(
+            ipsla()
+                .args(args)
+                .args(["--count", "100"])
+                .args(json.then_some("--json"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut first = String::new();
+        std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with(if json { "{\"schema\":1," } else { "IPSLA operation id: 1" }), "{first}");
+        // the reader is dropped here: the next run's report meets a closed pipe
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!((child.0.wait().unwrap().code(), err), (Some(141), String::new()), "json: {json}");
+    }
 }

@@ -6,7 +6,7 @@
 //! v2: header sequence kept on retries, the reply's digest is checked when authenticating, and the
 //! header / CSLD status codes map to return codes.
 
-use super::ReturnCode;
+use super::{Cause, ReturnCode};
 use ipsla_wire::cisco::control_v1::{self, ControlV1, ControlV1Repr, MeasurementRepr};
 use ipsla_wire::cisco::control_v2::{AuthMode, AuthRepr, ControlV2, ControlV2Repr, Status, UdpMeasurementRepr};
 use ipsla_wire::time::NtpTimestamp;
@@ -71,7 +71,9 @@ pub struct ControlPhase {
     retry: Duration,
     next_send: Instant,
     deadline: Instant,
+    timeout: Duration,
     outcome: Option<Result<u16, ReturnCode>>,
+    cause: Option<Cause>,
     /// v2 send timestamp, fixed at the first attempt: a retry must be the same message so that
     /// the responder can tell it from a replay.
     timestamp: Option<NtpTimestamp>,
@@ -91,7 +93,9 @@ impl ControlPhase {
             retry,
             next_send: now,
             deadline: now + timeout,
+            timeout,
             outcome,
+            cause: None,
             timestamp: None,
         }
     }
@@ -100,6 +104,24 @@ impl ControlPhase {
     /// failure, `None` while pending.
     pub fn outcome(&self) -> Option<Result<u16, ReturnCode>> {
         self.outcome
+    }
+
+    /// Why the phase failed, once it has.
+    pub fn cause(&self) -> Option<Cause> {
+        self.cause.clone()
+    }
+
+    fn fail(&mut self, code: ReturnCode, cause: Cause) {
+        self.outcome = Some(Err(code));
+        self.cause = Some(cause);
+    }
+
+    /// The kernel reported a control message to `to` refused (ICMP port unreachable): nothing listens on
+    /// the control port, so no retry can succeed; "No connection" now rather than at the deadline.
+    pub fn handle_refused(&mut self, to: SocketAddr) {
+        if self.outcome.is_none() && self.attempts > 0 {
+            self.fail(ReturnCode::NoConnection, Cause::Refused { to });
+        }
     }
 
     /// Writes the next control message into `buf` when one is due.
@@ -175,7 +197,11 @@ impl ControlPhase {
                 }
                 // Bytes 4–7 are 0 in every captured reply; a non-zero value is the only error
                 // signal v1 could carry.
-                self.outcome = Some(if v.status() == 0 { Ok(self.req.port) } else { Err(ReturnCode::Error) });
+                if v.status() == 0 {
+                    self.outcome = Some(Ok(self.req.port));
+                } else {
+                    self.fail(ReturnCode::Error, Cause::ControlRejected { to: self.req.control_remote });
+                }
             }
             ControlMode::V2(auth) => {
                 let Ok(v) = ControlV2::new_checked(bytes) else {
@@ -194,12 +220,12 @@ impl ControlPhase {
                     }
                     if !v.verify(a.mode, &a.secret) {
                         // The responder refused our key (it does not sign then) or a forger answered.
-                        self.outcome = Some(Err(ReturnCode::AuthFailure));
+                        self.fail(ReturnCode::AuthFailure, Cause::ControlRejected { to: self.req.control_remote });
                         return;
                     }
                 }
                 let udp_status = repr.as_ref().ok().and_then(|r| r.measurement).map(|m| m.status);
-                self.outcome = Some(match (Status::from(v.status()), udp_status) {
+                let outcome = match (Status::from(v.status()), udp_status) {
                     (Status::Success, Some(Status::Success)) => {
                         let port = repr.ok().and_then(|r| r.measurement).map_or(self.req.port, |m| m.meas_dst_port);
                         if port == 0 { Err(ReturnCode::FormatError) } else { Ok(port) }
@@ -208,7 +234,11 @@ impl ControlPhase {
                     (Status::AuthFailure, _) => Err(ReturnCode::AuthFailure),
                     (Status::FormatError, _) => Err(ReturnCode::FormatError),
                     _ => Err(ReturnCode::Error),
-                });
+                };
+                if outcome.is_err() {
+                    self.cause = Some(Cause::ControlRejected { to: self.req.control_remote });
+                }
+                self.outcome = Some(outcome);
             }
         }
     }
@@ -224,7 +254,9 @@ impl ControlPhase {
     /// Gives up at the deadline: "No connection", as IOS reports an unanswered control phase.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.outcome.is_none() && now >= self.deadline {
-            self.outcome = Some(Err(ReturnCode::NoConnection));
+            let waited_ms = self.timeout.as_millis().min(u128::from(u64::MAX)) as u64;
+            let cause = Cause::ControlUnanswered { to: self.req.control_remote, requests: self.attempts, waited_ms };
+            self.fail(ReturnCode::NoConnection, cause);
         }
     }
 }

@@ -7,7 +7,9 @@
 //! must carry the same sequence and payload.
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
-use super::{Events, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit};
+use super::{
+    Cause, Events, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit,
+};
 use crate::io::RxTime;
 use crate::stats::Sample;
 use ipsla_wire::cisco::probe::{self, ProbeType};
@@ -71,6 +73,7 @@ pub struct EchoOp {
     sent_at: Option<Instant>,
     sample: Option<Sample>,
     failure: Option<ReturnCode>,
+    cause: Option<super::Cause>,
     unexpected: u32,
     duplicates: u32,
     stamps: StampSources,
@@ -106,6 +109,7 @@ impl EchoOp {
             sent_at: None,
             sample: None,
             failure: None,
+            cause: None,
             unexpected: 0,
             duplicates: 0,
             stamps: StampSources::default(),
@@ -120,6 +124,7 @@ impl EchoOp {
                 Some(Ok(port)) => self.phase = Phase::Send { port },
                 Some(Err(code)) => {
                     self.failure = Some(code);
+                    self.cause = c.cause();
                     self.finish();
                 }
                 None => {}
@@ -129,7 +134,7 @@ impl EchoOp {
 
     fn finish(&mut self) {
         self.events.expire_all();
-        self.result = Some(OperationResult::single(
+        let mut r = OperationResult::single(
             self.failure,
             self.sent_at.map(|_| self.t1_kernel.unwrap_or(self.t1)),
             self.sample,
@@ -137,7 +142,11 @@ impl EchoOp {
             self.cfg.threshold,
             self.stamps,
             self.unexpected,
-        ));
+        );
+        if self.sample.is_none() {
+            r.cause = self.cause.clone();
+        }
+        self.result = Some(r);
         self.phase = Phase::Done;
     }
 }
@@ -219,6 +228,21 @@ impl Operation for EchoOp {
                 self.finish();
             }
             _ => {}
+        }
+    }
+
+    fn handle_refused(&mut self, _now: Instant, to: std::net::SocketAddr) {
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_refused(to);
+                self.advance_control();
+            }
+            // one probe, refused: no reply can come
+            Phase::Wait { .. } => {
+                self.cause = Some(Cause::Refused { to });
+                self.finish();
+            }
+            Phase::Send { .. } | Phase::Done => {}
         }
     }
 

@@ -14,8 +14,8 @@
 
 use super::control::{ControlMode, ControlPhase, ControlRequest};
 use super::{
-    Events, LostProbe, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources, Transmit,
-    VoiceConfig, earliest,
+    Cause, Events, LostProbe, Operation, OperationResult, Peer, Precision, ProbeEvent, ReturnCode, StampSources,
+    Transmit, VoiceConfig, earliest,
 };
 use crate::io::RxTime;
 use crate::stats::{self, Sample, StatsConfig};
@@ -129,6 +129,7 @@ pub struct JitterOp {
     unexpected: u32,
     stamps: StampSources,
     failure: Option<ReturnCode>,
+    cause: Option<Cause>,
     result: Option<OperationResult>,
     port: u16,
     events: Events,
@@ -154,6 +155,7 @@ impl JitterOp {
             unexpected: 0,
             stamps: StampSources::default(),
             failure: None,
+            cause: None,
             result: None,
             port: cfg_port,
             events: Events::default(),
@@ -169,6 +171,7 @@ impl JitterOp {
                 }
                 Some(Err(code)) => {
                     self.failure = Some(code);
+                    self.cause = c.cause();
                     self.finish();
                 }
                 None => {}
@@ -262,6 +265,12 @@ impl JitterOp {
                 .filter(|(_, s)| !s.answered)
                 .map(|(i, s)| LostProbe { seq: i as u32 + 1, t1: s.t1_kernel.unwrap_or(s.t1_wall).as_nanos() as i64 })
                 .collect(),
+            // a refusal during probing explains a run with no reply, not one that got replies
+            cause: if matches!(return_code, ReturnCode::Ok | ReturnCode::OverThreshold) {
+                None
+            } else {
+                self.cause.clone()
+            },
         });
         self.phase = Phase::Done;
     }
@@ -425,6 +434,19 @@ impl Operation for JitterOp {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn handle_refused(&mut self, now: Instant, to: std::net::SocketAddr) {
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_refused(to);
+                self.advance_control(now);
+            }
+            Phase::Probing { .. } | Phase::Draining { .. } => {
+                self.cause.get_or_insert(Cause::Refused { to });
+            }
+            Phase::Done => {}
         }
     }
 

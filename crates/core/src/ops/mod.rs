@@ -24,6 +24,8 @@ use crate::stats::{JitterStats, Sample};
 use crate::voice::{Codec, MosModel, VoiceScore};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// What happened to one probe, at the moment it happened (ping's and irtt's per-reply lines).
@@ -235,6 +237,71 @@ impl ReturnCode {
     }
 }
 
+/// Why a run failed, as the machine and its driver saw it: data that travels with the result to
+/// the report, the store and the operator (`Display` words it, naming the address and what to
+/// check). The return code says *that* it failed, in Cisco's vocabulary; this says *why*.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum Cause {
+    /// The control phase sent `requests` messages to `to` and no answer came within `waited_ms`.
+    ControlUnanswered {
+        /// The responder's control address.
+        to: SocketAddr,
+        /// Control messages sent.
+        requests: u32,
+        /// How long the phase waited, ms.
+        waited_ms: u64,
+    },
+    /// The kernel reported what we sent to `to` refused (ICMP port unreachable, `ECONNREFUSED`).
+    Refused {
+        /// Where the refused datagram went.
+        to: SocketAddr,
+    },
+    /// The TCP handshake to `to` was refused (a reset): nothing listens on that port.
+    ConnectRefused {
+        /// Where the connection went.
+        to: SocketAddr,
+    },
+    /// The responder at `to` answered the control request with a refusal (its code).
+    ControlRejected {
+        /// The responder's control address.
+        to: SocketAddr,
+    },
+    /// A control protocol failed in its own words (TWAMP-Control: no common mode, a refused
+    /// session, a key that does not verify, ...).
+    Control {
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::ControlUnanswered { to, requests, waited_ms } => {
+                let waited =
+                    if waited_ms % 1000 == 0 { format!("{} s", waited_ms / 1000) } else { format!("{waited_ms} ms") };
+                write!(
+                    f,
+                    "no answer from {to} to {requests} control request{} in {waited}: is a responder running there and allowed through?",
+                    if *requests == 1 { "" } else { "s" }
+                )
+            }
+            Cause::Refused { to } => {
+                write!(f, "connection refused (ICMP port unreachable) from {to}: no responder listens there")
+            }
+            Cause::ConnectRefused { to } => {
+                write!(f, "connection refused (TCP reset) by {to}: nothing listens on that port")
+            }
+            Cause::ControlRejected { to } => write!(
+                f,
+                "the responder at {to} refused the control request: check its allowed sources, port range and authentication"
+            ),
+            Cause::Control { reason } => f.write_str(reason),
+        }
+    }
+}
+
 /// Timestamp precision of a udp-jitter operation (IOS `precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -293,6 +360,10 @@ pub struct OperationResult {
     pub samples: Vec<Sample>,
     /// Time from the first probe sent to the last, ns (what a schedule actually took).
     pub send_span_ns: u64,
+    /// Why the run failed, when the machine or its driver knows (`None` on success, and on a
+    /// failure with no more to say than its return code).
+    #[serde(default)]
+    pub cause: Option<Cause>,
     /// Every probe sent that no reply answered, in sequence order, with its send time: with
     /// `samples`, the whole timeline of a run.
     #[serde(default)]
@@ -321,6 +392,7 @@ impl OperationResult {
             samples: Vec::new(),
             send_span_ns: 0,
             lost: Vec::new(),
+            cause: None,
         }
     }
 
@@ -362,6 +434,7 @@ impl OperationResult {
                 (Some(t1), None) => vec![LostProbe { seq: 1, t1: t1.as_nanos() as i64 }],
                 _ => Vec::new(),
             },
+            cause: None,
         }
     }
 }
@@ -374,6 +447,9 @@ pub trait Operation {
     fn handle_datagram(&mut self, now: Instant, from: Peer, rx: RxTime, bytes: &[u8]);
     /// The kernel's transmit stamp of the probe with sequence `seq`.
     fn handle_tx_stamp(&mut self, _seq: u32, _wall: Duration) {}
+    /// The kernel reported the datagram we sent to `to` refused (ICMP port unreachable): during a
+    /// control phase the run ends with "No connection" at once, since nothing listens to answer.
+    fn handle_refused(&mut self, _now: Instant, _to: SocketAddr) {}
     /// The TCP connection asked for with [`Peer::Connect`] completed (`ok`) or failed, at `rx`.
     fn handle_connected(&mut self, _now: Instant, _rx: RxTime, _ok: bool) {}
     /// When the operation next needs [`Operation::handle_timeout`] or a transmit poll.

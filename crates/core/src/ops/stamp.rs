@@ -210,6 +210,8 @@ pub struct StampOp {
     result: Option<OperationResult>,
     port: u16,
     events: Events,
+    /// Where the kernel reported a test packet refused (ICMP port unreachable).
+    refused: Option<std::net::SocketAddr>,
 }
 
 impl StampOp {
@@ -234,6 +236,7 @@ impl StampOp {
             result: None,
             port,
             events: Events::default(),
+            refused: None,
         }
     }
 
@@ -343,6 +346,7 @@ impl StampOp {
         } else {
             ReturnCode::Ok
         };
+        let cause = self.refused.filter(|_| st.received == 0).map(|to| super::Cause::Refused { to });
         self.result = Some(OperationResult {
             return_code,
             stats: st,
@@ -362,6 +366,7 @@ impl StampOp {
                 .filter(|(_, s)| !s.answered)
                 .map(|(i, s)| LostProbe { seq: i as u32 + 1, t1: s.t1_kernel.unwrap_or(s.t1_wall).as_nanos() as i64 })
                 .collect(),
+            cause,
         });
         self.done = true;
     }
@@ -504,6 +509,10 @@ fn twamp_reply(f: &TwampFormat, bytes: &[u8]) -> Result<Reply, Reject> {
 }
 
 impl Operation for StampOp {
+    fn handle_refused(&mut self, _now: Instant, to: std::net::SocketAddr) {
+        self.refused.get_or_insert(to);
+    }
+
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.events.expire(now);
         if self.done || self.drain_until.is_some() {

@@ -40,6 +40,7 @@ pub struct TcpConnectOp {
     sent: Option<Duration>,
     sample: Option<Sample>,
     failure: Option<ReturnCode>,
+    cause: Option<super::Cause>,
     stamps: StampSources,
     result: Option<OperationResult>,
     events: Events,
@@ -56,6 +57,7 @@ impl TcpConnectOp {
             sent: None,
             sample: None,
             failure: None,
+            cause: None,
             stamps: StampSources::default(),
             result: None,
             events: Events::default(),
@@ -71,6 +73,7 @@ impl TcpConnectOp {
                 }
                 Some(Err(code)) => {
                     self.failure = Some(code);
+                    self.cause = c.cause();
                     self.finish();
                 }
                 None => {}
@@ -80,13 +83,27 @@ impl TcpConnectOp {
 
     fn finish(&mut self) {
         self.events.expire_all();
-        self.result =
-            Some(OperationResult::single(self.failure, self.sent, self.sample, 0, self.cfg.threshold, self.stamps, 0));
+        let mut r =
+            OperationResult::single(self.failure, self.sent, self.sample, 0, self.cfg.threshold, self.stamps, 0);
+        r.cause = self.cause.clone();
+        self.result = Some(r);
         self.phase = Phase::Done;
     }
 }
 
 impl Operation for TcpConnectOp {
+    fn handle_refused(&mut self, _now: Instant, to: std::net::SocketAddr) {
+        match &mut self.phase {
+            Phase::Control(c) => {
+                c.handle_refused(to);
+                self.advance_control();
+            }
+            // the handshake was answered with a reset; handle_connected(false) follows
+            Phase::Wait { .. } => self.cause = Some(super::Cause::ConnectRefused { to }),
+            Phase::Connect | Phase::Done => {}
+        }
+    }
+
     fn poll_transmit(&mut self, now: Instant, wall: Duration, buf: &mut [u8]) -> Option<Transmit> {
         self.advance_control();
         match &mut self.phase {

@@ -378,6 +378,39 @@ fn control_unanswered_is_no_connection_with_same_sequence() {
     assert_eq!(sim.control_sent.len(), 3);
     assert!(sim.control_sent.iter().all(|m| m == &sim.control_sent[0]), "a retry keeps the sequence");
     assert_eq!(r.stats.sent, 0);
+    let to: SocketAddr = "127.0.0.1:1967".parse().unwrap();
+    assert_eq!(r.cause, Some(Cause::ControlUnanswered { to, requests: 3, waited_ms: 5000 }));
+    assert_eq!(
+        r.cause.unwrap().to_string(),
+        "no answer from 127.0.0.1:1967 to 3 control requests in 5 s: is a responder running there and allowed through?"
+    );
+}
+
+#[test]
+fn a_refused_control_message_ends_the_run_with_its_cause() {
+    let t0 = Instant::now();
+    let mut op = JitterOp::new(t0, jitter_cfg(5, Precision::Ms, false));
+    let mut buf = [0u8; 256];
+    let wall = Duration::from_secs(1_700_000_000);
+    assert_eq!(op.poll_transmit(t0, wall, &mut buf).map(|t| t.peer), Some(Peer::Control));
+    let to: SocketAddr = "127.0.0.1:1967".parse().unwrap();
+    op.handle_refused(t0 + MS, to);
+    assert!(op.is_done(), "no retry can be answered: nothing listens");
+    let r = op.result();
+    assert_eq!((r.return_code, r.cause), (ReturnCode::NoConnection, Some(Cause::Refused { to })));
+    assert_eq!(op.poll_transmit(t0 + 2 * MS, wall, &mut buf), None);
+}
+
+#[test]
+fn a_rejected_control_request_names_the_responder() {
+    let mut sim = Sim::new(constant(MS, MS));
+    sim.binder.busy.insert(16384);
+    let mut cfg = jitter_cfg(4, Precision::Us, false);
+    cfg.control = ControlMode::V2(None);
+    let mut op = JitterOp::new(sim.t0, cfg);
+    let r = sim.run(&mut op);
+    assert_eq!(r.return_code, ReturnCode::PortInUse);
+    assert_eq!(r.cause, Some(Cause::ControlRejected { to: "127.0.0.1:1967".parse().unwrap() }));
 }
 
 #[test]

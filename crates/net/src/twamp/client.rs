@@ -9,7 +9,7 @@
 //! Stop-Sessions (Accept 0, Number of Sessions 1) and closes the connection.
 //!
 //! A control phase that fails ends the run with a Cisco return code and a reason
-//! ([`TwampOutcome::failure`]): no TCP connection or no answer ⇒ `NoConnection`; the server
+//! (`result.cause`, [`Cause::Control`]): no TCP connection or no answer ⇒ `NoConnection`; the server
 //! refusing our authentication (Server-Start Accept ≠ 0 in a protected mode, a server HMAC that
 //! does not verify) ⇒ `AuthFailure`; anything else (no common mode, a refused session) ⇒
 //! `Error`.
@@ -17,7 +17,7 @@
 use crate::pacer::Pacer;
 use crate::probe::{Hooks, SocketOptions, connect, run_udp, udp_socket};
 use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampOp, StampReplyInfo, TwampFormat};
-use ipsla_core::ops::{OperationResult, Precision, ReturnCode, StampSources};
+use ipsla_core::ops::{Cause, OperationResult, Precision, ReturnCode, StampSources};
 use ipsla_core::stats::JitterStats;
 use ipsla_core::twamp::client::{
     AcceptedSession, ClientConfig, ControlClient, Event, Failure, ReflectOctets, Secret, SessionRequest,
@@ -60,10 +60,8 @@ pub struct TwampOptions {
 /// What one run gave.
 #[derive(Debug, Clone)]
 pub struct TwampOutcome {
-    /// The statistics, or the return code of a failed control phase.
+    /// The statistics, or the return code and cause of a failed control phase.
     pub result: OperationResult,
-    /// Why the control phase failed, in words.
-    pub failure: Option<String>,
     /// The security mode the connection used.
     pub mode: Option<SecurityMode>,
     /// The session the server accepted.
@@ -88,8 +86,8 @@ impl TwampOutcome {
                 samples: Vec::new(),
                 send_span_ns: 0,
                 lost: Vec::new(),
+                cause: Some(Cause::Control { reason: why }),
             },
-            failure: Some(why),
             mode,
             session: None,
             reply_info: StampReplyInfo::default(),
@@ -253,7 +251,6 @@ pub async fn run_twamp(target: SocketAddr, opts: &TwampOptions, hooks: Hooks<'_>
     Ok(TwampOutcome {
         cancelled: run.is_err(),
         result: run.unwrap_or_else(|_| ipsla_core::ops::Operation::result(&op)),
-        failure: None,
         mode: Some(accepted.mode),
         reply_info: op.reply_info(),
         session: Some(accepted),
