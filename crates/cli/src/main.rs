@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod generate;
 mod notify;
 mod probe;
 mod responder;
@@ -29,6 +30,9 @@ enum Command {
     Agent(Box<agent::AgentArgs>),
     /// Ask a running agent (IOS `show ip sla statistics`, `show track`, `show ip sla responder`).
     Show(Box<show::ShowArgs>),
+    /// Write the manual pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Probe(args) => probe::main(*args),
         Command::Agent(args) => agent::main(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Show(args) => show::main(*args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Generate(args) => generate::main(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
