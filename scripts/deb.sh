@@ -14,16 +14,17 @@ fi
 
 # what the package installs besides the binary: manual pages and completions from the binary's
 # own definitions, and the units pointing at the packaged binary instead of /usr/local/bin
-assets=target/deb-assets
+assets=target/release/deb-assets
 rm -rf "$assets"
 target/release/ipsla generate "$assets"
+gzip -9n "$assets"/man/*  # Debian policy 12.1: manual pages compressed, no timestamp
 mkdir -p "$assets/units"
 for unit in ipsla-agent ipsla-responder; do
   sed 's#/usr/local/bin/ipsla#/usr/bin/ipsla#g' "dist/$unit.service" >"$assets/units/$unit.service"
 done
 
 # --no-build: the release build above is the one shipped (stripped by cargo-deb)
-deb=$(cargo deb -p ipsla --no-build | tail -n 1)
+deb=$(cargo deb -p ipsla --no-build --strip | tail -n 1)
 echo "package: $deb"
 
 if command -v lintian >/dev/null 2>&1; then
