@@ -111,14 +111,25 @@ fn config_page_mentions_every_key_the_loader_accepts() {
         let heading = if t == "agent" || t == "responder" { format!(".SH [{t}]") } else { format!(".SH [[{t}]]") };
         assert!(page.contains(&heading), "no section {heading}");
     }
+    // each table's keys in that table's own section (a key of the same name elsewhere does not count)
     let op = "[[operation]]\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\n[[operation.reaction]]";
-    for table in ["[agent]", "[responder]", "[[track]]\nid = 1", "[[group]]", "[[route]]", "[[alert]]", op] {
+    for (table, heading) in [
+        ("[agent]", ".SH [agent]"),
+        ("[responder]", ".SH [responder]"),
+        ("[[track]]\nid = 1", ".SH [[track]]"),
+        ("[[group]]", ".SH [[group]]"),
+        ("[[route]]", ".SH [[route]]"),
+        ("[[alert]]", ".SH [[alert]]"),
+        (op, ".SH [[operation.reaction]]"),
+    ] {
+        let section = page.split(heading).nth(1).unwrap_or_else(|| panic!("no section {heading}"));
+        let section = section.split("\n.SH").next().unwrap();
         let keys = accepted_keys(table);
         assert!(keys.len() >= 4, "{table}: {keys:?}");
-        for k in keys {
-            let k = k.replace('-', "\\-");
-            assert!(page.contains(&format!(".TP\n\\fB{k}\\fR")), "{table} key {k} is not in ipsla-agent.toml(5)");
+        for k in &keys {
+            assert!(section.contains(&format!(".TP\n\\fB{k}\\fR")), "{heading} key {k} is not in ipsla-agent.toml(5)");
         }
+        assert_eq!(section.matches(".TP").count(), keys.len(), "{heading}: keys the loader does not accept");
     }
 }
 
@@ -299,7 +310,8 @@ fn dockerfile_healthcheck_asks_the_agent_for_healthy() {
     assert_eq!(exec[..2], ["bash", "-c"]);
     assert!(exec[2].contains("/dev/tcp/127.0.0.1/9167") && exec[2].contains("GET /-/healthy"));
     // the same command against an agent on another port: 0 while healthy, non-zero once it is gone
-    let agent = InProcess::start(&AgentToml::new().http(0));
+    let dir = tempfile::tempdir().unwrap();
+    let agent = InProcess::start(&AgentToml::new().http(0).store(&dir.path().join("agent.db")));
     let script = exec[2].replace("/9167", &format!("/{}", agent.http()));
     let status = Command::new("bash").arg("-c").arg(&script).status().unwrap();
     assert!(status.success(), "{script}");
