@@ -26,6 +26,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   step "installing ${need[*]}"
   # packages such as prometheus start their service on install; the tests run their own process,
@@ -69,6 +70,15 @@ cargo build --release -p ipsla -p ipsla-bench
 ./target/release/anchors 1 >/dev/null
 ./target/release/agent_scale 200 10 >/dev/null
 ./target/release/lab_error 30 >/dev/null # a few seconds as root; says "skipped" without
+
+# the .deb from the release binary just built (cargo-deb is installed once, then reused), checked
+# with lintian; docs/install.md justifies the tags dist/deb/lintian-accepted suppresses
+step "Debian package (scripts/deb.sh) and lintian"
+if command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb >/dev/null 2>&1; then
+  bash scripts/deb.sh
+else
+  echo "could not install cargo-deb; the package is not built"
+fi
 
 if [ "${FUZZ_SECONDS:-20}" != "0" ] && low_disk; then
   echo "less than 5 GiB free: removing target/release before the fuzz build"

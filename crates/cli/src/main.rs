@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod generate;
 mod notify;
 mod out;
 mod probe;
@@ -41,6 +42,9 @@ enum Command {
     /// Ask a running agent (IOS `show ip sla statistics`, `show track`, `show ip sla responder`).
     #[command(after_help = "Example:\n  ipsla show statistics 10 --agent http://192.0.2.5:9167")]
     Show(Box<show::ShowArgs>),
+    /// Write the manual pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Probe(args) => probe::main(*args),
         Command::Agent(args) => agent::main(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Show(args) => show::main(*args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Generate(args) => generate::main(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

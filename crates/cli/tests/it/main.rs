@@ -15,6 +15,7 @@ mod flood;
 mod grafana;
 mod lab_truth;
 mod notify;
+mod packaging;
 mod privilege;
 mod probe;
 mod prometheus;
