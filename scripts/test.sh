@@ -76,6 +76,8 @@ cargo build --release -p ipsla -p ipsla-bench
 step "Debian package (scripts/deb.sh) and lintian"
 if command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb >/dev/null 2>&1; then
   bash scripts/deb.sh
+  # install, edit the one file, run the agent as its unit does, read the manual, purge: as root
+  bash scripts/deb-check.sh "$(ls -t target/debian/ipsla_*.deb | head -n 1)"
 else
   echo "could not install cargo-deb; the package is not built"
 fi
