@@ -3,8 +3,8 @@
 //! loses no completed run.
 
 use crate::common::{
-    AgentToml, InProcess, Op, PATIENCE, Reaction, Responder, Track, agent_process, api, free_tcp, free_udp, get, ipsla,
-    n, request, signal, wait_for, wait_some,
+    AgentToml, Alert, InProcess, Op, PATIENCE, Reaction, Responder, Track, agent_process, api, free_tcp, free_udp, get,
+    ipsla, n, request, signal, wait_for, wait_some,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -166,6 +166,57 @@ fn sigterm_cancels_the_run_in_flight() {
     let conn = rusqlite::Connection::open(dir.path().join("runs.db")).unwrap();
     let stored: i64 = conn.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, 0, "a cancelled run is not stored");
+}
+
+/// A first SIGTERM stops the agent gracefully, which includes giving the alert sinks up to 5 s to
+/// deliver; a second one during that wait exits at once (status 1, said in the log). The webhook
+/// here accepts and never answers, so the graceful stop has to wait.
+#[test]
+fn a_second_signal_exits_at_once() {
+    let _machine = crate::common::shared();
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (http, v1, echo) = (free_tcp(), free_udp(), free_udp());
+    let cfg = AgentToml::new()
+        .http(http)
+        .store(&dir.path().join("runs.db"))
+        .responder(Responder::loopback(v1))
+        .operation(
+            Op::new("udp-echo", "127.0.0.1")
+                .id(1)
+                .key("port", echo)
+                .key("control_port", v1)
+                .key("timeout", "500ms")
+                .key("frequency", "1s")
+                // any real RTT violates: the first run raises an alert
+                .reaction(Reaction::immediate("rtt", "alert").key("threshold", vec![0.000001, 0.0000005])),
+        )
+        .alert(Alert::webhook(&format!("http://{}/hook", hook.local_addr().unwrap())).key("timeout", "10m"))
+        .write(&dir.path().join("agent.toml"));
+    let mut agent = crate::common::Killed(
+        ipsla().args(["agent", "--config"]).arg(&cfg).stderr(std::process::Stdio::piped()).spawn().unwrap(),
+    );
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = agent.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // the alert is being delivered: the webhook's connection is open and will not be answered
+    let (_held, _) = hook.accept().unwrap();
+    signal(&agent.0, "-TERM");
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("shutting down")) {
+        log.push(lines.recv_timeout(PATIENCE).expect("the agent says it is shutting down"));
+    }
+    signal(&agent.0, "-TERM");
+    let status = crate::common::wait_exit(&mut agent.0);
+    log.extend(lines.iter());
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("second signal: exiting without waiting for the agent to stop"), "{log}");
 }
 
 /// A udp-echo target black-holed (nothing listens on its port) beside one that answers: the

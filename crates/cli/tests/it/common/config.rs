@@ -246,6 +246,14 @@ impl Route {
 pub struct Alert(Table);
 
 impl Alert {
+    /// `type = "webhook"` posting to `url`.
+    pub fn webhook(url: &str) -> Self {
+        let mut t = Table::new();
+        t.insert("type".into(), "webhook".into());
+        t.insert("url".into(), url.into());
+        Alert(t)
+    }
+
     /// `type = "exec"` running `command`.
     pub fn exec(command: &[&str]) -> Self {
         let mut t = Table::new();
