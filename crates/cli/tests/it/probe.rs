@@ -19,6 +19,20 @@ fn responder(core: ResponderConfig, permanent: Vec<(PermanentKind, SocketAddr)>)
     .unwrap()
 }
 
+/// A default responder on loopback, its v1 control port and a free measurement port (as flag
+/// values): what most probe tests run against.
+struct V1 {
+    r: RunningResponder,
+    ctl: String,
+    port: String,
+}
+
+fn v1_responder() -> V1 {
+    let r = responder(ResponderConfig::default(), vec![]);
+    let ctl = r.control_v1_addrs()[0].port().to_string();
+    V1 { r, ctl, port: free_port().to_string() }
+}
+
 /// Runs `ipsla probe ARGS --json` and returns (exit code, one JSON document per run).
 fn probe(args: &[&str]) -> (i32, Vec<Value>) {
     let out = ipsla().arg("probe").args(args).arg("--json").output().unwrap();
@@ -36,9 +50,7 @@ fn probe(args: &[&str]) -> (i32, Vec<Value>) {
 #[test]
 fn udp_jitter_v1_ms_against_responder() {
     let _machine = crate::common::shared();
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
-    let port = free_port().to_string();
+    let V1 { r, ctl, port } = v1_responder();
     let (code, docs) = probe(&[
         "udp-jitter",
         "127.0.0.1",
@@ -71,9 +83,7 @@ fn udp_jitter_v1_ms_against_responder() {
 #[test]
 fn udp_jitter_us_one_way_with_assumed_sync() {
     let _machine = crate::common::shared();
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
-    let port = free_port().to_string();
+    let V1 { r: _r, ctl, port } = v1_responder();
     let (code, docs) = probe(&[
         "udp-jitter",
         "127.0.0.1",
@@ -192,8 +202,7 @@ fn control_none_against_permanent_ports() {
 #[test]
 fn udp_echo_and_tcp_connect_with_v1_control() {
     let _machine = crate::common::shared();
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let V1 { r, ctl, .. } = v1_responder();
     let (code, docs) = probe(&[
         "udp-echo",
         "127.0.0.1",
@@ -377,8 +386,7 @@ fn a_silent_control_port_is_named_with_what_was_sent() {
 #[test]
 fn codec_run_scores_voice() {
     let _machine = crate::common::shared();
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
+    let V1 { r: _r, ctl, .. } = v1_responder();
     let (code, docs) = probe(&[
         "udp-jitter",
         "127.0.0.1",
@@ -580,9 +588,7 @@ fn live_seqs(text: &str, prefix: &str) -> Vec<u32> {
 #[test]
 fn verbose_prints_a_line_per_reply_as_it_happens() {
     let _machine = crate::common::shared();
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
-    let port = free_port().to_string();
+    let V1 { r: _r, ctl, port } = v1_responder();
     let args =
         ["udp-jitter", "127.0.0.1", "--port", &port, "--control-port", &ctl, "--packets", "20", "--interval", "5ms"];
     let (code, out, _) = probe_text(&[&args[..], &["--verbose"]].concat());
@@ -652,9 +658,7 @@ fn verbose_prints_a_line_per_loss() {
 fn forever_runs_until_sigint_then_prints_the_summary() {
     let _machine = crate::common::shared();
     use std::io::BufRead;
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
-    let port = free_port().to_string();
+    let V1 { r: _r, ctl, port } = v1_responder();
     let child = ipsla()
         .args(["probe", "udp-echo", "127.0.0.1", "--port", &port, "--control-port", &ctl, "--forever", "-v"])
         .stdout(std::process::Stdio::piped())
@@ -692,9 +696,7 @@ fn forever_runs_until_sigint_then_prints_the_summary() {
 #[test]
 fn run_numbers_and_operation_id_differ() {
     let _machine = crate::common::shared();
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
-    let port = free_port().to_string();
+    let V1 { r: _r, ctl, port } = v1_responder();
     let args = ["udp-echo", "127.0.0.1", "--port", &port, "--control-port", &ctl, "-c", "2"];
     let (code, out, _) = probe_text(&args);
     assert_eq!(code, 0, "{out}");
@@ -715,9 +717,7 @@ fn epoch_ns(v: &Value) -> i128 {
 #[test]
 fn samples_carry_the_four_times() {
     let _machine = crate::common::shared();
-    let r = responder(ResponderConfig::default(), vec![]);
-    let ctl = r.control_v1_addrs()[0].port().to_string();
-    let port = free_port().to_string();
+    let V1 { r: _r, ctl, port } = v1_responder();
     let before = crate::common::wall().as_nanos() as i128;
     let (code, docs) = probe(&[
         "udp-jitter",
