@@ -438,8 +438,12 @@ impl Drop for TlsReceiver {
     }
 }
 
-/// Reads one HTTP/1.1 request (headers, then Content-Length bytes) and answers 200.
-async fn answer_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) -> Option<Vec<u8>> {
+/// Reads one HTTP/1.1 request (headers, then Content-Length bytes), records its body in `bodies`
+/// and only then answers 200: whoever sees the answer finds the body recorded.
+async fn answer_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    bodies: &Mutex<Vec<serde_json::Value>>,
+) -> Option<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -462,9 +466,9 @@ async fn answer_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+    bodies.lock().unwrap().push(serde_json::from_slice(&buf[end..end + len]).unwrap());
     s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await.ok()?;
-    s.shutdown().await.ok()?;
-    Some(buf[end..end + len].to_vec())
+    s.shutdown().await.ok()
 }
 
 fn tls_receiver(config: Arc<rustls::ServerConfig>) -> TlsReceiver {
@@ -487,9 +491,7 @@ fn tls_receiver(config: Arc<rustls::ServerConfig>) -> TlsReceiver {
                 *c.lock().unwrap() += 1;
                 // a client that refuses our certificate ends the handshake: nothing to read
                 let Ok(tls) = acceptor.accept(stream).await else { continue };
-                if let Some(body) = answer_one(tls).await {
-                    b.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
-                }
+                let _ = answer_one(tls, &b).await;
             }
         });
     });
