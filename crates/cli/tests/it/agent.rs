@@ -174,7 +174,6 @@ fn sigterm_cancels_the_run_in_flight() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let _machine = crate::common::shared();
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (http, v1, echo) = (free_tcp(), free_udp(), free_udp());
@@ -197,13 +196,7 @@ fn a_second_signal_exits_at_once() {
     let mut agent = crate::common::Killed(
         ipsla().args(["agent", "--config"]).arg(&cfg).stderr(std::process::Stdio::piped()).spawn().unwrap(),
     );
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = agent.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let lines = crate::common::lines(agent.0.stderr.take().unwrap());
     // the alert is being delivered: the webhook's connection is open and will not be answered
     let (_held, _) = hook.accept().unwrap();
     signal(&agent.0, "-TERM");
@@ -568,17 +561,10 @@ fn a_track_change_is_logged_at_info() {
             .spawn()
             .unwrap(),
     );
-    let stderr = agent.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("%TRACK-6-STATE") && tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = rx.recv_timeout(PATIENCE).expect("a %TRACK-6-STATE line");
+    let rx = crate::common::lines(agent.0.stderr.take().unwrap());
+    let line = std::iter::from_fn(|| Some(rx.recv_timeout(PATIENCE).expect("a %TRACK-6-STATE line")))
+        .find(|l| l.contains("%TRACK-6-STATE"))
+        .unwrap();
     assert!(
         line.contains(" INFO ipsla::track: %TRACK-6-STATE: 1 ip sla 1 reachability Down -> Up track=1 up=true"),
         "{line}"

@@ -657,7 +657,6 @@ fn verbose_prints_a_line_per_loss() {
 #[test]
 fn forever_runs_until_sigint_then_prints_the_summary() {
     let _machine = crate::common::shared();
-    use std::io::BufRead;
     let V1 { r: _r, ctl, port } = v1_responder();
     let child = ipsla()
         .args(["probe", "udp-echo", "127.0.0.1", "--port", &port, "--control-port", &ctl, "--forever", "-v"])
@@ -665,13 +664,7 @@ fn forever_runs_until_sigint_then_prints_the_summary() {
         .spawn()
         .unwrap();
     let mut child = crate::common::Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let rx = crate::common::lines(child.0.stdout.take().unwrap());
     let mut lines = Vec::new();
     while live_seqs(&lines.join("\n"), "reply from").len() < 2 {
         lines.push(rx.recv_timeout(crate::common::PATIENCE).expect("a live line"));

@@ -101,6 +101,20 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     wait_some("the process to exit", PATIENCE, || child.try_wait().unwrap())
 }
 
+/// The lines of `pipe` (a child's stdout or stderr) as they come, read on a thread of their own.
+pub fn lines(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Sends `sig` ("-TERM", "-HUP", ...) to `child`.
 pub fn signal(child: &Child, sig: &str) {
     assert!(std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
