@@ -429,7 +429,8 @@ pub struct AlertEvent {
 }
 
 /// The host name (read once; `localhost` when it cannot be read).
-fn host_name() -> &'static str {
+/// This host's name (read once): what alerts and the web pages say they come from.
+pub(crate) fn host_name() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -72,10 +72,6 @@ fn respond(q: &PageQuery, title: &str, main: maud::Markup) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], Html(body.into_string())).into_response()
 }
 
-fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "agent".into(), |h| h.trim().to_string())
-}
-
 async fn overview(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response {
     let Some(ops) = sh.op_summaries(Instant::now()) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -99,7 +95,7 @@ async fn overview(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response 
         responder,
         events: sh.read_store(|s| s.events(10)).unwrap_or_default(),
     };
-    respond(&q, &format!("agent on {}", host()), pages::overview(&o))
+    respond(&q, &format!("agent on {}", crate::alert::host_name()), pages::overview(&o))
 }
 
 async fn operation(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Query<PageQuery>) -> Response {

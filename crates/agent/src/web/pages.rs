@@ -161,7 +161,7 @@ pub fn overview(o: &Overview) -> Markup {
             h2 { "Recent events" }
             @if o.events.is_empty() { p.empty { "None yet." } }
             ul.events { @for e in &o.events {
-                li { span.time { (rfc3339_ms(e.time_ns)) } " " (e.text) }
+                li { span.time { (e.time) } " " (e.text) }
             } }
         }
     }
@@ -197,7 +197,7 @@ pub fn operation(
             thead { tr { th { "start" } th { "return code" } th { "RTT" } th { "loss" } th { "MOS" } } }
             tbody { @for r in runs {
                 @let l = Latest::of(Some(r));
-                tr.(l.class) { td { (rfc3339_ms(r.start_ns)) } td.code { (l.code) } td { (l.rtt) } td { (l.loss) } td { (l.mos) } }
+                tr.(l.class) { td { (crate::store::rfc3339_ns(r.start_ns, humantime::format_rfc3339_millis)) } td.code { (l.code) } td { (l.rtt) } td { (l.loss) } td { (l.mos) } }
             } }
         } }
         @if let Some(c) = config {
@@ -205,9 +205,4 @@ pub fn operation(
             pre.config { (crate::ops::configuration::text(c)) }
         }
     }
-}
-
-fn rfc3339_ms(ns: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
 }
