@@ -252,8 +252,7 @@ pub struct SampleJson {
 
 /// A time in ns since the Unix epoch as RFC 3339 UTC with ns; `None` before the epoch.
 fn rfc3339_ns(ns: i64) -> Option<String> {
-    let ns = u64::try_from(ns).ok()?;
-    Some(humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string())
+    (ns >= 0).then(|| crate::store::rfc3339_ns(ns, humantime::format_rfc3339_nanos))
 }
 
 /// One run of one operation.
