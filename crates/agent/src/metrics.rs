@@ -843,18 +843,8 @@ mod tests {
             })
             .collect();
         let cfg = StatsConfig { threshold: 5_000_000_000, clock_sync: false, responder_counts: true };
-        OperationResult {
-            return_code: code,
-            stats: compute(rtts_ms.len().max(1) as u32, &samples, cfg),
-            voice: None,
-            precision: ipsla_core::ops::Precision::Us,
-            stamps: Default::default(),
-            unexpected: 0,
-            samples,
-            lost: Vec::new(),
-            cause: None,
-            send_span_ns: 0,
-        }
+        let stats = compute(rtts_ms.len().max(1) as u32, &samples, cfg);
+        OperationResult { samples, ..OperationResult::new(code, stats, ipsla_core::ops::Precision::Us) }
     }
 
     /// The lines of family `name` (its samples, in order).

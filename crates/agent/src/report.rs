@@ -687,18 +687,8 @@ mod tests {
         stats.rtt.add(2_400_000);
         stats.rtt.add(3_100_000);
         stats.jitter_sd.positive.add(700_000);
-        let r = OperationResult {
-            return_code: ReturnCode::Ok,
-            stats,
-            voice: None,
-            precision: Precision::Ms,
-            stamps: Default::default(),
-            unexpected: 0,
-            samples: Vec::new(),
-            send_span_ns: 40_000_000,
-            lost: Vec::new(),
-            cause: None,
-        };
+        let r =
+            OperationResult { send_span_ns: 40_000_000, ..OperationResult::new(ReturnCode::Ok, stats, Precision::Ms) };
         let ctx = Context {
             operation: "udp-jitter",
             target: "127.0.0.1:5000".into(),

@@ -890,18 +890,7 @@ mod tests {
         for v in rtts_us {
             stats.rtt.add(v * 1000);
         }
-        OperationResult {
-            return_code: code,
-            stats,
-            voice: None,
-            precision: Precision::Us,
-            stamps: Default::default(),
-            unexpected: 0,
-            samples: Vec::new(),
-            send_span_ns: 0,
-            lost: Vec::new(),
-            cause: None,
-        }
+        OperationResult::new(code, stats, Precision::Us)
     }
 
     fn put(s: &Store, op: u32, start_ns: i64, r: &OperationResult, jitter: bool, history: HistoryConfig) {

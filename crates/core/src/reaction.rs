@@ -450,18 +450,8 @@ mod tests {
                 stats.jitter_sd.positive.add(j);
                 stats.jitter_ds.positive.add(j);
             }
-            OperationResult {
-                return_code: if jitter_ns.is_some() { ReturnCode::Ok } else { ReturnCode::Timeout },
-                stats,
-                voice: None,
-                precision: Precision::Us,
-                stamps: Default::default(),
-                unexpected: 0,
-                samples: Vec::new(),
-                lost: Vec::new(),
-                cause: None,
-                send_span_ns: 0,
-            }
+            let code = if jitter_ns.is_some() { ReturnCode::Ok } else { ReturnCode::Timeout };
+            OperationResult::new(code, stats, Precision::Us)
         };
         let mut r = Reaction::new(ReactionConfig {
             element: Element::JitterAvg,

@@ -18,18 +18,7 @@ fn result(code: ReturnCode, rtt_ms: i64) -> OperationResult {
     if code == ReturnCode::Ok {
         stats.rtt.add(rtt_ms * 1_000_000);
     }
-    OperationResult {
-        return_code: code,
-        stats,
-        voice: None,
-        precision: Precision::Ms,
-        stamps: Default::default(),
-        unexpected: 0,
-        samples: Vec::new(),
-        send_span_ns: 0,
-        lost: Vec::new(),
-        cause: None,
-    }
+    OperationResult::new(code, stats, Precision::Ms)
 }
 
 fn ids(jobs: &[Job]) -> Vec<u32> {

@@ -380,20 +380,27 @@ pub struct LostProbe {
 }
 
 impl OperationResult {
-    /// What an operation reports before it has finished (or if it never does).
-    pub(crate) fn pending(precision: Precision, stamps: StampSources, unexpected: u32) -> Self {
+    /// A result of `return_code`, `stats` and `precision` and nothing more: no voice score, no
+    /// samples or lost probes listed, no cause, nothing unexpected. Callers set what they know
+    /// on top (`OperationResult { cause, ..OperationResult::new(...) }`).
+    pub fn new(return_code: ReturnCode, stats: JitterStats, precision: Precision) -> Self {
         OperationResult {
-            return_code: ReturnCode::Timeout,
-            stats: JitterStats::default(),
+            return_code,
+            stats,
             voice: None,
             precision,
-            stamps,
-            unexpected,
+            stamps: StampSources::default(),
+            unexpected: 0,
             samples: Vec::new(),
             send_span_ns: 0,
             lost: Vec::new(),
             cause: None,
         }
+    }
+
+    /// What an operation reports before it has finished (or if it never does).
+    pub(crate) fn pending(precision: Precision, stamps: StampSources, unexpected: u32) -> Self {
+        OperationResult { stamps, unexpected, ..Self::new(ReturnCode::Timeout, JitterStats::default(), precision) }
     }
 
     /// The result of a single-probe operation (udp-echo, icmp-echo, tcp-connect): its one sample

@@ -17,7 +17,7 @@
 use crate::pacer::Pacer;
 use crate::probe::{Hooks, SocketOptions, connect, run_udp, udp_socket};
 use ipsla_core::ops::stamp::{SenderFormat, StampConfig, StampOp, StampReplyInfo, TwampFormat};
-use ipsla_core::ops::{Cause, OperationResult, Precision, ReturnCode, StampSources};
+use ipsla_core::ops::{Cause, OperationResult, Precision, ReturnCode};
 use ipsla_core::stats::JitterStats;
 use ipsla_core::twamp::client::{
     AcceptedSession, ClientConfig, ControlClient, Event, Failure, ReflectOctets, Secret, SessionRequest,
@@ -77,16 +77,8 @@ impl TwampOutcome {
         tracing::debug!(return_code = ?code, reason = %why, "TWAMP control phase failed");
         TwampOutcome {
             result: OperationResult {
-                return_code: code,
-                stats: JitterStats::default(),
-                voice: None,
-                precision: Precision::Us,
-                stamps: StampSources::default(),
-                unexpected: 0,
-                samples: Vec::new(),
-                send_span_ns: 0,
-                lost: Vec::new(),
                 cause: Some(Cause::Control { reason: why }),
+                ..OperationResult::new(code, JitterStats::default(), Precision::Us)
             },
             mode,
             session: None,
