@@ -236,6 +236,26 @@ pub(crate) struct Shared {
     store_health: Mutex<StoreHealth>,
 }
 
+/// One operation's summary (`stored` counted in `store` when it could be locked).
+fn summary(o: &crate::engine::OpState, store: Option<&Store>, now: Instant) -> OpSummary {
+    OpSummary {
+        id: o.def.id,
+        r#type: o.def.spec.op.kind().name().to_string(),
+        target: o.def.spec.target_label(),
+        tag: o.def.tag.clone(),
+        state: o.schedule.state(),
+        runs: o.schedule.runs,
+        busies: o.schedule.busies,
+        stored: store.and_then(|s| s.count(o.def.id).ok()).unwrap_or(0),
+        frequency_s: o.def.schedule.frequency.as_secs_f64(),
+        successes: o.successes,
+        failures: o.failures,
+        life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
+        time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
+        active_reactions: o.active_reactions().into_iter().map(String::from).collect(),
+    }
+}
+
 /// Whether the store takes writes, for `/api/v1/store`, `ipsla_store_writable` and the log.
 #[derive(Debug, Default)]
 struct StoreHealth {
@@ -319,26 +339,14 @@ impl Shared {
     pub(crate) fn op_summaries(&self, now: Instant) -> Option<Vec<OpSummary>> {
         let engine = self.engine.lock().ok()?;
         let store = self.store.lock().ok();
-        let list = engine
-            .ops()
-            .map(|o| OpSummary {
-                id: o.def.id,
-                r#type: o.def.spec.op.kind().name().to_string(),
-                target: o.def.spec.target_label(),
-                tag: o.def.tag.clone(),
-                state: o.schedule.state(),
-                runs: o.schedule.runs,
-                busies: o.schedule.busies,
-                stored: store.as_ref().and_then(|s| s.count(o.def.id).ok()).unwrap_or(0),
-                frequency_s: o.def.schedule.frequency.as_secs_f64(),
-                successes: o.successes,
-                failures: o.failures,
-                life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
-                time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
-                active_reactions: o.active_reactions().into_iter().map(String::from).collect(),
-            })
-            .collect();
-        Some(list)
+        Some(engine.ops().map(|o| summary(o, store.as_deref(), now)).collect())
+    }
+
+    /// Operation `id` as `/api/v1/operations` lists it; `None` when there is no such operation.
+    pub(crate) fn op_summary(&self, id: u32, now: Instant) -> Option<OpSummary> {
+        let engine = self.engine.lock().ok()?;
+        let store = self.store.lock().ok();
+        engine.op(id).map(|o| summary(o, store.as_deref(), now))
     }
 
     /// Every track's state.

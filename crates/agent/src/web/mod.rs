@@ -103,7 +103,7 @@ async fn operation(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Qu
         Ok(r) => r,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    let Some(op) = sh.op_summaries(Instant::now()).and_then(|v| v.into_iter().find(|o| o.id == id)) else {
+    let Some(op) = sh.op_summary(id, Instant::now()) else {
         return (StatusCode::NOT_FOUND, format!("no operation {id}\n")).into_response();
     };
     let runs = sh.read_store(|s| s.history(id, 20)).unwrap_or_default();
@@ -136,7 +136,7 @@ struct Plot {
 fn columns(sh: &Shared, id: u32, q: &PageQuery, size: Size) -> Result<Plot, (StatusCode, String)> {
     let range = q.range().map_err(|why| (StatusCode::BAD_REQUEST, why))?;
     let series = q.series().map_err(|why| (StatusCode::BAD_REQUEST, why))?;
-    let Some(op) = sh.op_summaries(Instant::now()).and_then(|v| v.into_iter().find(|o| o.id == id)) else {
+    let Some(op) = sh.op_summary(id, Instant::now()) else {
         return Err((StatusCode::NOT_FOUND, format!("no operation {id}\n")));
     };
     let now = now_s();
