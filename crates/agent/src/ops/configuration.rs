@@ -94,46 +94,56 @@ fn action(a: Action) -> &'static str {
     }
 }
 
+/// The lines of one configuration as they are added.
+#[derive(Default)]
+struct Lines(Vec<ConfigLine>);
+
+impl Lines {
+    /// `label: value` at the top level.
+    fn top(&mut self, label: impl Into<String>, value: String) {
+        self.0.push(ConfigLine { label: label.into(), value: Some(value), level: 0 });
+    }
+    /// A heading and its `label: value` lines one level deeper.
+    fn heading<L: Into<String>>(&mut self, label: &str, items: impl IntoIterator<Item = (L, String)>) {
+        self.0.push(ConfigLine { label: label.into(), value: None, level: 0 });
+        self.0.extend(items.into_iter().map(|(l, v)| ConfigLine { label: l.into(), value: Some(v), level: 1 }));
+    }
+}
+
 impl OperationDef {
     /// This operation's configuration, defaults included.
     pub fn configuration(&self) -> OperationConfiguration {
         let spec = &self.spec;
         let kind = spec.op.kind();
-        let mut lines = Vec::new();
-        let mut top =
-            |label: &str, value: String| lines.push(ConfigLine { label: label.into(), value: Some(value), level: 0 });
-        top("Entry number", self.id.to_string());
-        top("Owner", String::new());
-        top("Tag", self.tag.clone());
-        top("Operation timeout (milliseconds)", ms(spec.timeout));
-        top("Type of operation to perform", kind.name().into());
+        let mut lines = Lines::default();
+        lines.top("Entry number", self.id.to_string());
+        lines.top("Owner", String::new());
+        lines.top("Tag", self.tag.clone());
+        lines.top("Operation timeout (milliseconds)", ms(spec.timeout));
+        lines.top("Type of operation to perform", kind.name().into());
         let any: IpAddr =
             if spec.target.is_ipv6() { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
         let source = spec.sockets.source_ip.unwrap_or(any);
-        top("Target address/Source address", format!("{}/{source}", spec.target));
+        lines.top("Target address/Source address", format!("{}/{source}", spec.target));
         if kind.default_port().is_some() {
-            top("Target port/Source port", format!("{}/{}", spec.port, spec.sockets.source_port));
+            lines.top("Target port/Source port", format!("{}/{}", spec.port, spec.sockets.source_port));
         }
-        top("Type Of Service parameter", format!("0x{:X}", spec.sockets.tos.unwrap_or(0)));
+        lines.top("Type Of Service parameter", format!("0x{:X}", spec.sockets.tos.unwrap_or(0)));
         let mut own = Vec::new();
         spec.op.describe(&mut own);
         for (label, value) in own {
-            top(label, value);
+            lines.top(label, value);
         }
-        top("Kernel receive timestamps", if spec.sockets.kernel_timestamps { "yes" } else { "no" }.into());
-        top("Vrf Name", spec.sockets.vrf.clone().unwrap_or_default());
+        lines.top("Kernel receive timestamps", if spec.sockets.kernel_timestamps { "yes" } else { "no" }.into());
+        lines.top("Vrf Name", spec.sockets.vrf.clone().unwrap_or_default());
         let s = &self.schedule;
-        let mut heading = |label: &str, items: Vec<(&str, String)>| {
-            lines.push(ConfigLine { label: label.into(), value: None, level: 0 });
-            lines.extend(items.into_iter().map(|(l, v)| ConfigLine { label: l.into(), value: Some(v), level: 1 }));
-        };
         let frequency = match s.random_frequency {
             Some((lo, hi)) => format!("random {} to {}", secs(lo), secs(hi)),
             None => secs(s.frequency),
         };
-        heading(
+        lines.heading(
             "Schedule",
-            vec![
+            [
                 ("Operation frequency (seconds)", frequency),
                 ("Next Scheduled Start Time", start_text(&s.start)),
                 ("Randomly Scheduled", if s.random_frequency.is_some() { "TRUE" } else { "FALSE" }.into()),
@@ -142,45 +152,38 @@ impl OperationDef {
                 ("Recurring (Starting Everyday)", if s.recurring { "TRUE" } else { "FALSE" }.into()),
             ],
         );
-        lines.push(ConfigLine { label: "Threshold (milliseconds)".into(), value: Some(ms(spec.threshold)), level: 0 });
+        lines.top("Threshold (milliseconds)", ms(spec.threshold));
         let h = &self.history;
-        let mut heading = |label: &str, items: Vec<(String, String)>| {
-            lines.push(ConfigLine { label: label.into(), value: None, level: 0 });
-            lines.extend(items.into_iter().map(|(l, v)| ConfigLine { label: l, value: Some(v), level: 1 }));
-        };
-        heading(
+        lines.heading(
             "Distribution Statistics",
-            vec![
-                ("Number of statistic hours kept".into(), h.hours.to_string()),
-                ("Number of statistic distribution buckets kept".into(), h.distributions.to_string()),
-                ("Statistic distribution interval (milliseconds)".into(), h.interval_ms.to_string()),
+            [
+                ("Number of statistic hours kept", h.hours.to_string()),
+                ("Number of statistic distribution buckets kept", h.distributions.to_string()),
+                ("Statistic distribution interval (milliseconds)", h.interval_ms.to_string()),
             ],
         );
         if !self.reactions.is_empty() {
-            heading(
+            lines.heading(
                 "Reaction Configuration",
-                self.reactions
-                    .iter()
-                    .map(|r| {
-                        (
-                            format!("react {}", r.element.keyword()),
-                            format!(
-                                "threshold-type {} threshold-value {} {} action-type {}",
-                                threshold_type(r.threshold_type),
-                                r.rising,
-                                r.falling,
-                                action(r.action)
-                            ),
-                        )
-                    })
-                    .collect(),
+                self.reactions.iter().map(|r| {
+                    (
+                        format!("react {}", r.element.keyword()),
+                        format!(
+                            "threshold-type {} threshold-value {} {} action-type {}",
+                            threshold_type(r.threshold_type),
+                            r.rising,
+                            r.falling,
+                            action(r.action)
+                        ),
+                    )
+                }),
             );
         }
         if !self.triggers.is_empty() {
             let ids: Vec<String> = self.triggers.iter().map(u32::to_string).collect();
-            lines.push(ConfigLine { label: "Triggers operations".into(), value: Some(ids.join(", ")), level: 0 });
+            lines.top("Triggers operations", ids.join(", "));
         }
-        OperationConfiguration { id: self.id, r#type: kind.name().into(), lines }
+        OperationConfiguration { id: self.id, r#type: kind.name().into(), lines: lines.0 }
     }
 }
 
@@ -190,7 +193,6 @@ pub fn text(c: &OperationConfiguration) -> String {
     for l in &c.lines {
         let pad = "   ".repeat(usize::from(l.level));
         match &l.value {
-            Some(v) if v.is_empty() => t += &format!("{pad}{}: \n", l.label),
             Some(v) => t += &format!("{pad}{}: {v}\n", l.label),
             None => t += &format!("{pad}{}:\n", l.label),
         }
