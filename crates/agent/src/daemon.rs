@@ -728,7 +728,7 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
                 tracing::warn!(op = id, reason = %why, "the operation failed");
             }
             let ctx = Context::of(&def.spec, id, job.run, start, out.clock.clone(), false);
-            let report = Report::new(ctx, &out.result);
+            let report = Report::of_run(ctx, out);
             let json = serde_json::to_string(&report).unwrap_or_default();
             let record = RunRecord {
                 op: id,
@@ -739,7 +739,7 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
                 history: def.history,
             };
             sh.write_store("a completed run", |s| s.insert_run(&record));
-            sh.metrics.observe(&def, &out.result);
+            sh.metrics.observe(&def, &out.result, &out.detail);
             sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)))
         }
         Err(e) => {

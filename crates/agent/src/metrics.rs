@@ -98,6 +98,10 @@ fn delay_histogram() -> Histogram {
 
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// Labels of a kind's own gauge ([`crate::ops::GaugeDef`]): the operation, then the labels its
+/// value carries.
+type KindLabels = (OpLabels, Vec<(&'static str, String)>);
+
 /// A metric family whose series are kept, and encoded, in label order (prometheus-client's
 /// `Family` is a hash map: its order changes as series come and go). A family without series
 /// is left out of the exposition altogether.
@@ -235,6 +239,8 @@ pub struct Metrics {
     track_state: Sorted<TrackLabels, Gauge>,
     alerts: Sorted<AlertLabels, Counter>,
     responder: ResponderMetrics,
+    /// The kinds' own gauges, by family name.
+    kinds: BTreeMap<&'static str, Sorted<KindLabels, FGauge>>,
     store_errors: Counter,
     store_writable: Gauge,
     /// Length of the last exposition, to allocate the next one at once.
@@ -269,38 +275,6 @@ pub struct ReactLabels {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
-    }
-}
-
-/// Every return code, for the state-set gauge.
-const CODES: [ReturnCode; 11] = [
-    ReturnCode::Ok,
-    ReturnCode::OverThreshold,
-    ReturnCode::Timeout,
-    ReturnCode::Busy,
-    ReturnCode::NoConnection,
-    ReturnCode::SequenceError,
-    ReturnCode::VerifyError,
-    ReturnCode::AuthFailure,
-    ReturnCode::FormatError,
-    ReturnCode::PortInUse,
-    ReturnCode::Error,
-];
-
-/// The return code's label value: its JSON name (checked against serde in the tests).
-fn code_name(c: ReturnCode) -> &'static str {
-    match c {
-        ReturnCode::Ok => "ok",
-        ReturnCode::OverThreshold => "over_threshold",
-        ReturnCode::Timeout => "timeout",
-        ReturnCode::Busy => "busy",
-        ReturnCode::NoConnection => "no_connection",
-        ReturnCode::SequenceError => "sequence_error",
-        ReturnCode::VerifyError => "verify_error",
-        ReturnCode::AuthFailure => "auth_failure",
-        ReturnCode::FormatError => "format_error",
-        ReturnCode::PortInUse => "port_in_use",
-        ReturnCode::Error => "error",
     }
 }
 
@@ -340,6 +314,7 @@ impl Metrics {
             track_state: Sorted::default(),
             alerts: Sorted::default(),
             responder: ResponderMetrics::default(),
+            kinds: BTreeMap::new(),
             store_errors: Counter::default(),
             store_writable: Gauge::default(),
             registry: Registry::default(),
@@ -427,7 +402,15 @@ impl Metrics {
             m.store_writable.clone(),
         );
         m.store_writable.set(1);
-        Metrics { registry, ..m }
+        let mut kinds = BTreeMap::new();
+        for g in crate::ops::REGISTRY.iter().flat_map(|k| k.gauges()) {
+            kinds.entry(g.name).or_insert_with(|| {
+                let f: Sorted<KindLabels, FGauge> = Sorted::default();
+                registry.register(g.name, g.help, f.clone());
+                f
+            });
+        }
+        Metrics { registry, kinds, ..m }
     }
 
     /// One write the store refused.
@@ -451,16 +434,26 @@ impl Metrics {
         }
     }
 
-    /// Records one completed run.
-    pub fn observe(&self, def: &OperationDef, r: &OperationResult) {
+    /// Records one completed run and its kind's own part of the report.
+    pub fn observe(&self, def: &OperationDef, r: &OperationResult, detail: &crate::ops::Detail) {
         let l = OpLabels { op: def.id };
+        // the kind's gauges: only the series this run has a value for
+        let kind = def.spec.op.kind();
+        for g in kind.gauges() {
+            if let Some(f) = self.kinds.get(g.name) {
+                f.retain(|x| x.0.op != l.op);
+            }
+        }
+        for v in kind.gauge_values(detail) {
+            if let Some(f) = self.kinds.get(v.family) {
+                f.get_or_create(&(l.clone(), v.labels)).set(v.value);
+            }
+        }
         let dir = |d: &'static str| DirLabels { op: l.op, direction: d };
         self.runs.get_or_create(&l).inc();
         self.success.get_or_create(&l).set(i64::from(r.return_code == ReturnCode::Ok));
-        for c in CODES {
-            self.return_code
-                .get_or_create(&CodeLabels { op: l.op, code: code_name(c) })
-                .set(i64::from(c == r.return_code));
+        for c in ReturnCode::ALL {
+            self.return_code.get_or_create(&CodeLabels { op: l.op, code: c.name() }).set(i64::from(c == r.return_code));
         }
         let s = &r.stats;
         let mut prev: Option<i64> = None;
@@ -537,6 +530,9 @@ impl Metrics {
         self.lost.retain(|x| x.op != op);
         self.jitter_avg.retain(|x| x.op != op);
         self.reaction_active.retain(|x| x.op != op);
+        for f in self.kinds.values() {
+            f.retain(|x| x.0.op != op);
+        }
     }
 
     /// Records a reaction's state.
@@ -889,8 +885,8 @@ target = "127.0.0.1"
         assert_eq!(family(&t, "ipsla_reaction_active"), [r#"ipsla_reaction_active{op="1",element="rtt"} 0"#]);
         assert!(!t.contains("ipsla_rtt_latest_seconds") && !t.contains("ipsla_responder_"), "{t}");
 
-        m.observe(&d[0], &run(ReturnCode::Ok, &[2]));
-        m.observe(&d[1], &run(ReturnCode::Ok, &[2, 4, 3]));
+        m.observe(&d[0], &run(ReturnCode::Ok, &[2]), &Default::default());
+        m.observe(&d[1], &run(ReturnCode::Ok, &[2, 4, 3]), &Default::default());
         let t = m.encode_text();
         assert_eq!(
             family(&t, "ipsla_rtt_latest_seconds"),
@@ -924,8 +920,8 @@ target = "127.0.0.1"
         );
 
         // both targets black-holed: no latest RTT, no jitter, loss 1 (all sent, none back)
-        m.observe(&d[0], &run(ReturnCode::Timeout, &[]));
-        m.observe(&d[1], &run(ReturnCode::Timeout, &[]));
+        m.observe(&d[0], &run(ReturnCode::Timeout, &[]), &Default::default());
+        m.observe(&d[1], &run(ReturnCode::Timeout, &[]), &Default::default());
         let t = m.encode_text();
         assert_eq!(family(&t, "ipsla_rtt_latest_seconds"), Vec::<&str>::new(), "{t}");
         assert!(!t.contains("ipsla_jitter_average_seconds"), "{t}");
@@ -946,7 +942,7 @@ target = "127.0.0.1"
         );
         for def in &d {
             m.declare(def);
-            m.observe(def, &run(ReturnCode::Ok, &[1]));
+            m.observe(def, &run(ReturnCode::Ok, &[1]), &Default::default());
         }
         let ops = |t: &str| -> Vec<String> {
             family(t, "ipsla_operations_total").iter().map(|l| l.split('"').nth(1).unwrap().to_string()).collect()
@@ -956,7 +952,7 @@ target = "127.0.0.1"
         // one forgotten and declared again (a reload), others come and go: same order
         m.forget(&d[1]);
         m.declare(&d[1]);
-        m.observe(&d[1], &run(ReturnCode::Ok, &[1]));
+        m.observe(&d[1], &run(ReturnCode::Ok, &[1]), &Default::default());
         for id in 100..200 {
             m.track(id, true);
         }
@@ -971,8 +967,8 @@ target = "127.0.0.1"
 
     #[test]
     fn return_code_labels_are_the_json_names() {
-        for c in CODES {
-            assert_eq!(serde_json::to_value(c).unwrap(), code_name(c), "{c:?}");
+        for c in ReturnCode::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.name(), "{c:?}");
         }
     }
 

@@ -295,6 +295,9 @@ pub struct Report {
     /// With `--samples`: every probe no reply answered, with its send time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<Vec<LostJson>>,
+    /// The kind's own keys (http's phases, a path's hops), beside the common ones.
+    #[serde(flatten)]
+    pub detail: crate::ops::Detail,
 }
 
 /// A probe no reply answered, with `--samples`.
@@ -432,7 +435,13 @@ impl Report {
                     .collect()
             }),
             lost: ctx.samples.then(|| r.lost.iter().map(|l| LostJson { seq: l.seq, t1: rfc3339_ns(l.t1) }).collect()),
+            detail: crate::ops::Detail::new(),
         }
+    }
+
+    /// The report of a whole run: its result and the kind's own part.
+    pub fn of_run(ctx: Context, out: &crate::runner::RunOutcome) -> Self {
+        Report { detail: out.detail.clone(), ..Report::new(ctx, &out.result) }
     }
 }
 
@@ -590,6 +599,9 @@ pub fn text_with_life(r: &Report, successes: u64, failures: u64, time_to_live: O
             r.voice.as_ref().map_or((none.into(), none.into()), |v| (v.icpif.to_string(), format!("{:.2}", v.mos)));
         let _ = writeln!(w, "        Calculated Planning Impairment Factor (ICPIF): {icpif}");
         let _ = writeln!(w, "        Mean Opinion Score (MOS): {mos}");
+    }
+    if let Some(kind) = crate::ops::find(r.operation) {
+        kind.text(&r.detail, w);
     }
     let _ = writeln!(w, "Number of successes: {successes}");
     let _ = writeln!(w, "Number of failures: {failures}");

@@ -54,8 +54,8 @@ pub struct ClockCheck {
 pub struct OperationSpec {
     /// What it sends and how it runs.
     pub op: Arc<dyn Operation>,
-    /// Target address.
-    pub target: IpAddr,
+    /// What it measures: an address, or the name or URL of the kinds that resolve it themselves.
+    pub target: Target,
     /// Measurement port (0 for the kinds without one).
     pub port: u16,
     /// Socket options.
@@ -64,6 +64,36 @@ pub struct OperationSpec {
     pub timeout: Duration,
     /// RTT threshold.
     pub threshold: Duration,
+}
+
+/// What an operation measures: an address (resolved once, when the configuration is read), or,
+/// for the kinds whose measurement includes the name lookup ([`crate::ops::Kind::resolves_target`]
+/// false: http's URL, dns's name), the text as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An address.
+    Ip(IpAddr),
+    /// A name or URL, validated by its kind.
+    Name(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Ip(a) => a.fmt(f),
+            Target::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl Target {
+    /// The address, when the target is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Target::Ip(a) => Some(*a),
+            Target::Name(_) => None,
+        }
+    }
 }
 
 /// Why a run has no result: it could not start, or its caller cancelled it.
@@ -106,29 +136,50 @@ pub struct RunOutcome {
     pub result: OperationResult,
     /// The clock check made before it. (Why a run failed travels in `result.cause`.)
     pub clock: ClockCheck,
+    /// The kind's own part of the report ([`crate::ops::Detail`]); empty for most kinds.
+    pub detail: crate::ops::Detail,
 }
 
 impl PartialEq for OperationSpec {
     fn eq(&self, o: &OperationSpec) -> bool {
         (*self.op).dyn_eq((*o.op).as_any())
-            && (self.target, self.port, &self.sockets, self.timeout, self.threshold)
-                == (o.target, o.port, &o.sockets, o.timeout, o.threshold)
+            && (&self.target, self.port, &self.sockets, self.timeout, self.threshold)
+                == (&o.target, o.port, &o.sockets, o.timeout, o.threshold)
     }
 }
 
 impl RunOutcome {
     /// The outcome of a kind without one-way delays (no clock check).
     pub fn without_clock(result: OperationResult) -> RunOutcome {
-        RunOutcome { result, clock: clock_check(ClockSyncMode::None, Tolerance::AbsUs(0)).1 }
+        RunOutcome {
+            result,
+            clock: clock_check(ClockSyncMode::None, Tolerance::AbsUs(0)).1,
+            detail: Default::default(),
+        }
+    }
+
+    /// The outcome of a kind that has its own part of the report, without one-way delays.
+    pub fn with_detail(result: OperationResult, detail: crate::ops::Detail) -> RunOutcome {
+        RunOutcome { detail, ..RunOutcome::without_clock(result) }
     }
 }
 
 impl OperationSpec {
-    /// `target:port`, or the address for the kinds without a port (ICMP).
+    /// `target:port`, or the target alone for the kinds without a port (ICMP) and for names.
     pub fn target_label(&self) -> String {
-        match self.op.kind().default_port() {
-            None => self.target.to_string(),
-            Some(_) => SocketAddr::new(self.target, self.port).to_string(),
+        match (self.op.kind().default_port(), &self.target) {
+            (Some(_), Target::Ip(a)) => SocketAddr::new(*a, self.port).to_string(),
+            _ => self.target.to_string(),
+        }
+    }
+
+    /// The target address of a kind that resolves its target when the configuration is read
+    /// (every kind but those with [`crate::ops::Kind::resolves_target`] false, which never call
+    /// this): validation makes it an address for them.
+    pub fn addr(&self) -> IpAddr {
+        match &self.target {
+            Target::Ip(a) => *a,
+            Target::Name(n) => unreachable!("{} resolves its target \"{n}\" itself", self.op.kind().name()),
         }
     }
 

@@ -273,7 +273,7 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         live.start(job.run);
         let outcome = runner::run(&spec, &ctx(job.sequence));
         live.end();
-        let RunOutcome { result: r, clock: cs } = match outcome {
+        let RunOutcome { result: r, clock: cs, detail } = match outcome {
             Err(RunError::Cancelled) => {
                 // Ctrl-C: what this run saw so far counts in the summary, as in ping
                 let (s, n, rtt) = live.tally();
@@ -296,7 +296,8 @@ pub fn main(args: ProbeArgs) -> Result<std::process::ExitCode> {
         all_rtt.merge(&r.stats.rtt);
         sent += u64::from(r.stats.sent);
         received += u64::from(r.stats.received);
-        let report = Report::new(Context::of(&spec, p.def.id, job.run, start_wall, cs, p.samples), &r);
+        let report =
+            Report { detail, ..Report::new(Context::of(&spec, p.def.id, job.run, start_wall, cs, p.samples), &r) };
         if p.json {
             crate::out::println(serde_json::to_string(&report)?)?;
         } else {

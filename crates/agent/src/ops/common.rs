@@ -6,7 +6,7 @@
 use super::fields::{Fields, Flag, Key, Namer, Ty};
 use super::{Base, Kind, REGISTRY, all_keys, and_list, find, names, takers};
 use crate::config::{ConfigError, Result, parse_duration};
-use crate::runner::{ClockCheck, ClockSyncMode, OperationSpec, Tolerance};
+use crate::runner::{ClockCheck, ClockSyncMode, OperationSpec, Target, Tolerance};
 use crate::store::{HistoryConfig, MAX_HISTORY_HOURS};
 use ipsla_core::ops::OperationResult;
 use ipsla_core::ops::control::{ControlMode, ControlOp, ControlRequest, V2Auth};
@@ -418,12 +418,12 @@ impl IpSlaControl {
     ) -> ControlRequest {
         ControlRequest {
             operation: op,
-            target: spec.target,
+            target: spec.addr(),
             port: spec.port,
             duration,
             control_local: local,
             measurement_local: local,
-            control_remote: SocketAddr::new(spec.target, self.port),
+            control_remote: SocketAddr::new(spec.addr(), self.port),
             nonce: rand::random(),
         }
     }
@@ -474,7 +474,10 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
         .ok_or_else(|| f.error("type", format!("\"{kind_name}\" is not an operation; allowed: {}", names())))?;
     check_keys(&f, table, kind)?;
     let target = f.text("target")?.ok_or_else(|| f.error("target", "missing: the host to measure"))?;
-    let target = resolve(&f.key("target"), target)?;
+    let target = match kind.resolves_target() {
+        true => Target::Ip(resolve(&f.key("target"), target)?),
+        false => Target::Name(target.to_string()),
+    };
     let id = f.int::<u32>("id")?.unwrap_or(default_id);
     let timeout =
         f.duration("timeout", Duration::from_secs(5), Duration::from_millis(1), Duration::from_secs(604_800))?;
@@ -490,7 +493,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
         );
     }
     let source_ip = f.addr("source_ip")?;
-    if let Some(src) = source_ip
+    if let (Some(src), Some(target)) = (source_ip, target.ip())
         && src.is_ipv6() != target.is_ipv6()
     {
         let family = |a: IpAddr| if a.is_ipv6() { "IPv6" } else { "IPv4" };
@@ -504,7 +507,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
             ),
         ));
     }
-    let base = Base { target, timeout, dscp };
+    let base = Base { target: target.clone(), timeout, dscp };
     let op = kind.build(&f, &base)?;
     let spec = OperationSpec {
         op: Arc::from(op),

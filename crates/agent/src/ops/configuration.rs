@@ -121,10 +121,13 @@ impl OperationDef {
         lines.top("Tag", self.tag.clone());
         lines.top("Operation timeout (milliseconds)", ms(spec.timeout));
         lines.top("Type of operation to perform", kind.name().into());
-        let any: IpAddr =
-            if spec.target.is_ipv6() { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
-        let source = spec.sockets.source_ip.unwrap_or(any);
-        lines.top("Target address/Source address", format!("{}/{source}", spec.target));
+        // a name or URL is the kind's own line (IOS: "URL", "Target Host Name")
+        if let Some(target) = spec.target.ip() {
+            let any: IpAddr =
+                if target.is_ipv6() { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+            let source = spec.sockets.source_ip.unwrap_or(any);
+            lines.top("Target address/Source address", format!("{target}/{source}"));
+        }
         if kind.default_port().is_some() {
             lines.top("Target port/Source port", format!("{}/{}", spec.port, spec.sockets.source_port));
         }

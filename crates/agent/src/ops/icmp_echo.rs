@@ -37,10 +37,10 @@ pub(super) fn ident(sequence: u32) -> u16 {
 
 /// The control request an ICMP operation carries: none is sent, the core takes the target from it.
 pub(super) fn no_control(spec: &OperationSpec, op: ControlOp) -> ControlRequest {
-    let t = SocketAddr::new(spec.target, 0);
+    let t = SocketAddr::new(spec.addr(), 0);
     ControlRequest {
         operation: op,
-        target: spec.target,
+        target: spec.addr(),
         port: 0,
         duration: spec.timeout,
         control_local: t,
@@ -86,7 +86,7 @@ impl Operation for IcmpEcho {
         true
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
-        let t = spec.target;
+        let t = spec.addr();
         let sequence = ctx.sequence;
         let ident = ident(sequence);
         let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, false))?;

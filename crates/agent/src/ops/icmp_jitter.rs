@@ -48,7 +48,7 @@ impl Kind for IcmpJitterKind {
         true
     }
     fn build(&self, f: &Fields, base: &Base) -> Result<Box<dyn Operation>> {
-        if base.target.is_ipv6() {
+        if base.target.ip().is_some_and(|a| a.is_ipv6()) {
             return Err(f.error("target", "icmp-jitter uses ICMP Timestamp, which exists for IPv4 only"));
         }
         let (packets, interval) = train(f, 10, Duration::from_millis(20))?;
@@ -72,7 +72,7 @@ impl Operation for IcmpJitter {
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let (sync, mut clock) = self.clock.check();
-        let t = spec.target;
+        let t = spec.addr();
         let ident = ident(ctx.sequence);
         let s = sock("opening the ICMP socket", IcmpSocket::open(t, &spec.sockets, true))?;
         let cfg = JitterConfig {
@@ -92,6 +92,6 @@ impl Operation for IcmpJitter {
         let pacer = Pacer::for_interval(self.interval);
         let mut result = run_icmp(&mut JitterOp::new(Instant::now(), cfg), &s, t, ident, &pacer, ctx.hooks)?;
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock })
+        Ok(RunOutcome { result, clock, detail: Default::default() })
     }
 }

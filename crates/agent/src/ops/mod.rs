@@ -58,6 +58,34 @@ pub fn names() -> String {
     REGISTRY.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// A kind's own part of a run's report (http's phases, a path's hops): top-level keys of the JSON
+/// document beside the common ones, written by its run ([`RunOutcome::detail`]) and read back by
+/// its [`Kind::text`] and [`Kind::gauge_values`], from a fresh run or from the store alike. Empty
+/// for the kinds that have none.
+pub type Detail = serde_json::Map<String, serde_json::Value>;
+
+/// One family of a kind's own latest-value gauges in `/metrics` (`ipsla_{name}`), labelled by the
+/// operation and the labels its values carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GaugeDef {
+    /// Name after `ipsla_`, unit suffix included (`http_phase_seconds`).
+    pub name: &'static str,
+    /// The `# HELP` line.
+    pub help: &'static str,
+}
+
+/// One value of a kind's gauge: a run that has no value for a series gives none, and the series
+/// is gone from `/metrics` until a run has one again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaugeValue {
+    /// The family's [`GaugeDef::name`].
+    pub family: &'static str,
+    /// Labels after `op`.
+    pub labels: Vec<(&'static str, String)>,
+    /// The value.
+    pub value: f64,
+}
+
 /// One operation kind: its name, its keys, and how a validated table becomes an [`Operation`].
 pub trait Kind: Sync {
     /// The IOS operation name (`udp-jitter`), the `type` key's value.
@@ -76,19 +104,36 @@ pub trait Kind: Sync {
     fn jitter(&self) -> bool {
         false
     }
+    /// False for the kinds whose measurement includes the lookup of their target (http's URL,
+    /// dns's name): their `target` stays text ([`crate::runner::Target::Name`]) for `build` to
+    /// validate. True for the others, whose target is resolved once when the configuration is read.
+    fn resolves_target(&self) -> bool {
+        true
+    }
     /// Why this kind refuses a key other kinds take, when a plain "does not take" is not enough.
     fn refuses(&self, _key: &str) -> Option<&'static str> {
         None
     }
     /// Builds the operation from its table; `base` holds the common keys, already validated.
     fn build(&self, f: &Fields, base: &Base) -> Result<Box<dyn Operation>>;
+    /// Its lines of the text report (`show ip sla statistics`), after the common ones, from its
+    /// part of the report.
+    fn text(&self, _detail: &Detail, _w: &mut String) {}
+    /// The families of its own gauges in `/metrics`.
+    fn gauges(&self) -> &'static [GaugeDef] {
+        &[]
+    }
+    /// The values of its gauges for one run, from its part of the report.
+    fn gauge_values(&self, _detail: &Detail) -> Vec<GaugeValue> {
+        Vec::new()
+    }
 }
 
 /// The common keys of an operation, validated, as a kind's `build` sees them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Base {
-    /// Target address.
-    pub target: std::net::IpAddr,
+    /// Target: an address, or the text of the kinds that resolve it themselves.
+    pub target: crate::runner::Target,
     /// Timeout.
     pub timeout: Duration,
     /// The `dscp` key, for STAMP's class-of-service TLV.

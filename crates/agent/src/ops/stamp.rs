@@ -107,9 +107,9 @@ pub(super) fn run_sender(
     // No control phase: port 0 never matches a reply's source, so every reply is a probe reply.
     let pacer = Pacer::for_interval(train.1);
     let mut op = StampOp::new(Instant::now(), cfg, spec.port);
-    let mut result = run_udp(&mut op, socket, spec.target, 0, &pacer, ctx.hooks)?;
+    let mut result = run_udp(&mut op, socket, spec.addr(), 0, &pacer, ctx.hooks)?;
     clock_sync.apply(&mut result, &mut clock);
-    Ok(RunOutcome { result, clock })
+    Ok(RunOutcome { result, clock, detail: Default::default() })
 }
 
 impl Kind for StampKind {
@@ -171,7 +171,7 @@ impl Operation for Stamp {
         Some((self.packets, self.interval * self.packets))
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
-        let (s, _, _) = sock("opening the probe socket", udp_socket(spec.target, &spec.sockets))?;
+        let (s, _, _) = sock("opening the probe socket", udp_socket(spec.addr(), &spec.sockets))?;
         let format =
             SenderFormat::Stamp(StampFormat { ssid: self.ssid, key: self.key.clone(), tlvs: self.tlvs.clone() });
         run_sender(spec, &s, (self.packets, self.interval), format, false, &self.clock, ctx)

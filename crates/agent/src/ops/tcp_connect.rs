@@ -60,7 +60,7 @@ impl Operation for TcpConnect {
         self.control.label()
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
-        let t = spec.target;
+        let t = spec.addr();
         // the control socket never takes the measurement's source port
         let ctl_opts = SocketOptions { source_port: 0, ..spec.sockets.clone() };
         let (s, local, _) = sock("opening the control socket", udp_socket(t, &ctl_opts))?;

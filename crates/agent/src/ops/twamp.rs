@@ -212,13 +212,13 @@ impl Operation for Twamp {
         };
         let out = sock(
             "opening the Session-Sender socket",
-            ctx.rt.block_on(run_twamp(SocketAddr::new(spec.target, spec.port), &opts, ctx.hooks)),
+            ctx.rt.block_on(run_twamp(SocketAddr::new(spec.addr(), spec.port), &opts, ctx.hooks)),
         )?;
         if out.cancelled {
             return Err(RunError::Cancelled);
         }
         let mut result = out.result;
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock })
+        Ok(RunOutcome { result, clock, detail: Default::default() })
     }
 }

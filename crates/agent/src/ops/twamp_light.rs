@@ -103,7 +103,7 @@ impl Operation for TwampLight {
         Some((self.packets, self.interval * self.packets))
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
-        let (s, _) = sock("opening the probe socket", sender_socket(spec.target, &spec.sockets))?;
+        let (s, _) = sock("opening the probe socket", sender_socket(spec.addr(), &spec.sockets))?;
         let format = SenderFormat::Twamp(Box::new(TwampFormat::light(self.padding as usize)));
         super::stamp::run_sender(spec, &s, (self.packets, self.interval), format, self.stateful, &self.clock, ctx)
     }

@@ -76,7 +76,7 @@ impl Operation for UdpEcho {
         self.control.label()
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
-        let t = spec.target;
+        let t = spec.addr();
         let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
         let cfg = EchoConfig {
             format: EchoFormat::Udp,

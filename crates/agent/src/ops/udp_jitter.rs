@@ -151,7 +151,7 @@ impl Operation for UdpJitter {
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
         let (sync, mut clock) = self.clock.check();
-        let t = spec.target;
+        let t = spec.addr();
         let (s, local, _) = sock("opening the probe socket", udp_socket(t, &spec.sockets))?;
         let duration = JitterConfig::control_duration(spec.timeout, self.packets, self.interval);
         let cfg = JitterConfig {
@@ -172,6 +172,6 @@ impl Operation for UdpJitter {
         let mut op = JitterOp::new(Instant::now(), cfg);
         let mut result = run_udp(&mut op, &s, t, self.control.port, &pacer, ctx.hooks)?;
         self.clock.apply(&mut result, &mut clock);
-        Ok(RunOutcome { result, clock })
+        Ok(RunOutcome { result, clock, detail: Default::default() })
     }
 }

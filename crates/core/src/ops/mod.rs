@@ -216,9 +216,61 @@ pub enum ReturnCode {
     PortInUse,
     /// enableFail / error: any other failure (local socket error, refused control).
     Error,
+    /// dnsServerTimeout(11): the name server did not answer.
+    DnsServerTimeout,
+    /// tcpConnectTimeout(12): the TCP handshake did not finish within the timeout.
+    TcpConnectTimeout,
+    /// httpTransactionTimeout(13): the HTTP transaction did not finish within the timeout.
+    HttpTransactionTimeout,
+    /// dnsQueryError(14): the name server answered with an error or not what was expected.
+    DnsQueryError,
+    /// httpError(15): the HTTP transaction failed (refused, TLS, status or body not as expected).
+    HttpError,
 }
 
 impl ReturnCode {
+    /// Every return code, in `RttResponseSense` order.
+    pub const ALL: [ReturnCode; 16] = [
+        ReturnCode::Ok,
+        ReturnCode::OverThreshold,
+        ReturnCode::Timeout,
+        ReturnCode::Busy,
+        ReturnCode::NoConnection,
+        ReturnCode::SequenceError,
+        ReturnCode::VerifyError,
+        ReturnCode::AuthFailure,
+        ReturnCode::FormatError,
+        ReturnCode::PortInUse,
+        ReturnCode::Error,
+        ReturnCode::DnsServerTimeout,
+        ReturnCode::TcpConnectTimeout,
+        ReturnCode::HttpTransactionTimeout,
+        ReturnCode::DnsQueryError,
+        ReturnCode::HttpError,
+    ];
+
+    /// Its JSON name (`over_threshold`), also the `code` label of the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReturnCode::Ok => "ok",
+            ReturnCode::OverThreshold => "over_threshold",
+            ReturnCode::Timeout => "timeout",
+            ReturnCode::Busy => "busy",
+            ReturnCode::NoConnection => "no_connection",
+            ReturnCode::SequenceError => "sequence_error",
+            ReturnCode::VerifyError => "verify_error",
+            ReturnCode::AuthFailure => "auth_failure",
+            ReturnCode::FormatError => "format_error",
+            ReturnCode::PortInUse => "port_in_use",
+            ReturnCode::Error => "error",
+            ReturnCode::DnsServerTimeout => "dns_server_timeout",
+            ReturnCode::TcpConnectTimeout => "tcp_connect_timeout",
+            ReturnCode::HttpTransactionTimeout => "http_transaction_timeout",
+            ReturnCode::DnsQueryError => "dns_query_error",
+            ReturnCode::HttpError => "http_error",
+        }
+    }
+
     /// How IOS prints it in `show ip sla statistics`.
     pub fn cisco_text(self) -> &'static str {
         match self {
@@ -233,6 +285,11 @@ impl ReturnCode {
             ReturnCode::FormatError => "Format error",
             ReturnCode::PortInUse => "Port in use",
             ReturnCode::Error => "Error",
+            ReturnCode::DnsServerTimeout => "DNS server timeout",
+            ReturnCode::TcpConnectTimeout => "TCP connect timeout",
+            ReturnCode::HttpTransactionTimeout => "HTTP transaction timeout",
+            ReturnCode::DnsQueryError => "DNS query error",
+            ReturnCode::HttpError => "HTTP error",
         }
     }
 }
