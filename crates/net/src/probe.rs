@@ -376,6 +376,45 @@ pub(crate) async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tok
     s.connect(to).await
 }
 
+/// Why a length-framed TCP exchange ([`tcp_framed_exchange`]) has no answer: `timed_out` when
+/// the deadline passed, else what failed, naming the address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeFailed {
+    /// The deadline passed first.
+    pub timed_out: bool,
+    /// What failed.
+    pub why: String,
+}
+
+/// One length-framed exchange over TCP (DNS, RFC 1035 §4.2.2): connects to `to` with the
+/// options, writes `framed` (its two-octet length first), then reads the answer's two-octet
+/// length and that many octets (at most 65,535: the length field bounds it), all before
+/// `deadline`. Returns the answer without its length, and when its last octet arrived.
+pub async fn tcp_framed_exchange(
+    to: SocketAddr,
+    o: &SocketOptions,
+    framed: &[u8],
+    deadline: Instant,
+) -> Result<(Vec<u8>, RxTime), ExchangeFailed> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = connect(to, o).await.map_err(|e| format!("connecting to {to}: {e}"))?;
+        s.write_all(framed).await.map_err(|e| format!("writing to {to}: {e}"))?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.map_err(|e| format!("reading the answer's length from {to}: {e}"))?;
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut answer)
+            .await
+            .map_err(|e| format!("reading the {}-octet answer from {to}: {e}", answer.len()))?;
+        Ok::<_, String>((answer, RxTime { wall: wall_now(), kernel: false }))
+    };
+    match tokio::time::timeout_at(deadline.into(), exchange).await {
+        Ok(Ok(x)) => Ok(x),
+        Ok(Err(why)) => Err(ExchangeFailed { timed_out: false, why }),
+        Err(_) => Err(ExchangeFailed { timed_out: true, why: format!("no answer from {to} before the deadline") }),
+    }
+}
+
 /// An ICMP socket: datagram ("ping") socket when the host allows it (net.ipv4.ping_group_range),
 /// else a raw socket (needs CAP_NET_RAW). ICMP Timestamp needs raw: the kernel lets datagram
 /// ICMP sockets send only echo requests.

@@ -8,6 +8,7 @@
 
 pub mod common;
 pub mod configuration;
+mod dns;
 pub mod fields;
 mod icmp_echo;
 mod icmp_jitter;
@@ -46,6 +47,7 @@ pub static REGISTRY: &[&dyn Kind] = &[
     &stamp::KIND,
     &twamp::KIND,
     &twamp_light::KIND,
+    &dns::KIND,
 ];
 
 /// The kind named `name` (the `type` key, `ipsla probe NAME`).

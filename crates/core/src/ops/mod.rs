@@ -14,6 +14,7 @@
 //! timeline with scripted loss, delay, reordering and duplication.
 
 pub mod control;
+pub mod dns;
 pub mod echo;
 pub mod jitter;
 pub mod stamp;
@@ -330,6 +331,12 @@ pub enum Cause {
         /// What failed.
         reason: String,
     },
+    /// A service operation (dns, http) found its server silent or its answer wrong, in its own
+    /// words naming the server and what to check.
+    Service {
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -354,7 +361,7 @@ impl fmt::Display for Cause {
                 f,
                 "the responder at {to} refused the control request: check its allowed sources, port range and authentication"
             ),
-            Cause::Control { reason } => f.write_str(reason),
+            Cause::Control { reason } | Cause::Service { reason } => f.write_str(reason),
         }
     }
 }
