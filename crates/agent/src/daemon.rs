@@ -82,6 +82,9 @@ pub struct AgentFile {
     /// `[[alert]]`.
     #[serde(default)]
     pub alert: Vec<AlertFile>,
+    /// `[[remote_write]]`.
+    #[serde(default)]
+    pub remote_write: Vec<crate::remote_write::RemoteWriteFile>,
 }
 
 /// A validated configuration.
@@ -111,6 +114,8 @@ pub struct AgentConfig {
     pub route_protocol: u8,
     /// Alert sinks.
     pub alerts: Vec<AlertDef>,
+    /// Remote-write endpoints.
+    pub remote_write: Vec<crate::remote_write::RemoteWriteDef>,
 }
 
 impl AgentFile {
@@ -163,6 +168,7 @@ impl AgentFile {
             route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
             operations,
             alerts: crate::alert::validate(&self.alert)?,
+            remote_write: crate::remote_write::validate(&self.remote_write)?,
         })
     }
 }
@@ -218,7 +224,8 @@ pub(crate) struct Shared {
     loader: Mutex<Option<Loader>>,
     /// The bookkeeping: schedules, reactions, tracks ([`Engine`], sans-IO).
     engine: Mutex<Engine>,
-    store: Mutex<Store>,
+    /// Shared with the remote-write tasks, whose queue it is.
+    store: Arc<Mutex<Store>>,
     metrics: Metrics,
     responder: Option<RunningResponder>,
     failover: Mutex<Option<crate::routes::Failover>>,
@@ -480,7 +487,7 @@ impl Agent {
             cfg: Mutex::new(cfg.clone()),
             loader: Mutex::new(None),
             engine: Mutex::new(engine),
-            store: Mutex::new(store),
+            store: Arc::new(Mutex::new(store)),
             metrics,
             responder,
             failover: Mutex::new(failover),
@@ -493,10 +500,17 @@ impl Agent {
             store_health: Mutex::new(StoreHealth::default()),
         });
         let workers = Arc::new(Semaphore::new(cfg.workers));
-        let tasks = vec![
+        let mut tasks = vec![
             runtime.spawn(scheduler(shared.clone(), workers.clone())),
             runtime.spawn(crate::http::serve(shared.clone(), listener, shared.stop.clone())),
         ];
+        tasks.extend(crate::remote_write::start(
+            runtime.handle(),
+            &cfg.remote_write,
+            &shared.store,
+            &shared.metrics,
+            &shared.stop,
+        ));
         Ok((Agent { shared, runtime, tasks, workers, http }, report))
     }
 
@@ -569,6 +583,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         ("agent.store", cur.store != new.store),
         ("agent.workers", cur.workers != new.workers),
         ("responder", cur.responder_file != new.responder_file),
+        ("remote_write", cur.remote_write != new.remote_write),
     ] {
         if differs {
             sum.needs_restart.push(key.into());
@@ -618,7 +633,8 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     }
     let (http, store, workers, responder, responder_file) =
         (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone());
-    *cur = AgentConfig { http, store, workers, responder, responder_file, ..new };
+    let remote_write = std::mem::take(&mut cur.remote_write);
+    *cur = AgentConfig { http, store, workers, responder, responder_file, remote_write, ..new };
     tracing::info!(
         kept = sum.kept.len(),
         changed = ?sum.changed,

@@ -96,7 +96,8 @@ fn delay_histogram() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 2.0, 20))
 }
 
-type FGauge = Gauge<f64, AtomicU64>;
+/// A gauge of a float.
+pub type FGauge = Gauge<f64, AtomicU64>;
 
 /// A metric family whose series are kept, and encoded, in label order (prometheus-client's
 /// `Family` is a hash map: its order changes as series come and go). A family without series
@@ -234,6 +235,10 @@ pub struct Metrics {
     reaction_active: Sorted<ReactLabels, Gauge>,
     track_state: Sorted<TrackLabels, Gauge>,
     alerts: Sorted<AlertLabels, Counter>,
+    rw_sent: Sorted<UrlLabels, Counter>,
+    rw_failed: Sorted<UrlLabels, Counter>,
+    rw_dropped: Sorted<UrlLabels, Counter>,
+    rw_lag: Sorted<UrlLabels, FGauge>,
     responder: ResponderMetrics,
     store_errors: Counter,
     store_writable: Gauge,
@@ -248,6 +253,26 @@ pub struct AlertLabels {
     pub sink: String,
     /// sent | failed (after its retries) | dropped (queue full, or still queued at shutdown)
     pub result: String,
+}
+
+/// Labels of a remote-write endpoint's families.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct UrlLabels {
+    /// `[[remote_write]]` `url`.
+    pub url: String,
+}
+
+/// One remote-write endpoint's series; they share their values with the registry.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteMetrics {
+    /// Samples the receiver accepted.
+    pub sent: Counter,
+    /// Samples in batches the receiver refused with a 4xx (not retried).
+    pub failed: Counter,
+    /// Samples of runs the store deleted before they were shipped.
+    pub dropped: Counter,
+    /// Age of the oldest run not shipped yet, seconds (0 when caught up).
+    pub lag: FGauge,
 }
 
 /// Labels of a track.
@@ -339,6 +364,10 @@ impl Metrics {
             reaction_active: Sorted::default(),
             track_state: Sorted::default(),
             alerts: Sorted::default(),
+            rw_sent: Sorted::default(),
+            rw_failed: Sorted::default(),
+            rw_dropped: Sorted::default(),
+            rw_lag: Sorted::default(),
             responder: ResponderMetrics::default(),
             store_errors: Counter::default(),
             store_writable: Gauge::default(),
@@ -396,6 +425,26 @@ impl Metrics {
             m.reaction_active.clone(),
         );
         registry.register("alerts", "Events handed to alert sinks, by outcome", m.alerts.clone());
+        registry.register(
+            "remote_write_samples_sent",
+            "Samples a remote-write receiver accepted (2xx)",
+            m.rw_sent.clone(),
+        );
+        registry.register(
+            "remote_write_samples_failed",
+            "Samples in batches a remote-write receiver refused with a 4xx (not sent again)",
+            m.rw_failed.clone(),
+        );
+        registry.register(
+            "remote_write_samples_dropped",
+            "Samples of runs the store deleted (retention, size limit) before they were shipped",
+            m.rw_dropped.clone(),
+        );
+        registry.register(
+            "remote_write_queue_lag_seconds",
+            "Age of the oldest stored run not shipped yet; 0 when caught up",
+            m.rw_lag.clone(),
+        );
         let r = &m.responder;
         registry.register("responder_sessions", "Responder sessions open now", r.sessions.clone());
         registry.register("responder_sessions_opened", "Responder sessions opened", r.sessions_opened.clone());
@@ -581,6 +630,17 @@ impl Metrics {
     /// value with the registry, so the alert sinks count without going through `Metrics`.
     pub fn alert_counter(&self, sink: &str, result: &str) -> Counter {
         self.alerts.get_or_create(&AlertLabels { sink: sink.into(), result: result.into() })
+    }
+
+    /// The series of one remote-write endpoint (`ipsla_remote_write_*{url}`), created at 0.
+    pub fn remote_write(&self, url: &str) -> RemoteWriteMetrics {
+        let l = UrlLabels { url: url.into() };
+        RemoteWriteMetrics {
+            sent: self.rw_sent.get_or_create(&l),
+            failed: self.rw_failed.get_or_create(&l),
+            dropped: self.rw_dropped.get_or_create(&l),
+            lag: self.rw_lag.get_or_create(&l),
+        }
     }
 
     /// The exposition in OpenMetrics 1.0 text (what `prometheus-client` writes), to be served as
