@@ -40,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 const POLL: Duration = Duration::from_secs(1);
 /// The first retry's wait; it doubles up to the endpoint's `max_backoff`.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// At the agent's stop, how long a request in flight may still take: its answer moves the cursor,
+/// so the next start does not send the batch again.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// One latest-value family of `/metrics` as a stored document gives it.
 #[derive(Debug, Clone, Copy)]
@@ -382,8 +385,12 @@ async fn endpoint(d: Arc<RemoteWriteDef>, store: SharedStore, m: RemoteWriteMetr
             }
         };
         m.dropped.inner().store(q.dropped, std::sync::atomic::Ordering::Relaxed);
-        let now_ns = ipsla_net::clock::wall_now().as_nanos() as i64;
-        m.lag.set(q.runs.first().map_or(0.0, |r| (now_ns - r.start_ns).max(0) as f64 / 1e9));
+        let oldest = q.runs.first().map(|r| r.start_ns);
+        let lag = || {
+            let now_ns = ipsla_net::clock::wall_now().as_nanos() as i64;
+            m.lag.set(oldest.map_or(0.0, |t| (now_ns - t).max(0) as f64 / 1e9));
+        };
+        lag();
         let Some(last) = q.runs.last().map(|r| r.id) else {
             if sleep_or_stop(&stop, POLL).await {
                 return;
@@ -393,11 +400,24 @@ async fn endpoint(d: Arc<RemoteWriteDef>, store: SharedStore, m: RemoteWriteMetr
         let (req, n) = request(&q.runs, &d.labels);
         let body = Bytes::from(proto::encode(&req));
         let mut backoff = MIN_BACKOFF;
+        let mut stopping = false;
         loop {
+            lag();
+            let send = attempt(&d, body.clone());
+            tokio::pin!(send);
             let outcome = tokio::select! {
-                _ = stop.cancelled() => return,
-                a = attempt(&d, body.clone()) => a,
+                a = &mut send => a,
+                _ = stop.cancelled() => {
+                    stopping = true;
+                    match tokio::time::timeout(STOP_GRACE, &mut send).await {
+                        Ok(a) => a,
+                        Err(_) => return,
+                    }
+                }
             };
+            if stopping && matches!(outcome, Attempt::Transient(_)) {
+                return;
+            }
             match outcome {
                 Attempt::Accepted => {
                     if let Some(why) = failing.take() {
@@ -436,6 +456,9 @@ async fn endpoint(d: Arc<RemoteWriteDef>, store: SharedStore, m: RemoteWriteMetr
             if sleep_or_stop(&stop, POLL).await {
                 return;
             }
+        }
+        if stopping || stop.is_cancelled() {
+            return;
         }
     }
 }

@@ -18,7 +18,9 @@ mod notify;
 mod packaging;
 mod privilege;
 mod probe;
+
 mod prometheus;
+mod remote_write;
 mod show;
 mod stamp;
 mod twamp;
