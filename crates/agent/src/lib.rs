@@ -18,6 +18,7 @@ pub mod group;
 mod http;
 pub mod metrics;
 pub mod ops;
+mod probe;
 pub mod remote_write;
 pub mod report;
 pub mod routes;

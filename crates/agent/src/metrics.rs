@@ -342,6 +342,16 @@ impl Default for Metrics {
 impl Metrics {
     /// An empty registry with every family registered under the `ipsla_` prefix.
     pub fn new() -> Self {
+        Self::build(true)
+    }
+
+    /// The per-operation families only, for the answer of one `/probe` run: no build, store or
+    /// other agent-wide series.
+    pub fn for_probe() -> Self {
+        Self::build(false)
+    }
+
+    fn build(agent: bool) -> Self {
         let mut registry = Registry::with_prefix("ipsla");
         let m = Metrics {
             info: Sorted::default(),
@@ -374,9 +384,11 @@ impl Metrics {
             registry: Registry::default(),
             last_len: AtomicUsize::new(0),
         };
-        let build: Sorted<BuildLabels, Gauge> = Sorted::default();
-        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("build_info", "Always 1; the agent's version as a label", build);
+        if agent {
+            let build: Sorted<BuildLabels, Gauge> = Sorted::default();
+            build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+            registry.register("build_info", "Always 1; the agent's version as a label", build);
+        }
         registry.register(
             "operation_info",
             "Always 1 for a configured operation; its type, target and tag as labels (join on op)",
@@ -469,12 +481,14 @@ impl Metrics {
             "Probes the responder did not answer, by reason",
             r.dropped.clone(),
         );
-        registry.register("store_write_errors", "Runs and events the store refused", m.store_errors.clone());
-        registry.register(
-            "store_writable",
-            "0 while the store refuses writes (disk full, read-only)",
-            m.store_writable.clone(),
-        );
+        if agent {
+            registry.register("store_write_errors", "Runs and events the store refused", m.store_errors.clone());
+            registry.register(
+                "store_writable",
+                "0 while the store refuses writes (disk full, read-only)",
+                m.store_writable.clone(),
+            );
+        }
         m.store_writable.set(1);
         Metrics { registry, ..m }
     }

@@ -9,6 +9,7 @@ mod common;
 mod agent;
 mod attacks;
 mod binary;
+mod blackbox;
 mod failover;
 mod faults;
 mod flood;
