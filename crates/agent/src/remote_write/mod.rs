@@ -4,8 +4,8 @@
 //!
 //! The queue is the store ([`queue`]): one cursor per endpoint, advanced only after the receiver
 //! answered 2xx, so a receiver outage or an agent restart loses nothing and a run is sent again
-//! only when its request's answer was lost (the same samples again, which the receivers keep
-//! once). A 5xx, a 429 or a connection error is retried with exponential backoff, for as long as
+//! only when its request's answer was lost (the same samples at the same timestamps, which
+//! Prometheus keeps once). A 5xx, a 429 or a connection error is retried with exponential backoff, for as long as
 //! it takes; another 4xx means the receiver will never take the batch: it is counted as failed,
 //! logged once with the receiver's reason, and skipped. Runs the store deletes (retention, size
 //! limit) before they were shipped are counted as dropped.
@@ -108,6 +108,8 @@ pub struct RemoteWriteFile {
     pub timeout: Option<String>,
     /// The longest wait between two retries (default 30s).
     pub max_backoff: Option<String>,
+    /// Extra request headers (`X-Scope-OrgID` for a multi-tenant Mimir).
+    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// `basic_auth = { username = "...", password = "..." }`.
@@ -202,6 +204,23 @@ impl RemoteWriteFile {
         if let Some(mut a) = auth {
             a.set_sensitive(true);
             headers.push((AUTHORIZATION, a));
+        }
+        for (n, v) in self.headers.iter().flatten() {
+            let hk = k(&format!("headers.{n}"));
+            let name = HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| ConfigError(format!("{hk}: \"{n}\" is not a valid header name")))?;
+            if headers.iter().any(|(h, _)| *h == name)
+                || name == hyper::header::CONTENT_LENGTH
+                || name == hyper::header::TRANSFER_ENCODING
+            {
+                return Err(ConfigError(format!(
+                    "{hk}: set by the agent (the remote-write protocol or its auth keys)"
+                )));
+            }
+            let mut value = HeaderValue::from_str(v)
+                .map_err(|_| ConfigError(format!("{hk}: the value must be visible ASCII (no control characters)")))?;
+            value.set_sensitive(true);
+            headers.push((name, value));
         }
         let mut labels = Vec::new();
         for (name, value) in self.labels.iter().flatten() {

@@ -45,6 +45,10 @@ fn errors_name_the_key_and_say_what_is_allowed() {
             .starts_with("remote_write[0].timeout: \"soon\" is not a duration")
     );
     assert!(err("url = \"http://a/w\"\nbatchsize = 3").contains("unknown field `batchsize`"));
+    assert_eq!(
+        err("url = \"http://a/w\"\nheaders = { Content-Encoding = \"gzip\" }"),
+        "remote_write[0].headers.Content-Encoding: set by the agent (the remote-write protocol or its auth keys)"
+    );
     let twice = "url = \"http://a/w\"\n[[remote_write]]\nurl = \"http://a/w\"";
     assert_eq!(err(twice), "remote_write[1].url: \"http://a/w\" is already the url of remote_write[0]");
 }
@@ -219,4 +223,24 @@ fn a_batch_groups_samples_by_series_at_the_runs_start_in_ms() {
             ("__name__=ipsla_rtt_latest_seconds,op=2".into(), vec![(0.00001, 1_700_000_000_200)]),
         ]
     );
+}
+
+#[test]
+fn the_commented_example_is_valid() {
+    let example = include_str!("../../../../examples/agent.toml");
+    let start = example.find("\n# [[remote_write]]").expect("examples/agent.toml has a [[remote_write]] example");
+    // the section ends at the first empty line
+    let text: String = example[start + 1..]
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.strip_prefix("# ").or(l.strip_prefix('#')).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg = AgentFile::parse(&text).and_then(|f| f.validate()).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+    let d = &cfg.remote_write[0];
+    assert_eq!(
+        (d.url.as_str(), d.batch, d.max_backoff),
+        ("http://127.0.0.1:9090/api/v1/write", 500, Duration::from_secs(30))
+    );
+    assert_eq!(d.labels, [("site".to_string(), "paris".to_string())]);
 }
