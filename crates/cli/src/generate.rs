@@ -305,6 +305,11 @@ const SECTIONS: &[Section] = &[
                 "duration",
                 "Longest wait between two retries of a 5xx, 429 or connection error (default 30s).",
             ),
+            (
+                "headers",
+                "table",
+                "Extra request headers, e.g. { X-Scope-OrgID = \"tenant-1\" } for a multi-tenant Mimir.",
+            ),
         ],
     ),
 ];
