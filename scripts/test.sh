@@ -15,14 +15,16 @@ df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 
 # The lab tests (network namespaces, TUN) need root, iproute2 and taskset; the probe tests use
 # ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
-# prometheus process (and promtool); the unit files are checked with systemd-analyze; the TWAMP
-# captures are decoded with tshark's dissectors; the web pages are loaded in headless Chromium; the dns operation asks a local dnsmasq. Install
+# prometheus process (and promtool), the remote-write tests a prometheus and a victoria-metrics; the
+# unit files are checked with systemd-analyze; the TWAMP captures are decoded with tshark's
+# dissectors; the web pages are loaded in headless Chromium; the dns operation asks a local dnsmasq. Install
 # what is missing when we can (root with apt); without root those tests report themselves skipped.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v irtt >/dev/null 2>&1 || need+=(irtt)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

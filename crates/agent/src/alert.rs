@@ -147,7 +147,7 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Loads the roots (`ca_file`, else the platform's) for a connection to `host`. `key` names
     /// the `ca_file` key in errors.
-    fn new(key: &str, host: &str, ca_file: Option<&str>) -> Result<Tls> {
+    pub(crate) fn new(key: &str, host: &str, ca_file: Option<&str>) -> Result<Tls> {
         let roots: Vec<CertificateDer<'static>> = match ca_file {
             Some(path) => {
                 let certs: std::result::Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
@@ -216,15 +216,16 @@ pub struct AlertDef {
 }
 
 /// A webhook URL's parts.
-struct Url {
-    https: bool,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
+pub(crate) struct Url {
+    pub(crate) https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) authority: String,
+    pub(crate) path: String,
 }
 
-fn parse_url(key: &str, s: &str) -> Result<Url> {
+/// Splits an `http[s]://HOST[:PORT][/PATH]` URL; `key` names it in errors.
+pub(crate) fn parse_url(key: &str, s: &str) -> Result<Url> {
     let bad = |why: &str| {
         ConfigError(format!(
             "{key}: \"{s}\" {why}; expected http[s]://HOST[:PORT][/PATH], e.g. \"http://127.0.0.1:9000/ipsla\""
@@ -710,10 +711,19 @@ impl Drop for AbortOnDrop {
 }
 
 /// Why an attempt failed, and whether another attempt may go better.
-struct Failure {
-    why: String,
-    retry: bool,
+pub(crate) struct Failure {
+    pub(crate) why: String,
+    pub(crate) retry: bool,
 }
+
+/// What the server answered: its status and the start of its body (its reason, for the log).
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: String,
+}
+
+/// How much of an answer's body is kept.
+const REPLY_LIMIT: usize = 1024;
 
 impl Failure {
     fn transient(why: String) -> Self {
@@ -721,7 +731,8 @@ impl Failure {
     }
 }
 
-async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<StatusCode, Failure> {
+/// POSTs `body` to the webhook's URL (TCP, or TLS for https), with its headers.
+pub(crate) async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<Reply, Failure> {
     let addrs = tokio::net::lookup_host((w.host.as_str(), w.port))
         .await
         .map_err(|e| Failure::transient(format!("resolving {}: {e}", w.host)))?;
@@ -764,7 +775,7 @@ async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<StatusCode, Fa
 }
 
 /// Sends the POST over an established connection (TCP or TLS).
-async fn request<S>(w: &WebhookDef, stream: S, body: Bytes) -> std::result::Result<StatusCode, Failure>
+async fn request<S>(w: &WebhookDef, stream: S, body: Bytes) -> std::result::Result<Reply, Failure>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -784,7 +795,24 @@ where
         req.headers_mut().insert(n.clone(), v.clone());
     }
     let resp = sender.send_request(req).await.map_err(|e| Failure::transient(format!("HTTP: {e}")))?;
-    Ok(resp.status())
+    let status = resp.status();
+    // the first REPLY_LIMIT bytes of the body say why a request was refused; a body that does not
+    // end (or fails) leaves what was read
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while text.len() < REPLY_LIMIT {
+        use http_body_util::BodyExt;
+        match body.frame().await {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    text.extend_from_slice(d);
+                }
+            }
+            _ => break,
+        }
+    }
+    text.truncate(REPLY_LIMIT);
+    Ok(Reply { status, body: String::from_utf8_lossy(&text).trim().to_string() })
 }
 
 /// Posts `ev`, retrying connection errors, timeouts, 5xx and 429; true when a 2xx answered.
@@ -796,8 +824,8 @@ async fn webhook(name: &str, w: &WebhookDef, ev: &AlertEvent) -> bool {
             tokio::time::sleep(w.backoff.saturating_mul(1 << (attempt - 1).min(20))).await;
         }
         let retry = match tokio::time::timeout(w.timeout, post(w, body.clone())).await {
-            Ok(Ok(status)) if status.is_success() => return true,
-            Ok(Ok(status)) => {
+            Ok(Ok(reply)) if reply.status.is_success() => return true,
+            Ok(Ok(Reply { status, .. })) => {
                 why = format!("HTTP {status}");
                 status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
             }

@@ -56,6 +56,8 @@ pub struct AgentSection {
     pub workers: Option<usize>,
     /// `rtm_protocol` of the routes `[[route]]` installs (default 167).
     pub route_protocol: Option<u32>,
+    /// `/probe` runs at once; more are answered 429 (default 4; 0 turns `/probe` off).
+    pub probe_concurrency: Option<usize>,
 }
 
 /// The agent's configuration file.
@@ -82,6 +84,9 @@ pub struct AgentFile {
     /// `[[alert]]`.
     #[serde(default)]
     pub alert: Vec<AlertFile>,
+    /// `[[remote_write]]`.
+    #[serde(default)]
+    pub remote_write: Vec<crate::remote_write::RemoteWriteFile>,
 }
 
 /// A validated configuration.
@@ -111,6 +116,10 @@ pub struct AgentConfig {
     pub route_protocol: u8,
     /// Alert sinks.
     pub alerts: Vec<AlertDef>,
+    /// Remote-write endpoints.
+    pub remote_write: Vec<crate::remote_write::RemoteWriteDef>,
+    /// `/probe` runs at once (0: `/probe` is off).
+    pub probe_concurrency: usize,
 }
 
 impl AgentFile {
@@ -163,6 +172,13 @@ impl AgentFile {
             route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
             operations,
             alerts: crate::alert::validate(&self.alert)?,
+            remote_write: crate::remote_write::validate(&self.remote_write)?,
+            probe_concurrency: check_range(
+                "agent.probe_concurrency",
+                self.agent.probe_concurrency.unwrap_or(4),
+                0,
+                256,
+            )?,
         })
     }
 }
@@ -218,7 +234,8 @@ pub(crate) struct Shared {
     loader: Mutex<Option<Loader>>,
     /// The bookkeeping: schedules, reactions, tracks ([`Engine`], sans-IO).
     engine: Mutex<Engine>,
-    store: Mutex<Store>,
+    /// Shared with the remote-write tasks, whose queue it is.
+    store: Arc<Mutex<Store>>,
     metrics: Metrics,
     responder: Option<RunningResponder>,
     failover: Mutex<Option<crate::routes::Failover>>,
@@ -234,6 +251,8 @@ pub(crate) struct Shared {
     /// Set by every pass of the scheduler loop (see [`Agent::healthy`]).
     heartbeat_ms: AtomicU64,
     store_health: Mutex<StoreHealth>,
+    /// One permit per `/probe` run at once.
+    probes: Arc<Semaphore>,
 }
 
 /// One operation's summary (`stored` counted in `store` when it could be locked).
@@ -308,6 +327,18 @@ impl Shared {
     /// Re-reads the configuration and applies it (`/-/reload`); see [`Agent::reload_from_source`].
     pub(crate) fn reload_from_source(&self) -> Result<ReloadSummary, String> {
         reload_from_source(self)
+    }
+
+    /// A permit for one `/probe` run; `Err(limit)` when `limit` runs are going (0: `/probe` is
+    /// off).
+    pub(crate) fn probe_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, usize> {
+        let limit = self.cfg.lock().map(|c| c.probe_concurrency).unwrap_or(0);
+        self.probes.clone().try_acquire_owned().map_err(|_| limit)
+    }
+
+    /// True once the agent is stopping.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
     /// The metrics registry (`/metrics`).
@@ -480,7 +511,7 @@ impl Agent {
             cfg: Mutex::new(cfg.clone()),
             loader: Mutex::new(None),
             engine: Mutex::new(engine),
-            store: Mutex::new(store),
+            store: Arc::new(Mutex::new(store)),
             metrics,
             responder,
             failover: Mutex::new(failover),
@@ -491,12 +522,20 @@ impl Agent {
             started: now,
             heartbeat_ms: AtomicU64::new(0),
             store_health: Mutex::new(StoreHealth::default()),
+            probes: Arc::new(Semaphore::new(cfg.probe_concurrency)),
         });
         let workers = Arc::new(Semaphore::new(cfg.workers));
-        let tasks = vec![
+        let mut tasks = vec![
             runtime.spawn(scheduler(shared.clone(), workers.clone())),
             runtime.spawn(crate::http::serve(shared.clone(), listener, shared.stop.clone())),
         ];
+        tasks.extend(crate::remote_write::start(
+            runtime.handle(),
+            &cfg.remote_write,
+            &shared.store,
+            &shared.metrics,
+            &shared.stop,
+        ));
         Ok((Agent { shared, runtime, tasks, workers, http }, report))
     }
 
@@ -569,6 +608,8 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         ("agent.store", cur.store != new.store),
         ("agent.workers", cur.workers != new.workers),
         ("responder", cur.responder_file != new.responder_file),
+        ("remote_write", cur.remote_write != new.remote_write),
+        ("agent.probe_concurrency", cur.probe_concurrency != new.probe_concurrency),
     ] {
         if differs {
             sum.needs_restart.push(key.into());
@@ -618,7 +659,8 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     }
     let (http, store, workers, responder, responder_file) =
         (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone());
-    *cur = AgentConfig { http, store, workers, responder, responder_file, ..new };
+    let (remote_write, probe_concurrency) = (std::mem::take(&mut cur.remote_write), cur.probe_concurrency);
+    *cur = AgentConfig { http, store, workers, responder, responder_file, remote_write, probe_concurrency, ..new };
     tracing::info!(
         kept = sum.kept.len(),
         changed = ?sum.changed,

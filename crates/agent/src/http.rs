@@ -1,4 +1,5 @@
-//! The agent's HTTP server: `/metrics` (streamed), `/-/healthy`, `/-/reload` and the JSON API,
+//! The agent's HTTP server: `/metrics` (streamed), `/probe` ([`crate::probe`]), `/-/healthy`,
+//! `/-/reload` and the JSON API,
 //! whose documents are the types of [`crate::api`].
 //!
 //! It runs as a task on the agent's runtime ([`serve`], stopped by the agent's cancellation) and reads the agent
@@ -31,6 +32,7 @@ pub(crate) async fn serve(sh: St, listener: std::net::TcpListener, stop: tokio_u
         let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
         let app = Router::new()
             .route("/metrics", get(metrics))
+            .route("/probe", get(probe))
             .route("/-/healthy", get(healthy))
             .route("/-/reload", axum::routing::post(reload).put(reload))
             .route("/api/v1/operations", get(operations))
@@ -98,6 +100,41 @@ async fn metrics(State(sh): State<St>, headers: axum::http::HeaderMap) -> Respon
         rx.recv().await.map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
     });
     ([(header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(body)).into_response()
+}
+
+/// One run from the query string, answered with its metrics ([`crate::probe`]).
+async fn probe(State(sh): State<St>, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let permit = match sh.probe_permit() {
+        Ok(p) => p,
+        Err(0) => {
+            return (StatusCode::NOT_FOUND, "/probe is off on this agent (agent.probe_concurrency = 0)\n")
+                .into_response();
+        }
+        Err(n) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{n} /probe runs are going, the most at once (agent.probe_concurrency); try again later\n"),
+            )
+                .into_response();
+        }
+    };
+    let rt = tokio::runtime::Handle::current();
+    // a run blocks its thread (the pacer holds the probe schedule)
+    let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        crate::probe::run(&params, &rt, &|| sh.stopping())
+    })
+    .await;
+    match answer {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, crate::metrics::TEXT_CONTENT_TYPE)], text).into_response(),
+        Ok(Err(crate::probe::ProbeError::Invalid(e))) => {
+            (StatusCode::BAD_REQUEST, format!("/probe: {e}\n")).into_response()
+        }
+        Ok(Err(crate::probe::ProbeError::Stopping)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the agent is stopping; the run was cancelled\n").into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn operations(State(sh): State<St>) -> Response {

@@ -5,6 +5,8 @@
 //! - [`runner`]: a validated operation specification and one run of it (shared by `ipsla probe`
 //!   and the agent).
 //! - [`alert`]: `[[alert]]` sinks (webhook, exec hook) for reaction and track transitions.
+//! - [`remote_write`]: `[[remote_write]]`, the stored runs pushed to Prometheus-compatible
+//!   receivers, the store being the durable queue.
 //! - [`api`]: the JSON documents of the HTTP API, served by the agent and read by `ipsla show`.
 
 pub mod alert;
@@ -16,6 +18,8 @@ pub mod group;
 mod http;
 pub mod metrics;
 pub mod ops;
+mod probe;
+pub mod remote_write;
 pub mod report;
 pub mod routes;
 pub mod runner;

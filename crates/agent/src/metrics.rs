@@ -96,7 +96,8 @@ fn delay_histogram() -> Histogram {
     Histogram::new(exponential_buckets(50e-6, 2.0, 20))
 }
 
-type FGauge = Gauge<f64, AtomicU64>;
+/// A gauge of a float.
+pub type FGauge = Gauge<f64, AtomicU64>;
 
 /// Labels of a kind's own gauge ([`crate::ops::GaugeDef`]): the operation, then the labels its
 /// value carries.
@@ -238,6 +239,10 @@ pub struct Metrics {
     reaction_active: Sorted<ReactLabels, Gauge>,
     track_state: Sorted<TrackLabels, Gauge>,
     alerts: Sorted<AlertLabels, Counter>,
+    rw_sent: Sorted<UrlLabels, Counter>,
+    rw_failed: Sorted<UrlLabels, Counter>,
+    rw_dropped: Sorted<UrlLabels, Counter>,
+    rw_lag: Sorted<UrlLabels, FGauge>,
     responder: ResponderMetrics,
     /// The kinds' own gauges, by family name.
     kinds: BTreeMap<&'static str, Sorted<KindLabels, FGauge>>,
@@ -254,6 +259,26 @@ pub struct AlertLabels {
     pub sink: String,
     /// sent | failed (after its retries) | dropped (queue full, or still queued at shutdown)
     pub result: String,
+}
+
+/// Labels of a remote-write endpoint's families.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct UrlLabels {
+    /// `[[remote_write]]` `url`.
+    pub url: String,
+}
+
+/// One remote-write endpoint's series; they share their values with the registry.
+#[derive(Debug, Clone)]
+pub struct RemoteWriteMetrics {
+    /// Samples the receiver accepted.
+    pub sent: Counter,
+    /// Samples in batches the receiver refused with a 4xx (not retried).
+    pub failed: Counter,
+    /// Samples of runs the store deleted before they were shipped.
+    pub dropped: Counter,
+    /// Age of the oldest run not shipped yet, seconds (0 when caught up).
+    pub lag: FGauge,
 }
 
 /// Labels of a track.
@@ -291,6 +316,16 @@ impl Default for Metrics {
 impl Metrics {
     /// An empty registry with every family registered under the `ipsla_` prefix.
     pub fn new() -> Self {
+        Self::build(true)
+    }
+
+    /// The per-operation families only, for the answer of one `/probe` run: no build, store or
+    /// other agent-wide series.
+    pub fn for_probe() -> Self {
+        Self::build(false)
+    }
+
+    fn build(agent: bool) -> Self {
         let mut registry = Registry::with_prefix("ipsla");
         let m = Metrics {
             info: Sorted::default(),
@@ -313,6 +348,10 @@ impl Metrics {
             reaction_active: Sorted::default(),
             track_state: Sorted::default(),
             alerts: Sorted::default(),
+            rw_sent: Sorted::default(),
+            rw_failed: Sorted::default(),
+            rw_dropped: Sorted::default(),
+            rw_lag: Sorted::default(),
             responder: ResponderMetrics::default(),
             kinds: BTreeMap::new(),
             store_errors: Counter::default(),
@@ -320,9 +359,11 @@ impl Metrics {
             registry: Registry::default(),
             last_len: AtomicUsize::new(0),
         };
-        let build: Sorted<BuildLabels, Gauge> = Sorted::default();
-        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("build_info", "Always 1; the agent's version as a label", build);
+        if agent {
+            let build: Sorted<BuildLabels, Gauge> = Sorted::default();
+            build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+            registry.register("build_info", "Always 1; the agent's version as a label", build);
+        }
         registry.register(
             "operation_info",
             "Always 1 for a configured operation; its type, target and tag as labels (join on op)",
@@ -371,6 +412,26 @@ impl Metrics {
             m.reaction_active.clone(),
         );
         registry.register("alerts", "Events handed to alert sinks, by outcome", m.alerts.clone());
+        registry.register(
+            "remote_write_samples_sent",
+            "Samples a remote-write receiver accepted (2xx)",
+            m.rw_sent.clone(),
+        );
+        registry.register(
+            "remote_write_samples_failed",
+            "Samples in batches a remote-write receiver refused with a 4xx (not sent again)",
+            m.rw_failed.clone(),
+        );
+        registry.register(
+            "remote_write_samples_dropped",
+            "Samples of runs the store deleted (retention, size limit) before they were shipped",
+            m.rw_dropped.clone(),
+        );
+        registry.register(
+            "remote_write_queue_lag_seconds",
+            "Age of the oldest stored run not shipped yet; 0 when caught up",
+            m.rw_lag.clone(),
+        );
         let r = &m.responder;
         registry.register("responder_sessions", "Responder sessions open now", r.sessions.clone());
         registry.register("responder_sessions_opened", "Responder sessions opened", r.sessions_opened.clone());
@@ -395,12 +456,14 @@ impl Metrics {
             "Probes the responder did not answer, by reason",
             r.dropped.clone(),
         );
-        registry.register("store_write_errors", "Runs and events the store refused", m.store_errors.clone());
-        registry.register(
-            "store_writable",
-            "0 while the store refuses writes (disk full, read-only)",
-            m.store_writable.clone(),
-        );
+        if agent {
+            registry.register("store_write_errors", "Runs and events the store refused", m.store_errors.clone());
+            registry.register(
+                "store_writable",
+                "0 while the store refuses writes (disk full, read-only)",
+                m.store_writable.clone(),
+            );
+        }
         m.store_writable.set(1);
         let mut kinds = BTreeMap::new();
         for g in crate::ops::REGISTRY.iter().flat_map(|k| k.gauges()) {
@@ -577,6 +640,17 @@ impl Metrics {
     /// value with the registry, so the alert sinks count without going through `Metrics`.
     pub fn alert_counter(&self, sink: &str, result: &str) -> Counter {
         self.alerts.get_or_create(&AlertLabels { sink: sink.into(), result: result.into() })
+    }
+
+    /// The series of one remote-write endpoint (`ipsla_remote_write_*{url}`), created at 0.
+    pub fn remote_write(&self, url: &str) -> RemoteWriteMetrics {
+        let l = UrlLabels { url: url.into() };
+        RemoteWriteMetrics {
+            sent: self.rw_sent.get_or_create(&l),
+            failed: self.rw_failed.get_or_create(&l),
+            dropped: self.rw_dropped.get_or_create(&l),
+            lag: self.rw_lag.get_or_create(&l),
+        }
     }
 
     /// The exposition in OpenMetrics 1.0 text (what `prometheus-client` writes), to be served as

@@ -530,6 +530,12 @@ impl Store {
         Ok(Store { conn, max_size: None, inserts: Cell::new(0) })
     }
 
+    /// The connection, for the tables other modules keep in the same file (remote write's
+    /// cursors).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Sets the size limit, bytes of pages in use (None: no limit).
     pub fn set_max_size(&mut self, max: Option<u64>) {
         self.max_size = max;

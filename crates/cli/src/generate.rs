@@ -193,6 +193,11 @@ const SECTIONS: &[Section] = &[
                 "integer",
                 "rtm_protocol of the routes [[route]] installs (default 167: ip route show proto 167).",
             ),
+            (
+                "probe_concurrency",
+                "integer",
+                "/probe runs at once; more are answered 429 (default 4; 0 turns /probe off).",
+            ),
         ],
     ),
     (
@@ -283,6 +288,30 @@ const SECTIONS: &[Section] = &[
             ),
         ],
     ),
+    (
+        "[[remote_write]]",
+        "Prometheus remote write: every stored run's values, at the run's start, pushed to Prometheus, \
+         VictoriaMetrics, Mimir or Thanos; the store is the queue, so an outage or a restart loses nothing.",
+        &[
+            ("url", "text", "http[s]://HOST[:PORT]/PATH of the receiver, e.g. http://127.0.0.1:9090/api/v1/write."),
+            ("basic_auth", "table", "{ username = \"...\", password = \"...\" }: HTTP basic authentication."),
+            ("bearer_token", "text", "Authorization: Bearer TOKEN (not with basic_auth)."),
+            ("ca_file", "file path", "https: PEM file of the CA certificates to trust instead of the platform's."),
+            ("labels", "table", "Extra labels on every series, e.g. { site = \"paris\" }."),
+            ("batch", "integer", "Runs per request, 1 to 100000 (default 500)."),
+            ("timeout", "duration", "Per request (default 30s)."),
+            (
+                "max_backoff",
+                "duration",
+                "Longest wait between two retries of a 5xx, 429 or connection error (default 30s).",
+            ),
+            (
+                "headers",
+                "table",
+                "Extra request headers, e.g. { X-Scope-OrgID = \"tenant-1\" } for a multi-tenant Mimir.",
+            ),
+        ],
+    ),
 ];
 
 /// ipsla-agent.toml(5): every key the agent's file takes. The operation keys are the registry's
@@ -295,7 +324,7 @@ fn config_page(cmd: &Command) -> String {
     r.control("SH", ["DESCRIPTION"]).text([roman(
         "The file ipsla agent --config reads (TOML). Tables: [agent], [responder] (present: the agent \
          answers IP SLA control too), [[operation]] (with [[operation.reaction]]), [[group]], [[track]], \
-         [[route]], [[alert]]. An unknown key is refused with the key named; a key an operation type \
+         [[route]], [[alert]], [[remote_write]]. An unknown key is refused with the key named; a key an operation type \
          does not take is refused with the types that take it. ipsla agent --check --config FILE \
          validates a file without starting anything; SIGHUP (systemctl reload ipsla-agent) re-reads it.",
     )]);

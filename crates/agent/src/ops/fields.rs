@@ -102,13 +102,15 @@ pub enum Namer<'a> {
     Config(&'a str),
     /// The command-line flag of the key among these keys (`--packets`).
     Cli(&'a [&'a Key]),
+    /// A query-string parameter of the agent's `/probe` (`packets`).
+    Query,
 }
 
 impl Namer<'_> {
     /// The key alone (`packets`, `--packets`), for mentions inside a message about another key.
     pub fn short(&self, key: &str) -> String {
         match self {
-            Namer::Config(_) => key.to_string(),
+            Namer::Config(_) | Namer::Query => key.to_string(),
             Namer::Cli(_) => self.name(key),
         }
     }
@@ -119,6 +121,7 @@ impl Namer<'_> {
         match self {
             Namer::Config(_) => format!("{} = {value}", self.name(key)),
             Namer::Cli(_) => format!("{} {value}", self.name(key)),
+            Namer::Query => format!("{key}={value}"),
         }
     }
 
@@ -130,6 +133,7 @@ impl Namer<'_> {
                 Some(f) => format!("--{f}"),
                 None => key.to_string(),
             },
+            Namer::Query => key.to_string(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod common;
 mod agent;
 mod attacks;
 mod binary;
+mod blackbox;
 mod dns;
 mod failover;
 mod faults;
@@ -19,7 +20,9 @@ mod notify;
 mod packaging;
 mod privilege;
 mod probe;
+
 mod prometheus;
+mod remote_write;
 mod show;
 mod stamp;
 mod twamp;

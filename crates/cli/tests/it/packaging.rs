@@ -106,7 +106,7 @@ fn config_page_mentions_every_key_the_loader_accepts() {
     let dir = generated();
     let page = std::fs::read_to_string(dir.path().join("man/ipsla-agent.toml.5")).unwrap();
     let top = accepted_keys("");
-    assert_eq!(top, ["agent", "responder", "operation", "track", "group", "route", "alert"]);
+    assert_eq!(top, ["agent", "responder", "operation", "track", "group", "route", "alert", "remote_write"]);
     for t in &top {
         let heading = if t == "agent" || t == "responder" { format!(".SH [{t}]") } else { format!(".SH [[{t}]]") };
         assert!(page.contains(&heading), "no section {heading}");
@@ -120,6 +120,7 @@ fn config_page_mentions_every_key_the_loader_accepts() {
         ("[[group]]", ".SH [[group]]"),
         ("[[route]]", ".SH [[route]]"),
         ("[[alert]]", ".SH [[alert]]"),
+        ("[[remote_write]]", ".SH [[remote_write]]"),
         (op, ".SH [[operation.reaction]]"),
     ] {
         let section = page.split(heading).nth(1).unwrap_or_else(|| panic!("no section {heading}"));

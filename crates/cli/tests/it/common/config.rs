@@ -28,6 +28,7 @@ pub struct AgentToml {
     tracks: Vec<Table>,
     routes: Vec<Table>,
     alerts: Vec<Table>,
+    remote_writes: Vec<Table>,
 }
 
 impl AgentToml {
@@ -86,6 +87,12 @@ impl AgentToml {
         self
     }
 
+    /// One `[[remote_write]]`.
+    pub fn remote_write(mut self, r: RemoteWrite) -> Self {
+        self.remote_writes.push(r.0);
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         let mut top = Table::new();
@@ -99,7 +106,12 @@ impl AgentToml {
         if !self.operations.is_empty() {
             top.insert("operation".into(), array(self.operations.iter().map(Op::table).collect()));
         }
-        for (name, v) in [("track", &self.tracks), ("route", &self.routes), ("alert", &self.alerts)] {
+        for (name, v) in [
+            ("track", &self.tracks),
+            ("route", &self.routes),
+            ("alert", &self.alerts),
+            ("remote_write", &self.remote_writes),
+        ] {
             if !v.is_empty() {
                 top.insert(name.into(), array(v.clone()));
             }
@@ -260,6 +272,24 @@ impl Alert {
         t.insert("type".into(), "exec".into());
         t.insert("command".into(), command.to_vec().into());
         Alert(t)
+    }
+
+    pub fn key(mut self, name: &str, value: impl serde::Serialize) -> Self {
+        self.0.insert(name.into(), v(value));
+        self
+    }
+}
+
+/// One `[[remote_write]]`.
+#[derive(Debug, Clone)]
+pub struct RemoteWrite(Table);
+
+impl RemoteWrite {
+    /// Pushing to `url`.
+    pub fn to(url: &str) -> Self {
+        let mut t = Table::new();
+        t.insert("url".into(), url.into());
+        RemoteWrite(t)
     }
 
     pub fn key(mut self, name: &str, value: impl serde::Serialize) -> Self {

@@ -6,8 +6,8 @@
 pub mod config;
 pub mod prom;
 
-pub use config::{AgentToml, Alert, Op, Reaction, Responder, Route, Track};
-pub use prom::Prometheus;
+pub use config::{AgentToml, Alert, Op, Reaction, RemoteWrite, Responder, Route, Track};
+pub use prom::{Prometheus, VictoriaMetrics};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

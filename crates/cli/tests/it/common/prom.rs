@@ -22,11 +22,6 @@ impl Prometheus {
     /// Prometheus scraping `127.0.0.1:agent_http` (job [`JOB`]) and evaluating `rules` every
     /// second, its files under `dir`; None (the reason printed) when `prometheus` is not on PATH.
     pub fn start(dir: &Path, agent_http: u16, rules: &[&Path]) -> Option<Prometheus> {
-        let Some(prometheus) = on_path("prometheus") else {
-            eprintln!("skipped: no `prometheus` on PATH (apt-get install prometheus)");
-            return None;
-        };
-        let web = free_tcp();
         let rule_files = match rules {
             [] => String::new(),
             _ => {
@@ -34,21 +29,35 @@ impl Prometheus {
                     + &rules.iter().map(|r| format!("  - '{}'\n", r.display())).collect::<String>()
             }
         };
+        let yml = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{rule_files}\
+             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{agent_http}']\n"
+        );
+        Self::with_config(dir, free_tcp(), &yml, &[])
+    }
+
+    /// Prometheus as a remote-write receiver only (`POST /api/v1/write`), listening on `web`
+    /// (chosen by the caller, so that an agent can be pointed at it before it starts).
+    pub fn receiver(dir: &Path, web: u16) -> Option<Prometheus> {
+        // the flag since 2.33; older versions had --enable-feature=remote-write-receiver
+        Self::with_config(dir, web, "global:\n  scrape_interval: 1s\n", &["--web.enable-remote-write-receiver"])
+    }
+
+    /// Prometheus with the configuration `yml` and extra flags, its web UI and API on `web`.
+    pub fn with_config(dir: &Path, web: u16, yml: &str, flags: &[&str]) -> Option<Prometheus> {
+        let Some(prometheus) = on_path("prometheus") else {
+            eprintln!("skipped: no `prometheus` on PATH (apt-get install prometheus)");
+            return None;
+        };
         let cfg = dir.join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n{rule_files}\
-                 scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{agent_http}']\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&cfg, yml).unwrap();
         let log = dir.join("prometheus.log");
         let mut process = Killed(
             Command::new(prometheus)
                 .arg(format!("--config.file={}", cfg.display()))
                 .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+                .args(flags)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
@@ -96,4 +105,57 @@ impl Prometheus {
 /// The value of one sample of an instant-query result.
 pub fn value(sample: &Value) -> f64 {
     sample["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+/// A real VictoriaMetrics single-node server (`victoria-metrics`, Debian package
+/// `victoria-metrics`), killed on drop, its data in a test's directory. It keeps every sample it
+/// is sent (no deduplication configured), so a batch sent twice shows as two samples.
+pub struct VictoriaMetrics {
+    /// Its HTTP port on 127.0.0.1 (`/api/v1/write`, `/api/v1/export`).
+    pub port: u16,
+    _process: Killed,
+}
+
+impl VictoriaMetrics {
+    /// Listening on `port`; None (the reason printed) when `victoria-metrics` is not on PATH.
+    pub fn start(dir: &Path, port: u16) -> Option<VictoriaMetrics> {
+        let Some(vm) = on_path("victoria-metrics") else {
+            eprintln!("skipped: no `victoria-metrics` on PATH (apt-get install victoria-metrics)");
+            return None;
+        };
+        let log = dir.join("victoria-metrics.log");
+        let mut process = Killed(
+            Command::new(vm)
+                .arg(format!("-storageDataPath={}", dir.join("vm").display()))
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg("-retentionPeriod=100y")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for("victoria-metrics to be ready", PATIENCE, || {
+            if let Some(status) = process.0.try_wait().unwrap() {
+                panic!("victoria-metrics exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            get(port, "/health").is_some_and(|(c, _)| c == 200)
+        });
+        Some(VictoriaMetrics { port, _process: process })
+    }
+
+    /// Every raw sample of the series matching `selector` (`/api/v1/export`, after a flush of
+    /// what it has taken in): one (labels, [(ms, value)]) per series, duplicates kept.
+    pub fn export(&self, selector: &str) -> Vec<(Value, Vec<(i64, f64)>)> {
+        let _ = get(self.port, "/internal/force_flush");
+        let (code, body) = get(self.port, &format!("/api/v1/export?match[]={}", urlencode(selector))).unwrap();
+        assert_eq!(code, 200, "{body}");
+        body.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let ts = v["timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap());
+                let vals = v["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap());
+                (v["metric"].clone(), ts.zip(vals).collect())
+            })
+            .collect()
+    }
 }
