@@ -18,10 +18,10 @@ fn chunk(c: char) -> String {
     std::iter::repeat_n(c, 250).collect()
 }
 
-/// dnsmasq on 127.0.0.1:port (UDP and TCP), authoritative for the test names only: `host.test.example`
+/// dnsmasq on `listen`:port (UDP and TCP; 127.0.0.1 or ::1), authoritative for the test names only: `host.test.example`
 /// is 192.0.2.7 and 192.0.2.8, names under `nx.example` do not exist, `big.test.example` has a
 /// 750-octet TXT record.
-fn dnsmasq() -> Option<(Killed, u16)> {
+pub(crate) fn dnsmasq(listen: &str) -> Option<(Killed, u16)> {
     let Some(bin) = on_path("dnsmasq").or_else(|| on_path("/usr/sbin/dnsmasq")).or_else(|| {
         let p = std::path::PathBuf::from("/usr/sbin/dnsmasq");
         p.is_file().then_some(p)
@@ -31,7 +31,8 @@ fn dnsmasq() -> Option<(Killed, u16)> {
     };
     let port = free_udp();
     let child = Command::new(bin)
-        .args(["--no-daemon", "-C", "/dev/null", "--pid-file=", "--bind-interfaces", "--listen-address=127.0.0.1"])
+        .args(["--no-daemon", "-C", "/dev/null", "--pid-file=", "--bind-interfaces"])
+        .arg(format!("--listen-address={listen}"))
         .arg(format!("--port={port}"))
         .args(["--no-resolv", "--no-hosts", "--address=/host.test.example/192.0.2.7"])
         .args(["--host-record=host.test.example,192.0.2.7", "--host-record=host.test.example,192.0.2.8"])
@@ -44,7 +45,7 @@ fn dnsmasq() -> Option<(Killed, u16)> {
     let k = Killed(child);
     // ready once it answers a query
     wait_some("dnsmasq answering", Duration::from_secs(20), || {
-        let j = probe(port, &["host.test.example", "--timeout", "200ms"]);
+        let j = probe_at(listen, port, &["host.test.example", "--timeout", "200ms"]);
         (j["return_code"] == "ok").then_some(())
     });
     Some((k, port))
@@ -52,10 +53,15 @@ fn dnsmasq() -> Option<(Killed, u16)> {
 
 /// `ipsla probe dns ARGS --name-server 127.0.0.1 --port PORT --count 1 --json`.
 fn probe(port: u16, args: &[&str]) -> Value {
+    probe_at("127.0.0.1", port, args)
+}
+
+/// `ipsla probe dns ARGS --name-server SERVER --port PORT --count 1 --json`.
+pub(crate) fn probe_at(server: &str, port: u16, args: &[&str]) -> Value {
     let out = ipsla()
         .args(["probe", "dns"])
         .args(args)
-        .args(["--name-server", "127.0.0.1", "--port", &port.to_string(), "--count", "1", "--json"])
+        .args(["--name-server", server, "--port", &port.to_string(), "--count", "1", "--json"])
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -70,7 +76,7 @@ fn datas(j: &Value) -> Vec<&str> {
 #[test]
 fn a_real_name_server_answers_and_its_answer_is_judged() {
     let _machine = crate::common::shared();
-    let Some((_server, port)) = dnsmasq() else { return };
+    let Some((_server, port)) = dnsmasq("127.0.0.1") else { return };
 
     let ok = probe(port, &["host.test.example", "--expect-answer", "192.0.2.8"]);
     assert_eq!(ok["return_code"], "ok", "{ok}");
@@ -106,7 +112,7 @@ fn a_real_name_server_answers_and_its_answer_is_judged() {
 #[test]
 fn a_truncated_answer_is_fetched_over_tcp() {
     let _machine = crate::common::shared();
-    let Some((_server, port)) = dnsmasq() else { return };
+    let Some((_server, port)) = dnsmasq("127.0.0.1") else { return };
     let j = probe(port, &["big.test.example", "--record-type", "TXT"]);
     assert_eq!(j["return_code"], "ok", "{j}");
     assert_eq!(j["dns"]["answer"]["transport"], "tcp");
@@ -195,7 +201,7 @@ fn silent_garbled_and_forged_servers_get_their_return_codes() {
 #[test]
 fn the_agent_runs_stores_and_exports_dns() {
     let _machine = crate::common::shared();
-    let Some((_server, port)) = dnsmasq() else { return };
+    let Some((_server, port)) = dnsmasq("127.0.0.1") else { return };
     let dir = tempfile::tempdir().unwrap();
     let agent = InProcess::start(
         &AgentToml::new().http(0).store(&dir.path().join("runs.db")).operation(
