@@ -156,11 +156,35 @@ fn completions_load_in_their_shells() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "--codec", "{}", String::from_utf8_lossy(&out.stderr));
     for (shell, file, check) in [("zsh", "_ipsla", "-n"), ("fish", "ipsla.fish", "--no-execute")] {
         let Some(sh) = on_path(shell) else {
-            eprintln!("{shell} not installed: its completion is not parsed");
+            eprintln!("{shell} not installed: its completion is not loaded");
             continue;
         };
-        let out = Command::new(sh).arg(check).arg(dir.path().join("completions").join(file)).output().unwrap();
+        let out = Command::new(&sh).arg(check).arg(dir.path().join("completions").join(file)).output().unwrap();
         assert!(out.status.success(), "{shell} {check}: {}", String::from_utf8_lossy(&out.stderr));
+        // loaded as the shell loads it: zsh's compinit finds `#compdef ipsla` on the fpath; fish
+        // answers the same `--cod<TAB>` with the flag and its help
+        let script = match shell {
+            "zsh" => format!(
+                "fpath=({} $fpath); autoload -U compinit; compinit -u -d {}; print -r -- ${{_comps[ipsla]}}",
+                dir.path().join("completions").display(),
+                dir.path().join("zcompdump").display()
+            ),
+            _ => format!(
+                "source {}; complete -C 'ipsla probe udp-jitter --cod'",
+                dir.path().join("completions/ipsla.fish").display()
+            ),
+        };
+        let out = Command::new(&sh).arg("-c").arg(script).env("HOME", dir.path()).output().unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        match shell {
+            "zsh" => assert_eq!(got.trim(), "_ipsla", "{}", String::from_utf8_lossy(&out.stderr)),
+            _ => assert_eq!(
+                got.lines().map(|l| l.split('\t').next().unwrap_or_default()).collect::<Vec<_>>(),
+                ["--codec"],
+                "{got}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
     }
 }
 
