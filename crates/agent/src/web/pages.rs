@@ -167,6 +167,21 @@ pub fn overview(o: &Overview) -> Markup {
     }
 }
 
+/// What a stored run says beyond the table's columns: why it failed, and its kind's own lines
+/// (a dns answer, http phases, a path's hops), as `ipsla show statistics` prints them.
+fn latest_text(r: &StoredRun) -> String {
+    let mut t = String::new();
+    if let Some(why) = r.report["reason"].as_str() {
+        t.push_str(&format!("Failure reason: {why}\n"));
+    }
+    if let (Some(kind), Some(detail)) =
+        (r.report["operation"].as_str().and_then(crate::ops::find), r.report.as_object())
+    {
+        kind.text(detail, &mut t);
+    }
+    t
+}
+
 /// An operation's page: the plot with its ranges, the last runs and the configuration.
 pub fn operation(
     op: &OpSummary,
@@ -191,6 +206,10 @@ pub fn operation(
                     src={ "/operations/" (op.id) "/plot.svg?range=" (range.name()) "&what=" (what) };
                 figcaption { (caption) }
             }
+        }
+        @if let Some(t) = runs.first().map(latest_text).filter(|t| !t.is_empty()) {
+            h3 { "Latest run" }
+            pre.config.latest { (t) }
         }
         h3 { "Last runs" }
         div.scroll { table {

@@ -234,4 +234,9 @@ fn the_agent_runs_stores_and_exports_dns() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("DNS query: host.test.example A to 127.0.0.1:{port}")), "{text}");
     assert!(text.contains("Response code: NoError  Answer records: 2"), "{text}");
+    // and the operation's web page shows the same lines under "Latest run"
+    let (code, page) = get(http, "/operations/53?part=main").unwrap();
+    assert_eq!(code, 200);
+    let latest = page.split("<h3>Latest run</h3>").nth(1).unwrap_or_else(|| panic!("{page}"));
+    assert!(latest.contains(&format!("DNS query: host.test.example A to 127.0.0.1:{port}")), "{page}");
 }
