@@ -33,6 +33,12 @@ const T3_MIN_SAMPLES: usize = 16;
 /// minimum, typically by a fraction of a µs) must still not get a T3 after its departure.
 const T3_MARGIN_NS: i64 = 1_000;
 
+/// Once the window is full, one reply in this many has its transmit stamp taken: each stamp costs
+/// the kernel a stamp message and us an error-queue read, which made a reply 20 % dearer when
+/// every reply had one (bench/RESULTS.md). The lead is the minimum over a window of them, so
+/// sampling changes how far back the window reaches, not what it measures.
+pub(crate) const T3_SAMPLE_EVERY: u32 = 16;
+
 /// How much later than the userspace T3 reading the kernel stamps a reply leaving.
 #[derive(Debug, Default)]
 pub(crate) struct T3Calibration {
@@ -41,8 +47,11 @@ pub(crate) struct T3Calibration {
     /// The smallest of the last deltas less a margin, ns, so that a calibrated T3 is not later
     /// than the real departure (which would make an RTT read shorter than it is).
     lead_ns: i64,
-    /// Kernel transmit stamp − userspace T3 reading, over every reply (a self-diagnostic).
+    /// Kernel transmit stamp − userspace T3 reading, over the replies whose stamp was taken (a
+    /// self-diagnostic).
     pub(crate) tx_delta: DeltaStats,
+    /// Replies sent, for the sampling.
+    replies: u32,
 }
 
 /// The calibration shared by the sockets of one responder thread.
@@ -63,6 +72,13 @@ impl T3Calibration {
         if self.enabled && self.deltas.len() >= T3_MIN_SAMPLES { self.lead_ns } else { 0 }
     }
 
+    /// Whether the next reply's stamp is wanted: every one until the window is full, then one in
+    /// [`T3_SAMPLE_EVERY`] (counted over the replies of the sockets that share it).
+    fn wants_stamp(&mut self) -> bool {
+        self.replies = self.replies.wrapping_add(1);
+        self.deltas.len() < T3_WINDOW || self.replies.is_multiple_of(T3_SAMPLE_EVERY)
+    }
+
     fn record(&mut self, delta_ns: i64) {
         self.tx_delta.add(delta_ns);
         if self.deltas.len() == T3_WINDOW {
@@ -73,20 +89,39 @@ impl T3Calibration {
     }
 }
 
-/// Sends the replies of one socket (whose transmit stamps are on, see
-/// [`socket::enable_timestamps`]) with T3 written as late as possible.
+/// Sends the replies of one socket with T3 written as late as possible. When the socket's
+/// transmit stamps are on ([`socket::enable_timestamps`]), it keeps them on only for the replies
+/// the calibration wants a stamp of ([`T3Calibration::wants_stamp`]).
 pub(crate) struct ReplySender {
     calibration: SharedCalibration,
     errq: Vec<u8>,
-    /// OPT_ID numbers this socket's sends from 0; the stamp of a reply comes back before the send
-    /// call returns on loopback and TUN, so the newest one is matched to the T3 just written.
-    sends: u32,
+    /// The socket's transmit stamps: unknown until the first send, then whether they are on now.
+    /// `None` after the first send means the socket has none (kernel stamps off): never turned on.
+    tx: Option<Option<bool>>,
 }
 
 impl ReplySender {
     /// A sender for one socket.
     pub(crate) fn new(calibration: SharedCalibration) -> Self {
-        ReplySender { calibration, errq: socket::errqueue_cmsg_buffer(), sends: 0 }
+        ReplySender { calibration, errq: socket::errqueue_cmsg_buffer(), tx: None }
+    }
+
+    /// Whether this reply's transmit stamp is taken, with the socket's stamping set so.
+    fn stamp_this_one(&mut self, sock: &UdpSocket) -> bool {
+        let on = *self.tx.get_or_insert_with(|| socket::tx_stamps_on(sock).then_some(true));
+        let Some(on) = on else { return false };
+        let want = self.calibration.borrow_mut().wants_stamp();
+        if want != on {
+            match socket::set_tx_stamps(sock, want) {
+                Ok(()) => self.tx = Some(Some(want)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "transmit stamps could not be switched; stamping every reply");
+                    self.tx = Some(Some(on));
+                    return on;
+                }
+            }
+        }
+        want
     }
 
     /// Writes T3 with `write_t3(buf, t3)` right before the send call (the reply cannot carry its
@@ -99,22 +134,23 @@ impl ReplySender {
         buf: &mut [u8],
         write_t3: impl FnOnce(&mut [u8], Duration),
     ) -> bool {
+        let stamped = self.stamp_this_one(sock);
         let t3 = wall_now();
         let lead = self.calibration.borrow().lead_ns();
         write_t3(buf, t3 + Duration::from_nanos(lead.max(0) as u64));
         if !send_reply(sock, buf, to).await {
             return false;
         }
-        let id = self.sends;
-        self.sends = self.sends.wrapping_add(1);
-        let mut seen = None;
-        socket::drain_tx_stamps(sock, &mut self.errq, |t| {
-            if t.id == id {
-                seen = Some(t.wall.as_nanos() as i64 - t3.as_nanos() as i64);
+        if stamped {
+            // The stamp of a reply comes back before the send call returns on loopback and TUN.
+            // Only the stamped replies are numbered, and which number the kernel gives one
+            // differs between kernels, so the pairing is by arrival: exactly one stamp now is
+            // this reply's. None (late) or several (an earlier late one among them) teach nothing.
+            let mut seen = Vec::new();
+            socket::drain_tx_stamps(sock, &mut self.errq, |t| seen.push(t.wall));
+            if let [wall] = seen[..] {
+                self.calibration.borrow_mut().record(wall.as_nanos() as i64 - t3.as_nanos() as i64);
             }
-        });
-        if let Some(d) = seen {
-            self.calibration.borrow_mut().record(d);
         }
         true
     }
@@ -234,6 +270,42 @@ mod tests {
             off.borrow_mut().record(8_000);
         }
         assert_eq!(off.borrow().lead_ns(), 0, "learnt but not applied when off");
+    }
+
+    /// On loopback a stamp comes back before the send returns: the counts are exact.
+    #[test]
+    fn every_reply_is_stamped_until_the_window_is_full_then_one_in_n() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = socket::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+            assert_eq!(socket::enable_timestamps(&s, true), socket::RxStampMode::Timestamping);
+            let sock = UdpSocket::from_std(s.into()).unwrap();
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let to = peer.local_addr().unwrap();
+            let c = T3Calibration::shared(true);
+            let mut sender = ReplySender::new(c.clone());
+            let n = T3_WINDOW as u32 + 5 * T3_SAMPLE_EVERY + 1;
+            for _ in 0..n {
+                assert!(sender.send(&sock, to, &mut [0u8; 8], |_, _| {}).await);
+            }
+            // the window's 64 replies, then every 16th of the rest: 80, 96, 112, 128, 144
+            let sampled = (T3_WINDOW as u32 + 1..=n).filter(|i| i % T3_SAMPLE_EVERY == 0).count() as u64;
+            assert_eq!(c.borrow().tx_delta.count, T3_WINDOW as u64 + sampled);
+            assert_eq!(sampled, 5);
+            assert!(!socket::tx_stamps_on(&sock), "off between the sampled replies");
+            assert!(c.borrow().lead_ns() >= 0);
+            // a socket without transmit stamps is never switched to them
+            let plain = socket::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket::enable_timestamps(&plain, false);
+            let plain = UdpSocket::from_std(plain.into()).unwrap();
+            let c2 = T3Calibration::shared(true);
+            let mut sender = ReplySender::new(c2.clone());
+            for _ in 0..3 {
+                assert!(sender.send(&plain, to, &mut [0u8; 8], |_, _| {}).await);
+            }
+            assert_eq!(c2.borrow().tx_delta.count, 0);
+            assert!(!socket::tx_stamps_on(&plain));
+        });
     }
 
     #[test]

@@ -44,6 +44,28 @@ pub fn enable_timestamps(fd: &impl AsFd, tx: bool) -> RxStampMode {
     RxStampMode::User
 }
 
+/// Whether `fd` has software transmit stamps on (`SO_TIMESTAMPING` with `TX_SOFTWARE`).
+pub fn tx_stamps_on(fd: &impl AsFd) -> bool {
+    socket::getsockopt(fd, sockopt::Timestamping)
+        .is_ok_and(|f| f.contains(socket::TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE))
+}
+
+/// Turns the software transmit stamps of a socket set up by [`enable_timestamps`]`(fd, true)` on
+/// or off for the sends that follow, keeping its receive stamps and the numbering: a sender that
+/// wants the stamp of one reply in N asks for that one only, and the others cost the kernel no
+/// stamp and us no error-queue read.
+pub fn set_tx_stamps(fd: &impl AsFd, on: bool) -> io::Result<()> {
+    use socket::TimestampingFlag as F;
+    let mut flags = F::SOF_TIMESTAMPING_RX_SOFTWARE
+        | F::SOF_TIMESTAMPING_SOFTWARE
+        | F::SOF_TIMESTAMPING_OPT_ID
+        | F::SOF_TIMESTAMPING_OPT_TSONLY;
+    if on {
+        flags |= F::SOF_TIMESTAMPING_TX_SOFTWARE;
+    }
+    socket::setsockopt(fd, sockopt::Timestamping, &flags).map_err(io::Error::from)
+}
+
 /// A new non-blocking socket for `addr` (IPv6 sockets are v6-only so that `0.0.0.0` and `::`
 /// can both be bound on one port).
 pub fn new_socket(addr: SocketAddr, ty: Type) -> io::Result<Socket> {
