@@ -20,5 +20,6 @@ pub mod report;
 pub mod routes;
 pub mod runner;
 pub mod store;
+pub mod tls;
 pub mod tracks;
 mod web;

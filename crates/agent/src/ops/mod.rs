@@ -9,6 +9,7 @@
 pub mod common;
 pub mod configuration;
 pub mod fields;
+mod http;
 mod icmp_echo;
 mod icmp_jitter;
 pub mod reference;
@@ -21,6 +22,7 @@ mod udp_jitter;
 
 pub use common::{ClockSync, IpSlaControl, OperationDef, check_recurring, start_time, tolerance};
 pub use fields::{Fields, Flag, Key, Namer, Ty};
+pub use http::{Http, HttpDetail};
 pub use icmp_echo::IcmpEcho;
 pub use icmp_jitter::IcmpJitter;
 pub use stamp::Stamp;
@@ -46,6 +48,7 @@ pub static REGISTRY: &[&dyn Kind] = &[
     &stamp::KIND,
     &twamp::KIND,
     &twamp_light::KIND,
+    &http::KIND,
 ];
 
 /// The kind named `name` (the `type` key, `ipsla probe NAME`).

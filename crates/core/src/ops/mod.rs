@@ -330,6 +330,12 @@ pub enum Cause {
         /// What failed.
         reason: String,
     },
+    /// An HTTP transaction failed (no address for the host, no connection, TLS, a status or body
+    /// not as expected), in words that name the URL or address and what to check.
+    Http {
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Cause {
@@ -354,7 +360,7 @@ impl fmt::Display for Cause {
                 f,
                 "the responder at {to} refused the control request: check its allowed sources, port range and authentication"
             ),
-            Cause::Control { reason } => f.write_str(reason),
+            Cause::Control { reason } | Cause::Http { reason } => f.write_str(reason),
         }
     }
 }
@@ -462,7 +468,7 @@ impl OperationResult {
 
     /// The result of a single-probe operation (udp-echo, icmp-echo, tcp-connect): its one sample
     /// (plus `duplicates` further copies), over-threshold when that sample is, timeout without it.
-    pub(crate) fn single(
+    pub fn single(
         failure: Option<ReturnCode>,
         sent: Option<Duration>,
         sample: Option<Sample>,
