@@ -710,7 +710,8 @@ async fn lookup(
             continue;
         }
         if msg.metadata.response_code != ResponseCode::NoError {
-            return Err(failed(format!("answered {}: check the URL's host", msg.metadata.response_code)));
+            let rcode = msg.metadata.response_code;
+            return Err(failed(format!("answered {rcode:?} ({rcode}): check the URL's host")));
         }
         let found = msg.answers.iter().find_map(|r| match &r.data {
             RData::A(a) if rtype == RecordType::A => Some(IpAddr::V4(a.0)),

@@ -13,6 +13,7 @@ mod failover;
 mod faults;
 mod flood;
 mod grafana;
+mod http_op;
 mod lab_truth;
 mod notify;
 mod packaging;
