@@ -8,7 +8,7 @@
 //! Phase times are checked against what the server was told to do, as bounds that a loaded
 //! machine cannot break (at least the scripted delay, never an upper bound).
 
-use crate::common::{AgentToml, InProcess, Killed, Op, free_tcp, get, ipsla, is_root, on_path, wait_some};
+use crate::common::{AgentToml, InProcess, Killed, Op, Reaction, free_tcp, get, ipsla, is_root, on_path, wait_some};
 use futures_util::stream;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Bytes, Frame, Incoming};
@@ -526,6 +526,13 @@ fn the_agent_stores_serves_and_exports_it() {
             )
             .operation(
                 Op::new("http", &format!("http://{}/500", s.addr)).id(4).key("frequency", "1s").key("timeout", "900ms"),
+            )
+            .operation(
+                Op::new("http", &format!("http://{}/never", s.addr))
+                    .id(5)
+                    .key("frequency", "1s")
+                    .key("timeout", "300ms")
+                    .reaction(Reaction::immediate("timeout", "alert")),
             ),
     );
     let http = agent.http();
@@ -543,6 +550,10 @@ fn the_agent_stores_serves_and_exports_it() {
     let bad: Value = serde_json::from_str(&latest(4).1).unwrap();
     assert_eq!((&bad["return_code"], &bad["http"]["status"]), (&Value::from("http_error"), &Value::from(500)));
 
+    let never: Value = serde_json::from_str(&latest(5).1).unwrap();
+    assert_eq!(never["return_code"], "http_transaction_timeout");
+
+    // the runs above are stored before /metrics sees them: it has all three
     let (_, m) = get(http, "/metrics").unwrap();
     let has = |prefix: &str| m.lines().any(|l| l.starts_with(prefix));
     assert!(has(r#"ipsla_http_status_code{op="3"} 200"#), "{m}");
@@ -555,4 +566,8 @@ fn the_agent_stores_serves_and_exports_it() {
     assert!(!has(r#"ipsla_http_phase_seconds{op="3",phase="tls"}"#), "{m}");
     assert!(has(r#"ipsla_operation_return_code{op="4",code="http_error"} 1"#), "{m}");
     assert!(has(r#"ipsla_operation_info{op="3",type="http","#), "{m}");
+    // IOS's timeout reaction fires on the protocol's own timeouts too (handled after the store)
+    wait_some("the timeout reaction", Duration::from_secs(60), || {
+        get(http, "/metrics").filter(|(_, m)| m.contains(r#"ipsla_reaction_active{op="5",element="timeout"} 1"#))
+    });
 }
