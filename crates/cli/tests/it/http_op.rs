@@ -80,8 +80,12 @@ impl Drop for Server {
 }
 
 fn server(tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+    server_on("127.0.0.1:0", tls)
+}
+
+fn server_on(bind: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind(bind)).unwrap();
     let addr = listener.local_addr().unwrap();
     rt.spawn(async move {
         loop {
@@ -184,6 +188,14 @@ fn phases_status_and_body_of_a_get() {
     assert!(total >= connect + first + transfer, "{h}");
     // IOS's RTT is the whole transaction: one sample, the total
     assert_eq!((&doc["rtt_us"]["count"], us(&doc["rtt_us"]["avg"])), (&Value::from(1), total), "{doc}");
+
+    // an IPv6 literal
+    let s6 = server_on("[::1]:0", None);
+    let (code, doc) = probe(&format!("http://{}/ok", s6.addr), &[]);
+    assert_eq!(
+        (code, &doc["http"]["address"], &doc["http"]["status"]),
+        (0, &Value::from(s6.addr.to_string()), &Value::from(200))
+    );
 
     // the request goes out as the version asked for (the route answers the version it read)
     let version = format!("http://{}/version", s.addr);
@@ -458,6 +470,7 @@ fn dnsmasq(dir: &Path) -> Option<(Killed, u16)> {
             "--listen-address=127.0.0.1",
             "--bind-interfaces",
             "--address=/test.example/127.0.0.1",
+            "--address=/test.example/::1",
             "--address=/missing.example/",
             "--no-resolv",
             "--no-hosts",
@@ -499,6 +512,12 @@ fn a_host_name_through_a_real_resolver() {
     );
     let dns = us(&h["dns_us"]);
     assert!(dns > 0.0 && us(&h["total_us"]) >= dns + us(&h["connect_us"]) + us(&h["first_byte_us"]), "{h}");
+
+    // an IPv6 source asks for AAAA (the name server itself is reached over IPv4)
+    let s6 = server_on("[::1]:0", None);
+    let url6 = format!("http://test.example:{}/ok", s6.addr.port());
+    let (code, doc) = probe(&url6, &[&ns[..], &["--source-ip", "::1"]].concat());
+    assert_eq!((code, &doc["http"]["address"]), (0, &Value::from(s6.addr.to_string())), "{doc}");
 
     let url = format!("http://missing.example:{}/ok", s.addr.port());
     let (code, doc) = probe(&url, &ns);
@@ -554,6 +573,15 @@ fn the_agent_stores_serves_and_exports_it() {
     assert_eq!(never["return_code"], "http_transaction_timeout");
 
     // the runs above are stored before /metrics sees them: it has all three
+    let c = crate::common::api(http, "/api/v1/operations/3/configuration");
+    let line =
+        |label: &str| c["lines"].as_array().unwrap().iter().find(|l| l["label"] == label).map(|l| l["value"].clone());
+    assert_eq!(line("Type of operation to perform"), Some(Value::from("http")));
+    assert_eq!(line("HTTP Operation"), Some(Value::from("get")));
+    assert_eq!(line("URL"), Some(Value::from(format!("http://{}/ok", s.addr))));
+    assert_eq!(line("Expected status"), Some(Value::from("any 2xx or 3xx")));
+    assert_eq!(line("Target port/Source port"), None, "the port is the URL's");
+
     let (_, m) = get(http, "/metrics").unwrap();
     let has = |prefix: &str| m.lines().any(|l| l.starts_with(prefix));
     assert!(has(r#"ipsla_http_status_code{op="3"} 200"#), "{m}");
