@@ -17,7 +17,7 @@ use hyper::{Request, Uri, Version};
 use ipsla_core::ops::{Cause, OperationResult, ReturnCode, StampSources};
 use ipsla_core::stats::Sample;
 use ipsla_net::clock::wall_now;
-use ipsla_net::probe::{Hooks, SocketOptions, connect};
+use ipsla_net::probe::{Hooks, SocketOptions, connect, udp_socket};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::future::Future;
@@ -670,13 +670,17 @@ async fn lookup(
     query.add_query(Query::query(qname, rtype));
     let id = query.metadata.id;
     let bytes = query.to_vec().map_err(|e| failed(format!("cannot encode it: {e}")))?;
-    // the source address when it is of the server's family; the name server may be of the other
-    let source = o.source_ip.filter(|a| a.is_ipv6() == server.is_ipv6());
-    let local = SocketAddr::new(
-        source.unwrap_or(if server.is_ipv6() { IpAddr::from([0u16; 8]) } else { IpAddr::from([0u8; 4]) }),
-        0,
-    );
-    let sock = tokio::net::UdpSocket::bind(local).await.map_err(|e| failed(format!("cannot bind {local}: {e}")))?;
+    // the operation's ToS and VRF; its source address when it is of the server's family (the name
+    // server may be of the other), any source port
+    let o = SocketOptions {
+        source_ip: o.source_ip.filter(|a| a.is_ipv6() == server.is_ipv6()),
+        source_port: 0,
+        kernel_timestamps: false,
+        ..o.clone()
+    };
+    let sock = udp_socket(server.ip(), &o)
+        .and_then(|(s, _, _)| tokio::net::UdpSocket::from_std(s))
+        .map_err(|e| failed(format!("cannot open a socket for it: {e}")))?;
     sock.connect(server).await.map_err(|e| failed(format!("cannot reach it: {e}")))?;
     sock.send(&bytes).await.map_err(|e| failed(format!("cannot send it: {e}")))?;
     let mut buf = vec![0u8; 4096];

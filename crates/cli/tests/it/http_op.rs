@@ -244,6 +244,13 @@ fn phase_times_follow_the_server() {
     assert_eq!((code, &h["status"], &h["body_octets"]), (0, &Value::from(200), &Value::from(4)), "{doc}");
     assert!(us(&h["first_byte_us"]) >= 200_000.0, "{h}");
     assert!(us(&h["transfer_us"]) < us(&h["first_byte_us"]), "the delay is before the head: {h}");
+    // the total is the RTT the threshold is compared with
+    let (_, doc) = probe(&format!("http://{}/slow-head", s.addr), &["--threshold", "150ms"]);
+    assert_eq!(
+        (&doc["return_code"], &doc["over_threshold"]),
+        (&Value::from("over_threshold"), &Value::from(1)),
+        "{doc}"
+    );
 
     let (code, doc) = probe(&format!("http://{}/slow-body", s.addr), &[]);
     let h = &doc["http"];
@@ -449,6 +456,16 @@ fn a_silent_name_server_is_a_dns_server_timeout() {
     let h = &doc["http"];
     assert_eq!(h["dns_server"], format!("127.0.0.1:{port}").as_str());
     assert_eq!((&h["dns_us"], &h["address"], &h["connect_us"]), (&Value::Null, &Value::Null, &Value::Null));
+
+    // a closed port says so at once (ICMP port unreachable), with the same code
+    drop(silent);
+    let (code, doc) = probe("http://test.example/", &["--name-server", "127.0.0.1", "--name-server-port", &port]);
+    assert_eq!((code, &doc["return_code"]), (1, &Value::from("dns_server_timeout")), "{doc}");
+    assert_eq!(
+        doc["reason"],
+        format!("the A query for test.example to the name server 127.0.0.1:{port} was refused (ICMP port unreachable): no name server listens there")
+            .as_str()
+    );
 }
 
 /// `dnsmasq` on 127.0.0.1:PORT answering test.example with 127.0.0.1 and missing.example with
