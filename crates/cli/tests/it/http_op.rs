@@ -590,6 +590,13 @@ fn the_agent_stores_serves_and_exports_it() {
     assert_eq!(never["return_code"], "http_transaction_timeout");
 
     // the runs above are stored before /metrics sees them: it has all three
+    // `ipsla show` renders the stored run with the kind's own lines
+    let out =
+        ipsla().args(["show", "statistics", "3", "--agent", &format!("http://127.0.0.1:{http}")]).output().unwrap();
+    let t = String::from_utf8(out.stdout).unwrap();
+    assert!(t.contains("\nLatest HTTP status code: 200\nLatest HTTP body octets: 5\n"), "{t}");
+    assert!(t.contains("\nLatest DNS RTT: none (the URL's host is an address: no lookup)\n"), "{t}");
+
     let c = crate::common::api(http, "/api/v1/operations/3/configuration");
     let line =
         |label: &str| c["lines"].as_array().unwrap().iter().find(|l| l["label"] == label).map(|l| l["value"].clone());
