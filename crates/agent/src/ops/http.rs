@@ -391,7 +391,8 @@ impl Operation for Http {
         let failure = ctx.rt.block_on(cancellable(ctx.hooks, self.transaction(spec, start, &mut d)))?.err();
         let sample = match (&failure, d.total_us) {
             (None, Some(us)) => {
-                let rtt = (us * 1000.0) as i64;
+                // the ns the total was made from: the RTT reads back as total_us exactly
+                let rtt = (us * 1000.0).round() as i64;
                 let t1 = t1.as_nanos() as i64;
                 Some(Sample { seq: 1, rtt, t1, t4: t1 + rtt, ..Sample::default() })
             }
