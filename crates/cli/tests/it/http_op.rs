@@ -558,10 +558,10 @@ fn the_agent_stores_serves_and_exports_it() {
             .http(0)
             .store(&dir.path().join("runs.db"))
             .operation(
-                Op::new("http", &format!("http://{}/ok", s.addr)).id(3).key("frequency", "1s").key("timeout", "900ms"),
+                Op::new("http", &format!("http://{}/ok", s.addr)).id(3).key("frequency", "5s").key("timeout", "5s"),
             )
             .operation(
-                Op::new("http", &format!("http://{}/500", s.addr)).id(4).key("frequency", "1s").key("timeout", "900ms"),
+                Op::new("http", &format!("http://{}/500", s.addr)).id(4).key("frequency", "5s").key("timeout", "5s"),
             )
             .operation(
                 Op::new("http", &format!("http://{}/never", s.addr))
