@@ -17,7 +17,7 @@ df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 # ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
 # prometheus process (and promtool), the remote-write tests a prometheus and a victoria-metrics; the
 # unit files are checked with systemd-analyze; the TWAMP captures are decoded with tshark's
-# dissectors; the web pages are loaded in headless Chromium; the dns operation asks a local dnsmasq. Install
+# dissectors; the web pages are loaded in headless Chromium; the dns and http operations ask a local dnsmasq. Install
 # what is missing when we can (root with apt); without root those tests report themselves skipped.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)

@@ -18,6 +18,7 @@
 
 use crate::config::{ConfigError, Result, check_range, parse_duration};
 use crate::metrics::Metrics;
+use crate::tls::Tls;
 use crate::tracks::Changed;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -25,8 +26,6 @@ use hyper::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use ipsla_core::reaction::ReactionEvent;
 use prometheus_client::metrics::counter::Counter;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -115,75 +114,6 @@ pub struct WebhookDef {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// TLS for an `https://` URL.
     pub tls: Option<Tls>,
-}
-
-/// A webhook's TLS client: the roots it trusts and the name it expects in the certificate.
-#[derive(Clone)]
-pub struct Tls {
-    /// `ca_file` as written; `None` trusts the platform's roots.
-    pub ca_file: Option<String>,
-    /// The trusted roots, as loaded (compared on reload: a changed file is a changed sink).
-    roots: Vec<CertificateDer<'static>>,
-    server_name: ServerName<'static>,
-    config: Arc<rustls::ClientConfig>,
-}
-
-impl PartialEq for Tls {
-    fn eq(&self, o: &Self) -> bool {
-        self.ca_file == o.ca_file && self.roots == o.roots && self.server_name == o.server_name
-    }
-}
-
-impl std::fmt::Debug for Tls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("ca_file", &self.ca_file)
-            .field("roots", &self.roots.len())
-            .field("server_name", &self.server_name)
-            .finish()
-    }
-}
-
-impl Tls {
-    /// Loads the roots (`ca_file`, else the platform's) for a connection to `host`. `key` names
-    /// the `ca_file` key in errors.
-    pub(crate) fn new(key: &str, host: &str, ca_file: Option<&str>) -> Result<Tls> {
-        let roots: Vec<CertificateDer<'static>> = match ca_file {
-            Some(path) => {
-                let certs: std::result::Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| ConfigError(format!("{key}: cannot read \"{path}\": {e}")))?
-                    .collect();
-                let certs = certs.map_err(|e| ConfigError(format!("{key}: \"{path}\" is not PEM: {e}")))?;
-                if certs.is_empty() {
-                    return Err(ConfigError(format!(
-                        "{key}: \"{path}\" holds no certificate (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)"
-                    )));
-                }
-                certs
-            }
-            None => rustls_native_certs::load_native_certs().certs,
-        };
-        let mut store = rustls::RootCertStore::empty();
-        let (added, _ignored) = store.add_parsable_certificates(roots.iter().cloned());
-        if added == 0 {
-            return Err(ConfigError(match ca_file {
-                Some(path) => format!("{key}: no usable CA certificate in \"{path}\""),
-                None => format!(
-                    "{key}: not set, and the platform has no trusted CA certificates (install the \
-                     ca-certificates package, or set {key} to a PEM file)"
-                ),
-            }));
-        }
-        let server_name = ServerName::try_from(host.to_string())
-            .map_err(|_| ConfigError(format!("{key}: \"{host}\" is not a name a certificate can be checked for")))?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ConfigError(format!("{key}: TLS: {e}")))?
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        Ok(Tls { ca_file: ca_file.map(str::to_string), roots, server_name, config: Arc::new(config) })
-    }
 }
 
 /// A validated exec hook.
@@ -755,13 +685,8 @@ pub(crate) async fn post(w: &WebhookDef, body: Bytes) -> std::result::Result<Rep
         .await
         .map_err(|e| {
             // a certificate the roots do not vouch for stays so: not retried
-            let rejected = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).is_some_and(|r| {
-                matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
-            });
-            let trust = match &tls.ca_file {
-                Some(f) => format!("the CA certificates in {f}"),
-                None => "the platform's trusted CA certificates (set ca_file to trust another CA)".into(),
-            };
+            let rejected = crate::tls::refused_certificate(&e).is_some();
+            let trust = tls.trust();
             Failure {
                 why: if rejected {
                     format!("TLS with {peer}: the server's certificate for {} is not accepted by {trust}: {e}", w.host)

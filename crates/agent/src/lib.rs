@@ -24,5 +24,6 @@ pub mod report;
 pub mod routes;
 pub mod runner;
 pub mod store;
+pub mod tls;
 pub mod tracks;
 mod web;

@@ -724,7 +724,7 @@ mod tests {
         assert!(t.contains("Number of failures: 1\nOperation time to live: Forever\n"), "{t}");
         assert!(t.contains("        Loss Source to Destination: 1\n"), "{t}");
         let odd: Report =
-            serde_json::from_str(&serde_json::to_string(&report).unwrap().replace("\"udp-jitter\"", "\"http\""))
+            serde_json::from_str(&serde_json::to_string(&report).unwrap().replace("\"udp-jitter\"", "\"ftp\""))
                 .unwrap();
         assert_eq!(odd.operation, "unknown", "a word from a newer version");
     }

@@ -162,6 +162,8 @@ members = [1, 2]
     assert_eq!(latest.return_code, ipsla_core::ops::ReturnCode::Ok);
     let mut documented = doc_fields("json-schema.md", "| Field | Type | Meaning |");
     assert!(documented.remove("samples") && documented.remove("lost"), "only with --samples");
+    // a kind's own part of the report: only its runs have it
+    assert!(documented.remove("http"), "operation http only");
     assert_eq!(keys(&latest), documented);
 
     let history: Vec<StoredRun> = round_trip("history", &get(addr, "/api/v1/operations/7/history?limit=2"));

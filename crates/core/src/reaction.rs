@@ -152,7 +152,14 @@ impl Element {
             Element::Icpif => r.voice.map(|v| f64::from(v.icpif)),
             Element::LatencySdAvg => s.one_way_sd.and_then(|a| a.mean()).map(ms),
             Element::LatencyDsAvg => s.one_way_ds.and_then(|a| a.mean()).map(ms),
-            Element::Timeout => flag(r.return_code == ReturnCode::Timeout),
+            // the service operations time out in their own words (IOS's protocol-specific codes)
+            Element::Timeout => flag(matches!(
+                r.return_code,
+                ReturnCode::Timeout
+                    | ReturnCode::DnsServerTimeout
+                    | ReturnCode::TcpConnectTimeout
+                    | ReturnCode::HttpTransactionTimeout
+            )),
             Element::ConnectionLoss => flag(matches!(r.return_code, ReturnCode::NoConnection | ReturnCode::Error)),
             Element::VerifyError => flag(r.return_code == ReturnCode::VerifyError),
         }

@@ -367,7 +367,9 @@ pub async fn run_tcp(
     }
 }
 
-pub(crate) async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tokio::net::TcpStream> {
+/// A TCP connection to `to` with the socket options of `o` (source address and port, ToS, VRF),
+/// for the kinds that time a handshake: tcp-connect, http.
+pub async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tokio::net::TcpStream> {
     let s = if to.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
     apply(&SockRef::from(&s), to.ip(), o)?;
     if o.source_ip.is_some() || o.source_port != 0 {

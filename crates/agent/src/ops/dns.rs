@@ -8,7 +8,7 @@ use crate::runner::{OperationSpec, RunContext, RunError, RunOutcome, Target, soc
 use ipsla_core::ops::Operation as _;
 use ipsla_core::ops::dns::{Answer, DnsConfig, DnsOp, Question, Transport};
 use ipsla_net::pacer::{DEFAULT_SPIN, Pacer};
-use ipsla_net::probe::{run_udp, tcp_framed_exchange, udp_socket};
+use ipsla_net::probe::{SocketOptions, run_udp, tcp_framed_exchange, udp_socket};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -33,7 +33,7 @@ const KEYS: &[Key] = &[
 ];
 
 /// Where the host's resolver configuration names its name servers.
-const RESOLV_CONF: &str = "/etc/resolv.conf";
+pub(super) const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 pub(super) struct DnsKind;
 
@@ -90,14 +90,8 @@ impl Kind for DnsKind {
             None if crate::config::offline() => {
                 return Err(f.error("name_server", "not set (and the host's resolver is not read offline)"));
             }
-            None => {
-                std::fs::read_to_string(RESOLV_CONF).ok().as_deref().and_then(first_nameserver).ok_or_else(|| {
-                    f.error(
-                        "name_server",
-                        format!("not set, and {RESOLV_CONF} names no nameserver; give the name server to ask"),
-                    )
-                })?
-            }
+            None => host_name_server()
+                .map_err(|why| f.error("name_server", format!("not set, and {why}; give the name server to ask")))?,
         };
         Ok(Box::new(Dns {
             question,
@@ -193,42 +187,62 @@ impl Operation for Dns {
         out.push(("Expected answer", self.expect.clone().unwrap_or_else(|| "any".into())));
     }
     fn run(&self, spec: &OperationSpec, ctx: &RunContext<'_>) -> std::result::Result<RunOutcome, RunError> {
-        let server = SocketAddr::new(self.server, spec.port);
-        let (s, _, _) = sock("opening the DNS socket", udp_socket(self.server, &spec.sockets))?;
         let cfg = DnsConfig {
             question: self.question.clone(),
             recursion_desired: self.recursion,
             expect: self.expect.clone(),
-            server,
+            server: SocketAddr::new(self.server, spec.port),
             id: rand::random(),
             timeout: spec.timeout,
             threshold: spec.threshold,
         };
-        let mut op = DnsOp::new(Instant::now(), cfg);
-        // no control phase: every datagram from the server is an answer (control port 0)
-        let mut result = run_udp(&mut op, &s, self.server, 0, &Pacer::new(DEFAULT_SPIN), ctx.hooks)?;
-        if let Some((framed, deadline)) = op.tcp_query() {
-            let answer = ctx.rt.block_on(tcp_framed_exchange(server, &spec.sockets, &framed, deadline));
-            match &answer {
-                Ok((bytes, rx)) => op.handle_tcp(Instant::now(), Ok((bytes, *rx))),
-                Err(e) => op.handle_tcp(Instant::now(), Err((e.timed_out, e.why.clone()))),
-            }
-            ctx.hooks.forward(&mut op);
-            let udp_stamps = (result.stamps.rx_delta, result.stamps.tx_delta);
-            result = op.result();
-            (result.stamps.rx_delta, result.stamps.tx_delta) = udp_stamps;
-        }
-        let (ignored, malformed) = op.ignored();
-        let detail = DnsDetail {
-            name: self.question_text(),
-            record_type: self.question.record_type(),
-            server,
-            answer: op.answer().cloned(),
-            ignored,
-            malformed,
-        };
-        Ok(RunOutcome::with_detail(result, detail.into_detail()))
+        let l = lookup(cfg, &spec.sockets, ctx)?;
+        Ok(RunOutcome::with_detail(l.result, l.detail.into_detail()))
     }
+}
+
+/// One lookup as the dns operation makes it, and as http makes its DNS phase: its result and
+/// its part of the report.
+pub(super) struct Lookup {
+    /// The lookup's result: its RTT, its return code and why it failed.
+    pub result: ipsla_core::ops::OperationResult,
+    /// What was asked and answered.
+    pub detail: DnsDetail,
+}
+
+/// Asks `cfg.server` `cfg.question` over UDP from a socket with `sockets`, again over TCP when
+/// the answer is truncated, on the calling thread (TCP on `ctx.rt`).
+pub(super) fn lookup(
+    cfg: DnsConfig,
+    sockets: &SocketOptions,
+    ctx: &RunContext<'_>,
+) -> std::result::Result<Lookup, RunError> {
+    let server = cfg.server;
+    let (s, _, _) = sock("opening the DNS socket", udp_socket(server.ip(), sockets))?;
+    let (name, record_type) = (cfg.question.text().to_string(), cfg.question.record_type());
+    let mut op = DnsOp::new(Instant::now(), cfg);
+    // no control phase: every datagram from the server is an answer (control port 0)
+    let mut result = run_udp(&mut op, &s, server.ip(), 0, &Pacer::new(DEFAULT_SPIN), ctx.hooks)?;
+    if let Some((framed, deadline)) = op.tcp_query() {
+        let answer = ctx.rt.block_on(tcp_framed_exchange(server, sockets, &framed, deadline));
+        match &answer {
+            Ok((bytes, rx)) => op.handle_tcp(Instant::now(), Ok((bytes, *rx))),
+            Err(e) => op.handle_tcp(Instant::now(), Err((e.timed_out, e.why.clone()))),
+        }
+        ctx.hooks.forward(&mut op);
+        let udp_stamps = (result.stamps.rx_delta, result.stamps.tx_delta);
+        result = op.result();
+        (result.stamps.rx_delta, result.stamps.tx_delta) = udp_stamps;
+    }
+    let (ignored, malformed) = op.ignored();
+    let detail = DnsDetail { name, record_type, server, answer: op.answer().cloned(), ignored, malformed };
+    Ok(Lookup { result, detail })
+}
+
+/// The host's resolver: the first `nameserver` of /etc/resolv.conf, or why there is none.
+pub(super) fn host_name_server() -> std::result::Result<IpAddr, String> {
+    let text = std::fs::read_to_string(RESOLV_CONF).map_err(|e| format!("cannot read {RESOLV_CONF} ({e})"))?;
+    first_nameserver(&text).ok_or_else(|| format!("{RESOLV_CONF} names no nameserver"))
 }
 
 impl Dns {

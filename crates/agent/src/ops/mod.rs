@@ -10,6 +10,7 @@ pub mod common;
 pub mod configuration;
 mod dns;
 pub mod fields;
+mod http;
 mod icmp_echo;
 mod icmp_jitter;
 pub mod reference;
@@ -22,6 +23,7 @@ mod udp_jitter;
 
 pub use common::{ClockSync, IpSlaControl, OperationDef, check_recurring, start_time, tolerance};
 pub use fields::{Fields, Flag, Key, Namer, Ty};
+pub use http::{Http, HttpDetail};
 pub use icmp_echo::IcmpEcho;
 pub use icmp_jitter::IcmpJitter;
 pub use stamp::Stamp;
@@ -48,6 +50,7 @@ pub static REGISTRY: &[&dyn Kind] = &[
     &twamp::KIND,
     &twamp_light::KIND,
     &dns::KIND,
+    &http::KIND,
 ];
 
 /// The kind named `name` (the `type` key, `ipsla probe NAME`).

@@ -65,8 +65,8 @@ fn errors_name_the_key_and_the_choices() {
         e.to_string(),
         "operation[2].packets: udp-echo does not take packets (only udp-jitter, icmp-jitter, stamp, twamp and twamp-light do)"
     );
-    let e = check("type = \"http\"\ntarget = \"127.0.0.1\"", "operation[3]", 3).unwrap_err().to_string();
-    assert!(e.starts_with("operation[3].type: \"http\" is not an operation; allowed: udp-jitter, udp-echo"), "{e}");
+    let e = check("type = \"ftp\"\ntarget = \"127.0.0.1\"", "operation[3]", 3).unwrap_err().to_string();
+    assert!(e.starts_with("operation[3].type: \"ftp\" is not an operation; allowed: udp-jitter, udp-echo"), "{e}");
     let e = check("type = \"udp-echo\"\ntarget = \"x\"\nfrequncy = \"1s\"", "operation[0]", 1).unwrap_err();
     assert_eq!(e.to_string(), "operation[0].frequncy: not an operation key; did you mean frequency?");
     let e = check("type = \"icmp-echo\"\ntarget = \"127.0.0.1\"\nport = 7", "operation[0]", 1).unwrap_err();

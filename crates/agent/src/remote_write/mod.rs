@@ -22,10 +22,11 @@
 pub mod proto;
 pub(crate) mod queue;
 
-use crate::alert::{Reply, Tls, WebhookDef, parse_url, post};
+use crate::alert::{Reply, WebhookDef, parse_url, post};
 use crate::config::{ConfigError, Result, check_range, parse_duration};
 use crate::metrics::{Metrics, RemoteWriteMetrics};
 use crate::store::Store;
+use crate::tls::Tls;
 use hyper::StatusCode;
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};

@@ -15,6 +15,7 @@ mod failover;
 mod faults;
 mod flood;
 mod grafana;
+mod http_op;
 mod ipv6;
 mod lab_truth;
 mod notify;

@@ -469,7 +469,7 @@ impl OperationResult {
 
     /// The result of a single-probe operation (udp-echo, icmp-echo, tcp-connect): its one sample
     /// (plus `duplicates` further copies), over-threshold when that sample is, timeout without it.
-    pub(crate) fn single(
+    pub fn single(
         failure: Option<ReturnCode>,
         sent: Option<Duration>,
         sample: Option<Sample>,
