@@ -828,7 +828,7 @@ fn openmetrics_to_text(om: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fmt::Write as _;
 
@@ -894,7 +894,9 @@ mod tests {
         crate::daemon::AgentFile::parse(toml).unwrap().validate().unwrap().operations
     }
 
-    fn run(code: ReturnCode, rtts_ms: &[i64]) -> OperationResult {
+    /// A run of `code` whose replies took `rtts_ms` (one-way halves, a clock offset rising with
+    /// the sequence): the tests' stand-in for a measured run.
+    pub(crate) fn run(code: ReturnCode, rtts_ms: &[i64]) -> OperationResult {
         use ipsla_core::stats::{Sample, StatsConfig, compute};
         let samples: Vec<Sample> = (1..)
             .zip(rtts_ms)

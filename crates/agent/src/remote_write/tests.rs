@@ -4,8 +4,7 @@ use crate::metrics::Metrics;
 use crate::ops::OperationDef;
 use crate::report::{Context, Report};
 use crate::runner::ClockCheck;
-use ipsla_core::ops::{OperationResult, Precision, ReturnCode};
-use ipsla_core::stats::{Sample as Probe, StatsConfig, compute};
+use ipsla_core::ops::{OperationResult, ReturnCode};
 
 fn err(body: &str) -> String {
     let text = format!("[[remote_write]]\n{body}\n");
@@ -81,27 +80,7 @@ fn defs(toml: &str) -> Vec<OperationDef> {
     AgentFile::parse(toml).unwrap().validate().unwrap().operations
 }
 
-fn result(code: ReturnCode, rtts_ms: &[i64]) -> OperationResult {
-    let samples: Vec<Probe> = (1..)
-        .zip(rtts_ms)
-        .map(|(seq, &ms)| Probe {
-            seq,
-            responder_seq: seq,
-            rtt: ms * 1_000_000,
-            sd: ms * 500_000 + i64::from(seq) * 100_000,
-            ds: ms * 500_000,
-            late: false,
-            duplicate: false,
-            t1: 0,
-            t2: None,
-            t3: None,
-            t4: ms * 1_000_000,
-        })
-        .collect();
-    let cfg = StatsConfig { threshold: 5_000_000_000, clock_sync: false, responder_counts: true };
-    let stats = compute(rtts_ms.len().max(1) as u32, &samples, cfg);
-    OperationResult { samples, ..OperationResult::new(code, stats, Precision::Us) }
-}
+use crate::metrics::tests::run as result;
 
 fn document(def: &OperationDef, r: &OperationResult) -> String {
     let clock = ClockCheck { mode: "none", state: "not_checked", est_error_us: None };
