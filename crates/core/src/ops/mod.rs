@@ -16,6 +16,7 @@
 pub mod control;
 pub mod echo;
 pub mod jitter;
+pub mod path;
 pub mod stamp;
 pub mod tcp;
 
