@@ -50,12 +50,15 @@ struct Net {
     silent: Vec<usize>,
 }
 
+/// A packet on its way back, handed to the operation when it arrives.
+type Delivery = Box<dyn Fn(&mut PathOp, Instant)>;
+
 /// Runs `op` against `net` on a fake clock; returns the report, the echoes sent as (to, ident,
 /// seq) and when the run ended.
 fn run(op: &mut PathOp, net: &Net, t0: Instant) -> (PathReport, Vec<(IpAddr, u16, u16)>, Instant) {
     let mut now = t0;
     let wall0 = Duration::from_secs(1_700_000_000);
-    let mut inbox: Vec<(Instant, Box<dyn Fn(&mut PathOp, Instant)>)> = Vec::new();
+    let mut inbox: Vec<(Instant, Delivery)> = Vec::new();
     let mut echoes = Vec::new();
     let mut buf = vec![0u8; 2048];
     let all: Vec<&'static str> = net.hops.iter().copied().chain([net.target]).collect();
