@@ -381,7 +381,7 @@ pub(crate) async fn connect(to: SocketAddr, o: &SocketOptions) -> io::Result<tok
 /// ICMP sockets send only echo requests.
 #[derive(Debug)]
 pub struct IcmpSocket {
-    sock: Socket,
+    pub(crate) sock: Socket,
     /// True for a raw socket (IPv4 raw sockets deliver the IP header; replies must be filtered).
     pub raw: bool,
     /// Receive stamp source.
