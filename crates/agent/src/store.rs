@@ -183,7 +183,7 @@ impl PlotColumn {
 /// track, the other null (a track number is not an operation number).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
-    /// Operation number (kind "reaction"), else null.
+    /// Operation number (kinds "reaction" and "path"), else null.
     pub op: Option<u32>,
     /// Track number (kind "track"), else null.
     pub track: Option<u32>,
@@ -191,7 +191,7 @@ pub struct StoredEvent {
     pub time: String,
     /// When, ns since the Unix epoch.
     pub time_ns: i64,
-    /// "reaction" or "track".
+    /// "reaction", "track" or "path" (a path operation's path changed).
     pub kind: String,
     /// Element keyword.
     pub element: String,
@@ -216,6 +216,7 @@ impl StoredEvent {
         let (op, track, kind) = match subject {
             EventSubject::Operation(id) => (Some(id), None, "reaction"),
             EventSubject::Track(id) => (None, Some(id), "track"),
+            EventSubject::Path(id) => (Some(id), None, "path"),
         };
         StoredEvent {
             op,
@@ -243,6 +244,8 @@ pub enum EventSubject {
     Operation(u32),
     /// This track.
     Track(u32),
+    /// The path of this path operation changed.
+    Path(u32),
 }
 
 /// ns since the Unix epoch as RFC 3339 UTC, with `format`'s resolution.
@@ -814,7 +817,11 @@ impl Store {
             .prepare("SELECT op, time_ns, kind, element, occurred, value, text FROM events ORDER BY time_ns DESC, id DESC LIMIT ?1")?;
         st.query_map(params![limit], |r| {
             let (id, kind): (u32, String) = (r.get(0)?, r.get(2)?);
-            let subject = if kind == "track" { EventSubject::Track(id) } else { EventSubject::Operation(id) };
+            let subject = match kind.as_str() {
+                "track" => EventSubject::Track(id),
+                "path" => EventSubject::Path(id),
+                _ => EventSubject::Operation(id),
+            };
             Ok(StoredEvent::new(subject, r.get(1)?, &r.get::<_, String>(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
         })?
         .collect()

@@ -115,6 +115,7 @@ struct Echo {
     deadline: Instant,
     rtt: Option<i64>,
     t4: i64,
+    kernel: bool,
     expired: bool,
 }
 
@@ -296,6 +297,7 @@ impl PathOp {
                     deadline: now + self.cfg.timeout,
                     rtt: None,
                     t4: 0,
+                    kernel: false,
                     expired: false,
                 });
                 Some(PathTransmit::Echo { to: dst, len })
@@ -356,6 +358,7 @@ impl PathOp {
             Some(e) if !e.expired && now <= e.deadline => {
                 e.rtt = Some(rx.wall.as_nanos() as i64 - e.t1.as_nanos() as i64);
                 e.t4 = rx.wall.as_nanos() as i64;
+                e.kernel = rx.kernel;
             }
             _ => self.unmatched += 1,
         }
@@ -429,11 +432,16 @@ impl PathOp {
             .collect();
         let mut samples = Vec::new();
         let mut lost = Vec::new();
+        let mut stamps = super::StampSources::default();
         let mut sent = 0u32;
         if let Some(t) = target {
             for (n, e) in self.echoes.iter().filter(|e| e.to == t).enumerate() {
                 sent += 1;
                 let seq = n as u32 + 1;
+                stamps.note_tx(false);
+                if e.rtt.is_some() {
+                    stamps.note_rx(e.kernel);
+                }
                 match e.rtt {
                     Some(rtt) => {
                         samples.push(Sample { seq, rtt, t1: e.t1.as_nanos() as i64, t4: e.t4, ..Sample::default() })
@@ -456,6 +464,7 @@ impl PathOp {
         result.samples = samples;
         result.lost = lost;
         result.unexpected = self.unmatched;
+        result.stamps = stamps;
         let unreachable = self.ttls.iter().enumerate().find_map(|(i, t)| match *t {
             Ttl::Answered(a, ErrorKind::Unreachable { code }) if a != self.cfg.target => Some((i as u8 + 1, a, code)),
             _ => None,
