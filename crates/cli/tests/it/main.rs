@@ -16,6 +16,7 @@ mod grafana;
 mod lab_truth;
 mod notify;
 mod packaging;
+mod path;
 mod privilege;
 mod probe;
 mod prometheus;

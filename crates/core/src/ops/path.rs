@@ -452,7 +452,11 @@ impl PathOp {
         }
         let cfg =
             StatsConfig { threshold: self.cfg.threshold.as_nanos() as i64, clock_sync: false, responder_counts: false };
-        let stats = compute(sent, &samples, cfg);
+        let mut stats = compute(sent, &samples, cfg);
+        // an echo carries no one-way times: no jitter per direction (not a jitter of 0); the
+        // IPDV of the round trips stays
+        stats.jitter_sd = Default::default();
+        stats.jitter_ds = Default::default();
         let code = if stats.received == 0 {
             ReturnCode::Timeout
         } else if stats.over_threshold > 0 {

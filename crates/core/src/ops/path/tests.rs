@@ -187,6 +187,9 @@ fn path_jitter_counts_loss_and_ipdv_per_hop() {
     assert_eq!(h.ipdv(), vec![0; 5]);
     assert_eq!((r.hops[0].lost(), r.hops[2].lost()), (0, 0));
     assert_eq!((r.result.stats.sent, r.result.stats.received), (10, 10));
+    // no one-way times in an echo: no direction jitter at all, rather than a jitter of 0
+    assert_eq!((r.result.stats.jitter_sd.count(), r.result.stats.jitter_ds.count()), (0, 0));
+    assert_eq!(r.result.stats.ipdv_pct.map(|p| p.p99), Some(0), "the target's RTT is constant");
 }
 
 #[test]

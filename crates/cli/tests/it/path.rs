@@ -1,0 +1,186 @@
+//! path-echo and path-jitter against real kernels: loopback (one hop), and a lab of three routers
+//! (network namespaces with forwarding on, each a kernel that answers time exceeded):
+//!
+//! ```text
+//! A 10.77.0.1 ─l0─ .2 R1 10.77.1.1 ─l1─ .2 R2 10.77.2.1 ─l2 (20 ms each way)─ .2 R3 10.77.3.1 ─l3─ .2 B
+//!                      R1 10.77.4.1 ─l4─ .2 R3   (the other way, for the path change)
+//! ```
+//!
+//! R3 ignores echo requests (`icmp_echo_ignore_all`): a hop that answers discovery but loses
+//! every echo, a known loss without iptables.
+
+use crate::common::{AgentToml, Op, PATIENCE, Reaction, alone, ipsla, shared, wait_some};
+use ipsla_lab::{Dir, Host, Impairment, Lab, LinkConfig};
+use serde_json::{Value, json};
+use std::process::Stdio;
+use std::time::Duration;
+
+fn json_of(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn path_echo_to_loopback_is_one_hop() {
+    let _machine = shared();
+    let out = ipsla().args(["probe", "path-echo", "127.0.0.1", "--json"]).output().unwrap();
+    let d = json_of(&out);
+    assert_eq!(d["operation"], "path-echo");
+    assert_eq!(d["return_code"], "ok");
+    assert_eq!(d["path"], json!(["127.0.0.1"]));
+    assert_eq!(d["reached"], true);
+    assert_eq!(d["path_changed"], Value::Null, "a first run has nothing to compare with");
+    assert_eq!(d["hops"][0]["loss"], json!({"sent": 1, "lost": 0, "ratio": 0.0}));
+    assert_eq!(d["hops"][0]["rtt_us"]["count"], 1);
+    assert_eq!((d["sent"].as_u64(), d["received"].as_u64()), (Some(1), Some(1)));
+    // the text: IOS lines, then the hop table
+    let out = ipsla().args(["probe", "path-echo", "127.0.0.1", "--count", "2"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Number of hops: 1"), "{text}");
+    assert!(text.contains("Path changed since the previous run: unknown (first run)"), "{text}");
+    assert!(text.contains("Path changed since the previous run: no"), "the second run compares: {text}");
+    assert!(text.contains("  1  127.0.0.1 "), "{text}");
+}
+
+#[test]
+fn path_keys_are_checked() {
+    let _machine = shared();
+    let out = ipsla().args(["probe", "path-echo", "127.0.0.1", "--max-hops", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("max-hops") && err.contains("0") && err.contains("1") && err.contains("255"), "{err}");
+}
+
+fn ip_ok(args: &[&str]) {
+    let out = std::process::Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn sysctl(h: &Host, kv: &str) {
+    let out = h.command("sysctl").args(["-qw", kv]).output().unwrap();
+    assert!(out.status.success(), "sysctl {kv} in {}: {}", h.name(), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn three_routers_hops_loss_and_a_path_change() {
+    let _machine = alone();
+    if !ipsla_lab::available() {
+        eprintln!("skipped: the lab needs root, /dev/net/tun and iproute2");
+        return;
+    }
+    let mut lab = Lab::new("path").unwrap();
+    let [a, r1, r2, r3, b] = ["a", "r1", "r2", "r3", "b"].map(|n| lab.host(n).unwrap());
+    let clean = || LinkConfig::symmetric(Impairment::default(), 1);
+    let l0 = lab.link(&a, &r1, clean()).unwrap();
+    let _l1 = lab.link(&r1, &r2, clean()).unwrap();
+    let slow = LinkConfig::symmetric(Impairment::delay(Duration::from_millis(20)), 2);
+    let l2 = lab.link(&r2, &r3, slow).unwrap();
+    let _l3 = lab.link(&r3, &b, clean()).unwrap();
+    let _l4 = lab.link(&r1, &r3, clean()).unwrap();
+    for r in [&r1, &r2, &r3] {
+        sysctl(r, "net.ipv4.ip_forward=1");
+    }
+    sysctl(&r3, "net.ipv4.icmp_echo_ignore_all=1");
+    let route = |h: &Host, to: &str, via: &str| ip_ok(&["-n", h.name(), "route", "replace", to, "via", via]);
+    route(&a, "default", "10.77.0.2");
+    route(&r1, "10.77.2.0/24", "10.77.1.2");
+    route(&r1, "10.77.3.0/24", "10.77.1.2");
+    route(&r2, "10.77.0.0/24", "10.77.1.1");
+    route(&r2, "10.77.3.0/24", "10.77.2.2");
+    route(&r3, "default", "10.77.2.1");
+    route(&b, "default", "10.77.3.1");
+    let path = json!(["10.77.0.2", "10.77.1.2", "10.77.2.2", "10.77.3.2"]);
+
+    // path-jitter from A: 10 echoes to each hop
+    l2.clear_log();
+    let out = a
+        .command(ipsla().get_program())
+        .args(["probe", "path-jitter", "10.77.3.2", "--packets", "10", "--interval", "10ms", "--timeout", "1s"])
+        .arg("--json")
+        .output()
+        .unwrap();
+    let d = json_of(&out);
+    assert_eq!(d["path"], path, "{d}");
+    assert_eq!(d["reached"], true);
+    let hop = |i: usize| &d["hops"][i];
+    for i in 0..4 {
+        assert_eq!(hop(i)["hop"], i + 1);
+        assert_eq!(hop(i)["address"], path[i]);
+    }
+    for i in [0, 1] {
+        assert_eq!(hop(i)["loss"], json!({"sent": 10, "lost": 0, "ratio": 0.0}), "{d}");
+        assert_eq!(hop(i)["rtt_us"]["count"], 10, "{d}");
+    }
+    // hop 4 is behind the link that holds every packet 20 ms each way: a floor, not a timing
+    assert_eq!(hop(3)["loss"], json!({"sent": 10, "lost": 0, "ratio": 0.0}), "{d}");
+    assert!(hop(3)["rtt_us"]["min"].as_f64().unwrap() >= 40_000.0, "{d}");
+    assert_eq!(hop(3)["ipdv_us"]["count"], 9, "9 consecutive pairs of 10 replies");
+    // R3 answered discovery but ignores echoes: all 10 lost, no RTT (null, not 0)
+    assert_eq!(hop(2)["loss"], json!({"sent": 10, "lost": 10, "ratio": 1.0}), "{d}");
+    assert_eq!(hop(2)["rtt_us"], Value::Null);
+    assert_eq!(hop(2)["ipdv_us"], Value::Null);
+    // the target's train is the operation's RTT
+    assert_eq!((d["sent"].as_u64(), d["received"].as_u64()), (Some(10), Some(10)));
+    assert!(d["rtt_us"]["min"].as_f64().unwrap() >= 40_000.0);
+    assert_eq!(d["jitter_us"]["sd"]["avg"], Value::Null, "an echo has no one-way jitter");
+    // the lab's log: the 10 echo requests to R3 crossed l2 and were delivered; none came back
+    let echo_to = |dir: Dir, src: &str, dst: &str| {
+        l2.records()
+            .iter()
+            .filter(|r| r.dir == dir && r.delivered())
+            .filter(|r| {
+                r.tuple.as_ref().is_some_and(|t| {
+                    t.proto == 1 && t.dport == 0 && t.src.to_string() == src && t.dst.to_string() == dst
+                })
+            })
+            .count()
+    };
+    assert_eq!(echo_to(Dir::AtoB, "10.77.0.1", "10.77.2.2"), 10, "the echo requests to R3");
+    assert_eq!(echo_to(Dir::BtoA, "10.77.2.2", "10.77.0.1"), 1, "R3's one time exceeded (TTL 3), and no echo reply");
+
+    // the agent in A: path-echo every second with a pathChange reaction
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    AgentToml::new()
+        .agent_key("http", "127.0.0.1:9168")
+        .store(&dir.path().join("store.db"))
+        .operation(
+            Op::new("path-echo", "10.77.3.2")
+                .id(7)
+                .key("frequency", "1s")
+                .key("timeout", "500ms")
+                .reaction(Reaction::immediate("pathChange", "alert")),
+        )
+        .write(&cfg);
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let _agent = a
+        .spawn(a.command(ipsla().get_program()).args(["agent", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(log))
+        .unwrap();
+    let get = |p: &'static str| a.run(move || crate::common::get(9168, p)).unwrap();
+    let latest = || {
+        get("/api/v1/operations/7/latest")
+            .and_then(|(c, b)| (c == 200).then(|| serde_json::from_str::<Value>(&b).ok()).flatten())
+    };
+    wait_some("a run over the first path", PATIENCE, || latest().filter(|d| d["path"] == path));
+    // move R1's route to B onto the direct link to R3: two routers instead of three
+    route(&r1, "10.77.3.0/24", "10.77.4.2");
+    let changed = wait_some("a run over the new path", PATIENCE, || {
+        latest().filter(|d| d["path"].as_array().is_some_and(|p| p.len() == 3))
+    });
+    assert_eq!(changed["path"], json!(["10.77.0.2", "10.77.2.2", "10.77.3.2"]));
+    assert_eq!(changed["path_changed"], true);
+    let events = wait_some("the path and reaction events", PATIENCE, || {
+        let (_, body) = get("/api/v1/events")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let list = v.as_array().cloned().or_else(|| v["events"].as_array().cloned())?;
+        let has = |kind: &str| list.iter().any(|e| e["kind"] == kind && e["element"] == "pathChange" && e["op"] == 7);
+        (has("path") && has("reaction")).then_some(list)
+    });
+    let path_event = events.iter().find(|e| e["kind"] == "path").unwrap();
+    assert_eq!(path_event["text"], "IP SLAs(7): path changed, now 10.77.0.2 -> 10.77.2.2 -> 10.77.3.2");
+    let reaction = events.iter().find(|e| e["kind"] == "reaction").unwrap();
+    assert_eq!(reaction["occurred"], true);
+    assert_eq!(reaction["text"], "%RTT-3-IPSLATHRESHOLD: IP SLAs(7): Threshold Occurred for pathChange");
+    drop(l0);
+}
