@@ -57,9 +57,12 @@ fn ip_ok(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn sysctl(h: &Host, kv: &str) {
-    let out = h.command("sysctl").args(["-qw", kv]).output().unwrap();
-    assert!(out.status.success(), "sysctl {kv} in {}: {}", h.name(), String::from_utf8_lossy(&out.stderr));
+/// Sets `net.*` sysctl `key` in `h` (/proc/sys/net belongs to the namespace of the thread that
+/// opens it: no sysctl binary needed).
+fn sysctl(h: &Host, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let r = h.run(|| std::fs::write(&path, value)).unwrap();
+    r.unwrap_or_else(|e| panic!("{path} = {value} in {}: {e}", h.name()));
 }
 
 #[test]
@@ -79,9 +82,9 @@ fn three_routers_hops_loss_and_a_path_change() {
     let _l3 = lab.link(&r3, &b, clean()).unwrap();
     let _l4 = lab.link(&r1, &r3, clean()).unwrap();
     for r in [&r1, &r2, &r3] {
-        sysctl(r, "net.ipv4.ip_forward=1");
+        sysctl(r, "net.ipv4.ip_forward", "1");
     }
-    sysctl(&r3, "net.ipv4.icmp_echo_ignore_all=1");
+    sysctl(&r3, "net.ipv4.icmp_echo_ignore_all", "1");
     let route = |h: &Host, to: &str, via: &str| ip_ok(&["-n", h.name(), "route", "replace", to, "via", via]);
     route(&a, "default", "10.77.0.2");
     route(&r1, "10.77.2.0/24", "10.77.1.2");
