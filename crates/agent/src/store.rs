@@ -833,6 +833,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn events_keep_their_kind_and_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db")).unwrap();
+        let text = "IP SLAs(7): path changed, now 10.77.0.2 -> * -> 10.77.3.2".to_string();
+        s.insert_event(&StoredEvent::new(EventSubject::Path(7), 1_000, "pathChange", true, None, text.clone()))
+            .unwrap();
+        s.insert_event(&StoredEvent::new(EventSubject::Track(7), 2_000, "state", true, Some(0.0), "t".into())).unwrap();
+        s.insert_event(&StoredEvent::new(EventSubject::Operation(7), 3_000, "rtt", false, Some(1.5), "r".into()))
+            .unwrap();
+        let e = s.events(10).unwrap();
+        let got: Vec<(&str, Option<u32>, Option<u32>)> = e.iter().map(|e| (e.kind.as_str(), e.op, e.track)).collect();
+        assert_eq!(got, vec![("reaction", Some(7), None), ("track", None, Some(7)), ("path", Some(7), None)]);
+        assert_eq!((e[2].element.as_str(), e[2].value, &e[2].text), ("pathChange", None, &text));
+    }
+
+    #[test]
     fn plot_columns_take_delays_only_from_runs_that_measured() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("a.db")).unwrap();

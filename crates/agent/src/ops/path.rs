@@ -179,15 +179,17 @@ impl DistUs {
     fn of(ns: &[i64]) -> Option<DistUs> {
         let mut v = ns.to_vec();
         let p = Percentiles::of(&mut v)?;
-        let us = |n: i64| (n as f64 / 1e3 * 1e3).round() / 1e3;
+        // ns to µs with three decimals, as every delay of the report
+        let us = |ns: f64| (ns / 1e3 * 1e3).round() / 1e3;
+        let mean = v.iter().map(|&n| n as f64).sum::<f64>() / v.len() as f64;
         Some(DistUs {
             count: v.len() as u64,
-            min: us(v[0]),
-            avg: ((v.iter().map(|&n| n as f64).sum::<f64>() / v.len() as f64) / 1e3 * 1e3).round() / 1e3,
-            max: us(v[v.len() - 1]),
-            p50: us(p.p50),
-            p90: us(p.p90),
-            p99: us(p.p99),
+            min: us(v[0] as f64),
+            avg: us(mean),
+            max: us(v[v.len() - 1] as f64),
+            p50: us(p.p50 as f64),
+            p90: us(p.p90 as f64),
+            p99: us(p.p99 as f64),
         })
     }
 }
