@@ -9,7 +9,7 @@
 //! R3 ignores echo requests (`icmp_echo_ignore_all`): a hop that answers discovery but loses
 //! every echo, a known loss without iptables.
 
-use crate::common::{AgentToml, Op, PATIENCE, Reaction, alone, ipsla, shared, wait_some};
+use crate::common::{AgentToml, InProcess, Op, PATIENCE, Reaction, alone, ipsla, shared, wait_some};
 use ipsla_lab::{Dir, Host, Impairment, Lab, LinkConfig};
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -186,4 +186,46 @@ fn three_routers_hops_loss_and_a_path_change() {
     assert_eq!(reaction["occurred"], true);
     assert_eq!(reaction["text"], "%RTT-3-IPSLATHRESHOLD: IP SLAs(7): Threshold Occurred for pathChange");
     drop(l0);
+}
+
+#[test]
+fn the_agent_stores_exports_and_compares_paths() {
+    let _machine = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AgentToml::new().http(0).store(&dir.path().join("store.db")).operation(
+        Op::new("path-jitter", "127.0.0.1")
+            .id(9)
+            .key("frequency", "1s")
+            .key("timeout", "500ms")
+            .key("packets", 3)
+            .key("interval", "10ms")
+            .reaction(Reaction::immediate("pathChange", "alert")),
+    );
+    let agent = InProcess::start(&cfg);
+    let http = agent.http();
+    let latest = wait_some("a second stored run", PATIENCE, || {
+        let (code, body) = crate::common::get(http, "/api/v1/operations/9/latest")?;
+        let d: Value = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
+        (d["run"].as_u64()? >= 2).then_some(d)
+    });
+    assert_eq!(latest["path"], json!(["127.0.0.1"]));
+    assert_eq!(latest["path_changed"], false, "the same path as the run before: {latest}");
+    assert_eq!(latest["hops"][0]["loss"], json!({"sent": 3, "lost": 0, "ratio": 0.0}));
+    assert_eq!(latest["hops"][0]["ipdv_us"]["count"], 2);
+    let (_, m) = crate::common::get(http, "/metrics").unwrap();
+    let line = |name: &str| {
+        m.lines()
+            .find(|l| l.starts_with(name) && l.contains(r#"hop="1""#))
+            .unwrap_or_else(|| panic!("{name}: {m}"))
+            .to_string()
+    };
+    assert!(line("ipsla_path_hop_loss_ratio{").contains(r#"address="127.0.0.1""#), "{m}");
+    let value = |l: String| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    assert_eq!(value(line("ipsla_path_hop_loss_ratio{")), 0.0, "{m}");
+    assert!(value(line("ipsla_path_hop_rtt_seconds{")) > 0.0, "{m}");
+    assert!(line("ipsla_path_hop_rtt_seconds{").contains(r#"op="9""#), "{m}");
+    assert!(line("ipsla_path_hop_ipdv_seconds{").contains(r#"address="127.0.0.1""#), "{m}");
+    // no change, no path event, no reaction
+    let events = crate::common::api(http, "/api/v1/events");
+    assert!(!events.to_string().contains("pathChange"), "{events}");
 }
