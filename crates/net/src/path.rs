@@ -2,8 +2,9 @@
 //! on a UDP socket whose TTL is set before each send, the ICMP errors they cause read back from
 //! that socket's error queue (`IP_RECVERR` with `SO_EE_OFFENDER`: no privilege needed, and the
 //! kernel has already matched the quoted datagram to this socket), echoes on an ICMP socket
-//! ([`IcmpSocket`]: a datagram "ping" socket, or a raw one, which also sees the errors and hands
-//! them to discovery through the wire parser).
+//! ([`IcmpSocket`]: a datagram "ping" socket, or a raw one, which also sees the errors: then
+//! discovery reads them there, whole, through the wire parser, and the error queue is only
+//! emptied).
 
 use crate::clock::wall_now;
 use crate::probe::{Cancelled, Hooks, IcmpSocket, SocketOptions, udp_socket};
@@ -96,9 +97,16 @@ pub fn run_path(op: &mut PathOp, s: &PathSockets, target: IpAddr, hooks: Hooks<'
         let left = deadline.saturating_duration_since(Instant::now());
         let mut fds = [PollFd::new(s.udp.as_fd(), PollFlags::POLLIN), PollFd::new(icmp_fd.as_fd(), PollFlags::POLLIN)];
         let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(left)), None);
-        // the error queue (POLLERR is always reported): discovery's answers
+        // the error queue (POLLERR is always reported): discovery's answers. A raw echo socket
+        // receives the same errors whole, quote included, and more (a quote the kernel matched to
+        // this unconnected socket by its port alone): then the queue is only emptied, so that
+        // each error is judged, and counted, once.
         let mut errors = Vec::new();
-        socket::drain_icmp_errors(&s.udp, &mut errq, |e| errors.extend(queued(&e, s.local)));
+        socket::drain_icmp_errors(&s.udp, &mut errq, |e| {
+            if !s.icmp.raw {
+                errors.extend(queued(&e, s.local))
+            }
+        });
         for (from, e) in errors {
             op.handle_icmp_error(Instant::now(), from, &e);
         }

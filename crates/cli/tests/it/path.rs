@@ -22,7 +22,7 @@ fn json_of(out: &std::process::Output) -> Value {
 }
 
 #[test]
-fn path_echo_to_loopback_is_one_hop() {
+fn path_echo_and_jitter_to_loopback_are_one_hop() {
     let _machine = shared();
     let out = ipsla().args(["probe", "path-echo", "127.0.0.1", "--json"]).output().unwrap();
     let d = json_of(&out);
@@ -34,6 +34,11 @@ fn path_echo_to_loopback_is_one_hop() {
     assert_eq!(d["hops"][0]["loss"], json!({"sent": 1, "lost": 0, "ratio": 0.0}));
     assert_eq!(d["hops"][0]["rtt_us"]["count"], 1);
     assert_eq!((d["sent"].as_u64(), d["received"].as_u64()), (Some(1), Some(1)));
+    // IPv6: hop limit and ICMPv6
+    let d = json_of(&ipsla().args(["probe", "path-jitter", "::1", "--packets", "3", "--json"]).output().unwrap());
+    assert_eq!((&d["return_code"], &d["path"]), (&json!("ok"), &json!(["::1"])));
+    assert_eq!(d["hops"][0]["loss"], json!({"sent": 3, "lost": 0, "ratio": 0.0}));
+    assert_eq!(d["hops"][0]["ipdv_us"]["count"], 2);
     // the text: IOS lines, then the hop table
     let out = ipsla().args(["probe", "path-echo", "127.0.0.1", "--count", "2"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -65,34 +70,87 @@ fn sysctl(h: &Host, key: &str, value: &str) {
     r.unwrap_or_else(|e| panic!("{path} = {value} in {}: {e}", h.name()));
 }
 
+/// The lab of the module doc: hosts A, R1, R2, R3, B (forwarding on in the routers, R3 ignoring
+/// echo requests) and the links l0..l4, with IPv4 routes along R1 → R2 → R3, and IPv6 ones too
+/// (`fd77:I::1` and `::2` on link I) when `v6`.
+struct PathLab {
+    hosts: [Host; 5],
+    links: Vec<ipsla_lab::Link>,
+    _lab: Lab,
+}
+
+fn path_lab(name: &str, v6: bool) -> Option<PathLab> {
+    if !ipsla_lab::available() {
+        eprintln!("skipped: the lab needs root, /dev/net/tun and iproute2");
+        return None;
+    }
+    let mut lab = Lab::new(name).unwrap();
+    let hosts = ["a", "r1", "r2", "r3", "b"].map(|n| lab.host(n).unwrap());
+    let [a, r1, r2, r3, b] = &hosts;
+    let clean = || LinkConfig::symmetric(Impairment::default(), 1);
+    let slow = LinkConfig::symmetric(Impairment::delay(Duration::from_millis(20)), 2);
+    let links = vec![
+        lab.link(a, r1, clean()).unwrap(),
+        lab.link(r1, r2, clean()).unwrap(),
+        lab.link(r2, r3, slow).unwrap(),
+        lab.link(r3, b, clean()).unwrap(),
+        lab.link(r1, r3, clean()).unwrap(),
+    ];
+    for r in [r1, r2, r3] {
+        sysctl(r, "net.ipv4.ip_forward", "1");
+    }
+    sysctl(r3, "net.ipv4.icmp_echo_ignore_all", "1");
+    let route = |h: &Host, to: &str, via: &str| ip_ok(&["-n", h.name(), "route", "replace", to, "via", via]);
+    route(a, "default", "10.77.0.2");
+    route(r1, "10.77.2.0/24", "10.77.1.2");
+    route(r1, "10.77.3.0/24", "10.77.1.2");
+    route(r2, "10.77.0.0/24", "10.77.1.1");
+    route(r2, "10.77.3.0/24", "10.77.2.2");
+    route(r3, "default", "10.77.2.1");
+    route(b, "default", "10.77.3.1");
+    if v6 {
+        // the lab's links are IPv4 only: give each side of link I fd77:I::1 / ::2 on the device
+        // that holds 10.77.I.1 / .2
+        for (i, l) in links.iter().enumerate() {
+            for (v4, v6) in [(l.a_addr(), 1), (l.b_addr(), 2)] {
+                let owner = hosts.iter().find(|h| dev_of(h, &v4.to_string()).is_some()).unwrap();
+                let dev = dev_of(owner, &v4.to_string()).unwrap();
+                sysctl(owner, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "0");
+                ip_ok(&["-n", owner.name(), "addr", "add", &format!("fd77:{i}::{v6}/64"), "dev", &dev, "nodad"]);
+            }
+        }
+        for r in [r1, r2, r3] {
+            sysctl(r, "net.ipv6.conf.all.forwarding", "1");
+        }
+        let route6 = |h: &Host, to: &str, via: &str| ip_ok(&["-n", h.name(), "-6", "route", "replace", to, "via", via]);
+        route6(a, "default", "fd77:0::2");
+        route6(r1, "fd77:2::/64", "fd77:1::2");
+        route6(r1, "fd77:3::/64", "fd77:1::2");
+        route6(r2, "fd77:0::/64", "fd77:1::1");
+        route6(r2, "fd77:3::/64", "fd77:2::2");
+        route6(r3, "default", "fd77:2::1");
+        route6(b, "default", "fd77:3::1");
+    }
+    Some(PathLab { hosts, links, _lab: lab })
+}
+
+/// The device of `h` that holds IPv4 address `addr`.
+fn dev_of(h: &Host, addr: &str) -> Option<String> {
+    let out = std::process::Command::new("ip").args(["-n", h.name(), "-o", "-4", "addr", "show"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(&format!(" {addr}/")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map(str::to_string)
+}
+
 #[test]
 fn three_routers_hops_loss_and_a_path_change() {
     let _machine = alone();
-    if !ipsla_lab::available() {
-        eprintln!("skipped: the lab needs root, /dev/net/tun and iproute2");
-        return;
-    }
-    let mut lab = Lab::new("path").unwrap();
-    let [a, r1, r2, r3, b] = ["a", "r1", "r2", "r3", "b"].map(|n| lab.host(n).unwrap());
-    let clean = || LinkConfig::symmetric(Impairment::default(), 1);
-    let l0 = lab.link(&a, &r1, clean()).unwrap();
-    let _l1 = lab.link(&r1, &r2, clean()).unwrap();
-    let slow = LinkConfig::symmetric(Impairment::delay(Duration::from_millis(20)), 2);
-    let l2 = lab.link(&r2, &r3, slow).unwrap();
-    let _l3 = lab.link(&r3, &b, clean()).unwrap();
-    let _l4 = lab.link(&r1, &r3, clean()).unwrap();
-    for r in [&r1, &r2, &r3] {
-        sysctl(r, "net.ipv4.ip_forward", "1");
-    }
-    sysctl(&r3, "net.ipv4.icmp_echo_ignore_all", "1");
+    let Some(lab) = path_lab("path", false) else { return };
+    let [a, r1, ..] = &lab.hosts;
+    let l2 = &lab.links[2];
     let route = |h: &Host, to: &str, via: &str| ip_ok(&["-n", h.name(), "route", "replace", to, "via", via]);
-    route(&a, "default", "10.77.0.2");
-    route(&r1, "10.77.2.0/24", "10.77.1.2");
-    route(&r1, "10.77.3.0/24", "10.77.1.2");
-    route(&r2, "10.77.0.0/24", "10.77.1.1");
-    route(&r2, "10.77.3.0/24", "10.77.2.2");
-    route(&r3, "default", "10.77.2.1");
-    route(&b, "default", "10.77.3.1");
     let path = json!(["10.77.0.2", "10.77.1.2", "10.77.2.2", "10.77.3.2"]);
 
     // path-jitter from A: 10 echoes to each hop
@@ -167,7 +225,7 @@ fn three_routers_hops_loss_and_a_path_change() {
     };
     wait_some("a run over the first path", PATIENCE, || latest().filter(|d| d["path"] == path));
     // move R1's route to B onto the direct link to R3: two routers instead of three
-    route(&r1, "10.77.3.0/24", "10.77.4.2");
+    route(r1, "10.77.3.0/24", "10.77.4.2");
     let changed = wait_some("a run over the new path", PATIENCE, || {
         latest().filter(|d| d["path"].as_array().is_some_and(|p| p.len() == 3))
     });
@@ -185,7 +243,6 @@ fn three_routers_hops_loss_and_a_path_change() {
     let reaction = events.iter().find(|e| e["kind"] == "reaction").unwrap();
     assert_eq!(reaction["occurred"], true);
     assert_eq!(reaction["text"], "%RTT-3-IPSLATHRESHOLD: IP SLAs(7): Threshold Occurred for pathChange");
-    drop(l0);
 }
 
 #[test]
@@ -228,4 +285,91 @@ fn the_agent_stores_exports_and_compares_paths() {
     // no change, no path event, no reaction
     let events = crate::common::api(http, "/api/v1/events");
     assert!(!events.to_string().contains("pathChange"), "{events}");
+}
+
+/// Forged ICMP errors from B for the one discovery probe that reaches it (`max_hops` 4): the
+/// datagram it quotes sent elsewhere, as TCP, and from another source port. A's echo socket is
+/// raw (a new namespace allows no datagram ICMP sockets to root), so it sees all three.
+fn forge_errors(datagram: &[u8]) -> Vec<Vec<u8>> {
+    let ihl = usize::from(datagram[0] & 0x0f) * 4;
+    let quote = &datagram[..ihl + 8];
+    let mut out = Vec::new();
+    for tweak in 0..3 {
+        let mut q = quote.to_vec();
+        match tweak {
+            0 => q[16..20].copy_from_slice(&[10, 9, 9, 9]),
+            1 => q[9] = 6,
+            _ => {
+                let p = u16::from_be_bytes([q[ihl], q[ihl + 1]]).wrapping_add(1);
+                q[ihl..ihl + 2].copy_from_slice(&p.to_be_bytes());
+            }
+        }
+        let mut m = vec![11, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&q);
+        let c = ipsla_wire::icmp::internet_checksum(&m);
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        out.push(m);
+    }
+    out
+}
+
+#[test]
+fn forged_errors_are_counted_and_ipv6_finds_the_same_routers() {
+    let _machine = alone();
+    let Some(lab) = path_lab("path6", true) else { return };
+    let [a, .., b] = &lab.hosts;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let b2 = b.clone();
+    let liar = std::thread::spawn(move || {
+        b2.run(move || {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let udp = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)).unwrap();
+            let icmp = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+            udp.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 2048];
+            let deadline = std::time::Instant::now() + PATIENCE;
+            while std::time::Instant::now() < deadline {
+                let Ok(n) = std::io::Read::read(&mut &udp, &mut buf) else { continue };
+                // a raw IPv4 socket reads the IP header too: the sender is at 12..16
+                let d = &buf[..n];
+                let from = std::net::SocketAddr::from(([d[12], d[13], d[14], d[15]], 0));
+                let dport = u16::from_be_bytes([d[22], d[23]]);
+                if !(33434..33434 + 30).contains(&dport) {
+                    continue;
+                }
+                for m in forge_errors(d) {
+                    icmp.send_to(&m, &from.into()).unwrap();
+                }
+                return 3;
+            }
+            0
+        })
+        .unwrap()
+    });
+    ready_rx.recv().unwrap();
+    let out = a
+        .command(ipsla().get_program())
+        .args(["probe", "path-echo", "10.77.3.2", "--max-hops", "4", "--timeout", "1s", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(liar.join().unwrap(), 3, "the liar saw the probe that reached B");
+    let d = json_of(&out);
+    assert_eq!(d["path"], json!(["10.77.0.2", "10.77.1.2", "10.77.2.2", "10.77.3.2"]), "{d}");
+    assert_eq!(d["unmatched"], 3, "the three forgeries, counted and ignored: {d}");
+    assert_eq!(d["unexpected"], 3);
+    assert_eq!(d["return_code"], "ok");
+
+    // the same routers over IPv6: hop limits, ICMPv6 time exceeded and port unreachable
+    let out = a
+        .command(ipsla().get_program())
+        .args(["probe", "path-echo", "fd77:3::2", "--timeout", "1s", "--json"])
+        .output()
+        .unwrap();
+    let d = json_of(&out);
+    assert_eq!(d["path"], json!(["fd77::2", "fd77:1::2", "fd77:2::2", "fd77:3::2"]), "{d}");
+    assert_eq!(d["reached"], true);
+    assert_eq!(d["return_code"], "ok");
+    assert_eq!(d["hops"][3]["loss"], json!({"sent": 1, "lost": 0, "ratio": 0.0}));
+    assert!(d["rtt_us"]["min"].as_f64().unwrap() >= 40_000.0, "behind the 20 ms link: {d}");
 }
