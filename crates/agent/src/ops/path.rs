@@ -440,6 +440,9 @@ mod tests {
             !g.iter().any(|v| v.family == "path_hop_rtt_seconds" && v.labels[1].1 == "10.0.3.2"),
             "no RTT, no series"
         );
+        // hops_of_statistics_kept: the path stays whole, the statistics stop
+        let two = serde_json::to_value(PathDetail::new(&r, true, 2, Some(true))).unwrap();
+        assert_eq!((two["path"].as_array().unwrap().len(), two["hops"].as_array().unwrap().len()), (3, 2));
         let mut t = String::new();
         JITTER.text(d.as_object().unwrap(), &mut t);
         assert!(t.contains("  2  *  "), "{t}");

@@ -314,7 +314,7 @@ fn forge_errors(datagram: &[u8]) -> Vec<Vec<u8>> {
 }
 
 #[test]
-fn forged_errors_are_counted_and_ipv6_finds_the_same_routers() {
+fn forged_errors_failure_reasons_and_ipv6_in_the_lab() {
     let _machine = alone();
     let Some(lab) = path_lab("path6", true) else { return };
     let [a, .., b] = &lab.hosts;
@@ -359,6 +359,28 @@ fn forged_errors_are_counted_and_ipv6_finds_the_same_routers() {
     assert_eq!(d["unmatched"], 3, "the three forgeries, counted and ignored: {d}");
     assert_eq!(d["unexpected"], 3);
     assert_eq!(d["return_code"], "ok");
+
+    // failures say why: R3 ignores echoes and is beyond max_hops 2; R1 has no route to 10.77.9.9
+    let probe = |args: &[&str]| {
+        json_of(
+            &a.command(ipsla().get_program()).args(["probe", "path-echo"]).args(args).arg("--json").output().unwrap(),
+        )
+    };
+    let d = probe(&["10.77.2.2", "--max-hops", "2", "--timeout", "300ms"]);
+    assert_eq!((&d["return_code"], &d["reached"]), (&json!("timeout"), &json!(false)), "{d}");
+    assert_eq!(d["path"], json!(["10.77.0.2", "10.77.1.2"]));
+    assert_eq!(
+        d["reason"],
+        "path discovery did not reach 10.77.2.2 within 2 hops (the farthest answer came from 10.77.1.2 at hop 2): is UDP to ports 33434 and up filtered on the way, or is max_hops too small?"
+    );
+    assert_eq!(d["rtt_us"]["avg"], Value::Null, "no reply is no RTT");
+    ip_ok(&["-n", lab.hosts[1].name(), "route", "add", "unreachable", "10.77.9.0/24"]);
+    let d = probe(&["10.77.9.9", "--timeout", "300ms"]);
+    assert_eq!(d["path"], json!(["10.77.0.2"]), "the path ends at the router that refused: {d}");
+    assert_eq!(
+        d["reason"],
+        "10.77.0.2 at hop 1 answered destination unreachable (code 1) for 10.77.9.9: check that router's route to it"
+    );
 
     // the same routers over IPv6: hop limits, ICMPv6 time exceeded and port unreachable
     let out = a
