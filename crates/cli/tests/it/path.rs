@@ -313,11 +313,9 @@ fn forge_errors(datagram: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-#[test]
-fn forged_errors_failure_reasons_and_ipv6_in_the_lab() {
-    let _machine = alone();
-    let Some(lab) = path_lab("path6", true) else { return };
-    let [a, .., b] = &lab.hosts;
+/// A liar in `b`: for the first discovery probe that reaches it, sends A [`forge_errors`]; returns
+/// how many it sent, once it is listening (the receiver says when).
+fn spawn_liar(b: &Host) -> (std::thread::JoinHandle<u32>, std::sync::mpsc::Receiver<()>) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let b2 = b.clone();
     let liar = std::thread::spawn(move || {
@@ -347,7 +345,16 @@ fn forged_errors_failure_reasons_and_ipv6_in_the_lab() {
         })
         .unwrap()
     });
-    ready_rx.recv().unwrap();
+    (liar, ready_rx)
+}
+
+#[test]
+fn forged_errors_failure_reasons_and_ipv6_in_the_lab() {
+    let _machine = alone();
+    let Some(lab) = path_lab("path6", true) else { return };
+    let [a, .., b] = &lab.hosts;
+    let (liar, ready) = spawn_liar(b);
+    ready.recv().unwrap();
     let out = a
         .command(ipsla().get_program())
         .args(["probe", "path-echo", "10.77.3.2", "--max-hops", "4", "--timeout", "1s", "--json"])
@@ -359,6 +366,24 @@ fn forged_errors_failure_reasons_and_ipv6_in_the_lab() {
     assert_eq!(d["unmatched"], 3, "the three forgeries, counted and ignored: {d}");
     assert_eq!(d["unexpected"], 3);
     assert_eq!(d["return_code"], "ok");
+
+    // a datagram ICMP socket (ping_group_range admits root's group in A): errors come from the
+    // UDP socket's error queue, where the kernel already dropped the forgeries that quote another
+    // protocol or port; the one to another destination matched our socket by its port alone
+    sysctl(a, "net.ipv4.ping_group_range", "0 2147483647");
+    let (liar, ready) = spawn_liar(b);
+    ready.recv().unwrap();
+    let out = a
+        .command(ipsla().get_program())
+        .args(["probe", "path-echo", "10.77.3.2", "--max-hops", "4", "--timeout", "1s", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(liar.join().unwrap(), 3);
+    let d = json_of(&out);
+    assert_eq!(d["path"], json!(["10.77.0.2", "10.77.1.2", "10.77.2.2", "10.77.3.2"]), "{d}");
+    assert_eq!(d["unmatched"], 1, "{d}");
+    assert_eq!((&d["return_code"], &d["hops"][3]["loss"]["lost"]), (&json!("ok"), &json!(0)));
+    sysctl(a, "net.ipv4.ping_group_range", "1 0");
 
     // failures say why: R3 ignores echoes and is beyond max_hops 2; R1 has no route to 10.77.9.9
     let probe = |args: &[&str]| {
