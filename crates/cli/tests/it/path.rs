@@ -9,7 +9,7 @@
 //! R3 ignores echo requests (`icmp_echo_ignore_all`): a hop that answers discovery but loses
 //! every echo, a known loss without iptables.
 
-use crate::common::{AgentToml, InProcess, Op, PATIENCE, Reaction, alone, ipsla, shared, wait_some};
+use crate::common::{AgentToml, InProcess, Op, PATIENCE, Reaction, alone, ipsla, wait_some};
 use ipsla_lab::{Dir, Host, Impairment, Lab, LinkConfig};
 use serde_json::{Value, json};
 use std::process::Stdio;
@@ -23,7 +23,7 @@ fn json_of(out: &std::process::Output) -> Value {
 
 #[test]
 fn path_echo_and_jitter_to_loopback_are_one_hop() {
-    let _machine = shared();
+    let _machine = crate::common::shared();
     let out = ipsla().args(["probe", "path-echo", "127.0.0.1", "--json"]).output().unwrap();
     let d = json_of(&out);
     assert_eq!(d["operation"], "path-echo");
@@ -50,7 +50,7 @@ fn path_echo_and_jitter_to_loopback_are_one_hop() {
 
 #[test]
 fn path_keys_are_checked() {
-    let _machine = shared();
+    let _machine = crate::common::shared();
     let out = ipsla().args(["probe", "path-echo", "127.0.0.1", "--max-hops", "0"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -247,7 +247,7 @@ fn three_routers_hops_loss_and_a_path_change() {
 
 #[test]
 fn the_agent_stores_exports_and_compares_paths() {
-    let _machine = shared();
+    let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let cfg = AgentToml::new().http(0).store(&dir.path().join("store.db")).operation(
         Op::new("path-jitter", "127.0.0.1")
