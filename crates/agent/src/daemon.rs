@@ -782,7 +782,16 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
             };
             sh.write_store("a completed run", |s| s.insert_run(&record));
             sh.metrics.observe(&def, &out.result, &out.detail);
-            sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)))
+            let mut outputs = sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)));
+            if let Ok(v) = &mut outputs {
+                // the new path is in this run's detail, which the engine does not see
+                v.retain(|o| {
+                    let Output::PathChange { op } = *o else { return true };
+                    path_change(sh, op, &out.detail);
+                    false
+                });
+            }
+            outputs
         }
         Err(e) => {
             tracing::warn!(op = id, error = %ipsla_core::error::Chain(e), "run could not start");
@@ -791,6 +800,17 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
     };
     carry_out(sh, outputs.unwrap_or_default());
     sh.wake.notify_one();
+}
+
+/// Logs and stores that `op`'s path changed, with the new path from the run's `detail`.
+fn path_change(sh: &Shared, op: u32, detail: &crate::ops::Detail) {
+    let path = detail.get("path").and_then(|p| p.as_array()).map_or_else(String::new, |hops| {
+        hops.iter().map(|h| h.as_str().unwrap_or("*")).collect::<Vec<_>>().join(" -> ")
+    });
+    let text = format!("IP SLAs({op}): path changed, now {path}");
+    tracing::warn!(target: "ipsla::path", op, "{text}");
+    let e = StoredEvent::new(EventSubject::Path(op), wall_ns(), "pathChange", true, None, text);
+    sh.write_store("an event", |s| s.insert_event(&e));
 }
 
 /// The level a reaction's IOS line is logged at: a threshold crossed (or a timeout, a connection
@@ -845,6 +865,8 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
                     f.update(states);
                 }
             }
+            // run_job stores it with the new path, which only the run's detail has
+            Output::PathChange { op } => path_change(sh, op, &crate::ops::Detail::new()),
         }
     }
 }

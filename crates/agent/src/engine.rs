@@ -77,6 +77,11 @@ pub enum Output {
     Track(Changed),
     /// Every track's state after a change, for the route failover.
     TrackStates(BTreeMap<u32, bool>),
+    /// A path operation found a different path than in its previous run.
+    PathChange {
+        /// The operation.
+        op: u32,
+    },
 }
 
 /// What a reload did to the operations.
@@ -203,6 +208,9 @@ impl Engine {
             o.successes += 1;
         } else {
             o.failures += 1;
+        }
+        if r.path_changed == Some(true) {
+            out.push(Output::PathChange { op: id });
         }
         let events: Vec<ReactionEvent> = o.reactions.iter_mut().filter_map(|x| x.observe(r)).collect();
         let triggers = o.def.triggers.clone();

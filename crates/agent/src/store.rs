@@ -183,7 +183,7 @@ impl PlotColumn {
 /// track, the other null (a track number is not an operation number).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
-    /// Operation number (kind "reaction"), else null.
+    /// Operation number (kinds "reaction" and "path"), else null.
     pub op: Option<u32>,
     /// Track number (kind "track"), else null.
     pub track: Option<u32>,
@@ -191,7 +191,7 @@ pub struct StoredEvent {
     pub time: String,
     /// When, ns since the Unix epoch.
     pub time_ns: i64,
-    /// "reaction" or "track".
+    /// "reaction", "track" or "path" (a path operation's path changed).
     pub kind: String,
     /// Element keyword.
     pub element: String,
@@ -216,6 +216,7 @@ impl StoredEvent {
         let (op, track, kind) = match subject {
             EventSubject::Operation(id) => (Some(id), None, "reaction"),
             EventSubject::Track(id) => (None, Some(id), "track"),
+            EventSubject::Path(id) => (Some(id), None, "path"),
         };
         StoredEvent {
             op,
@@ -243,6 +244,8 @@ pub enum EventSubject {
     Operation(u32),
     /// This track.
     Track(u32),
+    /// The path of this path operation changed.
+    Path(u32),
 }
 
 /// ns since the Unix epoch as RFC 3339 UTC, with `format`'s resolution.
@@ -820,7 +823,11 @@ impl Store {
             .prepare("SELECT op, time_ns, kind, element, occurred, value, text FROM events ORDER BY time_ns DESC, id DESC LIMIT ?1")?;
         st.query_map(params![limit], |r| {
             let (id, kind): (u32, String) = (r.get(0)?, r.get(2)?);
-            let subject = if kind == "track" { EventSubject::Track(id) } else { EventSubject::Operation(id) };
+            let subject = match kind.as_str() {
+                "track" => EventSubject::Track(id),
+                "path" => EventSubject::Path(id),
+                _ => EventSubject::Operation(id),
+            };
             Ok(StoredEvent::new(subject, r.get(1)?, &r.get::<_, String>(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
         })?
         .collect()
@@ -830,6 +837,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_keep_their_kind_and_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db")).unwrap();
+        let text = "IP SLAs(7): path changed, now 10.77.0.2 -> * -> 10.77.3.2".to_string();
+        s.insert_event(&StoredEvent::new(EventSubject::Path(7), 1_000, "pathChange", true, None, text.clone()))
+            .unwrap();
+        s.insert_event(&StoredEvent::new(EventSubject::Track(7), 2_000, "state", true, Some(0.0), "t".into())).unwrap();
+        s.insert_event(&StoredEvent::new(EventSubject::Operation(7), 3_000, "rtt", false, Some(1.5), "r".into()))
+            .unwrap();
+        let e = s.events(10).unwrap();
+        let got: Vec<(&str, Option<u32>, Option<u32>)> = e.iter().map(|e| (e.kind.as_str(), e.op, e.track)).collect();
+        assert_eq!(got, vec![("reaction", Some(7), None), ("track", None, Some(7)), ("path", Some(7), None)]);
+        assert_eq!((e[2].element.as_str(), e[2].value, &e[2].text), ("pathChange", None, &text));
+    }
 
     #[test]
     fn plot_columns_take_delays_only_from_runs_that_measured() {

@@ -207,7 +207,7 @@ const SECTIONS: &[Section] = &[
             (
                 "element",
                 "text",
-                "rtt, jitterAvg, jitterSDAvg, jitterDSAvg, packetLossSD, packetLossDS, packetMIA, packetLateArrival, packetOutOfSequence, packetLoss, mos, icpif, latencySDAvg, latencyDSAvg, timeout, connectionLoss, verifyError.",
+                "rtt, jitterAvg, jitterSDAvg, jitterDSAvg, packetLossSD, packetLossDS, packetMIA, packetLateArrival, packetOutOfSequence, packetLoss, mos, icpif, latencySDAvg, latencyDSAvg, timeout, connectionLoss, verifyError, pathChange (path-echo and path-jitter).",
             ),
             (
                 "threshold_type",

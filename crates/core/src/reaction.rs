@@ -58,6 +58,8 @@ pub enum Element {
     ConnectionLoss,
     /// A reply did not match what was sent (`verifyError`).
     VerifyError,
+    /// The path differs from the previous run's (`pathChange`; path-echo and path-jitter).
+    PathChange,
 }
 
 impl Element {
@@ -81,6 +83,7 @@ impl Element {
             Element::Timeout => "timeout",
             Element::ConnectionLoss => "connectionLoss",
             Element::VerifyError => "verifyError",
+            Element::PathChange => "pathChange",
         }
     }
 
@@ -91,7 +94,7 @@ impl Element {
 
     /// Boolean elements take no threshold values.
     pub fn is_boolean(self) -> bool {
-        matches!(self, Element::Timeout | Element::ConnectionLoss | Element::VerifyError)
+        matches!(self, Element::Timeout | Element::ConnectionLoss | Element::VerifyError | Element::PathChange)
     }
 
     fn lower_is_worse(self) -> bool {
@@ -99,9 +102,10 @@ impl Element {
     }
 
     /// Whether the element applies to an operation with these properties (IOS refuses the rest:
-    /// "Invalid react option for the Probe type configured").
-    pub fn applies(self, jitter: bool, voice: bool) -> bool {
+    /// "Invalid react option for the Probe type configured"); `path`: it discovers a path.
+    pub fn applies(self, jitter: bool, voice: bool, path: bool) -> bool {
         match self {
+            Element::PathChange => path,
             Element::Mos | Element::Icpif => voice,
             Element::JitterAvg
             | Element::JitterSdAvg
@@ -162,12 +166,13 @@ impl Element {
             )),
             Element::ConnectionLoss => flag(matches!(r.return_code, ReturnCode::NoConnection | ReturnCode::Error)),
             Element::VerifyError => flag(r.return_code == ReturnCode::VerifyError),
+            Element::PathChange => r.path_changed.and_then(flag),
         }
     }
 }
 
 /// Every element.
-pub const ALL_ELEMENTS: [Element; 17] = [
+pub const ALL_ELEMENTS: [Element; 18] = [
     Element::Rtt,
     Element::JitterAvg,
     Element::JitterSdAvg,
@@ -185,6 +190,7 @@ pub const ALL_ELEMENTS: [Element; 17] = [
     Element::Timeout,
     Element::ConnectionLoss,
     Element::VerifyError,
+    Element::PathChange,
 ];
 
 /// `threshold-type`.
@@ -481,7 +487,35 @@ mod tests {
         assert!(feed(&mut r, &[1e9; 5]).is_empty());
         assert_eq!(Element::from_keyword("JITTERdsAVG"), Some(Element::JitterDsAvg));
         assert_eq!(Element::from_keyword("nope"), None);
-        assert!(!Element::Mos.applies(true, false), "mos needs a codec");
-        assert!(!Element::PacketLossSd.applies(false, false), "loss SD needs a jitter operation");
+        assert!(!Element::Mos.applies(true, false, false), "mos needs a codec");
+        assert!(!Element::PacketLossSd.applies(false, false, false), "loss SD needs a jitter operation");
+        assert_eq!(Element::from_keyword("pathchange"), Some(Element::PathChange));
+        assert!(Element::PathChange.applies(false, false, true));
+        assert!(!Element::PathChange.applies(true, true, false), "only the path operations have a path");
+    }
+
+    #[test]
+    fn path_change_occurs_on_a_changed_path_and_clears_on_a_steady_one() {
+        use crate::ops::{OperationResult, Precision};
+        let run = |changed: Option<bool>| OperationResult {
+            path_changed: changed,
+            ..OperationResult::new(ReturnCode::Ok, Default::default(), Precision::Us)
+        };
+        let mut r = Reaction::new(ReactionConfig {
+            element: Element::PathChange,
+            threshold_type: ThresholdType::Immediate,
+            rising: 0.0,
+            falling: 0.0,
+            action: Action::Alert,
+        });
+        // the first run has nothing to compare with: no value, no event
+        assert_eq!(Element::PathChange.value(&run(None)), None);
+        assert_eq!(r.observe(&run(None)), None);
+        assert_eq!(r.observe(&run(Some(false))), None);
+        let e = r.observe(&run(Some(true))).unwrap();
+        assert!(e.occurred);
+        assert_eq!(e.syslog(5), "%RTT-3-IPSLATHRESHOLD: IP SLAs(5): Threshold Occurred for pathChange");
+        assert_eq!(r.observe(&run(Some(true))), None, "only transitions are events");
+        assert_eq!(r.observe(&run(Some(false))).map(|e| e.occurred), Some(false));
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod clock;
 pub mod pacer;
+pub mod path;
 pub mod privilege;
 pub mod probe;
 mod reflect;

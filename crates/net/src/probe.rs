@@ -422,7 +422,7 @@ pub async fn tcp_framed_exchange(
 /// ICMP sockets send only echo requests.
 #[derive(Debug)]
 pub struct IcmpSocket {
-    sock: Socket,
+    pub(crate) sock: Socket,
     /// True for a raw socket (IPv4 raw sockets deliver the IP header; replies must be filtered).
     pub raw: bool,
     /// Receive stamp source.

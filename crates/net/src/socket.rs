@@ -211,6 +211,58 @@ pub fn drain_errqueue(
     }
 }
 
+/// An ICMP error the kernel queued for a datagram a socket sent (`IP_RECVERR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedIcmpError {
+    /// The ICMP type and code (ICMPv6 numbers when `v6`).
+    pub icmp_type: u8,
+    /// The ICMP code.
+    pub icmp_code: u8,
+    /// ICMPv6 (`SO_EE_ORIGIN_ICMP6`).
+    pub v6: bool,
+    /// Who sent the error (`SO_EE_OFFENDER`).
+    pub offender: Option<std::net::IpAddr>,
+    /// The destination of the datagram it is about (msg_name, ip(7)).
+    pub dest: SocketAddr,
+}
+
+/// Reads every ICMP error queued on `fd`'s error queue without blocking (transmit stamps, if
+/// any, are dropped), each to `each`.
+#[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
+pub fn drain_icmp_errors(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl FnMut(QueuedIcmpError)) {
+    let mut data = [0u8; 64];
+    // bounded: one per datagram sent, and a run sends few
+    for _ in 0..1024 {
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let Ok(msg) = socket::recvmsg::<SockaddrStorage>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(cmsg),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        ) else {
+            return;
+        };
+        let Some(dest) = msg.address.and_then(|a| sockaddr_to_std(&a)) else { continue };
+        let Ok(cmsgs) = msg.cmsgs() else { continue };
+        for c in cmsgs {
+            let (e, offender, v6) = match c {
+                ControlMessageOwned::Ipv4RecvErr(e, o) => (
+                    e,
+                    o.map(|a| std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))),
+                    false,
+                ),
+                ControlMessageOwned::Ipv6RecvErr(e, o) => {
+                    (e, o.map(|a| std::net::IpAddr::V6(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr))), true)
+                }
+                _ => continue,
+            };
+            if matches!(e.ee_origin, libc::SO_EE_ORIGIN_ICMP | libc::SO_EE_ORIGIN_ICMP6) {
+                each(QueuedIcmpError { icmp_type: e.ee_type, icmp_code: e.ee_code, v6, offender, dest });
+            }
+        }
+    }
+}
+
 fn sockaddr_to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         Some(SocketAddr::V4(std::net::SocketAddrV4::from(*v4)))

@@ -1,5 +1,7 @@
-//! ICMP messages the ICMP operations use: Echo (RFC 792 types 8/0, RFC 4443 types 128/129) and
-//! Timestamp (RFC 792 types 13/14).
+//! ICMP messages the ICMP operations use: Echo (RFC 792 types 8/0, RFC 4443 types 128/129),
+//! Timestamp (RFC 792 types 13/14), and the errors path discovery reads: Time Exceeded and
+//! Destination Unreachable (RFC 792 types 11/3, RFC 4443 types 3/1) with the datagram they quote
+//! ([`IcmpErrorRepr`]).
 //!
 //! Timestamps are ms since midnight UTC. IOS sets the most significant bit of the originate time
 //! (RFC 792's "non-standard time" flag, IOS icmp_jitter capture: `829f4ec9`); a Linux target answers
@@ -26,6 +28,117 @@ pub const ECHO_REPLY_V6: u8 = 129;
 pub const TIMESTAMP_REQUEST: u8 = 13;
 /// ICMPv4 Timestamp Reply.
 pub const TIMESTAMP_REPLY: u8 = 14;
+
+/// ICMPv4 Destination Unreachable (RFC 792).
+pub const DEST_UNREACHABLE_V4: u8 = 3;
+/// ICMPv4 Time Exceeded (RFC 792).
+pub const TIME_EXCEEDED_V4: u8 = 11;
+/// ICMPv6 Destination Unreachable (RFC 4443 §3.1).
+pub const DEST_UNREACHABLE_V6: u8 = 1;
+/// ICMPv6 Time Exceeded (RFC 4443 §3.3).
+pub const TIME_EXCEEDED_V6: u8 = 3;
+/// ICMPv4 Destination Unreachable code "port unreachable" (RFC 792): the target itself answered.
+pub const PORT_UNREACHABLE_V4: u8 = 3;
+/// ICMPv6 Destination Unreachable code "port unreachable" (RFC 4443 §3.1).
+pub const PORT_UNREACHABLE_V6: u8 = 4;
+/// IP protocol number of UDP (the quoted datagram of a path probe).
+pub const PROTO_UDP: u8 = 17;
+
+/// What an ICMP error says happened to the datagram it quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Its hop limit ran out at the sender of the error (RFC 792 type 11, RFC 4443 type 3).
+    TimeExceeded,
+    /// It could not be delivered; `code` as the error carried it (port unreachable: the
+    /// destination itself answered).
+    Unreachable {
+        /// The ICMP code (v4: RFC 792, v6: RFC 4443 §3.1).
+        code: u8,
+    },
+}
+
+/// The start of the datagram an ICMP error quotes: its addresses, protocol and the first four
+/// bytes of its transport header (source and destination port for UDP and TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quote {
+    /// Quoted source address.
+    pub src: core::net::IpAddr,
+    /// Quoted destination address.
+    pub dst: core::net::IpAddr,
+    /// Quoted protocol (IPv4 protocol, IPv6 next header).
+    pub protocol: u8,
+    /// Quoted transport source port.
+    pub src_port: u16,
+    /// Quoted transport destination port.
+    pub dst_port: u16,
+}
+
+/// A Time Exceeded or Destination Unreachable message, parsed: RFC 792 requires the quote to hold
+/// the IP header and at least 8 bytes of the datagram, RFC 4443 as much as fits; anything shorter
+/// is [`Error::Truncated`], a quoted header of the wrong version or length [`Error::Malformed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IcmpErrorRepr {
+    /// What happened.
+    pub kind: ErrorKind,
+    /// The datagram it is about.
+    pub quote: Quote,
+}
+
+impl IcmpErrorRepr {
+    /// Parses an ICMPv4 (`v6` false) or ICMPv6 error message (no outer IP header). Other message
+    /// types are [`Error::UnknownType`].
+    pub fn parse(icmp: &Icmp<&[u8]>, v6: bool) -> Result<IcmpErrorRepr> {
+        let kind = match (v6, icmp.msg_type()) {
+            (false, TIME_EXCEEDED_V4) | (true, TIME_EXCEEDED_V6) => ErrorKind::TimeExceeded,
+            (false, DEST_UNREACHABLE_V4) | (true, DEST_UNREACHABLE_V6) => ErrorKind::Unreachable { code: icmp.code() },
+            (_, t) => return Err(Error::UnknownType(u16::from(t))),
+        };
+        let q = icmp.payload();
+        let quote = if v6 { quote_v6(q)? } else { quote_v4(q)? };
+        Ok(IcmpErrorRepr { kind, quote })
+    }
+}
+
+fn quote_v4(q: &[u8]) -> Result<Quote> {
+    let first = *q.first().ok_or(Error::Truncated)?;
+    if first >> 4 != 4 {
+        return Err(Error::Malformed);
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < 20 {
+        return Err(Error::Malformed);
+    }
+    let l4 = q.get(ihl..ihl + 4).ok_or(Error::Truncated)?;
+    let addr = |at: usize| core::net::Ipv4Addr::new(q[at], q[at + 1], q[at + 2], q[at + 3]);
+    Ok(Quote {
+        src: addr(12).into(),
+        dst: addr(16).into(),
+        protocol: q[9],
+        src_port: be16(l4, 0),
+        dst_port: be16(l4, 2),
+    })
+}
+
+fn quote_v6(q: &[u8]) -> Result<Quote> {
+    const V6_HEADER: usize = 40;
+    let first = *q.first().ok_or(Error::Truncated)?;
+    if first >> 4 != 6 {
+        return Err(Error::Malformed);
+    }
+    let l4 = q.get(V6_HEADER..V6_HEADER + 4).ok_or(Error::Truncated)?;
+    let addr = |at: usize| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&q[at..at + 16]);
+        core::net::Ipv6Addr::from(a)
+    };
+    Ok(Quote {
+        src: addr(8).into(),
+        dst: addr(24).into(),
+        protocol: q[6],
+        src_port: be16(l4, 0),
+        dst_port: be16(l4, 2),
+    })
+}
 
 /// A zero-copy view of an ICMP message (no IP header).
 #[derive(Debug)]
@@ -171,6 +284,92 @@ mod tests {
         // odd length
         let n = emit_echo_request(&mut b, false, 1, 2, &[1, 2, 3]);
         assert!(Icmp::new_checked(&b[..n]).unwrap().checksum_ok());
+    }
+
+    /// A time exceeded from 10.0.12.2 about a UDP probe 10.0.1.1:40000 → 10.0.3.2:33434 (built as
+    /// a Linux router sends it: the quoted IP header and the whole UDP datagram).
+    fn time_exceeded_v4() -> Vec<u8> {
+        let mut m = vec![TIME_EXCEEDED_V4, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&hex::decode("4500002c1234000001117e3c0a0001010a000302").unwrap());
+        m.extend_from_slice(&hex::decode("9c40829a0018abcd").unwrap());
+        m.extend_from_slice(&[0xab; 16]);
+        let c = internet_checksum(&m);
+        put16(&mut m, 2, c);
+        m
+    }
+
+    #[test]
+    fn time_exceeded_quote() {
+        let m = time_exceeded_v4();
+        let p = Icmp::new_checked(&m[..]).unwrap();
+        assert!(p.checksum_ok());
+        let r = IcmpErrorRepr::parse(&p, false).unwrap();
+        assert_eq!(r.kind, ErrorKind::TimeExceeded);
+        assert_eq!(
+            r.quote,
+            Quote {
+                src: "10.0.1.1".parse().unwrap(),
+                dst: "10.0.3.2".parse().unwrap(),
+                protocol: PROTO_UDP,
+                src_port: 40000,
+                dst_port: 33434,
+            }
+        );
+        // port unreachable: same quote, the kind says the destination answered
+        let mut u = m.clone();
+        u[0] = DEST_UNREACHABLE_V4;
+        u[1] = PORT_UNREACHABLE_V4;
+        let r = IcmpErrorRepr::parse(&Icmp::new_checked(&u[..]).unwrap(), false).unwrap();
+        assert_eq!(r.kind, ErrorKind::Unreachable { code: 3 });
+    }
+
+    #[test]
+    fn error_quotes_are_checked() {
+        let m = time_exceeded_v4();
+        let parse = |b: &[u8], v6| IcmpErrorRepr::parse(&Icmp::new_checked(b).unwrap(), v6);
+        // RFC 792: IP header + 8 bytes; the ports need the first 4 of them, one short is truncated
+        assert_eq!(parse(&m[..8 + 20 + 4], false).unwrap().quote.dst_port, 33434);
+        assert_eq!(parse(&m[..8 + 20 + 3], false).unwrap_err(), Error::Truncated);
+        assert_eq!(parse(&m[..8], false).unwrap_err(), Error::Truncated);
+        // a quoted header claiming options that are not there
+        let mut o = m.clone();
+        o[8] = 0x4f;
+        assert_eq!(parse(&o[..8 + 24], false).unwrap_err(), Error::Truncated);
+        // an IHL below 5, or a v6 header under a v4 error
+        o[8] = 0x44;
+        assert_eq!(parse(&o, false).unwrap_err(), Error::Malformed);
+        o[8] = 0x60;
+        assert_eq!(parse(&o, false).unwrap_err(), Error::Malformed);
+        // echo replies and other types are not errors
+        let mut e = m.clone();
+        e[0] = ECHO_REPLY_V4;
+        assert_eq!(parse(&e, false).unwrap_err(), Error::UnknownType(0));
+        // v4 type numbers mean something else in ICMPv6 (3 is time exceeded, 11 unknown)
+        assert_eq!(parse(&m, true).unwrap_err(), Error::UnknownType(11));
+    }
+
+    #[test]
+    fn icmpv6_time_exceeded_quote() {
+        // RFC 4443 §3.3: type 3, code 0, 4 unused bytes, then as much of the packet as fits
+        let mut m = vec![TIME_EXCEEDED_V6, 0, 0, 0, 0, 0, 0, 0];
+        let src: core::net::Ipv6Addr = "fd00:1::1".parse().unwrap();
+        let dst: core::net::Ipv6Addr = "fd00:3::2".parse().unwrap();
+        m.extend_from_slice(&[0x60, 0, 0, 0, 0, 12, PROTO_UDP, 1]);
+        m.extend_from_slice(&src.octets());
+        m.extend_from_slice(&dst.octets());
+        m.extend_from_slice(&[0x9c, 0x40, 0x82, 0x9b, 0, 12, 0, 0, 1, 2, 3, 4]);
+        let r = IcmpErrorRepr::parse(&Icmp::new_checked(&m[..]).unwrap(), true).unwrap();
+        assert_eq!(r.kind, ErrorKind::TimeExceeded);
+        assert_eq!((r.quote.src, r.quote.dst), (src.into(), dst.into()));
+        assert_eq!((r.quote.protocol, r.quote.src_port, r.quote.dst_port), (PROTO_UDP, 40000, 33435));
+        assert_eq!(
+            IcmpErrorRepr::parse(&Icmp::new_checked(&m[..8 + 43]).unwrap(), true).unwrap_err(),
+            Error::Truncated
+        );
+        m[0] = DEST_UNREACHABLE_V6;
+        m[1] = PORT_UNREACHABLE_V6;
+        let r = IcmpErrorRepr::parse(&Icmp::new_checked(&m[..]).unwrap(), true).unwrap();
+        assert_eq!(r.kind, ErrorKind::Unreachable { code: PORT_UNREACHABLE_V6 });
     }
 
     #[test]

@@ -179,3 +179,56 @@ fn a_group_spreads_its_operations_over_the_period() {
     }
     assert_eq!(starts, vec![(1, 0), (2, 10), (3, 20), (1, 30), (2, 40), (3, 50)]);
 }
+
+#[test]
+fn a_changed_path_is_an_output_and_fires_path_change() {
+    let cfg = config(
+        r#"
+[[operation]]
+id = 4
+type = "path-echo"
+target = "127.0.0.1"
+[[operation.reaction]]
+element = "pathChange"
+threshold_type = "immediate"
+action = "alert"
+"#,
+    );
+    let t0 = Instant::now();
+    let mut e = engine(&cfg, t0);
+    let run = |changed: Option<bool>| OperationResult { path_changed: changed, ..result(ReturnCode::Ok, 1) };
+    let reaction = |o: &[Output]| {
+        o.iter()
+            .filter_map(|x| {
+                if let Output::Reaction { event, .. } = x {
+                    Some((event.element.keyword(), event.occurred))
+                } else {
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    // the first run has nothing to compare with; a steady path is nothing
+    assert_eq!(e.handle_result(t0, 4, Some(&run(None))), vec![]);
+    assert_eq!(e.handle_result(t0, 4, Some(&run(Some(false)))), vec![]);
+    let out = e.handle_result(t0, 4, Some(&run(Some(true))));
+    assert_eq!(out[0], Output::PathChange { op: 4 });
+    assert_eq!(reaction(&out), vec![("pathChange", true)]);
+    assert_eq!(e.op(4).unwrap().active_reactions(), vec!["pathChange"]);
+    // a second change is another path event, the reaction stays occurred (no new transition)
+    let out = e.handle_result(t0, 4, Some(&run(Some(true))));
+    assert_eq!(out, vec![Output::PathChange { op: 4 }]);
+    assert_eq!(reaction(&e.handle_result(t0, 4, Some(&run(Some(false))))), vec![("pathChange", false)]);
+    // an operation without a path refuses the element, as IOS does
+    let bad = AgentFile::parse(
+        "[[operation]]\ntype = \"icmp-echo\"\ntarget = \"127.0.0.1\"\n[[operation.reaction]]\nelement = \"pathChange\"\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        bad,
+        "operation[0].reaction[0].element: pathChange does not apply to this operation (Invalid react option for the Probe type configured)"
+    );
+}

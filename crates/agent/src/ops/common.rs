@@ -164,7 +164,7 @@ fn threshold_type(key: &str, s: &str) -> Result<ThresholdType> {
 }
 
 impl ReactionFile {
-    fn validate(&self, key: &str, jitter: bool, voice: bool) -> Result<ReactionConfig> {
+    fn validate(&self, key: &str, jitter: bool, voice: bool, path: bool) -> Result<ReactionConfig> {
         let element = Element::from_keyword(&self.element).ok_or_else(|| {
             ConfigError(format!(
                 "{key}.element: \"{}\" is not a reaction element; allowed: {}",
@@ -172,7 +172,7 @@ impl ReactionFile {
                 ALL_ELEMENTS.iter().map(|e| e.keyword()).collect::<Vec<_>>().join(", ")
             ))
         })?;
-        if !element.applies(jitter, voice) {
+        if !element.applies(jitter, voice, path) {
             return Err(ConfigError(format!(
                 "{key}.element: {} does not apply to this operation (Invalid react option for the Probe type configured)",
                 element.keyword()
@@ -552,7 +552,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
         .unwrap_or_default()
         .iter()
         .enumerate()
-        .map(|(i, r)| r.validate(&format!("{}[{i}]", f.key("reaction")), jitter, voice))
+        .map(|(i, r)| r.validate(&format!("{}[{i}]", f.key("reaction")), jitter, voice, kind.paths()))
         .collect::<Result<Vec<_>>>()?;
     Ok(OperationDef {
         id,

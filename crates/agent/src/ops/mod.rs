@@ -13,6 +13,7 @@ pub mod fields;
 mod http;
 mod icmp_echo;
 mod icmp_jitter;
+mod path;
 pub mod reference;
 mod stamp;
 mod tcp_connect;
@@ -26,6 +27,7 @@ pub use fields::{Fields, Flag, Key, Namer, Ty};
 pub use http::{Http, HttpDetail};
 pub use icmp_echo::IcmpEcho;
 pub use icmp_jitter::IcmpJitter;
+pub use path::{IcmpPath, PathDetail};
 pub use stamp::Stamp;
 pub use tcp_connect::TcpConnect;
 pub use twamp::Twamp;
@@ -46,6 +48,8 @@ pub static REGISTRY: &[&dyn Kind] = &[
     &tcp_connect::KIND,
     &icmp_echo::KIND,
     &icmp_jitter::KIND,
+    &path::ECHO,
+    &path::JITTER,
     &stamp::KIND,
     &twamp::KIND,
     &twamp_light::KIND,
@@ -114,6 +118,10 @@ pub trait Kind: Sync {
     /// validate. True for the others, whose target is resolved once when the configuration is read.
     fn resolves_target(&self) -> bool {
         true
+    }
+    /// True when its runs discover a path (the `pathChange` reaction applies).
+    fn paths(&self) -> bool {
+        false
     }
     /// Why this kind refuses a key other kinds take, when a plain "does not take" is not enough.
     fn refuses(&self, _key: &str) -> Option<&'static str> {

@@ -63,7 +63,7 @@ fn errors_name_the_key_and_the_choices() {
     let e = check("type = \"udp-echo\"\ntarget = \"127.0.0.1\"\npackets = 5", "operation[2]", 2).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "operation[2].packets: udp-echo does not take packets (only udp-jitter, icmp-jitter, stamp, twamp and twamp-light do)"
+        "operation[2].packets: udp-echo does not take packets (only udp-jitter, icmp-jitter, path-jitter, stamp, twamp and twamp-light do)"
     );
     let e = check("type = \"ftp\"\ntarget = \"127.0.0.1\"", "operation[3]", 3).unwrap_err().to_string();
     assert!(e.starts_with("operation[3].type: \"ftp\" is not an operation; allowed: udp-jitter, udp-echo"), "{e}");

@@ -20,6 +20,7 @@ mod ipv6;
 mod lab_truth;
 mod notify;
 mod packaging;
+mod path;
 mod privilege;
 mod probe;
 

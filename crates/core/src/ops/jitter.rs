@@ -271,6 +271,7 @@ impl JitterOp {
             } else {
                 self.cause.clone()
             },
+            path_changed: None,
         });
         self.phase = Phase::Done;
     }

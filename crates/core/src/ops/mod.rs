@@ -17,6 +17,7 @@ pub mod control;
 pub mod dns;
 pub mod echo;
 pub mod jitter;
+pub mod path;
 pub mod stamp;
 pub mod tcp;
 
@@ -26,7 +27,7 @@ use crate::voice::{Codec, MosModel, VoiceScore};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// What happened to one probe, at the moment it happened (ping's and irtt's per-reply lines).
@@ -325,6 +326,27 @@ pub enum Cause {
         /// The responder's control address.
         to: SocketAddr,
     },
+    /// Path discovery ended without an answer from the target: `hops` TTLs were tried and `last`
+    /// is the farthest hop that answered.
+    Unreached {
+        /// The target.
+        target: IpAddr,
+        /// The highest TTL tried.
+        hops: u8,
+        /// The farthest hop that answered, and its TTL.
+        last: Option<(u8, IpAddr)>,
+    },
+    /// A router on the path answered Destination Unreachable (not port unreachable) for the target.
+    PathUnreachable {
+        /// The target.
+        target: IpAddr,
+        /// The router's hop.
+        hop: u8,
+        /// The router.
+        router: IpAddr,
+        /// The ICMP code (v4: RFC 792, v6: RFC 4443).
+        code: u8,
+    },
     /// A control protocol failed in its own words (TWAMP-Control: no common mode, a refused
     /// session, a key that does not verify, ...).
     Control {
@@ -360,6 +382,18 @@ impl fmt::Display for Cause {
             Cause::ControlRejected { to } => write!(
                 f,
                 "the responder at {to} refused the control request: check its allowed sources, port range and authentication"
+            ),
+            Cause::Unreached { target, hops, last } => {
+                write!(f, "path discovery did not reach {target} within {hops} hops")?;
+                match last {
+                    Some((hop, a)) => write!(f, " (the farthest answer came from {a} at hop {hop})")?,
+                    None => write!(f, " (no hop answered)")?,
+                }
+                write!(f, ": is UDP to ports 33434 and up filtered on the way, or is max_hops too small?")
+            }
+            Cause::PathUnreachable { target, hop, router, code } => write!(
+                f,
+                "{router} at hop {hop} answered destination unreachable (code {code}) for {target}: check that router's route to it"
             ),
             Cause::Control { reason } | Cause::Service { reason } => f.write_str(reason),
         }
@@ -432,6 +466,10 @@ pub struct OperationResult {
     /// `samples`, the whole timeline of a run.
     #[serde(default)]
     pub lost: Vec<LostProbe>,
+    /// For the path operations: whether the path differs from the previous run's (`None` for the
+    /// other kinds, and for a path operation's first run, which has nothing to compare with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_changed: Option<bool>,
 }
 
 /// A probe no reply answered.
@@ -459,6 +497,7 @@ impl OperationResult {
             send_span_ns: 0,
             lost: Vec::new(),
             cause: None,
+            path_changed: None,
         }
     }
 
@@ -506,6 +545,7 @@ impl OperationResult {
                 _ => Vec::new(),
             },
             cause: None,
+            path_changed: None,
         }
     }
 }

@@ -367,6 +367,7 @@ impl StampOp {
                 .map(|(i, s)| LostProbe { seq: i as u32 + 1, t1: s.t1_kernel.unwrap_or(s.t1_wall).as_nanos() as i64 })
                 .collect(),
             cause,
+            path_changed: None,
         });
         self.done = true;
     }
