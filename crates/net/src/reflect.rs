@@ -16,7 +16,6 @@ use ipsla_core::ops::DeltaStats;
 use ipsla_wire::stamp::tlv::SyncSource;
 use ipsla_wire::time::ErrorEstimate;
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -24,29 +23,35 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
-/// Replies over which the T3 lead is the minimum delta.
+/// Replies whose stamp is taken before sampling starts ([`T3_SAMPLE_EVERY`]).
 const T3_WINDOW: usize = 64;
 /// Replies seen before the lead is applied: the first sends of a socket are slow (cold caches,
 /// first-use allocations) and a minimum over a few of them would push T3 past the departure.
 const T3_MIN_SAMPLES: usize = 16;
-/// Taken off the smallest delta: a reply that leaves faster than any of the window's (a new
-/// minimum, typically by a fraction of a µs) must still not get a T3 after its departure.
+/// Taken off the smallest delta: a reply that leaves faster than any before it (a new minimum,
+/// typically by a fraction of a µs) must still not get a T3 after its departure.
 const T3_MARGIN_NS: i64 = 1_000;
 
 /// Once the window is full, one reply in this many has its transmit stamp taken: each stamp costs
 /// the kernel a stamp message and us an error-queue read, which made a reply 20 % dearer when
-/// every reply had one (bench/RESULTS.md). The lead is the minimum over a window of them, so
-/// sampling changes how far back the window reaches, not what it measures.
+/// every reply had one (bench/RESULTS.md). The lead is the smallest delta ever seen, so sampling
+/// changes how often it can improve, not what it measures.
 pub(crate) const T3_SAMPLE_EVERY: u32 = 16;
 
 /// How much later than the userspace T3 reading the kernel stamps a reply leaving.
 #[derive(Debug, Default)]
 pub(crate) struct T3Calibration {
     enabled: bool,
-    deltas: VecDeque<i64>,
-    /// The smallest of the last deltas less a margin, ns, so that a calibrated T3 is not later
-    /// than the real departure (which would make an RTT read shorter than it is).
+    /// Stamps learnt from (up to [`T3_WINDOW`]: all that matters is whether the lead is warm
+    /// and whether sampling has started).
+    learnt: usize,
+    /// The smallest delta ever seen less a margin, ns, so that a calibrated T3 is not later than
+    /// the real departure (which would make an RTT read shorter than it is). Not the minimum of
+    /// the recent ones only: on a loaded machine every recent send can be slow, and the next fast
+    /// one would then leave before the T3 it carries (a loopback RTT read below 0).
     lead_ns: i64,
+    /// The smallest delta ever seen.
+    floor_ns: Option<i64>,
     /// Kernel transmit stamp − userspace T3 reading, over the replies whose stamp was taken (a
     /// self-diagnostic).
     pub(crate) tx_delta: DeltaStats,
@@ -60,32 +65,28 @@ pub(crate) type SharedCalibration = Rc<RefCell<T3Calibration>>;
 impl T3Calibration {
     /// A calibration that learns (always) and applies (when `enabled`) the send delay.
     pub(crate) fn shared(enabled: bool) -> SharedCalibration {
-        Rc::new(RefCell::new(T3Calibration {
-            enabled,
-            deltas: VecDeque::with_capacity(T3_WINDOW),
-            ..Default::default()
-        }))
+        Rc::new(RefCell::new(T3Calibration { enabled, ..Default::default() }))
     }
 
     /// What is added to a userspace T3 reading now, ns (0 when off).
     pub(crate) fn lead_ns(&self) -> i64 {
-        if self.enabled && self.deltas.len() >= T3_MIN_SAMPLES { self.lead_ns } else { 0 }
+        if self.enabled && self.learnt >= T3_MIN_SAMPLES { self.lead_ns } else { 0 }
     }
 
     /// Whether the next reply's stamp is wanted: every one until the window is full, then one in
     /// [`T3_SAMPLE_EVERY`] (counted over the replies of the sockets that share it).
     fn wants_stamp(&mut self) -> bool {
         self.replies = self.replies.wrapping_add(1);
-        self.deltas.len() < T3_WINDOW || self.replies.is_multiple_of(T3_SAMPLE_EVERY)
+        self.learnt < T3_WINDOW || self.replies.is_multiple_of(T3_SAMPLE_EVERY)
     }
 
     fn record(&mut self, delta_ns: i64) {
         self.tx_delta.add(delta_ns);
-        if self.deltas.len() == T3_WINDOW {
-            self.deltas.pop_front();
-        }
-        self.deltas.push_back(delta_ns.clamp(0, 1_000_000));
-        self.lead_ns = (self.deltas.iter().copied().min().unwrap_or(0) - T3_MARGIN_NS).max(0);
+        let d = delta_ns.clamp(0, 1_000_000);
+        self.learnt = (self.learnt + 1).min(T3_WINDOW);
+        let floor = self.floor_ns.map_or(d, |f| f.min(d));
+        self.floor_ns = Some(floor);
+        self.lead_ns = (floor - T3_MARGIN_NS).max(0);
     }
 }
 
@@ -248,7 +249,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lead_is_the_window_minimum_less_the_margin_once_warm() {
+    fn lead_is_the_smallest_delta_ever_less_the_margin_once_warm() {
         let c = T3Calibration::shared(true);
         let mut c = c.borrow_mut();
         // a slow first send, then 14 more: not applied yet
@@ -259,12 +260,16 @@ mod tests {
         assert_eq!(c.lead_ns(), 0, "fewer than {T3_MIN_SAMPLES} replies seen");
         c.record(5_000);
         assert_eq!(c.lead_ns(), 4_000, "min 5 µs less 1 µs");
-        // the slow one leaves the window; deltas are clamped to 0..=1 ms
+        // a loaded spell: every recent send is slow; the lead stays what the fastest one allows,
+        // so the next fast send does not leave before its T3
         for _ in 0..T3_WINDOW {
-            c.record(-50);
+            c.record(25_000);
         }
+        assert_eq!(c.lead_ns(), 4_000);
+        // deltas are clamped to 0..=1 ms
+        c.record(-50);
         assert_eq!(c.lead_ns(), 0);
-        assert_eq!(c.tx_delta.count, 16 + T3_WINDOW as u64);
+        assert_eq!(c.tx_delta.count, 16 + T3_WINDOW as u64 + 1);
         let off = T3Calibration::shared(false);
         for _ in 0..20 {
             off.borrow_mut().record(8_000);

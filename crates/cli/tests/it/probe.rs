@@ -371,16 +371,19 @@ fn a_silent_control_port_is_named_with_what_was_sent() {
     let port = silent.local_addr().unwrap().port();
     let (doc, stderr) =
         probe_failing(&["udp-jitter", "127.0.0.1", "--control-port", &port.to_string(), "--timeout", "300ms"]);
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let requests = std::iter::from_fn(|| silent.recv(&mut buf).ok()).count();
+    // three retries spread over the timeout; a loaded machine may get fewer out before it ends,
+    // and the reason counts what really left
+    assert!((1..=3).contains(&requests), "{requests} control requests");
     let why = format!(
-        "no answer from 127.0.0.1:{port} to 3 control requests in 300 ms: is a responder running there and allowed through?"
+        "no answer from 127.0.0.1:{port} to {requests} control request{} in 300 ms: is a responder running there and allowed through?",
+        if requests == 1 { "" } else { "s" }
     );
     assert_eq!(doc["return_code"], "no_connection");
     assert_eq!(doc["reason"], why.as_str());
     assert_eq!(stderr, format!("ipsla probe udp-jitter: {why}\n"));
-    silent.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 64];
-    let requests = std::iter::from_fn(|| silent.recv(&mut buf).ok()).count();
-    assert_eq!(requests, 3, "the three control requests the reason counts");
 }
 
 #[test]
