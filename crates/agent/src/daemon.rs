@@ -82,6 +82,8 @@ pub struct AgentFile {
     /// `[[alert]]`.
     #[serde(default)]
     pub alert: Vec<AlertFile>,
+    /// `[snmp]`: present = the agent serves CISCO-RTTMON-MIB through the host's SNMP master.
+    pub snmp: Option<crate::snmp::SnmpFile>,
 }
 
 /// A validated configuration.
@@ -111,6 +113,8 @@ pub struct AgentConfig {
     pub route_protocol: u8,
     /// Alert sinks.
     pub alerts: Vec<AlertDef>,
+    /// The SNMP subagent, when configured.
+    pub snmp: Option<crate::snmp::SnmpConfig>,
 }
 
 impl AgentFile {
@@ -163,6 +167,7 @@ impl AgentFile {
             route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
             operations,
             alerts: crate::alert::validate(&self.alert)?,
+            snmp: self.snmp.as_ref().map(crate::snmp::SnmpFile::validate).transpose()?,
         })
     }
 }
@@ -234,6 +239,8 @@ pub(crate) struct Shared {
     /// Set by every pass of the scheduler loop (see [`Agent::healthy`]).
     heartbeat_ms: AtomicU64,
     store_health: Mutex<StoreHealth>,
+    /// Counts stored runs and reloads: the SNMP subagent rebuilds its view when it moves.
+    generation: AtomicU64,
 }
 
 /// One operation's summary (`stored` counted in `store` when it could be locked).
@@ -380,6 +387,34 @@ impl Shared {
     }
 }
 
+/// What the SNMP subagent reads: each call takes and releases the locks it needs (the engine's,
+/// then the store's), on the blocking pool.
+impl crate::snmp::Source for Shared {
+    fn rows(&self) -> Option<Vec<crate::snmp::mib::Row>> {
+        let now = Instant::now();
+        let mut rows: Vec<crate::snmp::mib::Row> = {
+            let engine = self.engine.lock().ok()?;
+            engine.ops().map(|o| crate::snmp::snmp_row(o, now)).collect()
+        };
+        let store = self.store.lock().ok()?;
+        for r in &mut rows {
+            r.latest = store.latest(r.id).ok().flatten().and_then(|run| {
+                let doc = serde_json::from_value(run.report).ok()?;
+                Some(crate::snmp::mib::Latest { start_ns: run.start_ns, run: doc })
+            });
+        }
+        Some(rows)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn responder(&self) -> bool {
+        self.responder.is_some()
+    }
+}
+
 /// How long the scheduler may go without a pass before the agent counts as unhealthy. It passes
 /// at least once a second (`HEARTBEAT_TICK`) plus the locks it waits for; seconds without one
 /// mean a stuck lock or a dead task.
@@ -491,12 +526,17 @@ impl Agent {
             started: now,
             heartbeat_ms: AtomicU64::new(0),
             store_health: Mutex::new(StoreHealth::default()),
+            generation: AtomicU64::new(0),
         });
         let workers = Arc::new(Semaphore::new(cfg.workers));
-        let tasks = vec![
+        let mut tasks = vec![
             runtime.spawn(scheduler(shared.clone(), workers.clone())),
             runtime.spawn(crate::http::serve(shared.clone(), listener, shared.stop.clone())),
         ];
+        if let Some(snmp) = cfg.snmp.clone() {
+            let src: Arc<dyn crate::snmp::Source> = shared.clone();
+            tasks.push(runtime.spawn(crate::snmp::session::run(snmp, src, shared.stop.clone())));
+        }
         Ok((Agent { shared, runtime, tasks, workers, http }, report))
     }
 
@@ -569,6 +609,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         ("agent.store", cur.store != new.store),
         ("agent.workers", cur.workers != new.workers),
         ("responder", cur.responder_file != new.responder_file),
+        ("snmp", cur.snmp != new.snmp),
     ] {
         if differs {
             sum.needs_restart.push(key.into());
@@ -616,9 +657,10 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     {
         s.set_max_size(Some(new.store_max_size));
     }
-    let (http, store, workers, responder, responder_file) =
-        (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone());
-    *cur = AgentConfig { http, store, workers, responder, responder_file, ..new };
+    let (http, store, workers, responder, responder_file, snmp) =
+        (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone(), cur.snmp.clone());
+    *cur = AgentConfig { http, store, workers, responder, responder_file, snmp, ..new };
+    sh.generation.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         kept = sum.kept.len(),
         changed = ?sum.changed,
@@ -739,6 +781,7 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
                 history: def.history,
             };
             sh.write_store("a completed run", |s| s.insert_run(&record));
+            sh.generation.fetch_add(1, Ordering::Relaxed);
             sh.metrics.observe(&def, &out.result);
             sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)))
         }

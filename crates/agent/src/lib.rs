@@ -5,6 +5,7 @@
 //! - [`runner`]: a validated operation specification and one run of it (shared by `ipsla probe`
 //!   and the agent).
 //! - [`alert`]: `[[alert]]` sinks (webhook, exec hook) for reaction and track transitions.
+//! - [`snmp`]: CISCO-RTTMON-MIB over AgentX through the host's SNMP master agent.
 //! - [`api`]: the JSON documents of the HTTP API, served by the agent and read by `ipsla show`.
 
 pub mod alert;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod report;
 pub mod routes;
 pub mod runner;
+pub mod snmp;
 pub mod store;
 pub mod tracks;
 mod web;

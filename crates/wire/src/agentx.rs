@@ -133,7 +133,7 @@ impl Header {
             packet_id: u32_at(12),
             payload_len: u32_at(16),
         };
-        if h.payload_len % 4 != 0 || h.payload_len > MAX_PAYLOAD {
+        if !h.payload_len.is_multiple_of(4) || h.payload_len > MAX_PAYLOAD {
             return Err(Error::BadLength);
         }
         Ok(h)

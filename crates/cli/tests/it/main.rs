@@ -20,6 +20,7 @@ mod privilege;
 mod probe;
 mod prometheus;
 mod show;
+mod snmp;
 mod stamp;
 mod twamp;
 mod twamp_client;

@@ -1,0 +1,153 @@
+//! The SNMP subagent: CISCO-RTTMON-MIB over AgentX (RFC 2741), served through the host's SNMP
+//! master agent (net-snmp `snmpd` with `master agentx`), so that pollers that read IP SLA from
+//! Cisco routers (LibreNMS, Observium, Zabbix, Nagios `check_cisco_ip_sla`) read the agent
+//! unchanged. docs/snmp.md lists the objects and how each maps to the run document.
+//!
+//! - `[snmp]` ([`SnmpFile`] → [`SnmpConfig`]): where the master listens; off without the section.
+//! - [`mib`]: the objects, built from the operations and their latest stored runs into one
+//!   ordered [`mib::View`] (pure: tested on exact OIDs and values).
+//! - [`session`]: the AgentX session, a task on the agent's runtime stopped by its cancellation:
+//!   open, register `1.3.6.1.4.1.9.9.42`, answer Get/GetNext/GetBulk, refuse Sets, reconnect with
+//!   backoff when the master goes away. It reads the agent through [`Source`] on the blocking
+//!   pool and holds no lock across an await, so a slow or absent master never delays a run.
+
+pub mod mib;
+pub mod session;
+
+use crate::config::{ConfigError, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The default master socket (net-snmp's `agentXSocket` default).
+pub const DEFAULT_MASTER: &str = "unix:/var/agentx/master";
+
+/// `[snmp]` as written.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SnmpFile {
+    /// `unix:/PATH` or `tcp:ADDR:PORT` (default `unix:/var/agentx/master`).
+    pub agentx: Option<String>,
+}
+
+/// Where the master agent listens for subagents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Master {
+    /// A Unix stream socket.
+    Unix(PathBuf),
+    /// TCP.
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Master::Unix(p) => write!(f, "unix:{}", p.display()),
+            Master::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// `[snmp]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnmpConfig {
+    /// The master agent.
+    pub master: Master,
+}
+
+impl SnmpFile {
+    /// Validates the section; errors name `snmp.agentx` and the accepted forms.
+    pub fn validate(&self) -> Result<SnmpConfig> {
+        let text = self.agentx.as_deref().unwrap_or(DEFAULT_MASTER);
+        let bad = |why: &str| {
+            ConfigError(format!(
+                "snmp.agentx: \"{text}\" {why}; write unix:/PATH (as snmpd's agentXSocket, default {DEFAULT_MASTER}) or tcp:ADDRESS:PORT (e.g. tcp:127.0.0.1:705)"
+            ))
+        };
+        let master = if let Some(path) = text.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(bad("is not an absolute socket path"));
+            }
+            Master::Unix(PathBuf::from(path))
+        } else if let Some(addr) = text.strip_prefix("tcp:") {
+            Master::Tcp(addr.parse().map_err(|_| bad("is not an address:port"))?)
+        } else if text.starts_with('/') {
+            Master::Unix(PathBuf::from(text))
+        } else {
+            return Err(bad("is not a master address"));
+        };
+        Ok(SnmpConfig { master })
+    }
+}
+
+/// What the subagent reads from the agent. Called on the blocking pool: it may take the
+/// agent's locks and read the store, never while a session awaits.
+pub trait Source: Send + Sync + 'static {
+    /// The operations and their latest stored runs; `None` when the state cannot be read.
+    fn rows(&self) -> Option<Vec<mib::Row>>;
+    /// Changes whenever a run is stored or the configuration is reloaded: the view is rebuilt
+    /// only then (or once a second, for the life counters).
+    fn generation(&self) -> u64;
+    /// Whether the agent runs the responder.
+    fn responder(&self) -> bool;
+}
+
+/// One operation as the tables need it (its latest run is added from the store).
+pub(crate) fn snmp_row(o: &crate::engine::OpState, now: std::time::Instant) -> mib::Row {
+    let spec = &o.def.spec;
+    let kind = spec.op.kind();
+    let ms = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    mib::Row {
+        id: o.def.id,
+        kind: kind.name(),
+        tag: o.def.tag.clone(),
+        target: spec.target,
+        port: kind.default_port().map(|_| spec.port),
+        source: spec.sockets.source_ip,
+        source_port: spec.sockets.source_port,
+        tos: spec.sockets.tos.unwrap_or(0),
+        vrf: spec.sockets.vrf.clone(),
+        threshold_ms: ms(spec.threshold),
+        timeout_ms: ms(spec.timeout),
+        frequency_s: o.def.schedule.frequency.as_secs(),
+        control: spec.op.control_label() != "none",
+        train: spec.op.train().map(|(n, span)| (n, ms(span / n.max(1)) as u32)),
+        voice: spec.op.voice().map(|v| (v.codec, v.advantage)),
+        state: o.schedule.state(),
+        runs: o.schedule.runs,
+        life_left_s: o.schedule.time_to_live(now).map(|d| d.as_secs()),
+        latest: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: Option<&str>) -> std::result::Result<Master, String> {
+        SnmpFile { agentx: s.map(String::from) }.validate().map(|c| c.master).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn the_master_address_is_validated_naming_the_key() {
+        assert_eq!(v(None), Ok(Master::Unix("/var/agentx/master".into())));
+        assert_eq!(v(Some("tcp:127.0.0.1:705")), Ok(Master::Tcp("127.0.0.1:705".parse().unwrap())));
+        assert_eq!(v(Some("/run/agentx")), Ok(Master::Unix("/run/agentx".into())));
+        assert_eq!(
+            v(Some("tcp:localhost")).unwrap_err(),
+            "snmp.agentx: \"tcp:localhost\" is not an address:port; write unix:/PATH (as snmpd's agentXSocket, default unix:/var/agentx/master) or tcp:ADDRESS:PORT (e.g. tcp:127.0.0.1:705)"
+        );
+        assert!(
+            v(Some("unix:relative"))
+                .unwrap_err()
+                .starts_with("snmp.agentx: \"unix:relative\" is not an absolute socket path;")
+        );
+        assert!(
+            v(Some("udp:1.2.3.4:705"))
+                .unwrap_err()
+                .starts_with("snmp.agentx: \"udp:1.2.3.4:705\" is not a master address;")
+        );
+        let e = crate::daemon::AgentFile::parse("[snmp]\nagentx = \"tcp:127.0.0.1:705\"\nport = 1\n").unwrap_err().0;
+        assert!(e.contains("unknown field `port`"), "{e}");
+    }
+}
