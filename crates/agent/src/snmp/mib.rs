@@ -114,6 +114,8 @@ pub struct Row {
     pub train: Option<(u32, u32)>,
     /// Codec and advantage factor (codec udp-jitter).
     pub voice: Option<(Codec, u8)>,
+    /// `precision` (udp-jitter).
+    pub precision: Option<Precision>,
     /// Where it is in its life.
     pub state: OperState,
     /// Runs started.
@@ -294,7 +296,7 @@ impl View {
         // object noSuchObject
         for (entry, cols) in [
             ([&ctrl[..], &[1, 1]].concat(), &[2, 3, 4, 5, 6, 7, 8, 9, 12][..]),
-            ([&ctrl[..], &[2, 1]].concat(), &[1, 2, 5, 6, 7, 8, 9, 17, 18, 26, 27, 28, 30, 31]),
+            ([&ctrl[..], &[2, 1]].concat(), &[1, 2, 5, 6, 7, 8, 9, 17, 18, 26, 27, 28, 30, 31, 37]),
             ([&ctrl[..], &[9, 1]].concat(), &[5, 6, 7, 8, 9, 10, 11]),
             ([&ctrl[..], &[10, 1]].concat(), &[1, 2, 5, 6]),
             ([&latest_oper[..], &[2, 1]].concat(), &(1..=59).collect::<Vec<_>>()),
@@ -341,6 +343,10 @@ impl View {
             if let Some((packets, interval_ms)) = r.train {
                 v.cell(&t, 17, id, Value::Integer(interval_ms as i32));
                 v.cell(&t, 18, id, Value::Integer(packets as i32));
+            }
+            if let Some(p) = r.precision {
+                // rttMonEchoAdminPrecision: milliseconds(1), microseconds(2)
+                v.cell(&t, 37, id, Value::Integer(if p == Precision::Us { 2 } else { 1 }));
             }
             if let Some(vrf) = &r.vrf {
                 v.cell(&t, 26, id, Value::OctetString(vrf.clone().into_bytes()));

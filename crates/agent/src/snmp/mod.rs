@@ -113,6 +113,7 @@ pub(crate) fn snmp_row(o: &crate::engine::OpState, now: std::time::Instant) -> m
         control: spec.op.control_label() != "none",
         train: spec.op.train().map(|(n, span)| (n, ms(span / n.max(1)) as u32)),
         voice: spec.op.voice().map(|v| (v.codec, v.advantage)),
+        precision: spec.op_as::<crate::ops::UdpJitter>().map(|j| j.precision),
         state: o.schedule.state(),
         runs: o.schedule.runs,
         life_left_s: o.schedule.time_to_live(now).map(|d| d.as_secs()),
@@ -149,5 +150,15 @@ mod tests {
         );
         let e = crate::daemon::AgentFile::parse("[snmp]\nagentx = \"tcp:127.0.0.1:705\"\nport = 1\n").unwrap_err().0;
         assert!(e.contains("unknown field `port`"), "{e}");
+    }
+
+    #[test]
+    fn the_commented_example_is_valid() {
+        let example = include_str!("../../../../examples/agent.toml");
+        let start = example.find("\n# [snmp]").expect("examples/agent.toml has an [snmp] example");
+        let text: String =
+            example[start + 1..].lines().take(2).map(|l| l.trim_start_matches("# ")).collect::<Vec<_>>().join("\n");
+        let cfg = crate::daemon::AgentFile::parse(&text).unwrap().validate().unwrap();
+        assert_eq!(cfg.snmp, Some(SnmpConfig { master: Master::Unix("/var/agentx/master".into()) }));
     }
 }

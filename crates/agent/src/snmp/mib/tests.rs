@@ -23,6 +23,7 @@ fn row(id: u32, kind: &'static str) -> Row {
         control: true,
         train: None,
         voice: None,
+        precision: None,
         state: OperState::Active,
         runs: 3,
         life_left_s: None,
@@ -56,6 +57,7 @@ fn a_udp_jitter_row_is_served_at_the_mib_oids_in_the_mib_units() {
     let mut r = row(7, "udp-jitter");
     r.train = Some((10, 20));
     r.voice = Some((Codec::G711alaw, 5));
+    r.precision = Some(Precision::Ms);
     r.latest = latest(JITTER_RUN);
     let v = View::build(&[r], true, Some(UPTIME));
     let g = |s: &str| v.get(&oid(s));
@@ -83,6 +85,7 @@ fn a_udp_jitter_row_is_served_at_the_mib_oids_in_the_mib_units() {
     assert_eq!(g(&format!("{ctrl}.2.1.18.7")), Value::Integer(10));
     assert_eq!(g(&format!("{ctrl}.2.1.27.7")), Value::Integer(2));
     assert_eq!(g(&format!("{ctrl}.2.1.31.7")), Value::Integer(5));
+    assert_eq!(g(&format!("{ctrl}.2.1.37.7")), Value::Integer(1)); // milliseconds
     assert_eq!(g(&format!("{ctrl}.2.1.6.7")), Value::NoSuchInstance); // no source-ip configured
     // rttMonCtrlOperTable: NumRtts, RttLife forever, State active(6), no timeout
     assert_eq!(g(&format!("{ctrl}.9.1.8.7")), Value::Integer(3));
