@@ -33,6 +33,7 @@ static VIEW: LazyLock<View> = LazyLock::new(|| {
         runs: 1,
         life_left_s: None,
         latest: None,
+        hours: Vec::new(),
     };
     View::build(&[row(1, "udp-jitter"), row(2, "icmp-echo"), row(3, "stamp")], true, None)
 });

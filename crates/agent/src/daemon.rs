@@ -402,6 +402,9 @@ impl crate::snmp::Source for Shared {
                 let doc = serde_json::from_value(run.report).ok()?;
                 Some(crate::snmp::mib::Latest { start_ns: run.start_ns, run: doc })
             });
+            if r.kind == "udp-jitter" {
+                r.hours = store.aggregates(r.id).unwrap_or_default();
+            }
         }
         Some(rows)
     }

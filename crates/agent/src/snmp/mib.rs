@@ -124,6 +124,8 @@ pub struct Row {
     pub life_left_s: Option<u64>,
     /// The latest stored run.
     pub latest: Option<Latest>,
+    /// The stored hourly aggregates, oldest first (udp-jitter: rttMonJitterStatsTable).
+    pub hours: Vec<crate::store::HourAggregate>,
 }
 
 /// The latest stored run: when it started and the fields of its document the tables read.
@@ -285,6 +287,7 @@ impl View {
         let appl = [RTTMON, &[1, 1]].concat();
         let ctrl = [RTTMON, &[1, 2]].concat();
         let latest_oper = [RTTMON, &[1, 5]].concat();
+        let stats = [RTTMON, &[1, 3]].concat();
         v.scalar(&appl, 1, Value::OctetString(version_text().into_bytes()));
         v.scalar(&appl, 13, truth(responder));
         // rttMonApplSupportedRttTypesValid.<RttMonRttType>
@@ -300,6 +303,7 @@ impl View {
             ([&ctrl[..], &[9, 1]].concat(), &[5, 6, 7, 8, 9, 10, 11]),
             ([&ctrl[..], &[10, 1]].concat(), &[1, 2, 5, 6]),
             ([&latest_oper[..], &[2, 1]].concat(), &(1..=59).collect::<Vec<_>>()),
+            ([&stats[..], &[5, 1]].concat(), &(2..=69).collect::<Vec<_>>()),
         ] {
             v.column(&entry, cols);
         }
@@ -397,6 +401,10 @@ impl View {
                 if let Some(l) = &r.latest {
                     v.jitter_row(&t, id, &l.run);
                 }
+                if let Some(up) = uptime {
+                    let unit = if r.precision == Some(Precision::Us) { 1.0 } else { 1000.0 };
+                    v.jitter_stats(&[&stats[..], &[5, 1]].concat(), id, &r.hours, unit, up);
+                }
             }
         }
         v
@@ -473,6 +481,93 @@ impl View {
             _ => {}
         }
         put(59, Some(Value::Gauge32(run.over_threshold)));
+    }
+
+    /// rttMonJitterStatsEntry per stored hour, indexed by (id, the hour's start as a TimeStamp).
+    /// Hours that began before the master started all stamp 0: only the newest of them is
+    /// served, so that an index names one hour.
+    fn jitter_stats(&mut self, t: &[u32], id: u32, hours: &[crate::store::HourAggregate], unit: f64, up: Uptime) {
+        let mut rows: BTreeMap<u32, &crate::store::HourAggregate> = BTreeMap::new();
+        for h in hours {
+            rows.insert(up.stamp(h.hour_start_s.saturating_mul(1_000_000_000)), h);
+        }
+        for (stamp, h) in rows {
+            let Some(j) = &h.jitter else { continue };
+            let mut put = |col: u32, v: Option<Value>| {
+                if let Some(v) = v {
+                    self.values.insert(Oid([t, &[col, id, stamp]].concat()), v);
+                }
+            };
+            let count = |n: u64| Some(Value::Counter32(n as u32));
+            let code = |c: &str| count(h.return_codes.get(c).copied().unwrap_or(0));
+            let low = |v: f64| Some(Value::Counter32(v.round().clamp(0.0, u64::MAX as f64) as u64 as u32));
+            let high = |v: f64| Some(Value::Counter32((v.round().clamp(0.0, u64::MAX as f64) as u64 >> 32) as u32));
+            let g = |v: Option<f64>| v.map(|us| gauge(us, unit));
+            put(2, count(h.completion_us.count));
+            put(3, code("over_threshold"));
+            put(4, count(j.rtt_us.count));
+            put(5, low(j.rtt_us.sum / unit));
+            put(66, high(j.rtt_us.sum / unit));
+            put(6, low(j.rtt_us.sum2 / (unit * unit)));
+            put(7, high(j.rtt_us.sum2 / (unit * unit)));
+            put(8, g(j.rtt_us.min));
+            put(9, g(j.rtt_us.max));
+            // Min, Max, Num, Sum, Sum2Low, Sum2High of positives then negatives, SD then DS
+            for (base, a) in [
+                (10, &j.jitter_sd_pos_us),
+                (16, &j.jitter_sd_neg_us),
+                (22, &j.jitter_ds_pos_us),
+                (28, &j.jitter_ds_neg_us),
+            ] {
+                put(base, g(a.min));
+                put(base + 1, g(a.max));
+                put(base + 2, count(a.count));
+                put(base + 3, low(a.sum / unit));
+                put(base + 4, low(a.sum2 / (unit * unit)));
+                put(base + 5, high(a.sum2 / (unit * unit)));
+            }
+            put(34, count(j.loss_sd));
+            put(35, count(j.loss_ds));
+            put(36, count(j.out_of_sequence));
+            put(37, count(j.loss_mia));
+            put(38, count(j.late));
+            put(39, code("error"));
+            // one-way delays: from runs whose clocks were in sync only
+            for (sum, sum2, min, max, new, sum_high, a) in
+                [(41, 42, 44, 45, 52, 67, &j.one_way_sd_us), (46, 47, 49, 50, 54, 68, &j.one_way_ds_us)]
+            {
+                if a.count == 0 {
+                    continue;
+                }
+                put(sum, low(a.sum / unit));
+                put(sum_high, high(a.sum / unit));
+                put(sum2, low(a.sum2 / (unit * unit)));
+                put(sum2 + 1, high(a.sum2 / (unit * unit)));
+                // the deprecated Counter32 columns and their Gauge32 replacements
+                put(min, a.min.map(|us| Value::Counter32((us / unit).round() as u32)));
+                put(max, a.max.map(|us| Value::Counter32((us / unit).round() as u32)));
+                put(new, g(a.min));
+                put(new + 1, g(a.max));
+            }
+            if j.one_way_sd_us.count > 0 {
+                put(51, count(j.one_way_sd_us.count));
+            }
+            put(56, j.mos_min.map(|m| Value::Gauge32((m * 100.0).round() as u32)));
+            put(57, j.mos_max.map(|m| Value::Gauge32((m * 100.0).round() as u32)));
+            put(58, j.icpif_min.map(Value::Gauge32));
+            put(59, j.icpif_max.map(Value::Gauge32));
+            // average |jitter| per direction and over both
+            let avg = |parts: &[&crate::store::AccUs]| {
+                let n: u64 = parts.iter().map(|a| a.count).sum();
+                (n > 0).then(|| parts.iter().map(|a| a.sum).sum::<f64>() / n as f64)
+            };
+            let (sd_pos, sd_neg, ds_pos, ds_neg) =
+                (&j.jitter_sd_pos_us, &j.jitter_sd_neg_us, &j.jitter_ds_pos_us, &j.jitter_ds_neg_us);
+            put(62, g(avg(&[sd_pos, sd_neg, ds_pos, ds_neg])));
+            put(63, g(avg(&[sd_pos, sd_neg])));
+            put(64, g(avg(&[ds_pos, ds_neg])));
+            put(69, count(j.over_threshold));
+        }
     }
 
     fn scalar(&mut self, group: &[u32], n: u32, value: Value) {

@@ -118,6 +118,7 @@ pub(crate) fn snmp_row(o: &crate::engine::OpState, now: std::time::Instant) -> m
         runs: o.schedule.runs,
         life_left_s: o.schedule.time_to_live(now).map(|d| d.as_secs()),
         latest: None,
+        hours: Vec::new(),
     }
 }
 

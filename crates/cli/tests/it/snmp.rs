@@ -21,6 +21,8 @@ const ECHO: &str = "1.3.6.1.4.1.9.9.42.1.2.2.1";
 const OPER: &str = "1.3.6.1.4.1.9.9.42.1.2.9.1";
 const LATEST: &str = "1.3.6.1.4.1.9.9.42.1.2.10.1";
 const JITTER: &str = "1.3.6.1.4.1.9.9.42.1.5.2.1";
+/// rttMonJitterStatsEntry.
+const STATS: &str = "1.3.6.1.4.1.9.9.42.1.3.5.1";
 
 /// `name`, on PATH or in /usr/sbin (where Debian puts snmpd).
 fn tool(name: &str) -> Option<PathBuf> {
@@ -231,6 +233,17 @@ fn snmpwalk_reads_the_rttmon_tables_with_the_apis_values_and_survives_a_master_r
     for col in [42, 43, 51, 33] {
         assert_eq!(at(format!("{JITTER}.{col}.1")), format!("absent: {JITTER}.{col}.1"));
     }
+    // the hour's jitter statistics, as /api/v1/operations/1/aggregated has them: one row, indexed
+    // (1, the hour's start as a TimeStamp: 0 unless the hour began after snmpd started)
+    let hours = api(http, "/api/v1/operations/1/aggregated");
+    assert_eq!(hours.as_array().unwrap().len(), 1, "{hours}");
+    let h = &hours[0]["jitter"];
+    let starts: Vec<&str> = rows.iter().filter_map(|(o, _)| o.strip_prefix(&format!("{STATS}.4.1."))).collect();
+    assert_eq!(starts.len(), 1, "{rows:#?}");
+    let stats = |col: u32| at(format!("{STATS}.{col}.1.{}", starts[0]));
+    assert_eq!(stats(4), format!("Counter32: {}", h["rtt_us"]["count"]), "{hours}");
+    assert_eq!(stats(34), format!("Counter32: {}", h["loss_sd"]));
+    assert_eq!(stats(8), format!("Gauge32: {}", units(&h["rtt_us"]["min"], unit)));
     // only udp-jitter has a jitter row
     assert!(!rows.iter().any(|(o, _)| o.starts_with(JITTER) && !o.ends_with(".1")), "{rows:#?}");
 

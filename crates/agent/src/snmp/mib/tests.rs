@@ -28,6 +28,7 @@ fn row(id: u32, kind: &'static str) -> Row {
         runs: 3,
         life_left_s: None,
         latest: None,
+        hours: Vec::new(),
     }
 }
 
@@ -257,4 +258,71 @@ fn getbulk_repeats_from_each_answer_and_stops_at_the_end_of_the_view() {
     assert_eq!(got, want);
     let get = answer(&v, &Pdu::Get(vec![range(&oid("1.3.6.1.4.1.9.9.42.1.2.1.1.6.1"))]));
     assert_eq!(get[0].value, Value::Integer(60));
+}
+
+fn hour(start_s: i64, rtt_count: u64) -> crate::store::HourAggregate {
+    use crate::store::{AccUs, HourAggregate, JitterAggregate};
+    let acc = |count, min, max, sum, sum2| AccUs {
+        count,
+        min: Some(min),
+        avg: Some(sum / count as f64),
+        max: Some(max),
+        sum,
+        sum2,
+    };
+    HourAggregate {
+        op: 1,
+        hour_start: String::new(),
+        hour_start_s: start_s,
+        runs: 3,
+        ok: 2,
+        failures: 1,
+        return_codes: [("ok".to_string(), 2), ("timeout".to_string(), 1)].into(),
+        completion_us: acc(2, 1000.0, 3000.0, 4000.0, 10_000_000.0),
+        distribution_interval_ms: 20,
+        distribution: Vec::new(),
+        jitter: Some(JitterAggregate {
+            sent: 30,
+            received: 20,
+            rtt_us: acc(rtt_count, 1400.0, 4600.0, 50_000.0, 140_000_000.0),
+            jitter_sd_pos_us: acc(9, 100.0, 1900.0, 4000.0, 5_000_000.0),
+            jitter_sd_neg_us: acc(9, 200.0, 1600.0, 4400.0, 5_000_000.0),
+            loss_sd: 4,
+            loss_ds: 6,
+            loss_mia: 0,
+            over_threshold: 2,
+            ..Default::default()
+        }),
+    }
+}
+
+#[test]
+fn jitter_stats_serve_each_stored_hour_indexed_by_its_start_as_the_masters_timestamp() {
+    let mut r = row(1, "udp-jitter");
+    // the master started 50 s before 1_800_000_000 s: hours before that stamp 0 (the newest kept)
+    r.hours = vec![hour(1_799_992_800, 5), hour(1_799_996_400, 20), hour(1_800_000_000, 30)];
+    let v = View::build(&[r], false, Some(UPTIME));
+    let st = "1.3.6.1.4.1.9.9.42.1.3.5.1";
+    let g = |col: u32, stamp: u32| v.get(&oid(&format!("{st}.{col}.1.{stamp}")));
+    // stamps: 0 for the hour that began before the master, 5000 for the one at its 50th second
+    assert_eq!(g(4, 0), Value::Counter32(20));
+    assert_eq!(g(4, 5_000), Value::Counter32(30));
+    assert_eq!(g(2, 5_000), Value::Counter32(2)); // Completions
+    assert_eq!(g(5, 5_000), Value::Counter32(50)); // RTTSum, ms
+    assert_eq!(g(6, 5_000), Value::Counter32(140)); // RTTSum2, ms²
+    assert_eq!(g(8, 5_000), Value::Gauge32(1)); // RTTMin 1.4 ms
+    assert_eq!(g(9, 5_000), Value::Gauge32(5)); // RTTMax 4.6 ms
+    assert_eq!(g(12, 5_000), Value::Counter32(9)); // NumOfPositivesSD
+    assert_eq!(g(13, 5_000), Value::Counter32(4)); // SumOfPositivesSD
+    assert_eq!(g(34, 5_000), Value::Counter32(4)); // PacketLossSD
+    assert_eq!(g(35, 5_000), Value::Counter32(6)); // PacketLossDS
+    assert_eq!(g(63, 5_000), Value::Gauge32(0)); // AvgJitterSD (4000 + 4400) / 18 µs
+    assert_eq!(g(69, 5_000), Value::Counter32(2)); // NumOverThresh
+    // no DS jitter, no one-way delay, no MOS in that hour: no instance
+    for col in [22, 41, 52, 56, 64] {
+        assert_eq!(g(col, 5_000), Value::NoSuchInstance, "column {col}");
+    }
+    // three hours stored, two served
+    let rows: Vec<_> = walk(&v).into_iter().filter(|n| n.starts_with(&oid(&format!("{st}.4")).0)).collect();
+    assert_eq!(rows, vec![oid(&format!("{st}.4.1.0")), oid(&format!("{st}.4.1.5000"))]);
 }
