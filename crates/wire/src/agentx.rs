@@ -648,6 +648,35 @@ mod tests {
         assert_eq!(r.oid(), Err(Error::Malformed));
     }
 
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i32>().prop_map(Value::Integer),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::OctetString),
+            any::<[u8; 4]>().prop_map(Value::IpAddress),
+            any::<u32>().prop_map(Value::Gauge32),
+            any::<u32>().prop_map(Value::Counter32),
+            any::<u32>().prop_map(Value::TimeTicks),
+            any::<u64>().prop_map(Value::Counter64),
+            proptest::collection::vec(any::<u32>(), 0..20).prop_map(|v| Value::ObjectIdentifier(Oid(v))),
+            Just(Value::NoSuchInstance),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_of_an_emitted_response_gives_its_varbinds_back(
+            vbs in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u32>(), 0..128), value()), 0..8),
+            error in proptest::prelude::any::<u16>(),
+        ) {
+            let vbs: Vec<VarBind> = vbs.into_iter().map(|(n, value)| VarBind { name: Oid(n), value }).collect();
+            let b = Emit::new(1, 2, 3).response(error, 1, &vbs);
+            let m = parse(&b).unwrap();
+            proptest::prop_assert_eq!(m.pdu, Pdu::Response { sys_uptime: 0, error, index: 1, varbinds: vbs });
+        }
+    }
+
     #[test]
     fn oids_order_as_snmp_orders_them() {
         let mut v = vec![oid("1.3.6.1.10"), oid("1.3.6.1.9.1"), oid("1.3.6.1.9"), oid("1.3.6.1.2.100")];

@@ -30,7 +30,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error(
-        "cannot connect to the master agent at {master} (snmp.agentx): {source}; is snmpd running with `master agentx` and `agentXSocket {master}`{perm}?"
+        "cannot connect to the master agent at {master} (snmp.agentx): {source}; check that snmpd runs with `master agentx` and `agentXSocket {master}`{perm}"
     )]
     Connect { master: Master, source: std::io::Error, perm: &'static str },
     #[error("the connection to the master agent at {master} failed: {source}")]
@@ -67,7 +67,7 @@ pub async fn run(cfg: SnmpConfig, src: Arc<dyn Source>, stop: CancellationToken)
                 if outage {
                     tracing::debug!(error = %e, "SNMP: still no AgentX session");
                 } else {
-                    tracing::warn!("SNMP: {e}; retrying every {} s at most", MAX_BACKOFF.as_secs());
+                    tracing::warn!("SNMP: {e}. Retrying, at least every {} s", MAX_BACKOFF.as_secs());
                     outage = true;
                 }
             }
@@ -152,7 +152,7 @@ async fn session(
     let master = &cfg.master;
     let mut s = connect(master).await.map_err(|source| {
         let perm = if source.kind() == std::io::ErrorKind::PermissionDenied {
-            ", and may this user open it (snmpd's agentXPerms)"
+            ", and that its agentXPerms let this user open the socket"
         } else {
             ""
         };
