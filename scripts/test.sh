@@ -17,7 +17,8 @@ df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 # ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
 # prometheus process (and promtool); the unit files are checked with systemd-analyze; the TWAMP
 # captures are decoded with tshark's dissectors; the web pages are loaded in headless Chromium; the SNMP
-# subagent is read through a real net-snmp master (snmpd) with snmpwalk/snmpget (snmp). Install
+# subagent is read through a real net-snmp master (snmpd) with snmpwalk/snmpget (snmp) and its traps
+# received by snmptrapd. Install
 # what is missing when we can (root with apt); without root those tests report themselves skipped.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -30,6 +31,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v lintian >/dev/null 2>&1 || need+=(lintian)
 command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need+=(snmpd)
 command -v snmpwalk >/dev/null 2>&1 || need+=(snmp)
+command -v snmptrapd >/dev/null 2>&1 || [ -x /usr/sbin/snmptrapd ] || need+=(snmptrapd)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   step "installing ${need[*]}"
   # packages such as prometheus start their service on install; the tests run their own process,

@@ -138,6 +138,18 @@ impl AgentFile {
             operations.push(d);
         }
         crate::group::apply(&self.group, &mut operations)?;
+        if self.snmp.is_none()
+            && let Some((i, j)) = operations.iter().enumerate().find_map(|(i, d)| {
+                d.reactions
+                    .iter()
+                    .position(|r| matches!(r.action, Action::Trap | Action::TrapAndTrigger))
+                    .map(|j| (i, j))
+            })
+        {
+            return Err(ConfigError(format!(
+                "operation[{i}].reaction[{j}].action: a trap is sent through the SNMP subagent; add an [snmp] section (docs/snmp.md) or use action = \"alert\""
+            )));
+        }
         for (i, d) in operations.iter().enumerate() {
             if let Some(t) = d.triggers.iter().find(|t| !ids.contains_key(t)) {
                 return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
@@ -241,6 +253,8 @@ pub(crate) struct Shared {
     store_health: Mutex<StoreHealth>,
     /// Counts stored runs and reloads: the SNMP subagent rebuilds its view when it moves.
     generation: AtomicU64,
+    /// Reaction transitions with a trap action, to the SNMP subagent (with `[snmp]`).
+    traps: Option<tokio::sync::mpsc::Sender<crate::snmp::Trap>>,
 }
 
 /// One operation's summary (`stored` counted in `store` when it could be locked).
@@ -514,6 +528,8 @@ impl Agent {
             metrics.declare(d);
         }
         let alerts = Alerts::start(runtime.handle(), cfg.alerts.clone(), &metrics);
+        // queued while the master is away; a full queue drops (and logs) rather than waits
+        let (traps, trap_queue) = tokio::sync::mpsc::channel(256);
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg.clone()),
             loader: Mutex::new(None),
@@ -530,6 +546,7 @@ impl Agent {
             heartbeat_ms: AtomicU64::new(0),
             store_health: Mutex::new(StoreHealth::default()),
             generation: AtomicU64::new(0),
+            traps: cfg.snmp.is_some().then_some(traps),
         });
         let workers = Arc::new(Semaphore::new(cfg.workers));
         let mut tasks = vec![
@@ -538,7 +555,7 @@ impl Agent {
         ];
         if let Some(snmp) = cfg.snmp.clone() {
             let src: Arc<dyn crate::snmp::Source> = shared.clone();
-            tasks.push(runtime.spawn(crate::snmp::session::run(snmp, src, shared.stop.clone())));
+            tasks.push(runtime.spawn(crate::snmp::session::run(snmp, src, trap_queue, shared.stop.clone())));
         }
         Ok((Agent { shared, runtime, tasks, workers, http }, report))
     }
@@ -805,6 +822,43 @@ fn reaction_level(e: &ipsla_core::reaction::ReactionEvent) -> tracing::Level {
     if e.occurred { tracing::Level::WARN } else { tracing::Level::INFO }
 }
 
+/// Hands a reaction transition to the SNMP subagent as a notification; without `[snmp]` it is
+/// logged once that no trap can be sent.
+fn send_trap(sh: &Shared, op: u32, e: &ipsla_core::reaction::ReactionEvent) {
+    let Some(tx) = &sh.traps else {
+        tracing::warn!(
+            op,
+            element = e.element.keyword(),
+            "reaction action trap: no SNMP trap sent, the configuration has no [snmp] section"
+        );
+        return;
+    };
+    let found = sh.engine.lock().ok().and_then(|engine| {
+        let o = engine.op(op)?;
+        let (i, r) =
+            o.def.reactions.iter().enumerate().find(|(_, r)| r.element == e.element && r.action == e.action)?;
+        Some(crate::snmp::Trap {
+            op,
+            config: i as u32 + 1,
+            tag: o.def.tag.clone(),
+            element: e.element,
+            occurred: e.occurred,
+            value: e.value,
+            rising: r.rising,
+            falling: r.falling,
+        })
+    });
+    if let Some(t) = found
+        && tx.try_send(t).is_err()
+    {
+        tracing::warn!(
+            op,
+            element = e.element.keyword(),
+            "SNMP: the trap queue (256) is full while the master agent is away; this notification is dropped"
+        );
+    }
+}
+
 /// Carries out the engine's decisions: logs (IOS syslog lines), stored events, metrics, alerts,
 /// the route failover.
 fn carry_out(sh: &Shared, outputs: Vec<Output>) {
@@ -813,13 +867,18 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
             Output::Busy { op } => tracing::info!(op, "busy: the previous run is still going, this one is skipped"),
             Output::Reaction { op, event: e } => {
                 let text = e.syslog(op);
-                if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
+                if matches!(e.action, Action::Alert | Action::AlertAndTrigger | Action::Trap | Action::TrapAndTrigger) {
                     if reaction_level(&e) == tracing::Level::WARN {
                         tracing::warn!(target: "ipsla::reaction", op, value = e.value, state = "occurred", "{text}");
                     } else {
                         tracing::info!(target: "ipsla::reaction", op, value = e.value, state = "cleared", "{text}");
                     }
+                }
+                if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
                     sh.alerts.send(AlertEvent::reaction(op, &e, wall_ns()));
+                }
+                if matches!(e.action, Action::Trap | Action::TrapAndTrigger) {
+                    send_trap(sh, op, &e);
                 }
                 sh.metrics.reaction(op, e.element.keyword(), e.occurred);
                 let stored = StoredEvent::new(

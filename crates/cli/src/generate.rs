@@ -214,7 +214,11 @@ const SECTIONS: &[Section] = &[
                 "[rising, falling]",
                 "The rising and falling thresholds, in the element's unit (default per element, as the MIB).",
             ),
-            ("action", "text", "none | alert | trigger | alert-and-trigger (default alert)."),
+            (
+                "action",
+                "text",
+                "none | alert | trigger | alert-and-trigger | trap | trap-and-trigger (default alert); trap: an SNMP notification through [snmp].",
+            ),
         ],
     ),
     (

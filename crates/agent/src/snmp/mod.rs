@@ -92,6 +92,78 @@ pub trait Source: Send + Sync + 'static {
     fn responder(&self) -> bool;
 }
 
+/// One reaction transition whose action is `trap` or `trap-and-trigger`, sent to the master as
+/// rttMonNotificationV2 (`1.3.6.1.4.1.9.9.42.2.0.8`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trap {
+    /// Operation id (rttMonCtrlAdminIndex).
+    pub op: u32,
+    /// The reaction's place in the operation's list, from 1 (rttMonReactConfigIndex).
+    pub config: u32,
+    /// `tag` (rttMonCtrlAdminLongTag).
+    pub tag: String,
+    /// What crossed (rttMonReactVar).
+    pub element: ipsla_core::reaction::Element,
+    /// Occurred or cleared (rttMonReactOccurred).
+    pub occurred: bool,
+    /// The value that crossed, in the element's unit (rttMonReactValue).
+    pub value: f64,
+    /// Thresholds (rttMonReactThresholdRising, rttMonReactThresholdFalling).
+    pub rising: f64,
+    /// See `rising`.
+    pub falling: f64,
+}
+
+/// `RttMonReactVar` (CISCO-RTTMON-TC-MIB) of a reaction element.
+pub fn react_var(e: ipsla_core::reaction::Element) -> i32 {
+    use ipsla_core::reaction::Element as E;
+    match e {
+        E::Rtt => 1,
+        E::JitterSdAvg => 2,
+        E::JitterDsAvg => 3,
+        E::PacketLossSd => 4,
+        E::PacketLossDs => 5,
+        E::Mos => 6,
+        E::Timeout => 7,
+        E::ConnectionLoss => 8,
+        E::VerifyError => 9,
+        E::JitterAvg => 10,
+        E::Icpif => 11,
+        E::PacketMia => 12,
+        E::PacketLateArrival => 13,
+        E::PacketOutOfSequence => 14,
+        E::LatencyDsAvg => 27,
+        E::LatencySdAvg => 28,
+        E::PacketLossPercent => 29,
+    }
+}
+
+impl Trap {
+    /// The Notify varbinds: snmpTrapOID.0, then the notification's objects with this
+    /// reaction's instance (rttMonHistoryCollectionAddress and rttMonEchoAdminLSPSelector, null
+    /// for these types, are left out).
+    pub fn varbinds(&self) -> Vec<ipsla_wire::agentx::VarBind> {
+        use ipsla_wire::agentx::{Oid, Value, VarBind};
+        let react = |col: u32| Oid([mib::RTTMON, &[1, 2, 19, 1, col, self.op, self.config]].concat());
+        let int = |v: f64| Value::Integer(v.round().clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32);
+        vec![
+            VarBind {
+                name: Oid(vec![1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0]),
+                value: Value::ObjectIdentifier(Oid([mib::RTTMON, &[2, 0, 8]].concat())),
+            },
+            VarBind {
+                name: Oid([mib::RTTMON, &[1, 2, 1, 1, 12, self.op]].concat()),
+                value: Value::OctetString(self.tag.chars().take(128).collect::<String>().into_bytes()),
+            },
+            VarBind { name: react(2), value: Value::Integer(react_var(self.element)) },
+            VarBind { name: react(10), value: Value::Integer(if self.occurred { 1 } else { 2 }) },
+            VarBind { name: react(9), value: int(self.value) },
+            VarBind { name: react(5), value: int(self.rising) },
+            VarBind { name: react(6), value: int(self.falling) },
+        ]
+    }
+}
+
 /// One operation as the tables need it (its latest run is added from the store).
 pub(crate) fn snmp_row(o: &crate::engine::OpState, now: std::time::Instant) -> mib::Row {
     let spec = &o.def.spec;
@@ -151,6 +223,50 @@ mod tests {
         );
         let e = crate::daemon::AgentFile::parse("[snmp]\nagentx = \"tcp:127.0.0.1:705\"\nport = 1\n").unwrap_err().0;
         assert!(e.contains("unknown field `port`"), "{e}");
+    }
+
+    #[test]
+    fn a_trap_is_rttmonnotificationv2_with_the_reactions_instance() {
+        use ipsla_core::reaction::Element;
+        use ipsla_wire::agentx::{Oid, Value};
+        let t = Trap {
+            op: 4,
+            config: 2,
+            tag: "edge".into(),
+            element: Element::Rtt,
+            occurred: false,
+            value: 162.6,
+            rising: 150.0,
+            falling: 100.0,
+        };
+        let got: Vec<(String, Value)> = t.varbinds().into_iter().map(|v| (v.name.to_string(), v.value)).collect();
+        let oid = |s: &str| Oid::parse(s).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("1.3.6.1.6.3.1.1.4.1.0".into(), Value::ObjectIdentifier(oid("1.3.6.1.4.1.9.9.42.2.0.8"))),
+                ("1.3.6.1.4.1.9.9.42.1.2.1.1.12.4".into(), Value::OctetString(b"edge".to_vec())),
+                ("1.3.6.1.4.1.9.9.42.1.2.19.1.2.4.2".into(), Value::Integer(1)),
+                ("1.3.6.1.4.1.9.9.42.1.2.19.1.10.4.2".into(), Value::Integer(2)),
+                ("1.3.6.1.4.1.9.9.42.1.2.19.1.9.4.2".into(), Value::Integer(163)),
+                ("1.3.6.1.4.1.9.9.42.1.2.19.1.5.4.2".into(), Value::Integer(150)),
+                ("1.3.6.1.4.1.9.9.42.1.2.19.1.6.4.2".into(), Value::Integer(100)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trap_action_needs_the_snmp_section() {
+        let op = "[[operation]]\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\n\
+                  [[operation.reaction]]\nelement = \"rtt\"\n\
+                  [[operation.reaction]]\nelement = \"timeout\"\nthreshold_type = \"immediate\"\naction = \"trap\"\n";
+        let e = crate::daemon::AgentFile::parse(op).unwrap().validate().unwrap_err().0;
+        assert_eq!(
+            e,
+            "operation[0].reaction[1].action: a trap is sent through the SNMP subagent; add an [snmp] section (docs/snmp.md) or use action = \"alert\""
+        );
+        let cfg = crate::daemon::AgentFile::parse(&format!("[snmp]\n{op}")).unwrap().validate().unwrap();
+        assert_eq!(cfg.operations[0].reactions[1].action, ipsla_core::reaction::Action::Trap);
     }
 
     #[test]

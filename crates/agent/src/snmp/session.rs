@@ -53,11 +53,16 @@ enum Ended {
 
 /// Runs sessions until `stop` is cancelled, reconnecting with backoff. One warning per outage
 /// (the cause, where, what to check); the attempts in between are logged at debug.
-pub async fn run(cfg: SnmpConfig, src: Arc<dyn Source>, stop: CancellationToken) {
+pub async fn run(
+    cfg: SnmpConfig,
+    src: Arc<dyn Source>,
+    mut traps: tokio::sync::mpsc::Receiver<super::Trap>,
+    stop: CancellationToken,
+) {
     let mut backoff = MIN_BACKOFF;
     let mut outage = false;
     loop {
-        match session(&cfg, &src, &stop, &mut outage).await {
+        match session(&cfg, &src, &mut traps, &stop, &mut outage).await {
             Ok(Ended::Stopped) => return,
             Ok(Ended::ByMaster(reason)) => {
                 tracing::warn!(master = %cfg.master, reason, "SNMP: the master agent closed the AgentX session; reconnecting");
@@ -146,6 +151,7 @@ async fn request(
 async fn session(
     cfg: &SnmpConfig,
     src: &Arc<dyn Source>,
+    traps: &mut tokio::sync::mpsc::Receiver<super::Trap>,
     stop: &CancellationToken,
     outage: &mut bool,
 ) -> Result<Ended, SessionError> {
@@ -169,12 +175,20 @@ async fn session(
     *outage = false;
     let io = |source| SessionError::Io { master: master.clone(), source };
     let mut cache = Cache::default();
+    let mut packet_id = 2u32;
     loop {
         let m = tokio::select! {
             _ = stop.cancelled() => {
-                let bye = Emit::new(session_id, 0, 3).close(close::SHUTDOWN);
+                let bye = Emit::new(session_id, 0, packet_id + 1).close(close::SHUTDOWN);
                 let _ = tokio::time::timeout(Duration::from_secs(1), s.write_all(&bye)).await;
                 return Ok(Ended::Stopped);
+            }
+            Some(t) = traps.recv() => {
+                // the master answers with a Response, read (and dropped) by the loop
+                packet_id = packet_id.wrapping_add(1);
+                let notify = Emit::new(session_id, 0, packet_id).notify(&t.varbinds());
+                s.write_all(&notify).await.map_err(io)?;
+                continue;
             }
             m = read_pdu(&mut s, master) => m?,
         };

@@ -2,10 +2,12 @@
 //! socket in a temporary folder) serves CISCO-RTTMON-MIB from the agent's AgentX subagent, and
 //! `snmpwalk` / `snmpbulkwalk` / `snmpget` (the `snmp` package) read it: each value equals the
 //! agent's own API for the same run, a timed-out run has no completion time, the walk is in
-//! strict OID order, and a restart of the master is survived.
+//! strict OID order, a restart of the master is survived, and a reaction whose action is `trap`
+//! reaches `snmptrapd` through the master.
 //!
 //! OIDs are numeric (CISCO-RTTMON-MIB is not shipped with the project). Skipped, with the reason
-//! printed, when `snmpd` or `snmpwalk` is missing (`scripts/test.sh` installs them with apt).
+//! printed, when `snmpd` or `snmpwalk` is missing, the trap part when `snmptrapd` is
+//! (`scripts/test.sh` installs them with apt).
 
 use crate::common::{AgentToml, InProcess, Killed, Op, Responder, api, free_udp, on_path, wait_some};
 use serde_json::Value;
@@ -38,7 +40,7 @@ struct Snmpd {
 impl Snmpd {
     /// Starts snmpd on 127.0.0.1:`port` with its AgentX socket at `socket`; `None` (and the
     /// reason printed) when net-snmp is not installed.
-    fn start(dir: &Path, port: u16, socket: &Path) -> Option<Snmpd> {
+    fn start(dir: &Path, port: u16, socket: &Path, trap_port: u16) -> Option<Snmpd> {
         let (Some(snmpd), Some(_)) = (tool("snmpd"), tool("snmpwalk")) else {
             eprintln!("skipped: no `snmpd` / `snmpwalk` (apt-get install snmpd snmp)");
             return None;
@@ -47,7 +49,8 @@ impl Snmpd {
         std::fs::write(
             &conf,
             format!(
-                "agentAddress udp:127.0.0.1:{port}\nmaster agentx\nagentXSocket {}\nrocommunity public 127.0.0.1\n",
+                "agentAddress udp:127.0.0.1:{port}\nmaster agentx\nagentXSocket {}\nrocommunity public 127.0.0.1\n\
+                 trap2sink 127.0.0.1:{trap_port} public\n",
                 socket.display()
             ),
         )
@@ -70,6 +73,44 @@ impl Snmpd {
         let s = Snmpd { _process: process, port };
         wait_some("snmpd's AgentX socket", Duration::from_secs(20), || socket.exists().then_some(()));
         Some(s)
+    }
+}
+
+/// net-snmp's trap receiver on 127.0.0.1:`port`, logging every notification (numeric OIDs) to
+/// a file; killed on drop.
+struct Snmptrapd {
+    _process: Killed,
+    log: PathBuf,
+}
+
+impl Snmptrapd {
+    fn start(dir: &Path, port: u16) -> Option<Snmptrapd> {
+        let Some(trapd) = tool("snmptrapd") else {
+            eprintln!("the trap part is skipped: no `snmptrapd` (apt-get install snmptrapd)");
+            return None;
+        };
+        let conf = dir.join("snmptrapd.conf");
+        std::fs::write(&conf, "disableAuthorization yes\n").unwrap();
+        let log = dir.join("traps.log");
+        let process = Killed(
+            Command::new(trapd)
+                .args(["-f", "-On", "-C", "-c"])
+                .arg(&conf)
+                .arg("-Lf")
+                .arg(&log)
+                .arg(format!("udp:127.0.0.1:{port}"))
+                .env("SNMP_PERSISTENT_DIR", dir.join("snmp-state"))
+                .env("MIBS", "")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        Some(Snmptrapd { _process: process, log })
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -111,8 +152,9 @@ fn snmpwalk_reads_the_rttmon_tables_with_the_apis_values_and_survives_a_master_r
     let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agentx");
-    let port = free_udp();
-    let Some(master) = Snmpd::start(dir.path(), port, &socket) else { return };
+    let (port, trap_port) = (free_udp(), free_udp());
+    let Some(master) = Snmpd::start(dir.path(), port, &socket, trap_port) else { return };
+    let trapd = Snmptrapd::start(dir.path(), trap_port);
     let (v1, hole) = (free_udp(), free_udp());
     // one run each in the test's time (frequency 60 s): the walk and the API see the same run
     let agent = InProcess::start(
@@ -144,7 +186,9 @@ fn snmpwalk_reads_the_rttmon_tables_with_the_apis_values_and_survives_a_master_r
                     .key("port", hole)
                     .key("control", "none")
                     .key("timeout", "200ms")
-                    .key("frequency", "60s"),
+                    .key("frequency", "60s")
+                    .key("tag", "dead port")
+                    .reaction(crate::common::Reaction::immediate("timeout", "trap")),
             ),
     );
     let http = agent.http();
@@ -250,7 +294,7 @@ fn snmpwalk_reads_the_rttmon_tables_with_the_apis_values_and_survives_a_master_r
     // the master restarts on the same socket: the subagent registers again by itself
     drop(master);
     let _ = std::fs::remove_file(&socket);
-    let master = Snmpd::start(dir.path(), port, &socket).unwrap();
+    let master = Snmpd::start(dir.path(), port, &socket, trap_port).unwrap();
     let again = wait_some("the tables after the master's restart", Duration::from_secs(60), || {
         Some(get1(master.port, &format!("{ADMIN}.4.1"))).filter(|v| v == "INTEGER: 9")
     });
@@ -260,4 +304,20 @@ fn snmpwalk_reads_the_rttmon_tables_with_the_apis_values_and_survives_a_master_r
     assert_eq!(after.len(), rows.len(), "{after:#?}");
     let ops = api(http, "/api/v1/operations");
     assert_eq!(ops.as_array().unwrap().len(), 4);
+
+    // operation 4's timeout reaction (action trap) reached snmptrapd through the master as
+    // rttMonNotificationV2 with the reaction's instance: rttMonReactVar timeout(7), occurred
+    if let Some(trapd) = trapd {
+        let text = wait_some("the reaction's trap at snmptrapd", Duration::from_secs(30), || {
+            Some(trapd.text()).filter(|t| t.contains("1.3.6.1.4.1.9.9.42.2.0.8"))
+        });
+        for line in [
+            ".1.3.6.1.6.3.1.1.4.1.0 = OID: .1.3.6.1.4.1.9.9.42.2.0.8",
+            ".1.3.6.1.4.1.9.9.42.1.2.1.1.12.4 = STRING: \"dead port\"",
+            ".1.3.6.1.4.1.9.9.42.1.2.19.1.2.4.1 = INTEGER: 7",
+            ".1.3.6.1.4.1.9.9.42.1.2.19.1.10.4.1 = INTEGER: 1",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
+    }
 }
