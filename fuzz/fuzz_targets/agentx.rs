@@ -34,6 +34,7 @@ static VIEW: LazyLock<View> = LazyLock::new(|| {
         life_left_s: None,
         latest: None,
         hours: Vec::new(),
+        reactions: Vec::new(),
     };
     View::build(&[row(1, "udp-jitter"), row(2, "icmp-echo"), row(3, "stamp")], true, None)
 });

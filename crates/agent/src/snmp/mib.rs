@@ -126,6 +126,8 @@ pub struct Row {
     pub latest: Option<Latest>,
     /// The stored hourly aggregates, oldest first (udp-jitter: rttMonJitterStatsTable).
     pub hours: Vec<crate::store::HourAggregate>,
+    /// Its reactions, in order (rttMonReactTable), and whether each holds now.
+    pub reactions: Vec<(ipsla_core::reaction::ReactionConfig, bool)>,
 }
 
 /// The latest stored run: when it started and the fields of its document the tables read.
@@ -304,6 +306,7 @@ impl View {
             ([&ctrl[..], &[10, 1]].concat(), &[1, 2, 5, 6]),
             ([&latest_oper[..], &[2, 1]].concat(), &(1..=59).collect::<Vec<_>>()),
             ([&stats[..], &[5, 1]].concat(), &(2..=69).collect::<Vec<_>>()),
+            ([&ctrl[..], &[19, 1]].concat(), &[2, 3, 4, 5, 6, 7, 8, 10, 11]),
         ] {
             v.column(&entry, cols);
         }
@@ -379,6 +382,43 @@ impl View {
             };
             v.cell(&t, 10, id, Value::Integer(state));
             v.cell(&t, 11, id, truth(code == Some(ReturnCode::VerifyError)));
+            // rttMonReactTable, indexed (id, the reaction's place from 1), as a trap names it
+            let t = [&ctrl[..], &[19, 1]].concat();
+            for (n, (c, occurred)) in r.reactions.iter().enumerate() {
+                use ipsla_core::reaction::{Action, ThresholdType};
+                let put = |v: &mut View, col: u32, value: Value| {
+                    v.values.insert(Oid([&t[..], &[col, id, n as u32 + 1]].concat()), value);
+                };
+                let (ttype, x, y) = match c.threshold_type {
+                    ThresholdType::Never => (1, None, None),
+                    ThresholdType::Immediate => (2, None, None),
+                    ThresholdType::Consecutive(n) => (3, Some(n), None),
+                    ThresholdType::XOfY(x, y) => (4, Some(x), Some(y)),
+                    ThresholdType::Average(n) => (5, Some(n), None),
+                };
+                // none(1), trapOnly(2), triggerOnly(3), trapAndTrigger(4): an alert is this
+                // agent's trap, as `show ip sla configuration` words it
+                let action = match c.action {
+                    Action::None => 1,
+                    Action::Alert | Action::Trap => 2,
+                    Action::Trigger => 3,
+                    Action::AlertAndTrigger | Action::TrapAndTrigger => 4,
+                };
+                let int = |f: f64| Value::Integer(f.round().clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32);
+                put(&mut v, 2, Value::Integer(crate::snmp::react_var(c.element)));
+                put(&mut v, 3, Value::Integer(ttype));
+                put(&mut v, 4, Value::Integer(action));
+                put(&mut v, 5, int(c.rising));
+                put(&mut v, 6, int(c.falling));
+                if let Some(x) = x {
+                    put(&mut v, 7, Value::Integer(i32::from(x)));
+                }
+                if let Some(y) = y {
+                    put(&mut v, 8, Value::Integer(i32::from(y)));
+                }
+                put(&mut v, 10, truth(*occurred));
+                put(&mut v, 11, Value::Integer(1));
+            }
             // rttMonLatestRttOperTable
             let t = [&ctrl[..], &[10, 1]].concat();
             let jitter_kind = r.kind == "udp-jitter";

@@ -191,6 +191,10 @@ pub(crate) fn snmp_row(o: &crate::engine::OpState, now: std::time::Instant) -> m
         life_left_s: o.schedule.time_to_live(now).map(|d| d.as_secs()),
         latest: None,
         hours: Vec::new(),
+        reactions: {
+            let active = o.active_reactions();
+            o.def.reactions.iter().map(|r| (*r, active.contains(&r.element.keyword()))).collect()
+        },
     }
 }
 

@@ -23,6 +23,8 @@ const ECHO: &str = "1.3.6.1.4.1.9.9.42.1.2.2.1";
 const OPER: &str = "1.3.6.1.4.1.9.9.42.1.2.9.1";
 const LATEST: &str = "1.3.6.1.4.1.9.9.42.1.2.10.1";
 const JITTER: &str = "1.3.6.1.4.1.9.9.42.1.5.2.1";
+/// rttMonReactEntry.
+const REACT: &str = "1.3.6.1.4.1.9.9.42.1.2.19.1";
 /// rttMonJitterStatsEntry.
 const STATS: &str = "1.3.6.1.4.1.9.9.42.1.3.5.1";
 
@@ -254,6 +256,11 @@ fn snmpwalk_reads_the_rttmon_tables_with_the_apis_values_and_survives_a_master_r
     assert_eq!(latest[3]["return_code"], "timeout");
     assert_eq!(get1(master.port, &format!("{LATEST}.1.4")), "No Such Instance currently exists at this OID");
     assert_eq!(at(format!("{OPER}.6.4")), "INTEGER: 1");
+    // its reaction row: timeout(7), immediate(2), trapOnly(2), occurred
+    assert_eq!(at(format!("{REACT}.2.4.1")), "INTEGER: 7");
+    assert_eq!(at(format!("{REACT}.3.4.1")), "INTEGER: 2");
+    assert_eq!(at(format!("{REACT}.4.4.1")), "INTEGER: 2");
+    assert_eq!(at(format!("{REACT}.10.4.1")), "INTEGER: 1");
 
     // the jitter row, column by column from the same document
     let j = &latest[0];

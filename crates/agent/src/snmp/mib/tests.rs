@@ -29,6 +29,7 @@ fn row(id: u32, kind: &'static str) -> Row {
         life_left_s: None,
         latest: None,
         hours: Vec::new(),
+        reactions: Vec::new(),
     }
 }
 
@@ -59,6 +60,14 @@ fn a_udp_jitter_row_is_served_at_the_mib_oids_in_the_mib_units() {
     r.train = Some((10, 20));
     r.voice = Some((Codec::G711alaw, 5));
     r.precision = Some(Precision::Ms);
+    let rtt = ipsla_core::reaction::ReactionConfig {
+        element: ipsla_core::reaction::Element::Rtt,
+        threshold_type: ipsla_core::reaction::ThresholdType::XOfY(3, 5),
+        rising: 150.0,
+        falling: 100.0,
+        action: ipsla_core::reaction::Action::Trap,
+    };
+    r.reactions = vec![(rtt, true)];
     r.latest = latest(JITTER_RUN);
     let v = View::build(&[r], true, Some(UPTIME));
     let g = |s: &str| v.get(&oid(s));
@@ -93,6 +102,10 @@ fn a_udp_jitter_row_is_served_at_the_mib_oids_in_the_mib_units() {
     assert_eq!(g(&format!("{ctrl}.9.1.9.7")), Value::Integer(i32::MAX));
     assert_eq!(g(&format!("{ctrl}.9.1.10.7")), Value::Integer(6));
     assert_eq!(g(&format!("{ctrl}.9.1.6.7")), Value::Integer(2));
+    // rttMonReactTable.7.1: rtt(1), xOfy(4), trapOnly(2), 150/100 ms, X 3 of Y 5, occurred, active
+    for (col, want) in [(2, 1), (3, 4), (4, 2), (5, 150), (6, 100), (7, 3), (8, 5), (10, 1), (11, 1)] {
+        assert_eq!(g(&format!("{ctrl}.19.1.{col}.7.1")), Value::Integer(want), "react column {col}");
+    }
     // rttMonLatestRttOperTable: 2500.6 µs → 3 ms; ok(1); 12.34 s after the master's 50 s
     assert_eq!(g(&format!("{ctrl}.10.1.1.7")), Value::Gauge32(3));
     assert_eq!(g(&format!("{ctrl}.10.1.2.7")), Value::Integer(1));
