@@ -42,7 +42,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked || exit 2
 fi
 
-targets=(control_v1 control_v2 probe responder icmp icmp_error twamp_control twamp_test twamp_client twamp_server twamp_reflector stamp stamp_reflector config source_ops dns_answer)
+targets=(control_v1 control_v2 probe responder icmp icmp_error twamp_control twamp_test twamp_client twamp_server twamp_reflector stamp stamp_reflector config source_ops dns_answer agentx)
 if [[ -n "$runs" && $# -gt 0 ]]; then
     targets=("$@")
 fi

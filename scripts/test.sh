@@ -17,7 +17,9 @@ df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 # ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
 # prometheus process (and promtool), the remote-write tests a prometheus and a victoria-metrics; the
 # unit files are checked with systemd-analyze; the TWAMP captures are decoded with tshark's
-# dissectors; the web pages are loaded in headless Chromium; the dns and http operations ask a local dnsmasq. Install
+# dissectors; the web pages are loaded in headless Chromium; the dns and http operations ask a local
+# dnsmasq; the SNMP subagent is read through a real net-snmp master (snmpd) with snmpwalk/snmpget
+# (snmp) and its traps received by snmptrapd. Install
 # what is missing when we can (root with apt); without root those tests report themselves skipped.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -33,6 +35,9 @@ command -v lintian >/dev/null 2>&1 || need+=(lintian)
 # the completions are loaded by the shells they are for
 command -v zsh >/dev/null 2>&1 || need+=(zsh)
 command -v fish >/dev/null 2>&1 || need+=(fish)
+command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || need+=(snmpd)
+command -v snmpwalk >/dev/null 2>&1 || need+=(snmp)
+command -v snmptrapd >/dev/null 2>&1 || [ -x /usr/sbin/snmptrapd ] || need+=(snmptrapd)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   step "installing ${need[*]}"
   # packages such as prometheus start their service on install; the tests run their own process,

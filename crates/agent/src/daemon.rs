@@ -87,6 +87,8 @@ pub struct AgentFile {
     /// `[[remote_write]]`.
     #[serde(default)]
     pub remote_write: Vec<crate::remote_write::RemoteWriteFile>,
+    /// `[snmp]`: present = the agent serves CISCO-RTTMON-MIB through the host's SNMP master.
+    pub snmp: Option<crate::snmp::SnmpFile>,
 }
 
 /// A validated configuration.
@@ -120,6 +122,8 @@ pub struct AgentConfig {
     pub remote_write: Vec<crate::remote_write::RemoteWriteDef>,
     /// `/probe` runs at once (0: `/probe` is off).
     pub probe_concurrency: usize,
+    /// The SNMP subagent, when configured.
+    pub snmp: Option<crate::snmp::SnmpConfig>,
 }
 
 impl AgentFile {
@@ -143,6 +147,18 @@ impl AgentFile {
             operations.push(d);
         }
         crate::group::apply(&self.group, &mut operations)?;
+        if self.snmp.is_none()
+            && let Some((i, j)) = operations.iter().enumerate().find_map(|(i, d)| {
+                d.reactions
+                    .iter()
+                    .position(|r| matches!(r.action, Action::Trap | Action::TrapAndTrigger))
+                    .map(|j| (i, j))
+            })
+        {
+            return Err(ConfigError(format!(
+                "operation[{i}].reaction[{j}].action: a trap is sent through the SNMP subagent; add an [snmp] section (docs/snmp.md) or use action = \"alert\""
+            )));
+        }
         for (i, d) in operations.iter().enumerate() {
             if let Some(t) = d.triggers.iter().find(|t| !ids.contains_key(t)) {
                 return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
@@ -179,6 +195,7 @@ impl AgentFile {
                 0,
                 256,
             )?,
+            snmp: self.snmp.as_ref().map(crate::snmp::SnmpFile::validate).transpose()?,
         })
     }
 }
@@ -253,6 +270,10 @@ pub(crate) struct Shared {
     store_health: Mutex<StoreHealth>,
     /// One permit per `/probe` run at once.
     probes: Arc<Semaphore>,
+    /// Counts stored runs and reloads: the SNMP subagent rebuilds its view when it moves.
+    generation: AtomicU64,
+    /// Reaction transitions with a trap action, to the SNMP subagent (with `[snmp]`).
+    traps: Option<tokio::sync::mpsc::Sender<crate::snmp::Trap>>,
 }
 
 /// One operation's summary (`stored` counted in `store` when it could be locked).
@@ -411,6 +432,37 @@ impl Shared {
     }
 }
 
+/// What the SNMP subagent reads: each call takes and releases the locks it needs (the engine's,
+/// then the store's), on the blocking pool.
+impl crate::snmp::Source for Shared {
+    fn rows(&self) -> Option<Vec<crate::snmp::mib::Row>> {
+        let now = Instant::now();
+        let mut rows: Vec<crate::snmp::mib::Row> = {
+            let engine = self.engine.lock().ok()?;
+            engine.ops().map(|o| crate::snmp::snmp_row(o, now)).collect()
+        };
+        let store = self.store.lock().ok()?;
+        for r in &mut rows {
+            r.latest = store.latest(r.id).ok().flatten().and_then(|run| {
+                let doc = serde_json::from_value(run.report).ok()?;
+                Some(crate::snmp::mib::Latest { start_ns: run.start_ns, run: doc })
+            });
+            if r.kind == "udp-jitter" {
+                r.hours = store.aggregates(r.id).unwrap_or_default();
+            }
+        }
+        Some(rows)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn responder(&self) -> bool {
+        self.responder.is_some()
+    }
+}
+
 /// How long the scheduler may go without a pass before the agent counts as unhealthy. It passes
 /// at least once a second (`HEARTBEAT_TICK`) plus the locks it waits for; seconds without one
 /// mean a stuck lock or a dead task.
@@ -507,6 +559,8 @@ impl Agent {
             metrics.declare(d);
         }
         let alerts = Alerts::start(runtime.handle(), cfg.alerts.clone(), &metrics);
+        // queued while the master is away; a full queue drops (and logs) rather than waits
+        let (traps, trap_queue) = tokio::sync::mpsc::channel(256);
         let shared = Arc::new(Shared {
             cfg: Mutex::new(cfg.clone()),
             loader: Mutex::new(None),
@@ -523,6 +577,8 @@ impl Agent {
             heartbeat_ms: AtomicU64::new(0),
             store_health: Mutex::new(StoreHealth::default()),
             probes: Arc::new(Semaphore::new(cfg.probe_concurrency)),
+            generation: AtomicU64::new(0),
+            traps: cfg.snmp.is_some().then_some(traps),
         });
         let workers = Arc::new(Semaphore::new(cfg.workers));
         let mut tasks = vec![
@@ -536,6 +592,10 @@ impl Agent {
             &shared.metrics,
             &shared.stop,
         ));
+        if let Some(snmp) = cfg.snmp.clone() {
+            let src: Arc<dyn crate::snmp::Source> = shared.clone();
+            tasks.push(runtime.spawn(crate::snmp::session::run(snmp, src, trap_queue, shared.stop.clone())));
+        }
         Ok((Agent { shared, runtime, tasks, workers, http }, report))
     }
 
@@ -610,6 +670,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         ("responder", cur.responder_file != new.responder_file),
         ("remote_write", cur.remote_write != new.remote_write),
         ("agent.probe_concurrency", cur.probe_concurrency != new.probe_concurrency),
+        ("snmp", cur.snmp != new.snmp),
     ] {
         if differs {
             sum.needs_restart.push(key.into());
@@ -657,10 +718,12 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     {
         s.set_max_size(Some(new.store_max_size));
     }
-    let (http, store, workers, responder, responder_file) =
-        (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone());
+    let (http, store, workers, responder, responder_file, snmp) =
+        (cur.http, cur.store.clone(), cur.workers, cur.responder.clone(), cur.responder_file.clone(), cur.snmp.clone());
     let (remote_write, probe_concurrency) = (std::mem::take(&mut cur.remote_write), cur.probe_concurrency);
-    *cur = AgentConfig { http, store, workers, responder, responder_file, remote_write, probe_concurrency, ..new };
+    *cur =
+        AgentConfig { http, store, workers, responder, responder_file, remote_write, probe_concurrency, snmp, ..new };
+    sh.generation.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         kept = sum.kept.len(),
         changed = ?sum.changed,
@@ -781,6 +844,7 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
                 history: def.history,
             };
             sh.write_store("a completed run", |s| s.insert_run(&record));
+            sh.generation.fetch_add(1, Ordering::Relaxed);
             sh.metrics.observe(&def, &out.result, &out.detail);
             let mut outputs = sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)));
             if let Ok(v) = &mut outputs {
@@ -821,6 +885,43 @@ fn reaction_level(e: &ipsla_core::reaction::ReactionEvent) -> tracing::Level {
     if e.occurred { tracing::Level::WARN } else { tracing::Level::INFO }
 }
 
+/// Hands a reaction transition to the SNMP subagent as a notification; without `[snmp]` it is
+/// logged once that no trap can be sent.
+fn send_trap(sh: &Shared, op: u32, e: &ipsla_core::reaction::ReactionEvent) {
+    let Some(tx) = &sh.traps else {
+        tracing::warn!(
+            op,
+            element = e.element.keyword(),
+            "reaction action trap: no SNMP trap sent, the configuration has no [snmp] section"
+        );
+        return;
+    };
+    let found = sh.engine.lock().ok().and_then(|engine| {
+        let o = engine.op(op)?;
+        let (i, r) =
+            o.def.reactions.iter().enumerate().find(|(_, r)| r.element == e.element && r.action == e.action)?;
+        Some(crate::snmp::Trap {
+            op,
+            config: i as u32 + 1,
+            tag: o.def.tag.clone(),
+            element: e.element,
+            occurred: e.occurred,
+            value: e.value,
+            rising: r.rising,
+            falling: r.falling,
+        })
+    });
+    if let Some(t) = found
+        && tx.try_send(t).is_err()
+    {
+        tracing::warn!(
+            op,
+            element = e.element.keyword(),
+            "SNMP: the trap queue (256) is full while the master agent is away; this notification is dropped"
+        );
+    }
+}
+
 /// Carries out the engine's decisions: logs (IOS syslog lines), stored events, metrics, alerts,
 /// the route failover.
 fn carry_out(sh: &Shared, outputs: Vec<Output>) {
@@ -829,13 +930,18 @@ fn carry_out(sh: &Shared, outputs: Vec<Output>) {
             Output::Busy { op } => tracing::info!(op, "busy: the previous run is still going, this one is skipped"),
             Output::Reaction { op, event: e } => {
                 let text = e.syslog(op);
-                if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
+                if matches!(e.action, Action::Alert | Action::AlertAndTrigger | Action::Trap | Action::TrapAndTrigger) {
                     if reaction_level(&e) == tracing::Level::WARN {
                         tracing::warn!(target: "ipsla::reaction", op, value = e.value, state = "occurred", "{text}");
                     } else {
                         tracing::info!(target: "ipsla::reaction", op, value = e.value, state = "cleared", "{text}");
                     }
+                }
+                if matches!(e.action, Action::Alert | Action::AlertAndTrigger) {
                     sh.alerts.send(AlertEvent::reaction(op, &e, wall_ns()));
+                }
+                if matches!(e.action, Action::Trap | Action::TrapAndTrigger) {
+                    send_trap(sh, op, &e);
                 }
                 sh.metrics.reaction(op, e.element.keyword(), e.occurred);
                 let stored = StoredEvent::new(

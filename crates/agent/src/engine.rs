@@ -12,7 +12,7 @@ use crate::ops::OperationDef;
 use crate::tracks::{Changed, TrackDef, TrackSet, TrackStatus};
 use ipsla_core::due::DueQueue;
 use ipsla_core::ops::{OperationResult, ReturnCode};
-use ipsla_core::reaction::{Action, Reaction, ReactionEvent};
+use ipsla_core::reaction::{Reaction, ReactionEvent};
 use ipsla_core::schedule::{Due, Schedule, ScheduleConfig};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -216,7 +216,7 @@ impl Engine {
         let triggers = o.def.triggers.clone();
         let mut triggered = false;
         for event in events {
-            let fire = event.occurred && matches!(event.action, Action::Trigger | Action::AlertAndTrigger);
+            let fire = event.occurred && event.action.triggers();
             out.push(Output::Reaction { op: id, event });
             if fire {
                 for t in &triggers {

@@ -7,6 +7,7 @@
 //! - [`alert`]: `[[alert]]` sinks (webhook, exec hook) for reaction and track transitions.
 //! - [`remote_write`]: `[[remote_write]]`, the stored runs pushed to Prometheus-compatible
 //!   receivers, the store being the durable queue.
+//! - [`snmp`]: CISCO-RTTMON-MIB over AgentX through the host's SNMP master agent.
 //! - [`api`]: the JSON documents of the HTTP API, served by the agent and read by `ipsla show`.
 
 pub mod alert;
@@ -23,6 +24,7 @@ pub mod remote_write;
 pub mod report;
 pub mod routes;
 pub mod runner;
+pub mod snmp;
 pub mod store;
 pub mod tls;
 pub mod tracks;

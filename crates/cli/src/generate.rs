@@ -219,7 +219,11 @@ const SECTIONS: &[Section] = &[
                 "[rising, falling]",
                 "The rising and falling thresholds, in the element's unit (default per element, as the MIB).",
             ),
-            ("action", "text", "none | alert | trigger | alert-and-trigger (default alert)."),
+            (
+                "action",
+                "text",
+                "none | alert | trigger | alert-and-trigger | trap | trap-and-trigger (default alert); trap: an SNMP notification through [snmp].",
+            ),
         ],
     ),
     (
@@ -312,6 +316,15 @@ const SECTIONS: &[Section] = &[
             ),
         ],
     ),
+    (
+        "[snmp]",
+        "Serve CISCO-RTTMON-MIB (1.3.6.1.4.1.9.9.42) as an AgentX subagent of the host's SNMP master agent (net-snmp snmpd with master agentx); absent: no SNMP.",
+        &[(
+            "agentx",
+            "unix:/PATH | tcp:ADDR:PORT",
+            "Where the master listens for subagents, as snmpd's agentXSocket (default unix:/var/agentx/master). Takes effect at a restart.",
+        )],
+    ),
 ];
 
 /// ipsla-agent.toml(5): every key the agent's file takes. The operation keys are the registry's
@@ -324,7 +337,7 @@ fn config_page(cmd: &Command) -> String {
     r.control("SH", ["DESCRIPTION"]).text([roman(
         "The file ipsla agent --config reads (TOML). Tables: [agent], [responder] (present: the agent \
          answers IP SLA control too), [[operation]] (with [[operation.reaction]]), [[group]], [[track]], \
-         [[route]], [[alert]], [[remote_write]]. An unknown key is refused with the key named; a key an operation type \
+         [[route]], [[alert]], [[remote_write]], [snmp]. An unknown key is refused with the key named; a key an operation type \
          does not take is refused with the types that take it. ipsla agent --check --config FILE \
          validates a file without starting anything; SIGHUP (systemctl reload ipsla-agent) re-reads it.",
     )]);

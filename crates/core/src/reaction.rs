@@ -220,6 +220,18 @@ pub enum Action {
     Trigger,
     /// Both: IOS trapAndTrigger.
     AlertAndTrigger,
+    /// An SNMP notification (rttMonNotificationV2) through the agent's SNMP subagent: IOS
+    /// trapOnly as a router sends it.
+    Trap,
+    /// The notification and the trigger: IOS trapAndTrigger.
+    TrapAndTrigger,
+}
+
+impl Action {
+    /// True when it starts the target operations.
+    pub fn triggers(self) -> bool {
+        matches!(self, Action::Trigger | Action::AlertAndTrigger | Action::TrapAndTrigger)
+    }
 }
 
 /// One reaction's configuration.

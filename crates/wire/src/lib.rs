@@ -1,6 +1,7 @@
 //! `ipsla-wire`: the bytes of Cisco IP SLA, parsed and emitted without I/O, clocks or allocation.
 //!
 //! Formats (one module each, see `../shared/reference/cisco-ipsla-wire.md` for the evidence):
+//! - [`agentx`]: AgentX (RFC 2741) PDUs, for the agent's SNMP subagent (this one allocates).
 //! - [`cisco::control_v1`]: the legacy version-1 control message real IOS sends to UDP 1967.
 //! - [`cisco::control_v2`]: RFC 6812 version-2 control (UDP 1167) with its authentication.
 //! - [`cisco::probe`]: measurement packets of type 1 (udp-echo), 2 (ms jitter) and 3 (µs jitter).
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agentx;
 pub mod cisco;
 pub mod icmp;
 pub mod stamp;

@@ -139,7 +139,7 @@ struct ReactionFile {
     threshold_type: Option<String>,
     /// [rising, falling]
     threshold: Option<[f64; 2]>,
-    /// none | alert | trigger | alert-and-trigger (default alert)
+    /// none | alert | trigger | alert-and-trigger | trap | trap-and-trigger (default alert)
     action: Option<String>,
 }
 
@@ -200,12 +200,14 @@ impl ReactionFile {
             ("alert", Action::Alert),
             ("trigger", Action::Trigger),
             ("alert-and-trigger", Action::AlertAndTrigger),
+            ("trap", Action::Trap),
+            ("trap-and-trigger", Action::TrapAndTrigger),
         ];
         let action = match self.action.as_deref() {
             None => Action::Alert,
             Some(a) => actions.iter().find(|(n, _)| *n == a).map(|(_, x)| *x).ok_or_else(|| {
                 ConfigError(format!(
-                    "{key}.action: \"{a}\" is not allowed; allowed: none, alert, trigger, alert-and-trigger"
+                    "{key}.action: \"{a}\" is not allowed; allowed: none, alert, trigger, alert-and-trigger, trap, trap-and-trigger"
                 ))
             })?,
         };

@@ -91,6 +91,8 @@ fn action(a: Action) -> &'static str {
         Action::Alert => "trapOnly",
         Action::Trigger => "triggerOnly",
         Action::AlertAndTrigger => "trapAndTrigger",
+        Action::Trap => "trapOnly (SNMP)",
+        Action::TrapAndTrigger => "trapAndTrigger (SNMP)",
     }
 }
 

@@ -27,6 +27,7 @@ mod probe;
 mod prometheus;
 mod remote_write;
 mod show;
+mod snmp;
 mod stamp;
 mod twamp;
 mod twamp_client;

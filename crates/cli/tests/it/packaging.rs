@@ -106,9 +106,10 @@ fn config_page_mentions_every_key_the_loader_accepts() {
     let dir = generated();
     let page = std::fs::read_to_string(dir.path().join("man/ipsla-agent.toml.5")).unwrap();
     let top = accepted_keys("");
-    assert_eq!(top, ["agent", "responder", "operation", "track", "group", "route", "alert", "remote_write"]);
+    assert_eq!(top, ["agent", "responder", "operation", "track", "group", "route", "alert", "remote_write", "snmp"]);
     for t in &top {
-        let heading = if t == "agent" || t == "responder" { format!(".SH [{t}]") } else { format!(".SH [[{t}]]") };
+        let single = ["agent", "responder", "snmp"].contains(&t.as_str());
+        let heading = if single { format!(".SH [{t}]") } else { format!(".SH [[{t}]]") };
         assert!(page.contains(&heading), "no section {heading}");
     }
     // each table's keys in that table's own section (a key of the same name elsewhere does not count)
@@ -132,6 +133,14 @@ fn config_page_mentions_every_key_the_loader_accepts() {
         }
         assert_eq!(section.matches(".TP").count(), keys.len(), "{heading}: keys the loader does not accept");
     }
+    // [snmp] has one key: serde names it alone ("expected `agentx`")
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(cfg.path().join("a.toml"), "[snmp]\nnot_a_key = 1\n").unwrap();
+    let out = ipsla().args(["agent", "--check", "--config"]).arg(cfg.path().join("a.toml")).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected `agentx`"), "{out:?}");
+    let section = page.split(".SH [snmp]").nth(1).unwrap().split("\n.SH").next().unwrap();
+    assert!(section.contains(".TP\n\\fBagentx\\fR"), "{section}");
+    assert_eq!(section.matches(".TP").count(), 1, "{section}");
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub struct AgentToml {
     routes: Vec<Table>,
     alerts: Vec<Table>,
     remote_writes: Vec<Table>,
+    snmp: Option<Table>,
 }
 
 impl AgentToml {
@@ -93,6 +94,12 @@ impl AgentToml {
         self
     }
 
+    /// `[snmp]` with `agentx = MASTER` (`unix:/PATH`, `tcp:ADDR:PORT`).
+    pub fn snmp(mut self, master: &str) -> Self {
+        self.snmp = Some(Table::from_iter([("agentx".to_string(), v(master))]));
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         let mut top = Table::new();
@@ -101,6 +108,9 @@ impl AgentToml {
         }
         if let Some(r) = &self.responder {
             top.insert("responder".into(), Value::Table(r.clone()));
+        }
+        if let Some(s) = &self.snmp {
+            top.insert("snmp".into(), Value::Table(s.clone()));
         }
         let array = |v: Vec<Table>| Value::Array(v.into_iter().map(Value::Table).collect());
         if !self.operations.is_empty() {

@@ -1,0 +1,341 @@
+use super::*;
+use crate::snmp::session::answer;
+use ipsla_wire::agentx::{Pdu, VarBind};
+
+fn oid(s: &str) -> Oid {
+    Oid::parse(s).unwrap()
+}
+
+fn row(id: u32, kind: &'static str) -> Row {
+    Row {
+        id,
+        kind,
+        tag: "a tag longer than sixteen".into(),
+        target: Some("192.168.1.200".parse().unwrap()),
+        port: Some(5000),
+        source: None,
+        source_port: 0,
+        tos: 0xb8,
+        vrf: None,
+        threshold_ms: 250,
+        timeout_ms: 1000,
+        frequency_s: 60,
+        control: true,
+        train: None,
+        voice: None,
+        precision: None,
+        state: OperState::Active,
+        runs: 3,
+        life_left_s: None,
+        latest: None,
+        hours: Vec::new(),
+        reactions: Vec::new(),
+    }
+}
+
+/// A udp-jitter run document as the agent stores it (docs/json-schema.md), abridged to what the
+/// tables read.
+const JITTER_RUN: &str = r#"{"return_code":"ok","reason":null,"precision":"ms",
+ "rtt_us":{"count":10,"min":1400.4,"avg":2500.6,"max":4600.0,"sum":25006.0,"sum2":70000000.0},
+ "one_way_us":{"sd":{"count":10,"min":700.0,"avg":1200.0,"max":2100.0,"sum":12000.0,"sum2":16000000.0},
+               "ds":{"count":10,"min":600.0,"avg":1300.0,"max":2500.0,"sum":13000.0,"sum2":18000000.0}},
+ "clock_sync":{"state":"sync"},
+ "jitter_us":{"sd":{"avg":900.0,"pos_count":4,"pos_min":100.0,"pos_max":1900.0,"pos_sum":4000.0,
+                    "neg_count":5,"neg_min":200.0,"neg_max":1600.0,"neg_sum":4100.0},
+              "ds":{"avg":null,"pos_count":0,"pos_min":null,"pos_max":null,"pos_sum":0.0,
+                    "neg_count":0,"neg_min":null,"neg_max":null,"neg_sum":0.0},
+              "avg":450.0,"iaj_sd":300.0,"iaj_ds":null},
+ "loss":{"sd":1,"ds":2,"mia":3,"late":4,"out_of_sequence":5},
+ "over_threshold":6,"voice":{"icpif":11,"mos":4.067}}"#;
+
+fn latest(doc: &str) -> Option<Latest> {
+    Some(Latest { start_ns: 1_800_000_012_340_000_000, run: serde_json::from_str(doc).unwrap() })
+}
+
+const UPTIME: Uptime = Uptime { centis: 5_000, wall_ns: 1_800_000_000_000_000_000 };
+
+#[test]
+fn a_udp_jitter_row_is_served_at_the_mib_oids_in_the_mib_units() {
+    let mut r = row(7, "udp-jitter");
+    r.train = Some((10, 20));
+    r.voice = Some((Codec::G711alaw, 5));
+    r.precision = Some(Precision::Ms);
+    let rtt = ipsla_core::reaction::ReactionConfig {
+        element: ipsla_core::reaction::Element::Rtt,
+        threshold_type: ipsla_core::reaction::ThresholdType::XOfY(3, 5),
+        rising: 150.0,
+        falling: 100.0,
+        action: ipsla_core::reaction::Action::Trap,
+    };
+    r.reactions = vec![(rtt, true)];
+    r.latest = latest(JITTER_RUN);
+    let v = View::build(&[r], true, Some(UPTIME));
+    let g = |s: &str| v.get(&oid(s));
+    let ctrl = "1.3.6.1.4.1.9.9.42.1.2";
+    let jit = "1.3.6.1.4.1.9.9.42.1.5.2.1";
+    // rttMonApplVersion.0, rttMonApplResponder.0, rttMonApplSupportedRttTypesValid
+    assert_eq!(g("1.3.6.1.4.1.9.9.42.1.1.1.0"), Value::OctetString(version_text().into_bytes()));
+    assert_eq!(g("1.3.6.1.4.1.9.9.42.1.1.13.0"), Value::Integer(1));
+    assert_eq!(g("1.3.6.1.4.1.9.9.42.1.1.7.1.2.9"), Value::Integer(1));
+    assert_eq!(g("1.3.6.1.4.1.9.9.42.1.1.7.1.2.7"), Value::Integer(2)); // http: not ours (yet)
+    // rttMonCtrlAdminTable: Tag (16 octets), RttType jitter(9), Threshold, Frequency, Timeout, LongTag
+    assert_eq!(g(&format!("{ctrl}.1.1.3.7")), Value::OctetString(b"a tag longer tha".to_vec()));
+    assert_eq!(g(&format!("{ctrl}.1.1.4.7")), Value::Integer(9));
+    assert_eq!(g(&format!("{ctrl}.1.1.5.7")), Value::Integer(250));
+    assert_eq!(g(&format!("{ctrl}.1.1.6.7")), Value::Integer(60));
+    assert_eq!(g(&format!("{ctrl}.1.1.7.7")), Value::Integer(1000));
+    assert_eq!(g(&format!("{ctrl}.1.1.12.7")), Value::OctetString(b"a tag longer than sixteen".to_vec()));
+    // rttMonEchoAdminTable: Protocol jitterAppl(27), TargetAddress 4 octets, TargetPort, ToS,
+    // Interval, NumPackets, codec g711alaw(2) and its interval, packets, advantage factor
+    assert_eq!(g(&format!("{ctrl}.2.1.1.7")), Value::Integer(27));
+    assert_eq!(g(&format!("{ctrl}.2.1.2.7")), Value::OctetString(vec![192, 168, 1, 200]));
+    assert_eq!(g(&format!("{ctrl}.2.1.5.7")), Value::Integer(5000));
+    assert_eq!(g(&format!("{ctrl}.2.1.9.7")), Value::Integer(0xb8));
+    assert_eq!(g(&format!("{ctrl}.2.1.17.7")), Value::Integer(20));
+    assert_eq!(g(&format!("{ctrl}.2.1.18.7")), Value::Integer(10));
+    assert_eq!(g(&format!("{ctrl}.2.1.27.7")), Value::Integer(2));
+    assert_eq!(g(&format!("{ctrl}.2.1.31.7")), Value::Integer(5));
+    assert_eq!(g(&format!("{ctrl}.2.1.37.7")), Value::Integer(1)); // milliseconds
+    assert_eq!(g(&format!("{ctrl}.2.1.6.7")), Value::NoSuchInstance); // no source-ip configured
+    // rttMonCtrlOperTable: NumRtts, RttLife forever, State active(6), no timeout
+    assert_eq!(g(&format!("{ctrl}.9.1.8.7")), Value::Integer(3));
+    assert_eq!(g(&format!("{ctrl}.9.1.9.7")), Value::Integer(i32::MAX));
+    assert_eq!(g(&format!("{ctrl}.9.1.10.7")), Value::Integer(6));
+    assert_eq!(g(&format!("{ctrl}.9.1.6.7")), Value::Integer(2));
+    // rttMonReactTable.7.1: rtt(1), xOfy(4), trapOnly(2), 150/100 ms, X 3 of Y 5, occurred, active
+    for (col, want) in [(2, 1), (3, 4), (4, 2), (5, 150), (6, 100), (7, 3), (8, 5), (10, 1), (11, 1)] {
+        assert_eq!(g(&format!("{ctrl}.19.1.{col}.7.1")), Value::Integer(want), "react column {col}");
+    }
+    // rttMonLatestRttOperTable: 2500.6 µs → 3 ms; ok(1); 12.34 s after the master's 50 s
+    assert_eq!(g(&format!("{ctrl}.10.1.1.7")), Value::Gauge32(3));
+    assert_eq!(g(&format!("{ctrl}.10.1.2.7")), Value::Integer(1));
+    assert_eq!(g(&format!("{ctrl}.10.1.5.7")), Value::TimeTicks(5_000 + 1_234));
+    assert_eq!(g(&format!("{ctrl}.10.1.6.7")), Value::NoSuchInstance); // null for jitter
+    // rttMonLatestJitterOperTable, ms
+    for (col, want) in [
+        (1, 10),   // NumOfRTT
+        (2, 25),   // RTTSum: 25.006 ms
+        (3, 70),   // RTTSum2: 70 ms²
+        (4, 1),    // RTTMin 1.4004 ms
+        (5, 5),    // RTTMax 4.6 ms
+        (6, 0),    // MinOfPositivesSD 0.1 ms
+        (7, 2),    // MaxOfPositivesSD
+        (8, 4),    // NumOfPositivesSD
+        (9, 4),    // SumOfPositivesSD
+        (13, 5),   // NumOfNegativesSD
+        (18, 0),   // NumOfPositivesDS
+        (26, 1),   // PacketLossSD
+        (27, 2),   // PacketLossDS
+        (28, 5),   // PacketOutOfSequence
+        (29, 3),   // PacketMIA
+        (30, 4),   // PacketLateArrival
+        (33, 12),  // OWSumSD
+        (35, 1),   // OWMinSD 0.7 ms
+        (40, 3),   // OWMaxDS 2.5 ms
+        (41, 10),  // NumOfOW
+        (42, 407), // MOS ×100
+        (43, 11),  // ICPIF
+        (44, 0),   // IAJOut 0.3 ms
+        (46, 0),   // AvgJitter 0.45 ms
+        (47, 1),   // AvgSDJ 0.9 ms
+        (49, 1),   // OWAvgSD 1.2 ms
+        (53, 0),   // RTTSumHigh
+        (59, 6),   // NumOverThresh
+    ] {
+        assert_eq!(g(&format!("{jit}.{col}.7")), Value::Gauge32(want), "column {col}");
+    }
+    assert_eq!(g(&format!("{jit}.31.7")), Value::Integer(1)); // Sense ok
+    assert_eq!(g(&format!("{jit}.51.7")), Value::Integer(1)); // NTPState sync
+    // no sample, no number: DS jitter had none, IAJIn none; Sum2 per sign is not kept
+    for col in [16, 17, 45, 48, 10, 52] {
+        assert_eq!(g(&format!("{jit}.{col}.7")), Value::NoSuchInstance, "column {col}");
+    }
+    assert_eq!(g(&format!("{jit}.60.7")), Value::NoSuchObject);
+}
+
+#[test]
+fn microsecond_precision_states_the_jitter_columns_in_microseconds_and_splits_large_sums() {
+    let mut r = row(1, "udp-jitter");
+    let doc = JITTER_RUN.replace(r#""precision":"ms""#, r#""precision":"us""#).replace("70000000.0", "9000000000000.0");
+    r.latest = latest(&doc);
+    let v = View::build(&[r], false, None);
+    let jit = "1.3.6.1.4.1.9.9.42.1.5.2.1";
+    assert_eq!(v.get(&oid(&format!("{jit}.4.1"))), Value::Gauge32(1400));
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.2.10.1.1.1")), Value::Gauge32(2501));
+    // 9e12 µs² = 2095 × 2^32 + 2043514880
+    assert_eq!(v.get(&oid(&format!("{jit}.3.1"))), Value::Gauge32(2_043_514_880));
+    assert_eq!(v.get(&oid(&format!("{jit}.54.1"))), Value::Gauge32(2095));
+    // without the master's uptime there is no Time
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.2.10.1.5.1")), Value::NoSuchInstance);
+}
+
+#[test]
+fn a_timed_out_run_has_a_sense_and_no_completion_time() {
+    let mut r = row(2, "icmp-echo");
+    r.port = None;
+    r.latest = latest(
+        r#"{"return_code":"timeout","reason":"no reply from 192.168.1.200","precision":"ms",
+            "rtt_us":{"count":0,"min":null,"avg":null,"max":null,"sum":0.0,"sum2":0.0}}"#,
+    );
+    let v = View::build(&[r], false, Some(UPTIME));
+    let lat = "1.3.6.1.4.1.9.9.42.1.2.10.1";
+    assert_eq!(v.get(&oid(&format!("{lat}.1.2"))), Value::NoSuchInstance);
+    assert_eq!(v.get(&oid(&format!("{lat}.2.2"))), Value::Integer(4)); // timeout(4)
+    assert_eq!(v.get(&oid(&format!("{lat}.6.2"))), Value::OctetString(vec![192, 168, 1, 200]));
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.2.9.1.6.2")), Value::Integer(1)); // TimeoutOccurred
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.2.2.1.1.2")), Value::Integer(2)); // ipIcmpEcho
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.2.2.1.5.2")), Value::NoSuchInstance); // no port
+    // a walk of the latest RTT table skips the missing instance: Sense follows nothing of column 1
+    let r = SearchRange { start: oid(&format!("{lat}.1")), include: false, end: Oid::default() };
+    assert_eq!(v.next(&r).map(|(n, _)| n.clone()), Some(oid(&format!("{lat}.2.2"))));
+    // no jitter row for an echo operation; a column the agent does not serve is no object
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.5.2.1.1.2")), Value::NoSuchInstance);
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.2.1.1.10.2")), Value::NoSuchObject);
+}
+
+#[test]
+fn kinds_without_an_rtt_type_have_no_rows_and_every_sense_is_the_mibs() {
+    let v = View::build(&[row(3, "stamp"), row(4, "twamp"), row(5, "twamp-light")], false, None);
+    assert_eq!(v.get(&oid("1.3.6.1.4.1.9.9.42.1.2.1.1.4.3")), Value::NoSuchInstance);
+    // the appl scalars, the 26 supported-type rows, nothing else
+    assert_eq!(v.len(), 2 + 26);
+    let codes = [
+        (ReturnCode::Ok, 1),
+        (ReturnCode::OverThreshold, 3),
+        (ReturnCode::Timeout, 4),
+        (ReturnCode::Busy, 5),
+        (ReturnCode::NoConnection, 6),
+        (ReturnCode::SequenceError, 8),
+        (ReturnCode::VerifyError, 9),
+        (ReturnCode::Error, 16),
+        (ReturnCode::AuthFailure, 27),
+        (ReturnCode::FormatError, 28),
+        (ReturnCode::PortInUse, 29),
+    ];
+    for (code, want) in codes {
+        assert_eq!(sense(code), want, "{code:?}");
+    }
+}
+
+/// Walks the whole view with GetNext as a master does, from the registered subtree.
+fn walk(v: &View) -> Vec<Oid> {
+    let mut out = Vec::new();
+    let mut r = SearchRange { start: Oid(RTTMON.to_vec()), include: false, end: oid("1.3.6.1.4.1.9.9.43") };
+    while let Some((name, _)) = v.next(&r) {
+        out.push(name.clone());
+        r.start = name.clone();
+    }
+    out
+}
+
+#[test]
+fn getnext_walks_in_strict_lexicographic_order_across_operations_and_tables() {
+    let mut a = row(10, "udp-jitter");
+    a.latest = latest(JITTER_RUN);
+    let mut b = row(9, "udp-echo");
+    b.latest = latest(JITTER_RUN);
+    let v = View::build(&[a, b], false, Some(UPTIME));
+    let names = walk(&v);
+    assert_eq!(names.len(), v.len());
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    // op 9 comes before op 10 in each column (numeric, not textual, order), and a column's
+    // last row is followed by the next column's first
+    let i = names.iter().position(|n| *n == oid("1.3.6.1.4.1.9.9.42.1.2.1.1.4.9")).unwrap();
+    assert_eq!(names[i + 1], oid("1.3.6.1.4.1.9.9.42.1.2.1.1.4.10"));
+    assert_eq!(names[i + 2], oid("1.3.6.1.4.1.9.9.42.1.2.1.1.5.9"));
+    assert_eq!(names[0], oid("1.3.6.1.4.1.9.9.42.1.1.1.0"));
+    assert_eq!(names.last(), Some(&oid("1.3.6.1.4.1.9.9.42.1.5.2.1.59.10")));
+    // the end bound is exclusive; an included start is returned itself
+    let r = SearchRange { start: names[3].clone(), include: true, end: names[4].clone() };
+    assert_eq!(v.next(&r).map(|(n, _)| n), Some(&names[3]));
+    let r = SearchRange { start: names[3].clone(), include: false, end: names[4].clone() };
+    assert_eq!(v.next(&r), None);
+}
+
+#[test]
+fn getbulk_repeats_from_each_answer_and_stops_at_the_end_of_the_view() {
+    let v = View::build(&[row(1, "tcp-connect")], false, None);
+    let names = walk(&v);
+    let range = |s: &Oid| SearchRange { start: s.clone(), include: false, end: Oid::default() };
+    let pdu = Pdu::GetBulk {
+        non_repeaters: 1,
+        max_repetitions: 3,
+        ranges: vec![range(&oid("1.3.6.1.4.1.9.9.42.1.1.1.0")), range(&names[names.len() - 2])],
+    };
+    let got = answer(&v, &pdu);
+    let want = vec![
+        VarBind { name: names[1].clone(), value: v.get(&names[1]) },
+        VarBind { name: names[names.len() - 1].clone(), value: v.get(&names[names.len() - 1]) },
+        VarBind { name: names[names.len() - 1].clone(), value: Value::EndOfMibView },
+    ];
+    assert_eq!(got, want);
+    let get = answer(&v, &Pdu::Get(vec![range(&oid("1.3.6.1.4.1.9.9.42.1.2.1.1.6.1"))]));
+    assert_eq!(get[0].value, Value::Integer(60));
+}
+
+fn hour(start_s: i64, rtt_count: u64) -> crate::store::HourAggregate {
+    use crate::store::{AccUs, HourAggregate, JitterAggregate};
+    let acc = |count, min, max, sum, sum2| AccUs {
+        count,
+        min: Some(min),
+        avg: Some(sum / count as f64),
+        max: Some(max),
+        sum,
+        sum2,
+    };
+    HourAggregate {
+        op: 1,
+        hour_start: String::new(),
+        hour_start_s: start_s,
+        runs: 3,
+        ok: 2,
+        failures: 1,
+        return_codes: [("ok".to_string(), 2), ("timeout".to_string(), 1)].into(),
+        completion_us: acc(2, 1000.0, 3000.0, 4000.0, 10_000_000.0),
+        distribution_interval_ms: 20,
+        distribution: Vec::new(),
+        jitter: Some(JitterAggregate {
+            sent: 30,
+            received: 20,
+            rtt_us: acc(rtt_count, 1400.0, 4600.0, 50_000.0, 140_000_000.0),
+            jitter_sd_pos_us: acc(9, 100.0, 1900.0, 4000.0, 5_000_000.0),
+            jitter_sd_neg_us: acc(9, 200.0, 1600.0, 4400.0, 5_000_000.0),
+            loss_sd: 4,
+            loss_ds: 6,
+            loss_mia: 0,
+            over_threshold: 2,
+            ..Default::default()
+        }),
+    }
+}
+
+#[test]
+fn jitter_stats_serve_each_stored_hour_indexed_by_its_start_as_the_masters_timestamp() {
+    let mut r = row(1, "udp-jitter");
+    // the master started 50 s before 1_800_000_000 s: hours before that stamp 0 (the newest kept)
+    r.hours = vec![hour(1_799_992_800, 5), hour(1_799_996_400, 20), hour(1_800_000_000, 30)];
+    let v = View::build(&[r], false, Some(UPTIME));
+    let st = "1.3.6.1.4.1.9.9.42.1.3.5.1";
+    let g = |col: u32, stamp: u32| v.get(&oid(&format!("{st}.{col}.1.{stamp}")));
+    // stamps: 0 for the hour that began before the master, 5000 for the one at its 50th second
+    assert_eq!(g(4, 0), Value::Counter32(20));
+    assert_eq!(g(4, 5_000), Value::Counter32(30));
+    assert_eq!(g(2, 5_000), Value::Counter32(2)); // Completions
+    assert_eq!(g(5, 5_000), Value::Counter32(50)); // RTTSum, ms
+    assert_eq!(g(6, 5_000), Value::Counter32(140)); // RTTSum2, ms²
+    assert_eq!(g(8, 5_000), Value::Gauge32(1)); // RTTMin 1.4 ms
+    assert_eq!(g(9, 5_000), Value::Gauge32(5)); // RTTMax 4.6 ms
+    assert_eq!(g(12, 5_000), Value::Counter32(9)); // NumOfPositivesSD
+    assert_eq!(g(13, 5_000), Value::Counter32(4)); // SumOfPositivesSD
+    assert_eq!(g(34, 5_000), Value::Counter32(4)); // PacketLossSD
+    assert_eq!(g(35, 5_000), Value::Counter32(6)); // PacketLossDS
+    assert_eq!(g(63, 5_000), Value::Gauge32(0)); // AvgJitterSD (4000 + 4400) / 18 µs
+    assert_eq!(g(69, 5_000), Value::Counter32(2)); // NumOverThresh
+    // no DS jitter, no one-way delay, no MOS in that hour: no instance
+    for col in [22, 41, 52, 56, 64] {
+        assert_eq!(g(col, 5_000), Value::NoSuchInstance, "column {col}");
+    }
+    // three hours stored, two served
+    let rows: Vec<_> = walk(&v).into_iter().filter(|n| n.starts_with(&oid(&format!("{st}.4")).0)).collect();
+    assert_eq!(rows, vec![oid(&format!("{st}.4.1.0")), oid(&format!("{st}.4.1.5000"))]);
+}
