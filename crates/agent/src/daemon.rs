@@ -58,6 +58,8 @@ pub struct AgentSection {
     pub route_protocol: Option<u32>,
     /// `/probe` runs at once; more are answered 429 (default 4; 0 turns `/probe` off).
     pub probe_concurrency: Option<usize>,
+    /// Per-probe histograms in /metrics (default false: latest values and counters only).
+    pub metrics_histograms: Option<bool>,
 }
 
 /// The agent's configuration file.
@@ -87,6 +89,8 @@ pub struct AgentFile {
     /// `[[remote_write]]`.
     #[serde(default)]
     pub remote_write: Vec<crate::remote_write::RemoteWriteFile>,
+    /// `[mesh]`: the operations of a shared mesh file, from this agent's site.
+    pub mesh: Option<crate::mesh::MeshSection>,
 }
 
 /// A validated configuration.
@@ -120,6 +124,10 @@ pub struct AgentConfig {
     pub remote_write: Vec<crate::remote_write::RemoteWriteDef>,
     /// `/probe` runs at once (0: `/probe` is off).
     pub probe_concurrency: usize,
+    /// Whether /metrics has the per-probe histograms.
+    pub metrics_histograms: bool,
+    /// The mesh this agent is a site of (its operations are in `operations`).
+    pub mesh: Option<Arc<crate::mesh::Mesh>>,
 }
 
 impl AgentFile {
@@ -143,6 +151,24 @@ impl AgentFile {
             operations.push(d);
         }
         crate::group::apply(&self.group, &mut operations)?;
+        let mesh = self.mesh.as_ref().map(|m| m.load("mesh")).transpose()?;
+        if let Some(m) = &mesh {
+            for d in &m.operations {
+                if let (Some(i), Some(p)) = (ids.get(&d.id), &d.mesh) {
+                    return Err(ConfigError(format!(
+                        "operation[{i}].id: {} is the number of mesh test \"{}\" to {} in {}; keep the agent's own operations below {}",
+                        d.id,
+                        p.test,
+                        p.dst,
+                        m.file,
+                        crate::mesh::FIRST_ID
+                    )));
+                }
+            }
+            operations.extend(m.operations.iter().cloned());
+        }
+        // the file's own [responder] wins over the mesh's
+        let responder_file = self.responder.clone().or_else(|| mesh.as_ref().map(|m| m.responder.clone()));
         for (i, d) in operations.iter().enumerate() {
             if let Some(t) = d.triggers.iter().find(|t| !ids.contains_key(t)) {
                 return Err(ConfigError(format!("operation[{i}].trigger: there is no operation {t}")));
@@ -165,8 +191,8 @@ impl AgentFile {
                 1 << 40,
             )?,
             workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
-            responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
-            responder_file: self.responder.clone(),
+            responder: responder_file.as_ref().map(ResponderFile::options).transpose()?,
+            responder_file,
             tracks: tracks.clone(),
             routes: crate::routes::validate(&self.route, &tracks.iter().map(|t| t.id).collect::<Vec<_>>())?,
             route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
@@ -179,6 +205,8 @@ impl AgentFile {
                 0,
                 256,
             )?,
+            metrics_histograms: self.agent.metrics_histograms.unwrap_or(false),
+            mesh: mesh.map(|m| Arc::new(crate::mesh::Mesh { operations: Vec::new(), ..m })),
         })
     }
 }
@@ -272,6 +300,11 @@ fn summary(o: &crate::engine::OpState, store: Option<&Store>, now: Instant) -> O
         life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
         time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
         active_reactions: o.active_reactions().into_iter().map(String::from).collect(),
+        mesh: o.def.mesh.as_ref().map(|p| crate::api::MeshLabels {
+            test: p.test.clone(),
+            src: p.src.clone(),
+            dst: p.dst.clone(),
+        }),
     }
 }
 
@@ -334,6 +367,11 @@ impl Shared {
     pub(crate) fn probe_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, usize> {
         let limit = self.cfg.lock().map(|c| c.probe_concurrency).unwrap_or(0);
         self.probes.clone().try_acquire_owned().map_err(|_| limit)
+    }
+
+    /// The mesh this agent is a site of, when it is one.
+    pub(crate) fn mesh(&self) -> Option<Arc<crate::mesh::Mesh>> {
+        self.cfg.lock().ok()?.mesh.clone()
     }
 
     /// True once the agent is stopping.
@@ -503,6 +541,7 @@ impl Agent {
             crate::routes::Failover::start(runtime.handle(), routes, cfg.route_protocol, up, &stop, None)
         });
         let metrics = Metrics::new();
+        metrics.set_histograms(cfg.metrics_histograms);
         for d in &cfg.operations {
             metrics.declare(d);
         }
@@ -620,6 +659,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     let (ops, outputs) = engine.reload(now, wall_now(), &new.operations, new.tracks.clone());
     let states = engine.track_states();
     drop(engine);
+    sh.metrics.set_histograms(new.metrics_histograms);
     for d in &ops.forgotten {
         sh.metrics.forget(d);
     }

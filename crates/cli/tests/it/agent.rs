@@ -69,7 +69,8 @@ fn wait_runs(http: u16, runs: u64, stored: u64) -> Value {
 fn runs_are_scheduled_stored_and_exported() {
     let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
-    let agent = InProcess::start(&config(dir.path(), 0, free_udp()));
+    // the per-probe histograms are asked for: this test reads them
+    let agent = InProcess::start(&config(dir.path(), 0, free_udp()).agent_key("metrics_histograms", true));
     let http = agent.http();
     // operation 1 twice (stored), the others (3 once triggered) at least once; the track list
     // and operation 2's runs are then settled

@@ -16,6 +16,7 @@ mod faults;
 mod flood;
 mod grafana;
 mod lab_truth;
+mod mesh;
 mod notify;
 mod packaging;
 mod privilege;

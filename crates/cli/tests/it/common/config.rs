@@ -29,6 +29,7 @@ pub struct AgentToml {
     routes: Vec<Table>,
     alerts: Vec<Table>,
     remote_writes: Vec<Table>,
+    mesh: Option<Table>,
 }
 
 impl AgentToml {
@@ -93,6 +94,15 @@ impl AgentToml {
         self
     }
 
+    /// `[mesh]`: the mesh file and this agent's site in it.
+    pub fn mesh(mut self, file: &Path, site: &str) -> Self {
+        let mut t = Table::new();
+        t.insert("file".into(), v(file.display().to_string()));
+        t.insert("site".into(), v(site));
+        self.mesh = Some(t);
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         let mut top = Table::new();
@@ -101,6 +111,9 @@ impl AgentToml {
         }
         if let Some(r) = &self.responder {
             top.insert("responder".into(), Value::Table(r.clone()));
+        }
+        if let Some(m) = &self.mesh {
+            top.insert("mesh".into(), Value::Table(m.clone()));
         }
         let array = |v: Vec<Table>| Value::Array(v.into_iter().map(Value::Table).collect());
         if !self.operations.is_empty() {
