@@ -210,6 +210,14 @@ fn mesh_errors_name_the_file_the_test_and_the_key_or_flag() {
     let m = mesh.display().to_string();
     let (code, out, _) = check(&["--mesh", &m, "--site", "a"]);
     assert_eq!((code, out), (Some(0), format!("{}: 1 operations, responder on, 0 alert sinks\n", cfg.display())));
+    // the commented example is a valid mesh: two tests to two other sites
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh.toml");
+    let (code, out, err) = check(&["--mesh", &example.display().to_string(), "--site", "paris"]);
+    assert_eq!(
+        (code, out),
+        (Some(0), format!("{}: 4 operations, responder on, 0 alert sinks\n", cfg.display())),
+        "{err}"
+    );
     let (code, _, err) = check(&["--mesh", &m, "--site", "rome"]);
     assert_eq!(code, Some(2));
     assert!(

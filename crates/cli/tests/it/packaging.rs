@@ -33,8 +33,11 @@ fn accepted_keys(table: &str) -> Vec<String> {
     std::fs::write(&cfg, format!("{table}\nnot_a_key = 1\n")).unwrap();
     let out = ipsla().args(["agent", "--check", "--config"]).arg(&cfg).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    let list = err.split("expected one of ").nth(1).unwrap_or_else(|| panic!("no key list for {table:?}:\n{err}"));
-    list.lines().next().unwrap().split(", ").map(|k| k.trim_matches('`').to_string()).collect()
+    // serde lists two keys as "expected `a` or `b`", more as "expected one of `a`, `b`, ..."
+    let list =
+        err.split("expected one of ").nth(1).or_else(|| err.split("unknown field `not_a_key`, expected ").nth(1));
+    let list = list.unwrap_or_else(|| panic!("no key list for {table:?}:\n{err}"));
+    list.lines().next().unwrap().replace(" or ", ", ").split(", ").map(|k| k.trim_matches('`').to_string()).collect()
 }
 
 #[test]
