@@ -300,11 +300,7 @@ fn summary(o: &crate::engine::OpState, store: Option<&Store>, now: Instant) -> O
         life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
         time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
         active_reactions: o.active_reactions().into_iter().map(String::from).collect(),
-        mesh: o.def.mesh.as_ref().map(|p| crate::api::MeshLabels {
-            test: p.test.clone(),
-            src: p.src.clone(),
-            dst: p.dst.clone(),
-        }),
+        mesh: o.def.mesh.as_ref().map(Into::into),
     }
 }
 
@@ -810,7 +806,7 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
                 tracing::warn!(op = id, reason = %why, "the operation failed");
             }
             let ctx = Context::of(&def.spec, id, job.run, start, out.clock.clone(), false);
-            let report = Report::of_run(ctx, out);
+            let report = Report { mesh: def.mesh.as_ref().map(Into::into), ..Report::of_run(ctx, out) };
             let json = serde_json::to_string(&report).unwrap_or_default();
             let record = RunRecord {
                 op: id,

@@ -84,6 +84,12 @@ pub struct MeshPair {
     pub dst: String,
 }
 
+impl From<&MeshPair> for crate::api::MeshLabels {
+    fn from(p: &MeshPair) -> Self {
+        crate::api::MeshLabels { test: p.test.clone(), src: p.src.clone(), dst: p.dst.clone() }
+    }
+}
+
 /// The mesh as one agent runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mesh {

@@ -162,6 +162,7 @@ members = [1, 2]
     assert_eq!(latest.return_code, ipsla_core::ops::ReturnCode::Ok);
     let mut documented = doc_fields("json-schema.md", "| Field | Type | Meaning |");
     assert!(documented.remove("samples") && documented.remove("lost"), "only with --samples");
+    assert!(documented.remove("mesh"), "only for a mesh operation's run");
     assert_eq!(keys(&latest), documented);
 
     let history: Vec<StoredRun> = round_trip("history", &get(addr, "/api/v1/operations/7/history?limit=2"));

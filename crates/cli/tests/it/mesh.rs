@@ -135,6 +135,9 @@ fn three_sites_measure_each_other_and_follow_the_file_on_reload() {
         "{metrics}"
     );
     assert!(metrics.contains(&format!("\nipsla_operation_return_code{{op=\"{ab}\",code=\"ok\"}} 1\n")), "{metrics}");
+    // and each stored run says which pair it measured
+    let latest = api(a, &format!("/api/v1/operations/{ab}/latest"));
+    assert_eq!(latest["mesh"], serde_json::json!({"test": "echo", "src": "a", "dst": "b"}), "{latest}");
     // b's responder listens on b's address only, with the mesh's control port
     let status = api(b, "/api/v1/responder");
     assert_eq!(status["control_v1"], serde_json::json!([format!("127.0.0.3:{v1}")]), "{status}");
