@@ -564,6 +564,9 @@ impl Agent {
             runtime.spawn(scheduler(shared.clone(), workers.clone())),
             runtime.spawn(crate::http::serve(shared.clone(), listener, shared.stop.clone())),
         ];
+        if let Some(src) = cfg.mesh.as_ref().and_then(|m| m.source.clone()) {
+            tasks.push(runtime.spawn(mesh_poller(shared.clone(), src)));
+        }
         tasks.extend(crate::remote_write::start(
             runtime.handle(),
             &cfg.remote_write,
@@ -645,6 +648,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         ("responder", cur.responder_file != new.responder_file),
         ("remote_write", cur.remote_write != new.remote_write),
         ("agent.probe_concurrency", cur.probe_concurrency != new.probe_concurrency),
+        ("mesh.url", cur.mesh.as_ref().map(|m| &m.source) != new.mesh.as_ref().map(|m| &m.source)),
     ] {
         if differs {
             sum.needs_restart.push(key.into());
@@ -711,6 +715,66 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         tracing::warn!(settings = ?sum.needs_restart, "these settings changed and take effect only after a restart");
     }
     sum
+}
+
+/// Keeps the mesh file up to date from its URL (`[mesh] url`): every `poll`, a fetched file that
+/// differs from the local copy and is a valid mesh for this site replaces the copy (written aside,
+/// then renamed) and is reloaded. A fetch that fails, or a file with an error, leaves the agent
+/// running on its copy, and is logged with the URL (a failing fetch once until it works again).
+async fn mesh_poller(sh: Arc<Shared>, src: crate::mesh::MeshSource) {
+    let (file, url) = (src.file.display().to_string(), src.url.clone());
+    let mut failing = false;
+    let mut refused = String::new();
+    loop {
+        match src.fetch().await {
+            Err(why) => {
+                if !failing {
+                    tracing::warn!("mesh.url: fetching {url}: {why}; the agent runs on from {file}");
+                }
+                failing = true;
+            }
+            Ok(text) => {
+                if failing {
+                    tracing::info!("mesh.url: {url} answers again");
+                }
+                failing = false;
+                let (sh, src, text) = (sh.clone(), src.clone(), text.clone());
+                let done = tokio::task::spawn_blocking(move || update_mesh(&sh, &src, &text)).await;
+                match done {
+                    Ok(Ok(None)) => refused.clear(),
+                    Ok(Ok(Some(sum))) => {
+                        refused.clear();
+                        tracing::info!(added = ?sum.added, removed = ?sum.removed, changed = ?sum.changed, "mesh.url: {file} updated from {url} and reloaded");
+                    }
+                    // the same refusal is logged once
+                    Ok(Err(e)) if e != refused => {
+                        tracing::error!("mesh.url: {e}; the agent runs on from {file}");
+                        refused = e;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tokio::select! {
+            _ = sh.stop.cancelled() => return,
+            _ = tokio::time::sleep(src.poll) => {}
+        }
+    }
+}
+
+/// Replaces the mesh file with `text` and reloads, when `text` differs from it and is a valid
+/// mesh for this site; `Ok(None)` when it is the same.
+fn update_mesh(sh: &Shared, src: &crate::mesh::MeshSource, text: &str) -> Result<Option<ReloadSummary>, String> {
+    if std::fs::read_to_string(&src.file).is_ok_and(|cur| cur == text) {
+        return Ok(None);
+    }
+    crate::mesh::expand(&src.url, text, &src.site, "mesh").map_err(|e| e.0)?;
+    let mut aside = src.file.clone().into_os_string();
+    aside.push(".part");
+    std::fs::write(&aside, text)
+        .and_then(|()| std::fs::rename(&aside, &src.file))
+        .map_err(|e| format!("writing {}: {e}", src.file.display()))?;
+    reload_from_source(sh).map(Some)
 }
 
 /// How often the scheduler turns when nothing is due: the heartbeat `/-/healthy` watches.

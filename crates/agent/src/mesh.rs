@@ -37,7 +37,85 @@ pub struct MeshSection {
     pub file: Option<PathBuf>,
     /// This agent's site: one of the file's `[[site]]` names.
     pub site: Option<String>,
+    /// An `http[s]://` URL the file is kept up to date from: fetched every `poll`, and when it
+    /// differs from `file` and is a valid mesh, written to `file` and reloaded.
+    pub url: Option<String>,
+    /// How often `url` is fetched (default 5m).
+    pub poll: Option<String>,
 }
+
+/// Where the mesh file is kept up to date from (`[mesh] url`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshSource {
+    /// The URL, as written.
+    pub url: String,
+    /// Between two fetches.
+    pub poll: std::time::Duration,
+    /// The local copy the agent runs from.
+    pub file: PathBuf,
+    /// This agent's site (a fetched file must have it).
+    pub site: String,
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+    tls: Option<crate::alert::Tls>,
+}
+
+impl MeshSource {
+    /// Fetches the URL: the body of a 200, as text, or why there is none.
+    pub(crate) async fn fetch(&self) -> std::result::Result<String, String> {
+        let at = format!("{}:{}", self.host, self.port);
+        let get = async {
+            let tcp = tokio::net::TcpStream::connect(&at).await.map_err(|e| format!("connecting to {at}: {e}"))?;
+            match &self.tls {
+                Some(tls) => {
+                    let s = tls.connect(tcp).await.map_err(|e| format!("TLS with {at}: {e}"))?;
+                    self.get_over(s).await
+                }
+                None => self.get_over(tcp).await,
+            }
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, get).await.map_err(|_| format!("no answer from {at} within 30 s"))?
+    }
+
+    async fn get_over<S>(&self, stream: S) -> std::result::Result<String, String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        use http_body_util::BodyExt;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::get(self.path.as_str())
+            .header(hyper::header::HOST, self.authority.as_str())
+            .header(hyper::header::USER_AGENT, concat!("ipsla/", env!("CARGO_PKG_VERSION")))
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .map_err(|e| format!("building the request: {e}"))?;
+        let got = async {
+            let resp = sender.send_request(req).await.map_err(|e| format!("HTTP: {e}"))?;
+            if resp.status() != hyper::StatusCode::OK {
+                return Err(format!("HTTP {}", resp.status()));
+            }
+            let limit = crate::config::MAX_CONFIG_LEN as usize;
+            let body = http_body_util::Limited::new(resp.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the body (at most {limit} bytes): {e}"))?
+                .to_bytes();
+            String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8 text".to_string())
+        }
+        .await;
+        driver.abort();
+        got
+    }
+}
+
+/// Longest wait for one fetch of `[mesh] url`.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The mesh file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -105,6 +183,8 @@ pub struct Mesh {
     pub operations: Vec<OperationDef>,
     /// The responder this site runs for the others.
     pub responder: ResponderFile,
+    /// Where the file is kept up to date from, when `[mesh] url` is set.
+    pub source: Option<MeshSource>,
 }
 
 /// First number of the mesh's operations: an agent's own `[[operation]]`s stay below it.
@@ -144,7 +224,35 @@ impl MeshSection {
                 "{key}.site: missing; name this agent's site of {name} ([mesh] site = \"...\" or --site NAME)"
             ))
         })?;
-        expand(&name, &text, site, key)
+        let source = match &self.url {
+            Some(url) => {
+                let k = format!("{key}.url");
+                let u = crate::alert::parse_url(&k, url)?;
+                let tls = u.https.then(|| crate::alert::Tls::new(&k, &u.host, None)).transpose()?;
+                let poll = crate::config::parse_duration(
+                    &format!("{key}.poll"),
+                    self.poll.as_deref().unwrap_or("5m"),
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(86_400),
+                )?;
+                Some(MeshSource {
+                    url: url.clone(),
+                    poll,
+                    file: file.clone(),
+                    site: site.to_string(),
+                    host: u.host,
+                    port: u.port,
+                    authority: u.authority,
+                    path: u.path,
+                    tls,
+                })
+            }
+            None if self.poll.is_some() => {
+                return Err(ConfigError(format!("{key}.poll: only with {key}.url (the URL to fetch the file from)")));
+            }
+            None => None,
+        };
+        Ok(Mesh { source, ..expand(&name, &text, site, key)? })
     }
 }
 
@@ -233,7 +341,7 @@ pub fn expand(file: &str, text: &str, site: &str, key: &str) -> Result<Mesh> {
         }
         tests.push(name);
     }
-    Ok(Mesh { file: file.to_string(), site: me.name.clone(), sites, tests, operations, responder })
+    Ok(Mesh { file: file.to_string(), site: me.name.clone(), sites, tests, operations, responder, source: None })
 }
 
 #[cfg(test)]

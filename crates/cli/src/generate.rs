@@ -323,6 +323,12 @@ const SECTIONS: &[Section] = &[
         &[
             ("file", "file path", "The mesh file (TOML: [[site]], [[test]], [responder]); --mesh overrides it."),
             ("site", "text", "This agent's site, one of the file's [[site]] names; --site overrides it."),
+            (
+                "url",
+                "URL",
+                "http[s]:// URL the file is kept up to date from: fetched every poll; a valid file that differs replaces the local copy (file) and is reloaded; a failed fetch or a bad file leaves the copy running.",
+            ),
+            ("poll", "duration", "How often url is fetched (default 5m; only with url)."),
         ],
     ),
 ];

@@ -11,9 +11,12 @@ use crate::common::{
 use ipsla_agent::mesh::operation_id;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The mesh file: `sites` (name, address), one udp-echo test `echo` to `port`, the responders'
 /// control on `v1`.
@@ -258,6 +261,19 @@ fn mesh_errors_name_the_file_the_test_and_the_key_or_flag() {
         err.contains(&format!("in {}: --site: \"rome\" is not a site of {m}; its sites: a, b\n", cfg.display())),
         "{err}"
     );
+    // [mesh] url: a scheme the agent cannot fetch, and poll without url
+    for (key, value, said) in [
+        (
+            "url",
+            "ftp://x/m.toml",
+            "mesh.url: \"ftp://x/m.toml\" has scheme ftp; allowed schemes: http, https; expected http[s]://HOST[:PORT][/PATH], e.g. \"http://127.0.0.1:9000/ipsla\"\n",
+        ),
+        ("poll", "1m", "mesh.poll: only with mesh.url (the URL to fetch the file from)\n"),
+    ] {
+        let bad = AgentToml::new().http(0).mesh(&mesh, "a").mesh_key(key, value).write(&dir.path().join("bad.toml"));
+        let out = ipsla().args(["agent", "--check", "--config"]).arg(&bad).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("ipsla: in {}: {said}", bad.display()));
+    }
     let (_, _, err) = check(&["--mesh", &m]);
     assert!(
         err.contains(&format!(
@@ -272,4 +288,62 @@ fn mesh_errors_name_the_file_the_test_and_the_key_or_flag() {
     .unwrap();
     let (_, _, err) = check(&["--mesh", &m, "--site", "a"]);
     assert!(err.contains(&format!("{m}: test[0].codec: udp-echo does not take codec (only udp-jitter do)\n")), "{err}");
+}
+
+/// A loopback HTTP server answering every request with the current `body`; counts requests.
+fn serve(body: Arc<Mutex<String>>, served: Arc<AtomicUsize>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = body.lock().unwrap().clone();
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
+            served.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    port
+}
+
+#[test]
+fn the_mesh_file_follows_its_url_and_a_bad_one_changes_nothing() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.toml");
+    let (v1, port) = (free_on_sites(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]), free_udp());
+    // the local copy has a and b; the URL serves a, b and c
+    let wider = dir.path().join("wider.toml");
+    mesh_file(&wider, v1, port, &[("a", "127.0.0.2"), ("b", "127.0.0.3"), ("c", "127.0.0.4")]);
+    mesh_file(&mesh, v1, port, &[("a", "127.0.0.2"), ("b", "127.0.0.3")]);
+    let wider = std::fs::read_to_string(&wider).unwrap();
+    let (body, served) = (Arc::new(Mutex::new(wider.clone())), Arc::new(AtomicUsize::new(0)));
+    let web = serve(body.clone(), served.clone());
+    let http = free_tcp();
+    let cfg = AgentToml::new()
+        .http(http)
+        .store(&dir.path().join("a.db"))
+        .workers(2)
+        .mesh(&mesh, "a")
+        .mesh_key("url", format!("http://127.0.0.1:{web}/mesh.toml"))
+        .mesh_key("poll", "1s")
+        .write(&dir.path().join("a.toml"));
+    let _a = Killed(ipsla().args(["agent", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap());
+    wait_for("a's /-/healthy", PATIENCE, || get(http, "/-/healthy").is_some_and(|(c, _)| c == 200));
+    let want = expected("a", &[("b", "127.0.0.3"), ("c", "127.0.0.4")], port);
+    wait_some("a follows the URL", PATIENCE, || (pairs(http) == want).then_some(()));
+    assert_eq!(std::fs::read_to_string(&mesh).unwrap(), wider, "the local copy is the fetched file");
+
+    // a file with an error at the URL: fetched (twice, to be sure a poll saw it), refused, nothing changes
+    *body.lock().unwrap() = wider.replace("timeout = \"500ms\"", "codec = \"g711alaw\"");
+    let n = served.load(Ordering::SeqCst);
+    wait_for("two more fetches", PATIENCE, || served.load(Ordering::SeqCst) >= n + 2);
+    assert_eq!(pairs(http), want);
+    assert_eq!(std::fs::read_to_string(&mesh).unwrap(), wider);
 }

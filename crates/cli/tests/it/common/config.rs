@@ -103,6 +103,12 @@ impl AgentToml {
         self
     }
 
+    /// Any other `[mesh]` key (after [`AgentToml::mesh`]).
+    pub fn mesh_key(mut self, name: &str, value: impl serde::Serialize) -> Self {
+        self.mesh.get_or_insert_with(Table::new).insert(name.into(), v(value));
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         let mut top = Table::new();
