@@ -881,7 +881,14 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
                 history: def.history,
             };
             sh.write_store("a completed run", |s| s.insert_run(&record));
-            sh.metrics.observe(&def, &out.result, &out.detail);
+            // a reload may have removed or redefined the operation while it ran: its series are
+            // gone (or belong to the new definition) and must not come back. Under the engine's
+            // lock, which a reload holds while it decides, before it forgets the series.
+            if let Ok(e) = sh.engine.lock()
+                && e.op(id).is_some_and(|o| o.def == def)
+            {
+                sh.metrics.observe(&def, &out.result, &out.detail);
+            }
             sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)))
         }
         Err(e) => {
