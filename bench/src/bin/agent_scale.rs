@@ -8,8 +8,8 @@
 //! port, then one probe. With CONTROL = none the operations send to a permanent udp-echo port of
 //! the responder instead (IOS `ip sla responder udp-echo port`), without control.
 //!
-//! Usage: cargo run --release -p ipsla-bench --bin agent_scale -- [N] [SECONDS] [v1|none] [WORKERS]
-//! (defaults 10000, 180, v1, the agent's default)
+//! Usage: cargo run --release -p ipsla-bench --bin agent_scale -- [N] [SECONDS] [v1|none] [WORKERS] [histograms]
+//! (defaults 10000, 180, v1, the agent's default; `histograms` sets `metrics_histograms = true`)
 #![forbid(unsafe_code)]
 
 use ipsla_agent::daemon::{Agent, AgentFile};
@@ -71,10 +71,13 @@ fn scrape(addr: SocketAddr, path: &str, accept: Option<&str>, keep: bool) -> (us
 
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
-fn config(dir: &Path, n: u32, control: &str, workers: Option<usize>) -> String {
+fn config(dir: &Path, n: u32, control: &str, workers: Option<usize>, histograms: bool) -> String {
     let free = || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (v1, echo) = (free(), free());
-    let workers = workers.map(|w| format!("workers = {w}\n")).unwrap_or_default();
+    let mut workers = workers.map(|w| format!("workers = {w}\n")).unwrap_or_default();
+    if histograms {
+        workers += "metrics_histograms = true\n";
+    }
     let mut t = format!(
         "[agent]\nhttp = \"127.0.0.1:0\"\nstore = \"{}\"\n{workers}\n\
          [responder]\nlisten = [\"127.0.0.1\"]\nv1_port = {v1}\nv2 = false\n\
@@ -101,12 +104,13 @@ fn main() {
     let control = args.get(3).map(String::as_str).unwrap_or("v1");
     assert!(matches!(control, "v1" | "none"), "CONTROL is v1 or none");
     let workers: Option<usize> = args.get(4).and_then(|s| s.parse().ok());
+    let histograms = args.get(5).is_some_and(|s| s == "histograms");
 
     let dir = std::env::temp_dir().join(format!("ipsla-agent-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (rss0, _) = rss_kib();
     let t_cfg = Instant::now();
-    let text = config(&dir, n, control, workers);
+    let text = config(&dir, n, control, workers, histograms);
     let cfg = AgentFile::parse(&text).unwrap().validate().unwrap();
     let cfg_time = t_cfg.elapsed();
     let starts: Vec<Duration> = cfg
@@ -178,7 +182,8 @@ fn main() {
         std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
 
-    println!("## agent_scale: {n} udp-echo operations, {control} control, {secs} s, {workers} workers");
+    let h = if histograms { ", metrics_histograms" } else { "" };
+    println!("## agent_scale: {n} udp-echo operations, {control} control, {secs} s, {workers} workers{h}");
     println!("| metric | value |");
     println!("|---|---|");
     println!("| config parse + validate | {:.0} ms |", cfg_time.as_secs_f64() * 1e3);

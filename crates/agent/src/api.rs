@@ -75,6 +75,20 @@ pub struct OpSummary {
     /// The elements of its reactions whose condition holds now (`["rtt"]`).
     #[serde(default)]
     pub active_reactions: Vec<String>,
+    /// The mesh test and sites it measures; null for an operation of the agent's own file.
+    #[serde(default)]
+    pub mesh: Option<MeshLabels>,
+}
+
+/// What a mesh operation measures (`OpSummary::mesh`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshLabels {
+    /// The test's name in the mesh file.
+    pub test: String,
+    /// The site this agent is (the source).
+    pub src: String,
+    /// The site measured.
+    pub dst: String,
 }
 
 /// One entry of `GET /api/v1/tracks`.

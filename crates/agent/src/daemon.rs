@@ -58,6 +58,8 @@ pub struct AgentSection {
     pub route_protocol: Option<u32>,
     /// `/probe` runs at once; more are answered 429 (default 4; 0 turns `/probe` off).
     pub probe_concurrency: Option<usize>,
+    /// Per-probe histograms in /metrics (default false: latest values and counters only).
+    pub metrics_histograms: Option<bool>,
 }
 
 /// The agent's configuration file.
@@ -89,6 +91,8 @@ pub struct AgentFile {
     pub remote_write: Vec<crate::remote_write::RemoteWriteFile>,
     /// `[snmp]`: present = the agent serves CISCO-RTTMON-MIB through the host's SNMP master.
     pub snmp: Option<crate::snmp::SnmpFile>,
+    /// `[mesh]`: the operations of a shared mesh file, from this agent's site.
+    pub mesh: Option<crate::mesh::MeshSection>,
 }
 
 /// A validated configuration.
@@ -124,6 +128,10 @@ pub struct AgentConfig {
     pub probe_concurrency: usize,
     /// The SNMP subagent, when configured.
     pub snmp: Option<crate::snmp::SnmpConfig>,
+    /// Whether /metrics has the per-probe histograms.
+    pub metrics_histograms: bool,
+    /// The mesh this agent is a site of (its operations are in `operations`).
+    pub mesh: Option<Arc<crate::mesh::Mesh>>,
 }
 
 impl AgentFile {
@@ -147,6 +155,24 @@ impl AgentFile {
             operations.push(d);
         }
         crate::group::apply(&self.group, &mut operations)?;
+        let mesh = self.mesh.as_ref().map(|m| m.load("mesh")).transpose()?;
+        if let Some(m) = &mesh {
+            for d in &m.operations {
+                if let (Some(i), Some(p)) = (ids.get(&d.id), &d.mesh) {
+                    return Err(ConfigError(format!(
+                        "operation[{i}].id: {} is the number of mesh test \"{}\" to {} in {}; keep the agent's own operations below {}",
+                        d.id,
+                        p.test,
+                        p.dst,
+                        m.file,
+                        crate::mesh::FIRST_ID
+                    )));
+                }
+            }
+            operations.extend(m.operations.iter().cloned());
+        }
+        // the file's own [responder] wins over the mesh's
+        let responder_file = self.responder.clone().or_else(|| mesh.as_ref().map(|m| m.responder.clone()));
         if self.snmp.is_none()
             && let Some((i, j)) = operations.iter().enumerate().find_map(|(i, d)| {
                 d.reactions
@@ -181,8 +207,8 @@ impl AgentFile {
                 1 << 40,
             )?,
             workers: check_range("agent.workers", self.agent.workers.unwrap_or(16), 1, 1024)?,
-            responder: self.responder.as_ref().map(ResponderFile::options).transpose()?,
-            responder_file: self.responder.clone(),
+            responder: responder_file.as_ref().map(ResponderFile::options).transpose()?,
+            responder_file,
             tracks: tracks.clone(),
             routes: crate::routes::validate(&self.route, &tracks.iter().map(|t| t.id).collect::<Vec<_>>())?,
             route_protocol: crate::routes::protocol(self.agent.route_protocol)?,
@@ -196,6 +222,8 @@ impl AgentFile {
                 256,
             )?,
             snmp: self.snmp.as_ref().map(crate::snmp::SnmpFile::validate).transpose()?,
+            metrics_histograms: self.agent.metrics_histograms.unwrap_or(false),
+            mesh: mesh.map(|m| Arc::new(crate::mesh::Mesh { operations: Vec::new(), ..m })),
         })
     }
 }
@@ -293,6 +321,7 @@ fn summary(o: &crate::engine::OpState, store: Option<&Store>, now: Instant) -> O
         life_s: o.def.schedule.life.map(|l| l.as_secs_f64()),
         time_to_live_s: o.schedule.time_to_live(now).map(|l| l.as_secs_f64()),
         active_reactions: o.active_reactions().into_iter().map(String::from).collect(),
+        mesh: o.def.mesh.as_ref().map(Into::into),
     }
 }
 
@@ -355,6 +384,11 @@ impl Shared {
     pub(crate) fn probe_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, usize> {
         let limit = self.cfg.lock().map(|c| c.probe_concurrency).unwrap_or(0);
         self.probes.clone().try_acquire_owned().map_err(|_| limit)
+    }
+
+    /// The mesh this agent is a site of, when it is one.
+    pub(crate) fn mesh(&self) -> Option<Arc<crate::mesh::Mesh>> {
+        self.cfg.lock().ok()?.mesh.clone()
     }
 
     /// True once the agent is stopping.
@@ -555,6 +589,7 @@ impl Agent {
             crate::routes::Failover::start(runtime.handle(), routes, cfg.route_protocol, up, &stop, None)
         });
         let metrics = Metrics::new();
+        metrics.set_histograms(cfg.metrics_histograms);
         for d in &cfg.operations {
             metrics.declare(d);
         }
@@ -585,6 +620,9 @@ impl Agent {
             runtime.spawn(scheduler(shared.clone(), workers.clone())),
             runtime.spawn(crate::http::serve(shared.clone(), listener, shared.stop.clone())),
         ];
+        if let Some(src) = cfg.mesh.as_ref().and_then(|m| m.source.clone()) {
+            tasks.push(runtime.spawn(mesh_poller(shared.clone(), src)));
+        }
         tasks.extend(crate::remote_write::start(
             runtime.handle(),
             &cfg.remote_write,
@@ -671,6 +709,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         ("remote_write", cur.remote_write != new.remote_write),
         ("agent.probe_concurrency", cur.probe_concurrency != new.probe_concurrency),
         ("snmp", cur.snmp != new.snmp),
+        ("mesh.url", cur.mesh.as_ref().map(|m| &m.source) != new.mesh.as_ref().map(|m| &m.source)),
     ] {
         if differs {
             sum.needs_restart.push(key.into());
@@ -681,6 +720,7 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
     let (ops, outputs) = engine.reload(now, wall_now(), &new.operations, new.tracks.clone());
     let states = engine.track_states();
     drop(engine);
+    sh.metrics.set_histograms(new.metrics_histograms);
     for d in &ops.forgotten {
         sh.metrics.forget(d);
     }
@@ -738,6 +778,66 @@ fn reload(sh: &Shared, new: AgentConfig) -> ReloadSummary {
         tracing::warn!(settings = ?sum.needs_restart, "these settings changed and take effect only after a restart");
     }
     sum
+}
+
+/// Keeps the mesh file up to date from its URL (`[mesh] url`): every `poll`, a fetched file that
+/// differs from the local copy and is a valid mesh for this site replaces the copy (written aside,
+/// then renamed) and is reloaded. A fetch that fails, or a file with an error, leaves the agent
+/// running on its copy, and is logged with the URL (a failing fetch once until it works again).
+async fn mesh_poller(sh: Arc<Shared>, src: crate::mesh::MeshSource) {
+    let (file, url) = (src.file.display().to_string(), src.url.clone());
+    let mut failing = false;
+    let mut refused = String::new();
+    loop {
+        match src.fetch().await {
+            Err(why) => {
+                if !failing {
+                    tracing::warn!("mesh.url: fetching {url}: {why}; the agent runs on from {file}");
+                }
+                failing = true;
+            }
+            Ok(text) => {
+                if failing {
+                    tracing::info!("mesh.url: {url} answers again");
+                }
+                failing = false;
+                let (sh, src, text) = (sh.clone(), src.clone(), text.clone());
+                let done = tokio::task::spawn_blocking(move || update_mesh(&sh, &src, &text)).await;
+                match done {
+                    Ok(Ok(None)) => refused.clear(),
+                    Ok(Ok(Some(sum))) => {
+                        refused.clear();
+                        tracing::info!(added = ?sum.added, removed = ?sum.removed, changed = ?sum.changed, "mesh.url: {file} updated from {url} and reloaded");
+                    }
+                    // the same refusal is logged once
+                    Ok(Err(e)) if e != refused => {
+                        tracing::error!("mesh.url: {e}; the agent runs on from {file}");
+                        refused = e;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tokio::select! {
+            _ = sh.stop.cancelled() => return,
+            _ = tokio::time::sleep(src.poll) => {}
+        }
+    }
+}
+
+/// Replaces the mesh file with `text` and reloads, when `text` differs from it and is a valid
+/// mesh for this site; `Ok(None)` when it is the same.
+fn update_mesh(sh: &Shared, src: &crate::mesh::MeshSource, text: &str) -> Result<Option<ReloadSummary>, String> {
+    if std::fs::read_to_string(&src.file).is_ok_and(|cur| cur == text) {
+        return Ok(None);
+    }
+    crate::mesh::expand(&src.url, text, &src.site, "mesh").map_err(|e| e.0)?;
+    let mut aside = src.file.clone().into_os_string();
+    aside.push(".part");
+    std::fs::write(&aside, text)
+        .and_then(|()| std::fs::rename(&aside, &src.file))
+        .map_err(|e| format!("writing {}: {e}", src.file.display()))?;
+    reload_from_source(sh).map(Some)
 }
 
 /// How often the scheduler turns when nothing is due: the heartbeat `/-/healthy` watches.
@@ -833,7 +933,7 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
                 tracing::warn!(op = id, reason = %why, "the operation failed");
             }
             let ctx = Context::of(&def.spec, id, job.run, start, out.clock.clone(), false);
-            let report = Report::of_run(ctx, out);
+            let report = Report { mesh: def.mesh.as_ref().map(Into::into), ..Report::of_run(ctx, out) };
             let json = serde_json::to_string(&report).unwrap_or_default();
             let record = RunRecord {
                 op: id,
@@ -845,7 +945,14 @@ fn run_job(sh: &Shared, job: Job, rt: &tokio::runtime::Handle) {
             };
             sh.write_store("a completed run", |s| s.insert_run(&record));
             sh.generation.fetch_add(1, Ordering::Relaxed);
-            sh.metrics.observe(&def, &out.result, &out.detail);
+            // a reload may have removed or redefined the operation while it ran: its series are
+            // gone (or belong to the new definition) and must not come back. Under the engine's
+            // lock, which a reload holds while it decides, before it forgets the series.
+            if let Ok(e) = sh.engine.lock()
+                && e.op(id).is_some_and(|o| o.def == def)
+            {
+                sh.metrics.observe(&def, &out.result, &out.detail);
+            }
             let mut outputs = sh.engine.lock().map(|mut e| e.handle_result(Instant::now(), id, Some(&out.result)));
             if let Ok(v) = &mut outputs {
                 // the new path is in this run's detail, which the engine does not see

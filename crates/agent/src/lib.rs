@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod engine;
 pub mod group;
 mod http;
+pub mod mesh;
 pub mod metrics;
 pub mod ops;
 mod probe;

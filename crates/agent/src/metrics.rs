@@ -40,7 +40,7 @@ pub struct OpLabels {
 }
 
 /// Labels of `ipsla_operation_info`: what the operation is.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InfoLabels {
     /// Operation number.
     pub op: u32,
@@ -50,6 +50,24 @@ pub struct InfoLabels {
     pub target: String,
     /// Tag.
     pub tag: String,
+    /// The mesh's source and destination sites; `None` for an operation of the agent's own file,
+    /// which then has no `src` / `dst` label at all (not an empty one).
+    pub mesh: Option<(String, String)>,
+}
+
+impl EncodeLabelSet for InfoLabels {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("op", self.op).encode(encoder.encode_label())?;
+        ("type", self.r#type).encode(encoder.encode_label())?;
+        ("target", self.target.as_str()).encode(encoder.encode_label())?;
+        ("tag", self.tag.as_str()).encode(encoder.encode_label())?;
+        if let Some((src, dst)) = &self.mesh {
+            ("src", src.as_str()).encode(encoder.encode_label())?;
+            ("dst", dst.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 /// Labels with a direction (sd = source to destination, ds = back, unknown).
@@ -250,6 +268,8 @@ pub struct Metrics {
     store_writable: Gauge,
     /// Length of the last exposition, to allocate the next one at once.
     last_len: AtomicUsize,
+    /// Whether runs feed the per-probe histograms (`agent.metrics_histograms`; always for `/probe`).
+    histograms: AtomicBool,
 }
 
 /// Labels of an alert sink's outcome counter.
@@ -304,7 +324,13 @@ impl std::fmt::Debug for Metrics {
 }
 
 fn info_labels(def: &OperationDef) -> InfoLabels {
-    InfoLabels { op: def.id, r#type: def.spec.op.kind().name(), target: def.spec.target_label(), tag: def.tag.clone() }
+    InfoLabels {
+        op: def.id,
+        r#type: def.spec.op.kind().name(),
+        target: def.spec.target_label(),
+        tag: def.tag.clone(),
+        mesh: def.mesh.as_ref().map(|p| (p.src.clone(), p.dst.clone())),
+    }
 }
 
 impl Default for Metrics {
@@ -358,6 +384,7 @@ impl Metrics {
             store_writable: Gauge::default(),
             registry: Registry::default(),
             last_len: AtomicUsize::new(0),
+            histograms: AtomicBool::new(!agent),
         };
         if agent {
             let build: Sorted<BuildLabels, Gauge> = Sorted::default();
@@ -366,7 +393,7 @@ impl Metrics {
         }
         registry.register(
             "operation_info",
-            "Always 1 for a configured operation; its type, target and tag as labels (join on op)",
+            "Always 1 for a configured operation; its type, target and tag (and a mesh's src and dst) as labels (join on op)",
             m.info.clone(),
         );
         registry.register("operation_success", "1 when the latest run returned OK", m.success.clone());
@@ -487,6 +514,19 @@ impl Metrics {
         self.store_writable.set(1);
     }
 
+    /// Turns the per-probe histograms (`ipsla_rtt_seconds`, `ipsla_one_way_delay_seconds`,
+    /// `ipsla_ipdv_seconds`) on or off (`agent.metrics_histograms`, default off). They are 23 series
+    /// per operation and direction, nine tenths of a large agent's exposition; off, their series
+    /// are dropped rather than left frozen.
+    pub fn set_histograms(&self, on: bool) {
+        if !self.histograms.swap(on, Ordering::Relaxed) || on {
+            return;
+        }
+        self.rtt.retain(|_| false);
+        self.one_way.retain(|_| false);
+        self.ipdv.retain(|_| false);
+    }
+
     /// A configured operation (at start, or added or redefined by a reload): its info series,
     /// and each of its reactions at 0, so that a reaction is visible (and alertable on) before
     /// its first transition.
@@ -515,12 +555,16 @@ impl Metrics {
         let dir = |d: &'static str| DirLabels { op: l.op, direction: d };
         self.runs.get_or_create(&l).inc();
         self.success.get_or_create(&l).set(i64::from(r.return_code == ReturnCode::Ok));
-        for c in ReturnCode::ALL {
-            self.return_code.get_or_create(&CodeLabels { op: l.op, code: c.name() }).set(i64::from(c == r.return_code));
+        // the latest code only: the other codes' zeros were ten series per operation that said
+        // nothing the one series does not
+        for c in ReturnCode::ALL.into_iter().filter(|c| *c != r.return_code) {
+            self.return_code.remove(&CodeLabels { op: l.op, code: c.name() });
         }
+        self.return_code.get_or_create(&CodeLabels { op: l.op, code: r.return_code.name() }).set(1);
         let s = &r.stats;
         let mut prev: Option<i64> = None;
-        for x in r.samples.iter().filter(|x| !x.duplicate && !x.late) {
+        let histograms = self.histograms.load(Ordering::Relaxed);
+        for x in r.samples.iter().filter(|x| histograms && !x.duplicate && !x.late) {
             self.rtt.get_or_create(&l).observe(x.rtt as f64 / 1e9);
             if s.one_way_sd.is_some() {
                 self.one_way.get_or_create(&dir("sd")).observe(x.sd as f64 / 1e9);
@@ -1006,6 +1050,58 @@ target = "127.0.0.1"
             [r#"ipsla_loss_ratio{op="1"} 1.0"#, r#"ipsla_loss_ratio{op="2"} 1.0"#]
         );
         assert!(t.contains("\nipsla_operation_return_code{op=\"2\",code=\"timeout\"} 1\n"), "{t}");
+    }
+
+    #[test]
+    fn histograms_only_when_asked_and_one_return_code_series() {
+        let m = Metrics::new();
+        let d = defs(ECHO_AND_JITTER);
+        m.observe(&d[1], &run(ReturnCode::Ok, &[2, 4, 3]), &Default::default());
+        let t = m.encode_text();
+        // the default: latest values and counters, no per-probe histogram
+        assert!(!t.contains("ipsla_rtt_seconds") && !t.contains("ipsla_ipdv_seconds"), "{t}");
+        assert_eq!(family(&t, "ipsla_operation_return_code"), [r#"ipsla_operation_return_code{op="2",code="ok"} 1"#]);
+        m.set_histograms(true);
+        m.observe(&d[1], &run(ReturnCode::Timeout, &[5]), &Default::default());
+        let t = m.encode_text();
+        assert_eq!(family(&t, "ipsla_rtt_seconds_count"), [r#"ipsla_rtt_seconds_count{op="2"} 1"#]);
+        assert_eq!(
+            family(&t, "ipsla_operation_return_code"),
+            [r#"ipsla_operation_return_code{op="2",code="timeout"} 1"#],
+            "the ok series is gone, not 0"
+        );
+        // off again (a reload): the histograms leave rather than stay frozen
+        m.set_histograms(false);
+        assert!(!m.encode_text().contains("ipsla_rtt_seconds"));
+        // /probe answers one run: its histograms are always there
+        let p = Metrics::for_probe();
+        p.observe(&d[1], &run(ReturnCode::Ok, &[2, 4]), &Default::default());
+        assert_eq!(family(&p.encode_text(), "ipsla_ipdv_seconds_count"), [r#"ipsla_ipdv_seconds_count{op="2"} 1"#]);
+    }
+
+    #[test]
+    fn a_mesh_operation_has_src_and_dst_on_its_info_series_only() {
+        let mesh = "[[site]]\nname = \"a\"\naddress = \"127.0.0.2\"\n[[site]]\nname = \"b\"\naddress = \"127.0.0.3\"\n\
+                    [[test]]\nname = \"echo\"\ntype = \"udp-echo\"\n";
+        let m = Metrics::new();
+        let mut d = crate::mesh::expand("mesh.toml", mesh, "a", "mesh").unwrap().operations;
+        d.extend(defs(ECHO_AND_JITTER).into_iter().take(1));
+        for def in &d {
+            m.declare(def);
+            m.observe(def, &run(ReturnCode::Ok, &[1]), &Default::default());
+        }
+        let id = crate::mesh::operation_id("echo", "b");
+        let t = m.encode_text();
+        assert_eq!(
+            family(&t, "ipsla_operation_info"),
+            [
+                r#"ipsla_operation_info{op="1",type="udp-echo",target="127.0.0.1:16384",tag="edge"} 1"#.to_string(),
+                format!(
+                    r#"ipsla_operation_info{{op="{id}",type="udp-echo",target="127.0.0.3:16384",tag="echo",src="a",dst="b"}} 1"#
+                )
+            ]
+        );
+        assert_eq!(family(&t, "ipsla_operations_total")[1], format!(r#"ipsla_operations_total{{op="{id}"}} 1"#));
     }
 
     #[test]

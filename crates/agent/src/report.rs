@@ -266,6 +266,9 @@ pub struct Report {
     /// whose `run` held it.
     #[serde(default)]
     pub id: Option<u32>,
+    /// The mesh test and sites of a mesh operation's run (docs/mesh.md); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<crate::api::MeshLabels>,
     pub run: u32,
     pub start: String,
     pub return_code: ReturnCode,
@@ -361,6 +364,7 @@ impl Report {
             operation: ctx.operation,
             target: ctx.target,
             id: Some(ctx.id),
+            mesh: None,
             run: ctx.run,
             start: humantime::format_rfc3339_micros(UNIX_EPOCH + ctx.start).to_string(),
             return_code: r.return_code,

@@ -54,6 +54,14 @@ fn server_name(key: &str, host: &str) -> Result<ServerName<'static>> {
 }
 
 impl Tls {
+    /// TLS over `stream`, the server's certificate checked against the roots for the host.
+    pub(crate) async fn connect(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        tokio_rustls::TlsConnector::from(self.config.clone()).connect(self.server_name.clone(), stream).await
+    }
+
     /// Loads the roots (`ca_file`, else the platform's) for a connection to `host`. `key` names
     /// the `ca_file` key in errors.
     pub(crate) fn new(key: &str, host: &str, ca_file: Option<&str>) -> Result<Tls> {

@@ -164,6 +164,7 @@ members = [1, 2]
     assert!(documented.remove("samples") && documented.remove("lost"), "only with --samples");
     // a kind's own part of the report: only its runs have it
     assert!(documented.remove("http"), "operation http only");
+    assert!(documented.remove("mesh"), "only for a mesh operation's run");
     assert_eq!(keys(&latest), documented);
 
     let history: Vec<StoredRun> = round_trip("history", &get(addr, "/api/v1/operations/7/history?limit=2"));

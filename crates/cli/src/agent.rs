@@ -17,6 +17,13 @@ pub struct AgentArgs {
     /// SQLite file, overriding agent.store.
     #[arg(long, value_name = "PATH")]
     store: Option<PathBuf>,
+    /// Mesh file (TOML: [[site]], [[test]]), overriding mesh.file: run its tests from --site to
+    /// every other site; re-read on reload (docs/mesh.md).
+    #[arg(long, value_name = "FILE")]
+    mesh: Option<PathBuf>,
+    /// This agent's site in the mesh file, overriding mesh.site.
+    #[arg(long, value_name = "NAME")]
+    site: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -31,8 +38,18 @@ pub struct AgentArgs {
     user: Option<String>,
 }
 
+/// The command-line overrides of the configuration file.
+#[derive(Debug, Clone, Default)]
+struct Overrides {
+    http: Option<String>,
+    store: Option<PathBuf>,
+    mesh: Option<PathBuf>,
+    site: Option<String>,
+}
+
 /// Reads, overrides and validates the configuration (at start and on every reload).
-fn load(config: Option<&PathBuf>, http: Option<&String>, store: Option<&PathBuf>) -> Result<(AgentConfig, String)> {
+fn load(config: Option<&PathBuf>, over: &Overrides) -> Result<(AgentConfig, String)> {
+    let (http, store) = (over.http.as_ref(), over.store.as_ref());
     let (text, source) = match config {
         Some(p) => (
             ipsla_agent::config::read_text("--config", p, ipsla_agent::config::MAX_CONFIG_LEN)?,
@@ -47,7 +64,25 @@ fn load(config: Option<&PathBuf>, http: Option<&String>, store: Option<&PathBuf>
     if let Some(s) = store {
         file.agent.store = Some(s.clone());
     }
-    let cfg = file.validate().with_context(|| format!("in {source}"))?;
+    if over.mesh.is_some() || over.site.is_some() {
+        let m = file.mesh.get_or_insert_with(Default::default);
+        if let Some(f) = &over.mesh {
+            m.file = Some(f.clone());
+        }
+        if let Some(s) = &over.site {
+            m.site = Some(s.clone());
+        }
+    }
+    let cfg = file
+        .validate()
+        .map_err(|e| {
+            // a mesh key set by its flag is named by the flag
+            let flag = [("mesh.file:", "--mesh:", over.mesh.is_some()), ("mesh.site:", "--site:", over.site.is_some())]
+                .into_iter()
+                .find_map(|(key, flag, set)| e.0.strip_prefix(key).filter(|_| set).map(|rest| format!("{flag}{rest}")));
+            anyhow::anyhow!(flag.unwrap_or(e.0))
+        })
+        .with_context(|| format!("in {source}"))?;
     Ok((cfg, source))
 }
 
@@ -56,7 +91,13 @@ pub fn main(args: AgentArgs) -> Result<()> {
         crate::out::print(DEFAULT_CONFIG)?;
         return Ok(());
     }
-    let (cfg, source) = load(args.config.as_ref(), args.http.as_ref(), args.store.as_ref())?;
+    let over = Overrides {
+        http: args.http.clone(),
+        store: args.store.clone(),
+        mesh: args.mesh.clone(),
+        site: args.site.clone(),
+    };
+    let (cfg, source) = load(args.config.as_ref(), &over)?;
     if args.check {
         crate::out::println(format_args!(
             "{source}: {} operations, responder {}, {} alert sinks",
@@ -87,10 +128,8 @@ pub fn main(args: AgentArgs) -> Result<()> {
         })
         .context("starting the agent")?;
     tracing::info!(uid = dropped.uid, run = ?dropped.run, bounding_narrowed = dropped.bounding_narrowed, "privileges dropped");
-    let AgentArgs { config, http, store, .. } = args;
-    agent.set_loader(Box::new(move || {
-        load(config.as_ref(), http.as_ref(), store.as_ref()).map(|(c, _)| c).map_err(|e| format!("{e:#}"))
-    }));
+    let config = args.config.clone();
+    agent.set_loader(Box::new(move || load(config.as_ref(), &over).map(|(c, _)| c).map_err(|e| format!("{e:#}"))));
     tracing::info!(
         config = %source,
         http = %agent.http_addr(),

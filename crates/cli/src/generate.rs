@@ -198,6 +198,11 @@ const SECTIONS: &[Section] = &[
                 "integer",
                 "/probe runs at once; more are answered 429 (default 4; 0 turns /probe off).",
             ),
+            (
+                "metrics_histograms",
+                "true / false",
+                "Per-probe histograms (ipsla_rtt_seconds, ipsla_one_way_delay_seconds, ipsla_ipdv_seconds) in /metrics (default false: latest values and counters, a few hundred bytes per operation).",
+            ),
         ],
     ),
     (
@@ -325,6 +330,20 @@ const SECTIONS: &[Section] = &[
             "Where the master listens for subagents, as snmpd's agentXSocket (default unix:/var/agentx/master). Takes effect at a restart.",
         )],
     ),
+    (
+        "[mesh]",
+        "A shared mesh file: its tests run from this agent's site to every other site (docs/mesh.md); re-read on reload.",
+        &[
+            ("file", "file path", "The mesh file (TOML: [[site]], [[test]], [responder]); --mesh overrides it."),
+            ("site", "text", "This agent's site, one of the file's [[site]] names; --site overrides it."),
+            (
+                "url",
+                "URL",
+                "http[s]:// URL the file is kept up to date from: fetched every poll; a valid file that differs replaces the local copy (file) and is reloaded; a failed fetch or a bad file leaves the copy running.",
+            ),
+            ("poll", "duration", "How often url is fetched (default 5m; only with url)."),
+        ],
+    ),
 ];
 
 /// ipsla-agent.toml(5): every key the agent's file takes. The operation keys are the registry's
@@ -337,7 +356,7 @@ fn config_page(cmd: &Command) -> String {
     r.control("SH", ["DESCRIPTION"]).text([roman(
         "The file ipsla agent --config reads (TOML). Tables: [agent], [responder] (present: the agent \
          answers IP SLA control too), [[operation]] (with [[operation.reaction]]), [[group]], [[track]], \
-         [[route]], [[alert]], [[remote_write]], [snmp]. An unknown key is refused with the key named; a key an operation type \
+         [[route]], [[alert]], [[remote_write]], [snmp], [mesh]. An unknown key is refused with the key named; a key an operation type \
          does not take is refused with the types that take it. ipsla agent --check --config FILE \
          validates a file without starting anything; SIGHUP (systemctl reload ipsla-agent) re-reads it.",
     )]);

@@ -569,6 +569,7 @@ mod tests {
             life_s: None,
             time_to_live_s: None,
             active_reactions: Vec::new(),
+            mesh: None,
         };
         let t = aggregated_text(&o, None, &[hour]);
         assert!(

@@ -128,6 +128,8 @@ pub struct OperationDef {
     pub triggers: Vec<u32>,
     /// Hourly aggregates kept.
     pub history: HistoryConfig,
+    /// The mesh test and sites this operation measures, when a mesh file made it.
+    pub mesh: Option<crate::mesh::MeshPair>,
 }
 
 /// One `[[operation.reaction]]` (IOS `ip sla reaction-configuration N react ELEMENT ...`).
@@ -572,6 +574,7 @@ pub fn validate(table: &toml::Table, namer: Namer, default_id: u32) -> Result<Op
             distributions: f.range("distributions", 1, 1, 20)?,
             interval_ms: f.range("distribution_interval", 20, 1, 100)?,
         },
+        mesh: None,
     })
 }
 

@@ -150,7 +150,8 @@ fn check_label(key: &str, name: &str) -> Result<()> {
     if name.starts_with("__") {
         return Err(ConfigError(format!("{key}: \"{name}\": names starting with __ are reserved to Prometheus")));
     }
-    if name == "op" || name == "direction" {
+    // src and dst: a mesh operation's series carry them (docs/mesh.md)
+    if ["op", "direction", "src", "dst"].contains(&name) {
         return Err(ConfigError(format!("{key}: \"{name}\" is a label of the series themselves; choose another name")));
     }
     Ok(())
@@ -275,13 +276,20 @@ pub fn validate(files: &[RemoteWriteFile]) -> Result<Vec<RemoteWriteDef>> {
 
 /// The samples of one stored run: (labels sorted by name, value). `ipsla_operation_success`
 /// always; each of [`VALUES`] only when the document has it (a missing value is not a number).
+/// A mesh operation's samples carry its `src` and `dst` sites, from the document: the receiver
+/// has no info series to join on.
 pub(crate) fn run_samples(op: u32, report: &str, extra: &[(String, String)]) -> Vec<(Vec<Label>, f64)> {
     let doc: serde_json::Value = serde_json::from_str(report).unwrap_or(serde_json::Value::Null);
+    let mesh: Vec<Label> = ["src", "dst"]
+        .iter()
+        .filter_map(|k| doc["mesh"][k].as_str().map(|v| Label { name: (*k).into(), value: v.into() }))
+        .collect();
     let labels = |name: &str, more: &[(&str, &str)]| {
         let mut l = vec![
             Label { name: "__name__".into(), value: name.into() },
             Label { name: "op".into(), value: op.to_string() },
         ];
+        l.extend(mesh.iter().cloned());
         l.extend(more.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }));
         l.extend(extra.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }));
         l.sort();

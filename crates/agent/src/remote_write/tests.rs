@@ -38,6 +38,11 @@ fn errors_name_the_key_and_say_what_is_allowed() {
         err("url = \"http://a/w\"\nlabels = { op = \"x\" }"),
         "remote_write[0].labels.op: \"op\" is a label of the series themselves; choose another name"
     );
+    // a mesh operation's samples carry src and dst: a second one would make the request invalid
+    assert_eq!(
+        err("url = \"http://a/w\"\nlabels = { dst = \"x\" }"),
+        "remote_write[0].labels.dst: \"dst\" is a label of the series themselves; choose another name"
+    );
     assert_eq!(err("url = \"http://a/w\"\nbatch = 0"), "remote_write[0].batch: 0 is out of range; allowed 1 to 100000");
     assert!(
         err("url = \"http://a/w\"\ntimeout = \"soon\"")
@@ -163,6 +168,25 @@ fn a_run_ships_what_metrics_exposes_for_it_and_nothing_it_lacks() {
             "ipsla_loss_ratio{op=\"5\"} 0",
             "ipsla_operation_success{op=\"5\"} 1",
             "ipsla_rtt_latest_seconds{op=\"5\"} 0.002"
+        ]
+    );
+    // a mesh operation's run: its sites on every sample
+    let ctx = Context::of(
+        &d[1].spec,
+        5,
+        1,
+        Duration::from_secs(1_800_000_000),
+        ClockCheck { mode: "none", state: "not_checked", est_error_us: None },
+        false,
+    );
+    let pair = crate::api::MeshLabels { test: "echo".into(), src: "paris".into(), dst: "berlin".into() };
+    let doc = serde_json::to_string(&Report { mesh: Some(pair), ..Report::new(ctx, &runs[1].1) }).unwrap();
+    assert_eq!(
+        lines(&run_samples(5, &doc, &[])),
+        [
+            "ipsla_loss_ratio{dst=\"berlin\",op=\"5\",src=\"paris\"} 0",
+            "ipsla_operation_success{dst=\"berlin\",op=\"5\",src=\"paris\"} 1",
+            "ipsla_rtt_latest_seconds{dst=\"berlin\",op=\"5\",src=\"paris\"} 0.002"
         ]
     );
     // no reply: success 0 and the loss ratio; no RTT, no jitter, no MOS (not zeros)

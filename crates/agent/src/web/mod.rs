@@ -27,6 +27,7 @@ type St = Arc<Shared>;
 pub(crate) fn routes() -> Router<St> {
     Router::new()
         .route("/", get(overview))
+        .route("/mesh", get(mesh))
         .route("/operations/{id}", get(operation))
         .route("/operations/{id}/plot.svg", get(plot_svg))
         .route("/operations/{id}/plot.json", get(plot_json))
@@ -88,7 +89,9 @@ async fn overview(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response 
         Some(r) => r.status_async().await.and_then(|s| serde_json::to_value(s).ok()),
         None => None,
     };
+    let grid = mesh_grid(&sh);
     let o = pages::Overview {
+        grid,
         ops,
         tracks: crate::http::track_summaries(&sh).unwrap_or_default(),
         routes: sh.route_status().filter(|r| !r.routes.is_empty()),
@@ -96,6 +99,36 @@ async fn overview(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response 
         events: sh.read_store(|s| s.events(10)).unwrap_or_default(),
     };
     respond(&q, &format!("agent on {}", crate::alert::host_name()), pages::overview(&o))
+}
+
+/// The mesh's grids (one per test) from what this agent measured; `None` outside a mesh.
+fn mesh_grid(sh: &Shared) -> Option<pages::MeshGrid> {
+    let mesh = sh.mesh()?;
+    let cells = mesh
+        .tests
+        .iter()
+        .map(|test| {
+            mesh.sites
+                .iter()
+                .filter(|d| d.name != mesh.site)
+                .map(|d| {
+                    let id = crate::mesh::operation_id(test, &d.name);
+                    let latest = sh.read_store(|s| s.latest(id)).flatten();
+                    (d.name.clone(), id, pages::Latest::of(latest.as_ref()))
+                })
+                .collect()
+        })
+        .collect();
+    Some(pages::MeshGrid { mesh, cells })
+}
+
+/// `/mesh`: the grids alone.
+async fn mesh(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response {
+    match mesh_grid(&sh) {
+        Some(g) => respond(&q, &format!("mesh {} from {}", g.mesh.file, g.mesh.site), pages::mesh(&g)),
+        None => (StatusCode::NOT_FOUND, "this agent is not a site of a mesh ([mesh] or --mesh, docs/mesh.md)\n")
+            .into_response(),
+    }
 }
 
 async fn operation(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Query<PageQuery>) -> Response {

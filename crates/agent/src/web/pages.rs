@@ -41,6 +41,8 @@ pub struct Latest {
     pub loss: String,
     /// MOS, or a dash.
     pub mos: String,
+    /// Whether the run lost probes.
+    pub lossy: bool,
 }
 
 impl Latest {
@@ -53,6 +55,7 @@ impl Latest {
                 rtt: "—".into(),
                 loss: "—".into(),
                 mos: "—".into(),
+                lossy: false,
             };
         };
         let d = &r.report;
@@ -77,12 +80,62 @@ impl Latest {
             "—".into()
         };
         let mos = d["voice"]["mos"].as_f64().map_or("—".into(), |m| format!("{m:.2}"));
-        Latest { class, code, rtt, loss, mos }
+        let lossy = sent > received;
+        Latest { class, code, rtt, loss, mos, lossy }
+    }
+
+    /// A grid cell's colour: as the return code, but an OK run that lost probes is amber.
+    pub fn grid_class(&self) -> &'static str {
+        if self.class == "ok" && self.lossy { "over" } else { self.class }
+    }
+}
+
+/// A mesh's grids as this agent sees them.
+pub struct MeshGrid {
+    /// The mesh.
+    pub mesh: std::sync::Arc<crate::mesh::Mesh>,
+    /// Per test (the mesh's order), per destination: (site, operation, its latest run).
+    pub cells: Vec<Vec<(String, u32, Latest)>>,
+}
+
+/// One grid per test, MaDDash's way: a row per source, a column per destination. A cell is
+/// coloured by the latest run (green OK, amber over its threshold or with loss, red failed, grey
+/// not run yet) and links to the operation's page. Rows of other sources are measured by their
+/// own agents: this one shows them unknown.
+pub fn mesh(g: &MeshGrid) -> Markup {
+    html! {
+        @for (test, cells) in g.mesh.tests.iter().zip(&g.cells) {
+            section.mesh {
+                h3 { "Test " (test) }
+                div.scroll { table.grid {
+                    thead { tr { th { "source ↓ destination →" } @for d in &g.mesh.sites { th { (d.name) } } } }
+                    tbody { @for s in &g.mesh.sites {
+                        tr { th { (s.name) }
+                            @for d in &g.mesh.sites {
+                                @if d.name == s.name {
+                                    td.self { "" }
+                                } @else if s.name == g.mesh.site {
+                                    @if let Some((_, id, l)) = cells.iter().find(|(n, ..)| *n == d.name) {
+                                        td.(l.grid_class()) title={ (s.name) " → " (d.name) ": " (l.code) } {
+                                            a href={ "/operations/" (id) } { (l.rtt) br; small { "loss " (l.loss) " · MOS " (l.mos) } }
+                                        }
+                                    }
+                                } @else {
+                                    td.unknown title={ "measured by the agent of " (s.name) } { "—" }
+                                }
+                            }
+                        }
+                    } }
+                } }
+            }
+        }
     }
 }
 
 /// Everything the overview shows.
 pub struct Overview {
+    /// The mesh's grids, when the agent is a site of one.
+    pub grid: Option<MeshGrid>,
     /// Operations with their latest run.
     pub ops: Vec<(OpSummary, Latest)>,
     /// Tracks.
@@ -98,6 +151,12 @@ pub struct Overview {
 /// `/`'s main element.
 pub fn overview(o: &Overview) -> Markup {
     html! {
+        @if let Some(g) = &o.grid {
+            section {
+                h2 { "Mesh " (g.mesh.file) ", from " (g.mesh.site) }
+                (mesh(g))
+            }
+        }
         section {
             h2 { "Operations" }
             @if o.ops.is_empty() {

@@ -69,7 +69,8 @@ fn wait_runs(http: u16, runs: u64, stored: u64) -> Value {
 fn runs_are_scheduled_stored_and_exported() {
     let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
-    let agent = InProcess::start(&config(dir.path(), 0, free_udp()));
+    // the per-probe histograms are asked for: this test reads them
+    let agent = InProcess::start(&config(dir.path(), 0, free_udp()).agent_key("metrics_histograms", true));
     let http = agent.http();
     // operation 1 twice (stored), the others (3 once triggered) at least once; the track list
     // and operation 2's runs are then settled
@@ -569,4 +570,40 @@ fn a_track_change_is_logged_at_info() {
         line.contains(" INFO ipsla::track: %TRACK-6-STATE: 1 ip sla 1 reachability Down -> Up track=1 up=true"),
         "{line}"
     );
+}
+
+#[test]
+fn a_run_that_ends_after_its_operation_was_removed_exports_nothing() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, http, echo) = (free_udp(), free_tcp(), free_udp());
+    let head = AgentToml::new().http(http).store(&dir.path().join("runs.db")).responder(Responder::loopback(v1));
+    // operation 3's probe goes to a socket this test holds: its run lasts until the test answers
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(PATIENCE)).unwrap();
+    let held = Op::new("udp-echo", "127.0.0.1")
+        .id(3)
+        .key("port", sink.local_addr().unwrap().port())
+        .key("control", "none")
+        .key("timeout", "60s")
+        .key("frequency", "120s");
+    let p = dir.path().join("agent.toml");
+    with_echo_ops(head.clone().operation(held), &[(1, "500ms")], echo, v1).write(&p);
+    let _agent = agent_process(&p, http);
+    let mut buf = [0u8; 2048];
+    let (len, from) = sink.recv_from(&mut buf).unwrap();
+    // the run is going: the reload removes its operation
+    with_echo_ops(head, &[(1, "500ms")], echo, v1).write(&p);
+    let (code, body) = request(http, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["removed"], serde_json::json!([3]), "{body}");
+    assert!(!get(http, "/metrics").unwrap().1.contains(r#"op="3""#));
+    // answered, the run ends: it is stored (a completed run is never lost) and exports nothing
+    sink.send_to(&buf[..len], from).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("runs.db")).unwrap();
+    wait_for("operation 3's run stored", PATIENCE, || {
+        db.query_row("SELECT count(*) FROM runs WHERE op = 3", [], |r| r.get::<_, i64>(0)).is_ok_and(|n| n == 1)
+    });
+    let (_, metrics) = get(http, "/metrics").unwrap();
+    assert!(!metrics.contains(r#"op="3""#), "a removed operation exports nothing: {metrics}");
 }

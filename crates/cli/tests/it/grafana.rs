@@ -161,6 +161,9 @@ fn dashboard_and_rules_against_a_real_prometheus() {
             .http(0)
             .store(&dir.path().join("runs.db"))
             .workers(3)
+            // the per-probe panels (RTT percentiles and heatmap, one-way delay, IPDV) read the
+            // histograms, which are off by default
+            .agent_key("metrics_histograms", true)
             .responder(Responder::loopback(v1))
             // a voice path: MOS and ICPIF, jitter and loss by direction, one-way delay
             .operation(

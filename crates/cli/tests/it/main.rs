@@ -18,6 +18,7 @@ mod grafana;
 mod http_op;
 mod ipv6;
 mod lab_truth;
+mod mesh;
 mod notify;
 mod packaging;
 mod path;

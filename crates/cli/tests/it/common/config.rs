@@ -30,6 +30,7 @@ pub struct AgentToml {
     alerts: Vec<Table>,
     remote_writes: Vec<Table>,
     snmp: Option<Table>,
+    mesh: Option<Table>,
 }
 
 impl AgentToml {
@@ -100,6 +101,21 @@ impl AgentToml {
         self
     }
 
+    /// `[mesh]`: the mesh file and this agent's site in it.
+    pub fn mesh(mut self, file: &Path, site: &str) -> Self {
+        let mut t = Table::new();
+        t.insert("file".into(), v(file.display().to_string()));
+        t.insert("site".into(), v(site));
+        self.mesh = Some(t);
+        self
+    }
+
+    /// Any other `[mesh]` key (after [`AgentToml::mesh`]).
+    pub fn mesh_key(mut self, name: &str, value: impl serde::Serialize) -> Self {
+        self.mesh.get_or_insert_with(Table::new).insert(name.into(), v(value));
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         let mut top = Table::new();
@@ -111,6 +127,9 @@ impl AgentToml {
         }
         if let Some(s) = &self.snmp {
             top.insert("snmp".into(), Value::Table(s.clone()));
+        }
+        if let Some(m) = &self.mesh {
+            top.insert("mesh".into(), Value::Table(m.clone()));
         }
         let array = |v: Vec<Table>| Value::Array(v.into_iter().map(Value::Table).collect());
         if !self.operations.is_empty() {
