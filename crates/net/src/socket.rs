@@ -157,18 +157,17 @@ pub fn enable_icmp_errors(fd: &impl AsFd, v6: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads everything queued on `fd`'s error queue without blocking: transmit stamps go to
-/// `stamp`; an ICMP port unreachable (with [`enable_icmp_errors`]) goes to `refused` with the
-/// destination of the datagram it refused.
+/// Reads every message queued on `fd`'s error queue without blocking, handing each one's
+/// destination (msg_name: the datagram a queued ICMP error is about, ip(7) IP_RECVERR) and its
+/// control messages to `each`. Bounded: a socket cannot have more queued than it has sent in
+/// flight.
 #[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
-pub fn drain_errqueue(
+fn each_queued(
     fd: &impl AsRawFd,
     cmsg: &mut Vec<u8>,
-    mut stamp: impl FnMut(TxStamp),
-    mut refused: impl FnMut(SocketAddr),
+    mut each: impl FnMut(Option<SocketAddr>, socket::CmsgIterator<'_>),
 ) {
     let mut data = [0u8; 64];
-    // bounded: a socket cannot have more stamps queued than sends in flight
     for _ in 0..1024 {
         let mut iov = [IoSliceMut::new(&mut data)];
         let Ok(msg) = socket::recvmsg::<SockaddrStorage>(
@@ -179,36 +178,51 @@ pub fn drain_errqueue(
         ) else {
             return;
         };
-        let (mut wall, mut id, mut unreachable) = (None, None, false);
+        let dest = msg.address.and_then(|a| sockaddr_to_std(&a));
         if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                match c {
-                    ControlMessageOwned::ScmTimestampsns(t) if t.system.tv_sec() > 0 => {
-                        wall = Some(Duration::new(t.system.tv_sec() as u64, t.system.tv_nsec() as u32));
-                    }
-                    ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
-                        if e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING =>
-                    {
-                        id = Some(e.ee_data);
-                    }
-                    ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
-                        if matches!(e.ee_origin, libc::SO_EE_ORIGIN_ICMP | libc::SO_EE_ORIGIN_ICMP6)
-                            && e.ee_errno == libc::ECONNREFUSED as u32 =>
-                    {
-                        unreachable = true;
-                    }
-                    _ => {}
+            each(dest, cmsgs);
+        }
+    }
+}
+
+/// Reads everything queued on `fd`'s error queue without blocking: transmit stamps go to
+/// `stamp`; an ICMP port unreachable (with [`enable_icmp_errors`]) goes to `refused` with the
+/// destination of the datagram it refused.
+#[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
+pub fn drain_errqueue(
+    fd: &impl AsRawFd,
+    cmsg: &mut Vec<u8>,
+    mut stamp: impl FnMut(TxStamp),
+    mut refused: impl FnMut(SocketAddr),
+) {
+    each_queued(fd, cmsg, |dest, cmsgs| {
+        let (mut wall, mut id, mut unreachable) = (None, None, false);
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::ScmTimestampsns(t) if t.system.tv_sec() > 0 => {
+                    wall = Some(Duration::new(t.system.tv_sec() as u64, t.system.tv_nsec() as u32));
                 }
+                ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
+                    if e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING =>
+                {
+                    id = Some(e.ee_data);
+                }
+                ControlMessageOwned::Ipv4RecvErr(e, _) | ControlMessageOwned::Ipv6RecvErr(e, _)
+                    if matches!(e.ee_origin, libc::SO_EE_ORIGIN_ICMP | libc::SO_EE_ORIGIN_ICMP6)
+                        && e.ee_errno == libc::ECONNREFUSED as u32 =>
+                {
+                    unreachable = true;
+                }
+                _ => {}
             }
         }
         if let (Some(wall), Some(id)) = (wall, id) {
             stamp(TxStamp { id, wall });
         }
-        // msg_name is the destination of the datagram the ICMP error is about (ip(7), IP_RECVERR)
-        if unreachable && let Some(to) = msg.address.and_then(|a| sockaddr_to_std(&a)) {
+        if unreachable && let Some(to) = dest {
             refused(to);
         }
-    }
+    });
 }
 
 /// An ICMP error the kernel queued for a datagram a socket sent (`IP_RECVERR`).
@@ -230,20 +244,8 @@ pub struct QueuedIcmpError {
 /// any, are dropped), each to `each`.
 #[allow(clippy::ptr_arg)] // nix::recvmsg takes the control buffer as a Vec
 pub fn drain_icmp_errors(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl FnMut(QueuedIcmpError)) {
-    let mut data = [0u8; 64];
-    // bounded: one per datagram sent, and a run sends few
-    for _ in 0..1024 {
-        let mut iov = [IoSliceMut::new(&mut data)];
-        let Ok(msg) = socket::recvmsg::<SockaddrStorage>(
-            fd.as_raw_fd(),
-            &mut iov,
-            Some(cmsg),
-            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
-        ) else {
-            return;
-        };
-        let Some(dest) = msg.address.and_then(|a| sockaddr_to_std(&a)) else { continue };
-        let Ok(cmsgs) = msg.cmsgs() else { continue };
+    each_queued(fd, cmsg, |dest, cmsgs| {
+        let Some(dest) = dest else { return };
         for c in cmsgs {
             let (e, offender, v6) = match c {
                 ControlMessageOwned::Ipv4RecvErr(e, o) => (
@@ -260,7 +262,7 @@ pub fn drain_icmp_errors(fd: &impl AsRawFd, cmsg: &mut Vec<u8>, mut each: impl F
                 each(QueuedIcmpError { icmp_type: e.ee_type, icmp_code: e.ee_code, v6, offender, dest });
             }
         }
-    }
+    });
 }
 
 fn sockaddr_to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
