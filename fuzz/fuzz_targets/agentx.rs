@@ -16,7 +16,7 @@ static VIEW: LazyLock<View> = LazyLock::new(|| {
         id,
         kind,
         tag: "fuzz".into(),
-        target: "192.168.1.200".parse().unwrap(),
+        target: Some("192.168.1.200".parse().unwrap()),
         port: Some(5000),
         source: None,
         source_port: 0,
