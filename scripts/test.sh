@@ -16,7 +16,7 @@ df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 # The lab tests (network namespaces, TUN) need root, iproute2 and taskset; the probe tests use
 # ping-free ICMP; the anchors smoke run uses irtt when present; the Prometheus test runs its own
 # prometheus process (and promtool), the remote-write tests a prometheus and a victoria-metrics; the
-# unit files are checked with systemd-analyze; the TWAMP captures are decoded with tshark's
+# unit files are checked with systemd-analyze and started by systemd in a container (systemd-nspawn); the TWAMP captures are decoded with tshark's
 # dissectors; the web pages are loaded in headless Chromium; the dns and http operations ask a local
 # dnsmasq; the SNMP subagent is read through a real net-snmp master (snmpd) with snmpwalk/snmpget
 # (snmp) and its traps received by snmptrapd. Install
@@ -28,6 +28,7 @@ command -v irtt >/dev/null 2>&1 || need+=(irtt)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v lintian >/dev/null 2>&1 || need+=(lintian)
@@ -89,6 +90,8 @@ if command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb >/de
   bash scripts/deb.sh
   # install, edit the one file, run the agent as its unit does, read the manual, purge: as root
   bash scripts/deb-check.sh "$(ls -t target/debian/ipsla_*.deb | head -n 1)"
+  # the same package in a booted container: the units started by a real systemd (scripts/unit-check.sh)
+  bash scripts/unit-check.sh "$(ls -t target/debian/ipsla_*.deb | head -n 1)"
 else
   echo "could not install cargo-deb; the package is not built"
 fi

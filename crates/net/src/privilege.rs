@@ -88,6 +88,15 @@ pub enum PrivilegeError {
     /// Capabilities are per thread: this must run before any other thread exists.
     #[error("privileges must be dropped before any thread is started ({0} threads run)")]
     Threads(usize),
+    /// `capset` was refused although it only lowers capabilities: a seccomp filter forbids it.
+    #[error(
+        "{what}: the kernel refused capset under this process's seccomp filter; with systemd, allow it with \
+         `SystemCallFilter=capset` after `SystemCallFilter=~@privileged` (as dist/ipsla-agent.service does)"
+    )]
+    CapsetFiltered {
+        /// What was being done.
+        what: &'static str,
+    },
     /// A system call failed.
     #[error("{what}")]
     Sys {
@@ -100,6 +109,26 @@ pub enum PrivilegeError {
 
 fn sys<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> PrivilegeError {
     move |e| PrivilegeError::Sys { what, source: std::io::Error::other(e.to_string()) }
+}
+
+/// For the capability sets: an EPERM from `capset` under a seccomp filter is the filter's doing
+/// (lowering one's own capabilities needs no privilege), and is named as such.
+fn capset<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> PrivilegeError {
+    move |e| {
+        let text = e.to_string();
+        if text.contains("Operation not permitted") && seccomp_filtered() {
+            PrivilegeError::CapsetFiltered { what }
+        } else {
+            PrivilegeError::Sys { what, source: std::io::Error::other(text) }
+        }
+    }
+}
+
+/// Whether a seccomp filter applies to this process (`Seccomp: 2` in /proc/self/status).
+fn seccomp_filtered() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.split_once(':').is_some_and(|(k, v)| k == "Seccomp" && v.trim() == "2")))
+        .unwrap_or(false)
 }
 
 static RUN_SET: OnceLock<CapsHashSet> = OnceLock::new();
@@ -159,9 +188,9 @@ pub fn enter(plan: &Plan) -> Result<Report, PrivilegeError> {
     let held = caps::read(None, CapSet::Permitted).map_err(sys("reading capabilities"))?;
     let keep: CapsHashSet = keep.intersection(&held).copied().collect();
     let _ = caps::clear(None, CapSet::Ambient);
-    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(sys("clearing inheritable capabilities"))?;
-    caps::set(None, CapSet::Effective, &keep).map_err(sys("setting effective capabilities"))?;
-    caps::set(None, CapSet::Permitted, &keep).map_err(sys("setting permitted capabilities"))?;
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new()).map_err(capset("clearing inheritable capabilities"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(capset("setting effective capabilities"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(capset("setting permitted capabilities"))?;
     nix::sys::prctl::set_no_new_privs().map_err(sys("setting no-new-privileges"))?;
     let run: Vec<Privilege> = plan.run.iter().copied().filter(|p| keep.contains(&p.capability())).collect();
     let start: Vec<Privilege> =
@@ -193,7 +222,7 @@ fn restrict(run: Option<&CapsHashSet>) -> Result<(), PrivilegeError> {
     let Some(run) = run else { return Ok(()) };
     let held = caps::read(None, CapSet::Permitted).map_err(sys("reading capabilities"))?;
     let keep: CapsHashSet = run.intersection(&held).copied().collect();
-    caps::set(None, CapSet::Effective, &keep).map_err(sys("setting effective capabilities"))?;
-    caps::set(None, CapSet::Permitted, &keep).map_err(sys("setting permitted capabilities"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(capset("setting effective capabilities"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(capset("setting permitted capabilities"))?;
     Ok(())
 }
