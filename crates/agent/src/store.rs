@@ -104,48 +104,58 @@ pub enum PlotSeries {
     Ipdv,
     /// MOS of codec runs: `voice.mos`.
     Mos,
+    /// RTT to one hop of a path operation (TTL from 1): `hops[TTL-1].rtt_us`, its loss from
+    /// `hops[TTL-1].loss`.
+    Hop(u8),
 }
 
 impl PlotSeries {
-    /// The condition that a run measured it, and the JSON paths of (low, middle, 90th, high).
-    fn paths(self) -> [&'static str; 5] {
-        match self {
-            PlotSeries::Rtt => [
-                "json_extract(report, '$.rtt_us.count') > 0",
-                "$.rtt_us.min",
-                "$.rtt_us.p50",
-                "$.rtt_us.p90",
-                "$.rtt_us.max",
-            ],
-            PlotSeries::OneWaySd => [
-                "json_extract(report, '$.one_way_us.sd.count') > 0",
-                "$.one_way_us.sd.min",
-                "$.one_way_us.sd.p50",
-                "$.one_way_us.sd.p90",
-                "$.one_way_us.sd.max",
-            ],
-            PlotSeries::OneWayDs => [
-                "json_extract(report, '$.one_way_us.ds.count') > 0",
-                "$.one_way_us.ds.min",
-                "$.one_way_us.ds.p50",
-                "$.one_way_us.ds.p90",
-                "$.one_way_us.ds.max",
-            ],
+    /// The condition that a run measured it, and the SQL of (low, middle, 90th, high, probes
+    /// sent, probes answered) from its document. Built from constants and a number only, never
+    /// from user input.
+    fn sql(self) -> [String; 7] {
+        let j = |path: &str| format!("json_extract(report, '{path}')");
+        let dist = |at: &str, measured: String| {
+            [
+                measured,
+                j(&format!("{at}.min")),
+                j(&format!("{at}.p50")),
+                j(&format!("{at}.p90")),
+                j(&format!("{at}.max")),
+            ]
+        };
+        let [measured, lo, mid, p90, hi] = match self {
+            PlotSeries::Rtt => dist("$.rtt_us", format!("{} > 0", j("$.rtt_us.count"))),
+            PlotSeries::OneWaySd => dist("$.one_way_us.sd", format!("{} > 0", j("$.one_way_us.sd.count"))),
+            PlotSeries::OneWayDs => dist("$.one_way_us.ds", format!("{} > 0", j("$.one_way_us.ds.count"))),
+            // IPDV has no min or max: p50 to p99
             PlotSeries::Ipdv => [
-                "json_extract(report, '$.ipdv_us.p50') IS NOT NULL",
-                "$.ipdv_us.p50",
-                "$.ipdv_us.p50",
-                "$.ipdv_us.p90",
-                "$.ipdv_us.p99",
+                format!("{} IS NOT NULL", j("$.ipdv_us.p50")),
+                j("$.ipdv_us.p50"),
+                j("$.ipdv_us.p50"),
+                j("$.ipdv_us.p90"),
+                j("$.ipdv_us.p99"),
             ],
-            PlotSeries::Mos => [
-                "json_extract(report, '$.voice.mos') IS NOT NULL",
-                "$.voice.mos",
-                "$.voice.mos",
-                "$.voice.mos",
-                "$.voice.mos",
-            ],
-        }
+            PlotSeries::Mos => {
+                let mos = j("$.voice.mos");
+                [format!("{mos} IS NOT NULL"), mos.clone(), mos.clone(), mos.clone(), mos]
+            }
+            PlotSeries::Hop(ttl) => {
+                let at = format!("$.hops[{}]", ttl.saturating_sub(1));
+                dist(
+                    &format!("{at}.rtt_us"),
+                    format!("{} = {ttl} AND {} > 0", j(&format!("{at}.hop")), j(&format!("{at}.rtt_us.count"))),
+                )
+            }
+        };
+        let (sent, received) = match self {
+            PlotSeries::Hop(ttl) => {
+                let at = format!("$.hops[{}].loss", ttl.saturating_sub(1));
+                (j(&format!("{at}.sent")), format!("{} - {}", j(&format!("{at}.sent")), j(&format!("{at}.lost"))))
+            }
+            _ => (j("$.sent"), j("$.received")),
+        };
+        [measured, lo, mid, p90, hi, sent, received]
     }
 }
 
@@ -757,16 +767,14 @@ impl Store {
         width_ns: i64,
         series: PlotSeries,
     ) -> rusqlite::Result<Vec<PlotColumn>> {
-        let [measured, min, mid, p90, max] = series.paths();
-        // the paths are constants of PlotSeries, never user input
+        // built by PlotSeries from constants and a TTL, never from user input
+        let [measured, min, mid, p90, max, sent, received] = series.sql();
         let sql = format!(
             "WITH r AS (
                  SELECT start_ns / ?3 AS k,
                         CASE WHEN {measured} THEN 1 END AS m,
-                        json_extract(report, '{min}') AS lo, json_extract(report, '{mid}') AS mid,
-                        json_extract(report, '{p90}') AS p90, json_extract(report, '{max}') AS hi,
-                        json_extract(report, '$.sent') AS sent,
-                        json_extract(report, '$.received') AS received
+                        {min} AS lo, {mid} AS mid, {p90} AS p90, {max} AS hi,
+                        {sent} AS sent, {received} AS received
                  FROM runs WHERE op = ?1 AND start_ns >= ?2)
              SELECT k, COUNT(*), COUNT(m),
                     MIN(CASE WHEN m THEN lo END), AVG(CASE WHEN m THEN mid END),
@@ -852,6 +860,27 @@ mod tests {
         let got: Vec<(&str, Option<u32>, Option<u32>)> = e.iter().map(|e| (e.kind.as_str(), e.op, e.track)).collect();
         assert_eq!(got, vec![("reaction", Some(7), None), ("track", None, Some(7)), ("path", Some(7), None)]);
         assert_eq!((e[2].element.as_str(), e[2].value, &e[2].text), ("pathChange", None, &text));
+    }
+
+    #[test]
+    fn a_hops_plot_takes_that_hops_rtt_and_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db")).unwrap();
+        // hop 1 answers 3 of 4 echoes; hop 2 never answers (traceroute's `*`): null, not 0
+        let doc = r#"{"sent":4,"received":4,"rtt_us":{"count":4,"min":900.0,"p50":950.0,"p90":990.0,"max":999.0},
+            "hops":[{"hop":1,"address":"10.0.0.1","rtt_us":{"count":3,"min":10.0,"p50":20.0,"p90":30.0,"max":40.0},
+                     "loss":{"sent":4,"lost":1,"ratio":0.25}},
+                    {"hop":2,"address":null,"rtt_us":null,"loss":{"sent":4,"lost":4,"ratio":1.0}}]}"#;
+        s.insert(1, SEC, "ok", Some(950.0), doc).unwrap();
+        let one = &s.plot_columns(1, 0, 10 * SEC, PlotSeries::Hop(1)).unwrap()[0];
+        assert_eq!((one.runs, one.measured, one.sent, one.received), (1, 1, 4, 3));
+        assert_eq!((one.min, one.mid, one.p90, one.max), (Some(10.0), Some(20.0), Some(30.0), Some(40.0)));
+        let two = &s.plot_columns(1, 0, 10 * SEC, PlotSeries::Hop(2)).unwrap()[0];
+        assert_eq!((two.runs, two.measured, two.sent, two.received), (1, 0, 4, 0));
+        assert_eq!((two.min, two.mid, two.p90, two.max), (None, None, None, None));
+        // a hop the run did not reach: counted as a run, no value, no probes
+        let nine = &s.plot_columns(1, 0, 10 * SEC, PlotSeries::Hop(9)).unwrap()[0];
+        assert_eq!((nine.runs, nine.measured, nine.sent, nine.min), (1, 0, 0, None));
     }
 
     #[test]

@@ -136,6 +136,11 @@ pub trait Kind: Sync {
     fn gauges(&self) -> &'static [GaugeDef] {
         &[]
     }
+    /// Its own plots on the operation's page beyond RTT (a path operation's hops), with their
+    /// captions, from its part of the latest run's report.
+    fn plots(&self, _detail: &Detail) -> Vec<(crate::store::PlotSeries, String)> {
+        Vec::new()
+    }
     /// The values of its gauges for one run, from its part of the report.
     fn gauge_values(&self, _detail: &Detail) -> Vec<GaugeValue> {
         Vec::new()

@@ -136,6 +136,18 @@ impl Kind for PathKind {
         let Ok(d) = serde_json::from_value::<PathDetail>(serde_json::Value::Object(detail.clone())) else { return };
         d.text(w);
     }
+    fn plots(&self, detail: &Detail) -> Vec<(crate::store::PlotSeries, String)> {
+        let Ok(d) = serde_json::from_value::<PathDetail>(serde_json::Value::Object(detail.clone())) else {
+            return Vec::new();
+        };
+        d.hops
+            .iter()
+            .map(|h| {
+                let who = h.address.map_or_else(|| "* (no answer in the latest run)".to_string(), |a| a.to_string());
+                (crate::store::PlotSeries::Hop(h.hop), format!("RTT to hop {}: {who}", h.hop))
+            })
+            .collect()
+    }
     fn gauges(&self) -> &'static [GaugeDef] {
         if self.jitter { GAUGES_JITTER } else { GAUGES }
     }

@@ -11,6 +11,7 @@ pub mod pages;
 pub mod plot;
 
 use crate::daemon::Shared;
+use crate::store::PlotSeries;
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
@@ -40,6 +41,7 @@ struct PageQuery {
     range: Option<String>,
     size: Option<String>,
     what: Option<String>,
+    hop: Option<String>,
 }
 
 impl PageQuery {
@@ -47,9 +49,17 @@ impl PageQuery {
     fn series(&self) -> Result<crate::store::PlotSeries, String> {
         match self.what.as_deref() {
             None => Ok(crate::store::PlotSeries::Rtt),
+            Some("hop") => match self.hop.as_deref().map(str::parse::<u8>) {
+                Some(Ok(ttl)) if ttl > 0 => Ok(crate::store::PlotSeries::Hop(ttl)),
+                Some(_) => Err(format!(
+                    "hop={} is not a hop; use the hop's TTL, 1-255\n",
+                    self.hop.as_deref().unwrap_or_default()
+                )),
+                None => Err("what=hop needs hop=N, the hop's TTL (1-255)\n".to_string()),
+            },
             Some(w) => plot::SERIES.iter().find(|(n, _)| *n == w).map(|(_, s)| *s).ok_or_else(|| {
                 let names: Vec<&str> = plot::SERIES.iter().map(|(n, _)| *n).collect();
-                format!("what={w} is not a series; use {}\n", names.join(", "))
+                format!("what={w} is not a series; use {}, or hop with hop=N\n", names.join(", "))
             }),
         }
     }
@@ -142,16 +152,30 @@ async fn operation(State(sh): State<St>, UrlPath(id): UrlPath<u32>, Query(q): Qu
     let runs = sh.read_store(|s| s.history(id, 20)).unwrap_or_default();
     let config = sh.op_configuration(id);
     // the jitter family has IPDV and one-way delays; a codec adds MOS
-    let mut series = Vec::new();
-    if crate::ops::find(&op.r#type).is_some_and(|k| k.jitter()) {
+    let kind = crate::ops::find(&op.r#type);
+    let mut series: Vec<(String, String)> = Vec::new();
+    if kind.is_some_and(|k| k.jitter()) {
+        series.push((plot::query(PlotSeries::Ipdv), "IPDV between consecutive replies".to_string()));
+    }
+    // one-way delays need a reflector's timestamps: not the path kinds' ICMP echoes
+    if kind.is_some_and(|k| k.jitter() && !k.paths()) {
         series.extend([
-            ("ipdv", "IPDV between consecutive replies"),
-            ("sd", "One-way delay, source to destination (synchronised clocks only)"),
-            ("ds", "One-way delay, destination to source (synchronised clocks only)"),
+            (
+                plot::query(PlotSeries::OneWaySd),
+                "One-way delay, source to destination (synchronised clocks only)".to_string(),
+            ),
+            (
+                plot::query(PlotSeries::OneWayDs),
+                "One-way delay, destination to source (synchronised clocks only)".to_string(),
+            ),
         ]);
     }
     if config.as_ref().is_some_and(|c| c.lines.iter().any(|l| l.label == "Codec Type")) {
-        series.push(("mos", "MOS"));
+        series.push((plot::query(PlotSeries::Mos), "MOS".to_string()));
+    }
+    // the kind's own plots (a path operation's hops), from its part of the latest run
+    if let (Some(k), Some(serde_json::Value::Object(latest))) = (kind, runs.first().map(|r| &r.report)) {
+        series.extend(k.plots(latest).into_iter().map(|(s, caption)| (plot::query(s), caption)));
     }
     respond(&q, &format!("operation {id}"), pages::operation(&op, range, &series, &runs, config.as_ref()))
 }
@@ -178,7 +202,10 @@ fn columns(sh: &Shared, id: u32, q: &PageQuery, size: Size) -> Result<Plot, (Sta
     let cols = sh
         .read_store(|s| s.plot_columns(id, since_ns, width.as_nanos() as i64, series))
         .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read\n".to_string()))?;
-    let what = plot::SERIES.iter().find(|(_, s)| *s == series).map_or("rtt", |(n, _)| *n);
+    let what = match series {
+        PlotSeries::Hop(ttl) => format!("hop {ttl}"),
+        s => plot::SERIES.iter().find(|(_, x)| *x == s).map_or("rtt", |(n, _)| *n).to_string(),
+    };
     let title = format!("operation {id}: {} to {}, {what}, {} (UTC)", op.r#type, op.target, range.name());
     Ok(Plot { cols, series, range, title, now })
 }

@@ -245,7 +245,7 @@ fn latest_text(r: &StoredRun) -> String {
 pub fn operation(
     op: &OpSummary,
     range: Range,
-    series: &[(&str, &str)],
+    series: &[(String, String)],
     runs: &[StoredRun],
     config: Option<&OperationConfiguration>,
 ) -> Markup {
@@ -259,10 +259,10 @@ pub fn operation(
                 src={ "/operations/" (op.id) "/plot.svg?range=" (range.name()) };
             figcaption { "As an image: " code { "/operations/" (op.id) "/plot.svg?range=" (range.name()) } }
         }
-        @for (what, caption) in series {
+        @for (query, caption) in series {
             figure {
                 img.plot alt={ (caption) " of operation " (op.id) " over " (range.name()) }
-                    src={ "/operations/" (op.id) "/plot.svg?range=" (range.name()) "&what=" (what) };
+                    src={ "/operations/" (op.id) "/plot.svg?range=" (range.name()) "&" (query) };
                 figcaption { (caption) }
             }
         }

@@ -59,6 +59,14 @@ pub const SERIES: [(&str, PlotSeries); 5] = [
     ("mos", PlotSeries::Mos),
 ];
 
+/// The query string that asks for `series` (`what=sd`, `what=hop&hop=3`).
+pub fn query(series: PlotSeries) -> String {
+    match series {
+        PlotSeries::Hop(ttl) => format!("what=hop&hop={ttl}"),
+        s => format!("what={}", SERIES.iter().find(|(_, x)| *x == s).map_or("rtt", |(n, _)| *n)),
+    }
+}
+
 /// How a series is drawn: its axis label, the factor from stored values to the axis, and what
 /// an empty column means.
 struct Look {
@@ -89,6 +97,13 @@ fn look(s: PlotSeries) -> Look {
             "one-way destination→source (ms)",
             "no one-way delay in this range: the clocks are not declared synchronised",
         ),
+        PlotSeries::Hop(_) => Look {
+            missing_is_failure: true,
+            ..delay(
+                "RTT to the hop (ms)",
+                "no reply from this hop in this range (shaded red): it did not answer its echoes",
+            )
+        },
         PlotSeries::Mos => Look {
             axis: "MOS",
             scale: 1.0,

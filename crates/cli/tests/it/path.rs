@@ -285,6 +285,44 @@ fn the_agent_stores_exports_and_compares_paths() {
     // no change, no path event, no reaction
     let events = crate::common::api(http, "/api/v1/events");
     assert!(!events.to_string().contains("pathChange"), "{events}");
+
+    // the page plots each hop of the latest path, from the hop's own statistics in the store
+    let (_, page) = crate::common::get(http, "/operations/9").unwrap();
+    assert!(page.contains("/operations/9/plot.svg?range=24h&amp;what=hop&amp;hop=1"), "{page}");
+    assert!(page.contains("RTT to hop 1: 127.0.0.1"), "{page}");
+    let hop1 = |query: &str| {
+        let (code, body) = crate::common::get(http, &format!("/operations/9/plot.json?range=1h&{query}")).unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let history = || crate::common::api(http, "/api/v1/operations/9/history?limit=1000");
+    // read between two identical histories, so no run was stored in between
+    let (runs, cols) = wait_some("a plot read between two runs", PATIENCE, || {
+        let before = history();
+        let cols = hop1("what=hop&hop=1");
+        (history() == before).then_some((before, cols))
+    });
+    let runs = runs.as_array().unwrap();
+    let sum = |key: &str| cols.as_array().unwrap().iter().map(|c| c[key].as_u64().unwrap()).sum::<u64>();
+    let hop_sum = |key: &str| runs.iter().map(|r| r["report"]["hops"][0]["loss"][key].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("runs"), runs.len() as u64);
+    assert_eq!(
+        sum("measured"),
+        runs.iter().filter(|r| r["report"]["hops"][0]["rtt_us"]["count"].as_u64().unwrap_or(0) > 0).count() as u64
+    );
+    assert_eq!(sum("sent"), hop_sum("sent"));
+    assert_eq!(sum("received"), hop_sum("sent") - hop_sum("lost"));
+    let smallest =
+        runs.iter().filter_map(|r| r["report"]["hops"][0]["rtt_us"]["min"].as_f64()).fold(f64::MAX, f64::min);
+    let drawn = cols.as_array().unwrap().iter().filter_map(|c| c["min"].as_f64()).fold(f64::MAX, f64::min);
+    assert_eq!(drawn, smallest, "the band's bottom is the smallest RTT to hop 1 stored");
+    // a hop the path does not have is never measured: its columns count runs, no value
+    let none = hop1("what=hop&hop=5");
+    assert!(none.as_array().unwrap().iter().all(|c| c["measured"] == 0 && c["min"].is_null()), "{none}");
+    let (code, body) = crate::common::get(http, "/operations/9/plot.svg?what=hop").unwrap();
+    assert_eq!((code, body.as_str()), (400, "what=hop needs hop=N, the hop's TTL (1-255)\n"));
+    let (code, body) = crate::common::get(http, "/operations/9/plot.svg?what=hop&hop=0").unwrap();
+    assert_eq!((code, body.as_str()), (400, "hop=0 is not a hop; use the hop's TTL, 1-255\n"));
 }
 
 /// Forged ICMP errors from B for the one discovery probe that reaches it (`max_hops` 4): the

@@ -127,7 +127,10 @@ fn pages_show_every_operation_and_a_failure_as_a_failure() {
         assert_eq!(last["mid"], latest["voice"]["mos"], "{last}");
     }
     let (code, body) = get(http, "/operations/1/plot.svg?what=loss").unwrap();
-    assert_eq!((code, body.as_str()), (400, "what=loss is not a series; use rtt, ipdv, sd, ds, mos\n"));
+    assert_eq!(
+        (code, body.as_str()),
+        (400, "what=loss is not a series; use rtt, ipdv, sd, ds, mos, or hop with hop=N\n")
+    );
 
     let svg = page(http, "/operations/2/plot.svg?range=1h");
     assert!(svg.starts_with("<svg width=\"800\" height=\"300\""), "{svg}");
