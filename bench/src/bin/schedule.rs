@@ -21,6 +21,9 @@ fn thread_cpu() -> Duration {
 enum Method {
     Tokio,
     Sleep,
+    /// The pacer before it learnt: ppoll until a fixed spin before the deadline, then spin.
+    Fixed(u64),
+    /// The pacer (`ipsla_net::pacer::Pacer`): wakes by the learnt lateness, at most this early.
     Pacer(u64),
 }
 
@@ -29,8 +32,9 @@ impl Method {
         match self {
             Method::Tokio => "tokio sleep_until (1 ms timer wheel)".into(),
             Method::Sleep => "thread::sleep, 1 ns timer slack".into(),
-            Method::Pacer(0) => "ppoll, 1 ns timer slack, no spin".into(),
-            Method::Pacer(s) => format!("ppoll, 1 ns timer slack, spin last {s} µs"),
+            Method::Fixed(0) => "ppoll, 1 ns timer slack, no spin".into(),
+            Method::Fixed(s) => format!("ppoll, 1 ns timer slack, spin last {s} µs"),
+            Method::Pacer(s) => format!("the pacer: ppoll, wake by the learnt lateness (≤ {s} µs), spin the rest"),
         }
     }
 }
@@ -68,12 +72,24 @@ fn run(m: Method, interval: Duration, n: u32) -> (Vec<i64>, f64) {
                 let _ = tx.send(&payload);
             }
         }
-        Method::Pacer(spin) => {
-            let p = Pacer::new(Duration::from_micros(spin));
+        Method::Fixed(_) | Method::Pacer(_) => {
+            let p = match m {
+                Method::Pacer(spin) => Some(Pacer::new(Duration::from_micros(spin))),
+                _ => {
+                    tighten_timer_slack();
+                    None
+                }
+            };
             let start = Instant::now() + Duration::from_millis(5);
             for k in 0..n {
                 let d = start + interval * k;
-                p.wait(&sink, Some(d));
+                match (p, m) {
+                    (Some(p), _) => {
+                        p.wait(&sink, Some(d));
+                    }
+                    (None, Method::Fixed(spin)) => fixed_spin(&sink, d, Duration::from_micros(spin)),
+                    _ => unreachable!(),
+                }
                 errs.push((Instant::now() - d).as_nanos() as i64);
                 let _ = tx.send(&payload);
                 // keep the sink empty so that it never wakes the pacer early
@@ -88,6 +104,25 @@ fn run(m: Method, interval: Duration, n: u32) -> (Vec<i64>, f64) {
     (errs, cpu)
 }
 
+/// The pacer as it was before it learnt its wake-up latency: sleep until a fixed `spin` before
+/// the deadline, then busy-wait (the baseline of the comparison).
+fn fixed_spin(sock: &UdpSocket, deadline: Instant, spin: Duration) {
+    use nix::poll::{PollFd, PollFlags, ppoll};
+    use std::os::fd::AsFd;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let sleep = (deadline - now).saturating_sub(spin);
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+        let _ = ppoll(&mut fds, Some(nix::sys::time::TimeSpec::from_duration(sleep)), None);
+        if sleep.is_zero() {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 fn main() {
     let secs: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     println!(
@@ -97,7 +132,7 @@ fn main() {
     for interval in [Duration::from_millis(1), Duration::from_micros(100)] {
         let n = (secs / interval.as_secs_f64()) as u32;
         for m in
-            [Method::Tokio, Method::Sleep, Method::Pacer(0), Method::Pacer(10), Method::Pacer(30), Method::Pacer(60)]
+            [Method::Tokio, Method::Sleep, Method::Fixed(0), Method::Fixed(30), Method::Fixed(50), Method::Pacer(50)]
         {
             let t0 = Instant::now();
             let (e, cpu) = run(m, interval, n);

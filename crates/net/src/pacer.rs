@@ -3,9 +3,14 @@
 //! A send schedule of 1 ms (or 100 µs) needs wake-ups accurate to a few µs. Linux pads every
 //! sleep of a normal thread with its *timer slack* (50 µs by default), so the pacer first sets the
 //! calling thread's slack to 1 ns. It then sleeps with `ppoll` on the socket (a reply wakes it
-//! early) until `spin` before the deadline, and busy-waits the rest, still reading the socket.
-//! The spin absorbs the wake-up latency (tens of µs on a VM); its cost is `spin / interval` of a
-//! core. bench/RESULTS.md has the measurements behind the default.
+//! early) until shortly before the deadline, and busy-waits the rest, still reading the socket.
+//!
+//! How much shortly is learnt: a sleep ends some time after the asked one (the wake-up latency,
+//! tens of µs on a VM, a few on bare metal), so the pacer measures that lateness on every timed
+//! sleep and asks to wake its typical lateness early (a running mean plus one mean deviation,
+//! never more than the configured spin). The spin is then only what is left between the actual
+//! wake-up and the deadline, a few µs on average instead of the whole configured spin.
+//! bench/RESULTS.md has the measurements.
 
 use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::time::TimeSpec;
@@ -33,21 +38,71 @@ pub enum Wake {
 /// Sleeps and spins towards deadlines on behalf of one thread.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacer {
+    /// The most it wakes early and spins.
     spin: Duration,
 }
 
+/// The wake-up lateness learnt so far on this machine, ns, as f64 bits: running mean and mean
+/// absolute deviation; `NONE` until the first timed sleep. Every pacer of the process teaches
+/// and reads it (lateness is the machine's, not one run's); a lost update between two threads
+/// only skips one sample.
+static LATE: [std::sync::atomic::AtomicU64; 2] =
+    [std::sync::atomic::AtomicU64::new(NONE), std::sync::atomic::AtomicU64::new(NONE)];
+const NONE: u64 = u64::MAX;
+
+/// Weight of a new lateness sample in the running mean and deviation.
+const LEARN: f64 = 1.0 / 32.0;
+
+fn learnt() -> Option<(f64, f64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (m, d) = (LATE[0].load(Relaxed), LATE[1].load(Relaxed));
+    (m != NONE && d != NONE).then(|| (f64::from_bits(m), f64::from_bits(d)))
+}
+
+/// The estimate after one more lateness sample of `x` ns.
+fn update(est: Option<(f64, f64)>, x: f64) -> (f64, f64) {
+    match est {
+        // the first sample: that much, give or take half of it
+        None => (x, x / 2.0),
+        Some((mean, dev)) => {
+            let mean = mean + LEARN * (x - mean);
+            (mean, dev + LEARN * ((x - mean).abs() - dev))
+        }
+    }
+}
+
+/// How early to wake with the estimate `est`: mean plus one mean deviation, within `spin`; the
+/// whole spin before anything was learnt.
+fn early_of(est: Option<(f64, f64)>, spin: Duration) -> Duration {
+    let spin = spin.as_nanos() as f64;
+    Duration::from_nanos(est.map_or(spin, |(mean, dev)| (mean + dev).clamp(0.0, spin)) as u64)
+}
+
+fn learn(lateness: Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mean, dev) = update(learnt(), lateness.as_nanos() as f64);
+    LATE[0].store(mean.to_bits(), Relaxed);
+    LATE[1].store(dev.to_bits(), Relaxed);
+}
+
 impl Pacer {
-    /// A pacer that busy-waits the last `spin` before each deadline. Call from the thread that
-    /// will wait: it tightens that thread's timer slack.
+    /// A pacer that wakes at most `spin` before each deadline and busy-waits the rest. Call from
+    /// the thread that will wait: it tightens that thread's timer slack.
     pub fn new(spin: Duration) -> Self {
         tighten_timer_slack();
         Pacer { spin }
     }
 
-    /// A pacer for a schedule of `interval`: spins [`DEFAULT_SPIN`], but never more than 30 % of
-    /// the interval, so that a 100 µs schedule stays within a third of a core.
+    /// A pacer for a schedule of `interval`: spins [`DEFAULT_SPIN`] at most, but never more than
+    /// 30 % of the interval, so that a 100 µs schedule stays within a third of a core.
     pub fn for_interval(interval: Duration) -> Self {
         Pacer::new(DEFAULT_SPIN.min(interval * 3 / 10))
+    }
+
+    /// How early it asks to wake now: the learnt lateness (mean plus one mean deviation), within
+    /// the configured spin; the whole spin until something was learnt.
+    pub fn early(&self) -> Duration {
+        early_of(learnt(), self.spin)
     }
 
     /// Waits until `fd` is readable or `deadline` (None: up to one second) has passed.
@@ -59,15 +114,14 @@ impl Pacer {
                 return Wake::Deadline;
             }
             let left = deadline - now;
-            let (timeout, spinning) = if left > self.spin { (left - self.spin, false) } else { (Duration::ZERO, true) };
+            let early = self.early();
+            let sleep = left.saturating_sub(early);
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            let ts = TimeSpec::from_duration(timeout);
-            match ppoll(&mut fds, Some(ts), None) {
+            match ppoll(&mut fds, Some(TimeSpec::from_duration(sleep)), None) {
                 Ok(n) if n > 0 => return Wake::Readable,
-                _ => {}
-            }
-            if spinning {
-                std::hint::spin_loop();
+                // a timed sleep that ran out: how late it woke teaches the next one
+                Ok(_) if !sleep.is_zero() => learn(Instant::now().saturating_duration_since(now + sleep)),
+                _ => std::hint::spin_loop(),
             }
         }
     }
@@ -86,6 +140,30 @@ mod tests {
             assert_eq!(p.wait(&s, Some(d)), Wake::Deadline);
             assert!(Instant::now() >= d);
         }
+    }
+
+    #[test]
+    fn learns_how_late_it_wakes_within_the_spin() {
+        let spin = Duration::from_micros(50);
+        assert_eq!(early_of(None, spin), spin, "before any sleep: the whole spin");
+        // the first sample counts whole: 10 µs, give or take 5
+        let mut est = update(None, 10_000.0);
+        assert_eq!(early_of(Some(est), spin), Duration::from_micros(15));
+        // a machine that wakes 10 µs late every time: the deviation fades, the mean stays
+        for _ in 0..400 {
+            est = update(Some(est), 10_000.0);
+        }
+        assert_eq!(early_of(Some(est), spin).as_micros(), 10);
+        // one that wakes 200 µs late: never more than the configured spin
+        for _ in 0..400 {
+            est = update(Some(est), 200_000.0);
+        }
+        assert_eq!(early_of(Some(est), spin), spin);
+        // lateness alternating 0 and 20 µs: mean 10, deviation 10, so it wakes 20 µs early
+        for i in 0..4000 {
+            est = update(Some(est), if i % 2 == 0 { 0.0 } else { 20_000.0 });
+        }
+        assert!((19..=20).contains(&early_of(Some(est), spin).as_micros()), "{est:?}");
     }
 
     #[test]
