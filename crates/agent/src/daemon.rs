@@ -478,7 +478,7 @@ impl crate::snmp::Source for Shared {
         let store = self.store.lock().ok()?;
         for r in &mut rows {
             r.latest = store.latest(r.id).ok().flatten().and_then(|run| {
-                let doc = serde_json::from_value(run.report).ok()?;
+                let doc: crate::report::Report = serde_json::from_value(run.report).ok()?;
                 Some(crate::snmp::mib::Latest { start_ns: run.start_ns, run: doc })
             });
             if r.kind == "udp-jitter" {

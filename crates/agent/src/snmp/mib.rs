@@ -8,11 +8,11 @@
 //! (noSuchInstance for a Get, skipped by a walk): a timed-out run has no
 //! `rttMonLatestRttOperCompletionTime`, where IOS would show 0.
 
+use crate::report::Report;
 use ipsla_core::ops::{Precision, ReturnCode};
 use ipsla_core::schedule::OperState;
 use ipsla_core::voice::Codec;
 use ipsla_wire::agentx::{Oid, SearchRange, Value};
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -87,7 +87,7 @@ fn truth(b: bool) -> Value {
 
 /// One operation as the tables need it: its configuration, where it is in its life, and the
 /// latest stored run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Row {
     /// Operation id: the rows' index.
     pub id: u32,
@@ -135,119 +135,14 @@ pub struct Row {
     pub reactions: Vec<(ipsla_core::reaction::ReactionConfig, bool)>,
 }
 
-/// The latest stored run: when it started and the fields of its document the tables read.
-#[derive(Debug, Clone)]
+/// The latest stored run: when it started and its document, read as the agent's API serves it
+/// (`GET /api/v1/operations/{id}/latest`).
+#[derive(Debug)]
 pub struct Latest {
     /// Start, ns since the Unix epoch.
     pub start_ns: i64,
-    /// The run document's fields.
-    pub run: Run,
-}
-
-/// The fields of a run document (docs/json-schema.md) the tables read; delays in µs, `None`
-/// where the document has null.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Run {
-    /// `return_code`.
-    pub return_code: ReturnCode,
-    /// `reason`.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// `precision`: the unit of the jitter columns (ms, or µs with `precision us`).
-    #[serde(default)]
-    pub precision: Precision,
-    /// `rtt_us`.
-    pub rtt_us: DelayDoc,
-    /// `one_way_us`: only with synchronised clocks.
-    #[serde(default)]
-    pub one_way_us: Option<OneWayDoc>,
-    /// `clock_sync.state`.
-    #[serde(default)]
-    pub clock_sync: ClockDoc,
-    /// `jitter_us`.
-    #[serde(default)]
-    pub jitter_us: JitterDoc,
-    /// `loss`.
-    #[serde(default)]
-    pub loss: LossDoc,
-    /// `over_threshold`.
-    #[serde(default)]
-    pub over_threshold: u32,
-    /// `voice`.
-    #[serde(default)]
-    pub voice: Option<VoiceDoc>,
-}
-
-/// `rtt_us`, `one_way_us.sd`, ...
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct DelayDoc {
-    pub count: u64,
-    pub min: Option<f64>,
-    pub avg: Option<f64>,
-    pub max: Option<f64>,
-    pub sum: f64,
-    pub sum2: f64,
-}
-
-/// `one_way_us`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct OneWayDoc {
-    pub sd: DelayDoc,
-    pub ds: DelayDoc,
-}
-
-/// `clock_sync`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ClockDoc {
-    pub state: String,
-}
-
-/// `jitter_us.sd` / `.ds`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Jitter1Doc {
-    pub avg: Option<f64>,
-    pub pos_count: u64,
-    pub pos_min: Option<f64>,
-    pub pos_max: Option<f64>,
-    pub pos_sum: f64,
-    pub neg_count: u64,
-    pub neg_min: Option<f64>,
-    pub neg_max: Option<f64>,
-    pub neg_sum: f64,
-}
-
-/// `jitter_us`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct JitterDoc {
-    pub sd: Jitter1Doc,
-    pub ds: Jitter1Doc,
-    pub avg: Option<f64>,
-    pub iaj_sd: Option<f64>,
-    pub iaj_ds: Option<f64>,
-}
-
-/// `loss`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct LossDoc {
-    pub sd: u32,
-    pub ds: u32,
-    pub mia: u32,
-    pub late: u32,
-    pub out_of_sequence: u32,
-}
-
-/// `voice`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct VoiceDoc {
-    pub icpif: u32,
-    pub mos: f64,
+    /// The run document (docs/json-schema.md).
+    pub run: Report,
 }
 
 /// The master's sysUpTime when the session opened, and the wall clock then: a `TimeStamp`
@@ -461,7 +356,7 @@ impl View {
     }
 
     /// rttMonLatestJitterOperEntry of one run.
-    fn jitter_row(&mut self, t: &[u32], id: u32, run: &Run) {
+    fn jitter_row(&mut self, t: &[u32], id: u32, run: &Report) {
         let unit = if run.precision == Precision::Us { 1.0 } else { 1000.0 };
         let opt = |v: Option<f64>| v.map(|us| gauge(us, unit));
         let rtt = &run.rtt_us;
@@ -525,7 +420,7 @@ impl View {
         put(47, opt(run.jitter_us.sd.avg));
         put(48, opt(run.jitter_us.ds.avg));
         // NTPState: sync(1), outOfSync(2); a clock that was not checked has no state
-        match run.clock_sync.state.as_str() {
+        match run.clock_sync.state {
             "sync" => put(51, Some(Value::Integer(1))),
             "out_of_sync" => put(51, Some(Value::Integer(2))),
             _ => {}

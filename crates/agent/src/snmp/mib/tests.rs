@@ -33,8 +33,8 @@ fn row(id: u32, kind: &'static str) -> Row {
     }
 }
 
-/// A udp-jitter run document as the agent stores it (docs/json-schema.md), abridged to what the
-/// tables read.
+/// A udp-jitter run document as the agent stores it (docs/json-schema.md): the fields the
+/// tables read, over a whole document of a run without replies.
 const JITTER_RUN: &str = r#"{"return_code":"ok","reason":null,"precision":"ms",
  "rtt_us":{"count":10,"min":1400.4,"avg":2500.6,"max":4600.0,"sum":25006.0,"sum2":70000000.0},
  "one_way_us":{"sd":{"count":10,"min":700.0,"avg":1200.0,"max":2100.0,"sum":12000.0,"sum2":16000000.0},
@@ -46,10 +46,43 @@ const JITTER_RUN: &str = r#"{"return_code":"ok","reason":null,"precision":"ms",
                     "neg_count":0,"neg_min":null,"neg_max":null,"neg_sum":0.0},
               "avg":450.0,"iaj_sd":300.0,"iaj_ds":null},
  "loss":{"sd":1,"ds":2,"mia":3,"late":4,"out_of_sequence":5},
- "over_threshold":6,"voice":{"icpif":11,"mos":4.067}}"#;
+ "over_threshold":6,
+ "voice":{"codec":"g711alaw","model":"e-model","advantage_factor":0,"icpif":11,"mos":4.067,"r_factor":81.2}}"#;
+
+/// A whole run document, as `crate::report::Report` reads it from the store: one of a run that
+/// got no reply, with `patch`'s fields over it (objects merged key by key).
+fn report(patch: &str) -> Report {
+    use crate::report::{ClockSync, Context};
+    use ipsla_core::ops::OperationResult;
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+    let ctx = Context {
+        operation: "udp-jitter",
+        target: "192.168.1.200:5000".into(),
+        id: 1,
+        run: 1,
+        start: std::time::Duration::from_secs(1_800_000_012),
+        control: "v1",
+        clock_sync: ClockSync { mode: "none", state: "not_checked", est_error_us: None },
+        voice: None,
+        samples: false,
+    };
+    let empty = OperationResult::new(ReturnCode::Timeout, Default::default(), Precision::Ms);
+    let mut doc = serde_json::to_value(Report::new(ctx, &empty)).unwrap();
+    merge(&mut doc, serde_json::from_str(patch).unwrap());
+    serde_json::from_value(doc).unwrap()
+}
 
 fn latest(doc: &str) -> Option<Latest> {
-    Some(Latest { start_ns: 1_800_000_012_340_000_000, run: serde_json::from_str(doc).unwrap() })
+    Some(Latest { start_ns: 1_800_000_012_340_000_000, run: report(doc) })
 }
 
 const UPTIME: Uptime = Uptime { centis: 5_000, wall_ns: 1_800_000_000_000_000_000 };
