@@ -6,7 +6,7 @@
 
 use ipsla_agent::snmp::mib::{Row, View};
 use ipsla_agent::snmp::session::answer;
-use ipsla_core::schedule::OperState;
+use ipsla_core::schedule::{OperState, ScheduleConfig};
 use ipsla_wire::agentx::{self, Emit, HEADER_LEN, Header, Pdu, Value};
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
@@ -32,7 +32,12 @@ static VIEW: LazyLock<View> = LazyLock::new(|| {
         state: OperState::Active,
         runs: 1,
         life_left_s: None,
+        schedule: ScheduleConfig::default(),
+        life_start_ns: None,
+        url: None,
+        lookup: None,
         latest: None,
+        history: Vec::new(),
         hours: Vec::new(),
         reactions: Vec::new(),
     };

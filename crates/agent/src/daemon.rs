@@ -477,13 +477,18 @@ impl crate::snmp::Source for Shared {
         };
         let store = self.store.lock().ok()?;
         for r in &mut rows {
-            r.latest = store.latest(r.id).ok().flatten().and_then(|run| {
-                let doc = serde_json::from_value(run.report).ok()?;
+            // the run documents as the API serves them; one that does not read is left out
+            let doc = |run: crate::store::StoredRun| {
+                let doc: crate::report::Report = serde_json::from_value(run.report).ok()?;
                 Some(crate::snmp::mib::Latest { start_ns: run.start_ns, run: doc })
-            });
-            if r.kind == "udp-jitter" {
-                r.hours = store.aggregates(r.id).unwrap_or_default();
+            };
+            if crate::snmp::mib::rtt_type(r.kind).is_none() {
+                continue;
             }
+            r.latest = store.latest(r.id).ok().flatten().and_then(doc);
+            let newest = store.history(r.id, crate::snmp::mib::HISTORY_BUCKETS).unwrap_or_default();
+            r.history = newest.into_iter().rev().filter_map(doc).collect();
+            r.hours = store.aggregates(r.id).unwrap_or_default();
         }
         Some(rows)
     }

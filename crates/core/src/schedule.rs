@@ -181,6 +181,12 @@ impl Schedule {
         self.running
     }
 
+    /// When the current life began (or begins: a start `after` or `random` not reached yet);
+    /// `None` while pending.
+    pub fn life_started(&self) -> Option<Instant> {
+        self.life_started
+    }
+
     /// What is left of the life at `now` (IOS "Operation time to live"): `None` = forever; the
     /// whole life while pending; zero once it has ended.
     pub fn time_to_live(&self, now: Instant) -> Option<Duration> {

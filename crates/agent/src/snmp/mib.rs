@@ -8,16 +8,23 @@
 //! (noSuchInstance for a Get, skipped by a walk): a timed-out run has no
 //! `rttMonLatestRttOperCompletionTime`, where IOS would show 0.
 
+use crate::report::Report;
 use ipsla_core::ops::{Precision, ReturnCode};
-use ipsla_core::schedule::OperState;
+use ipsla_core::schedule::{OperState, ScheduleConfig, StartTime};
 use ipsla_core::voice::Codec;
 use ipsla_wire::agentx::{Oid, SearchRange, Value};
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// ciscoRttMonMIB: the subtree registered with the master.
 pub const RTTMON: &[u32] = &[1, 3, 6, 1, 4, 1, 9, 9, 42];
+
+/// Runs kept per operation in rttMonHistoryCollectionTable: IOS `history buckets-kept`'s
+/// default (rttMonHistoryAdminNumBuckets).
+pub const HISTORY_BUCKETS: u32 = 15;
+
+mod latest;
+mod stats;
 
 /// rttMonApplVersion's text: IOS's, then ours.
 pub fn version_text() -> String {
@@ -25,13 +32,19 @@ pub fn version_text() -> String {
 }
 
 /// `RttMonRttType` (CISCO-RTTMON-TC-MIB) of an operation kind; `None`: IOS has no type for it.
+/// path-jitter has none either (the convention lists no pathJitter): it is served as the
+/// nearest, pathEcho, whose tables (admin, latest RTT) are the ones it fills; as jitter(9) a
+/// poller would look for a responder's jitter row that a path of routers does not give.
 pub fn rtt_type(kind: &str) -> Option<i32> {
     Some(match kind {
-        "icmp-echo" => 1,    // echo
-        "udp-echo" => 5,     // udpEcho
-        "tcp-connect" => 6,  // tcpConnect
-        "udp-jitter" => 9,   // jitter
-        "icmp-jitter" => 16, // icmpjitter
+        "icmp-echo" => 1,                 // echo
+        "path-echo" | "path-jitter" => 2, // pathEcho
+        "udp-echo" => 5,                  // udpEcho
+        "tcp-connect" => 6,               // tcpConnect
+        "http" => 7,                      // http
+        "dns" => 8,                       // dns
+        "udp-jitter" => 9,                // jitter
+        "icmp-jitter" => 16,              // icmpjitter
         _ => return None,
     })
 }
@@ -40,12 +53,14 @@ pub fn rtt_type(kind: &str) -> Option<i32> {
 /// description pairs them with the types.
 fn protocol(kind: &str) -> i32 {
     match kind {
-        "icmp-echo" => 2,    // ipIcmpEcho
-        "udp-echo" => 3,     // ipUdpEchoAppl
-        "tcp-connect" => 24, // ipTcpConn
-        "udp-jitter" => 27,  // jitterAppl
-        "icmp-jitter" => 34, // icmpJitterAppl
-        _ => 1,              // notApplicable
+        "icmp-echo" | "path-echo" | "path-jitter" => 2, // ipIcmpEcho
+        "udp-echo" => 3,                                // ipUdpEchoAppl
+        "tcp-connect" => 24,                            // ipTcpConn
+        "http" => 25,                                   // httpAppl
+        "dns" => 26,                                    // dnsAppl
+        "udp-jitter" => 27,                             // jitterAppl
+        "icmp-jitter" => 34,                            // icmpJitterAppl
+        _ => 1,                                         // notApplicable
     }
 }
 
@@ -87,7 +102,7 @@ fn truth(b: bool) -> Value {
 
 /// One operation as the tables need it: its configuration, where it is in its life, and the
 /// latest stored run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Row {
     /// Operation id: the rows' index.
     pub id: u32,
@@ -127,127 +142,34 @@ pub struct Row {
     pub runs: u64,
     /// Seconds of life left; `None`: forever.
     pub life_left_s: Option<u64>,
+    /// The schedule as configured (rttMonScheduleAdminTable).
+    pub schedule: ScheduleConfig,
+    /// When the current (or last) life began, ns since the Unix epoch; `None` while pending.
+    pub life_start_ns: Option<i64>,
+    /// http: the URL and the HTTP version (`1.0`, `1.1`).
+    pub url: Option<(String, String)>,
+    /// dns: the name looked up and the name server asked.
+    pub lookup: Option<(String, Option<IpAddr>)>,
     /// The latest stored run.
     pub latest: Option<Latest>,
-    /// The stored hourly aggregates, oldest first (udp-jitter: rttMonJitterStatsTable).
+    /// The newest stored runs, at most [`HISTORY_BUCKETS`], oldest first
+    /// (rttMonHistoryCollectionTable).
+    pub history: Vec<Latest>,
+    /// The stored hourly aggregates, oldest first (rttMonStatsCaptureTable,
+    /// rttMonStatsCollectTable; udp-jitter: rttMonJitterStatsTable).
     pub hours: Vec<crate::store::HourAggregate>,
     /// Its reactions, in order (rttMonReactTable), and whether each holds now.
     pub reactions: Vec<(ipsla_core::reaction::ReactionConfig, bool)>,
 }
 
-/// The latest stored run: when it started and the fields of its document the tables read.
-#[derive(Debug, Clone)]
+/// The latest stored run: when it started and its document, read as the agent's API serves it
+/// (`GET /api/v1/operations/{id}/latest`).
+#[derive(Debug)]
 pub struct Latest {
     /// Start, ns since the Unix epoch.
     pub start_ns: i64,
-    /// The run document's fields.
-    pub run: Run,
-}
-
-/// The fields of a run document (docs/json-schema.md) the tables read; delays in µs, `None`
-/// where the document has null.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Run {
-    /// `return_code`.
-    pub return_code: ReturnCode,
-    /// `reason`.
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// `precision`: the unit of the jitter columns (ms, or µs with `precision us`).
-    #[serde(default)]
-    pub precision: Precision,
-    /// `rtt_us`.
-    pub rtt_us: DelayDoc,
-    /// `one_way_us`: only with synchronised clocks.
-    #[serde(default)]
-    pub one_way_us: Option<OneWayDoc>,
-    /// `clock_sync.state`.
-    #[serde(default)]
-    pub clock_sync: ClockDoc,
-    /// `jitter_us`.
-    #[serde(default)]
-    pub jitter_us: JitterDoc,
-    /// `loss`.
-    #[serde(default)]
-    pub loss: LossDoc,
-    /// `over_threshold`.
-    #[serde(default)]
-    pub over_threshold: u32,
-    /// `voice`.
-    #[serde(default)]
-    pub voice: Option<VoiceDoc>,
-}
-
-/// `rtt_us`, `one_way_us.sd`, ...
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct DelayDoc {
-    pub count: u64,
-    pub min: Option<f64>,
-    pub avg: Option<f64>,
-    pub max: Option<f64>,
-    pub sum: f64,
-    pub sum2: f64,
-}
-
-/// `one_way_us`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct OneWayDoc {
-    pub sd: DelayDoc,
-    pub ds: DelayDoc,
-}
-
-/// `clock_sync`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct ClockDoc {
-    pub state: String,
-}
-
-/// `jitter_us.sd` / `.ds`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Jitter1Doc {
-    pub avg: Option<f64>,
-    pub pos_count: u64,
-    pub pos_min: Option<f64>,
-    pub pos_max: Option<f64>,
-    pub pos_sum: f64,
-    pub neg_count: u64,
-    pub neg_min: Option<f64>,
-    pub neg_max: Option<f64>,
-    pub neg_sum: f64,
-}
-
-/// `jitter_us`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct JitterDoc {
-    pub sd: Jitter1Doc,
-    pub ds: Jitter1Doc,
-    pub avg: Option<f64>,
-    pub iaj_sd: Option<f64>,
-    pub iaj_ds: Option<f64>,
-}
-
-/// `loss`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct LossDoc {
-    pub sd: u32,
-    pub ds: u32,
-    pub mia: u32,
-    pub late: u32,
-    pub out_of_sequence: u32,
-}
-
-/// `voice`.
-#[allow(missing_docs)]
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct VoiceDoc {
-    pub icpif: u32,
-    pub mos: f64,
+    /// The run document (docs/json-schema.md).
+    pub run: Report,
 }
 
 /// The master's sysUpTime when the session opened, and the wall clock then: a `TimeStamp`
@@ -295,6 +217,7 @@ impl View {
         let ctrl = [RTTMON, &[1, 2]].concat();
         let latest_oper = [RTTMON, &[1, 5]].concat();
         let stats = [RTTMON, &[1, 3]].concat();
+        let history = [RTTMON, &[1, 4]].concat();
         v.scalar(&appl, 1, Value::OctetString(version_text().into_bytes()));
         v.scalar(&appl, 13, truth(responder));
         // rttMonApplSupportedRttTypesValid.<RttMonRttType>
@@ -306,11 +229,17 @@ impl View {
         // object noSuchObject
         for (entry, cols) in [
             ([&ctrl[..], &[1, 1]].concat(), &[2, 3, 4, 5, 6, 7, 8, 9, 12][..]),
-            ([&ctrl[..], &[2, 1]].concat(), &[1, 2, 5, 6, 7, 8, 9, 17, 18, 26, 27, 28, 30, 31, 37]),
+            ([&ctrl[..], &[2, 1]].concat(), &[1, 2, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 17, 18, 26, 27, 28, 30, 31, 37]),
+            ([&ctrl[..], &[5, 1]].concat(), &[1, 2, 3, 4, 5, 6, 7]),
             ([&ctrl[..], &[9, 1]].concat(), &[5, 6, 7, 8, 9, 10, 11]),
             ([&ctrl[..], &[10, 1]].concat(), &[1, 2, 5, 6]),
             ([&latest_oper[..], &[2, 1]].concat(), &(1..=59).collect::<Vec<_>>()),
             ([&stats[..], &[5, 1]].concat(), &(2..=69).collect::<Vec<_>>()),
+            ([&stats[..], &[1, 1]].concat(), &[5, 6, 7, 8, 9, 10, 11]),
+            ([&stats[..], &[2, 1]].concat(), &(1..=12).collect::<Vec<_>>()),
+            ([&history[..], &[1, 1]].concat(), &[4, 5, 6, 7, 8, 9]),
+            ([&latest_oper[..], &[1, 1]].concat(), &[1, 2, 3, 4, 5, 6, 7]),
+            ([&latest_oper[..], &[4, 1]].concat(), &(1..=50).collect::<Vec<_>>()),
             ([&ctrl[..], &[19, 1]].concat(), &[2, 3, 4, 5, 6, 7, 8, 10, 11]),
         ] {
             v.column(&entry, cols);
@@ -345,10 +274,24 @@ impl View {
             if let Some(a) = r.target {
                 v.cell(&t, 2, id, Value::OctetString(address(a)));
             }
-            if let Some(port) = r.port {
+            // TargetPort, SourcePort, ControlEnable: udpEcho, tcpConnect and jitter (the MIB)
+            if let (5 | 6 | 9, Some(port)) = (ty, r.port) {
                 v.cell(&t, 5, id, Value::Integer(i32::from(port)));
                 v.cell(&t, 7, id, Value::Integer(i32::from(r.source_port)));
                 v.cell(&t, 8, id, truth(r.control));
+            }
+            // dns: TargetAddressString (the name looked up) and NameServer
+            if let Some((name, server)) = &r.lookup {
+                v.cell(&t, 11, id, Value::OctetString(name.clone().into_bytes()));
+                if let Some(s) = server {
+                    v.cell(&t, 12, id, Value::OctetString(address(*s)));
+                }
+            }
+            // http: Operation httpGet(1), HTTPVersion, URL
+            if let Some((url, version)) = &r.url {
+                v.cell(&t, 13, id, Value::Integer(1));
+                v.cell(&t, 14, id, Value::OctetString(version.clone().into_bytes()));
+                v.cell(&t, 15, id, Value::OctetString(url.clone().into_bytes()));
             }
             if let Some(s) = r.source {
                 v.cell(&t, 6, id, Value::OctetString(address(s)));
@@ -389,6 +332,7 @@ impl View {
             };
             v.cell(&t, 10, id, Value::Integer(state));
             v.cell(&t, 11, id, truth(code == Some(ReturnCode::VerifyError)));
+            v.schedule_row(&[&ctrl[..], &[5, 1]].concat(), id, r, uptime);
             // rttMonReactTable, indexed (id, the reaction's place from 1), as a trap names it
             let t = [&ctrl[..], &[19, 1]].concat();
             for (n, (c, occurred)) in r.reactions.iter().enumerate() {
@@ -441,9 +385,26 @@ impl View {
                 if let Some(up) = uptime {
                     v.cell(&t, 5, id, Value::TimeTicks(up.stamp(l.start_ns)));
                 }
-                // the MIB: the target for echo, udpEcho, tcpConnect; null for the other types
-                if let (1 | 5 | 6, Some(a)) = (ty, r.target) {
+                // the MIB: the target for echo, pathEcho, udpEcho, tcpConnect (and dns, whose
+                // target is a name: none); null for the other types
+                if let (1 | 2 | 5 | 6, Some(a)) = (ty, r.target) {
                     v.cell(&t, 6, id, Value::OctetString(address(a)));
+                }
+            }
+            if let (Some(l), "http") = (&r.latest, r.kind) {
+                v.http_row(&[&latest_oper[..], &[1, 1]].concat(), id, &l.run);
+            }
+            if let (Some(l), "icmp-jitter") = (&r.latest, r.kind) {
+                v.icmp_jitter_row(&[&latest_oper[..], &[4, 1]].concat(), id, &l.run);
+            }
+            if let Some(up) = uptime {
+                let target = matches!(ty, 1 | 2 | 5 | 6).then_some(r.target).flatten();
+                v.stats_capture(&[&stats[..], &[1, 1]].concat(), id, &r.hours, up);
+                v.stats_collect(&[&stats[..], &[2, 1]].concat(), id, &r.hours, target, up);
+                // the MIB: history is not kept for http and jitter operations
+                if matches!(ty, 1 | 2 | 5 | 6 | 8) {
+                    let target = matches!(ty, 1 | 2).then_some(r.target).flatten();
+                    v.history(&[&history[..], &[1, 1]].concat(), id, &r.history, target, up);
                 }
             }
             if jitter_kind {
@@ -460,8 +421,48 @@ impl View {
         v
     }
 
+    /// rttMonScheduleAdminEntry: the schedule as configured. IOS's `start-time hh:mm` is a
+    /// specific(5) start; a group's random frequency range has no object (Frequency, in the
+    /// admin table, is the operation's own).
+    fn schedule_row(&mut self, t: &[u32], id: u32, r: &Row, uptime: Option<Uptime>) {
+        let s = &r.schedule;
+        // RttLife: 2147483647 = forever, so a life that long is one second less
+        let life = s.life.map_or(i32::MAX, |d| d.as_secs().min(i32::MAX as u64 - 1) as i32);
+        self.cell(t, 1, id, Value::Integer(life));
+        // RttStartTime: 0 while pending; the sysUpTime the current life began at, or 1 (the
+        // MIB's "active at once") for a life that began before the master started
+        let start = match (r.state, r.life_start_ns, uptime) {
+            (OperState::Pending, ..) | (_, None, _) => Some(0),
+            (_, Some(ns), Some(up)) => Some(up.stamp(ns).max(1)),
+            (_, Some(_), None) => None,
+        };
+        if let Some(start) = start {
+            self.cell(t, 2, id, Value::TimeTicks(start));
+        }
+        // ConceptRowAgeout (deprecated) and ConceptRowAgeoutV2: seconds, 0 = never
+        let ageout = Value::Integer(s.ageout.map_or(0, |d| d.as_secs().min(2_073_600) as i32));
+        self.cell(t, 3, id, ageout.clone());
+        self.cell(t, 5, id, ageout);
+        self.cell(t, 4, id, truth(s.recurring));
+        // StartType: pending(1), now(2), random(3), after(4), specific(5)
+        let start_type = match s.start {
+            StartTime::Pending => 1,
+            StartTime::Now => 2,
+            StartTime::Random(_) => 3,
+            StartTime::After(_) => 4,
+            StartTime::At(_) => 5,
+        };
+        self.cell(t, 6, id, Value::Integer(start_type));
+        // StartDelay: the random start's range, ms, within the MIB's 500..10000
+        if let StartTime::Random(d) = s.start
+            && (500..=10_000).contains(&d.as_millis())
+        {
+            self.cell(t, 7, id, Value::Integer(d.as_millis() as i32));
+        }
+    }
+
     /// rttMonLatestJitterOperEntry of one run.
-    fn jitter_row(&mut self, t: &[u32], id: u32, run: &Run) {
+    fn jitter_row(&mut self, t: &[u32], id: u32, run: &Report) {
         let unit = if run.precision == Precision::Us { 1.0 } else { 1000.0 };
         let opt = |v: Option<f64>| v.map(|us| gauge(us, unit));
         let rtt = &run.rtt_us;
@@ -525,7 +526,7 @@ impl View {
         put(47, opt(run.jitter_us.sd.avg));
         put(48, opt(run.jitter_us.ds.avg));
         // NTPState: sync(1), outOfSync(2); a clock that was not checked has no state
-        match run.clock_sync.state.as_str() {
+        match run.clock_sync.state {
             "sync" => put(51, Some(Value::Integer(1))),
             "out_of_sync" => put(51, Some(Value::Integer(2))),
             _ => {}
@@ -537,11 +538,7 @@ impl View {
     /// Hours that began before the master started all stamp 0: only the newest of them is
     /// served, so that an index names one hour.
     fn jitter_stats(&mut self, t: &[u32], id: u32, hours: &[crate::store::HourAggregate], unit: f64, up: Uptime) {
-        let mut rows: BTreeMap<u32, &crate::store::HourAggregate> = BTreeMap::new();
-        for h in hours {
-            rows.insert(up.stamp(h.hour_start_s.saturating_mul(1_000_000_000)), h);
-        }
-        for (stamp, h) in rows {
+        for (stamp, h) in hour_rows(hours, up) {
             let Some(j) = &h.jitter else { continue };
             let mut put = |col: u32, v: Option<Value>| {
                 if let Some(v) = v {
@@ -635,6 +632,12 @@ impl View {
         }
     }
 
+    /// A cell whose row index has several parts (a table with more than one INDEX).
+    fn cell_at(&mut self, entry: &[u32], col: u32, index: &[u32], value: Value) {
+        self.objects.insert(Oid([entry, &[col]].concat()));
+        self.values.insert(Oid([entry, &[col], index].concat()), value);
+    }
+
     fn cell(&mut self, entry: &[u32], col: u32, index: u32, value: Value) {
         let object = Oid([entry, &[col]].concat());
         self.objects.insert(object.clone());
@@ -674,6 +677,30 @@ impl View {
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+}
+
+/// The stored hours by the index they are served at: their start as the master's TimeStamp.
+/// Hours that began before the master started all stamp 0; the newest of them is kept, so an
+/// index names one hour.
+fn hour_rows(hours: &[crate::store::HourAggregate], up: Uptime) -> BTreeMap<u32, &crate::store::HourAggregate> {
+    let mut rows = BTreeMap::new();
+    for h in hours {
+        rows.insert(up.stamp(h.hour_start_s.saturating_mul(1_000_000_000)), h);
+    }
+    rows
+}
+
+/// A DisplayString (SIZE (0..255)): the longest prefix of whole characters that fits.
+fn display(text: &str) -> Value {
+    let mut n = 0;
+    let cut: String = text
+        .chars()
+        .take_while(|c| {
+            n += c.len_utf8();
+            n <= 255
+        })
+        .collect();
+    Value::OctetString(cut.into_bytes())
 }
 
 /// RttMonTargetAddress of an IP address: its 4 (IPv6: 16) octets.

@@ -177,6 +177,9 @@ pub(crate) fn snmp_row(o: &crate::engine::OpState, now: std::time::Instant) -> m
     let spec = &o.def.spec;
     let kind = spec.op.kind();
     let ms = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
+    // the kind's own configuration lines (`show ip sla configuration`): the URL, the name
+    let mut described = Vec::new();
+    spec.op.describe(&mut described);
     mib::Row {
         id: o.def.id,
         kind: kind.name(),
@@ -197,7 +200,26 @@ pub(crate) fn snmp_row(o: &crate::engine::OpState, now: std::time::Instant) -> m
         state: o.schedule.state(),
         runs: o.schedule.runs,
         life_left_s: o.schedule.time_to_live(now).map(|d| d.as_secs()),
+        schedule: o.def.schedule,
+        life_start_ns: o.schedule.life_started().map(|t| {
+            // the Instant on the wall clock: now, moved by how far the start is from now
+            let wall = ipsla_net::clock::wall_now().as_nanos() as i64;
+            match t.checked_duration_since(now) {
+                Some(ahead) => wall.saturating_add(ahead.as_nanos() as i64),
+                None => wall.saturating_sub(now.duration_since(t).as_nanos() as i64),
+            }
+        }),
+        url: described.iter().find(|(k, _)| *k == "URL").map(|(_, url)| {
+            let version = described.iter().find(|(k, _)| *k == "HTTP Server Version");
+            (url.clone(), version.map_or_else(String::new, |(_, v)| v.clone()))
+        }),
+        lookup: (kind.name() == "dns").then(|| {
+            let name = described.iter().find(|(k, _)| *k == "Target host name").map(|(_, v)| v.clone());
+            let server = described.iter().find(|(k, _)| *k == "Name server").and_then(|(_, v)| v.parse().ok());
+            (name.unwrap_or_default(), server)
+        }),
         latest: None,
+        history: Vec::new(),
         hours: Vec::new(),
         reactions: {
             let active = o.active_reactions();

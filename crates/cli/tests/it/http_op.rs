@@ -65,8 +65,8 @@ async fn route(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
 }
 
 /// A hyper server on 127.0.0.1:0 (TLS with `tls`), on its own runtime, stopped on drop.
-struct Server {
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -79,7 +79,7 @@ impl Drop for Server {
     }
 }
 
-fn server(tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+pub(crate) fn server(tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     server_on("127.0.0.1:0", tls)
 }
 

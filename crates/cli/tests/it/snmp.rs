@@ -330,3 +330,201 @@ fn snmpwalk_reads_the_rttmon_tables_with_the_apis_values_and_survives_a_master_r
         }
     }
 }
+
+/// rttMonScheduleAdminEntry, rttMonStatsCaptureEntry, rttMonStatsCollectEntry,
+/// rttMonHistoryCollectionEntry, rttMonLatestHTTPOperEntry, rttMonLatestIcmpJitterOperEntry.
+const SCHEDULE: &str = "1.3.6.1.4.1.9.9.42.1.2.5.1";
+const CAPTURE: &str = "1.3.6.1.4.1.9.9.42.1.3.1.1";
+const COLLECT: &str = "1.3.6.1.4.1.9.9.42.1.3.2.1";
+const HISTORY: &str = "1.3.6.1.4.1.9.9.42.1.4.1.1";
+const HTTP: &str = "1.3.6.1.4.1.9.9.42.1.5.1.1";
+const ICMP_JITTER: &str = "1.3.6.1.4.1.9.9.42.1.5.4.1";
+
+/// `RttResponseSense` of a return code as the run document names it.
+fn sense_of(code: &str) -> u32 {
+    match code {
+        "ok" => 1,
+        "over_threshold" => 3,
+        "timeout" => 4,
+        "no_connection" => 6,
+        "dns_server_timeout" => 11,
+        "tcp_connect_timeout" => 12,
+        "http_transaction_timeout" => 13,
+        "dns_query_error" => 14,
+        "http_error" => 15,
+        other => panic!("no sense for {other}"),
+    }
+}
+
+/// A value in µs as whole ms, rounded, as the tables state it.
+fn ms(us: &Value) -> u64 {
+    units(us, 1000.0)
+}
+
+#[test]
+fn snmpwalk_reads_schedule_hourly_history_http_dns_and_icmp_jitter_rows_with_the_apis_values() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agentx");
+    let (port, trap_port) = (free_udp(), free_udp());
+    let Some(master) = Snmpd::start(dir.path(), port, &socket, trap_port) else { return };
+    let web = crate::http_op::server(None);
+    // each part that needs what the machine may lack says why it is skipped
+    let dns = crate::dns::dnsmasq("127.0.0.1");
+    let root = crate::common::is_root();
+    if !root {
+        eprintln!("the icmp-jitter part is skipped: icmp-jitter needs a raw socket (root or CAP_NET_RAW)");
+    }
+    // one run each in the test's time (frequency 60 s): the walk and the API see the same run
+    let mut cfg = AgentToml::new()
+        .http(0)
+        .store(&dir.path().join("runs.db"))
+        .snmp(&format!("unix:{}", socket.display()))
+        .operation(
+            Op::new("icmp-echo", "127.0.0.1")
+                .id(11)
+                .key("timeout", "1s")
+                .key("frequency", "60s")
+                .key("life", "2h")
+                .key("ageout", "10m"),
+        )
+        .operation(
+            Op::new("http", &format!("http://{}/ok", web.addr)).id(12).key("timeout", "5s").key("frequency", "60s"),
+        );
+    if let Some((_, dns_port)) = &dns {
+        cfg = cfg.operation(
+            Op::new("dns", "host.test.example")
+                .id(13)
+                .key("name_server", "127.0.0.1")
+                .key("port", *dns_port)
+                .key("timeout", "1s")
+                .key("frequency", "60s"),
+        );
+    }
+    if root {
+        cfg = cfg.operation(Op::new("icmp-jitter", "127.0.0.1").id(14).key("timeout", "1s").key("frequency", "60s"));
+    }
+    let agent = InProcess::start(&cfg);
+    let http = agent.http();
+    let ids: Vec<u32> = [11, 12].into_iter().chain(dns.as_ref().map(|_| 13)).chain(root.then_some(14)).collect();
+    let latest: std::collections::BTreeMap<u32, Value> = ids
+        .iter()
+        .map(|&id| {
+            let doc = wait_some(&format!("a stored run of operation {id}"), Duration::from_secs(60), || {
+                crate::common::get(http, &format!("/api/v1/operations/{id}/latest"))
+                    .filter(|(c, _)| *c == 200)
+                    .map(|(_, b)| serde_json::from_str::<Value>(&b).unwrap())
+            });
+            (id, doc)
+        })
+        .collect();
+    let rows = wait_some("every operation's latest-RTT sense in a walk", Duration::from_secs(30), || {
+        let w = walk(master.port);
+        (w.iter().filter(|(o, _)| o.starts_with(&format!("{LATEST}.2."))).count() == ids.len()).then_some(w)
+    });
+    let at = |oid: String| {
+        rows.iter().find(|(o, _)| *o == oid).map(|(_, v)| v.clone()).unwrap_or_else(|| format!("absent: {oid}"))
+    };
+    let keys: Vec<Vec<u32>> = rows.iter().map(|(o, _)| oid_key(o)).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{rows:#?}");
+    let bulk = snmp("snmpbulkwalk", master.port, &[RTTMON]);
+    assert_eq!(bulk.iter().map(|(o, _)| o).collect::<Vec<_>>(), rows.iter().map(|(o, _)| o).collect::<Vec<_>>());
+
+    // the schedule as configured: life 2 h, ageout 10 min (both columns), not recurring, start
+    // now(2), started at a TimeStamp no later than its run's; http's life is forever
+    for (col, want) in [(1, 7200), (3, 600), (4, 2), (5, 600), (6, 2)] {
+        assert_eq!(at(format!("{SCHEDULE}.{col}.11")), format!("INTEGER: {want}"), "schedule column {col}");
+    }
+    assert_eq!(at(format!("{SCHEDULE}.1.12")), "INTEGER: 2147483647");
+    assert_eq!(at(format!("{SCHEDULE}.7.11")), format!("absent: {SCHEDULE}.7.11"));
+    // `-Ot`: TimeTicks as a bare number of hundredths
+    let ticks = |v: String| -> u64 { v.parse().unwrap_or_else(|_| panic!("not ticks: {v}")) };
+    let started = ticks(at(format!("{SCHEDULE}.2.11")));
+    assert!((1..=ticks(at(format!("{LATEST}.5.11")))).contains(&started), "{rows:#?}");
+
+    // the hour of operation 11 as /api/v1/operations/11/aggregated has it, at path, hop and
+    // distribution bucket 1
+    let hours = api(http, "/api/v1/operations/11/aggregated");
+    assert_eq!(hours.as_array().unwrap().len(), 1, "{hours}");
+    let h = &hours[0];
+    let starts: Vec<&str> = rows.iter().filter_map(|(o, _)| o.strip_prefix(&format!("{CAPTURE}.5.11."))).collect();
+    assert_eq!(starts.len(), 1, "{rows:#?}");
+    let start = starts[0].strip_suffix(".1.1.1").unwrap_or_else(|| panic!("index {}", starts[0]));
+    let capture = |col: u32| at(format!("{CAPTURE}.{col}.11.{start}.1.1.1"));
+    let c = &h["completion_us"];
+    assert_eq!(capture(5), format!("INTEGER: {}", c["count"]), "{hours}");
+    assert_eq!(capture(6), format!("INTEGER: {}", h["return_codes"]["over_threshold"].as_u64().unwrap_or(0)));
+    assert_eq!(capture(7), format!("Gauge32: {}", ms(&c["sum"])));
+    assert_eq!(capture(10), format!("Gauge32: {}", ms(&c["max"])));
+    assert_eq!(capture(11), format!("Gauge32: {}", ms(&c["min"])));
+    let collect = |col: u32| at(format!("{COLLECT}.{col}.11.{start}.1.1"));
+    assert_eq!(collect(2), format!("INTEGER: {}", h["return_codes"]["timeout"].as_u64().unwrap_or(0)));
+    assert_eq!(collect(8), "Hex-STRING: 7F 00 00 01");
+    assert_eq!(collect(3), format!("absent: {COLLECT}.3.11.{start}.1.1"), "busies are not kept per hour");
+
+    // its history as /api/v1/operations/11/history has it: one run, bucket 1 of life 1
+    let history = api(http, "/api/v1/operations/11/history");
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    let run = &history[0]["report"];
+    assert_eq!(
+        at(format!("{HISTORY}.7.11.1.1.1")),
+        format!("INTEGER: {}", sense_of(run["return_code"].as_str().unwrap()))
+    );
+    assert_eq!(at(format!("{HISTORY}.6.11.1.1.1")), format!("Gauge32: {}", ms(&run["rtt_us"]["avg"])), "{run}");
+    assert_eq!(at(format!("{HISTORY}.5.11.1.1.1")), "Hex-STRING: 7F 00 00 01");
+    assert_eq!(rows.iter().filter(|(o, _)| o.starts_with(&format!("{HISTORY}.7.11."))).count(), 1);
+
+    // http: type http(7), httpAppl(25), the URL; each phase of its latest run, in ms; no DNS
+    // time (the URL holds an address); no history (the MIB keeps none for http)
+    let doc = &latest[&12];
+    let d = &doc["http"];
+    assert_eq!(doc["return_code"], "ok", "{doc}");
+    assert_eq!(at(format!("{ADMIN}.4.12")), "INTEGER: 7");
+    assert_eq!(at(format!("{ECHO}.1.12")), "INTEGER: 25");
+    assert_eq!(at(format!("{ECHO}.15.12")), format!("STRING: \"http://{}/ok\"", web.addr));
+    assert_eq!(at(format!("{LATEST}.1.12")), format!("Gauge32: {}", ms(&doc["rtt_us"]["avg"])));
+    assert_eq!(at(format!("{HTTP}.1.12")), format!("Gauge32: {}", ms(&d["total_us"])), "{doc}");
+    assert_eq!(at(format!("{HTTP}.2.12")), format!("absent: {HTTP}.2.12"));
+    assert_eq!(at(format!("{HTTP}.3.12")), format!("Gauge32: {}", ms(&d["connect_us"])));
+    let transaction = d["first_byte_us"].as_f64().unwrap() + d["transfer_us"].as_f64().unwrap();
+    assert_eq!(at(format!("{HTTP}.4.12")), format!("Gauge32: {}", ms(&transaction.into())));
+    assert_eq!(at(format!("{HTTP}.5.12")), "Gauge32: 5");
+    assert_eq!(at(format!("{HTTP}.6.12")), "INTEGER: 1");
+    assert!(!rows.iter().any(|(o, _)| o.starts_with(&format!("{HISTORY}.7.12."))), "{rows:#?}");
+
+    // dns: type dns(8), dnsAppl(26), the name and the server asked; its latest RTT and sense
+    if dns.is_some() {
+        let doc = &latest[&13];
+        assert_eq!(at(format!("{ADMIN}.4.13")), "INTEGER: 8");
+        assert_eq!(at(format!("{ECHO}.1.13")), "INTEGER: 26");
+        assert_eq!(at(format!("{ECHO}.11.13")), "STRING: \"host.test.example\"");
+        assert_eq!(at(format!("{ECHO}.12.13")), "Hex-STRING: 7F 00 00 01");
+        let code = doc["return_code"].as_str().unwrap();
+        assert_eq!(at(format!("{LATEST}.2.13")), format!("INTEGER: {}", sense_of(code)), "{doc}");
+        assert_eq!(at(format!("{LATEST}.1.13")), format!("Gauge32: {}", ms(&doc["rtt_us"]["avg"])), "{doc}");
+    }
+
+    // icmp-jitter: its latest run in CISCO-RTTMON-ICMP-MIB's table, ms
+    if root {
+        let doc = &latest[&14];
+        let gauge = |col: u32, v: u64| {
+            assert_eq!(at(format!("{ICMP_JITTER}.{col}.14")), format!("Gauge32: {v}"), "column {col}: {doc}")
+        };
+        gauge(1, doc["rtt_us"]["count"].as_u64().unwrap());
+        gauge(2, ms(&doc["rtt_us"]["sum"]));
+        gauge(4, ms(&doc["rtt_us"]["min"]));
+        gauge(5, ms(&doc["rtt_us"]["max"]));
+        let loss = &doc["loss"];
+        gauge(26, ["sd", "ds", "mia"].iter().map(|k| loss[k].as_u64().unwrap()).sum());
+        gauge(27, loss["out_of_sequence"].as_u64().unwrap());
+        gauge(32, loss["late"].as_u64().unwrap());
+        gauge(8, doc["jitter_us"]["sd"]["pos_count"].as_u64().unwrap());
+        match doc["jitter_us"]["avg"].as_f64() {
+            Some(_) => gauge(44, ms(&doc["jitter_us"]["avg"])),
+            None => assert_eq!(at(format!("{ICMP_JITTER}.44.14")), format!("absent: {ICMP_JITTER}.44.14")),
+        }
+        let code = doc["return_code"].as_str().unwrap();
+        assert_eq!(at(format!("{ICMP_JITTER}.31.14")), format!("INTEGER: {}", sense_of(code)));
+        assert_eq!(at(format!("{ADMIN}.4.14")), "INTEGER: 16");
+    }
+}
