@@ -475,20 +475,28 @@ impl crate::snmp::Source for Shared {
             let engine = self.engine.lock().ok()?;
             engine.ops().map(|o| crate::snmp::snmp_row(o, now)).collect()
         };
-        let store = self.store.lock().ok()?;
+        // the run documents as the API serves them; one that does not read is left out
+        let doc = |run: crate::store::StoredRun| {
+            let doc: crate::report::Report = serde_json::from_value(run.report).ok()?;
+            Some(crate::snmp::mib::Latest { start_ns: run.start_ns, run: doc })
+        };
         for r in &mut rows {
-            // the run documents as the API serves them; one that does not read is left out
-            let doc = |run: crate::store::StoredRun| {
-                let doc: crate::report::Report = serde_json::from_value(run.report).ok()?;
-                Some(crate::snmp::mib::Latest { start_ns: run.start_ns, run: doc })
-            };
             if crate::snmp::mib::rtt_type(r.kind).is_none() {
                 continue;
             }
-            r.latest = store.latest(r.id).ok().flatten().and_then(doc);
-            let newest = store.history(r.id, crate::snmp::mib::HISTORY_BUCKETS).unwrap_or_default();
+            // the store's lock is held for one operation's reads at a time, never while the
+            // documents are parsed: a walk of many operations does not hold up the runs' writes
+            let (latest, newest, hours) = {
+                let store = self.store.lock().ok()?;
+                (
+                    store.latest(r.id).ok().flatten(),
+                    store.history(r.id, crate::snmp::mib::HISTORY_BUCKETS).unwrap_or_default(),
+                    store.aggregates(r.id).unwrap_or_default(),
+                )
+            };
+            r.latest = latest.and_then(doc);
             r.history = newest.into_iter().rev().filter_map(doc).collect();
-            r.hours = store.aggregates(r.id).unwrap_or_default();
+            r.hours = hours;
         }
         Some(rows)
     }
