@@ -78,9 +78,14 @@ fn early_of(est: Option<(f64, f64)>, spin: Duration) -> Duration {
     Duration::from_nanos(est.map_or(spin, |(mean, dev)| (mean + dev).clamp(0.0, spin)) as u64)
 }
 
+/// A sleep that ends later than this was a stall (the vCPU descheduled, a page fault), not the
+/// wake-up latency: it teaches only this much, so one stall does not keep the pacer spinning for
+/// the next hundred sleeps.
+const STALL: Duration = Duration::from_micros(200);
+
 fn learn(lateness: Duration) {
     use std::sync::atomic::Ordering::Relaxed;
-    let (mean, dev) = update(learnt(), lateness.as_nanos() as f64);
+    let (mean, dev) = update(learnt(), lateness.min(STALL).as_nanos() as f64);
     LATE[0].store(mean.to_bits(), Relaxed);
     LATE[1].store(dev.to_bits(), Relaxed);
 }
