@@ -10,7 +10,7 @@
 //! - Agent: `agent_scale N SECONDS` (beside this one) for each N; its table's steady CPU and RSS.
 //!
 //! Usage: cargo run --release -p ipsla-bench --bin growth -- [responder|agent|all] [SECONDS_PER_POINT]
-//! (default all, 5 s per responder point; each agent point runs 75 s)
+//! (default all, 5 s per responder point; each agent point runs 75 s; GROWTH_OUT=DIR draws there)
 #![forbid(unsafe_code)]
 
 use ipsla_wire::cisco::control_v1::{ControlV1Repr, MeasurementRepr, Operation};
@@ -239,8 +239,9 @@ fn draw(path: &Path, title: &str, x_label: &str, xs: &[f64], cpu: &[f64], rss: &
     println!("\n(drawn: {})", path.display());
 }
 
+/// Where the SVGs go: `GROWTH_OUT`, or bench/ (where the recorded ones are kept).
 fn out_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+    std::env::var_os("GROWTH_OUT").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf(), PathBuf::from)
 }
 
 fn responder(secs: f64) {
