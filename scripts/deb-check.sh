@@ -35,16 +35,7 @@ man -w 5 ipsla-agent.toml | grep -q '/usr/share/man/man5/ipsla-agent.toml.5.gz'
 MANWIDTH=80 man ipsla-agent.toml 2>/dev/null | grep -q 'udp-jitter'
 
 echo "edit /etc/ipsla/agent.toml: one operation to the agent's own responder"
-cat >>/etc/ipsla/agent.toml <<'TOML'
-
-[[operation]]
-id = 1
-type = "udp-echo"
-target = "127.0.0.1"
-timeout = "500ms"
-frequency = "1s"
-tag = "deb check"
-TOML
+cat >>/etc/ipsla/agent.toml <"$(dirname "$0")/check-operation.toml"
 ipsla agent --check --config /etc/ipsla/agent.toml
 
 echo "start the agent as ipsla-agent.service does"

@@ -79,16 +79,7 @@ if [ "$(inside systemctl is-active ipsla-agent || true)" = active ]; then
 fi
 
 echo "edit /etc/ipsla/agent.toml: one operation to the agent's own responder"
-inside sh -c 'cat >>/etc/ipsla/agent.toml' <<'TOML'
-
-[[operation]]
-id = 1
-type = "udp-echo"
-target = "127.0.0.1"
-timeout = "500ms"
-frequency = "1s"
-tag = "unit check"
-TOML
+inside sh -c 'cat >>/etc/ipsla/agent.toml' <"$(dirname "$0")/check-operation.toml"
 inside ipsla agent --check --config /etc/ipsla/agent.toml
 
 echo "systemctl start ipsla-agent"
