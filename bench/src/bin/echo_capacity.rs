@@ -7,9 +7,12 @@
 //!
 //! The server under test runs pinned to CPU 1; the load generator runs pinned to CPU 0 and keeps
 //! a fixed window of probes in flight on a connected, non-blocking socket. For each server it
-//! reports replies per second, how busy CPU 1 was (from /proc/stat), and CPU-1 microseconds per
-//! reply. The last figure does not depend on whether the load generator or the server saturates
-//! first, so it is the one to compare.
+//! reports replies per second, how busy CPU 1 was (from /proc/stat), CPU-1 microseconds per
+//! reply, and the server thread's own CPU time per reply (schedstat; it includes the softirq
+//! work of delivering its replies, which runs on its time). The last figure depends neither on
+//! whether the load generator or the server saturates first nor on other processes sharing CPU 1,
+//! so it is the one to compare; "capacity vs plain echo" is the plain echo's figure divided by the
+//! server's, in the same round (above 1: more replies per second of one core than the echo).
 //!
 //! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW] [ROUNDS]
 //! (defaults 4 s per server and round, 256 in flight, 3 rounds)
@@ -45,14 +48,34 @@ fn cpu_times(cpu: usize) -> (u64, u64) {
     (total - idle, total)
 }
 
+/// Time the thread `tid` of this process has spent on a CPU, ns (`schedstat`; softirq work done
+/// while it ran is in it: this kernel has no separate IRQ time accounting).
+fn thread_ns(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The ids of this process's threads named `name`.
+fn tids_named(name: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
+        .filter(|t: &i32| std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect()
+}
+
 struct Result {
     name: &'static str,
     replies: u64,
     secs: f64,
     busy: f64,
+    /// CPU time of the server's thread over the run, ns.
+    thread_ns: u64,
 }
 
-fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &[u8]) -> Result {
+fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &[u8], tid: i32) -> Result {
     pin(0);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.connect(target).unwrap();
@@ -65,6 +88,7 @@ fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &
     s.recv(&mut buf).expect("server answers");
     s.set_nonblocking(true).unwrap();
     let (b0, t0) = cpu_times(1);
+    let n0 = thread_ns(tid);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let (mut sent, mut got) = (0u64, 0u64);
@@ -91,19 +115,23 @@ fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &
     }
     let secs = start.elapsed().as_secs_f64();
     let (b1, t1) = cpu_times(1);
-    Result { name, replies: got, secs, busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64 }
+    let thread_ns = thread_ns(tid) - n0;
+    Result { name, replies: got, secs, busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64, thread_ns }
 }
 
 fn plain_echo() -> SocketAddr {
     pin(1);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = s.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let _ = s.send_to(&buf[..n], from);
-        }
-    });
+    std::thread::Builder::new()
+        .name("plain-echo".into())
+        .spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
+        })
+        .unwrap();
     addr
 }
 
@@ -113,25 +141,28 @@ fn plain_batched_echo() -> SocketAddr {
     pin(1);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = s.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut b = ipsla_net::batch::Batch::new();
-        let fd = s.as_raw_fd();
-        loop {
-            let mut pfd = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
-            if poll(&mut pfd, PollTimeout::NONE).is_err() {
-                continue;
-            }
-            let Ok(n) = b.recv(fd) else { continue };
-            let echo: Vec<_> = (0..n).map(|i| ipsla_net::batch::Reply::in_place(i, b.received(i).len)).collect();
-            let mut sent = 0;
-            while sent < n {
-                match b.send(fd, &echo[sent..]) {
-                    Ok(k) if k > 0 => sent += k,
-                    _ => break,
+    std::thread::Builder::new()
+        .name("plain-batched".into())
+        .spawn(move || {
+            let mut b = ipsla_net::batch::Batch::new();
+            let fd = s.as_raw_fd();
+            loop {
+                let mut pfd = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+                if poll(&mut pfd, PollTimeout::NONE).is_err() {
+                    continue;
+                }
+                let Ok(n) = b.recv(fd) else { continue };
+                let echo: Vec<_> = (0..n).map(|i| ipsla_net::batch::Reply::in_place(i, b.received(i).len)).collect();
+                let mut sent = 0;
+                while sent < n {
+                    match b.send(fd, &echo[sent..]) {
+                        Ok(k) if k > 0 => sent += k,
+                        _ => break,
+                    }
                 }
             }
-        }
-    });
+        })
+        .unwrap();
     addr
 }
 
@@ -216,21 +247,34 @@ fn main() {
                 twamp_light: vec![lo],
                 ..ResponderOptions::default()
             };
-            spawn_responder(opts).expect("responder")
+            let before = tids_named("ipsla-responder");
+            let r = spawn_responder(opts).expect("responder");
+            let tid = tids_named("ipsla-responder").into_iter().find(|t| !before.contains(t)).expect("its thread");
+            (r, tid)
         })
         .collect();
     pin(0);
+    std::thread::sleep(Duration::from_millis(50));
+    let plain_tid = tids_named("plain-echo")[0];
+    let batched_tid = tids_named("plain-batched")[0];
 
     // µs of CPU 1 per reply, per server, per round
     let mut us = vec![Vec::new(); servers.len()];
     let mut rate = vec![Vec::new(); servers.len()];
     let mut port = 39000u16;
-    println!("| round | server (CPU 1) | replies/s | CPU 1 busy | CPU-1 µs per reply | rate vs plain echo |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| round | server (CPU 1) | replies/s | CPU 1 busy | CPU-1 µs per reply | server thread µs per reply | capacity vs plain echo |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for round in 1..=rounds {
         let mut base = f64::NAN;
         for (i, s) in servers.iter().enumerate() {
-            let r = &responders[usize::from(!s.stamps)];
+            let (r, rtid) = &responders[usize::from(!s.stamps)];
+            let tid = match s.kind {
+                Kind::Plain => plain_tid,
+                Kind::PlainBatched => batched_tid,
+                _ => *rtid,
+            };
             let (target, probe) = match s.kind {
                 Kind::Plain => (plain, &type2),
                 Kind::PlainBatched => (batched, &type2),
@@ -243,24 +287,26 @@ fn main() {
                 Kind::Stamp => (r.stamp_addrs()[0], &test44),
                 Kind::TwampLight => (r.twamp_light_addrs()[0], &test44),
             };
-            let res = load(s.name, target, secs, window, probe);
-            let per = res.busy * res.secs * 1e6 / res.replies.max(1) as f64;
+            let res = load(s.name, target, secs, window, probe, tid);
+            let per = res.thread_ns as f64 / 1e3 / res.replies.max(1) as f64;
+            let cpu1 = res.busy * res.secs * 1e6 / res.replies.max(1) as f64;
             if i == 0 {
                 base = per;
             }
             us[i].push(per);
             rate[i].push(res.replies as f64 / res.secs);
             println!(
-                "| {round} | {} | {:.0} | {:.0} % | {:.2} | {:.2}× |",
+                "| {round} | {} | {:.0} | {:.0} % | {:.2} | {:.2} | {:.2}× |",
                 res.name,
                 res.replies as f64 / res.secs,
                 res.busy * 100.0,
+                cpu1,
                 per,
                 base / per
             );
         }
     }
-    for r in &responders {
+    for (r, _) in &responders {
         let st = r.status().unwrap();
         eprintln!(
             "responder (kernel stamps {}): RX stamps kernel {} user {}; TX stamps learnt {}; T3 lead {} ns",
@@ -274,7 +320,7 @@ fn main() {
 
     println!();
     println!(
-        "| server (CPU 1) | replies/s, median | CPU-1 µs per reply, median | rate vs plain echo, median [min–max] over {rounds} rounds | cost of kernel stamps (µs on / µs off − 1), median [min–max] |"
+        "| server (CPU 1) | replies/s, median | server thread µs per reply, median | capacity vs plain echo (its µs ÷ the server's, same round), median [min–max] over {rounds} rounds | cost of kernel stamps (µs on ÷ µs off − 1, same round), median [min–max] |"
     );
     println!("|---|---|---|---|---|");
     for (i, s) in servers.iter().enumerate() {
