@@ -4,10 +4,11 @@
 //! - [`Batch::recv`] takes what is already queued on a socket, up to [`BATCH`] datagrams, in one
 //!   call, and never waits to fill a batch: a lone probe is taken as soon as it is there. Each
 //!   datagram keeps its own kernel receive stamp, TTL and ToS from its own control messages.
-//! - [`Batch::send`] sends the replies in one call, each to the source of the datagram it
-//!   answers, and asks a kernel transmit stamp for the chosen replies only (a per-message
-//!   `SO_TIMESTAMPING` control message, Linux ≥ 4.13), so that the socket's other replies cost no
-//!   stamp and no error-queue read.
+//! - [`Batch::send`] sends replies, each to the source of the datagram it answers, and asks a
+//!   kernel transmit stamp for the chosen replies only (a per-message `SO_TIMESTAMPING` control
+//!   message, Linux ≥ 4.13), so that the socket's other replies cost no stamp and no error-queue
+//!   read. The responder sends one reply per call, its T3 read right before it: in one
+//!   `sendmmsg` a reply leaves only after the kernel has delivered the ones before it.
 //!
 //! Written on `libc` rather than nix's `recvmmsg`: nix does not reset a header's control and name
 //! lengths, which the kernel shortens to what the last datagram used, so a reused header set
