@@ -95,8 +95,8 @@ impl T3Calibration {
 }
 
 /// What a reflecting socket does with each datagram: [`ReplySender::reflect`] hands it every
-/// datagram of a batch, then asks it to write the transmit fields of each reply right before the
-/// batch is sent.
+/// datagram of a batch, then asks it to write the transmit fields of each reply right before that
+/// reply is sent.
 pub(crate) trait Reflect {
     /// What [`Reflect::transmit`] needs to finish a reply.
     type Reply: Copy;
