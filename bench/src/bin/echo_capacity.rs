@@ -1,19 +1,29 @@
-//! Responder echo capacity on one core, type-2 (ms jitter) probes, beside a plain
-//! recvfrom/sendto echo measured in the same run under the same load.
+//! Responder echo capacity on one core, beside a plain recvfrom/sendto echo measured in the same
+//! run under the same load: type-2 (ms) and type-3 (µs) jitter probes on a session port, the
+//! STAMP and the TWAMP-Light reflector, each with kernel stamps on and off, and the plain echo
+//! batched with recvmmsg/sendmmsg as an upper anchor. The servers take turns, round after round
+//! (A B C … A B C …), so that a change in the machine's load hits every row alike; the summary
+//! gives each row's ratio to the plain echo of the same round, median and spread.
 //!
 //! The server under test runs pinned to CPU 1; the load generator runs pinned to CPU 0 and keeps
 //! a fixed window of probes in flight on a connected, non-blocking socket. For each server it
-//! reports replies per second, how busy CPU 1 was (from /proc/stat), and CPU-1 microseconds per
-//! reply. The last figure does not depend on whether the load generator or the server saturates
-//! first, so it is the one to compare.
+//! reports replies per second, how busy CPU 1 was (from /proc/stat), CPU-1 microseconds per
+//! reply, and the server thread's own CPU time per reply (schedstat; it includes the softirq
+//! work of delivering its replies, which runs on its time). The last figure depends neither on
+//! whether the load generator or the server saturates first nor on other processes sharing CPU 1,
+//! so it is the one to compare; "capacity vs plain echo" is the plain echo's figure divided by the
+//! server's, in the same round (above 1: more replies per second of one core than the echo).
 //!
-//! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW]
+//! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW] [ROUNDS]
+//! (defaults 4 s per server and round, 256 in flight, 3 rounds)
 #![forbid(unsafe_code)]
 
 use ipsla_net::responder::{ResponderOptions, spawn_responder};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 fn pin(cpu: usize) {
@@ -38,14 +48,34 @@ fn cpu_times(cpu: usize) -> (u64, u64) {
     (total - idle, total)
 }
 
+/// Time the thread `tid` of this process has spent on a CPU, ns (`schedstat`; softirq work done
+/// while it ran is in it: this kernel has no separate IRQ time accounting).
+fn thread_ns(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The ids of this process's threads named `name`.
+fn tids_named(name: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
+        .filter(|t: &i32| std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect()
+}
+
 struct Result {
     name: &'static str,
     replies: u64,
     secs: f64,
     busy: f64,
+    /// CPU time of the server's thread over the run, ns.
+    thread_ns: u64,
 }
 
-fn load(name: &'static str, target: SocketAddr, secs: u64, window: u64, probe: &[u8]) -> Result {
+fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &[u8], tid: i32) -> Result {
     pin(0);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.connect(target).unwrap();
@@ -58,8 +88,9 @@ fn load(name: &'static str, target: SocketAddr, secs: u64, window: u64, probe: &
     s.recv(&mut buf).expect("server answers");
     s.set_nonblocking(true).unwrap();
     let (b0, t0) = cpu_times(1);
+    let n0 = thread_ns(tid);
     let start = Instant::now();
-    let end = start + Duration::from_secs(secs);
+    let end = start + Duration::from_secs_f64(secs);
     let (mut sent, mut got) = (0u64, 0u64);
     let mut last_progress = Instant::now();
     while Instant::now() < end {
@@ -84,19 +115,54 @@ fn load(name: &'static str, target: SocketAddr, secs: u64, window: u64, probe: &
     }
     let secs = start.elapsed().as_secs_f64();
     let (b1, t1) = cpu_times(1);
-    Result { name, replies: got, secs, busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64 }
+    let thread_ns = thread_ns(tid) - n0;
+    Result { name, replies: got, secs, busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64, thread_ns }
 }
 
 fn plain_echo() -> SocketAddr {
     pin(1);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = s.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let _ = s.send_to(&buf[..n], from);
-        }
-    });
+    std::thread::Builder::new()
+        .name("plain-echo".into())
+        .spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
+        })
+        .unwrap();
+    addr
+}
+
+/// The plain echo batched: poll, then up to 32 datagrams in one recvmmsg and their echoes in one
+/// sendmmsg (the responder's own batch helper, without any responder logic): the upper anchor.
+fn plain_batched_echo() -> SocketAddr {
+    pin(1);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    std::thread::Builder::new()
+        .name("plain-batched".into())
+        .spawn(move || {
+            let mut b = ipsla_net::batch::Batch::new();
+            let fd = s.as_raw_fd();
+            loop {
+                let mut pfd = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+                if poll(&mut pfd, PollTimeout::NONE).is_err() {
+                    continue;
+                }
+                let Ok(n) = b.recv(fd) else { continue };
+                let echo: Vec<_> = (0..n).map(|i| ipsla_net::batch::Reply::in_place(i, b.received(i).len)).collect();
+                let mut sent = 0;
+                while sent < n {
+                    match b.send(fd, &echo[sent..]) {
+                        Ok(k) if k > 0 => sent += k,
+                        _ => break,
+                    }
+                }
+            }
+        })
+        .unwrap();
     addr
 }
 
@@ -113,50 +179,173 @@ fn v1_control(v1: SocketAddr, port: u16) {
     c.recv_from(&mut b).expect("control reply");
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Plain,
+    PlainBatched,
+    Type2,
+    Type3,
+    Stamp,
+    TwampLight,
+}
+
+struct Server {
+    name: &'static str,
+    kind: Kind,
+    /// Kernel stamps (responder rows); the on/off pairs are adjacent.
+    stamps: bool,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n.is_multiple_of(2) { (v[n / 2 - 1] + v[n / 2]) / 2.0 } else { v[n / 2] }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let window: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
-    let mut probe = vec![0u8; 32];
-    probe[1] = 2;
-    probe[13] = 1;
-    let mut results = Vec::new();
+    let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let mut type2 = vec![0u8; 32];
+    type2[1] = 2;
+    type2[13] = 1;
+    // RFC 6812 layout: u32 sender sequence 1 at 52..56
+    let mut type3 = vec![0u8; 64];
+    type3[1] = 3;
+    type3[55] = 1;
+    // unauthenticated STAMP / TWAMP-Light test packet (sequence, timestamp, error estimate, MBZ);
+    // an Error Estimate with multiplier 0 is invalid (RFC 4656 §4.1.2): TWAMP-Light drops it
+    let mut test44 = vec![0u8; 44];
+    test44[13] = 1;
 
-    let echo = plain_echo();
-    results.push(load("plain recvfrom/sendto echo", echo, secs, window, &probe));
+    let servers = [
+        Server { name: "plain recvfrom/sendto echo", kind: Kind::Plain, stamps: false },
+        Server { name: "plain echo batched (recvmmsg/sendmmsg)", kind: Kind::PlainBatched, stamps: false },
+        Server { name: "responder type-2, kernel stamps on", kind: Kind::Type2, stamps: true },
+        Server { name: "responder type-2, kernel stamps off", kind: Kind::Type2, stamps: false },
+        Server { name: "responder type-3, kernel stamps on", kind: Kind::Type3, stamps: true },
+        Server { name: "responder type-3, kernel stamps off", kind: Kind::Type3, stamps: false },
+        Server { name: "STAMP reflector, kernel stamps on", kind: Kind::Stamp, stamps: true },
+        Server { name: "STAMP reflector, kernel stamps off", kind: Kind::Stamp, stamps: false },
+        Server { name: "TWAMP-Light reflector, kernel stamps on", kind: Kind::TwampLight, stamps: true },
+        Server { name: "TWAMP-Light reflector, kernel stamps off", kind: Kind::TwampLight, stamps: false },
+    ];
 
-    for (name, kernel_timestamps, port) in
-        [("ipsla responder, kernel stamps on", true, 39001u16), ("ipsla responder, kernel stamps off", false, 39002)]
-    {
-        pin(1); // the responder thread inherits this affinity
-        let opts = ResponderOptions {
-            listen: vec!["127.0.0.1".parse().unwrap()],
-            v1_port: 0,
-            v2_port: 0,
-            kernel_timestamps,
-            ..ResponderOptions::default()
-        };
-        let r = spawn_responder(opts).expect("responder");
-        pin(0);
-        v1_control(r.control_v1_addrs()[0], port);
-        results.push(load(name, SocketAddr::from(([127, 0, 0, 1], port)), secs, window, &probe));
+    let plain = plain_echo();
+    let batched = plain_batched_echo();
+    let responders: Vec<_> = [true, false]
+        .into_iter()
+        .map(|kernel_timestamps| {
+            pin(1); // the responder thread inherits this affinity
+            let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            let opts = ResponderOptions {
+                listen: vec!["127.0.0.1".parse().unwrap()],
+                v1_port: 0,
+                v2_port: 0,
+                kernel_timestamps,
+                stamp: vec![lo],
+                twamp_light: vec![lo],
+                ..ResponderOptions::default()
+            };
+            let before = tids_named("ipsla-responder");
+            let r = spawn_responder(opts).expect("responder");
+            let tid = tids_named("ipsla-responder").into_iter().find(|t| !before.contains(t)).expect("its thread");
+            (r, tid)
+        })
+        .collect();
+    pin(0);
+    std::thread::sleep(Duration::from_millis(50));
+    let plain_tid = tids_named("plain-echo")[0];
+    let batched_tid = tids_named("plain-batched")[0];
+
+    // µs of CPU 1 per reply, per server, per round
+    let mut us = vec![Vec::new(); servers.len()];
+    let mut rate = vec![Vec::new(); servers.len()];
+    let mut port = 39000u16;
+    println!(
+        "| round | server (CPU 1) | replies/s | CPU 1 busy | CPU-1 µs per reply | server thread µs per reply | capacity vs plain echo |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for round in 1..=rounds {
+        let mut base = f64::NAN;
+        for (i, s) in servers.iter().enumerate() {
+            let (r, rtid) = &responders[usize::from(!s.stamps)];
+            let tid = match s.kind {
+                Kind::Plain => plain_tid,
+                Kind::PlainBatched => batched_tid,
+                _ => *rtid,
+            };
+            let (target, probe) = match s.kind {
+                Kind::Plain => (plain, &type2),
+                Kind::PlainBatched => (batched, &type2),
+                Kind::Type2 | Kind::Type3 => {
+                    port += 1;
+                    v1_control(r.control_v1_addrs()[0], port);
+                    let probe = if s.kind == Kind::Type2 { &type2 } else { &type3 };
+                    (SocketAddr::from(([127, 0, 0, 1], port)), probe)
+                }
+                Kind::Stamp => (r.stamp_addrs()[0], &test44),
+                Kind::TwampLight => (r.twamp_light_addrs()[0], &test44),
+            };
+            let res = load(s.name, target, secs, window, probe, tid);
+            let per = res.thread_ns as f64 / 1e3 / res.replies.max(1) as f64;
+            let cpu1 = res.busy * res.secs * 1e6 / res.replies.max(1) as f64;
+            if i == 0 {
+                base = per;
+            }
+            us[i].push(per);
+            rate[i].push(res.replies as f64 / res.secs);
+            println!(
+                "| {round} | {} | {:.0} | {:.0} % | {:.2} | {:.2} | {:.2}× |",
+                res.name,
+                res.replies as f64 / res.secs,
+                res.busy * 100.0,
+                cpu1,
+                per,
+                base / per
+            );
+        }
+    }
+    for (r, _) in &responders {
         let st = r.status().unwrap();
-        eprintln!("  {name}: kernel stamps {} user stamps {}", st.stats.rx_stamps_kernel, st.stats.rx_stamps_user);
-        r.stop();
+        eprintln!(
+            "responder (kernel stamps {}): RX stamps kernel {} user {}; TX stamps learnt {}; T3 lead {} ns",
+            st.rx_timestamps == ipsla_net::socket::RxStampMode::Timestamping,
+            st.stats.rx_stamps_kernel,
+            st.stats.rx_stamps_user,
+            st.tx_kernel_minus_user.count,
+            st.t3_lead_ns
+        );
     }
 
-    println!("| server (CPU 1) | replies/s | CPU 1 busy | CPU-1 µs per reply | vs plain echo (µs/reply) |");
+    println!();
+    println!(
+        "| server (CPU 1) | replies/s, median | server thread µs per reply, median | capacity vs plain echo (its µs ÷ the server's, same round), median [min–max] over {rounds} rounds | cost of kernel stamps (µs on ÷ µs off − 1, same round), median [min–max] |"
+    );
     println!("|---|---|---|---|---|");
-    let base = results[0].busy * results[0].secs * 1e6 / results[0].replies.max(1) as f64;
-    for r in &results {
-        let us = r.busy * r.secs * 1e6 / r.replies.max(1) as f64;
+    for (i, s) in servers.iter().enumerate() {
+        let mut ratio: Vec<f64> = (0..rounds).map(|k| us[0][k] / us[i][k]).collect();
+        let (lo, hi) = (ratio.iter().copied().fold(f64::INFINITY, f64::min), ratio.iter().copied().fold(0.0, f64::max));
+        let cost = if !s.stamps && i + 1 < servers.len() && servers[i + 1].kind == s.kind {
+            String::new()
+        } else if s.stamps {
+            let mut c: Vec<f64> = (0..rounds).map(|k| us[i][k] / us[i + 1][k] - 1.0).collect();
+            let (clo, chi) =
+                (c.iter().copied().fold(f64::INFINITY, f64::min), c.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            format!("{:+.1} % [{:+.1} – {:+.1} %]", median(&mut c) * 100.0, clo * 100.0, chi * 100.0)
+        } else {
+            String::new()
+        };
         println!(
-            "| {} | {:.0} | {:.0} % | {:.2} | {:.2}× |",
-            r.name,
-            r.replies as f64 / r.secs,
-            r.busy * 100.0,
-            us,
-            us / base
+            "| {} | {:.0} | {:.2} | {:.2}× [{:.2}–{:.2}] | {} |",
+            s.name,
+            median(&mut rate[i].clone()),
+            median(&mut us[i].clone()),
+            median(&mut ratio),
+            lo,
+            hi,
+            cost
         );
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod clock;
 pub mod pacer;
 pub mod path;

@@ -9,7 +9,7 @@
 //! 0), then hands them to that thread.
 
 use crate::clock::wall_now;
-use crate::reflect::{HostClock, ReplySender, SharedCalibration, T3Calibration, bind_in_range, send_reply};
+use crate::reflect::{HostClock, Reflect, ReplySender, SharedCalibration, T3Calibration, bind_in_range, send_reply};
 use crate::socket::{self, RxStampMode};
 use crate::twamp::server::{TwampServer, TwampStatus};
 use crate::{Listener, NetError};
@@ -17,7 +17,8 @@ use ipsla_core::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_core::ops::DeltaStats;
 use ipsla_core::ratelimit::RejectLog;
 use ipsla_core::responder::{
-    ControlResult, PermanentKind, ProbeResult, Responder, ResponderConfig, ResponderStats, SessionInfo, stamp_transmit,
+    ControlResult, PermanentKind, ProbeResult, Responder, ResponderConfig, ResponderStats, SessionInfo, TxStamp,
+    stamp_transmit,
 };
 use ipsla_core::stamp::{Drop as StampDrop, ReflectorConfig, ReflectorStats, StampReflector};
 use ipsla_core::twamp::server::ServerConfig;
@@ -28,7 +29,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio::io::Interest;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -751,40 +751,50 @@ async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown
     }
 }
 
+/// An IP SLA measurement port (a session's or a permanent one) as [`ReplySender::reflect`] sees
+/// it: the core responder rewrites each probe into its reply in place.
+struct ProbePort<'a> {
+    state: &'a State,
+    key: PortKey,
+}
+
+impl Reflect for ProbePort<'_> {
+    type Reply = TxStamp;
+
+    fn handle(
+        &mut self,
+        now: Instant,
+        r: &socket::Received,
+        pkt: &mut [u8],
+        _: &mut [u8],
+    ) -> Option<(usize, bool, TxStamp)> {
+        let s = &mut *self.state.borrow_mut();
+        if r.rx.kernel {
+            s.rx_delta.add(r.user.as_nanos() as i64 - r.rx.wall.as_nanos() as i64);
+        }
+        match s.responder.handle_probe(now, &self.key, r.src, r.rx, &mut pkt[..r.len], &mut s.binder) {
+            ProbeResult::Reply { len, stamp } => Some((len, true, stamp)),
+            ProbeResult::Dropped(_) => None,
+        }
+    }
+
+    fn transmit(&mut self, stamp: &TxStamp, buf: &mut [u8], t3: Duration) {
+        stamp_transmit(buf, *stamp, t3);
+    }
+}
+
 async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: CancellationToken) {
-    // the thread's shared buffers receive and build; only the reply is kept across the send
-    let mut out = Vec::new();
-    let mut cmsg = socket::cmsg_buffer();
+    // the thread's batch buffers receive and build (crate::batch): a session holds only its socket
     let mut sender = ReplySender::new(state.borrow().t3.clone());
+    let mut port = ProbePort { state: &state, key };
     loop {
         let r = tokio::select! {
             biased;
             _ = token.cancelled() => break,
-            r = sock.async_io(Interest::READABLE, || {
-                socket::with_shared_buffers(|buf, _| socket::recv_stamped(&sock, buf, &mut cmsg))
-            }) => r,
+            r = sender.reflect(&sock, &mut port) => r,
         };
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(?key, error = %e, "receive failed");
-                continue;
-            }
-        };
-        let res = socket::with_shared_buffers(|buf, _| {
-            let pkt = &mut buf[..r.len];
-            let s = &mut *state.borrow_mut();
-            if r.rx.kernel {
-                s.rx_delta.add(r.user.as_nanos() as i64 - r.rx.wall.as_nanos() as i64);
-            }
-            let res = s.responder.handle_probe(Instant::now(), &key, r.src, r.rx, pkt, &mut s.binder);
-            if let ProbeResult::Reply { len, .. } = res {
-                socket::keep_reply(&mut out, &pkt[..len]);
-            }
-            res
-        });
-        if let ProbeResult::Reply { len, stamp } = res {
-            sender.send(&sock, r.src, &mut out[..len], |b, t3| stamp_transmit(b, stamp, t3)).await;
+        if let Err(e) = r {
+            tracing::debug!(?key, error = %e, "receive failed");
         }
     }
 }
@@ -822,44 +832,61 @@ async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken
     }
 }
 
-/// One STAMP reflector socket: receive with T2, TTL and ToS, build the reply, write T3 right
-/// before the send call (calibrated like the IP SLA ports').
-async fn stamp_task(state: State, sock: UdpSocket, shutdown: CancellationToken) {
-    let mut buf = vec![0u8; 65_536];
-    let mut out = vec![0u8; 65_536];
-    let mut cmsg = socket::cmsg_buffer();
-    let Ok(local) = sock.local_addr() else { return };
-    let mut clock = HostClock::new();
-    let mut sender = ReplySender::new(state.borrow().t3.clone());
-    loop {
-        let r = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
-        };
-        let Ok(r) = r else { continue };
-        let now = Instant::now();
-        let (error_estimate, sync_source) = clock.get(now);
+/// A STAMP reflector socket as [`ReplySender::reflect`] sees it: T2, TTL and ToS from each
+/// datagram, the reply built beside it, T3 written right before the send call (calibrated like
+/// the IP SLA ports').
+struct StampPort<'a> {
+    state: &'a State,
+    local: SocketAddr,
+    clock: HostClock,
+}
+
+impl Reflect for StampPort<'_> {
+    type Reply = ipsla_core::stamp::Reply;
+
+    fn handle(
+        &mut self,
+        now: Instant,
+        r: &socket::Received,
+        pkt: &mut [u8],
+        out: &mut [u8],
+    ) -> Option<(usize, bool, Self::Reply)> {
+        let (error_estimate, sync_source) = self.clock.get(now);
         let info = ipsla_core::stamp::Received {
             rx: r.rx,
             src: r.src,
-            dst: local,
+            dst: self.local,
             ttl: r.ttl,
             tos: r.tos,
             error_estimate,
             sync_source,
         };
-        let res = state.borrow_mut().stamp.handle(now, &info, &buf[..r.len], &mut out);
-        let reply = match res {
-            Ok(reply) => reply,
+        let mut s = self.state.borrow_mut();
+        match s.stamp.handle(now, &info, &pkt[..r.len], out) {
+            Ok(reply) => Some((reply.len, false, reply)),
             Err(StampDrop::BadHmac) => {
-                state.borrow_mut().stamp_log.warn(now, "stamp_bad_hmac", r.src, "STAMP packet HMAC failed (dropped)");
-                continue;
+                s.stamp_log.warn(now, "stamp_bad_hmac", r.src, "STAMP packet HMAC failed (dropped)");
+                None
             }
-            Err(_) => continue,
-        };
-        sender
-            .send(&sock, r.src, &mut out[..reply.len], |b, t3| state.borrow_mut().stamp.transmit(&reply, b, t3))
-            .await;
+            Err(_) => None,
+        }
+    }
+
+    fn transmit(&mut self, reply: &Self::Reply, buf: &mut [u8], t3: Duration) {
+        self.state.borrow_mut().stamp.transmit(reply, buf, t3);
+    }
+}
+
+/// One STAMP reflector socket.
+async fn stamp_task(state: State, sock: UdpSocket, shutdown: CancellationToken) {
+    let Ok(local) = sock.local_addr() else { return };
+    let mut sender = ReplySender::new(state.borrow().t3.clone());
+    let mut port = StampPort { state: &state, local, clock: HostClock::new() };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = sender.reflect(&sock, &mut port) => {}
+        }
     }
 }

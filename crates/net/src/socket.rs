@@ -273,35 +273,6 @@ fn sockaddr_to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
     }
 }
 
-thread_local! {
-    static SHARED_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
-        std::cell::RefCell::new((vec![0u8; 65_536], vec![0u8; 65_536]));
-}
-
-/// Runs `f` on this thread's two 64 KiB buffers (receive, build). Every socket task of a
-/// responder thread uses them, so that an open session costs its socket and a small reply
-/// buffer instead of 64 KiB or more (10 000 sessions asked for by spoofed control messages would
-/// otherwise be 640 MiB once a large datagram has reached each). The tasks run on one thread and
-/// never hold the buffers across an await: what must outlive the call is copied out. Calls must
-/// not nest.
-pub fn with_shared_buffers<R>(f: impl FnOnce(&mut [u8], &mut [u8]) -> R) -> R {
-    SHARED_BUFFERS.with(|b| {
-        let (rx, tx) = &mut *b.borrow_mut();
-        f(rx, tx)
-    })
-}
-
-/// Copies `reply` into `out`, a task's own send buffer, releasing it first when an earlier large
-/// datagram grew it (so a session's memory goes back to a few KiB after an oversized probe).
-pub fn keep_reply(out: &mut Vec<u8>, reply: &[u8]) {
-    const KEEP: usize = 4096;
-    if out.capacity() > KEEP && reply.len() <= KEEP {
-        *out = Vec::with_capacity(KEEP);
-    }
-    out.clear();
-    out.extend_from_slice(reply);
-}
-
 /// Space for one timestamping control message.
 pub fn cmsg_buffer() -> Vec<u8> {
     nix::cmsg_space!(nix::sys::socket::Timestamps, nix::sys::time::TimeSpec, libc::c_int, libc::c_int)

@@ -19,12 +19,12 @@
 //! its control connection closes; its socket closes with it.
 
 use crate::clock::wall_now;
-use crate::reflect::{HostClock, ReplySender, SharedCalibration, bind_in_range};
+use crate::reflect::{HostClock, Reflect, ReplySender, SharedCalibration, bind_in_range};
 use crate::socket;
 use ipsla_core::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_core::ratelimit::{KeyedLimiter, RejectLog};
 use ipsla_core::twamp::reflector::{
-    Drop as TestDrop, LightConfig, LightReflector, Received, ReflectorStats, SessionReflector,
+    Drop as TestDrop, LightConfig, LightReflector, Received, ReflectorStats, Reply, SessionReflector,
 };
 use ipsla_core::twamp::server::{ControlServer, ServerConfig, ServerEvent, ServerStats};
 use ipsla_wire::twamp::Sid;
@@ -36,7 +36,7 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -355,14 +355,12 @@ impl TwampServer {
         token: CancellationToken,
         ended: mpsc::UnboundedSender<Sid>,
     ) {
-        // the thread's shared buffers receive and build; only the reply is kept across the send
-        let mut out = Vec::new();
-        let mut cmsg = socket::cmsg_buffer();
-        let mut clock = HostClock::new();
+        // the thread's batch buffers receive and build (crate::batch): a session holds its socket
         let mut sender = ReplySender::new(self.t3.clone());
+        let mut port = SessionPort { reflector: &reflector, shared: &self.shared, clock: HostClock::new() };
         loop {
             let Some(deadline) = reflector.borrow().poll_timeout() else { break };
-            let r = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = token.cancelled() => break,
                 _ = notify.notified() => continue,
@@ -375,29 +373,7 @@ impl TwampServer {
                     }
                     continue;
                 }
-                r = sock.async_io(Interest::READABLE, || {
-                    socket::with_shared_buffers(|buf, _| socket::recv_stamped(&sock, buf, &mut cmsg))
-                }) => r,
-            };
-            let Ok(r) = r else { continue };
-            let now = Instant::now();
-            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.get(now).0 };
-            let res = socket::with_shared_buffers(|buf, tx| {
-                let res = reflector.borrow_mut().handle(now, &info, &buf[..r.len], tx);
-                if let Ok(reply) = &res {
-                    socket::keep_reply(&mut out, &tx[..reply.len]);
-                }
-                res
-            });
-            if let Ok(reply) = res {
-                let out = &mut out[..reply.len];
-                sender.send(&sock, r.src, out, |b, t3| reflector.borrow().transmit(&reply, b, t3)).await;
-            } else if let Err(d) = res {
-                tracing::debug!(src = %r.src, drop = ?d, "TWAMP test packet dropped");
-                if d == TestDrop::BadHmac {
-                    let what = "TWAMP test packet HMAC failed (dropped)";
-                    self.shared.borrow_mut().log.warn(now, "test_bad_hmac", r.src, what);
-                }
+                _ = sender.reflect(&sock, &mut port) => {}
             }
             let stats = reflector.borrow_mut().take_stats();
             self.shared.borrow_mut().status.reflector.merge(&stats);
@@ -411,35 +387,90 @@ impl TwampServer {
     /// One TWAMP-Light reflector socket (RFC 5357 Appendix I): receive with T2 and TTL, build the
     /// reply, write T3 right before the send call.
     pub async fn light(self, sock: UdpSocket, stateful: bool, shutdown: CancellationToken) {
-        let mut reflector = LightReflector::new(LightConfig { stateful, ..LightConfig::default() });
-        let mut buf = vec![0u8; 65_536];
-        let mut out = vec![0u8; 65_536];
-        let mut cmsg = socket::cmsg_buffer();
-        let mut clock = HostClock::new();
+        let reflector = LightReflector::new(LightConfig { stateful, ..LightConfig::default() });
         let mut sender = ReplySender::new(self.t3.clone());
-        let mut expired = Instant::now();
+        let mut port = LightPort { reflector, clock: HostClock::new(), expired: Instant::now() };
         loop {
-            let r = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                r = sock.async_io(Interest::READABLE, || socket::recv_stamped(&sock, &mut buf, &mut cmsg)) => r,
-            };
-            let Ok(r) = r else { continue };
-            let now = Instant::now();
-            if now.duration_since(expired) > Duration::from_secs(30) {
-                reflector.expire(now);
-                expired = now;
+                _ = sender.reflect(&sock, &mut port) => {}
             }
-            let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: clock.get(now).0 };
-            match reflector.handle(now, &info, &buf[..r.len], &mut out) {
-                Ok(reply) => {
-                    let out = &mut out[..reply.len];
-                    sender.send(&sock, r.src, out, |b, t3| reflector.transmit(&reply, b, t3)).await;
-                }
-                Err(d) => tracing::debug!(src = %r.src, drop = ?d, "TWAMP-Light packet dropped"),
-            }
-            self.shared.borrow_mut().status.light.merge(&reflector.take_stats());
+            self.shared.borrow_mut().status.light.merge(&port.reflector.take_stats());
         }
+    }
+}
+
+/// A TWAMP test session's socket as [`ReplySender::reflect`] sees it.
+struct SessionPort<'a> {
+    reflector: &'a Rc<RefCell<SessionReflector>>,
+    shared: &'a Rc<RefCell<Shared>>,
+    clock: HostClock,
+}
+
+impl Reflect for SessionPort<'_> {
+    type Reply = Reply;
+
+    fn handle(
+        &mut self,
+        now: Instant,
+        r: &socket::Received,
+        pkt: &mut [u8],
+        out: &mut [u8],
+    ) -> Option<(usize, bool, Reply)> {
+        let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: self.clock.get(now).0 };
+        match self.reflector.borrow_mut().handle(now, &info, &pkt[..r.len], out) {
+            Ok(reply) => Some((reply.len, false, reply)),
+            Err(d) => {
+                tracing::debug!(src = %r.src, drop = ?d, "TWAMP test packet dropped");
+                if d == TestDrop::BadHmac {
+                    let what = "TWAMP test packet HMAC failed (dropped)";
+                    self.shared.borrow_mut().log.warn(now, "test_bad_hmac", r.src, what);
+                }
+                None
+            }
+        }
+    }
+
+    fn transmit(&mut self, reply: &Reply, buf: &mut [u8], t3: Duration) {
+        self.reflector.borrow().transmit(reply, buf, t3);
+    }
+}
+
+/// A TWAMP-Light reflector socket (RFC 5357 Appendix I) as [`ReplySender::reflect`] sees it:
+/// T2 and TTL from each datagram, the reply built beside it, T3 written right before the send.
+struct LightPort {
+    reflector: LightReflector,
+    clock: HostClock,
+    expired: Instant,
+}
+
+impl Reflect for LightPort {
+    type Reply = Reply;
+
+    fn handle(
+        &mut self,
+        now: Instant,
+        r: &socket::Received,
+        pkt: &mut [u8],
+        out: &mut [u8],
+    ) -> Option<(usize, bool, Reply)> {
+        if now.duration_since(self.expired) > Duration::from_secs(30) {
+            self.reflector.expire(now);
+            self.expired = now;
+        }
+        let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: self.clock.get(now).0 };
+        match self.reflector.handle(now, &info, &pkt[..r.len], out) {
+            Ok(reply) => Some((reply.len, false, reply)),
+            Err(d) => {
+                tracing::debug!(src = %r.src, drop = ?d, "TWAMP-Light packet dropped");
+                None
+            }
+        }
+    }
+
+    fn transmit(&mut self, reply: &Reply, buf: &mut [u8], t3: Duration) {
+        self.reflector.transmit(reply, buf, t3);
     }
 }
 
