@@ -10,8 +10,13 @@
 //! compressed bodies as sent, and their protobuf size) over the run and over its last 60 s, and
 //! the two runs' CPU and RSS side by side.
 //!
-//! Usage: cargo build --release -p ipsla-bench && ./target/release/remote_write_scale [N] [SECONDS]
-//! (defaults 10000, 180; SECONDS ≥ 120 so that the last 60 s are a steady state)
+//! With OUTAGE (seconds), a third run in which the receiver answers 503 for its first OUTAGE
+//! seconds (the agent keeps the runs in its store and retries with backoff), then accepts: how
+//! fast the backlog drains, from the first accepted request to the first request smaller than a
+//! full batch.
+//!
+//! Usage: cargo build --release -p ipsla-bench && ./target/release/remote_write_scale [N] [SECONDS] [OUTAGE]
+//! (defaults 10000, 180, no outage run; SECONDS ≥ 120 so that the last 60 s are a steady state)
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,8 +28,12 @@ use std::time::{Duration, Instant};
 /// One request the receiver took: when, samples, compressed bytes, protobuf bytes.
 type Got = (Instant, u64, u64, u64);
 
-/// Serves one connection (HTTP/1.1 keep-alive): every POST body decoded and counted.
-fn serve(s: TcpStream, log: Arc<Mutex<Vec<Got>>>) {
+/// Until when the receiver answers 503 (the outage), if it does.
+type Refuse = Arc<Mutex<Option<Instant>>>;
+
+/// Serves one connection (HTTP/1.1 keep-alive): every POST body decoded and counted, or during
+/// the outage refused with 503.
+fn serve(s: TcpStream, log: Arc<Mutex<Vec<Got>>>, refuse: Refuse) {
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
     loop {
@@ -52,8 +61,13 @@ fn serve(s: TcpStream, log: Arc<Mutex<Vec<Got>>>) {
         let raw = snap::raw::decompress_len(&body).unwrap_or(0) as u64;
         let req = ipsla_agent::remote_write::proto::decode(&body).expect("a snappy-compressed WriteRequest");
         let samples: u64 = req.timeseries.iter().map(|t| t.samples.len() as u64).sum();
-        log.lock().unwrap().push((Instant::now(), samples, len as u64, raw));
-        if w.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").is_err() {
+        let answer: &[u8] = if refuse.lock().unwrap().is_some_and(|until| Instant::now() < until) {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+        } else {
+            log.lock().unwrap().push((Instant::now(), samples, len as u64, raw));
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+        };
+        if w.write_all(answer).is_err() {
             return;
         }
     }
@@ -91,12 +105,14 @@ fn main() {
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+    let outage: Option<u64> = args.get(3).map(|s| s.parse().expect("OUTAGE is a number of seconds"));
     let log: Arc<Mutex<Vec<Got>>> = Arc::default();
-    let l = log.clone();
+    let refuse: Refuse = Arc::default();
+    let (l, r) = (log.clone(), refuse.clone());
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
-            let l = l.clone();
-            std::thread::spawn(move || serve(s, l));
+            let (l, r) = (l.clone(), r.clone());
+            std::thread::spawn(move || serve(s, l, r));
         }
     });
 
@@ -145,4 +161,43 @@ fn main() {
     ] {
         println!("| {label} | {} | {} |", row(&baseline, label), row(&shipping, label));
     }
+
+    let Some(outage) = outage else { return };
+    log.lock().unwrap().clear();
+    *refuse.lock().unwrap() = Some(Instant::now() + Duration::from_secs(outage));
+    let after = agent_scale(&n, &secs, Some(&url));
+    println!();
+    println!("{after}");
+    let got = log.lock().unwrap().clone();
+    let full = got.iter().map(|g| g.1).max().unwrap_or(0);
+    // the backlog: the first accepted request (the batch refused first, sent again as it was),
+    // the full batches after it, and the partial one that ends them; the rate counts what arrived
+    // after the first (whose sending time is unknown)
+    let end = got.iter().skip(1).position(|g| g.1 < full).map_or(got.len().saturating_sub(1), |i| i + 1);
+    let (samples, _, _) = total(&got[..=end.min(got.len().saturating_sub(1))]);
+    let (after_first, after_first_bytes, _) = total(got.get(1..=end).unwrap_or_default());
+    let span = got.get(end).map_or(Duration::ZERO, |l| l.0 - got[0].0);
+    println!("## catch-up after a {outage} s outage (503), same {n} operations");
+    println!("| metric | value |");
+    println!("|---|---|");
+    println!(
+        "| backlog shipped (full batches of {full} samples, then the partial one) | {} requests, {samples} samples |",
+        end + 1
+    );
+    if end == 0 {
+        println!("| catch-up rate | the backlog fit in one request: none measured |");
+    } else {
+        println!("| time from the first accepted request to the end of the backlog | {:.2} s |", span.as_secs_f64());
+        println!(
+            "| catch-up rate | {:.0} samples/s, {:.0} bytes/s (snappy) |",
+            after_first as f64 / span.as_secs_f64(),
+            after_first_bytes as f64 / span.as_secs_f64()
+        );
+    }
+    println!(
+        "| agent CPU per wall second, last 60 s / whole run | {} / {} |",
+        row(&after, "CPU per wall second, last"),
+        row(&after, "CPU (user+sys) per wall second, whole run")
+    );
+    println!("| agent RSS end / peak | {} |", row(&after, "RSS before start / after start / end / peak"));
 }
