@@ -25,8 +25,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One request the receiver took: when, samples, compressed bytes, protobuf bytes.
-type Got = (Instant, u64, u64, u64);
+/// One request the receiver took: when, samples, compressed bytes, protobuf bytes, runs (each
+/// run has one `ipsla_operation_success` sample).
+type Got = (Instant, u64, u64, u64, u64);
 
 /// Until when the receiver answers 503 (the outage), if it does.
 type Refuse = Arc<Mutex<Option<Instant>>>;
@@ -61,10 +62,16 @@ fn serve(s: TcpStream, log: Arc<Mutex<Vec<Got>>>, refuse: Refuse) {
         let raw = snap::raw::decompress_len(&body).unwrap_or(0) as u64;
         let req = ipsla_agent::remote_write::proto::decode(&body).expect("a snappy-compressed WriteRequest");
         let samples: u64 = req.timeseries.iter().map(|t| t.samples.len() as u64).sum();
+        let runs: u64 = req
+            .timeseries
+            .iter()
+            .filter(|t| t.labels.iter().any(|l| l.name == "__name__" && l.value == "ipsla_operation_success"))
+            .map(|t| t.samples.len() as u64)
+            .sum();
         let answer: &[u8] = if refuse.lock().unwrap().is_some_and(|until| Instant::now() < until) {
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
         } else {
-            log.lock().unwrap().push((Instant::now(), samples, len as u64, raw));
+            log.lock().unwrap().push((Instant::now(), samples, len as u64, raw, runs));
             b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
         };
         if w.write_all(answer).is_err() {
@@ -169,11 +176,11 @@ fn main() {
     println!();
     println!("{after}");
     let got = log.lock().unwrap().clone();
-    let full = got.iter().map(|g| g.1).max().unwrap_or(0);
+    let full = got.iter().map(|g| g.4).max().unwrap_or(0);
     // the backlog: the first accepted request (the batch refused first, sent again as it was),
     // the full batches after it, and the partial one that ends them; the rate counts what arrived
     // after the first (whose sending time is unknown)
-    let end = got.iter().skip(1).position(|g| g.1 < full).map_or(got.len().saturating_sub(1), |i| i + 1);
+    let end = got.iter().skip(1).position(|g| g.4 < full).map_or(got.len().saturating_sub(1), |i| i + 1);
     let (samples, _, _) = total(&got[..=end.min(got.len().saturating_sub(1))]);
     let (after_first, after_first_bytes, _) = total(got.get(1..=end).unwrap_or_default());
     let span = got.get(end).map_or(Duration::ZERO, |l| l.0 - got[0].0);
@@ -181,7 +188,7 @@ fn main() {
     println!("| metric | value |");
     println!("|---|---|");
     println!(
-        "| backlog shipped (full batches of {full} samples, then the partial one) | {} requests, {samples} samples |",
+        "| backlog shipped (full batches of {full} runs, then the partial one) | {} requests, {samples} samples |",
         end + 1
     );
     if end == 0 {
