@@ -94,7 +94,11 @@ async fn ask(site: &str, agent: &SiteAgent) -> PeerRow {
     let url = &agent.url;
     let text = match agent.target.get("/api/v1/mesh", TIMEOUT, LIMIT).await {
         Ok(t) => t,
-        Err(why) => return PeerRow::Unknown(format!("agent at {url} did not answer ({why})")),
+        Err(why) => {
+            return PeerRow::Unknown(format!(
+                "agent at {url} did not answer ({why}); is it running, its [agent] http listening there?"
+            ));
+        }
     };
     match serde_json::from_str::<Row>(&text) {
         Ok(row) if row.site == site => PeerRow::Answered(row.cells),
@@ -102,7 +106,9 @@ async fn ask(site: &str, agent: &SiteAgent) -> PeerRow {
             "agent at {url} is site \"{}\" of its mesh, not \"{site}\"; check the site's http address",
             row.site
         )),
-        Err(e) => PeerRow::Unknown(format!("agent at {url} answered /api/v1/mesh with something else ({e})")),
+        Err(e) => PeerRow::Unknown(format!(
+            "agent at {url} answered /api/v1/mesh with something else ({e}); is it an ipsla agent of this version?"
+        )),
     }
 }
 

@@ -397,8 +397,10 @@ fn the_grid_shows_why_another_sites_row_is_unknown() {
     let (code, page) = get(http, "/mesh?part=main").unwrap();
     assert_eq!(code, 200, "{page}");
     drop(silent);
-    let b_why = format!("agent at {b_url} did not answer (connecting to {refused}: Connection refused (os error 111))");
-    let c_why = format!("agent at {c_url} did not answer (no answer from {silent_at} within 2s)");
+    let fix = "is it running, its [agent] http listening there?";
+    let b_why =
+        format!("agent at {b_url} did not answer (connecting to {refused}: Connection refused (os error 111)); {fix}");
+    let c_why = format!("agent at {c_url} did not answer (no answer from {silent_at} within 2s); {fix}");
     let cell = |why: &str| format!(r#"<td class="unknown" title="unknown: {why}">unknown</td>"#);
     assert_eq!(page.matches(&cell(&b_why)).count(), 3, "b's row: a, c, d\n{page}");
     assert_eq!(page.matches(&cell(&c_why)).count(), 3, "c's row: a, b, d\n{page}");
