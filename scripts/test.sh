@@ -82,6 +82,7 @@ cargo build --release -p ipsla -p ipsla-bench
 ./target/release/anchors 1 >/dev/null
 ./target/release/agent_scale 200 10 >/dev/null
 GROWTH_OUT=$(mktemp -d) ./target/release/growth responder 0.2 >/dev/null
+./target/release/remote_write_scale 200 5 >/dev/null
 ./target/release/lab_error 30 >/dev/null # a few seconds as root; says "skipped" without
 
 # the .deb from the release binary just built (cargo-deb is installed once, then reused), checked

@@ -10,6 +10,10 @@
 //!
 //! Usage: cargo run --release -p ipsla-bench --bin agent_scale -- [N] [SECONDS] [v1|none] [WORKERS] [histograms]
 //! (defaults 10000, 180, v1, the agent's default; `histograms` sets `metrics_histograms = true`)
+//!
+//! With `IPSLA_BENCH_REMOTE_WRITE=URL` in the environment the agent also ships every run to that
+//! `[[remote_write]]` receiver, and the table ends with its remote-write counters
+//! (`remote_write_scale` runs this harness twice, without and with, against a local receiver).
 #![forbid(unsafe_code)]
 
 use ipsla_agent::daemon::{Agent, AgentFile};
@@ -71,7 +75,14 @@ fn scrape(addr: SocketAddr, path: &str, accept: Option<&str>, keep: bool) -> (us
 
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
-fn config(dir: &Path, n: u32, control: &str, workers: Option<usize>, histograms: bool) -> String {
+fn config(
+    dir: &Path,
+    n: u32,
+    control: &str,
+    workers: Option<usize>,
+    histograms: bool,
+    remote_write: Option<&str>,
+) -> String {
     let free = || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (v1, echo) = (free(), free());
     let mut workers = workers.map(|w| format!("workers = {w}\n")).unwrap_or_default();
@@ -86,6 +97,9 @@ fn config(dir: &Path, n: u32, control: &str, workers: Option<usize>, histograms:
          [[group]]\nid = 1\noperations = \"1-{n}\"\nschedule_period = \"60s\"\nfrequency = \"60s\"\n",
         dir.join("runs.db").display()
     );
+    if let Some(url) = remote_write {
+        t += &format!("\n[[remote_write]]\nurl = \"{url}\"\n");
+    }
     for id in 1..=n {
         // v1: each operation asks for its own port (20000-59999), as separate IOS operations would
         let port = if control == "none" { echo } else { 20_000 + (id % 40_000) as u16 };
@@ -105,12 +119,13 @@ fn main() {
     assert!(matches!(control, "v1" | "none"), "CONTROL is v1 or none");
     let workers: Option<usize> = args.get(4).and_then(|s| s.parse().ok());
     let histograms = args.get(5).is_some_and(|s| s == "histograms");
+    let remote_write = std::env::var("IPSLA_BENCH_REMOTE_WRITE").ok();
 
     let dir = std::env::temp_dir().join(format!("ipsla-agent-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (rss0, _) = rss_kib();
     let t_cfg = Instant::now();
-    let text = config(&dir, n, control, workers, histograms);
+    let text = config(&dir, n, control, workers, histograms, remote_write.as_deref());
     let cfg = AgentFile::parse(&text).unwrap().validate().unwrap();
     let cfg_time = t_cfg.elapsed();
     let starts: Vec<Duration> = cfg
@@ -161,7 +176,7 @@ fn main() {
     // the last minute, once every operation has started: the steady state
     let steady = marks.iter().rev().find(|(e, _)| *e <= wall.saturating_sub(Duration::from_secs(60))).copied();
 
-    let (om_len, om_time, _) = scrape(http, "/metrics", Some(PROMETHEUS_ACCEPT), false);
+    let (om_len, om_time, exposition) = scrape(http, "/metrics", Some(PROMETHEUS_ACCEPT), remote_write.is_some());
     let (txt_len, txt_time, _) = scrape(http, "/metrics", None, false);
     let at_query = t0.elapsed();
     let (_, ops_time, ops) = scrape(http, "/api/v1/operations", None, true);
@@ -182,7 +197,10 @@ fn main() {
         std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let h = if histograms { ", metrics_histograms" } else { "" };
+    let mut h = if histograms { ", metrics_histograms" } else { "" }.to_string();
+    if let Some(url) = &remote_write {
+        h += &format!(", remote write to {url}");
+    }
     println!("## agent_scale: {n} udp-echo operations, {control} control, {secs} s, {workers} workers{h}");
     println!("| metric | value |");
     println!("|---|---|");
@@ -229,4 +247,20 @@ fn main() {
     }
     println!("| /api/v1/operations | {:.0} ms |", ops_time.as_secs_f64() * 1e3);
     println!("| stop (running operations finish) | {:.0} ms |", stop_time.as_secs_f64() * 1e3);
+    if remote_write.is_some() {
+        // the endpoint's families, at the end of the run (before the stop)
+        for family in [
+            "ipsla_remote_write_samples_sent_total",
+            "ipsla_remote_write_samples_failed_total",
+            "ipsla_remote_write_samples_dropped_total",
+            "ipsla_remote_write_queue_lag_seconds",
+        ] {
+            let value = exposition
+                .lines()
+                .find(|l| l.starts_with(family) && l[family.len()..].starts_with('{'))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or("absent");
+            println!("| {family} | {value} |");
+        }
+    }
 }

@@ -302,6 +302,8 @@ pub(crate) struct Shared {
     generation: AtomicU64,
     /// Reaction transitions with a trap action, to the SNMP subagent (with `[snmp]`).
     traps: Option<tokio::sync::mpsc::Sender<crate::snmp::Trap>>,
+    /// The other sites' rows of the mesh grid, as their agents last gave them.
+    peers: crate::mesh::peers::Peers,
 }
 
 /// One operation's summary (`stored` counted in `store` when it could be locked).
@@ -389,6 +391,17 @@ impl Shared {
     /// The mesh this agent is a site of, when it is one.
     pub(crate) fn mesh(&self) -> Option<Arc<crate::mesh::Mesh>> {
         self.cfg.lock().ok()?.mesh.clone()
+    }
+
+    /// This site's row of the mesh grid (`/api/v1/mesh`); `None` outside a mesh.
+    pub(crate) fn mesh_row(&self) -> Option<crate::mesh::peers::Row> {
+        let mesh = self.mesh()?;
+        Some(crate::mesh::peers::own_row(&mesh, |op| self.read_store(|s| s.latest(op)).flatten()))
+    }
+
+    /// The other sites' rows of the mesh grid (cached, see [`crate::mesh::peers`]).
+    pub(crate) async fn peer_rows(&self, mesh: &crate::mesh::Mesh) -> crate::mesh::peers::Rows {
+        self.peers.rows(mesh).await
     }
 
     /// True once the agent is stopping.
@@ -627,6 +640,7 @@ impl Agent {
             probes: Arc::new(Semaphore::new(cfg.probe_concurrency)),
             generation: AtomicU64::new(0),
             traps: cfg.snmp.is_some().then_some(traps),
+            peers: Default::default(),
         });
         let workers = Arc::new(Semaphore::new(cfg.workers));
         let mut tasks = vec![

@@ -40,6 +40,7 @@ pub(crate) async fn serve(sh: St, listener: std::net::TcpListener, stop: tokio_u
             .route("/api/v1/operations/{id}/history", get(history))
             .route("/api/v1/operations/{id}/aggregated", get(aggregated))
             .route("/api/v1/operations/{id}/configuration", get(configuration))
+            .route("/api/v1/mesh", get(mesh_row))
             .route("/api/v1/responder", get(responder_status))
             .route("/api/v1/store", get(store_status))
             .route("/api/v1/events", get(events))
@@ -148,6 +149,15 @@ async fn latest(State(sh): State<St>, UrlPath(id): UrlPath<u32>) -> Response {
     match sh.read_store(|s| s.latest(id)).flatten() {
         Some(r) => Json(r.report).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no run of operation {id} yet\n")).into_response(),
+    }
+}
+
+/// This site's row of the mesh grid: what the other sites' grids show for it.
+async fn mesh_row(State(sh): State<St>) -> Response {
+    match sh.mesh_row() {
+        Some(row) => Json(row).into_response(),
+        None => (StatusCode::NOT_FOUND, "this agent is not a site of a mesh ([mesh] or --mesh, docs/mesh.md)\n")
+            .into_response(),
     }
 }
 

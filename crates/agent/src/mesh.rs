@@ -23,6 +23,8 @@
 //! frequency = "30s"
 //! ```
 
+pub mod peers;
+
 use crate::config::{ConfigError, ResponderFile, Result};
 use crate::ops::{Namer, OperationDef};
 use serde::Deserialize;
@@ -55,31 +57,59 @@ pub struct MeshSource {
     pub file: PathBuf,
     /// This agent's site (a fetched file must have it).
     pub site: String,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-    tls: Option<crate::tls::Tls>,
+    target: HttpTarget,
 }
 
 impl MeshSource {
     /// Fetches the URL: the body of a 200, as text, or why there is none.
     pub(crate) async fn fetch(&self) -> std::result::Result<String, String> {
+        self.target.get(&self.target.path, FETCH_TIMEOUT, crate::config::MAX_CONFIG_LEN as usize).await
+    }
+}
+
+/// Where an HTTP GET goes: a parsed `http[s]://` URL and, for https, its TLS client.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HttpTarget {
+    host: String,
+    port: u16,
+    authority: String,
+    /// The URL's path (and query).
+    pub(crate) path: String,
+    tls: Option<crate::tls::Tls>,
+}
+
+impl HttpTarget {
+    /// Parses `url`; `key` names it in errors.
+    fn parse(key: &str, url: &str) -> Result<HttpTarget> {
+        let u = crate::alert::parse_url(key, url)?;
+        let tls = u.https.then(|| crate::tls::Tls::new(key, &u.host, None)).transpose()?;
+        Ok(HttpTarget { host: u.host, port: u.port, authority: u.authority, path: u.path, tls })
+    }
+
+    /// `GET path`: the body of a 200 (at most `limit` bytes of UTF-8), or why there is none.
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        timeout: std::time::Duration,
+        limit: usize,
+    ) -> std::result::Result<String, String> {
         let at = format!("{}:{}", self.host, self.port);
         let get = async {
             let tcp = tokio::net::TcpStream::connect(&at).await.map_err(|e| format!("connecting to {at}: {e}"))?;
             match &self.tls {
                 Some(tls) => {
                     let s = tls.connect(tcp).await.map_err(|e| format!("TLS with {at}: {e}"))?;
-                    self.get_over(s).await
+                    self.get_over(s, path, limit).await
                 }
-                None => self.get_over(tcp).await,
+                None => self.get_over(tcp, path, limit).await,
             }
         };
-        tokio::time::timeout(FETCH_TIMEOUT, get).await.map_err(|_| format!("no answer from {at} within 30 s"))?
+        tokio::time::timeout(timeout, get)
+            .await
+            .map_err(|_| format!("no answer from {at} within {}", humantime::format_duration(timeout)))?
     }
 
-    async fn get_over<S>(&self, stream: S) -> std::result::Result<String, String>
+    async fn get_over<S>(&self, stream: S, path: &str, limit: usize) -> std::result::Result<String, String>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -90,7 +120,7 @@ impl MeshSource {
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = hyper::Request::get(self.path.as_str())
+        let req = hyper::Request::get(path)
             .header(hyper::header::HOST, self.authority.as_str())
             .header(hyper::header::USER_AGENT, concat!("ipsla/", env!("CARGO_PKG_VERSION")))
             .body(http_body_util::Empty::<hyper::body::Bytes>::new())
@@ -100,7 +130,6 @@ impl MeshSource {
             if resp.status() != hyper::StatusCode::OK {
                 return Err(format!("HTTP {}", resp.status()));
             }
-            let limit = crate::config::MAX_CONFIG_LEN as usize;
             let body = http_body_util::Limited::new(resp.into_body(), limit)
                 .collect()
                 .await
@@ -129,6 +158,8 @@ struct MeshFile {
     /// How every site's responder answers (`[responder]` keys; `listen` defaults to the site's
     /// address).
     responder: Option<ResponderFile>,
+    /// The port every site's agent serves HTTP on, at the site's address (a site's `http` wins).
+    http_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +169,17 @@ struct SiteFile {
     address: String,
     #[serde(default)]
     tags: Vec<String>,
+    /// `http[s]://HOST:PORT` of the site's agent (its JSON API, for the others' grids).
+    http: Option<String>,
+}
+
+/// A site's agent, as the others reach it for the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteAgent {
+    /// The URL as written (or derived from `http_port`), without a trailing `/`: the grid links
+    /// to `{url}/operations/{id}`.
+    pub url: String,
+    pub(crate) target: HttpTarget,
 }
 
 /// One site of the mesh.
@@ -149,6 +191,8 @@ pub struct Site {
     pub address: IpAddr,
     /// Free words.
     pub tags: Vec<String>,
+    /// Its agent's HTTP address (`http`, or the mesh's `http_port` at `address`), when known.
+    pub http: Option<SiteAgent>,
 }
 
 /// What a mesh operation measures: test `test` from site `src` to site `dst`.
@@ -226,26 +270,14 @@ impl MeshSection {
         })?;
         let source = match &self.url {
             Some(url) => {
-                let k = format!("{key}.url");
-                let u = crate::alert::parse_url(&k, url)?;
-                let tls = u.https.then(|| crate::tls::Tls::new(&k, &u.host, None)).transpose()?;
+                let target = HttpTarget::parse(&format!("{key}.url"), url)?;
                 let poll = crate::config::parse_duration(
                     &format!("{key}.poll"),
                     self.poll.as_deref().unwrap_or("5m"),
                     std::time::Duration::from_secs(1),
                     std::time::Duration::from_secs(86_400),
                 )?;
-                Some(MeshSource {
-                    url: url.clone(),
-                    poll,
-                    file: file.clone(),
-                    site: site.to_string(),
-                    host: u.host,
-                    port: u.port,
-                    authority: u.authority,
-                    path: u.path,
-                    tls,
-                })
+                Some(MeshSource { url: url.clone(), poll, file: file.clone(), site: site.to_string(), target })
             }
             None if self.poll.is_some() => {
                 return Err(ConfigError(format!("{key}.poll: only with {key}.url (the URL to fetch the file from)")));
@@ -275,7 +307,28 @@ pub fn expand(file: &str, text: &str, site: &str, key: &str) -> Result<Mesh> {
         if let Some(j) = sites.iter().position(|x| x.address == address) {
             return Err(ConfigError(format!("{k}.address: {address} is already the address of site[{j}]")));
         }
-        sites.push(Site { name: s.name.clone(), address, tags: s.tags.clone() });
+        let url = match (&s.http, m.http_port) {
+            (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
+            (None, Some(0)) => {
+                return Err(ConfigError(format!("{file}: http_port: 0 is out of range; allowed 1 to 65535")));
+            }
+            (None, Some(port)) => Some(format!("http://{}", std::net::SocketAddr::new(address, port))),
+            (None, None) => None,
+        };
+        let http = match url {
+            Some(url) => {
+                let target = HttpTarget::parse(&format!("{k}.http"), &url)?;
+                if target.path != "/" {
+                    return Err(ConfigError(format!(
+                        "{k}.http: \"{url}\" has a path; give the agent's address only, e.g. \"http://{}\"",
+                        std::net::SocketAddr::new(address, 9167)
+                    )));
+                }
+                Some(SiteAgent { url, target })
+            }
+            None => None,
+        };
+        sites.push(Site { name: s.name.clone(), address, tags: s.tags.clone(), http });
     }
     let Some(me) = sites.iter().find(|s| s.name == site) else {
         let names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
@@ -426,6 +479,45 @@ tag = "own tag"
         for (id, dst) in ids(&after).into_iter().filter(|(_, d)| d != "z") {
             assert!(ids(&before).contains(&(id, dst)));
         }
+    }
+
+    #[test]
+    fn a_sites_agent_is_its_http_or_the_meshs_http_port_at_its_address() {
+        let urls = |text: &str| -> Vec<Option<String>> {
+            expand("mesh.toml", text, "a", "mesh")
+                .unwrap()
+                .sites
+                .iter()
+                .map(|s| s.http.clone().map(|h| h.url))
+                .collect()
+        };
+        assert_eq!(urls(FILE), [None, None, None]);
+        let with = FILE.replace("tags = [\"eu\"]", "tags = [\"eu\"]\nhttp = \"https://b.example.net:9443/\"");
+        assert_eq!(urls(&with), [None, Some("https://b.example.net:9443".into()), None]);
+        let port = format!("http_port = 9167\n{with}");
+        assert_eq!(
+            urls(&port),
+            [
+                Some("http://127.0.0.2:9167".into()),
+                Some("https://b.example.net:9443".into()),
+                Some("http://127.0.0.4:9167".into())
+            ]
+        );
+        let v6 = port.replace("\"127.0.0.4\"", "\"::1\"");
+        assert_eq!(urls(&v6)[2], Some("http://[::1]:9167".into()));
+        let err = |text: &str| expand("mesh.toml", text, "a", "mesh").unwrap_err().0;
+        assert_eq!(
+            err(&FILE.replace("tags = [\"eu\"]", "http = \"http://127.0.0.3:9167/api\"")),
+            "mesh.toml: site[1].http: \"http://127.0.0.3:9167/api\" has a path; give the agent's address only, e.g. \"http://127.0.0.3:9167\""
+        );
+        assert_eq!(
+            err(&FILE.replace("tags = [\"eu\"]", "http = \"127.0.0.3:9167\"")),
+            "mesh.toml: site[1].http: \"127.0.0.3:9167\" has no scheme; expected http[s]://HOST[:PORT][/PATH], e.g. \"http://127.0.0.1:9000/ipsla\""
+        );
+        assert_eq!(
+            err(&format!("http_port = 0\n{FILE}")),
+            "mesh.toml: http_port: 0 is out of range; allowed 1 to 65535"
+        );
     }
 
     #[test]

@@ -150,6 +150,34 @@ impl Lab {
         self.links.push((link.clone(), Some(t)));
         Ok(link)
     }
+
+    /// Joins `hosts` on a plain LAN, for the traffic a test does not measure (HTTP APIs, a
+    /// time-series database): a kernel bridge in `hub` and a veth pair from it to each host. The
+    /// hub has 10.79.0.1/24 on the bridge, host *i* 10.79.0.(*i* + 2)/24 on its `lan0`; returned
+    /// in that order, the hub's first. No impairment, no log, no forwarder thread; everything goes
+    /// with the namespaces. One LAN per lab.
+    pub fn lan(&mut self, hub: &Host, hosts: &[&Host]) -> io::Result<Vec<Ipv4Addr>> {
+        if hosts.len() > 250 {
+            return Err(io::Error::other("a LAN of at most 250 hosts"));
+        }
+        let hub_addr = Ipv4Addr::new(10, 79, 0, 1);
+        ip(&["-n", &hub.ns, "link", "add", "lanbr", "type", "bridge"])?;
+        ip(&["-n", &hub.ns, "link", "set", "lanbr", "addrgenmode", "none"])?;
+        ip(&["-n", &hub.ns, "addr", "add", &format!("{hub_addr}/24"), "dev", "lanbr"])?;
+        ip(&["-n", &hub.ns, "link", "set", "lanbr", "up"])?;
+        let mut addrs = vec![hub_addr];
+        for (i, h) in hosts.iter().enumerate() {
+            let (port, addr) = (format!("lan{i}"), Ipv4Addr::new(10, 79, 0, i as u8 + 2));
+            ip(&["-n", &hub.ns, "link", "add", &port, "type", "veth", "peer", "name", "lan0", "netns", &h.ns])?;
+            ip(&["-n", &hub.ns, "link", "set", &port, "addrgenmode", "none"])?;
+            ip(&["-n", &hub.ns, "link", "set", &port, "master", "lanbr", "up"])?;
+            ip(&["-n", &h.ns, "link", "set", "lan0", "addrgenmode", "none"])?;
+            ip(&["-n", &h.ns, "addr", "add", &format!("{addr}/24"), "dev", "lan0"])?;
+            ip(&["-n", &h.ns, "link", "set", "lan0", "up"])?;
+            addrs.push(addr);
+        }
+        Ok(addrs)
+    }
 }
 
 impl Drop for Lab {

@@ -224,3 +224,24 @@ fn everything_is_removed_on_drop() {
     let links = String::from_utf8(std::process::Command::new("ip").args(["link"]).output().unwrap().stdout).unwrap();
     assert!(!links.contains(&link.a_if), "{links}");
 }
+
+/// The LAN: every host reaches the hub and each other over the bridge (no link, nothing logged),
+/// and the bridge goes with the namespaces.
+#[test]
+fn a_lan_joins_every_host_and_the_hub() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(mut lab) = lab("lan") else { return };
+    let hosts: Vec<Host> = ["a", "b", "c"].iter().map(|n| lab.host(n).unwrap()).collect();
+    let hub = lab.host("hub").unwrap();
+    let addrs = lab.lan(&hub, &hosts.iter().collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        addrs,
+        ["10.79.0.1", "10.79.0.2", "10.79.0.3", "10.79.0.4"].map(|a| a.parse::<std::net::Ipv4Addr>().unwrap())
+    );
+    assert_eq!(udp_to(&hosts[0], &hosts[2], SocketAddr::from((addrs[3], 9000)), 5, Duration::ZERO), [0, 1, 2, 3, 4]);
+    assert_eq!(udp_to(&hosts[1], &hub, SocketAddr::from((addrs[0], 9000)), 5, Duration::ZERO), [0, 1, 2, 3, 4]);
+    let hub_ns = hub.name().to_string();
+    drop(lab);
+    let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&hub_ns));
+}

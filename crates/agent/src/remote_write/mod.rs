@@ -57,6 +57,9 @@ pub(crate) struct Value {
     /// Divisor to the metric's unit (µs to seconds: 1e6; a division, so 10 µs is exactly the
     /// double nearest 1e-5, as the exposition of the same run writes it).
     pub(crate) per_unit: f64,
+    /// Only for the kinds that send a train of probes (`Kind::jitter`): every document has the
+    /// path, only theirs measure it.
+    pub(crate) jitter_only: bool,
 }
 
 impl Value {
@@ -68,22 +71,53 @@ impl Value {
 
 /// The values a run may have besides `ipsla_operation_success` (which every run has).
 pub(crate) const VALUES: &[Value] = &[
-    Value { name: "ipsla_rtt_latest_seconds", direction: None, path: &["rtt_us", "avg"], per_unit: 1e6 },
-    Value { name: "ipsla_loss_ratio", direction: None, path: &["loss", "ratio"], per_unit: 1.0 },
+    Value {
+        name: "ipsla_rtt_latest_seconds",
+        direction: None,
+        path: &["rtt_us", "avg"],
+        per_unit: 1e6,
+        jitter_only: false,
+    },
+    Value { name: "ipsla_loss_ratio", direction: None, path: &["loss", "ratio"], per_unit: 1.0, jitter_only: false },
     Value {
         name: "ipsla_jitter_average_seconds",
         direction: Some("sd"),
         path: &["jitter_us", "sd", "avg"],
         per_unit: 1e6,
+        jitter_only: false,
     },
     Value {
         name: "ipsla_jitter_average_seconds",
         direction: Some("ds"),
         path: &["jitter_us", "ds", "avg"],
         per_unit: 1e6,
+        jitter_only: false,
     },
-    Value { name: "ipsla_mos", direction: None, path: &["voice", "mos"], per_unit: 1.0 },
-    Value { name: "ipsla_icpif", direction: None, path: &["voice", "icpif"], per_unit: 1.0 },
+    // the run's lost probes by direction (a train of probes only): which way a pair loses,
+    // which a ratio cannot say; `unknown` is the document's `mia`
+    Value {
+        name: "ipsla_loss_packets",
+        direction: Some("sd"),
+        path: &["loss", "sd"],
+        per_unit: 1.0,
+        jitter_only: true,
+    },
+    Value {
+        name: "ipsla_loss_packets",
+        direction: Some("ds"),
+        path: &["loss", "ds"],
+        per_unit: 1.0,
+        jitter_only: true,
+    },
+    Value {
+        name: "ipsla_loss_packets",
+        direction: Some("unknown"),
+        path: &["loss", "mia"],
+        per_unit: 1.0,
+        jitter_only: true,
+    },
+    Value { name: "ipsla_mos", direction: None, path: &["voice", "mos"], per_unit: 1.0, jitter_only: false },
+    Value { name: "ipsla_icpif", direction: None, path: &["voice", "icpif"], per_unit: 1.0, jitter_only: false },
 ];
 
 /// The name of the family every run has: 1 when the run returned OK.
@@ -297,7 +331,8 @@ pub(crate) fn run_samples(op: u32, report: &str, extra: &[(String, String)]) -> 
     };
     let ok = f64::from(u8::from(doc["return_code"] == "ok"));
     let mut out = vec![(labels(SUCCESS, &[]), ok)];
-    for v in VALUES {
+    let train = doc["operation"].as_str().and_then(crate::ops::find).is_some_and(|k| k.jitter());
+    for v in VALUES.iter().filter(|v| train || !v.jitter_only) {
         let x = v.path.iter().fold(&doc, |d, p| &d[*p]);
         if let Some(x) = x.as_f64() {
             let direction: Vec<(&str, &str)> = v.direction.map(|d| ("direction", d)).into_iter().collect();

@@ -31,9 +31,17 @@ pub(crate) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The number of samples a stored document makes, in SQL: one per value of [`VALUES`] the
 /// document has, plus `ipsla_operation_success`, which every run has.
-fn samples_sql(report: &str) -> String {
-    let present: Vec<String> =
-        VALUES.iter().map(|v| format!("(json_extract({report}, '{}') IS NOT NULL)", v.json_path())).collect();
+pub(crate) fn samples_sql(report: &str) -> String {
+    let trains: Vec<String> =
+        crate::ops::REGISTRY.iter().filter(|k| k.jitter()).map(|k| format!("'{}'", k.name())).collect();
+    let train = format!("json_extract({report}, '$.operation') IN ({})", trains.join(", "));
+    let present: Vec<String> = VALUES
+        .iter()
+        .map(|v| {
+            let has = format!("json_extract({report}, '{}') IS NOT NULL", v.json_path());
+            if v.jitter_only { format!("({has} AND {train})") } else { format!("({has})") }
+        })
+        .collect();
     format!("CASE WHEN json_valid({report}) THEN 1 + {} ELSE 1 END", present.join(" + "))
 }
 

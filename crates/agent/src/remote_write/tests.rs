@@ -116,6 +116,8 @@ fn a_run_ships_what_metrics_exposes_for_it_and_nothing_it_lacks() {
     );
     let mut voiced = result(ReturnCode::Ok, &[2, 4, 3]);
     voiced.voice = Some(ipsla_core::voice::VoiceScore { icpif: 3, mos: 4.34, r_factor: 90.0 });
+    // three more probes sent: two lost on the way out, one on the way back
+    (voiced.stats.sent, voiced.stats.loss_sd, voiced.stats.loss_ds) = (6, 2, 1);
     let runs = [(&d[0], voiced), (&d[1], result(ReturnCode::Ok, &[2])), (&d[0], result(ReturnCode::Timeout, &[]))];
     let extra = [("site".to_string(), "paris".to_string())];
     for (def, r) in &runs {
@@ -125,9 +127,11 @@ fn a_run_ships_what_metrics_exposes_for_it_and_nothing_it_lacks() {
         let m = Metrics::new();
         m.observe(def, r, &Default::default());
         let text = m.encode_text();
-        // every shipped series is a series of /metrics with the same value (to the document's ns)
+        // every shipped series is a series of /metrics with the same value (to the document's ns);
+        // a run's lost probes by direction are, after this one run, the counter of /metrics
         for (labels, value) in &shipped {
             let name = &labels.iter().find(|l| l.name == "__name__").unwrap().value;
+            let name = if name == "ipsla_loss_packets" { "ipsla_packets_lost_total" } else { name };
             // /metrics writes op first, then direction
             let sel: Vec<String> = ["op", "direction"]
                 .iter()
@@ -155,7 +159,10 @@ fn a_run_ships_what_metrics_exposes_for_it_and_nothing_it_lacks() {
             "ipsla_icpif{op=\"4\"} 3",
             "ipsla_jitter_average_seconds{direction=\"ds\",op=\"4\"} 0.00075",
             "ipsla_jitter_average_seconds{direction=\"sd\",op=\"4\"} 0.00075",
-            "ipsla_loss_ratio{op=\"4\"} 0",
+            "ipsla_loss_packets{direction=\"ds\",op=\"4\"} 1",
+            "ipsla_loss_packets{direction=\"sd\",op=\"4\"} 2",
+            "ipsla_loss_packets{direction=\"unknown\",op=\"4\"} 0",
+            "ipsla_loss_ratio{op=\"4\"} 0.5",
             "ipsla_mos{op=\"4\"} 4.34",
             "ipsla_operation_success{op=\"4\"} 1",
             "ipsla_rtt_latest_seconds{op=\"4\"} 0.003",
@@ -189,11 +196,39 @@ fn a_run_ships_what_metrics_exposes_for_it_and_nothing_it_lacks() {
             "ipsla_rtt_latest_seconds{dst=\"berlin\",op=\"5\",src=\"paris\"} 0.002"
         ]
     );
-    // no reply: success 0 and the loss ratio; no RTT, no jitter, no MOS (not zeros)
+    // no reply: success 0 and the losses (the probe's direction unknown); no RTT, no jitter, no
+    // MOS (not zeros)
     assert_eq!(
         lines(&run_samples(4, &document(&d[0], &runs[2].1), &[])),
-        ["ipsla_loss_ratio{op=\"4\"} 1", "ipsla_operation_success{op=\"4\"} 0"]
+        [
+            "ipsla_loss_packets{direction=\"ds\",op=\"4\"} 0",
+            "ipsla_loss_packets{direction=\"sd\",op=\"4\"} 0",
+            "ipsla_loss_packets{direction=\"unknown\",op=\"4\"} 1",
+            "ipsla_loss_ratio{op=\"4\"} 1",
+            "ipsla_operation_success{op=\"4\"} 0"
+        ]
     );
+}
+
+/// The store counts a deleted run's samples as dropped in SQL: as many as are shipped for it.
+#[test]
+fn the_stores_count_of_a_runs_samples_is_what_ships() {
+    let d = defs(
+        "[[operation]]\nid = 4\ntype = \"udp-jitter\"\ntarget = \"127.0.0.1\"\ncodec = \"g711alaw\"\n\
+         [[operation]]\nid = 5\ntype = \"udp-echo\"\ntarget = \"127.0.0.1\"\n",
+    );
+    let c = rusqlite::Connection::open_in_memory().unwrap();
+    let sql = format!("SELECT {}", queue::samples_sql("?1"));
+    // the echo's document has loss.sd and loss.ds too (0): only a train of probes ships them
+    for (def, r, n) in [
+        (&d[0], result(ReturnCode::Ok, &[2, 4, 3]), 8),
+        (&d[0], result(ReturnCode::Timeout, &[]), 5),
+        (&d[1], result(ReturnCode::Ok, &[2]), 3),
+    ] {
+        let doc = document(def, &r);
+        let counted: i64 = c.query_row(&sql, [&doc], |row| row.get(0)).unwrap();
+        assert_eq!((counted, run_samples(def.id, &doc, &[]).len() as i64), (n, n), "{doc}");
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ pub mod pages;
 pub mod plot;
 
 use crate::daemon::Shared;
+use crate::mesh::peers::PeerRow;
 use crate::store::PlotSeries;
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
@@ -99,7 +100,7 @@ async fn overview(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response 
         Some(r) => r.status_async().await.and_then(|s| serde_json::to_value(s).ok()),
         None => None,
     };
-    let grid = mesh_grid(&sh);
+    let grid = mesh_grid(&sh).await;
     let o = pages::Overview {
         grid,
         ops,
@@ -111,30 +112,36 @@ async fn overview(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response 
     respond(&q, &format!("agent on {}", crate::alert::host_name()), pages::overview(&o))
 }
 
-/// The mesh's grids (one per test) from what this agent measured; `None` outside a mesh.
-fn mesh_grid(sh: &Shared) -> Option<pages::MeshGrid> {
+/// The mesh's grids (one per test): this agent's row from its store, the other sites' from their
+/// agents ([`crate::mesh::peers`]); `None` outside a mesh.
+async fn mesh_grid(sh: &Shared) -> Option<pages::MeshGrid> {
     let mesh = sh.mesh()?;
-    let cells = mesh
-        .tests
+    let own = sh.mesh_row()?;
+    let peers = sh.peer_rows(&mesh).await;
+    let rows = mesh
+        .sites
         .iter()
-        .map(|test| {
-            mesh.sites
-                .iter()
-                .filter(|d| d.name != mesh.site)
-                .map(|d| {
-                    let id = crate::mesh::operation_id(test, &d.name);
-                    let latest = sh.read_store(|s| s.latest(id)).flatten();
-                    (d.name.clone(), id, pages::Latest::of(latest.as_ref()))
-                })
-                .collect()
+        .map(|s| {
+            let row = if s.name == mesh.site {
+                pages::GridRow::Cells { cells: own.cells.clone(), base: String::new() }
+            } else {
+                match (peers.get(&s.name), &s.http) {
+                    (Some(PeerRow::Answered(cells)), Some(agent)) => {
+                        pages::GridRow::Cells { cells: cells.clone(), base: agent.url.clone() }
+                    }
+                    (Some(PeerRow::Unknown(why)), _) => pages::GridRow::Unknown(why.clone()),
+                    _ => pages::GridRow::NoAgent,
+                }
+            };
+            (s.name.clone(), row)
         })
         .collect();
-    Some(pages::MeshGrid { mesh, cells })
+    Some(pages::MeshGrid { mesh, rows })
 }
 
 /// `/mesh`: the grids alone.
 async fn mesh(State(sh): State<St>, Query(q): Query<PageQuery>) -> Response {
-    match mesh_grid(&sh) {
+    match mesh_grid(&sh).await {
         Some(g) => respond(&q, &format!("mesh {} from {}", g.mesh.file, g.mesh.site), pages::mesh(&g)),
         None => (StatusCode::NOT_FOUND, "this agent is not a site of a mesh ([mesh] or --mesh, docs/mesh.md)\n")
             .into_response(),

@@ -94,17 +94,42 @@ impl Latest {
 pub struct MeshGrid {
     /// The mesh.
     pub mesh: std::sync::Arc<crate::mesh::Mesh>,
-    /// Per test (the mesh's order), per destination: (site, operation, its latest run).
-    pub cells: Vec<Vec<(String, u32, Latest)>>,
+    /// Each site's row (by name): the same for every test.
+    pub rows: std::collections::BTreeMap<String, GridRow>,
+}
+
+/// What the grid knows of one source site's row.
+pub enum GridRow {
+    /// Its cells (this agent's from its store, another's from that agent); `base` is what the
+    /// cells' links to `/operations/{id}` start with (empty: this agent).
+    Cells {
+        /// Per test and destination.
+        cells: Vec<crate::mesh::peers::Cell>,
+        /// The agent's URL, or empty for this one.
+        base: String,
+    },
+    /// The site's agent did not give its row: why.
+    Unknown(String),
+    /// The mesh file has no HTTP address for the site's agent.
+    NoAgent,
 }
 
 /// One grid per test, MaDDash's way: a row per source, a column per destination. A cell is
 /// coloured by the latest run (green OK, amber over its threshold or with loss, red failed, grey
-/// not run yet) and links to the operation's page. Rows of other sources are measured by their
-/// own agents: this one shows them unknown.
+/// not run yet) and links to the operation's page, on the agent that ran it. A row whose agent
+/// did not answer is a row of unknowns with the reason, never numbers.
 pub fn mesh(g: &MeshGrid) -> Markup {
+    let unknown: Vec<(&str, &str)> = g
+        .mesh
+        .sites
+        .iter()
+        .filter_map(|s| match g.rows.get(&s.name) {
+            Some(GridRow::Unknown(why)) => Some((s.name.as_str(), why.as_str())),
+            _ => None,
+        })
+        .collect();
     html! {
-        @for (test, cells) in g.mesh.tests.iter().zip(&g.cells) {
+        @for test in &g.mesh.tests {
             section.mesh {
                 h3 { "Test " (test) }
                 div.scroll { table.grid {
@@ -114,14 +139,8 @@ pub fn mesh(g: &MeshGrid) -> Markup {
                             @for d in &g.mesh.sites {
                                 @if d.name == s.name {
                                     td.self { "" }
-                                } @else if s.name == g.mesh.site {
-                                    @if let Some((_, id, l)) = cells.iter().find(|(n, ..)| *n == d.name) {
-                                        td.(l.grid_class()) title={ (s.name) " → " (d.name) ": " (l.code) } {
-                                            a href={ "/operations/" (id) } { (l.rtt) br; small { "loss " (l.loss) " · MOS " (l.mos) } }
-                                        }
-                                    }
                                 } @else {
-                                    td.unknown title={ "measured by the agent of " (s.name) } { "—" }
+                                    (cell(g.rows.get(&s.name), test, &s.name, &d.name))
                                 }
                             }
                         }
@@ -129,6 +148,32 @@ pub fn mesh(g: &MeshGrid) -> Markup {
                 } }
             }
         }
+        @if !unknown.is_empty() {
+            ul.unknown { @for (site, why) in &unknown { li { (site) ": unknown: " (why) } } }
+        }
+    }
+}
+
+/// The cell of test `test` from `src` to `dst`.
+fn cell(row: Option<&GridRow>, test: &str, src: &str, dst: &str) -> Markup {
+    match row {
+        Some(GridRow::Cells { cells, base }) => match cells.iter().find(|c| c.test == test && c.dst == dst) {
+            Some(c) => {
+                let l = Latest::of(c.latest.as_ref());
+                html! {
+                    td.(l.grid_class()) title={ (src) " → " (dst) ": " (l.code) } {
+                        a href={ (base) "/operations/" (c.op) } { (l.rtt) br; small { "loss " (l.loss) " · MOS " (l.mos) } }
+                    }
+                }
+            }
+            None => html! {
+                td.unknown title={ "unknown: the agent of " (src) " runs no test " (test) " to " (dst) " (another version of the mesh file?)" } { "unknown" }
+            },
+        },
+        Some(GridRow::Unknown(why)) => html! { td.unknown title={ "unknown: " (why) } { "unknown" } },
+        Some(GridRow::NoAgent) | None => html! {
+            td.unknown title={ "measured by the agent of " (src) "; give the site an http address in the mesh file to show it here" } { "—" }
+        },
     }
 }
 

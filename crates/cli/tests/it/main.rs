@@ -19,6 +19,7 @@ mod http_op;
 mod ipv6;
 mod lab_truth;
 mod mesh;
+mod mesh_lab;
 mod notify;
 mod packaging;
 mod path;

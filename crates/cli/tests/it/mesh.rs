@@ -150,7 +150,8 @@ fn three_sites_measure_each_other_and_follow_the_file_on_reload() {
     assert_eq!(code, 200, "{page}");
     assert!(page.contains(&format!(r#"<td class="ok" title="a → b: OK"><a href="/operations/{ab}">"#)), "{page}");
     assert!(page.contains(&format!(r#"<td class="ok" title="a → c: OK"><a href="/operations/{ac}">"#)), "{page}");
-    assert_eq!(page.matches(r#"<td class="unknown" title="measured by the agent of b">—</td>"#).count(), 2, "{page}");
+    let unknown = r#"<td class="unknown" title="measured by the agent of b; give the site an http address in the mesh file to show it here">—</td>"#;
+    assert_eq!(page.matches(unknown).count(), 2, "{page}");
     assert!(get(a, "/").unwrap().1.contains(&format!(r#"href="/operations/{ab}""#)));
     browser_shows_the_grid(dir.path(), a, ab);
 
@@ -346,4 +347,71 @@ fn the_mesh_file_follows_its_url_and_a_bad_one_changes_nothing() {
     wait_for("two more fetches", PATIENCE, || served.load(Ordering::SeqCst) >= n + 2);
     assert_eq!(pairs(http), want);
     assert_eq!(std::fs::read_to_string(&mesh).unwrap(), wider);
+}
+
+/// Gives sites of the mesh file at `path` an agent address (`http`).
+fn set_http(path: &Path, agents: &[(&str, String)]) {
+    let mut top: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    for site in top["site"].as_array_mut().unwrap() {
+        let t = site.as_table_mut().unwrap();
+        if let Some((_, url)) = agents.iter().find(|(n, _)| t["name"].as_str() == Some(*n)) {
+            t.insert("http".into(), url.clone().into());
+        }
+    }
+    std::fs::write(path, toml::to_string(&top).unwrap()).unwrap();
+}
+
+/// The grid of site a when the other sites' agents cannot give their rows: b's refuses the
+/// connection, c's accepts it and never answers (the grid waits 2 s for it, not longer), d has no
+/// agent address in the file. Each row says so, in every cell, and holds no number.
+#[test]
+fn the_grid_shows_why_another_sites_row_is_unknown() {
+    let _machine = crate::common::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh.toml");
+    let (v1, port) = (free_on_sites(&["127.0.0.2"]), free_udp());
+    mesh_file(&mesh, v1, port, &[("a", "127.0.0.2"), ("b", "127.0.0.3"), ("c", "127.0.0.4"), ("d", "127.0.0.5")]);
+    let refused = TcpListener::bind("127.0.0.3:0").unwrap().local_addr().unwrap();
+    // a listener nobody accepts from: the kernel completes the connection, no answer ever comes
+    let silent = TcpListener::bind("127.0.0.4:0").unwrap();
+    let silent_at = silent.local_addr().unwrap();
+    let (b_url, c_url) = (format!("http://{refused}"), format!("http://{silent_at}"));
+    set_http(&mesh, &[("b", b_url.clone()), ("c", c_url.clone())]);
+    let agent = crate::common::InProcess::start(
+        &AgentToml::new().http(0).store(&dir.path().join("a.db")).workers(2).mesh(&mesh, "a"),
+    );
+    let http = agent.http();
+
+    // a's own row as its JSON API gives it to the others: a cell per destination, not run yet or run
+    let row = api(http, "/api/v1/mesh");
+    assert_eq!((&row["site"], &row["file"]), (&Value::from("a"), &Value::from(mesh.display().to_string())), "{row}");
+    let cells: Vec<(&str, &str, u64)> = row["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["test"].as_str().unwrap(), c["dst"].as_str().unwrap(), c["op"].as_u64().unwrap()))
+        .collect();
+    let id = |d: &str| u64::from(operation_id("echo", d));
+    assert_eq!(cells, [("echo", "b", id("b")), ("echo", "c", id("c")), ("echo", "d", id("d"))]);
+
+    let (code, page) = get(http, "/mesh?part=main").unwrap();
+    assert_eq!(code, 200, "{page}");
+    drop(silent);
+    let fix = "is it running, its [agent] http listening there?";
+    let b_why =
+        format!("agent at {b_url} did not answer (connecting to {refused}: Connection refused (os error 111)); {fix}");
+    let c_why = format!("agent at {c_url} did not answer (no answer from {silent_at} within 2s); {fix}");
+    let cell = |why: &str| format!(r#"<td class="unknown" title="unknown: {why}">unknown</td>"#);
+    assert_eq!(page.matches(&cell(&b_why)).count(), 3, "b's row: a, c, d\n{page}");
+    assert_eq!(page.matches(&cell(&c_why)).count(), 3, "c's row: a, b, d\n{page}");
+    let no_agent = r#"<td class="unknown" title="measured by the agent of d; give the site an http address in the mesh file to show it here">—</td>"#;
+    assert_eq!(page.matches(no_agent).count(), 3, "{page}");
+    assert!(page.contains(&format!("<li>b: unknown: {b_why}</li><li>c: unknown: {c_why}</li>")), "{page}");
+    // a's own row: its three cells link to its operations
+    for d in ["b", "c", "d"] {
+        assert!(page.contains(&format!(r#"title="a → {d}: "#)), "{page}");
+        assert!(page.contains(&format!(r#"<a href="/operations/{}">"#, id(d))), "{page}");
+    }
+    // nothing but a's row has a number: 3 cells with a link, 9 unknown
+    assert_eq!(page.matches("<a href=").count(), 3, "{page}");
 }

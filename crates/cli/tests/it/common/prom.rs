@@ -39,12 +39,23 @@ impl Prometheus {
     /// Prometheus as a remote-write receiver only (`POST /api/v1/write`), listening on `web`
     /// (chosen by the caller, so that an agent can be pointed at it before it starts).
     pub fn receiver(dir: &Path, web: u16) -> Option<Prometheus> {
+        Self::receiver_on(dir, "127.0.0.1", web)
+    }
+
+    /// [`Prometheus::receiver`] listening on `host` (`0.0.0.0` in a lab's namespace, where every
+    /// address is the lab's own), still answering [`Prometheus::api`] on 127.0.0.1.
+    pub fn receiver_on(dir: &Path, host: &str, web: u16) -> Option<Prometheus> {
         // the flag since 2.33; older versions had --enable-feature=remote-write-receiver
-        Self::with_config(dir, web, "global:\n  scrape_interval: 1s\n", &["--web.enable-remote-write-receiver"])
+        let flags = ["--web.enable-remote-write-receiver"];
+        Self::with_config_on(dir, host, web, "global:\n  scrape_interval: 1s\n", &flags)
     }
 
     /// Prometheus with the configuration `yml` and extra flags, its web UI and API on `web`.
     pub fn with_config(dir: &Path, web: u16, yml: &str, flags: &[&str]) -> Option<Prometheus> {
+        Self::with_config_on(dir, "127.0.0.1", web, yml, flags)
+    }
+
+    fn with_config_on(dir: &Path, host: &str, web: u16, yml: &str, flags: &[&str]) -> Option<Prometheus> {
         let Some(prometheus) = on_path("prometheus") else {
             eprintln!("skipped: no `prometheus` on PATH (apt-get install prometheus)");
             return None;
@@ -56,7 +67,7 @@ impl Prometheus {
             Command::new(prometheus)
                 .arg(format!("--config.file={}", cfg.display()))
                 .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
-                .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+                .arg(format!("--web.listen-address={host}:{web}"))
                 .args(flags)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
