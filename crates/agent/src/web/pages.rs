@@ -69,6 +69,8 @@ impl Latest {
         let measured = d["rtt_us"]["count"].as_u64().unwrap_or(0) > 0;
         // in the run's precision: a ms-precision run knows whole milliseconds only
         let rtt = match (d["rtt_us"]["avg"].as_f64().filter(|_| measured), d["precision"].as_str()) {
+            // below its resolution, not a 0 ms path
+            (Some(us), Some("ms")) if us < 1000.0 => "< 1 ms".to_string(),
             (Some(us), Some("ms")) => format!("{:.0} ms", us / 1000.0),
             (Some(us), _) => format!("{:.3} ms", us / 1000.0),
             (None, _) => format!("none ({})", code.to_lowercase()),
@@ -327,5 +329,28 @@ pub fn operation(
             h3 { "Configuration" }
             pre.config { (crate::ops::configuration::text(c)) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Latest;
+    use crate::store::StoredRun;
+
+    fn rtt(avg_us: f64, precision: &str) -> String {
+        let report = serde_json::json!({
+            "return_code": "ok", "precision": precision, "sent": 10, "received": 10,
+            "rtt_us": {"count": 10, "avg": avg_us},
+        });
+        let run = StoredRun { op: 1, start: String::new(), start_ns: 0, return_code: "ok".into(), report };
+        Latest::of(Some(&run)).rtt
+    }
+
+    #[test]
+    fn a_rtt_below_the_runs_resolution_is_said_so_not_zero() {
+        assert_eq!(rtt(400.0, "ms"), "< 1 ms", "whole-ms samples of 0 and 1 ms");
+        assert_eq!(rtt(0.0, "ms"), "< 1 ms");
+        assert_eq!(rtt(2600.0, "ms"), "3 ms");
+        assert_eq!(rtt(37.0, "us"), "0.037 ms");
     }
 }
