@@ -31,17 +31,9 @@ fn cpu() -> Duration {
     tv(u.user_time()) + tv(u.system_time())
 }
 
-/// VmRSS and VmHWM (peak) from /proc/self/status, in KiB.
+/// VmRSS and VmHWM (peak) of this process, in KiB.
 fn rss_kib() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |k: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (ipsla_bench::status_kib("self", "VmRSS:"), ipsla_bench::status_kib("self", "VmHWM:"))
 }
 
 fn mib(kib: u64) -> f64 {

@@ -48,13 +48,9 @@ fn cpu_times(cpu: usize) -> (u64, u64) {
     (total - idle, total)
 }
 
-/// Time the thread `tid` of this process has spent on a CPU, ns (`schedstat`; softirq work done
-/// while it ran is in it: this kernel has no separate IRQ time accounting).
+/// Time the thread `tid` of this process has spent on a CPU, ns ([`ipsla_bench::thread_ns`]).
 fn thread_ns(tid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+    ipsla_bench::thread_ns(std::path::Path::new(&format!("/proc/self/task/{tid}")))
 }
 
 /// The ids of this process's threads named `name`.

@@ -115,11 +115,10 @@ fn sys<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> PrivilegeE
 /// (lowering one's own capabilities needs no privilege), and is named as such.
 fn capset<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> PrivilegeError {
     move |e| {
-        let text = e.to_string();
-        if text.contains("Operation not permitted") && seccomp_filtered() {
+        if e.to_string().contains("Operation not permitted") && seccomp_filtered() {
             PrivilegeError::CapsetFiltered { what }
         } else {
-            PrivilegeError::Sys { what, source: std::io::Error::other(text) }
+            sys(what)(e)
         }
     }
 }
