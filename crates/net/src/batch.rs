@@ -87,6 +87,8 @@ pub struct Batch {
     rx_cmsg: Box<[[u64; RX_CMSG_WORDS]; BATCH]>,
     tx_cmsg: Box<[[u64; TX_CMSG_WORDS]; BATCH]>,
     received: Vec<Received>,
+    /// Replies sent (a worker's count for the status).
+    sent: u64,
 }
 
 impl std::fmt::Debug for Batch {
@@ -134,7 +136,20 @@ impl Batch {
             rx_cmsg: Box::new([[0; RX_CMSG_WORDS]; BATCH]),
             tx_cmsg: Box::new([[0; TX_CMSG_WORDS]; BATCH]),
             received: Vec::with_capacity(BATCH),
+            sent: 0,
         }
+    }
+
+    /// Replies this thread has sent through its batch (and [`Batch::count_sent`]), since it
+    /// started: a worker's share of the responder's replies.
+    pub fn replies_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Counts a reply sent another way (a leftover sent on its own when the socket buffer was
+    /// full).
+    pub fn count_sent(&mut self) {
+        self.sent += 1;
     }
 
     /// Takes the datagrams already queued on the non-blocking socket `fd`, up to [`BATCH`], in
@@ -237,7 +252,11 @@ impl Batch {
         // SAFETY: the first `count` headers point at this batch's names, iovecs (into its own
         // buffers, within bounds) and control buffers, all alive for the call.
         let n = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.sent += n as u64;
+        Ok(n as usize)
     }
 }
 

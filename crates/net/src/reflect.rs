@@ -165,7 +165,9 @@ impl ReplySender {
         // From here to the send nothing awaits: the thread's batch buffers stay ours.
         let leftover = batch::with(|b| self.answer(fd, b, n, r));
         for (to, buf) in leftover {
-            send_reply(sock, &buf, to).await;
+            if send_reply(sock, &buf, to).await {
+                batch::with(|b| b.count_sent());
+            }
         }
         Ok(n)
     }

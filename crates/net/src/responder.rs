@@ -1,17 +1,29 @@
 //! The responder driver: control sockets on 1967 (v1) and 1167 (v2), one socket or listener per
 //! open measurement port, a timer for session expiry, the STAMP reflector sockets, the TWAMP
 //! control listeners with their test sessions and the TWAMP-Light reflector sockets
-//! ([`crate::twamp::server`]), all on one thread.
+//! ([`crate::twamp::server`]).
 //!
-//! One thread with a current-thread runtime owns the [`Responder`] state: no locks on the probe
-//! path, and one core is what a responder gets on a router too. `spawn_responder` binds the
-//! control sockets on the caller's thread (so bind errors surface at once, and tests can use port
-//! 0), then hands them to that thread.
+//! Threads: N workers ([`ResponderOptions::workers`], default one per online CPU), each with its
+//! own current-thread runtime, batch buffers ([`crate::batch`]) and T3 calibration. The UDP ports
+//! of the hot path have one socket per worker, bound with `SO_REUSEPORT` and steered by the CPU
+//! the datagram arrived on ([`socket::bind_udp_group`]): the permanent udp-echo and udp-jitter
+//! ports, the STAMP and TWAMP-Light reflectors and the IP SLA session ports that control messages
+//! open (the main thread binds a new session port's N sockets and hands one to each worker;
+//! closing the session closes all N). Worker 0 is the main thread, which also runs the control
+//! ports, the permanent tcp-connect ports and TCP session ports, the TWAMP-Control server with
+//! its test sessions, the expiry timer and the status. With one worker there is no
+//! `SO_REUSEPORT` at all and everything runs on that thread, as before workers existed.
+//!
+//! State every worker must agree on is shared behind mutexes taken for one datagram's handling
+//! at a time, never across an await or a send: the core [`Responder`] (sessions, responder
+//! sequence numbers, counters, limits), the STAMP reflector (stateful sequence numbers) and each
+//! TWAMP-Light address's reflector. `spawn_responder` binds the sockets on the caller's thread
+//! (so bind errors surface at once, and tests can use port 0), then hands them to the threads.
 
 use crate::clock::wall_now;
 use crate::reflect::{HostClock, Reflect, ReplySender, SharedCalibration, T3Calibration, bind_in_range, send_reply};
-use crate::socket::{self, RxStampMode};
-use crate::twamp::server::{TwampServer, TwampStatus};
+use crate::socket::{self, RxStampMode, Steering};
+use crate::twamp::server::{LightShared, TwampServer, TwampStatus, lock};
 use crate::{Listener, NetError};
 use ipsla_core::io::{BindError, PortBinder, PortKey, Proto};
 use ipsla_core::ops::DeltaStats;
@@ -22,12 +34,13 @@ use ipsla_core::responder::{
 };
 use ipsla_core::stamp::{Drop as StampDrop, ReflectorConfig, ReflectorStats, StampReflector};
 use ipsla_core::twamp::server::ServerConfig;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -72,9 +85,22 @@ pub struct ResponderOptions {
     pub twamp_light: Vec<SocketAddr>,
     /// TWAMP-Light reflector in stateful mode (its own sequence numbers per sender).
     pub twamp_light_stateful: bool,
+    /// Worker threads answering the UDP measurement and reflector ports, each with its own
+    /// `SO_REUSEPORT` socket per port; 0 = one per online CPU, 1 = one thread for everything
+    /// (no `SO_REUSEPORT`).
+    pub workers: usize,
 }
 
 impl ResponderOptions {
+    /// The number of worker threads these options start: [`ResponderOptions::workers`], or one
+    /// per CPU this process may run on when it is 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// What the responder needs once its listeners are bound: `CAP_NET_BIND_SERVICE` only when
     /// measurement sessions may open ports below 1024.
     pub fn run_privileges(&self) -> Vec<crate::privilege::Privilege> {
@@ -107,6 +133,7 @@ impl Default for ResponderOptions {
             twamp_config: ServerConfig::default(),
             twamp_light: Vec::new(),
             twamp_light_stateful: false,
+            workers: 0,
         }
     }
 }
@@ -154,6 +181,35 @@ pub struct StatusReport {
     /// TWAMP server, reflector and TWAMP-Light counters.
     #[serde(default)]
     pub twamp_stats: TwampStatus,
+    /// Worker threads (1 from a version without workers).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// How a datagram to a port shared by the workers picks its worker.
+    #[serde(default)]
+    pub steering: Steering,
+    /// Each worker's own counters, worker 0 (the main thread) first. The top-level
+    /// `rx_user_minus_kernel` and `tx_kernel_minus_user` merge them; `t3_lead_ns` is the smallest
+    /// lead of the workers that have taken a transmit stamp (0 when none has).
+    #[serde(default)]
+    pub worker_stats: Vec<WorkerStatus>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One worker thread's part of the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WorkerStatus {
+    /// Replies this worker sent on the measurement and reflector ports (IP SLA, STAMP,
+    /// TWAMP-Light; worker 0 also the TWAMP test sessions').
+    pub replies: u64,
+    /// Userspace read after the receive call − kernel receive stamp (T2), over its probes.
+    pub rx_user_minus_kernel: DeltaStats,
+    /// Kernel transmit stamp − userspace T3 reading, over its sampled replies.
+    pub tx_kernel_minus_user: DeltaStats,
+    /// What its T3 calibration adds to the userspace reading now, ns (0 when off or not learnt).
+    pub t3_lead_ns: i64,
 }
 
 /// A responder running on its own thread.
@@ -167,7 +223,8 @@ pub struct RunningResponder {
     twamp_light: Vec<SocketAddr>,
     shutdown: CancellationToken,
     status_tx: mpsc::UnboundedSender<oneshot::Sender<StatusReport>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The main thread (worker 0) and the other workers.
+    threads: Vec<std::thread::JoinHandle<()>>,
     /// The status socket's path and inode, removed at stop if it is still ours.
     status_socket: Option<(std::path::PathBuf, u64)>,
 }
@@ -219,7 +276,7 @@ impl RunningResponder {
     }
     fn stop_inner(&mut self) {
         self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
         if let Some((path, ino)) = self.status_socket.take() {
@@ -276,33 +333,45 @@ fn bind_control(listener: Listener, addr: SocketAddr, optional: bool) -> Result<
     }
 }
 
-/// Binds reflector sockets (STAMP, TWAMP-Light): kernel receive and transmit stamps (T2, and the
-/// T3 calibration), the received TTL and ToS.
+/// Binds reflector sockets (STAMP, TWAMP-Light), one group of `workers` sockets per address:
+/// kernel receive and transmit stamps (T2, and the T3 calibration), the received TTL and ToS.
 fn bind_reflectors(
     listener: Listener,
     addrs: &[SocketAddr],
     kernel_ts: bool,
-) -> Result<Vec<std::net::UdpSocket>, NetError> {
+    workers: usize,
+    steering: &mut Steering,
+) -> Result<Vec<Vec<std::net::UdpSocket>>, NetError> {
     addrs
         .iter()
         .map(|addr| {
-            let s = socket::bind_udp(*addr).map_err(|source| NetError::Bind { listener, addr: *addr, source })?;
-            if kernel_ts {
-                socket::enable_timestamps(&s, true);
-            }
-            socket::enable_ttl_tos(&s, addr.is_ipv6());
-            Ok(s.into())
+            let (group, st) = socket::bind_udp_group(*addr, workers).map_err(|source| NetError::Bind {
+                listener,
+                addr: *addr,
+                source,
+            })?;
+            *steering = st;
+            Ok(group
+                .into_iter()
+                .map(|s| {
+                    if kernel_ts {
+                        socket::enable_timestamps(&s, true);
+                    }
+                    socket::enable_ttl_tos(&s, addr.is_ipv6());
+                    s.into()
+                })
+                .collect())
         })
         .collect()
 }
 
-/// Binds the control, permanent and reflector sockets, then runs the responder on a new thread.
+/// Binds the control, permanent and reflector sockets, then runs the responder on its threads.
 pub fn spawn_responder(opts: ResponderOptions) -> Result<RunningResponder, NetError> {
     bind_responder(opts)?.spawn()
 }
 
-/// A responder whose sockets are bound but whose thread has not started: the moment to give up
-/// privileges ([`crate::privilege`]) before any thread exists.
+/// A responder whose sockets are bound but whose threads have not started: the moment to give
+/// up privileges ([`crate::privilege`]) before any thread exists.
 pub struct BoundResponder {
     ctx: ThreadCtx,
     running: RunningResponder,
@@ -314,43 +383,99 @@ impl std::fmt::Debug for BoundResponder {
     }
 }
 
+/// Builds a worker thread's runtime and runs `f` on it; `ready` hears whether the runtime started.
+fn on_new_runtime<F: std::future::Future<Output = ()>>(
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+    f: impl FnOnce(std::sync::mpsc::Sender<io::Result<()>>) -> F,
+) {
+    // nothing here binds below 1024 unless the allowed test ports say so (see privilege)
+    crate::privilege::restrict_current_thread();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, f(ready));
+}
+
 impl BoundResponder {
-    /// Starts the responder thread.
+    /// Starts the responder's threads: the main one (worker 0) and the other workers.
     pub fn spawn(self) -> Result<RunningResponder, NetError> {
-        let BoundResponder { ctx, mut running } = self;
+        let BoundResponder { mut ctx, mut running } = self;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new().name("ipsla-responder".into()).spawn(move || {
-            // nothing here binds below 1024 unless the allowed test ports say so (see privilege)
-            crate::privilege::restrict_current_thread();
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
+        let mut receivers = std::mem::take(&mut ctx.worker_rx).into_iter();
+        let main_rx = receivers.next().expect("worker 0's commands");
+        let mut started = 0;
+        let mut failed = None;
+        for (i, rx) in receivers.enumerate() {
+            let index = i + 1;
+            let shared = ctx.shared.clone();
+            let t3 = ctx.t3_calibration;
+            let shutdown = ctx.shutdown.clone();
+            let ready = ready_tx.clone();
+            let spawned = std::thread::Builder::new().name(format!("ipsla-worker-{index}")).spawn(move || {
+                on_new_runtime(ready, |ready| async move {
+                    let _ = ready.send(Ok(()));
+                    worker_loop(Rc::new(Worker::new(index, shared, t3)), rx, shutdown).await;
+                })
+            });
+            match spawned {
+                Ok(t) => {
+                    running.threads.push(t);
+                    started += 1;
                 }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(ctx, ready_tx));
-        })?;
-        running.thread = Some(thread);
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(running),
-            Ok(Err(e)) => Err(NetError::Io(e)),
-            Err(_) => Err(NetError::Io(io::Error::other("responder thread ended during start-up"))),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            let ready = ready_tx.clone();
+            match std::thread::Builder::new()
+                .name("ipsla-responder".into())
+                .spawn(move || on_new_runtime(ready, |ready| run(ctx, main_rx, ready)))
+            {
+                Ok(t) => {
+                    running.threads.push(t);
+                    started += 1;
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..started {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(_) => {
+                    failed = failed.or(Some(io::Error::other("a responder thread ended during start-up")));
+                }
+            }
+        }
+        match failed {
+            // dropping `running` stops and joins the threads that did start
+            Some(e) => Err(NetError::Io(e)),
+            None => Ok(running),
         }
     }
 }
 
 /// Binds the control, permanent and reflector sockets and the status socket, without starting
-/// the responder thread.
+/// the responder's threads.
 pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError> {
     let fd_limit = socket::raise_fd_limit();
+    let workers = opts.worker_count();
     let defaults = opts.listen.is_empty();
     let listen = if defaults {
         vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)]
     } else {
         opts.listen.clone()
     };
+    // the control ports first, never shared: a second responder on this host fails there
     let mut v1 = Vec::new();
     let mut v2 = Vec::new();
     for ip in &listen {
@@ -362,22 +487,29 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
             v2.extend(bind_control(Listener::ControlV2, SocketAddr::new(*ip, opts.v2_port), optional)?);
         }
     }
+    let mut steering = Steering::Single;
     let mut core = opts.core.clone();
     let mut permanent = Vec::new();
     for (kind, addr) in &opts.permanent {
-        let sock = match kind {
-            PermanentKind::TcpConnect => socket::bind_tcp(*addr, 1024),
-            _ => socket::bind_udp(*addr),
-        }
-        .map_err(|source| NetError::Bind { listener: Listener::Permanent(*kind), addr: *addr, source })?;
-        permanent.push((*kind, sock));
+        let err = |source| NetError::Bind { listener: Listener::Permanent(*kind), addr: *addr, source };
+        let socks = match kind {
+            PermanentKind::TcpConnect => vec![socket::bind_tcp(*addr, 1024).map_err(err)?],
+            _ => {
+                let (group, st) = socket::bind_udp_group(*addr, workers).map_err(err)?;
+                steering = st;
+                group
+            }
+        };
+        permanent.push((*kind, socks));
     }
     let permanent_addrs: Vec<(PermanentKind, SocketAddr)> = permanent
         .iter()
-        .filter_map(|(k, s)| s.local_addr().ok().and_then(|a| a.as_socket()).map(|a| (*k, a)))
+        .filter_map(|(k, s)| s[0].local_addr().ok().and_then(|a| a.as_socket()).map(|a| (*k, a)))
         .collect();
-    let stamp = bind_reflectors(Listener::Stamp, &opts.stamp, opts.kernel_timestamps)?;
-    let stamp_addrs: Vec<SocketAddr> = stamp.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let first_addrs =
+        |v: &[Vec<std::net::UdpSocket>]| v.iter().filter_map(|g| g[0].local_addr().ok()).collect::<Vec<_>>();
+    let stamp = bind_reflectors(Listener::Stamp, &opts.stamp, opts.kernel_timestamps, workers, &mut steering)?;
+    let stamp_addrs = first_addrs(&stamp);
     let mut twamp_cfg = opts.twamp_config.clone();
     twamp_cfg.start_time = wall_now();
     if !opts.twamp.is_empty() {
@@ -393,8 +525,9 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         twamp.push(std::net::TcpListener::from(s));
     }
     let twamp_addrs: Vec<SocketAddr> = twamp.iter().filter_map(|s| s.local_addr().ok()).collect();
-    let twamp_light = bind_reflectors(Listener::TwampLight, &opts.twamp_light, opts.kernel_timestamps)?;
-    let twamp_light_addrs: Vec<SocketAddr> = twamp_light.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let twamp_light =
+        bind_reflectors(Listener::TwampLight, &opts.twamp_light, opts.kernel_timestamps, workers, &mut steering)?;
+    let twamp_light_addrs = first_addrs(&twamp_light);
     let stamp_cfg =
         ReflectorConfig { stateful: opts.stamp_stateful, key: opts.stamp_key.clone(), ..ReflectorConfig::default() };
     let addrs = |v: &[std::net::UdpSocket]| v.iter().filter_map(|s| s.local_addr().ok()).collect::<Vec<_>>();
@@ -420,11 +553,29 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
     let status_listener = status_listener.map(|(l, _)| l);
     let shutdown = CancellationToken::new();
     let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let (worker_tx, worker_rx): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Core {
+            responder: Responder::new(core),
+            binder: NetBinder {
+                open: HashMap::new(),
+                opened: Vec::new(),
+                kernel_ts: opts.kernel_timestamps,
+                rx_mode: RxStampMode::User,
+                parent: shutdown.clone(),
+                workers,
+                steering,
+            },
+        }),
+        stamp: Mutex::new(StampState { reflector: StampReflector::new(stamp_cfg), log: RejectLog::default() }),
+    });
     let ctx = ThreadCtx {
         v1,
         v2,
         permanent,
-        core,
+        shared,
+        worker_tx,
+        worker_rx,
         kernel_ts: opts.kernel_timestamps,
         shutdown: shutdown.clone(),
         status_rx,
@@ -434,12 +585,11 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         t3_calibration: opts.t3_calibration && opts.kernel_timestamps,
         stamp,
         stamp_addrs: stamp_addrs.clone(),
-        stamp_cfg,
         twamp,
         twamp_light,
         twamp_light_stateful: opts.twamp_light_stateful,
         twamp_addrs: (twamp_addrs.clone(), twamp_light_addrs.clone()),
-        twamp_server: TwampServerCfg(std::sync::Arc::new(twamp_cfg)),
+        twamp_server: TwampServerCfg(Arc::new(twamp_cfg)),
     };
     let running = RunningResponder {
         control_v1,
@@ -450,7 +600,7 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         twamp_light: twamp_light_addrs,
         shutdown,
         status_tx,
-        thread: None,
+        threads: Vec::new(),
         status_socket,
     };
     Ok(BoundResponder { ctx, running })
@@ -459,8 +609,12 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
 struct ThreadCtx {
     v1: Vec<std::net::UdpSocket>,
     v2: Vec<std::net::UdpSocket>,
-    permanent: Vec<(PermanentKind, socket2::Socket)>,
-    core: ResponderConfig,
+    /// Each permanent port's sockets: one per worker for UDP, one listener for TCP.
+    permanent: Vec<(PermanentKind, Vec<socket2::Socket>)>,
+    shared: Arc<Shared>,
+    /// Commands to each worker, worker 0 (the main thread) first.
+    worker_tx: Vec<mpsc::UnboundedSender<Cmd>>,
+    worker_rx: Vec<mpsc::UnboundedReceiver<Cmd>>,
     kernel_ts: bool,
     shutdown: CancellationToken,
     status_rx: mpsc::UnboundedReceiver<oneshot::Sender<StatusReport>>,
@@ -468,11 +622,12 @@ struct ThreadCtx {
     control: (Vec<SocketAddr>, Vec<SocketAddr>),
     fd_limit: u64,
     t3_calibration: bool,
-    stamp: Vec<std::net::UdpSocket>,
+    /// Each STAMP address's sockets, one per worker.
+    stamp: Vec<Vec<std::net::UdpSocket>>,
     stamp_addrs: Vec<SocketAddr>,
-    stamp_cfg: ReflectorConfig,
     twamp: Vec<std::net::TcpListener>,
-    twamp_light: Vec<std::net::UdpSocket>,
+    /// Each TWAMP-Light address's sockets, one per worker.
+    twamp_light: Vec<Vec<std::net::UdpSocket>>,
     twamp_light_stateful: bool,
     twamp_addrs: (Vec<SocketAddr>, Vec<SocketAddr>),
     twamp_server: TwampServerCfg,
@@ -480,12 +635,13 @@ struct ThreadCtx {
 
 /// The TWAMP configuration on its way to the responder thread, where the server state (not
 /// `Send`) is built.
-struct TwampServerCfg(std::sync::Arc<ServerConfig>);
+struct TwampServerCfg(Arc<ServerConfig>);
 
-/// Sockets opened by the core, waiting for their task to be spawned.
+/// Sockets opened by the core, waiting to be handed to their workers.
 enum Opened {
-    Udp(PortKey, UdpSocket, CancellationToken),
-    Tcp(PortKey, TcpListener, CancellationToken),
+    /// One socket per worker, the i-th for worker i.
+    Udp(PortKey, Vec<socket2::Socket>, CancellationToken),
+    Tcp(PortKey, socket2::Socket, CancellationToken),
 }
 
 struct NetBinder {
@@ -494,6 +650,10 @@ struct NetBinder {
     kernel_ts: bool,
     rx_mode: RxStampMode,
     parent: CancellationToken,
+    /// Sockets per UDP port.
+    workers: usize,
+    /// What the last group bound uses.
+    steering: Steering,
 }
 
 impl NetBinder {
@@ -502,18 +662,16 @@ impl NetBinder {
         let token = self.parent.child_token();
         Ok(match key.proto {
             Proto::Udp => {
-                let s = socket::bind_udp(addr)?;
+                let (socks, steering) = socket::bind_udp_group(addr, self.workers)?;
+                self.steering = steering;
                 if self.kernel_ts {
-                    self.rx_mode = socket::enable_timestamps(&s, true);
+                    for s in &socks {
+                        self.rx_mode = socket::enable_timestamps(s, true);
+                    }
                 }
-                let std: std::net::UdpSocket = s.into();
-                Opened::Udp(key, UdpSocket::from_std(std)?, token)
+                Opened::Udp(key, socks, token)
             }
-            Proto::Tcp => {
-                let s = socket::bind_tcp(addr, 128)?;
-                let std: std::net::TcpListener = s.into();
-                Opened::Tcp(key, TcpListener::from_std(std)?, token)
-            }
+            Proto::Tcp => Opened::Tcp(key, socket::bind_tcp(addr, 128)?, token),
         })
     }
 }
@@ -533,7 +691,7 @@ impl PortBinder for NetBinder {
 
     fn close(&mut self, key: PortKey) {
         if let Some(t) = self.open.remove(&key) {
-            // The port task finishes the reply it is sending, then drops the socket.
+            // Each worker's port task finishes the reply it is sending, then drops its socket.
             t.cancel();
         }
     }
@@ -549,95 +707,180 @@ impl NetBinder {
     }
 }
 
-struct Shared {
+/// The IP SLA responder's state: one for all workers.
+struct Core {
     responder: Responder,
     binder: NetBinder,
-    rx_delta: DeltaStats,
-    /// T3 calibration of every reflecting socket of this thread.
-    t3: SharedCalibration,
-    stamp: StampReflector,
-    stamp_log: RejectLog,
-    stamp_addrs: Vec<SocketAddr>,
-    twamp: TwampServer,
-    twamp_addrs: (Vec<SocketAddr>, Vec<SocketAddr>),
 }
 
-type State = Rc<RefCell<Shared>>;
+/// The STAMP reflector's state: one for all workers and addresses.
+struct StampState {
+    reflector: StampReflector,
+    log: RejectLog,
+}
 
-async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
-    let started = Instant::now();
+/// What every worker shares. Each lock is taken for one datagram's handling (or one control
+/// message, or one timer tick) and released before any await or send.
+struct Shared {
+    core: Mutex<Core>,
+    stamp: Mutex<StampState>,
+}
+
+/// What one worker thread has of its own.
+struct Worker {
+    index: usize,
+    shared: Arc<Shared>,
+    /// T3 calibration of every reflecting socket of this worker: each learns its own send delay.
+    t3: SharedCalibration,
+    rx_delta: Cell<DeltaStats>,
+}
+
+impl Worker {
+    fn new(index: usize, shared: Arc<Shared>, t3_calibration: bool) -> Worker {
+        Worker { index, shared, t3: T3Calibration::shared(t3_calibration), rx_delta: Cell::new(DeltaStats::default()) }
+    }
+
+    fn status(&self) -> WorkerStatus {
+        let t3 = self.t3.borrow();
+        WorkerStatus {
+            replies: crate::batch::with(|b| b.replies_sent()),
+            rx_user_minus_kernel: self.rx_delta.get(),
+            tx_kernel_minus_user: t3.tx_delta,
+            t3_lead_ns: t3.lead_ns(),
+        }
+    }
+}
+
+/// What the main thread hands a worker.
+enum Cmd {
+    /// An IP SLA measurement port's socket (a session's or a permanent one), answered until the
+    /// token is cancelled.
+    Probe(PortKey, socket2::Socket, CancellationToken),
+    /// A STAMP reflector socket.
+    Stamp(std::net::UdpSocket),
+    /// A TWAMP-Light reflector socket and its address's state.
+    Light(std::net::UdpSocket, Arc<Mutex<LightShared>>),
+    /// The worker's counters.
+    Status(oneshot::Sender<WorkerStatus>),
+}
+
+/// A worker's life: run what the main thread hands it until shutdown. Its port tasks run on its
+/// thread's `LocalSet`; they end with their tokens (children of the shutdown token).
+async fn worker_loop(w: Rc<Worker>, mut rx: mpsc::UnboundedReceiver<Cmd>, shutdown: CancellationToken) {
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            c = rx.recv() => c,
+        };
+        let Some(cmd) = cmd else { break };
+        if let Err(e) = w.start(cmd, &shutdown) {
+            tracing::warn!(worker = w.index, error = %e, "a socket could not be registered with the worker's runtime");
+        }
+    }
+}
+
+impl Worker {
+    fn start(self: &Rc<Self>, cmd: Cmd, shutdown: &CancellationToken) -> io::Result<()> {
+        match cmd {
+            Cmd::Probe(key, s, token) => {
+                let sock = UdpSocket::from_std(s.into())?;
+                tokio::task::spawn_local(udp_port_task(self.clone(), key, sock, token));
+            }
+            Cmd::Stamp(s) => {
+                let sock = UdpSocket::from_std(s)?;
+                tokio::task::spawn_local(stamp_task(self.clone(), sock, shutdown.clone()));
+            }
+            Cmd::Light(s, light) => {
+                let sock = UdpSocket::from_std(s)?;
+                tokio::task::spawn_local(crate::twamp::server::light(light, self.t3.clone(), sock, shutdown.clone()));
+            }
+            Cmd::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The main thread's state: worker 0, the way to the others, and what only it runs.
+struct Main {
+    shared: Arc<Shared>,
+    workers: Vec<mpsc::UnboundedSender<Cmd>>,
+    twamp: TwampServer,
+    lights: Vec<Arc<Mutex<LightShared>>>,
+    stamp_addrs: Vec<SocketAddr>,
+    twamp_addrs: (Vec<SocketAddr>, Vec<SocketAddr>),
+    started: Instant,
+    control: (Vec<SocketAddr>, Vec<SocketAddr>),
+    fd_limit: u64,
+}
+
+async fn run(ctx: ThreadCtx, rx0: mpsc::UnboundedReceiver<Cmd>, ready: std::sync::mpsc::Sender<io::Result<()>>) {
     let shutdown = ctx.shutdown.clone();
-    let t3 = T3Calibration::shared(ctx.t3_calibration);
-    let state: State = Rc::new(RefCell::new(Shared {
-        responder: Responder::new(ctx.core),
-        binder: NetBinder {
-            open: HashMap::new(),
-            opened: Vec::new(),
-            kernel_ts: ctx.kernel_ts,
-            rx_mode: RxStampMode::User,
-            parent: shutdown.clone(),
-        },
-        rx_delta: DeltaStats::default(),
-        t3: t3.clone(),
-        stamp: StampReflector::new(ctx.stamp_cfg),
-        stamp_log: RejectLog::default(),
+    let w0 = Rc::new(Worker::new(0, ctx.shared.clone(), ctx.t3_calibration));
+    let twamp = TwampServer::new(ctx.twamp_server.0, ctx.kernel_ts, w0.t3.clone());
+    let lights: Vec<_> = ctx.twamp_light.iter().map(|_| LightShared::new(ctx.twamp_light_stateful)).collect();
+    let main = Rc::new(Main {
+        shared: ctx.shared.clone(),
+        workers: ctx.worker_tx,
+        twamp: twamp.clone(),
+        lights: lights.clone(),
         stamp_addrs: ctx.stamp_addrs,
-        twamp: TwampServer::new(ctx.twamp_server.0, ctx.kernel_ts, t3),
         twamp_addrs: ctx.twamp_addrs,
-    }));
+        started: Instant::now(),
+        control: ctx.control,
+        fd_limit: ctx.fd_limit,
+    });
+    tokio::task::spawn_local(worker_loop(w0, rx0, shutdown.clone()));
     let timer = Rc::new(Notify::new());
+    let send = |i: usize, cmd: Cmd| {
+        // a worker ends only at shutdown
+        let _ = main.workers[i].send(cmd);
+    };
     let setup = || -> io::Result<()> {
         for s in ctx.v1.into_iter().chain(ctx.v2) {
             let sock = UdpSocket::from_std(s)?;
-            tokio::task::spawn_local(control_task(state.clone(), sock, timer.clone(), shutdown.clone()));
+            tokio::task::spawn_local(control_task(main.clone(), sock, timer.clone(), shutdown.clone()));
         }
-        for (kind, s) in ctx.permanent {
-            let addr = s.local_addr()?.as_socket().ok_or_else(|| io::Error::other("bad local address"))?;
+        for (kind, socks) in ctx.permanent {
+            let addr = socks[0].local_addr()?.as_socket().ok_or_else(|| io::Error::other("bad local address"))?;
             let proto = if kind == PermanentKind::TcpConnect { Proto::Tcp } else { Proto::Udp };
             let key = PortKey { proto, addr: addr.ip(), port: addr.port() };
             let token = shutdown.child_token();
+            let mut core = lock(&main.shared.core);
+            core.responder.add_permanent(key, kind);
             let opened = match proto {
                 Proto::Udp => {
-                    let mut st = state.borrow_mut();
                     if ctx.kernel_ts {
-                        st.binder.rx_mode = socket::enable_timestamps(&s, true);
+                        for s in &socks {
+                            core.binder.rx_mode = socket::enable_timestamps(s, true);
+                        }
                     }
-                    let std: std::net::UdpSocket = s.into();
-                    Opened::Udp(key, UdpSocket::from_std(std)?, token)
+                    Opened::Udp(key, socks, token)
                 }
-                Proto::Tcp => {
-                    let std: std::net::TcpListener = s.into();
-                    Opened::Tcp(key, TcpListener::from_std(std)?, token)
-                }
+                Proto::Tcp => Opened::Tcp(key, socks.into_iter().next().expect("one listener"), token),
             };
-            let mut st = state.borrow_mut();
-            st.responder.add_permanent(key, kind);
-            st.binder.opened.push(opened);
+            core.binder.opened.push(opened);
         }
-        for s in ctx.stamp {
-            let sock = UdpSocket::from_std(s)?;
-            tokio::task::spawn_local(stamp_task(state.clone(), sock, shutdown.clone()));
+        for group in ctx.stamp {
+            for (i, s) in group.into_iter().enumerate() {
+                send(i, Cmd::Stamp(s));
+            }
         }
-        let twamp = state.borrow().twamp.clone();
         for l in ctx.twamp {
             let l = TcpListener::from_std(l)?;
             tokio::task::spawn_local(twamp.clone().listen(l, shutdown.clone()));
         }
-        for s in ctx.twamp_light {
-            let sock = UdpSocket::from_std(s)?;
-            tokio::task::spawn_local(twamp.clone().light(sock, ctx.twamp_light_stateful, shutdown.clone()));
+        for (group, light) in ctx.twamp_light.into_iter().zip(&lights) {
+            for (i, s) in group.into_iter().enumerate() {
+                send(i, Cmd::Light(s, light.clone()));
+            }
         }
-        spawn_opened(&state);
+        spawn_opened(&main);
         if let Some(l) = ctx.status_listener {
             let l = tokio::net::UnixListener::from_std(l)?;
-            tokio::task::spawn_local(status_socket_task(
-                l,
-                state.clone(),
-                started,
-                ctx.control.clone(),
-                ctx.fd_limit,
-                shutdown.clone(),
-            ));
+            tokio::task::spawn_local(status_socket_task(l, main.clone(), shutdown.clone()));
         }
         Ok(())
     };
@@ -646,59 +889,80 @@ async fn run(ctx: ThreadCtx, ready: std::sync::mpsc::Sender<io::Result<()>>) {
         return;
     }
     let _ = ready.send(Ok(()));
-    tokio::task::spawn_local(status_task(ctx.status_rx, state.clone(), started, ctx.control, ctx.fd_limit));
-    timer_task(state, timer, shutdown).await;
+    tokio::task::spawn_local(status_task(ctx.status_rx, main.clone()));
+    timer_task(main, timer, shutdown).await;
 }
 
-fn report(
-    state: &State,
-    started: Instant,
-    control: &(Vec<SocketAddr>, Vec<SocketAddr>),
-    fd_limit: u64,
-) -> StatusReport {
-    let s = state.borrow();
+/// Asks every worker for its counters (each answers between two batches).
+async fn worker_statuses(main: &Main) -> Vec<WorkerStatus> {
+    let mut all = Vec::with_capacity(main.workers.len());
+    for w in &main.workers {
+        let (tx, rx) = oneshot::channel();
+        if w.send(Cmd::Status(tx)).is_ok()
+            && let Ok(s) = rx.await
+        {
+            all.push(s);
+        }
+    }
+    all
+}
+
+fn merge(a: &mut DeltaStats, b: &DeltaStats) {
+    if b.count == 0 {
+        return;
+    }
+    a.max_ns = if a.count == 0 { b.max_ns } else { a.max_ns.max(b.max_ns) };
+    a.count += b.count;
+    a.sum_ns += b.sum_ns;
+}
+
+async fn report(main: &Main) -> StatusReport {
+    let workers = worker_statuses(main).await;
+    let mut rx = DeltaStats::default();
+    let mut tx = DeltaStats::default();
+    for w in &workers {
+        merge(&mut rx, &w.rx_user_minus_kernel);
+        merge(&mut tx, &w.tx_kernel_minus_user);
+    }
+    let lead = workers.iter().filter(|w| w.tx_kernel_minus_user.count > 0).map(|w| w.t3_lead_ns).min().unwrap_or(0);
+    let mut twamp_stats = main.twamp.status();
+    twamp_stats.light = Default::default();
+    for l in &main.lights {
+        twamp_stats.light.merge(&lock(l).stats());
+    }
     let now = Instant::now();
+    let core = lock(&main.shared.core);
     StatusReport {
-        control_v1: control.0.clone(),
-        control_v2: control.1.clone(),
-        permanent: s.responder.permanent_ports(),
-        rx_timestamps: s.binder.rx_mode,
-        uptime_s: now.duration_since(started).as_secs(),
+        control_v1: main.control.0.clone(),
+        control_v2: main.control.1.clone(),
+        permanent: core.responder.permanent_ports(),
+        rx_timestamps: core.binder.rx_mode,
+        uptime_s: now.duration_since(main.started).as_secs(),
         pid: std::process::id(),
-        stats: s.responder.stats().clone(),
-        sessions: s.responder.sessions(now),
-        fd_limit,
-        rx_user_minus_kernel: s.rx_delta,
-        tx_kernel_minus_user: s.t3.borrow().tx_delta,
-        t3_lead_ns: s.t3.borrow().lead_ns(),
-        stamp: s.stamp_addrs.clone(),
-        stamp_stats: s.stamp.stats().clone(),
-        twamp: s.twamp_addrs.0.clone(),
-        twamp_light: s.twamp_addrs.1.clone(),
-        twamp_stats: s.twamp.status(),
+        stats: core.responder.stats().clone(),
+        sessions: core.responder.sessions(now),
+        fd_limit: main.fd_limit,
+        rx_user_minus_kernel: rx,
+        tx_kernel_minus_user: tx,
+        t3_lead_ns: lead,
+        stamp: main.stamp_addrs.clone(),
+        stamp_stats: lock(&main.shared.stamp).reflector.stats().clone(),
+        twamp: main.twamp_addrs.0.clone(),
+        twamp_light: main.twamp_addrs.1.clone(),
+        twamp_stats,
+        workers: main.workers.len(),
+        steering: core.binder.steering,
+        worker_stats: workers,
     }
 }
 
-async fn status_task(
-    mut rx: mpsc::UnboundedReceiver<oneshot::Sender<StatusReport>>,
-    state: State,
-    started: Instant,
-    control: (Vec<SocketAddr>, Vec<SocketAddr>),
-    fd_limit: u64,
-) {
+async fn status_task(mut rx: mpsc::UnboundedReceiver<oneshot::Sender<StatusReport>>, main: Rc<Main>) {
     while let Some(reply) = rx.recv().await {
-        let _ = reply.send(report(&state, started, &control, fd_limit));
+        let _ = reply.send(report(&main).await);
     }
 }
 
-async fn status_socket_task(
-    l: tokio::net::UnixListener,
-    state: State,
-    started: Instant,
-    control: (Vec<SocketAddr>, Vec<SocketAddr>),
-    fd_limit: u64,
-    shutdown: CancellationToken,
-) {
+async fn status_socket_task(l: tokio::net::UnixListener, main: Rc<Main>, shutdown: CancellationToken) {
     use tokio::io::AsyncWriteExt;
     loop {
         let conn = tokio::select! {
@@ -706,28 +970,36 @@ async fn status_socket_task(
             c = l.accept() => c,
         };
         let Ok((mut stream, _)) = conn else { continue };
-        let body = serde_json::to_vec(&report(&state, started, &control, fd_limit)).unwrap_or_default();
+        let main = main.clone();
         tokio::task::spawn_local(async move {
+            let body = serde_json::to_vec(&report(&main).await).unwrap_or_default();
             let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&body)).await;
         });
     }
 }
 
-fn spawn_opened(state: &State) {
-    let opened: Vec<Opened> = std::mem::take(&mut state.borrow_mut().binder.opened);
+/// Hands the sockets the core opened to their workers (UDP: the i-th to worker i) or, for TCP,
+/// starts their task on this thread.
+fn spawn_opened(main: &Rc<Main>) {
+    let opened: Vec<Opened> = std::mem::take(&mut lock(&main.shared.core).binder.opened);
     for o in opened {
         match o {
-            Opened::Udp(key, sock, token) => {
-                tokio::task::spawn_local(udp_port_task(state.clone(), key, sock, token));
+            Opened::Udp(key, socks, token) => {
+                for (i, s) in socks.into_iter().enumerate() {
+                    let _ = main.workers[i].send(Cmd::Probe(key, s, token.clone()));
+                }
             }
-            Opened::Tcp(key, l, token) => {
-                tokio::task::spawn_local(tcp_port_task(state.clone(), key, l, token));
-            }
+            Opened::Tcp(key, l, token) => match TcpListener::from_std(l.into()) {
+                Ok(l) => {
+                    tokio::task::spawn_local(tcp_port_task(main.clone(), key, l, token));
+                }
+                Err(e) => tracing::warn!(?key, error = %e, "a TCP port could not be registered with the runtime"),
+            },
         }
     }
 }
 
-async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown: CancellationToken) {
+async fn control_task(main: Rc<Main>, sock: UdpSocket, timer: Rc<Notify>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; 2048];
     let mut out = vec![0u8; ipsla_wire::cisco::control_v2::MAX_LEN];
     loop {
@@ -738,10 +1010,10 @@ async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown
         };
         let Ok((len, src)) = r else { continue };
         let res = {
-            let s = &mut *state.borrow_mut();
-            s.responder.handle_control(Instant::now(), wall_now(), src, &buf[..len], &mut out, &mut s.binder)
+            let c = &mut *lock(&main.shared.core);
+            c.responder.handle_control(Instant::now(), wall_now(), src, &buf[..len], &mut out, &mut c.binder)
         };
-        spawn_opened(&state);
+        spawn_opened(&main);
         if let ControlResult::Reply { len, accepted } = res {
             if accepted {
                 timer.notify_one();
@@ -754,7 +1026,7 @@ async fn control_task(state: State, sock: UdpSocket, timer: Rc<Notify>, shutdown
 /// An IP SLA measurement port (a session's or a permanent one) as [`ReplySender::reflect`] sees
 /// it: the core responder rewrites each probe into its reply in place.
 struct ProbePort<'a> {
-    state: &'a State,
+    worker: &'a Worker,
     key: PortKey,
 }
 
@@ -768,11 +1040,13 @@ impl Reflect for ProbePort<'_> {
         pkt: &mut [u8],
         _: &mut [u8],
     ) -> Option<(usize, bool, TxStamp)> {
-        let s = &mut *self.state.borrow_mut();
         if r.rx.kernel {
-            s.rx_delta.add(r.user.as_nanos() as i64 - r.rx.wall.as_nanos() as i64);
+            let mut d = self.worker.rx_delta.get();
+            d.add(r.user.as_nanos() as i64 - r.rx.wall.as_nanos() as i64);
+            self.worker.rx_delta.set(d);
         }
-        match s.responder.handle_probe(now, &self.key, r.src, r.rx, &mut pkt[..r.len], &mut s.binder) {
+        let c = &mut *lock(&self.worker.shared.core);
+        match c.responder.handle_probe(now, &self.key, r.src, r.rx, &mut pkt[..r.len], &mut c.binder) {
             ProbeResult::Reply { len, stamp } => Some((len, true, stamp)),
             ProbeResult::Dropped(_) => None,
         }
@@ -783,10 +1057,10 @@ impl Reflect for ProbePort<'_> {
     }
 }
 
-async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: CancellationToken) {
+async fn udp_port_task(worker: Rc<Worker>, key: PortKey, sock: UdpSocket, token: CancellationToken) {
     // the thread's batch buffers receive and build (crate::batch): a session holds only its socket
-    let mut sender = ReplySender::new(state.borrow().t3.clone());
-    let mut port = ProbePort { state: &state, key };
+    let mut sender = ReplySender::new(worker.t3.clone());
+    let mut port = ProbePort { worker: &worker, key };
     loop {
         let r = tokio::select! {
             biased;
@@ -799,7 +1073,7 @@ async fn udp_port_task(state: State, key: PortKey, sock: UdpSocket, token: Cance
     }
 }
 
-async fn tcp_port_task(state: State, key: PortKey, l: TcpListener, token: CancellationToken) {
+async fn tcp_port_task(main: Rc<Main>, key: PortKey, l: TcpListener, token: CancellationToken) {
     loop {
         let r = tokio::select! {
             biased;
@@ -807,18 +1081,18 @@ async fn tcp_port_task(state: State, key: PortKey, l: TcpListener, token: Cancel
             r = l.accept() => r,
         };
         if let Ok((stream, peer)) = r {
-            state.borrow_mut().responder.handle_tcp_accept(Instant::now(), &key, peer);
+            lock(&main.shared.core).responder.handle_tcp_accept(Instant::now(), &key, peer);
             // Closing at once sends FIN first, as the IOS responder does (tcp_connect capture).
             drop(stream);
         }
     }
 }
 
-async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken) {
+async fn timer_task(main: Rc<Main>, timer: Rc<Notify>, shutdown: CancellationToken) {
     // Housekeeping runs at least this often even without session timers (permanent-port peers).
     const IDLE: Duration = Duration::from_secs(30);
     loop {
-        let next = state.borrow().responder.poll_timeout();
+        let next = lock(&main.shared.core).responder.poll_timeout();
         let deadline = next.unwrap_or_else(|| Instant::now() + IDLE).min(Instant::now() + IDLE);
         tokio::select! {
             biased;
@@ -826,9 +1100,11 @@ async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken
             _ = timer.notified() => continue,
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
-        let s = &mut *state.borrow_mut();
-        s.responder.handle_timeout(Instant::now(), &mut s.binder);
-        s.stamp.expire(Instant::now());
+        {
+            let c = &mut *lock(&main.shared.core);
+            c.responder.handle_timeout(Instant::now(), &mut c.binder);
+        }
+        lock(&main.shared.stamp).reflector.expire(Instant::now());
     }
 }
 
@@ -836,7 +1112,7 @@ async fn timer_task(state: State, timer: Rc<Notify>, shutdown: CancellationToken
 /// datagram, the reply built beside it, T3 written right before the send call (calibrated like
 /// the IP SLA ports').
 struct StampPort<'a> {
-    state: &'a State,
+    shared: &'a Shared,
     local: SocketAddr,
     clock: HostClock,
 }
@@ -861,11 +1137,11 @@ impl Reflect for StampPort<'_> {
             error_estimate,
             sync_source,
         };
-        let mut s = self.state.borrow_mut();
-        match s.stamp.handle(now, &info, &pkt[..r.len], out) {
+        let s = &mut *lock(&self.shared.stamp);
+        match s.reflector.handle(now, &info, &pkt[..r.len], out) {
             Ok(reply) => Some((reply.len, false, reply)),
             Err(StampDrop::BadHmac) => {
-                s.stamp_log.warn(now, "stamp_bad_hmac", r.src, "STAMP packet HMAC failed (dropped)");
+                s.log.warn(now, "stamp_bad_hmac", r.src, "STAMP packet HMAC failed (dropped)");
                 None
             }
             Err(_) => None,
@@ -873,15 +1149,15 @@ impl Reflect for StampPort<'_> {
     }
 
     fn transmit(&mut self, reply: &Self::Reply, buf: &mut [u8], t3: Duration) {
-        self.state.borrow_mut().stamp.transmit(reply, buf, t3);
+        lock(&self.shared.stamp).reflector.transmit(reply, buf, t3);
     }
 }
 
-/// One STAMP reflector socket.
-async fn stamp_task(state: State, sock: UdpSocket, shutdown: CancellationToken) {
+/// One STAMP reflector socket of a worker.
+async fn stamp_task(worker: Rc<Worker>, sock: UdpSocket, shutdown: CancellationToken) {
     let Ok(local) = sock.local_addr() else { return };
-    let mut sender = ReplySender::new(state.borrow().t3.clone());
-    let mut port = StampPort { state: &state, local, clock: HostClock::new() };
+    let mut sender = ReplySender::new(worker.t3.clone());
+    let mut port = StampPort { shared: &worker.shared, local, clock: HostClock::new() };
     loop {
         tokio::select! {
             biased;

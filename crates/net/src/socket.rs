@@ -87,6 +87,79 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
     Ok(s)
 }
 
+/// How the datagrams of a port shared by several worker threads pick their socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Steering {
+    /// One worker: one socket per port, no `SO_REUSEPORT`.
+    #[default]
+    Single,
+    /// A `SO_ATTACH_REUSEPORT_CBPF` program picks the socket of the CPU the datagram arrived on
+    /// (CPU modulo the number of sockets): a datagram stays on the core that received it.
+    Cpu,
+    /// The kernel's hash of the 4-tuple (the program was refused): one sender's flow stays on
+    /// one socket.
+    Hash,
+}
+
+/// Binds `n` UDP sockets on `addr`, one per worker thread. With `n` = 1 this is [`bind_udp`]
+/// (no `SO_REUSEPORT`: a port another socket holds stays `EADDRINUSE`). With `n` > 1 each socket
+/// has `SO_REUSEPORT` set before its bind, all on the port the first one got (so `addr` may have
+/// port 0), and the group steers by CPU ([`attach_cpu_steering`]); the i-th socket is the
+/// group's i-th, the one the program's index i selects. Returns the sockets and the steering.
+pub fn bind_udp_group(addr: SocketAddr, n: usize) -> io::Result<(Vec<Socket>, Steering)> {
+    if n <= 1 {
+        return Ok((vec![bind_udp(addr)?], Steering::Single));
+    }
+    let mut socks: Vec<Socket> = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let s = new_socket(at, Type::DGRAM)?;
+        s.set_reuse_port(true)?;
+        s.bind(&at.into())?;
+        if socks.is_empty() {
+            at = s.local_addr()?.as_socket().ok_or_else(|| io::Error::other("bound socket without an address"))?;
+        }
+        socks.push(s);
+    }
+    // After the binds: a group with fewer sockets than the program's index falls back to the hash
+    // in the meantime, and the program applies to the whole group from any of its sockets.
+    let steering = if attach_cpu_steering(&socks[0], n) { Steering::Cpu } else { Steering::Hash };
+    Ok((socks, steering))
+}
+
+/// Attaches to the `SO_REUSEPORT` group of `fd` a classic BPF program returning the receiving
+/// CPU modulo `n`: the index of the group's socket that takes the datagram. False when the
+/// kernel refuses it (before Linux 4.5, or a seccomp policy); the group then uses the 4-tuple
+/// hash. Which one is in use is logged once at debug level.
+pub fn attach_cpu_steering(fd: &impl AsFd, n: usize) -> bool {
+    // SAFETY: BPF_STMT only builds the struct.
+    let prog = unsafe {
+        [
+            // A = the CPU that received the packet (ancillary load at SKF_AD_OFF + SKF_AD_CPU)
+            libc::BPF_STMT(
+                (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+            ),
+            // A = A % n
+            libc::BPF_STMT((libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16, n as u32),
+            // return A: the socket index in the group
+            libc::BPF_STMT((libc::BPF_RET | libc::BPF_A) as u16, 0),
+        ]
+    };
+    let mut filter = prog;
+    let fprog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+    let r = socket::setsockopt(fd, sockopt::AttachReusePortCbpf, &fprog);
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| match &r {
+        Ok(()) => tracing::debug!(sockets = n, "shared ports steer by receiving CPU (SO_ATTACH_REUSEPORT_CBPF)"),
+        Err(e) => {
+            tracing::debug!(sockets = n, error = %e, "CPU steering refused; shared ports use the kernel's 4-tuple hash")
+        }
+    });
+    r.is_ok()
+}
+
 /// Binds and listens on a TCP socket (SO_REUSEADDR so that a port in TIME_WAIT can be reused).
 pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     let s = new_socket(addr, Type::STREAM)?;

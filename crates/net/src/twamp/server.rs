@@ -1,8 +1,10 @@
 //! The TWAMP server driver: TCP control listeners, one task per control connection pumping an
 //! [`ipsla_core::twamp::server::ControlServer`], one UDP socket and task per accepted test
 //! session pumping a [`SessionReflector`], and the TWAMP-Light reflector sockets
-//! ([`LightReflector`]). Everything runs on the responder thread (current-thread runtime and a
-//! `LocalSet`), so the shared counters live in an `Rc<RefCell<_>>`.
+//! ([`LightReflector`]). The control connections and their test sessions run on the responder's
+//! main thread (current-thread runtime and a `LocalSet`), so their counters live in an
+//! `Rc<RefCell<_>>`. A TWAMP-Light address has a socket on every worker thread (`SO_REUSEPORT`,
+//! [`crate::responder`]) and its state behind a mutex ([`LightShared`]).
 //!
 //! Limits: at most [`ServerConfig::max_connections`] control connections, and
 //! [`ServerConfig::max_connections_per_source`] from one address; a connection over a limit is
@@ -34,7 +36,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -383,22 +385,6 @@ impl TwampServer {
         s.status.reflector.merge(&stats);
         s.status.sessions = s.status.sessions.saturating_sub(1);
     }
-
-    /// One TWAMP-Light reflector socket (RFC 5357 Appendix I): receive with T2 and TTL, build the
-    /// reply, write T3 right before the send call.
-    pub async fn light(self, sock: UdpSocket, stateful: bool, shutdown: CancellationToken) {
-        let reflector = LightReflector::new(LightConfig { stateful, ..LightConfig::default() });
-        let mut sender = ReplySender::new(self.t3.clone());
-        let mut port = LightPort { reflector, clock: HostClock::new(), expired: Instant::now() };
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                _ = sender.reflect(&sock, &mut port) => {}
-            }
-            self.shared.borrow_mut().status.light.merge(&port.reflector.take_stats());
-        }
-    }
 }
 
 /// A TWAMP test session's socket as [`ReplySender::reflect`] sees it.
@@ -437,15 +423,63 @@ impl Reflect for SessionPort<'_> {
     }
 }
 
-/// A TWAMP-Light reflector socket (RFC 5357 Appendix I) as [`ReplySender::reflect`] sees it:
-/// T2 and TTL from each datagram, the reply built beside it, T3 written right before the send.
-struct LightPort {
+/// A TWAMP-Light reflector address's state, shared by the sockets of its workers (one per worker
+/// thread, `SO_REUSEPORT`): the stateful sequence numbers of each sender and the counters must
+/// not depend on which worker a datagram lands on. The lock is taken for one datagram's handling
+/// (or its T3) at a time, never across an await or a send.
+pub(crate) struct LightShared {
     reflector: LightReflector,
-    clock: HostClock,
     expired: Instant,
 }
 
-impl Reflect for LightPort {
+impl LightShared {
+    /// The state of one TWAMP-Light address.
+    pub(crate) fn new(stateful: bool) -> Arc<Mutex<LightShared>> {
+        Arc::new(Mutex::new(LightShared {
+            reflector: LightReflector::new(LightConfig { stateful, ..LightConfig::default() }),
+            expired: Instant::now(),
+        }))
+    }
+
+    /// The counters since start.
+    pub(crate) fn stats(&self) -> ReflectorStats {
+        self.reflector.stats().clone()
+    }
+}
+
+/// Locks a mutex whose holder may have panicked: the state is counters and sequence numbers,
+/// still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One TWAMP-Light reflector socket (RFC 5357 Appendix I) of a worker: receive with T2 and TTL,
+/// build the reply, write T3 right before the send call.
+pub(crate) async fn light(
+    shared: Arc<Mutex<LightShared>>,
+    t3: SharedCalibration,
+    sock: UdpSocket,
+    shutdown: CancellationToken,
+) {
+    let mut sender = ReplySender::new(t3);
+    let mut port = LightPort { shared: &shared, clock: HostClock::new() };
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = sender.reflect(&sock, &mut port) => {}
+        }
+    }
+}
+
+/// A TWAMP-Light reflector socket (RFC 5357 Appendix I) as [`ReplySender::reflect`] sees it:
+/// T2 and TTL from each datagram, the reply built beside it, T3 written right before the send.
+struct LightPort<'a> {
+    shared: &'a Mutex<LightShared>,
+    clock: HostClock,
+}
+
+impl Reflect for LightPort<'_> {
     type Reply = Reply;
 
     fn handle(
@@ -455,12 +489,15 @@ impl Reflect for LightPort {
         pkt: &mut [u8],
         out: &mut [u8],
     ) -> Option<(usize, bool, Reply)> {
-        if now.duration_since(self.expired) > Duration::from_secs(30) {
-            self.reflector.expire(now);
-            self.expired = now;
-        }
         let info = Received { rx: r.rx, src: r.src, ttl: r.ttl, error_estimate: self.clock.get(now).0 };
-        match self.reflector.handle(now, &info, &pkt[..r.len], out) {
+        let mut s = lock(self.shared);
+        if now.saturating_duration_since(s.expired) > Duration::from_secs(30) {
+            s.reflector.expire(now);
+            s.expired = now;
+        }
+        let res = s.reflector.handle(now, &info, &pkt[..r.len], out);
+        drop(s);
+        match res {
             Ok(reply) => Some((reply.len, false, reply)),
             Err(d) => {
                 tracing::debug!(src = %r.src, drop = ?d, "TWAMP-Light packet dropped");
@@ -470,7 +507,7 @@ impl Reflect for LightPort {
     }
 
     fn transmit(&mut self, reply: &Reply, buf: &mut [u8], t3: Duration) {
-        self.reflector.transmit(reply, buf, t3);
+        lock(self.shared).reflector.transmit(reply, buf, t3);
     }
 }
 
