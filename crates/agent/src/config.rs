@@ -74,6 +74,8 @@ pub struct ResponderFile {
     pub twamp_test_ports: Option<String>,
     pub twamp_light: Option<Vec<SocketAddr>>,
     pub twamp_light_stateful: Option<bool>,
+    /// Worker threads answering the measurement and reflector ports (default one per CPU).
+    pub workers: Option<usize>,
     /// Most TWAMP control connections at once (default 64).
     pub twamp_max_connections: Option<usize>,
     /// Most TWAMP control connections at once from one address (default 8).
@@ -179,6 +181,7 @@ impl ResponderFile {
             twamp_test_ports,
             twamp_light,
             twamp_light_stateful,
+            workers,
             twamp_max_connections,
             twamp_max_connections_per_source,
             twamp_max_sessions,
@@ -253,6 +256,10 @@ impl ResponderFile {
             twamp_config: self.twamp_config()?,
             twamp_light: list(&self.twamp_light),
             twamp_light_stateful: self.twamp_light_stateful.unwrap_or(false),
+            workers: match self.workers {
+                Some(n) => check_range("workers", n, 1, 1024)?,
+                None => 0,
+            },
         })
     }
 

@@ -7,6 +7,7 @@ use ipsla_agent::config::{self, ResponderFile};
 use ipsla_core::responder::{PermanentKind, Reject};
 use ipsla_net::privilege::{self, Plan};
 use ipsla_net::responder::{ResponderOptions, StatusReport, bind_responder};
+use ipsla_net::socket::Steering;
 use ipsla_net::{Listener, NetError};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -138,6 +139,10 @@ pub struct ResponderArgs {
     /// TWAMP-Light reflector in stateful mode: its own sequence numbers per sender.
     #[arg(long)]
     twamp_light_stateful: bool,
+    /// Worker threads answering the measurement and reflector ports, each with its own
+    /// SO_REUSEPORT socket per UDP port (default: one per CPU; 1 = one thread, no SO_REUSEPORT).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Use the userspace clock for receive timestamps instead of the kernel's.
     #[arg(long)]
     no_kernel_timestamps: bool,
@@ -201,6 +206,7 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         twamp_test_ports: args.twamp_test_ports.clone(),
         twamp_light: list(&args.twamp_light),
         twamp_light_stateful: args.twamp_light_stateful.then_some(true),
+        workers: args.workers,
         ..ResponderFile::default()
     };
     let mut opts = file.overlay(flags).options()?;
@@ -494,6 +500,23 @@ pub fn format_status(r: &StatusReport) -> String {
         r.tx_kernel_minus_user.count
     );
     let _ = writeln!(o, "T3 calibration adds: {:.3} microseconds", r.t3_lead_ns as f64 / 1000.0);
+    let steering = match r.steering {
+        Steering::Single => "one thread, no SO_REUSEPORT",
+        Steering::Cpu => "SO_REUSEPORT, each datagram to the worker of the CPU that received it",
+        Steering::Hash => "SO_REUSEPORT, by the kernel's hash of source and destination",
+    };
+    let _ = writeln!(o, "Workers: {} ({steering})", r.workers);
+    if r.worker_stats.len() > 1 {
+        for (i, w) in r.worker_stats.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "        worker {i}: replies {}  T3 calibration adds {:.3} microseconds (transmit stamps {})",
+                w.replies,
+                w.t3_lead_ns as f64 / 1000.0,
+                w.tx_kernel_minus_user.count
+            );
+        }
+    }
     let _ = writeln!(o, "Uptime: {} s  open-file limit: {}", r.uptime_s, r.fd_limit);
     o
 }

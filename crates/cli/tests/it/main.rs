@@ -36,3 +36,4 @@ mod twamp_client;
 mod twamp_server;
 mod units;
 mod web;
+mod workers;
