@@ -172,15 +172,18 @@ fn flood(ports: &Ports) -> [u64; 4] {
     sent
 }
 
-/// The kernel's drop counter of the UDP socket bound to 127.0.0.1:`port` (/proc/net/udp).
+/// The kernel's drop counters of the UDP sockets bound to 127.0.0.1:`port` (/proc/net/udp), summed.
 fn kernel_drops(port: u16) -> u64 {
     let want = format!("0100007F:{port:04X}");
     let table = std::fs::read_to_string("/proc/net/udp").unwrap();
-    let line = table
+    // one socket per responder worker on a shared port (SO_REUSEPORT): the drops of all of them
+    let drops: Vec<u64> = table
         .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
-        .unwrap_or_else(|| panic!("no socket on 127.0.0.1:{port} in /proc/net/udp"));
-    line.split_whitespace().last().unwrap().parse().unwrap()
+        .filter(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+        .map(|l| l.split_whitespace().last().unwrap().parse().unwrap())
+        .collect();
+    assert!(!drops.is_empty(), "no socket on 127.0.0.1:{port} in /proc/net/udp");
+    drops.iter().sum()
 }
 
 /// A memory field of /proc/PID/status (VmHWM: peak resident, VmRSS: resident now), KiB.
