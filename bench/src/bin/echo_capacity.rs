@@ -242,6 +242,8 @@ fn main() {
                 kernel_timestamps,
                 stamp: vec![lo],
                 twamp_light: vec![lo],
+                // one core: the rows compare one thread's cost per reply (bin/workers: 1 → 2)
+                workers: 1,
                 ..ResponderOptions::default()
             };
             let before = tids_named("ipsla-responder");
