@@ -31,7 +31,7 @@ use tokio::net::UdpSocket;
 const T3_WINDOW: usize = 64;
 /// Replies seen before the lead is applied: the first sends of a socket are slow (cold caches,
 /// first-use allocations) and a minimum over a few of them would push T3 past the departure.
-const T3_MIN_SAMPLES: usize = 16;
+pub(crate) const T3_MIN_SAMPLES: usize = 16;
 /// Taken off the smallest delta: a reply that leaves faster than any before it (a new minimum,
 /// typically by a fraction of a µs) must still not get a T3 after its departure.
 const T3_MARGIN_NS: i64 = 1_000;

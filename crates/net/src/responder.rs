@@ -189,7 +189,7 @@ pub struct StatusReport {
     pub steering: Steering,
     /// Each worker's own counters, worker 0 (the main thread) first. The top-level
     /// `rx_user_minus_kernel` and `tx_kernel_minus_user` merge them; `t3_lead_ns` is the smallest
-    /// lead of the workers that have taken a transmit stamp (0 when none has).
+    /// lead of the workers that have learnt one (16 transmit stamps or more; 0 when none has).
     #[serde(default)]
     pub worker_stats: Vec<WorkerStatus>,
 }
@@ -924,7 +924,10 @@ async fn report(main: &Main) -> StatusReport {
         merge(&mut rx, &w.rx_user_minus_kernel);
         merge(&mut tx, &w.tx_kernel_minus_user);
     }
-    let lead = workers.iter().filter(|w| w.tx_kernel_minus_user.count > 0).map(|w| w.t3_lead_ns).min().unwrap_or(0);
+    // the smallest lead a warm worker applies (a worker that has not learnt its own adds 0 and
+    // says nothing about the send delay): the conservative one of the figures in worker_stats
+    let warm = |w: &&WorkerStatus| w.tx_kernel_minus_user.count >= crate::reflect::T3_MIN_SAMPLES as u64;
+    let lead = workers.iter().filter(warm).map(|w| w.t3_lead_ns).min().unwrap_or(0);
     let mut twamp_stats = main.twamp.status();
     twamp_stats.light = Default::default();
     for l in &main.lights {

@@ -152,6 +152,14 @@ fn two_workers_share_sequences_and_split_the_replies() {
     assert_eq!(st["stats"]["probes_answered"], 2 * N as u64, "{st}");
     assert_eq!(st["stamp_stats"]["replied"], N as u64, "{st}");
     assert_eq!(st["twamp_stats"]["light"]["reflected"], N as u64, "{st}");
+    // each worker learnt its own T3 lead from its own replies' stamps (every reply's until 64);
+    // the top level merges the diagnostics and gives the smaller lead
+    let workers = st["worker_stats"].as_array().unwrap();
+    let stamps: Vec<u64> = workers.iter().map(|w| w["tx_kernel_minus_user"]["count"].as_u64().unwrap()).collect();
+    assert_eq!(stamps, vec![2 * N as u64, 2 * N as u64], "{st}");
+    assert_eq!(st["tx_kernel_minus_user"]["count"], 4 * N as u64, "{st}");
+    let leads: Vec<i64> = workers.iter().map(|w| w["t3_lead_ns"].as_i64().unwrap()).collect();
+    assert_eq!(st["t3_lead_ns"].as_i64(), leads.iter().copied().min(), "{st}");
 }
 
 /// With workers the shared ports still refuse a socket that is not one of ours: a port another
