@@ -103,23 +103,26 @@ pub enum Steering {
 }
 
 /// Binds `n` UDP sockets on `addr`, one per worker thread. With `n` = 1 this is [`bind_udp`]
-/// (no `SO_REUSEPORT`: a port another socket holds stays `EADDRINUSE`). With `n` > 1 each socket
-/// has `SO_REUSEPORT` set before its bind, all on the port the first one got (so `addr` may have
-/// port 0), and the group steers by CPU ([`attach_cpu_steering`]); the i-th socket is the
-/// group's i-th, the one the program's index i selects. Returns the sockets and the steering.
+/// (no `SO_REUSEPORT` at all). With `n` > 1 the port is first bound by a plain socket and
+/// released: `EADDRINUSE` when any socket holds it, even one of this user with `SO_REUSEPORT`
+/// (another responder's group, which Linux would otherwise let us join), and for port 0 a port
+/// nobody holds (the kernel's port-0 choice would not avoid such groups either). Then each of the
+/// `n` sockets has `SO_REUSEPORT` set before its bind to that port, and the group steers by CPU
+/// ([`attach_cpu_steering`]); the i-th socket is the group's i-th, the one the program's index i
+/// selects. Returns the sockets and the steering.
 pub fn bind_udp_group(addr: SocketAddr, n: usize) -> io::Result<(Vec<Socket>, Steering)> {
     if n <= 1 {
         return Ok((vec![bind_udp(addr)?], Steering::Single));
     }
+    let at = {
+        let probe = bind_udp(addr)?;
+        probe.local_addr()?.as_socket().ok_or_else(|| io::Error::other("bound socket without an address"))?
+    };
     let mut socks: Vec<Socket> = Vec::with_capacity(n);
-    let mut at = addr;
     for _ in 0..n {
         let s = new_socket(at, Type::DGRAM)?;
         s.set_reuse_port(true)?;
         s.bind(&at.into())?;
-        if socks.is_empty() {
-            at = s.local_addr()?.as_socket().ok_or_else(|| io::Error::other("bound socket without an address"))?;
-        }
         socks.push(s);
     }
     // After the binds: a group with fewer sockets than the program's index falls back to the hash

@@ -162,26 +162,51 @@ fn two_workers_share_sequences_and_split_the_replies() {
     assert_eq!(st["t3_lead_ns"].as_i64(), leads.iter().copied().min(), "{st}");
 }
 
-/// With workers the shared ports still refuse a socket that is not one of ours: a port another
-/// socket holds fails start-up with the address and the flag, as with one worker.
+/// With workers a shared port is still refused when anything else holds it: a plain socket, and
+/// another responder with workers of the same user (whose `SO_REUSEPORT` group Linux would let a
+/// second one join, splitting the port's datagrams between them). Start-up fails with the
+/// address and the flag, as with one worker.
 #[test]
 fn a_taken_port_is_refused_with_workers() {
     let _machine = crate::common::shared();
     let dir = tempfile::tempdir().unwrap();
-    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let out = ipsla()
-        .args(["responder", "--workers", "2", "--listen", "127.0.0.1", "--no-v2", "--v1-port", &free_udp().to_string()])
+    let responder = |port: u16, status: &str| {
+        let mut c = ipsla();
+        c.args([
+            "responder",
+            "--workers",
+            "2",
+            "--listen",
+            "127.0.0.1",
+            "--no-v2",
+            "--v1-port",
+            &free_udp().to_string(),
+        ])
         .args(["--udp-jitter", &format!("127.0.0.1:{port}"), "--status-socket"])
-        .arg(dir.path().join("status.sock"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8(out.stderr).unwrap(),
-        format!(
-            "ipsla: starting the responder: cannot bind the permanent udp-jitter port 127.0.0.1:{port} (--udp-jitter): \
-             Address already in use (os error 98); another responder or the agent listens there\n"
-        )
-    );
+        .arg(dir.path().join(status));
+        c
+    };
+    let refused = |port: u16| {
+        let mut second = Killed(responder(port, "second.sock").stderr(Stdio::piped()).spawn().unwrap());
+        let code = crate::common::wait_some("the second responder to stop", PATIENCE, || {
+            second.0.try_wait().unwrap().map(|s| s.code())
+        });
+        let mut err = String::new();
+        std::io::Read::read_to_string(second.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "ipsla: starting the responder: cannot bind the permanent udp-jitter port 127.0.0.1:{port} (--udp-jitter): \
+                 Address already in use (os error 98); another responder or the agent listens there\n"
+            )
+        );
+    };
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    refused(taken.local_addr().unwrap().port());
+
+    let port = free_udp();
+    let _first = Killed(responder(port, "first.sock").stderr(Stdio::null()).spawn().unwrap());
+    wait_for("the first responder", PATIENCE, || dir.path().join("first.sock").exists());
+    refused(port);
 }
