@@ -13,7 +13,8 @@
 //!
 //! Rows: type-2 probes on a udp-jitter session port (the core responder's lock per probe) and a
 //! stateless STAMP reflector (the STAMP lock per datagram). Also measured: an uncontended
-//! `std::sync::Mutex` lock and unlock, the least the shared state costs per datagram.
+//! `std::sync::Mutex` lock and unlock, the least the shared state costs per datagram, and how
+//! long `Responder::handle_probe` takes (what a worker does while holding the lock).
 //!
 //! Usage: cargo run --release -p ipsla-bench --bin workers -- [SECONDS] [WINDOW] [ROUNDS]
 //! (defaults 3 s per row and round, 128 in flight per generator thread, 4 rounds)
@@ -181,6 +182,36 @@ fn mutex_ns() -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// ns per `Responder::handle_probe` of a type-2 probe on a permanent udp-jitter port: how long
+/// a worker holds the shared responder's lock per probe.
+fn handle_probe_ns() -> f64 {
+    use ipsla_core::io::{BindError, PortBinder, PortKey, Proto, RxTime};
+    use ipsla_core::responder::{PermanentKind, ProbeResult, Responder, ResponderConfig};
+    struct NoPorts;
+    impl PortBinder for NoPorts {
+        fn open(&mut self, _: PortKey, _: &std::ops::RangeInclusive<u16>) -> Result<u16, BindError> {
+            Err(BindError::Other)
+        }
+        fn close(&mut self, _: PortKey) {}
+    }
+    let mut r = Responder::new(ResponderConfig::default());
+    let key = PortKey { proto: Proto::Udp, addr: "127.0.0.1".parse().unwrap(), port: 7000 };
+    r.add_permanent(key, PermanentKind::UdpJitter);
+    let src: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut pkt = [0u8; 32];
+    let n = 2_000_000u32;
+    let start = Instant::now();
+    for i in 0..n {
+        pkt.fill(0);
+        pkt[1] = 2;
+        pkt[12..14].copy_from_slice(&((i % 60_000) as u16 + 1).to_be_bytes());
+        let rx = RxTime { wall: Duration::from_secs(1_700_000_000), kernel: true };
+        let res = r.handle_probe(Instant::now(), &key, src, rx, std::hint::black_box(&mut pkt), &mut NoPorts);
+        assert!(matches!(res, ProbeResult::Reply { .. }), "probe {i} answered");
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
@@ -284,4 +315,8 @@ fn main() {
     }
     println!();
     println!("uncontended std::sync::Mutex lock + unlock: {:.1} ns", mutex_ns());
+    println!(
+        "Responder::handle_probe (type-2, permanent jitter port; the lock's hold time): {:.1} ns",
+        handle_probe_ns()
+    );
 }
