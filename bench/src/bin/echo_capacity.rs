@@ -133,12 +133,14 @@ fn plain_echo() -> SocketAddr {
 
 /// The plain echo batched: poll, then up to 32 datagrams in one recvmmsg and their echoes in one
 /// sendmmsg (the responder's own batch helper, without any responder logic): the upper anchor.
-fn plain_batched_echo() -> SocketAddr {
+/// `segmented`: the echoes of one sender leave in one UDP_SEGMENT send instead, as the
+/// responder's do.
+fn plain_batched_echo(segmented: bool) -> SocketAddr {
     pin(1);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = s.local_addr().unwrap();
     std::thread::Builder::new()
-        .name("plain-batched".into())
+        .name(if segmented { "plain-segmented" } else { "plain-batched" }.into())
         .spawn(move || {
             let mut b = ipsla_net::batch::Batch::new();
             let fd = s.as_raw_fd();
@@ -150,6 +152,13 @@ fn plain_batched_echo() -> SocketAddr {
                 let Ok(n) = b.recv(fd) else { continue };
                 let echo: Vec<_> = (0..n).map(|i| ipsla_net::batch::Reply::in_place(i, b.received(i).len)).collect();
                 let mut sent = 0;
+                while segmented && sent < n {
+                    let run = ipsla_net::batch::segment_run(&b, &echo[sent..]);
+                    if run < 2 || b.send_segmented(fd, &echo[sent..sent + run]).is_err() {
+                        break;
+                    }
+                    sent += run;
+                }
                 while sent < n {
                     match b.send(fd, &echo[sent..]) {
                         Ok(k) if k > 0 => sent += k,
@@ -179,6 +188,7 @@ fn v1_control(v1: SocketAddr, port: u16) {
 enum Kind {
     Plain,
     PlainBatched,
+    PlainSegmented,
     Type2,
     Type3,
     Stamp,
@@ -218,6 +228,11 @@ fn main() {
     let servers = [
         Server { name: "plain recvfrom/sendto echo", kind: Kind::Plain, stamps: false },
         Server { name: "plain echo batched (recvmmsg/sendmmsg)", kind: Kind::PlainBatched, stamps: false },
+        Server {
+            name: "plain echo batched, one UDP_SEGMENT send per batch",
+            kind: Kind::PlainSegmented,
+            stamps: false,
+        },
         Server { name: "responder type-2, kernel stamps on", kind: Kind::Type2, stamps: true },
         Server { name: "responder type-2, kernel stamps off", kind: Kind::Type2, stamps: false },
         Server { name: "responder type-3, kernel stamps on", kind: Kind::Type3, stamps: true },
@@ -229,7 +244,8 @@ fn main() {
     ];
 
     let plain = plain_echo();
-    let batched = plain_batched_echo();
+    let batched = plain_batched_echo(false);
+    let segmented = plain_batched_echo(true);
     let responders: Vec<_> = [true, false]
         .into_iter()
         .map(|kernel_timestamps| {
@@ -254,6 +270,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(50));
     let plain_tid = tids_named("plain-echo")[0];
     let batched_tid = tids_named("plain-batched")[0];
+    let segmented_tid = tids_named("plain-segmented")[0];
 
     // µs of CPU 1 per reply, per server, per round
     let mut us = vec![Vec::new(); servers.len()];
@@ -270,11 +287,13 @@ fn main() {
             let tid = match s.kind {
                 Kind::Plain => plain_tid,
                 Kind::PlainBatched => batched_tid,
+                Kind::PlainSegmented => segmented_tid,
                 _ => *rtid,
             };
             let (target, probe) = match s.kind {
                 Kind::Plain => (plain, &type2),
                 Kind::PlainBatched => (batched, &type2),
+                Kind::PlainSegmented => (segmented, &type2),
                 Kind::Type2 | Kind::Type3 => {
                     port += 1;
                     v1_control(r.control_v1_addrs()[0], port);
