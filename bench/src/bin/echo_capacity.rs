@@ -6,7 +6,7 @@
 //! gives each row's ratio to the plain echo of the same round, median and spread.
 //!
 //! The server under test runs pinned to CPU 1; the load generator runs pinned to CPU 0 and keeps
-//! a fixed window of probes in flight on a connected, non-blocking socket. For each server it
+//! a fixed window of probes in flight on connected, non-blocking sockets. For each server it
 //! reports replies per second, how busy CPU 1 was (from /proc/stat), CPU-1 microseconds per
 //! reply, and the server thread's own CPU time per reply (schedstat; it includes the softirq
 //! work of delivering its replies, which runs on its time). The last figure depends neither on
@@ -14,8 +14,10 @@
 //! so it is the one to compare; "capacity vs plain echo" is the plain echo's figure divided by the
 //! server's, in the same round (above 1: more replies per second of one core than the echo).
 //!
-//! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW] [ROUNDS]
-//! (defaults 4 s per server and round, 256 in flight, 3 rounds)
+//! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW] [ROUNDS] [SENDERS]
+//! (defaults 4 s per server and round, 256 in flight, 3 rounds, 1 sender socket; with several
+//! senders the probes go round-robin over them, so that consecutive probes come from different
+//! sources and a batch holds no run of one sender's)
 #![forbid(unsafe_code)]
 
 use ipsla_net::responder::{ResponderOptions, spawn_responder};
@@ -71,35 +73,46 @@ struct Result {
     thread_ns: u64,
 }
 
-fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &[u8], tid: i32) -> Result {
+fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &[u8], tid: i32, senders: usize) -> Result {
     pin(0);
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.connect(target).unwrap();
-    s.set_nonblocking(true).unwrap();
+    let socks: Vec<UdpSocket> = (0..senders.max(1))
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(target).unwrap();
+            s
+        })
+        .collect();
     let mut buf = [0u8; 2048];
-    // warm-up: one exchange so that the session exists and caches are warm
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    s.send(probe).unwrap();
-    s.recv(&mut buf).expect("server answers");
-    s.set_nonblocking(true).unwrap();
+    // warm-up: one exchange per sender so that the session exists and caches are warm
+    for s in &socks {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        s.send(probe).unwrap();
+        s.recv(&mut buf).expect("server answers");
+        s.set_nonblocking(true).unwrap();
+    }
     let (b0, t0) = cpu_times(1);
     let n0 = thread_ns(tid);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let (mut sent, mut got) = (0u64, 0u64);
     let mut last_progress = Instant::now();
+    let mut next = 0;
     while Instant::now() < end {
+        // round-robin over the senders: with several, consecutive probes come from different
+        // sources, as from several routers
         while sent - got < window {
-            if s.send(probe).is_err() {
+            if socks[next].send(probe).is_err() {
                 break;
             }
+            next = (next + 1) % socks.len();
             sent += 1;
         }
         let mut any = false;
-        while s.recv(&mut buf).is_ok() {
-            got += 1;
-            any = true;
+        for s in &socks {
+            while s.recv(&mut buf).is_ok() {
+                got += 1;
+                any = true;
+            }
         }
         if any {
             last_progress = Instant::now();
@@ -213,6 +226,7 @@ fn main() {
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let window: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let senders: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut type2 = vec![0u8; 32];
     type2[1] = 2;
     type2[13] = 1;
@@ -303,7 +317,7 @@ fn main() {
                 Kind::Stamp => (r.stamp_addrs()[0], &test44),
                 Kind::TwampLight => (r.twamp_light_addrs()[0], &test44),
             };
-            let res = load(s.name, target, secs, window, probe, tid);
+            let res = load(s.name, target, secs, window, probe, tid, senders);
             let per = res.thread_ns as f64 / 1e3 / res.replies.max(1) as f64;
             let cpu1 = res.busy * res.secs * 1e6 / res.replies.max(1) as f64;
             if i == 0 {
