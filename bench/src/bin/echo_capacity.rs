@@ -73,7 +73,15 @@ struct Result {
     thread_ns: u64,
 }
 
-fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &[u8], tid: i32, senders: usize) -> Result {
+fn load(
+    name: &'static str,
+    target: SocketAddr,
+    secs: f64,
+    window: u64,
+    probe: &[u8],
+    tid: i32,
+    senders: usize,
+) -> Result {
     pin(0);
     let socks: Vec<UdpSocket> = (0..senders.max(1))
         .map(|_| {
