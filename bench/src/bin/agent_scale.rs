@@ -2,7 +2,8 @@
 //! `[[group]]` schedule, against the agent's own responder on loopback. Runs the agent in this
 //! process for a bounded time and reports what it costs: resident memory, CPU per second of wall
 //! time, runs completed against runs due, busies, the store's size, and the size and time of a
-//! /metrics scrape (scraped every 15 s meanwhile, as Prometheus would).
+//! /metrics scrape (scraped every 15 s meanwhile, as Prometheus would; every
+//! `IPSLA_BENCH_SCRAPE_EVERY` seconds, at least 0.05, when that is set).
 //!
 //! Each run is what IOS does: a v1 control message asks the responder to open the operation's
 //! port, then one probe. With CONTROL = none the operations send to a permanent udp-echo port of
@@ -112,6 +113,11 @@ fn main() {
     let workers: Option<usize> = args.get(4).and_then(|s| s.parse().ok());
     let histograms = args.get(5).is_some_and(|s| s == "histograms");
     let remote_write = std::env::var("IPSLA_BENCH_REMOTE_WRITE").ok();
+    let scrape_every = std::env::var("IPSLA_BENCH_SCRAPE_EVERY")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s >= 0.05)
+        .map_or(Duration::from_secs(15), Duration::from_secs_f64);
 
     let dir = std::env::temp_dir().join(format!("ipsla-agent-scale-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -139,15 +145,16 @@ fn main() {
     eprintln!("agent_scale: {n} operations ({control} control), {secs} s, {workers} workers, http {http}");
 
     let end = t0 + Duration::from_secs(secs);
-    let mut next_scrape = t0 + Duration::from_secs(15);
+    let mut next_scrape = t0 + scrape_every;
     let (mut scrapes, mut scrape_max, mut scrape_total) = (0u32, Duration::ZERO, Duration::ZERO);
     let mut marks = Vec::new(); // (elapsed, cpu) to get the steady-state window
     while Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(500).min(end.saturating_duration_since(Instant::now())));
+        let wake = end.min(next_scrape).min(Instant::now() + Duration::from_millis(500));
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
         let now = Instant::now();
         marks.push((now - t0, cpu() - cpu0));
         if now >= next_scrape {
-            next_scrape += Duration::from_secs(15);
+            next_scrape += scrape_every;
             let (_, t, _) = scrape(http, "/metrics", Some(PROMETHEUS_ACCEPT), false);
             scrapes += 1;
             scrape_max = scrape_max.max(t);
@@ -232,7 +239,8 @@ fn main() {
     );
     if scrapes > 0 {
         println!(
-            "| scrapes every 15 s during the run | {scrapes}, mean {:.0} ms, max {:.0} ms |",
+            "| scrapes every {} s during the run | {scrapes}, mean {:.0} ms, max {:.0} ms |",
+            scrape_every.as_secs_f64(),
             scrape_total.as_secs_f64() * 1e3 / f64::from(scrapes),
             scrape_max.as_secs_f64() * 1e3
         );

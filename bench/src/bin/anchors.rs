@@ -15,8 +15,10 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary measured: `IPSLA_BIN` (to compare two builds in one session), else this tree's
+/// release build.
 fn ipsla() -> String {
-    format!("{}/../target/release/ipsla", env!("CARGO_MANIFEST_DIR"))
+    std::env::var("IPSLA_BIN").unwrap_or_else(|_| format!("{}/../target/release/ipsla", env!("CARGO_MANIFEST_DIR")))
 }
 
 fn jiffies(pid: u32) -> u64 {

@@ -6,7 +6,7 @@
 //! gives each row's ratio to the plain echo of the same round, median and spread.
 //!
 //! The server under test runs pinned to CPU 1; the load generator runs pinned to CPU 0 and keeps
-//! a fixed window of probes in flight on a connected, non-blocking socket. For each server it
+//! a fixed window of probes in flight on connected, non-blocking sockets. For each server it
 //! reports replies per second, how busy CPU 1 was (from /proc/stat), CPU-1 microseconds per
 //! reply, and the server thread's own CPU time per reply (schedstat; it includes the softirq
 //! work of delivering its replies, which runs on its time). The last figure depends neither on
@@ -14,8 +14,10 @@
 //! so it is the one to compare; "capacity vs plain echo" is the plain echo's figure divided by the
 //! server's, in the same round (above 1: more replies per second of one core than the echo).
 //!
-//! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW] [ROUNDS]
-//! (defaults 4 s per server and round, 256 in flight, 3 rounds)
+//! Usage: cargo run --release -p ipsla-bench --bin echo_capacity -- [SECONDS] [WINDOW] [ROUNDS] [SENDERS]
+//! (defaults 4 s per server and round, 256 in flight, 3 rounds, 1 sender socket; with several
+//! senders the probes go round-robin over them, so that consecutive probes come from different
+//! sources and a batch holds no run of one sender's)
 #![forbid(unsafe_code)]
 
 use ipsla_net::responder::{ResponderOptions, spawn_responder};
@@ -71,35 +73,54 @@ struct Result {
     thread_ns: u64,
 }
 
-fn load(name: &'static str, target: SocketAddr, secs: f64, window: u64, probe: &[u8], tid: i32) -> Result {
+fn load(
+    name: &'static str,
+    target: SocketAddr,
+    secs: f64,
+    window: u64,
+    probe: &[u8],
+    tid: i32,
+    senders: usize,
+) -> Result {
     pin(0);
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.connect(target).unwrap();
-    s.set_nonblocking(true).unwrap();
+    let socks: Vec<UdpSocket> = (0..senders.max(1))
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(target).unwrap();
+            s
+        })
+        .collect();
     let mut buf = [0u8; 2048];
-    // warm-up: one exchange so that the session exists and caches are warm
-    s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    s.send(probe).unwrap();
-    s.recv(&mut buf).expect("server answers");
-    s.set_nonblocking(true).unwrap();
+    // warm-up: one exchange per sender so that the session exists and caches are warm
+    for s in &socks {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        s.send(probe).unwrap();
+        s.recv(&mut buf).expect("server answers");
+        s.set_nonblocking(true).unwrap();
+    }
     let (b0, t0) = cpu_times(1);
     let n0 = thread_ns(tid);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let (mut sent, mut got) = (0u64, 0u64);
     let mut last_progress = Instant::now();
+    let mut next = 0;
     while Instant::now() < end {
+        // round-robin over the senders: with several, consecutive probes come from different
+        // sources, as from several routers
         while sent - got < window {
-            if s.send(probe).is_err() {
+            if socks[next].send(probe).is_err() {
                 break;
             }
+            next = (next + 1) % socks.len();
             sent += 1;
         }
         let mut any = false;
-        while s.recv(&mut buf).is_ok() {
-            got += 1;
-            any = true;
+        for s in &socks {
+            while s.recv(&mut buf).is_ok() {
+                got += 1;
+                any = true;
+            }
         }
         if any {
             last_progress = Instant::now();
@@ -133,12 +154,14 @@ fn plain_echo() -> SocketAddr {
 
 /// The plain echo batched: poll, then up to 32 datagrams in one recvmmsg and their echoes in one
 /// sendmmsg (the responder's own batch helper, without any responder logic): the upper anchor.
-fn plain_batched_echo() -> SocketAddr {
+/// `segmented`: the echoes of one sender leave in one UDP_SEGMENT send instead, as the
+/// responder's do.
+fn plain_batched_echo(segmented: bool) -> SocketAddr {
     pin(1);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = s.local_addr().unwrap();
     std::thread::Builder::new()
-        .name("plain-batched".into())
+        .name(if segmented { "plain-segmented" } else { "plain-batched" }.into())
         .spawn(move || {
             let mut b = ipsla_net::batch::Batch::new();
             let fd = s.as_raw_fd();
@@ -150,6 +173,13 @@ fn plain_batched_echo() -> SocketAddr {
                 let Ok(n) = b.recv(fd) else { continue };
                 let echo: Vec<_> = (0..n).map(|i| ipsla_net::batch::Reply::in_place(i, b.received(i).len)).collect();
                 let mut sent = 0;
+                while segmented && sent < n {
+                    let run = ipsla_net::batch::segment_run(&b, &echo[sent..]);
+                    if run < 2 || b.send_segmented(fd, &echo[sent..sent + run]).is_err() {
+                        break;
+                    }
+                    sent += run;
+                }
                 while sent < n {
                     match b.send(fd, &echo[sent..]) {
                         Ok(k) if k > 0 => sent += k,
@@ -179,6 +209,7 @@ fn v1_control(v1: SocketAddr, port: u16) {
 enum Kind {
     Plain,
     PlainBatched,
+    PlainSegmented,
     Type2,
     Type3,
     Stamp,
@@ -203,6 +234,7 @@ fn main() {
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let window: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let senders: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut type2 = vec![0u8; 32];
     type2[1] = 2;
     type2[13] = 1;
@@ -218,6 +250,11 @@ fn main() {
     let servers = [
         Server { name: "plain recvfrom/sendto echo", kind: Kind::Plain, stamps: false },
         Server { name: "plain echo batched (recvmmsg/sendmmsg)", kind: Kind::PlainBatched, stamps: false },
+        Server {
+            name: "plain echo batched, one UDP_SEGMENT send per batch",
+            kind: Kind::PlainSegmented,
+            stamps: false,
+        },
         Server { name: "responder type-2, kernel stamps on", kind: Kind::Type2, stamps: true },
         Server { name: "responder type-2, kernel stamps off", kind: Kind::Type2, stamps: false },
         Server { name: "responder type-3, kernel stamps on", kind: Kind::Type3, stamps: true },
@@ -229,7 +266,8 @@ fn main() {
     ];
 
     let plain = plain_echo();
-    let batched = plain_batched_echo();
+    let batched = plain_batched_echo(false);
+    let segmented = plain_batched_echo(true);
     let responders: Vec<_> = [true, false]
         .into_iter()
         .map(|kernel_timestamps| {
@@ -256,6 +294,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(50));
     let plain_tid = tids_named("plain-echo")[0];
     let batched_tid = tids_named("plain-batched")[0];
+    let segmented_tid = tids_named("plain-segmented")[0];
 
     // µs of CPU 1 per reply, per server, per round
     let mut us = vec![Vec::new(); servers.len()];
@@ -272,11 +311,13 @@ fn main() {
             let tid = match s.kind {
                 Kind::Plain => plain_tid,
                 Kind::PlainBatched => batched_tid,
+                Kind::PlainSegmented => segmented_tid,
                 _ => *rtid,
             };
             let (target, probe) = match s.kind {
                 Kind::Plain => (plain, &type2),
                 Kind::PlainBatched => (batched, &type2),
+                Kind::PlainSegmented => (segmented, &type2),
                 Kind::Type2 | Kind::Type3 => {
                     port += 1;
                     v1_control(r.control_v1_addrs()[0], port);
@@ -286,7 +327,7 @@ fn main() {
                 Kind::Stamp => (r.stamp_addrs()[0], &test44),
                 Kind::TwampLight => (r.twamp_light_addrs()[0], &test44),
             };
-            let res = load(s.name, target, secs, window, probe, tid);
+            let res = load(s.name, target, secs, window, probe, tid, senders);
             let per = res.thread_ns as f64 / 1e3 / res.replies.max(1) as f64;
             let cpu1 = res.busy * res.secs * 1e6 / res.replies.max(1) as f64;
             if i == 0 {

@@ -8,8 +8,10 @@
 //!   round-robin over them at a fixed total rate for a few seconds and counts the replies. CPU is
 //!   the responder process's own (every thread's `schedstat` run time, ns), RSS its `VmRSS`.
 //! - Agent: `agent_scale N SECONDS` (beside this one) for each N; its table's steady CPU and RSS.
+//! - Agent vs scrapes: `agent_scale 1000 75` with /metrics scraped every 15, 5, 1 and 0.25 s.
+//!   (Remote write at 10,000 operations is `remote_write_scale`'s.)
 //!
-//! Usage: cargo run --release -p ipsla-bench --bin growth -- [responder|agent|all] [SECONDS_PER_POINT]
+//! Usage: cargo run --release -p ipsla-bench --bin growth -- [responder|agent|scrapes|all] [SECONDS_PER_POINT]
 //! (default all, 5 s per responder point; each agent point runs 75 s; GROWTH_OUT=DIR draws there)
 #![forbid(unsafe_code)]
 
@@ -304,6 +306,46 @@ fn agent() {
     );
 }
 
+/// The agent at 1,000 operations, its /metrics scraped every 15 s down to every 0.25 s.
+fn agent_scrapes() {
+    println!("\n### Agent vs scrape rate (1,000 udp-echo operations at 60 s, /metrics scraped every S seconds)\n");
+    println!("| scraped every | CPU, steady (% of a core) | RSS end (MiB) | mean scrape (ms) | runs started / due |");
+    println!("|---|---|---|---|---|");
+    let (mut xs, mut cpu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for every in [15.0f64, 5.0, 1.0, 0.25] {
+        let out = Command::new(beside("agent_scale"))
+            .args(["1000", "75"])
+            .env("IPSLA_BENCH_SCRAPE_EVERY", every.to_string())
+            .stderr(Stdio::null())
+            .output()
+            .expect("agent_scale beside this one (cargo build --release -p ipsla-bench)");
+        let out = String::from_utf8_lossy(&out.stdout).to_string();
+        let c = table_value(&out, "CPU per wall second, last", 0).unwrap_or(f64::NAN);
+        let r = table_value(&out, "RSS before start", 2).unwrap_or(f64::NAN);
+        // "N, mean M ms, max X ms": "N," is not a number, so M is the first
+        let mean = table_value(&out, "scrapes every", 0).unwrap_or(f64::NAN);
+        let runs = out
+            .lines()
+            .find(|l| l.starts_with("| runs started / due"))
+            .and_then(|l| l.split('|').nth(2))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        println!("| {every} s | {c:.1} % | {r:.1} | {mean:.1} | {runs} |");
+        xs.push(1.0 / every);
+        cpu.push(c);
+        rss.push(r);
+    }
+    draw(
+        &out_dir().join("growth-agent-scrapes.svg"),
+        "agent vs scrapes per second (1,000 operations)",
+        "scrapes per second",
+        &xs,
+        &cpu,
+        &rss,
+    );
+}
+
 fn main() {
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     let secs: f64 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
@@ -312,5 +354,8 @@ fn main() {
     }
     if what == "agent" || what == "all" {
         agent();
+    }
+    if what == "scrapes" || what == "all" {
+        agent_scrapes();
     }
 }

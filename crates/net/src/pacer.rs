@@ -112,6 +112,15 @@ impl Pacer {
 
     /// Waits until `fd` is readable or `deadline` (None: up to one second) has passed.
     pub fn wait(&self, fd: &impl AsFd, deadline: Option<Instant>) -> Wake {
+        self.wait_for(Some(fd.as_fd()), deadline)
+    }
+
+    /// Waits until `deadline` (None: up to one second) has passed, whatever arrives meanwhile.
+    pub fn sleep(&self, deadline: Option<Instant>) {
+        self.wait_for(None, deadline);
+    }
+
+    fn wait_for(&self, fd: Option<std::os::fd::BorrowedFd<'_>>, deadline: Option<Instant>) -> Wake {
         let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         loop {
             let now = Instant::now();
@@ -121,8 +130,9 @@ impl Pacer {
             let left = deadline - now;
             let early = self.early();
             let sleep = left.saturating_sub(early);
-            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            match ppoll(&mut fds, Some(TimeSpec::from_duration(sleep)), None) {
+            let mut one = fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+            let fds = one.as_mut().map_or(&mut [][..], std::slice::from_mut);
+            match ppoll(fds, Some(TimeSpec::from_duration(sleep)), None) {
                 Ok(n) if n > 0 => return Wake::Readable,
                 // a timed sleep that ran out: how late it woke teaches the next one
                 Ok(_) if !sleep.is_zero() => learn(Instant::now().saturating_duration_since(now + sleep)),
@@ -169,6 +179,17 @@ mod tests {
             est = update(Some(est), if i % 2 == 0 { 0.0 } else { 20_000.0 });
         }
         assert!((19..=20).contains(&early_of(Some(est), spin).as_micros()), "{est:?}");
+    }
+
+    #[test]
+    fn a_sleep_ignores_data() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"x", s.local_addr().unwrap()).unwrap();
+        let p = Pacer::new(Duration::from_micros(50));
+        let d = Instant::now() + Duration::from_millis(3);
+        p.sleep(Some(d));
+        assert!(Instant::now() >= d);
+        assert_eq!(p.wait(&s, Some(d + Duration::from_secs(5))), Wake::Readable, "the datagram is still there");
     }
 
     #[test]

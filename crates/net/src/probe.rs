@@ -193,9 +193,17 @@ impl Stamps {
     }
 }
 
+/// Longest a reply may be left queued for the next send ([`Operation::next_send`]): at 20 ms
+/// apart (IOS's default jitter interval) or closer, a probe's reply is read when the next probe
+/// has been sent instead of waking the thread by itself, which halves the wake-ups of a train.
+/// A slower train is answered as replies come (live events stay prompt).
+const DEFER_REPLIES: Duration = Duration::from_millis(20);
+
 /// The synchronous poll loop shared by UDP and ICMP operations: send what the operation asks
 /// for, collect transmit stamps, wait with the [`Pacer`] for a reply or the next deadline, and
-/// hand matching replies (`accept` says which peer and which bytes) to the operation.
+/// hand matching replies (`accept` says which peer and which bytes) to the operation. While a
+/// train's next probe is due within [`DEFER_REPLIES`], it sleeps to the deadline and reads the
+/// replies right after that send, so the send stays on time.
 fn pump<S: AsFd + std::os::fd::AsRawFd>(
     op: &mut dyn Operation,
     sock: &S,
@@ -205,9 +213,9 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
     accept: impl Fn(&socket::Received, &[u8]) -> Option<(Peer, std::ops::Range<usize>)>,
 ) -> Result<OperationResult, Cancelled> {
     let mut out = vec![0u8; 65_536];
-    let mut buf = vec![0u8; 65_536];
-    let mut cmsg = socket::cmsg_buffer();
+    let mut rx = Replies { buf: vec![0u8; 65_536], cmsg: socket::cmsg_buffer() };
     let mut stamps = Stamps::new();
+    let mut queued = false;
     loop {
         loop {
             let wall = wall_now();
@@ -218,6 +226,9 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
             }
             stamps.drain(sock, op);
         }
+        if std::mem::take(&mut queued) {
+            rx.read(op, sock, &mut stamps, &accept);
+        }
         hooks.forward(op);
         if op.is_done() {
             return Ok(stamps.finish(op.result()));
@@ -225,24 +236,12 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
         if hooks.is_cancelled() {
             return Err(Cancelled);
         }
-        if pacer.wait(sock, hooks.wait_until(op.poll_timeout())) == Wake::Readable {
-            // bounded: at most this many datagrams per wake-up, then back to the schedule
-            for _ in 0..256 {
-                let r = match socket::recv_stamped(sock, &mut buf, &mut cmsg) {
-                    Ok(r) => r,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        // an ICMP error (IP_RECVERR) fails one receive and waits on the error queue
-                        stamps.drain(sock, op);
-                        break;
-                    }
-                };
-                if let Some((peer, range)) = accept(&r, &buf[..r.len]) {
-                    stamps.drain(sock, op);
-                    stamps.received(&r);
-                    op.handle_datagram(Instant::now(), peer, r.rx, &buf[range]);
-                }
-            }
+        let deadline = hooks.wait_until(op.poll_timeout());
+        if op.next_send().is_some_and(|s| s.saturating_duration_since(Instant::now()) <= DEFER_REPLIES) {
+            pacer.sleep(deadline);
+            queued = true;
+        } else if pacer.wait(sock, deadline) == Wake::Readable {
+            rx.read(op, sock, &mut stamps, &accept);
         }
         let now = Instant::now();
         if op.poll_timeout().is_some_and(|d| d <= now) {
@@ -250,6 +249,52 @@ fn pump<S: AsFd + std::os::fd::AsRawFd>(
         }
         hooks.forward(op);
     }
+}
+
+/// The receive side of [`pump`].
+struct Replies {
+    buf: Vec<u8>,
+    cmsg: Vec<u8>,
+}
+
+impl Replies {
+    /// Hands what is queued on `sock` to `op` (at most 256 datagrams, then back to the schedule),
+    /// each with the time its kernel stamp says it arrived: a reply read late is not late.
+    fn read<S: std::os::fd::AsRawFd>(
+        &mut self,
+        op: &mut dyn Operation,
+        sock: &S,
+        stamps: &mut Stamps,
+        accept: &impl Fn(&socket::Received, &[u8]) -> Option<(Peer, std::ops::Range<usize>)>,
+    ) {
+        for _ in 0..256 {
+            let r = match socket::recv_stamped(sock, &mut self.buf, &mut self.cmsg) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    // an ICMP error (IP_RECVERR) fails one receive and waits on the error queue
+                    stamps.drain(sock, op);
+                    break;
+                }
+            };
+            if let Some((peer, range)) = accept(&r, &self.buf[..r.len]) {
+                stamps.drain(sock, op);
+                stamps.received(&r);
+                op.handle_datagram(arrived(&r), peer, r.rx, &self.buf[range]);
+            }
+        }
+    }
+}
+
+/// When a datagram arrived on the monotonic clock: now, less its age by its kernel stamp (at most
+/// a second, so that a step of the wall clock cannot move it further); now without a stamp.
+fn arrived(r: &socket::Received) -> Instant {
+    let now = Instant::now();
+    if !r.rx.kernel {
+        return now;
+    }
+    let age = wall_now().saturating_sub(r.rx.wall).min(Duration::from_secs(1));
+    now.checked_sub(age).unwrap_or(now)
 }
 
 /// Runs a UDP operation (udp-jitter, udp-echo) to completion on `sock`. Control messages go to

@@ -33,14 +33,21 @@ const T3_WINDOW: usize = 64;
 /// first-use allocations) and a minimum over a few of them would push T3 past the departure.
 pub(crate) const T3_MIN_SAMPLES: usize = 16;
 /// Taken off the smallest delta: a reply that leaves faster than any before it (a new minimum,
-/// typically by a fraction of a µs) must still not get a T3 after its departure.
-const T3_MARGIN_NS: i64 = 1_000;
+/// typically by a few tens of ns once warm) must still not get a T3 after its arrival at the
+/// peer, which on loopback follows the kernel's transmit stamp by 0.25-0.34 µs
+/// (performance-floor.md §3b). 1 µs made every T3 0.75 µs earlier than it needs to be, which
+/// reads as RTT.
+const T3_MARGIN_NS: i64 = 250;
 
 /// Once the window is full, one reply in this many has its transmit stamp taken: each stamp costs
 /// the kernel a stamp message and us an error-queue read, which made a reply 20 % dearer when
 /// every reply had one (bench/RESULTS.md). The lead is the smallest delta ever seen, so sampling
 /// changes how often it can improve, not what it measures.
 pub(crate) const T3_SAMPLE_EVERY: u32 = 16;
+/// ... and never two within this: at 1,000 probes/s one in 16 is 62 stamps a second, plenty for a
+/// smallest delay; at 200,000 it would be 12,500, each splitting a run of one sender's replies
+/// out of its segmented send (bench/RESULTS.md, issue 18).
+pub(crate) const T3_SAMPLE_GAP: Duration = Duration::from_millis(10);
 
 /// How much later than the userspace T3 reading the kernel stamps a reply leaving.
 #[derive(Debug, Default)]
@@ -61,6 +68,8 @@ pub(crate) struct T3Calibration {
     pub(crate) tx_delta: DeltaStats,
     /// Replies sent, for the sampling.
     replies: u32,
+    /// When the last stamp was asked.
+    sampled_at: Option<Instant>,
 }
 
 /// The calibration shared by the sockets of one responder thread.
@@ -77,11 +86,18 @@ impl T3Calibration {
         if self.enabled && self.learnt >= T3_MIN_SAMPLES { self.lead_ns } else { 0 }
     }
 
-    /// Whether the next reply's stamp is wanted: every one until the window is full, then one in
-    /// [`T3_SAMPLE_EVERY`] (counted over the replies of the sockets that share it).
-    fn wants_stamp(&mut self) -> bool {
+    /// Whether the stamp of the next reply, sent at `now`, is wanted: every one until the window
+    /// is full, then one in [`T3_SAMPLE_EVERY`] (counted over the replies of the sockets that
+    /// share it) at most once per [`T3_SAMPLE_GAP`].
+    fn wants_stamp(&mut self, now: Instant) -> bool {
         self.replies = self.replies.wrapping_add(1);
-        self.learnt < T3_WINDOW || self.replies.is_multiple_of(T3_SAMPLE_EVERY)
+        let due = self.learnt < T3_WINDOW
+            || (self.replies.is_multiple_of(T3_SAMPLE_EVERY)
+                && self.sampled_at.is_none_or(|t| now.saturating_duration_since(t) >= T3_SAMPLE_GAP));
+        if due {
+            self.sampled_at = Some(now);
+        }
+        due
     }
 
     fn record(&mut self, delta_ns: i64) {
@@ -115,8 +131,9 @@ pub(crate) trait Reflect {
 }
 
 /// Answers the datagrams of one socket in batches ([`crate::batch`]): one receive call takes what
-/// is queued; each reply then leaves on its own send call with its T3 read right before it, so
-/// a reply's T3 is never later than its departure and no earlier than a lone reply's would be. With calibration on, T3 is the reading plus the learned
+/// is queued; each reply then leaves on a send call with its T3 read right before it (a run of
+/// replies to one sender on one segmented send, which they leave together), so a reply's T3 is
+/// never later than its departure and no earlier than a lone reply's would be. With calibration on, T3 is the reading plus the learned
 /// delay to the kernel's transmit stamp ([`T3Calibration`]), learned from the replies whose stamp
 /// is asked for ([`T3Calibration::wants_stamp`]) with a per-message request, each against its
 /// own reading: a reply later in a batch waits for the ones before it, so its delay is longer
@@ -127,6 +144,11 @@ pub(crate) struct ReplySender {
     /// The socket's transmit stamps: unknown until the first batch, then whether replies can
     /// ask for them (the socket was set up with them and they are now asked per message).
     tx: Option<bool>,
+    /// Whether runs of replies to one sender may leave in one segmented send
+    /// ([`batch::Batch::send_segmented`]): until the kernel refuses one.
+    segmented: bool,
+    /// Segmented sends made.
+    pub(crate) segmented_sends: u64,
 }
 
 /// Replies left over when the socket buffer was full: sent one by one afterwards.
@@ -135,7 +157,7 @@ type Leftover = Vec<(SocketAddr, Vec<u8>)>;
 impl ReplySender {
     /// A sender for one socket.
     pub(crate) fn new(calibration: SharedCalibration) -> Self {
-        ReplySender { calibration, errq: socket::errqueue_cmsg_buffer(), tx: None }
+        ReplySender { calibration, errq: socket::errqueue_cmsg_buffer(), tx: None, segmented: true, segmented_sends: 0 }
     }
 
     /// Whether replies on `sock` can ask for transmit stamps: true when the socket was set up
@@ -155,7 +177,7 @@ impl ReplySender {
     }
 
     /// Waits until `sock` has datagrams, takes what is queued (up to [`crate::batch::BATCH`],
-    /// never waiting for more), hands each to `r` and sends the replies in one call. Returns how
+    /// never waiting for more), hands each to `r` and sends the replies. Returns how
     /// many datagrams were taken; an error when the receive failed.
     pub(crate) async fn reflect<R: Reflect>(&mut self, sock: &UdpSocket, r: &mut R) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
@@ -191,28 +213,55 @@ impl ReplySender {
         }
         let stamps = self.tx.unwrap_or(false);
         for reply in &mut replies[..count] {
-            reply.stamp = stamps && self.calibration.borrow_mut().wants_stamp();
+            reply.stamp = stamps && self.calibration.borrow_mut().wants_stamp(now);
         }
         let lead = Duration::from_nanos(self.calibration.borrow().lead_ns().max(0) as u64);
-        // Each reply leaves on its own call with its T3 read right before it. In one sendmmsg a
-        // reply would leave only after the kernel had delivered the ones before it (on loopback
-        // that includes waking their receiver, 10-30 µs on a VM), and its T3 would be early by
-        // that much: the RTT p99 at 1 ms grew threefold that way (bench/RESULTS.md, issue 18).
+        // Each send call carries one T3, read right before it. A run of replies to one sender
+        // (a burst of its probes) leaves in one segmented send: the stack is crossed once and the
+        // replies depart together, so the one reading is honest for each. Other replies leave on
+        // a call of their own: in one sendmmsg a reply would leave only after the kernel had
+        // delivered the ones before it (on loopback that includes waking their receiver, 10-30 µs
+        // on a VM), and its T3 would be early by that much: the RTT p99 at 1 ms grew threefold
+        // that way (bench/RESULTS.md, issue 18). A reply whose transmit stamp is asked always
+        // leaves alone, so the stamp measures one reply's send.
         let mut t3 = [Duration::ZERO; batch::BATCH];
         let mut leftover = Vec::new();
-        for j in 0..count {
-            t3[j] = wall_now();
-            if let Some(reply) = &finish[j] {
-                r.transmit(reply, b.reply_mut(&replies[j]), t3[j] + lead);
+        let mut j = 0;
+        while j < count {
+            let run = if self.segmented { batch::segment_run(b, &replies[j..count]) } else { 1 };
+            let now = wall_now();
+            for k in j..j + run {
+                t3[k] = now;
+                if let Some(reply) = &finish[k] {
+                    r.transmit(reply, b.reply_mut(&replies[k]), now + lead);
+                }
             }
-            match b.send(fd, &replies[j..=j]) {
-                Ok(_) => {}
+            let sent = if run >= 2 {
+                match b.send_segmented(fd, &replies[j..j + run]) {
+                    Ok(()) => {
+                        self.segmented_sends += 1;
+                        Ok(run)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+                    Err(e) => {
+                        // not on this path (no checksum offload, an MTU below the datagram, a
+                        // kernel before 4.18): this socket's replies leave one per call from now
+                        tracing::debug!(error = %e, "segmented send refused; replies leave one per call");
+                        self.segmented = false;
+                        continue;
+                    }
+                }
+            } else {
+                b.send(fd, &replies[j..=j]).map(|_| 1)
+            };
+            match sent {
+                Ok(n) => j += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The socket buffer is full: this reply and the rest go out when it drains,
                     // with a T3 read now (earlier than their departure: never a shorter RTT).
                     // Their stamps, if asked, are not learnt from.
                     for k in j..count {
-                        if k > j
+                        if k >= j + run
                             && let Some(reply) = &finish[k]
                         {
                             r.transmit(reply, b.reply_mut(&replies[k]), wall_now() + lead);
@@ -226,6 +275,7 @@ impl ReplySender {
                     // this reply failed (an unreachable source, say): the rest still go
                     tracing::debug!(to = %b.received(replies[j].index).src, error = %e, "reply not sent");
                     replies[j].stamp = false;
+                    j += 1;
                 }
             }
         }
@@ -350,13 +400,13 @@ mod tests {
         }
         assert_eq!(c.lead_ns(), 0, "fewer than {T3_MIN_SAMPLES} replies seen");
         c.record(5_000);
-        assert_eq!(c.lead_ns(), 4_000, "min 5 µs less 1 µs");
+        assert_eq!(c.lead_ns(), 4_750, "min 5 µs less the margin");
         // a loaded spell: every recent send is slow; the lead stays what the fastest one allows,
         // so the next fast send does not leave before its T3
         for _ in 0..T3_WINDOW {
             c.record(25_000);
         }
-        assert_eq!(c.lead_ns(), 4_000);
+        assert_eq!(c.lead_ns(), 4_750);
         // deltas are clamped to 0..=1 ms
         c.record(-50);
         assert_eq!(c.lead_ns(), 0);
@@ -366,6 +416,26 @@ mod tests {
             off.borrow_mut().record(8_000);
         }
         assert_eq!(off.borrow().lead_ns(), 0, "learnt but not applied when off");
+    }
+
+    #[test]
+    fn sampling_takes_one_reply_in_16_at_most_once_per_gap() {
+        let c = T3Calibration::shared(true);
+        let mut c = c.borrow_mut();
+        let t0 = Instant::now();
+        for i in 0..T3_WINDOW {
+            assert!(c.wants_stamp(t0), "reply {i} of the window");
+            c.record(3_000);
+        }
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // replies 65..: the 16th of them (reply 80) is due, 15 ms after the window's last
+        let wanted = (65..=128).filter(|_| c.wants_stamp(at(15))).count();
+        assert_eq!(wanted, 1, "80 is due; 96, 112 and 128 come within 10 ms of it");
+        // 20 ms on: the next 16th (144) is due again, and one only
+        let wanted = (129..=160).filter(|_| c.wants_stamp(at(25))).count();
+        assert_eq!(wanted, 1);
+        // a clock read earlier than the last sample (another socket's batch) does not panic
+        assert!(!c.wants_stamp(at(1)));
     }
 
     /// Echoes each datagram in place with T3 (ns since the epoch) in its first 8 bytes.
@@ -424,7 +494,11 @@ mod tests {
             assert_eq!(sender.reflect(&sock, &mut Echo).await.unwrap(), 1);
             // then 144 more, queued 8 at a time before each call: one call takes all 8
             let n = T3_WINDOW as u32 + 5 * T3_SAMPLE_EVERY + 1;
-            for _ in 0..(n - 1) / 8 {
+            for b in 0..(n - 1) / 8 {
+                if b as usize >= T3_WINDOW / 8 {
+                    // sampled replies are at least T3_SAMPLE_GAP apart
+                    std::thread::sleep(T3_SAMPLE_GAP + Duration::from_millis(1));
+                }
                 for _ in 0..8 {
                     peer.send_to(&[0u8; 8], at).unwrap();
                 }
@@ -437,9 +511,15 @@ mod tests {
             assert_eq!(sampled, 5);
             assert_eq!(c.borrow().tx_delta.count, T3_WINDOW as u64 + 1 + sampled);
             assert!(!socket::tx_stamps_on(&sock), "asked per reply, never for the socket");
+            // After the window, the replies of a batch that ask no stamp leave in one segmented
+            // send: the 5 unsampled batches whole, and in the 5 sampled ones (the 16th reply at
+            // place 7 of 8) the 6 before it. The 7th and 8th leave alone.
+            assert_eq!(sender.segmented_sends, 10);
             // a reply's calibrated T3 is before it reached the peer (its kernel RX stamp), and
-            // T3 grows within a batch: each read right before its own send
+            // T3 grows within a batch: read right before each send call, one reading for the
+            // replies of one segmented send
             let mut last = Duration::ZERO;
+            let mut readings = std::collections::BTreeSet::new();
             for i in 0..n {
                 let r = loop {
                     match socket::recv_stamped(&peer, &mut buf, &mut cmsg) {
@@ -460,7 +540,12 @@ mod tests {
                     assert!(t3 >= last, "reply {i}");
                 }
                 last = t3;
+                if i >= 65 {
+                    readings.insert(t3);
+                }
             }
+            // replies 66 to 145: 5 sends of 8, 5 × (6, then 1 stamped, then 1)
+            assert_eq!(readings.len(), 5 + 5 * 3);
             // a socket without transmit stamps is never switched to them
             let plain = socket::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
             socket::enable_timestamps(&plain, false);

@@ -468,6 +468,15 @@ impl Operation for JitterOp {
         }
     }
 
+    fn next_send(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Probing { start } if self.cfg.timeout > self.cfg.interval * 2 => {
+                Some(*start + self.cfg.interval * self.sent.len() as u32)
+            }
+            _ => None,
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         self.events.expire(now);
         match &mut self.phase {

@@ -565,6 +565,13 @@ pub trait Operation {
     fn handle_connected(&mut self, _now: Instant, _rx: RxTime, _ok: bool) {}
     /// When the operation next needs [`Operation::handle_timeout`] or a transmit poll.
     fn poll_timeout(&self) -> Option<Instant>;
+    /// When the next probe of a train is due, while one is and no reply can time out before it
+    /// (the timeout is over twice the interval): a driver may then leave replies queued until it
+    /// has sent that probe, handing each over with the time its kernel stamp says it arrived.
+    /// `None` (the default): replies are wanted as they come.
+    fn next_send(&self) -> Option<Instant> {
+        None
+    }
     /// Timers due at `now`.
     fn handle_timeout(&mut self, now: Instant);
     /// The measurement port probes go to (a v2 responder may have picked it).

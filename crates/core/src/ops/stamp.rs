@@ -549,6 +549,11 @@ impl Operation for StampOp {
         }
     }
 
+    fn next_send(&self) -> Option<Instant> {
+        (!self.done && self.drain_until.is_none() && self.cfg.timeout > self.cfg.interval * 2)
+            .then(|| self.start + self.cfg.interval * self.sent.len() as u32)
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         if self.done {
             return None;
