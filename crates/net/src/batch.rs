@@ -316,7 +316,12 @@ impl Batch {
         // SAFETY: the header points at this batch's name of the first datagram, `count` iovecs
         // into its own buffers (within bounds) and its control buffer, all alive for the call.
         let n = unsafe { libc::sendmsg(fd, &self.hdrs[0].msg_hdr, libc::MSG_DONTWAIT) };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // every reply of the run left (the kernel takes a segmented datagram whole or not at all)
+        self.sent += count as u64;
+        Ok(())
     }
 }
 
@@ -511,6 +516,9 @@ mod tests {
             bt.reply_mut(r)[0] = 0xa0 + i as u8;
         }
         bt.send_segmented(s.as_raw_fd(), &replies[..4]).unwrap();
+        assert_eq!(bt.replies_sent(), 4, "a worker's reply count takes each reply of the run");
+        bt.send(s.as_raw_fd(), &replies[4..5]).unwrap();
+        assert_eq!(bt.replies_sent(), 5);
         let mut buf = [0u8; 4096];
         for i in 0..4u8 {
             let (n, from) = a.recv_from(&mut buf).unwrap();
