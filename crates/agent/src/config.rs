@@ -76,6 +76,8 @@ pub struct ResponderFile {
     pub twamp_light_stateful: Option<bool>,
     /// Worker threads answering the measurement and reflector ports (default one per CPU).
     pub workers: Option<usize>,
+    /// Steer by the receiving CPU instead of the flow's hash (default false).
+    pub steer_by_cpu: Option<bool>,
     /// Most TWAMP control connections at once (default 64).
     pub twamp_max_connections: Option<usize>,
     /// Most TWAMP control connections at once from one address (default 8).
@@ -182,6 +184,7 @@ impl ResponderFile {
             twamp_light,
             twamp_light_stateful,
             workers,
+            steer_by_cpu,
             twamp_max_connections,
             twamp_max_connections_per_source,
             twamp_max_sessions,
@@ -260,6 +263,7 @@ impl ResponderFile {
                 Some(n) => check_range("workers", n, 1, 1024)?,
                 None => 0,
             },
+            steer_by_cpu: self.steer_by_cpu.unwrap_or(false),
         })
     }
 

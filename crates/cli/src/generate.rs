@@ -143,6 +143,7 @@ const RESPONDER: &[(&str, &str, &str)] = &[
     ("twamp_light", "list of ADDR:PORT", ""),
     ("twamp_light_stateful", "true / false", ""),
     ("workers", "integer", ""),
+    ("steer_by_cpu", "true / false", ""),
     ("twamp_max_connections", "integer", "Most TWAMP control connections at once (default 64)."),
     (
         "twamp_max_connections_per_source",

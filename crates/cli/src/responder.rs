@@ -143,6 +143,11 @@ pub struct ResponderArgs {
     /// SO_REUSEPORT socket per UDP port (default: one per CPU; 1 = one thread, no SO_REUSEPORT).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// With several workers, send each datagram to the worker of the CPU that received it
+    /// instead of the one its flow hashes to (on loopback, TUN and veth one sender's replies
+    /// may then come back out of order).
+    #[arg(long)]
+    steer_by_cpu: bool,
     /// Use the userspace clock for receive timestamps instead of the kernel's.
     #[arg(long)]
     no_kernel_timestamps: bool,
@@ -207,6 +212,7 @@ pub fn options(args: &ResponderArgs) -> Result<ResponderOptions> {
         twamp_light: list(&args.twamp_light),
         twamp_light_stateful: args.twamp_light_stateful.then_some(true),
         workers: args.workers,
+        steer_by_cpu: args.steer_by_cpu.then_some(true),
         ..ResponderFile::default()
     };
     let mut opts = file.overlay(flags).options()?;

@@ -5,8 +5,9 @@
 //!
 //! Threads: N workers ([`ResponderOptions::workers`], default one per online CPU), each with its
 //! own current-thread runtime, batch buffers ([`crate::batch`]) and T3 calibration. The UDP ports
-//! of the hot path have one socket per worker, bound with `SO_REUSEPORT` and steered by the CPU
-//! the datagram arrived on ([`socket::bind_udp_group`]): the permanent udp-echo and udp-jitter
+//! of the hot path have one socket per worker, bound with `SO_REUSEPORT` and steered by the flow's
+//! hash, or by the CPU the datagram arrived on with [`ResponderOptions::steer_by_cpu`]
+//! ([`socket::bind_udp_group`]): the permanent udp-echo and udp-jitter
 //! ports, the STAMP and TWAMP-Light reflectors and the IP SLA session ports that control messages
 //! open (the main thread binds a new session port's N sockets and hands one to each worker;
 //! closing the session closes all N). Worker 0 is the main thread, which also runs the control
@@ -89,6 +90,11 @@ pub struct ResponderOptions {
     /// `SO_REUSEPORT` socket per port; 0 = one per online CPU, 1 = one thread for everything
     /// (no `SO_REUSEPORT`).
     pub workers: usize,
+    /// With several workers, a datagram goes to the worker of the CPU that received it instead
+    /// of the one its flow hashes to ([`Steering`]): better cache locality where a NIC's RSS
+    /// keeps each flow on one CPU; on loopback, TUN and veth one sender's probes can then reach
+    /// two workers and be answered out of order.
+    pub steer_by_cpu: bool,
 }
 
 impl ResponderOptions {
@@ -134,6 +140,7 @@ impl Default for ResponderOptions {
             twamp_light: Vec::new(),
             twamp_light_stateful: false,
             workers: 0,
+            steer_by_cpu: false,
         }
     }
 }
@@ -339,13 +346,13 @@ fn bind_reflectors(
     listener: Listener,
     addrs: &[SocketAddr],
     kernel_ts: bool,
-    workers: usize,
+    (workers, by_cpu): (usize, bool),
     steering: &mut Steering,
 ) -> Result<Vec<Vec<std::net::UdpSocket>>, NetError> {
     addrs
         .iter()
         .map(|addr| {
-            let (group, st) = socket::bind_udp_group(*addr, workers).map_err(|source| NetError::Bind {
+            let (group, st) = socket::bind_udp_group(*addr, workers, by_cpu).map_err(|source| NetError::Bind {
                 listener,
                 addr: *addr,
                 source,
@@ -495,7 +502,7 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         let socks = match kind {
             PermanentKind::TcpConnect => vec![socket::bind_tcp(*addr, 1024).map_err(err)?],
             _ => {
-                let (group, st) = socket::bind_udp_group(*addr, workers).map_err(err)?;
+                let (group, st) = socket::bind_udp_group(*addr, workers, opts.steer_by_cpu).map_err(err)?;
                 steering = st;
                 group
             }
@@ -508,7 +515,13 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         .collect();
     let first_addrs =
         |v: &[Vec<std::net::UdpSocket>]| v.iter().filter_map(|g| g[0].local_addr().ok()).collect::<Vec<_>>();
-    let stamp = bind_reflectors(Listener::Stamp, &opts.stamp, opts.kernel_timestamps, workers, &mut steering)?;
+    let stamp = bind_reflectors(
+        Listener::Stamp,
+        &opts.stamp,
+        opts.kernel_timestamps,
+        (workers, opts.steer_by_cpu),
+        &mut steering,
+    )?;
     let stamp_addrs = first_addrs(&stamp);
     let mut twamp_cfg = opts.twamp_config.clone();
     twamp_cfg.start_time = wall_now();
@@ -525,8 +538,13 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
         twamp.push(std::net::TcpListener::from(s));
     }
     let twamp_addrs: Vec<SocketAddr> = twamp.iter().filter_map(|s| s.local_addr().ok()).collect();
-    let twamp_light =
-        bind_reflectors(Listener::TwampLight, &opts.twamp_light, opts.kernel_timestamps, workers, &mut steering)?;
+    let twamp_light = bind_reflectors(
+        Listener::TwampLight,
+        &opts.twamp_light,
+        opts.kernel_timestamps,
+        (workers, opts.steer_by_cpu),
+        &mut steering,
+    )?;
     let twamp_light_addrs = first_addrs(&twamp_light);
     let stamp_cfg =
         ReflectorConfig { stateful: opts.stamp_stateful, key: opts.stamp_key.clone(), ..ReflectorConfig::default() };
@@ -564,6 +582,7 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
                 rx_mode: RxStampMode::User,
                 parent: shutdown.clone(),
                 workers,
+                steer_by_cpu: opts.steer_by_cpu,
                 steering,
             },
         }),
@@ -652,6 +671,8 @@ struct NetBinder {
     parent: CancellationToken,
     /// Sockets per UDP port.
     workers: usize,
+    /// Steer a port's datagrams by the CPU that received them, not the flow's hash.
+    steer_by_cpu: bool,
     /// What the last group bound uses.
     steering: Steering,
 }
@@ -662,7 +683,7 @@ impl NetBinder {
         let token = self.parent.child_token();
         Ok(match key.proto {
             Proto::Udp => {
-                let (socks, steering) = socket::bind_udp_group(addr, self.workers)?;
+                let (socks, steering) = socket::bind_udp_group(addr, self.workers, self.steer_by_cpu)?;
                 self.steering = steering;
                 if self.kernel_ts {
                     for s in &socks {

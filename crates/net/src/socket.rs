@@ -95,10 +95,12 @@ pub enum Steering {
     #[default]
     Single,
     /// A `SO_ATTACH_REUSEPORT_CBPF` program picks the socket of the CPU the datagram arrived on
-    /// (CPU modulo the number of sockets): a datagram stays on the core that received it.
+    /// (CPU modulo the number of sockets): a datagram stays on the core that received it, but a
+    /// sender whose datagrams arrive on several CPUs (loopback, TUN, veth) reaches several
+    /// workers, which may answer out of order (`--steer-by-cpu`).
     Cpu,
-    /// The kernel's hash of the 4-tuple (the program was refused): one sender's flow stays on
-    /// one socket.
+    /// The kernel's hash of the 4-tuple (the default, or the program was refused): one sender's
+    /// flow stays on one socket, so its replies keep its probes' order.
     Hash,
 }
 
@@ -107,10 +109,10 @@ pub enum Steering {
 /// released: `EADDRINUSE` when any socket holds it, even one of this user with `SO_REUSEPORT`
 /// (another responder's group, which Linux would otherwise let us join), and for port 0 a port
 /// nobody holds (the kernel's port-0 choice would not avoid such groups either). Then each of the
-/// `n` sockets has `SO_REUSEPORT` set before its bind to that port, and the group steers by CPU
-/// ([`attach_cpu_steering`]); the i-th socket is the group's i-th, the one the program's index i
-/// selects. Returns the sockets and the steering.
-pub fn bind_udp_group(addr: SocketAddr, n: usize) -> io::Result<(Vec<Socket>, Steering)> {
+/// `n` sockets has `SO_REUSEPORT` set before its bind to that port, and the group steers by the
+/// kernel's 4-tuple hash, or by CPU when `by_cpu` ([`attach_cpu_steering`]; the i-th socket is
+/// the group's i-th, the one the program's index i selects). Returns the sockets and the steering.
+pub fn bind_udp_group(addr: SocketAddr, n: usize, by_cpu: bool) -> io::Result<(Vec<Socket>, Steering)> {
     if n <= 1 {
         return Ok((vec![bind_udp(addr)?], Steering::Single));
     }
@@ -127,7 +129,7 @@ pub fn bind_udp_group(addr: SocketAddr, n: usize) -> io::Result<(Vec<Socket>, St
     }
     // After the binds: a group with fewer sockets than the program's index falls back to the hash
     // in the meantime, and the program applies to the whole group from any of its sockets.
-    let steering = if attach_cpu_steering(&socks[0], n) { Steering::Cpu } else { Steering::Hash };
+    let steering = if by_cpu && attach_cpu_steering(&socks[0], n) { Steering::Cpu } else { Steering::Hash };
     Ok((socks, steering))
 }
 

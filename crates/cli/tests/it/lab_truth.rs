@@ -51,11 +51,6 @@ fn setup_with(name: &str, cfg: LinkConfig, extra: fn(IpAddr) -> ResponderOptions
             spawn_responder(ResponderOptions {
                 listen: vec![b_addr.into()],
                 core: ResponderConfig::default(),
-                // The counts are checked against the link's log. A TUN delivers on the CPU of
-                // the lab thread writing it, which moves, so with several workers one flow's
-                // probes could reach two workers, and a preempted one would reorder replies
-                // (docs/responder.md#workers). The workers module tests that path.
-                workers: 1,
                 ..extra(b_addr.into())
             })
         })

@@ -14,11 +14,6 @@ fn responder(core: ResponderConfig, permanent: Vec<(PermanentKind, SocketAddr)>)
         v2_port: 0,
         permanent,
         core,
-        // Replies in the order of the probes: on loopback the prober's probes reach the worker of
-        // whatever CPU its thread is on, and with several workers a preempted one can answer a
-        // probe after the next one's reply (seen: 13 ms late in a full run on 2 CPUs;
-        // docs/responder.md#workers). The workers module tests that path.
-        workers: 1,
         ..ResponderOptions::default()
     })
     .unwrap()

@@ -1,8 +1,9 @@
 //! `ipsla responder --workers N`: the hot UDP ports have a socket per worker thread
-//! (`SO_REUSEPORT`, steered by the CPU a datagram arrived on), and the state the workers share
-//! gives the same answers whichever worker a probe lands on. On loopback a datagram is received
-//! on the CPU of the thread that sent it, so one sender socket pinned alternately to two CPUs of
-//! different parity puts its probes on worker 0 and worker 1 in turn.
+//! (`SO_REUSEPORT`; a flow's datagrams go to one worker, or with `--steer-by-cpu` to the worker
+//! of the CPU they arrived on), and the state the workers share gives the same answers whichever
+//! worker a probe lands on. On loopback a datagram is received on the CPU of the thread that sent
+//! it, so with `--steer-by-cpu` one sender socket pinned alternately to two CPUs of different
+//! parity puts its probes on worker 0 and worker 1 in turn; by default they all reach one.
 
 use crate::common::{Killed, PATIENCE, free_udp, ipsla, responder_status, wait_for, wait_udp};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
@@ -78,7 +79,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
 }
 
-/// Two workers, one sender socket steered to both by its CPU: every probe answered, the
+/// Two workers steered by CPU, one sender socket steered to both by its CPU: every probe answered, the
 /// responder's sequence numbers consecutive across the workers (a permanent udp-jitter port, a
 /// udp-jitter session opened by v1 control, a stateful STAMP session and a stateful TWAMP-Light
 /// sender), and the status shows each worker sent exactly half the replies.
@@ -101,7 +102,8 @@ fn two_workers_share_sequences_and_split_the_replies() {
     let at = |p: u16| format!("127.0.0.1:{p}");
     let _responder = Killed(
         ipsla()
-            .args(["responder", "--workers", "2", "--listen", "127.0.0.1", "--no-v2", "--v1-port", &v1.to_string()])
+            .args(["responder", "--workers", "2", "--steer-by-cpu", "--listen", "127.0.0.1", "--no-v2"])
+            .args(["--v1-port", &v1.to_string()])
             .args(["--udp-jitter", &at(jitter), "--stamp", &at(stamp), "--stamp-stateful"])
             .args(["--twamp-light", &at(light), "--twamp-light-stateful", "--status-socket"])
             .arg(&status)
@@ -160,6 +162,48 @@ fn two_workers_share_sequences_and_split_the_replies() {
     assert_eq!(st["tx_kernel_minus_user"]["count"], 4 * N as u64, "{st}");
     let leads: Vec<i64> = workers.iter().map(|w| w["t3_lead_ns"].as_i64().unwrap()).collect();
     assert_eq!(st["t3_lead_ns"].as_i64(), leads.iter().copied().min(), "{st}");
+}
+
+/// By default a flow stays on one worker wherever its datagrams arrive (the kernel's hash of
+/// source and destination picks the socket), so its replies keep its probes' order: the same
+/// sender pinned alternately to two CPUs is answered by one worker only.
+#[test]
+fn by_default_one_senders_flow_stays_on_one_worker() {
+    let _machine = crate::common::shared();
+    let Some(cpus) = two_cpus() else {
+        eprintln!("SKIPPED: by_default_one_senders_flow_stays_on_one_worker needs two CPUs of different parity");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let status = dir.path().join("status.sock");
+    let (v1, jitter) = (free_udp(), free_udp());
+    let _responder = Killed(
+        ipsla()
+            .args(["responder", "--workers", "2", "--listen", "127.0.0.1", "--no-v2", "--v1-port", &v1.to_string()])
+            .args(["--udp-jitter", &format!("127.0.0.1:{jitter}"), "--status-socket"])
+            .arg(&status)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_udp(jitter);
+    wait_for("the status socket", PATIENCE, || status.exists());
+    let st = responder_status(&status);
+    assert_eq!((st["workers"].as_u64(), st["steering"].as_str()), (Some(2), Some("hash")), "{st}");
+    let replies = std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        alternate(&sock, SocketAddr::from(([127, 0, 0, 1], jitter)), cpus, |i| jitter_probe(i as u16 + 1))
+    })
+    .join()
+    .unwrap();
+    let rseq: Vec<u32> = replies.iter().map(|r| u16::from_be_bytes([r[14], r[15]]) as u32).collect();
+    assert_eq!(rseq, (1..=N as u32).collect::<Vec<_>>());
+    let st = responder_status(&status);
+    let mut per_worker: Vec<u64> =
+        st["worker_stats"].as_array().unwrap().iter().map(|w| w["replies"].as_u64().unwrap()).collect();
+    per_worker.sort_unstable();
+    assert_eq!(per_worker, vec![0, N as u64], "one worker answered the whole flow: {st}");
 }
 
 /// With workers a shared port is still refused when anything else holds it: a plain socket, and
