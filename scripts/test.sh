@@ -78,7 +78,8 @@ fi
 step "benchmark harnesses: build and a short smoke run (no timing assertions)"
 cargo build --release -p ipsla -p ipsla-bench
 ./target/release/schedule 0.2 >/dev/null
-./target/release/echo_capacity 0.3 64 1 >/dev/null
+./target/release/echo_capacity 0.3 64 1 4 >/dev/null
+./target/release/workers 0.3 32 1 >/dev/null
 ./target/release/anchors 1 >/dev/null
 ./target/release/agent_scale 200 10 >/dev/null
 GROWTH_OUT=$(mktemp -d) ./target/release/growth responder 0.2 >/dev/null

@@ -36,34 +36,6 @@ fn pin(cpu: usize) {
     }
 }
 
-/// (busy, total) jiffies of one CPU.
-fn cpu_times(cpu: usize) -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let name = format!("cpu{cpu} ");
-    let line = stat.lines().find(|l| l.starts_with(&name)).unwrap_or("");
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    if v.len() < 5 {
-        return (0, 1);
-    }
-    let idle = v[3] + v[4];
-    let total: u64 = v.iter().take(8).sum();
-    (total - idle, total)
-}
-
-/// Time the thread `tid` of this process has spent on a CPU, ns ([`ipsla_bench::thread_ns`]).
-fn thread_ns(tid: i32) -> u64 {
-    ipsla_bench::thread_ns(std::path::Path::new(&format!("/proc/self/task/{tid}")))
-}
-
-/// The ids of this process's threads named `name`.
-fn tids_named(name: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
-        .filter(|t: &i32| std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).is_ok_and(|c| c.trim() == name))
-        .collect()
-}
-
 struct Result {
     name: &'static str,
     replies: u64,
@@ -98,8 +70,8 @@ fn load(
         s.recv(&mut buf).expect("server answers");
         s.set_nonblocking(true).unwrap();
     }
-    let (b0, t0) = cpu_times(1);
-    let n0 = thread_ns(tid);
+    let (b0, t0) = ipsla_bench::busy_jiffies(Some(1));
+    let n0 = ipsla_bench::own_thread_ns(tid);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let (mut sent, mut got) = (0u64, 0u64);
@@ -131,8 +103,8 @@ fn load(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let (b1, t1) = cpu_times(1);
-    let thread_ns = thread_ns(tid) - n0;
+    let (b1, t1) = ipsla_bench::busy_jiffies(Some(1));
+    let thread_ns = ipsla_bench::own_thread_ns(tid) - n0;
     Result { name, replies: got, secs, busy: (b1 - b0) as f64 / (t1 - t0).max(1) as f64, thread_ns }
 }
 
@@ -284,17 +256,20 @@ fn main() {
                 workers: 1,
                 ..ResponderOptions::default()
             };
-            let before = tids_named("ipsla-responder");
+            let before = ipsla_bench::own_threads(|n| n == "ipsla-responder");
             let r = spawn_responder(opts).expect("responder");
-            let tid = tids_named("ipsla-responder").into_iter().find(|t| !before.contains(t)).expect("its thread");
+            let tid = ipsla_bench::own_threads(|n| n == "ipsla-responder")
+                .into_iter()
+                .find(|t| !before.contains(t))
+                .expect("its thread");
             (r, tid)
         })
         .collect();
     pin(0);
     std::thread::sleep(Duration::from_millis(50));
-    let plain_tid = tids_named("plain-echo")[0];
-    let batched_tid = tids_named("plain-batched")[0];
-    let segmented_tid = tids_named("plain-segmented")[0];
+    let plain_tid = ipsla_bench::own_threads(|n| n == "plain-echo")[0];
+    let batched_tid = ipsla_bench::own_threads(|n| n == "plain-batched")[0];
+    let segmented_tid = ipsla_bench::own_threads(|n| n == "plain-segmented")[0];
 
     // µs of CPU 1 per reply, per server, per round
     let mut us = vec![Vec::new(); servers.len()];

@@ -1,5 +1,7 @@
 //! Responder workers, 1 → 2: the same responder with `workers: 1` and `workers: 2` (in this
-//! process, unpinned, as shipped), under the same load, in interleaved rounds (1, 2, 1, 2, …).
+//! process, unpinned, with `steer_by_cpu`), under the same load, in interleaved rounds (1, 2, 1,
+//! 2, …). The default steering, the flows' hash, spreads many senders evenly but two flows only
+//! by chance: the load here is two flows.
 //!
 //! The load generator is two threads, one pinned to CPU 0 and one to CPU 1, each with its own
 //! connected non-blocking socket and a fixed window of probes in flight, waiting in `poll` when
@@ -37,34 +39,6 @@ fn pin(cpu: usize) {
     }
 }
 
-/// (busy, total) jiffies of the whole machine.
-fn machine_times() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().find(|l| l.starts_with("cpu ")).unwrap_or("");
-    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    if v.len() < 5 {
-        return (0, 1);
-    }
-    let idle = v[3] + v[4];
-    let total: u64 = v.iter().take(8).sum();
-    (total - idle, total)
-}
-
-fn thread_ns(tid: i32) -> u64 {
-    ipsla_bench::thread_ns(std::path::Path::new(&format!("/proc/self/task/{tid}")))
-}
-
-/// The ids of this process's threads whose name starts with `prefix`.
-fn tids(prefix: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
-        .filter(|t: &i32| {
-            std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).is_ok_and(|c| c.trim().starts_with(prefix))
-        })
-        .collect()
-}
-
 /// One generator thread: pinned to `cpu`, `window` probes in flight to `target` for `secs`.
 /// Returns (replies, its own CPU ns).
 fn generator(cpu: usize, target: SocketAddr, secs: f64, window: u64, probe: Vec<u8>, go: Arc<Barrier>) -> (u64, u64) {
@@ -78,7 +52,7 @@ fn generator(cpu: usize, target: SocketAddr, secs: f64, window: u64, probe: Vec<
     s.recv(&mut buf).expect("the responder answers");
     s.set_nonblocking(true).unwrap();
     go.wait();
-    let n0 = thread_ns(me);
+    let n0 = ipsla_bench::own_thread_ns(me);
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let (mut sent, mut got) = (0u64, 0u64);
     let mut last_progress = Instant::now();
@@ -108,7 +82,7 @@ fn generator(cpu: usize, target: SocketAddr, secs: f64, window: u64, probe: Vec<
             last_progress = Instant::now();
         }
     }
-    (got, thread_ns(me) - n0)
+    (got, ipsla_bench::own_thread_ns(me) - n0)
 }
 
 struct Row {
@@ -131,13 +105,13 @@ fn measure(target: SocketAddr, responder_tids: &[i32], secs: f64, window: u64, p
         })
         .collect();
     go.wait();
-    let r0: u64 = responder_tids.iter().map(|t| thread_ns(*t)).sum();
-    let (b0, t0) = machine_times();
+    let r0: u64 = responder_tids.iter().map(|t| ipsla_bench::own_thread_ns(*t)).sum();
+    let (b0, t0) = ipsla_bench::busy_jiffies(None);
     let start = Instant::now();
     let done: Vec<(u64, u64)> = gens.into_iter().map(|g| g.join().unwrap()).collect();
     let secs = start.elapsed().as_secs_f64();
-    let (b1, t1) = machine_times();
-    let r1: u64 = responder_tids.iter().map(|t| thread_ns(*t)).sum();
+    let (b1, t1) = ipsla_bench::busy_jiffies(None);
+    let r1: u64 = responder_tids.iter().map(|t| ipsla_bench::own_thread_ns(*t)).sum();
     Row {
         replies: done.iter().map(|d| d.0).sum(),
         secs,
@@ -227,17 +201,23 @@ fn main() {
     let responders: Vec<(usize, RunningResponder, Vec<i32>)> = [1usize, 2]
         .into_iter()
         .map(|workers| {
-            let before: Vec<i32> = tids("ipsla-");
+            let before: Vec<i32> = ipsla_bench::own_threads(|n| n.starts_with("ipsla-"));
             let r = spawn_responder(ResponderOptions {
                 listen: vec!["127.0.0.1".parse().unwrap()],
                 v1_port: 0,
                 v2_port: 0,
                 stamp: vec!["127.0.0.1:0".parse().unwrap()],
                 workers,
+                // two generator flows: by the default hash they may land on one worker (the
+                // 4-tuples decide); by CPU each generator thread's probes reach its own worker
+                steer_by_cpu: true,
                 ..ResponderOptions::default()
             })
             .expect("responder");
-            let mine: Vec<i32> = tids("ipsla-").into_iter().filter(|t| !before.contains(t)).collect();
+            let mine: Vec<i32> = ipsla_bench::own_threads(|n| n.starts_with("ipsla-"))
+                .into_iter()
+                .filter(|t| !before.contains(t))
+                .collect();
             assert_eq!(mine.len(), workers, "one thread per worker");
             (workers, r, mine)
         })
