@@ -13,7 +13,8 @@
 //! generator's threads (schedstat, which includes the softirq work each does delivering its
 //! datagrams to the other side), and the whole machine's busy share (/proc/stat).
 //!
-//! Rows: type-2 probes on a udp-jitter session port (the core responder's lock per probe) and a
+//! Rows: type-2 probes on two udp-jitter sessions, one per generator thread (the core
+//! responder's lock per probe; a session port has one socket, answered by worker port mod N), and a
 //! stateless STAMP reflector (the STAMP lock per datagram). Also measured: an uncontended
 //! `std::sync::Mutex` lock and unlock, the least the shared state costs per datagram, and how
 //! long `Responder::handle_probe` takes (what a worker does while holding the lock).
@@ -96,11 +97,12 @@ struct Row {
     busy: f64,
 }
 
-fn measure(target: SocketAddr, responder_tids: &[i32], secs: f64, window: u64, probe: &[u8]) -> Row {
+/// Both generator threads at once, the one on CPU i sending to `targets[i]`.
+fn measure(targets: [SocketAddr; 2], responder_tids: &[i32], secs: f64, window: u64, probe: &[u8]) -> Row {
     let go = Arc::new(Barrier::new(3));
     let gens: Vec<_> = (0..2)
         .map(|cpu| {
-            let (probe, go) = (probe.to_vec(), go.clone());
+            let (probe, go, target) = (probe.to_vec(), go.clone(), targets[cpu]);
             std::thread::spawn(move || generator(cpu, target, secs, window, probe, go))
         })
         .collect();
@@ -236,14 +238,19 @@ fn main() {
     for round in 1..=rounds {
         for (k, kind) in kinds.iter().enumerate() {
             for (workers, r, responder_tids) in &responders {
-                let (target, probe) = if k == 0 {
-                    port += 1;
-                    v1_control(r.control_v1_addrs()[0], port);
-                    (SocketAddr::from(([127, 0, 0, 1], port)), &type2)
+                let (targets, probe) = if k == 0 {
+                    // a session per generator thread, as two routers would have: consecutive
+                    // ports, so with two workers each is answered by its own (port mod 2)
+                    let mut session = || {
+                        port += 1;
+                        v1_control(r.control_v1_addrs()[0], port);
+                        SocketAddr::from(([127, 0, 0, 1], port))
+                    };
+                    ([session(), session()], &type2)
                 } else {
-                    (r.stamp_addrs()[0], &test44)
+                    ([r.stamp_addrs()[0]; 2], &test44)
                 };
-                let row = measure(target, responder_tids, secs, window, probe);
+                let row = measure(targets, responder_tids, secs, window, probe);
                 let per = |ns: u64| ns as f64 / 1e3 / row.replies.max(1) as f64;
                 println!(
                     "| {round} | {kind} | {workers} | {:.0} | {:.0} % | {:.2} | {:.2} | {:.2} | {:.2} |",

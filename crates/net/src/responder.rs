@@ -5,12 +5,11 @@
 //!
 //! Threads: N workers ([`ResponderOptions::workers`], default one per online CPU), each with its
 //! own current-thread runtime, batch buffers ([`crate::batch`]) and T3 calibration. The UDP ports
-//! of the hot path have one socket per worker, bound with `SO_REUSEPORT` and steered by the flow's
-//! hash, or by the CPU the datagram arrived on with [`ResponderOptions::steer_by_cpu`]
-//! ([`socket::bind_udp_group`]): the permanent udp-echo and udp-jitter
-//! ports, the STAMP and TWAMP-Light reflectors and the IP SLA session ports that control messages
-//! open (the main thread binds a new session port's N sockets and hands one to each worker;
-//! closing the session closes all N). Worker 0 is the main thread, which also runs the control
+//! many senders share have one socket per worker, bound with `SO_REUSEPORT` and steered by the
+//! flow's hash, or by the CPU the datagram arrived on with [`ResponderOptions::steer_by_cpu`]
+//! ([`socket::bind_udp_group`]): the permanent udp-echo and udp-jitter ports and the STAMP and
+//! TWAMP-Light reflectors. An IP SLA session port that a control message opens is one sender's:
+//! one socket, which the main thread binds and hands to worker *port mod N* ([`session_worker`]). Worker 0 is the main thread, which also runs the control
 //! ports, the permanent tcp-connect ports and TCP session ports, the TWAMP-Control server with
 //! its test sessions, the expiry timer and the status. With one worker there is no
 //! `SO_REUSEPORT` at all and everything runs on that thread, as before workers existed.
@@ -581,8 +580,6 @@ pub fn bind_responder(opts: ResponderOptions) -> Result<BoundResponder, NetError
                 kernel_ts: opts.kernel_timestamps,
                 rx_mode: RxStampMode::User,
                 parent: shutdown.clone(),
-                workers,
-                steer_by_cpu: opts.steer_by_cpu,
                 steering,
             },
         }),
@@ -658,7 +655,8 @@ struct TwampServerCfg(Arc<ServerConfig>);
 
 /// Sockets opened by the core, waiting to be handed to their workers.
 enum Opened {
-    /// One socket per worker, the i-th for worker i.
+    /// A permanent port's sockets, one per worker, the i-th for worker i; or a session port's
+    /// one socket, for the worker its port number picks ([`session_worker`]).
     Udp(PortKey, Vec<socket2::Socket>, CancellationToken),
     Tcp(PortKey, socket2::Socket, CancellationToken),
 }
@@ -669,22 +667,25 @@ struct NetBinder {
     kernel_ts: bool,
     rx_mode: RxStampMode,
     parent: CancellationToken,
-    /// Sockets per UDP port.
-    workers: usize,
-    /// Steer a port's datagrams by the CPU that received them, not the flow's hash.
-    steer_by_cpu: bool,
-    /// What the last group bound uses.
+    /// What the shared ports' groups use.
     steering: Steering,
 }
 
+/// The worker that answers a session port: a session is one sender's, so its port needs one
+/// socket on one worker, not one per worker (10,000 sessions on 16 workers would otherwise hold
+/// 160,000 descriptors); the port number spreads the sessions over the workers.
+fn session_worker(key: &PortKey, workers: usize) -> usize {
+    usize::from(key.port) % workers.max(1)
+}
+
 impl NetBinder {
+    /// Binds a session port the core asked for: one socket ([`session_worker`] answers it).
     fn bind_one(&mut self, key: PortKey) -> Result<Opened, io::Error> {
         let addr = SocketAddr::new(key.addr, key.port);
         let token = self.parent.child_token();
         Ok(match key.proto {
             Proto::Udp => {
-                let (socks, steering) = socket::bind_udp_group(addr, self.workers, self.steer_by_cpu)?;
-                self.steering = steering;
+                let socks = vec![socket::bind_udp(addr)?];
                 if self.kernel_ts {
                     for s in &socks {
                         self.rx_mode = socket::enable_timestamps(s, true);
@@ -1009,8 +1010,9 @@ fn spawn_opened(main: &Rc<Main>) {
     for o in opened {
         match o {
             Opened::Udp(key, socks, token) => {
+                let first = if socks.len() == 1 { session_worker(&key, main.workers.len()) } else { 0 };
                 for (i, s) in socks.into_iter().enumerate() {
-                    let _ = main.workers[i].send(Cmd::Probe(key, s, token.clone()));
+                    let _ = main.workers[first + i].send(Cmd::Probe(key, s, token.clone()));
                 }
             }
             Opened::Tcp(key, l, token) => match TcpListener::from_std(l.into()) {
