@@ -58,3 +58,12 @@ pub fn busy_jiffies(cpu: Option<usize>) -> (u64, u64) {
     let total: u64 = v.iter().take(8).sum();
     (total - idle, total)
 }
+
+/// Pins the calling thread to CPU `cpu`; a warning when it cannot.
+pub fn pin(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu index");
+    if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+        eprintln!("warning: cannot pin to CPU {cpu}: {e}");
+    }
+}

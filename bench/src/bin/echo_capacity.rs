@@ -22,19 +22,11 @@
 
 use ipsla_net::responder::{ResponderOptions, spawn_responder};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-fn pin(cpu: usize) {
-    let mut set = CpuSet::new();
-    set.set(cpu).expect("cpu index");
-    if let Err(e) = sched_setaffinity(Pid::from_raw(0), &set) {
-        eprintln!("warning: cannot pin to CPU {cpu}: {e}");
-    }
-}
+use ipsla_bench::pin;
 
 struct Result {
     name: &'static str,

@@ -270,27 +270,37 @@ fn table_value(out: &str, label: &str, nth: usize) -> Option<f64> {
     value.split(['/', ' ', '%']).filter_map(|w| w.trim().parse::<f64>().ok()).nth(nth)
 }
 
+/// One `agent_scale` run (beside this one): its steady CPU (% of a core), RSS at the end (MiB),
+/// mean scrape time (ms) and its "runs started / due" cell.
+fn agent_point(args: &[&str], scrape_every: Option<f64>) -> (f64, f64, f64, String) {
+    let mut cmd = Command::new(beside("agent_scale"));
+    cmd.args(args).stderr(Stdio::null());
+    if let Some(every) = scrape_every {
+        cmd.env("IPSLA_BENCH_SCRAPE_EVERY", every.to_string());
+    }
+    let out = cmd.output().expect("agent_scale beside this one (cargo build --release -p ipsla-bench)");
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    let cpu = table_value(&out, "CPU per wall second, last", 0).unwrap_or(f64::NAN);
+    let rss = table_value(&out, "RSS before start", 2).unwrap_or(f64::NAN);
+    // "N, mean M ms, max X ms": "N," is not a number, so M is the first
+    let scrape = table_value(&out, "scrapes every", 0).unwrap_or(f64::NAN);
+    let runs = out
+        .lines()
+        .find(|l| l.starts_with("| runs started / due"))
+        .and_then(|l| l.split('|').nth(2))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    (cpu, rss, scrape, runs)
+}
+
 fn agent() {
     println!("\n### Agent vs operations (udp-echo at 60 s to its own responder, /metrics scraped every 15 s)\n");
     println!("| operations | CPU, steady (% of a core) | RSS end (MiB) | runs started / due |");
     println!("|---|---|---|---|");
     let (mut xs, mut cpu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for n in [100u32, 1000, 3000, 10_000] {
-        let out = Command::new(beside("agent_scale"))
-            .args([n.to_string(), "75".to_string()])
-            .stderr(Stdio::null())
-            .output()
-            .expect("agent_scale beside this one (cargo build --release -p ipsla-bench)");
-        let out = String::from_utf8_lossy(&out.stdout).to_string();
-        let c = table_value(&out, "CPU per wall second, last", 0).unwrap_or(f64::NAN);
-        let r = table_value(&out, "RSS before start", 2).unwrap_or(f64::NAN);
-        let runs = out
-            .lines()
-            .find(|l| l.starts_with("| runs started / due"))
-            .and_then(|l| l.split('|').nth(2))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
+        let (c, r, _, runs) = agent_point(&[&n.to_string(), "75"], None);
         println!("| {n} | {c:.1} % | {r:.1} | {runs} |");
         xs.push(f64::from(n));
         cpu.push(c);
@@ -313,24 +323,7 @@ fn agent_scrapes() {
     println!("|---|---|---|---|---|");
     let (mut xs, mut cpu, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for every in [15.0f64, 5.0, 1.0, 0.25] {
-        let out = Command::new(beside("agent_scale"))
-            .args(["1000", "75"])
-            .env("IPSLA_BENCH_SCRAPE_EVERY", every.to_string())
-            .stderr(Stdio::null())
-            .output()
-            .expect("agent_scale beside this one (cargo build --release -p ipsla-bench)");
-        let out = String::from_utf8_lossy(&out.stdout).to_string();
-        let c = table_value(&out, "CPU per wall second, last", 0).unwrap_or(f64::NAN);
-        let r = table_value(&out, "RSS before start", 2).unwrap_or(f64::NAN);
-        // "N, mean M ms, max X ms": "N," is not a number, so M is the first
-        let mean = table_value(&out, "scrapes every", 0).unwrap_or(f64::NAN);
-        let runs = out
-            .lines()
-            .find(|l| l.starts_with("| runs started / due"))
-            .and_then(|l| l.split('|').nth(2))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
+        let (c, r, mean, runs) = agent_point(&["1000", "75"], Some(every));
         println!("| {every} s | {c:.1} % | {r:.1} | {mean:.1} | {runs} |");
         xs.push(1.0 / every);
         cpu.push(c);

@@ -25,20 +25,12 @@
 
 use ipsla_net::responder::{ResponderOptions, RunningResponder, spawn_responder};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sched::{CpuSet, sched_setaffinity};
-use nix::unistd::Pid;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-fn pin(cpu: usize) {
-    let mut set = CpuSet::new();
-    set.set(cpu).expect("cpu index");
-    if let Err(e) = sched_setaffinity(Pid::from_raw(0), &set) {
-        eprintln!("warning: cannot pin to CPU {cpu}: {e}");
-    }
-}
+use ipsla_bench::pin;
 
 /// One generator thread: pinned to `cpu`, `window` probes in flight to `target` for `secs`.
 /// Returns (replies, its own CPU ns).
