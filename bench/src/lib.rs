@@ -1,6 +1,6 @@
-//! What the benchmark harnesses read from /proc: a process's memory and the CPU time of its
-//! threads (`proc` is `"self"` or a process id), this process's threads by name, and how busy a
-//! CPU or the machine was.
+//! What the benchmark harnesses share: what they read from /proc (a process's memory and the CPU
+//! time of its threads, `proc` being `"self"` or a process id; this process's threads by name; how
+//! busy a CPU or the machine was), pinning a thread, and the probes they send to a responder.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -66,4 +66,36 @@ pub fn pin(cpu: usize) {
     if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
         eprintln!("warning: cannot pin to CPU {cpu}: {e}");
     }
+}
+
+/// A type-2 (udp-jitter, ms) probe with sender sequence 1.
+pub fn type2_probe() -> Vec<u8> {
+    let mut p = vec![0u8; 32];
+    p[1] = 2;
+    p[13] = 1;
+    p
+}
+
+/// An unauthenticated STAMP / TWAMP-Light test packet (sequence, timestamp, error estimate, MBZ),
+/// 44 octets: an Error Estimate with multiplier 0 is invalid (RFC 4656 §4.1.2) and TWAMP-Light
+/// drops it, so the multiplier is 1.
+pub fn test_packet() -> Vec<u8> {
+    let mut p = vec![0u8; 44];
+    p[13] = 1;
+    p
+}
+
+/// Asks the responder's v1 control port `v1` to open a udp-jitter session on 127.0.0.1:`port`
+/// for 65 s, and waits (up to 1 s) for its reply.
+pub fn v1_control(v1: std::net::SocketAddr, port: u16) {
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+    let mut req = vec![1, 1, 0, 52, 0, 0, 0, 0, 0, 4, 0, 16, 0, 0, 0, 0, 127, 0, 0, 1];
+    req.extend_from_slice(&port.to_be_bytes());
+    req.extend_from_slice(&65_000u16.to_be_bytes());
+    req.extend_from_slice(&[0, 1, 0, 28]);
+    req.resize(52, 0);
+    c.send_to(&req, v1).unwrap();
+    let mut b = [0u8; 64];
+    c.recv_from(&mut b).expect("control reply");
 }

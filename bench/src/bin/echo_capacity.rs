@@ -26,7 +26,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use ipsla_bench::pin;
+use ipsla_bench::{pin, test_packet, type2_probe, v1_control};
 
 struct Result {
     name: &'static str,
@@ -156,19 +156,6 @@ fn plain_batched_echo(segmented: bool) -> SocketAddr {
     addr
 }
 
-fn v1_control(v1: SocketAddr, port: u16) {
-    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let mut req = vec![1, 1, 0, 52, 0, 0, 0, 0, 0, 4, 0, 16, 0, 0, 0, 0, 127, 0, 0, 1];
-    req.extend_from_slice(&port.to_be_bytes());
-    req.extend_from_slice(&65_000u16.to_be_bytes());
-    req.extend_from_slice(&[0, 1, 0, 28]);
-    req.resize(52, 0);
-    c.send_to(&req, v1).unwrap();
-    let mut b = [0u8; 64];
-    c.recv_from(&mut b).expect("control reply");
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Plain,
@@ -199,17 +186,12 @@ fn main() {
     let window: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let senders: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let mut type2 = vec![0u8; 32];
-    type2[1] = 2;
-    type2[13] = 1;
+    let type2 = type2_probe();
     // RFC 6812 layout: u32 sender sequence 1 at 52..56
     let mut type3 = vec![0u8; 64];
     type3[1] = 3;
     type3[55] = 1;
-    // unauthenticated STAMP / TWAMP-Light test packet (sequence, timestamp, error estimate, MBZ);
-    // an Error Estimate with multiplier 0 is invalid (RFC 4656 §4.1.2): TWAMP-Light drops it
-    let mut test44 = vec![0u8; 44];
-    test44[13] = 1;
+    let test44 = test_packet();
 
     let servers = [
         Server { name: "plain recvfrom/sendto echo", kind: Kind::Plain, stamps: false },

@@ -30,7 +30,7 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use ipsla_bench::pin;
+use ipsla_bench::{pin, test_packet, type2_probe, v1_control};
 
 /// One generator thread: pinned to `cpu`, `window` probes in flight to `target` for `secs`.
 /// Returns (replies, its own CPU ns).
@@ -115,19 +115,6 @@ fn measure(targets: [SocketAddr; 2], responder_tids: &[i32], secs: f64, window: 
     }
 }
 
-fn v1_control(v1: SocketAddr, port: u16) {
-    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let mut req = vec![1, 1, 0, 52, 0, 0, 0, 0, 0, 4, 0, 16, 0, 0, 0, 0, 127, 0, 0, 1];
-    req.extend_from_slice(&port.to_be_bytes());
-    req.extend_from_slice(&65_000u16.to_be_bytes());
-    req.extend_from_slice(&[0, 1, 0, 28]);
-    req.resize(52, 0);
-    c.send_to(&req, v1).unwrap();
-    let mut b = [0u8; 64];
-    c.recv_from(&mut b).expect("control reply");
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -185,11 +172,8 @@ fn main() {
     let secs: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let window: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(128);
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(4);
-    let mut type2 = vec![0u8; 32];
-    type2[1] = 2;
-    type2[13] = 1;
-    let mut test44 = vec![0u8; 44];
-    test44[13] = 1;
+    let type2 = type2_probe();
+    let test44 = test_packet();
 
     // spawned before any pinning: the responders' threads run wherever the scheduler puts them
     let responders: Vec<(usize, RunningResponder, Vec<i32>)> = [1usize, 2]
