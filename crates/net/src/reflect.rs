@@ -234,11 +234,11 @@ impl ReplySender {
         let mut j = 0;
         while j < count {
             let run = if self.segmented { batch::segment_run(b, &replies[j..count]) } else { 1 };
-            let now = wall_now();
+            let reading = wall_now();
             for k in j..j + run {
-                t3[k] = now;
+                t3[k] = reading;
                 if let Some(reply) = &finish[k] {
-                    r.transmit(reply, b.reply_mut(&replies[k]), now + lead);
+                    r.transmit(reply, b.reply_mut(&replies[k]), reading + lead);
                 }
             }
             let sent = if run >= 2 {
