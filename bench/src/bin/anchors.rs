@@ -6,8 +6,18 @@
 //!    loopback RTT is ≈ 0.7 µs (performance-floor.md §3b), so RTT − 0.7 µs is the error.
 //! 2. CPU at 1000 probes/s of the prober and the responder (utime + stime from /proc).
 //! 3. The highest single-session rate with < 0.1 % loss: 60000 probes at 20, 10 and 5 µs.
+//! 4. What this machine allows any prober and responder at 1 ms, measured in the same run: a bare
+//!    prober (the pacer, a send, its kernel transmit stamp, the replies read with their kernel
+//!    receive stamps: what `ipsla probe` does, and nothing else) against a bare echo that writes
+//!    its receive stamp and a userspace reading taken right before its send into the reply, as a
+//!    T3 must be, and reads its own kernel transmit stamp afterwards. Its RTT is computed with
+//!    the best T3 calibration possible: the reading plus the smallest send delay of the whole run
+//!    (known only afterwards) less 0.25 µs. Their CPU is the floor of a prober and a responder at
+//!    1,000 probes/s; the RTT p99 is the floor of any protocol that carries a software T3.
 //!
 //! Needs `target/release/ipsla` (cargo build --release) and, for the irtt rows, `irtt` on PATH.
+//! `IPSLA_BENCH_NO_BARE=1` leaves out the bare rows (4); `IPSLA_BENCH_LATE=1` lists on stderr each
+//! probe that left more than 100 µs late (a burst of them is the VM stalling).
 //! Usage: cargo run --release -p ipsla-bench --bin anchors -- [SECONDS]
 #![forbid(unsafe_code)]
 
@@ -82,6 +92,170 @@ fn probe(args: &[&str]) -> (serde_json::Value, f64) {
     (serde_json::from_str(out.lines().next().unwrap_or("null")).unwrap_or(serde_json::Value::Null), cpu)
 }
 
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    use nix::time::{ClockId, clock_gettime};
+    let t = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+}
+
+/// The bare echo: answers each datagram with, after its first 8 bytes (the prober's sequence
+/// number), its kernel receive stamp and a userspace reading taken right before the send, then
+/// reads the kernel transmit stamp of that send. Ends on a datagram of one byte, or after a
+/// second without any. Returns, per
+/// reply, (reading, kernel transmit stamp) in ns since the epoch, and its CPU share.
+fn bare_echo(sock: std::net::UdpSocket) -> (Vec<(i64, i64)>, f64) {
+    use ipsla_net::{clock::wall_now, pacer::Pacer, socket};
+    ipsla_bench::pin(1);
+    socket::enable_timestamps(&sock, true);
+    sock.set_nonblocking(true).unwrap();
+    let wait = Pacer::new(Duration::ZERO);
+    let (mut buf, mut cmsg, mut errq) = ([0u8; 64], socket::cmsg_buffer(), socket::errqueue_cmsg_buffer());
+    let mut sent = Vec::new();
+    let (cpu0, t0) = (thread_cpu(), Instant::now());
+    loop {
+        let r = match socket::recv_stamped(&sock, &mut buf, &mut cmsg) {
+            Ok(r) => r,
+            Err(_) => {
+                // a second without a datagram: the prober is gone
+                if wait.wait(&sock, None) == ipsla_net::pacer::Wake::Deadline {
+                    break;
+                }
+                continue;
+            }
+        };
+        if r.len == 1 {
+            break;
+        }
+        buf[8..16].copy_from_slice(&(r.rx.wall.as_nanos() as u64).to_be_bytes());
+        let reading = wall_now();
+        buf[16..24].copy_from_slice(&(reading.as_nanos() as u64).to_be_bytes());
+        let _ = sock.send_to(&buf[..r.len], r.src);
+        let mut tx = 0;
+        socket::drain_tx_stamps(&sock, &mut errq, |t| tx = t.wall.as_nanos() as i64);
+        sent.push((reading.as_nanos() as i64, tx));
+    }
+    let cpu = (thread_cpu() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    (sent, cpu)
+}
+
+/// One bare prober run at 1 ms against a bare echo (see the module doc): `spin` is the pacer's
+/// most spin (0: sleep to each deadline and never spin). Prints one row.
+fn bare_pair(secs: u32, spin: Duration) {
+    use ipsla_net::{pacer::Pacer, socket};
+    let echo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = echo.local_addr().unwrap();
+    let echo = std::thread::spawn(move || bare_echo(echo));
+    std::thread::sleep(Duration::from_millis(100));
+    ipsla_bench::pin(0);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket::enable_timestamps(&sock, true);
+    sock.set_nonblocking(true).unwrap();
+    let pacer = Pacer::new(spin);
+    let n = secs as usize * 1000;
+    // per probe: T1 (kernel transmit stamp), T4 (kernel receive stamp), the echo's T2 and reading
+    let (mut t1, mut back) = (vec![0i64; n], vec![None; n]);
+    let (mut buf, mut cmsg, mut errq) = ([0u8; 64], socket::cmsg_buffer(), socket::errqueue_cmsg_buffer());
+    let mut read = |sock: &std::net::UdpSocket, back: &mut Vec<Option<(i64, i64, i64)>>| {
+        while let Ok(r) = socket::recv_stamped(sock, &mut buf, &mut cmsg) {
+            let k = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+            let at = |i: usize| u64::from_be_bytes(buf[i..i + 8].try_into().unwrap()) as i64;
+            if k < back.len() && r.len == 64 {
+                back[k] = Some((r.rx.wall.as_nanos() as i64, at(8), at(16)));
+            }
+        }
+    };
+    let (cpu0, t0) = (thread_cpu(), Instant::now());
+    let start = Instant::now() + Duration::from_millis(5);
+    for k in 0..n {
+        let deadline = start + Duration::from_millis(k as u64);
+        pacer.sleep(Some(deadline));
+        let mut probe = [0u8; 64];
+        probe[..8].copy_from_slice(&(k as u64).to_be_bytes());
+        let _ = sock.send_to(&probe, to);
+        socket::drain_tx_stamps(&sock, &mut errq, |t| {
+            if let Some(slot) = t1.get_mut(t.id as usize) {
+                *slot = t.wall.as_nanos() as i64;
+            }
+        });
+        read(&sock, &mut back);
+    }
+    let cpu = (thread_cpu() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(20));
+    read(&sock, &mut back);
+    let _ = sock.send_to(&[0], to);
+    let (sent, echo_cpu) = echo.join().unwrap();
+    // the best lead a calibration could have: the smallest send delay of the whole run
+    let delays: Vec<i64> = sent.iter().filter(|(_, tx)| *tx > 0).map(|(u, tx)| tx - u).collect();
+    let lead = delays.iter().copied().min().unwrap_or(0) - 250;
+    let rtts: Vec<f64> = (0..n)
+        .filter_map(|k| {
+            back[k].filter(|_| t1[k] > 0).map(|(t4, t2, reading)| (t4 - t1[k] - (reading + lead - t2)) as f64 / 1000.0)
+        })
+        .collect();
+    let mut ipdv: Vec<f64> = rtts.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
+    let mut d: Vec<f64> = delays.iter().map(|&x| x as f64 / 1000.0).collect();
+    println!(
+        "| bare prober ({}) → bare echo, best T3 lead {:.2} µs; its send delay p1 / p50 / p99 {:.2} / {:.2} / {:.2} µs; {} | {:.2} | {:.2} | {:.2} | {:.2} | {} of {} | {:.1} % | {:.1} % |",
+        if spin.is_zero() { "no spin".to_string() } else { format!("pacer, spin ≤ {} µs", spin.as_micros()) },
+        lead as f64 / 1000.0,
+        pct(&mut d.clone(), 0.01),
+        pct(&mut d.clone(), 0.5),
+        pct(&mut d, 0.99),
+        schedule_error(&t1),
+        pct(&mut rtts.clone(), 0.5),
+        pct(&mut rtts.clone(), 0.99),
+        pct(&mut ipdv.clone(), 0.5),
+        pct(&mut ipdv, 0.99),
+        n - rtts.len(),
+        n,
+        cpu * 100.0,
+        echo_cpu * 100.0
+    );
+}
+
+/// How far each probe left from a 1 ms schedule, from the kernel transmit stamps (T1, ns since the
+/// epoch; 0 = none) of probes 0, 1, 2, …: T1 − k ms less the smallest such value, so the error of
+/// the most punctual probe counts as 0. In words: mean and p50 / p99, µs, and the share within
+/// 100 µs.
+fn schedule_error(t1: &[i64]) -> String {
+    let e: Vec<i64> = t1.iter().enumerate().filter(|(_, t)| **t > 0).map(|(k, t)| t - k as i64 * 1_000_000).collect();
+    let Some(&min) = e.iter().min() else { return "send error unknown (no transmit stamps)".into() };
+    let mut us: Vec<f64> = e.iter().map(|x| (x - min) as f64 / 1000.0).collect();
+    if std::env::var_os("IPSLA_BENCH_LATE").is_some() {
+        eprintln!(
+            "late: {:?}",
+            us.iter().enumerate().filter(|(_, u)| **u > 100.0).map(|(k, u)| (k, *u as i64)).collect::<Vec<_>>()
+        );
+    }
+    let mean = us.iter().sum::<f64>() / us.len() as f64;
+    let within = us.iter().filter(|&&x| x <= 100.0).count() as f64 / us.len() as f64 * 100.0;
+    format!(
+        "send error mean {mean:.1} µs, p50 / p99 {:.1} / {:.1} µs, {within:.2} % ≤ 100 µs",
+        pct(&mut us.clone(), 0.5),
+        pct(&mut us, 0.99)
+    )
+}
+
+/// ns since the epoch of an RFC 3339 UTC time with ns (`2026-12-08T00:34:23.123456789Z`), as
+/// `ipsla probe --samples` writes T1: days from the civil date, then the time of day.
+fn rfc3339_ns(s: &str) -> Option<i64> {
+    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    // days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let secs = days * 86_400 + t.next()?? * 3600 + t.next()?? * 60 + t.next()??;
+    let ns: i64 = format!("{frac:0<9}")[..9].parse().ok()?;
+    Some(secs * 1_000_000_000 + ns)
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
@@ -116,13 +290,23 @@ fn main() {
     let mut rtts: Vec<f64> =
         d["samples"].as_array().map(|a| a.iter().map(|s| s["rtt_us"].as_f64().unwrap()).collect()).unwrap_or_default();
     let mut ipdv: Vec<f64> = rtts.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
+    let mut t1 = vec![0i64; n.parse().unwrap()];
+    for s in d["samples"].as_array().into_iter().flatten() {
+        let k = s["seq"].as_u64().unwrap_or(0) as usize;
+        if let (Some(slot), Some(t)) =
+            (k.checked_sub(1).and_then(|k| t1.get_mut(k)), s["t1"].as_str().and_then(rfc3339_ns))
+        {
+            *slot = t;
+        }
+    }
     println!("## 1 ms schedule, {} probes, µs precision (kernel RX + TX stamps at the source)\n", rtts.len());
     println!(
         "| tool | RTT median µs | RTT p99 µs | IPDV median µs | IPDV p99 µs | loss | prober CPU | responder CPU |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| ipsla probe udp-jitter → ipsla responder | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} % | {:.1} % |",
+        "| ipsla probe udp-jitter → ipsla responder; {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.1} % | {:.1} % |",
+        schedule_error(&t1),
         pct(&mut rtts.clone(), 0.5),
         pct(&mut rtts, 0.99),
         pct(&mut ipdv.clone(), 0.5),
@@ -203,6 +387,10 @@ fn main() {
     println!(
         "| physical floor (performance-floor.md §3b, kernel stamps at both ends) | 0.7 | 1.5 | 0.06 | 0.5 | | | |"
     );
+    if std::env::var_os("IPSLA_BENCH_NO_BARE").is_none() {
+        bare_pair(secs, ipsla_net::pacer::DEFAULT_SPIN);
+        bare_pair(secs, Duration::ZERO);
+    }
 
     // 3: single-session maximum rate
     println!("\n## single-session rate, 60000 probes\n");
