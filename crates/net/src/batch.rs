@@ -252,6 +252,17 @@ impl Batch {
         if count == 0 {
             return Ok(0);
         }
+        if count == 1 {
+            // one reply: sendmsg, which spares the kernel sendmmsg's per-call setup (about 2 % of
+            // a reply under 32 interleaved senders, bench/RESULTS.md, issue 18)
+            // SAFETY: the first header points at this batch's name, iovec (into its own buffer,
+            // within bounds) and control buffer, all alive for the call.
+            if unsafe { libc::sendmsg(fd, &self.hdrs[0].msg_hdr, libc::MSG_DONTWAIT) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            self.sent += 1;
+            return Ok(1);
+        }
         // SAFETY: the first `count` headers point at this batch's names, iovecs (into its own
         // buffers, within bounds) and control buffers, all alive for the call.
         let n = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT) };
