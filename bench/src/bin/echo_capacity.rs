@@ -1,7 +1,8 @@
 //! Responder echo capacity on one core, beside a plain recvfrom/sendto echo measured in the same
 //! run under the same load: type-2 (ms) and type-3 (µs) jitter probes on a session port, the
 //! STAMP and the TWAMP-Light reflector, each with kernel stamps on and off, and the plain echo
-//! batched with recvmmsg/sendmmsg as an upper anchor. The servers take turns, round after round
+//! batched with recvmmsg/sendmmsg as an upper anchor, also with one UDP_SEGMENT send per sender's
+//! run, with kernel receive stamps on and off (what the stamps cost the kernel alone). The servers take turns, round after round
 //! (A B C … A B C …), so that a change in the machine's load hits every row alike; the summary
 //! gives each row's ratio to the plain echo of the same round, median and spread.
 //!
@@ -119,13 +120,22 @@ fn plain_echo() -> SocketAddr {
 /// The plain echo batched: poll, then up to 32 datagrams in one recvmmsg and their echoes in one
 /// sendmmsg (the responder's own batch helper, without any responder logic): the upper anchor.
 /// `segmented`: the echoes of one sender leave in one UDP_SEGMENT send instead, as the
-/// responder's do.
-fn plain_batched_echo(segmented: bool) -> SocketAddr {
+/// responder's do. `stamps`: the socket takes kernel receive stamps, as the responder's do (the
+/// batch helper reads them and nothing uses them): what stamps cost the kernel alone.
+fn plain_batched_echo(segmented: bool, stamps: bool) -> SocketAddr {
     pin(1);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    if stamps {
+        ipsla_net::socket::enable_rx_timestamps(&s);
+    }
     let addr = s.local_addr().unwrap();
+    let name = match (segmented, stamps) {
+        (false, _) => "plain-batched",
+        (true, false) => "plain-segmented",
+        (true, true) => "plain-seg-stamp",
+    };
     std::thread::Builder::new()
-        .name(if segmented { "plain-segmented" } else { "plain-batched" }.into())
+        .name(name.into())
         .spawn(move || {
             let mut b = ipsla_net::batch::Batch::new();
             let fd = s.as_raw_fd();
@@ -197,6 +207,11 @@ fn main() {
         Server { name: "plain recvfrom/sendto echo", kind: Kind::Plain, stamps: false },
         Server { name: "plain echo batched (recvmmsg/sendmmsg)", kind: Kind::PlainBatched, stamps: false },
         Server {
+            name: "plain echo batched, one UDP_SEGMENT send per batch, kernel receive stamps on",
+            kind: Kind::PlainSegmented,
+            stamps: true,
+        },
+        Server {
             name: "plain echo batched, one UDP_SEGMENT send per batch",
             kind: Kind::PlainSegmented,
             stamps: false,
@@ -212,8 +227,8 @@ fn main() {
     ];
 
     let plain = plain_echo();
-    let batched = plain_batched_echo(false);
-    let segmented = plain_batched_echo(true);
+    let batched = plain_batched_echo(false, false);
+    let segmented = [plain_batched_echo(true, true), plain_batched_echo(true, false)];
     let responders: Vec<_> = [true, false]
         .into_iter()
         .map(|kernel_timestamps| {
@@ -243,7 +258,10 @@ fn main() {
     std::thread::sleep(Duration::from_millis(50));
     let plain_tid = ipsla_bench::own_threads(|n| n == "plain-echo")[0];
     let batched_tid = ipsla_bench::own_threads(|n| n == "plain-batched")[0];
-    let segmented_tid = ipsla_bench::own_threads(|n| n == "plain-segmented")[0];
+    let segmented_tid = [
+        ipsla_bench::own_threads(|n| n == "plain-seg-stamp")[0],
+        ipsla_bench::own_threads(|n| n == "plain-segmented")[0],
+    ];
 
     // µs of CPU 1 per reply, per server, per round
     let mut us = vec![Vec::new(); servers.len()];
@@ -260,13 +278,13 @@ fn main() {
             let tid = match s.kind {
                 Kind::Plain => plain_tid,
                 Kind::PlainBatched => batched_tid,
-                Kind::PlainSegmented => segmented_tid,
+                Kind::PlainSegmented => segmented_tid[usize::from(!s.stamps)],
                 _ => *rtid,
             };
             let (target, probe) = match s.kind {
                 Kind::Plain => (plain, &type2),
                 Kind::PlainBatched => (batched, &type2),
-                Kind::PlainSegmented => (segmented, &type2),
+                Kind::PlainSegmented => (segmented[usize::from(!s.stamps)], &type2),
                 Kind::Type2 | Kind::Type3 => {
                     port += 1;
                     v1_control(r.control_v1_addrs()[0], port);
