@@ -155,6 +155,7 @@ fn bare_pair(secs: u32, spin: Duration) {
     let n = secs as usize * 1000;
     // per probe: T1 (kernel transmit stamp), T4 (kernel receive stamp), the echo's T2 and reading
     let (mut t1, mut back) = (vec![0i64; n], vec![None; n]);
+    let mut taken = Vec::with_capacity(n);
     let (mut buf, mut cmsg, mut errq) = ([0u8; 64], socket::cmsg_buffer(), socket::errqueue_cmsg_buffer());
     let mut read = |sock: &std::net::UdpSocket, back: &mut Vec<Option<(i64, i64, i64)>>| {
         while let Ok(r) = socket::recv_stamped(sock, &mut buf, &mut cmsg) {
@@ -172,9 +173,12 @@ fn bare_pair(secs: u32, spin: Duration) {
         pacer.sleep(Some(deadline));
         let mut probe = [0u8; 64];
         probe[..8].copy_from_slice(&(k as u64).to_be_bytes());
-        let _ = sock.send_to(&probe, to);
+        // the kernel numbers the stamps of the sends it took: a failed send takes no number
+        if sock.send_to(&probe, to).is_ok() {
+            taken.push(k);
+        }
         socket::drain_tx_stamps(&sock, &mut errq, |t| {
-            if let Some(slot) = t1.get_mut(t.id as usize) {
+            if let Some(slot) = taken.get(t.id as usize).and_then(|&k| t1.get_mut(k)) {
                 *slot = t.wall.as_nanos() as i64;
             }
         });
